@@ -1,0 +1,15 @@
+export type * from './types.ts';
+export { parsePolicy, loadPolicyFile, formatFieldPath, formatProblem, POLICY_DEFAULTS, type PolicyProblem } from './load.ts';
+export {
+  decide,
+  classifyTool,
+  classifyToolDetailed,
+  matchesApprovalRule,
+  qualifiedToolName,
+  splitQualifiedName,
+  visibleTools,
+  type ClassifiedTool,
+} from './decide.ts';
+export { PolicyStore, type ReloadResult } from './store.ts';
+export { policyWarnings } from './warnings.ts';
+export { parseDuration, formatDuration } from './duration.ts';

@@ -1,0 +1,156 @@
+import { validate as validateCron, validateDetailed as validateCronDetailed } from 'node-cron';
+import { z } from 'zod';
+import { parseDuration } from './duration.ts';
+
+/**
+ * The policy file as written (snake_case YAML). Every object is strict: a typo
+ * such as `mcp_scope` is an error, never a silently ignored key, because an
+ * ignored key in a permissions file is a permission nobody meant to give or take.
+ * Defaults and cross-references are applied after parsing (see load.ts), so
+ * this file is only the shape.
+ */
+
+export const SLACK_USER_RE = /^[UW][A-Z0-9]{2,}$/;
+export const SLACK_CHANNEL_RE = /^[CG][A-Z0-9]{2,}$/;
+/** Server names end up in `<server>__<tool>`, so they may not contain `__` or end in `_`. */
+export const SERVER_NAME_RE = /^[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*$/;
+/** MCP tool names: letters, digits, `_`, `-`, `.` (SEP-986). */
+export const TOOL_NAME_RE = /^[A-Za-z0-9_.-]{1,128}$/;
+export const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+const slackUser = z.string().regex(SLACK_USER_RE, 'expected a Slack user id like U0123ABCD');
+const slackChannel = z.string().regex(SLACK_CHANNEL_RE, 'expected a Slack channel id like C0123ABCD or G0123ABCD');
+
+const duration = z.unknown().transform((value, ctx) => {
+  const ms = parseDuration(value);
+  if (ms === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a duration like 30s, 15m, 1h, 7d or a number of milliseconds, got ${JSON.stringify(value) ?? String(value)}`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const cron = z.string().superRefine((expr, ctx) => {
+  if (validateCron(expr)) return;
+  const detail = validateCronDetailed(expr).errors.map((e) => e.message).join('; ');
+  ctx.addIssue({
+    code: 'custom',
+    message: `expected a cron expression like "0 9 1 * *", got ${JSON.stringify(expr)}${detail ? ` (${detail})` : ''}`,
+  });
+});
+
+const isoDate = z.string().superRefine((s, ctx) => {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(s);
+  const d = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : undefined;
+  // Round-tripping catches 2026-02-30, which Date would roll over to March.
+  if (!d || d.toISOString().slice(0, 10) !== s) {
+    ctx.addIssue({ code: 'custom', message: `expected a date as YYYY-MM-DD, got ${JSON.stringify(s)}` });
+  }
+});
+
+const positiveInt = z.number().int().positive();
+
+export const scopeSchema = z.enum(['read', 'write']);
+export const consequenceSchema = z.enum(['reversible', 'irreversible', 'customer-facing']);
+
+export const limitsSchema = z.strictObject({
+  calls_per_minute: positiveInt.optional(),
+  max_denials: positiveInt.optional(),
+  denial_window: duration.optional(),
+  max_rejections: positiveInt.optional(),
+  max_call_duration: duration.optional(),
+  auto_halt: z.boolean().optional(),
+});
+
+/** One agent, in the seed's shape plus the full form's extras. */
+export const agentFields = {
+  agent: z.string().regex(AGENT_NAME_RE, 'expected an agent name of letters, digits, "_", "-" or "."'),
+  sandbox: z.string().optional(),
+  mcp_scopes: z.record(z.string(), z.array(scopeSchema)),
+  approval_required: z.array(z.string().min(1)).optional(),
+  // Warden audits every call whatever the file says; the field exists so the
+  // seed loads, and anything else would be a promise Warden does not keep.
+  audit: z.literal('all_tool_calls', { error: 'Warden always audits every tool call; expected all_tool_calls' }).optional(),
+  kill_switch: z.string().optional(),
+  owner: slackUser.optional(),
+  channel: slackChannel.optional(),
+  approvers: z.array(slackUser).optional(),
+  review_by: isoDate.optional(),
+  limits: limitsSchema.optional(),
+  approval_timeout: duration.optional(),
+};
+
+export const agentSchema = z.strictObject(agentFields);
+
+export const toolSchema = z.strictObject({
+  scope: scopeSchema,
+  consequence: consequenceSchema.optional(),
+  description: z.string().optional(),
+});
+
+export const serverSchema = z.strictObject({
+  command: z.string().min(1).optional(),
+  args: z.array(z.string()).optional(),
+  env: z.record(z.string(), z.string()).optional(),
+  cwd: z.string().min(1).optional(),
+  url: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  tools: z.record(z.string(), toolSchema).optional(),
+  timeout_ms: positiveInt.optional(),
+  max_result_bytes: positiveInt.optional(),
+});
+
+export const controlSchema = z.strictObject({
+  halters: z.array(slackUser).optional(),
+  resumers: z.array(slackUser).optional(),
+  oncall_channel: slackChannel.optional(),
+  compliance_channel: slackChannel.optional(),
+  drill: z
+    .strictObject({
+      schedule: cron.optional(),
+      canary_agent: z.string().min(1).optional(),
+      overdue_after_days: positiveInt.optional(),
+    })
+    .optional(),
+  checkpoint_schedule: cron.optional(),
+  review_reminder_schedule: cron.optional(),
+});
+
+/**
+ * The whole file. The seed form writes one agent's fields at the top level;
+ * the full form lists agents under `agents:`. Which one is present is checked
+ * after parsing so both forms share one strict key set (and one typo check).
+ */
+export const policyFileSchema = z.strictObject({
+  ...Object.fromEntries(Object.entries(agentFields).map(([k, v]) => [k, v.optional()])),
+  servers: z.record(z.string(), serverSchema).optional(),
+  agents: z.array(agentSchema).optional(),
+  control: controlSchema.optional(),
+} as {
+  [K in keyof typeof agentFields]: z.ZodOptional<(typeof agentFields)[K]>;
+} & {
+  servers: z.ZodOptional<z.ZodRecord<z.ZodString, typeof serverSchema>>;
+  agents: z.ZodOptional<z.ZodArray<typeof agentSchema>>;
+  control: z.ZodOptional<typeof controlSchema>;
+});
+
+export type PolicyFile = z.output<typeof policyFileSchema>;
+export type AgentBlock = z.output<typeof agentSchema>;
+export type ServerBlock = z.output<typeof serverSchema>;
+
+/** Every key the schema knows, for "did you mean" hints on a typo. */
+export const KNOWN_KEYS: readonly string[] = [
+  ...new Set([
+    ...Object.keys(policyFileSchema.shape),
+    ...Object.keys(limitsSchema.shape),
+    ...Object.keys(toolSchema.shape),
+    ...Object.keys(serverSchema.shape),
+    ...Object.keys(controlSchema.shape),
+    'schedule',
+    'canary_agent',
+    'overdue_after_days',
+  ]),
+];

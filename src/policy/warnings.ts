@@ -1,0 +1,54 @@
+import { matchesApprovalRule, splitQualifiedName } from './decide.ts';
+import type { Policy } from './types.ts';
+
+/**
+ * Things that load but are probably not what the author meant. Never errors:
+ * a policy with warnings is still enforced exactly as written.
+ */
+export function policyWarnings(policy: Policy, now: number): string[] {
+  const out: string[] = [];
+  const today = new Date(now).toISOString().slice(0, 10);
+
+  for (const a of Object.values(policy.agents)) {
+    if (a.reviewBy !== undefined && a.reviewBy < today) {
+      out.push(`agent ${a.name}: review_by ${a.reviewBy} has passed; review its access and set a new date`);
+    }
+    if (a.owner === undefined || a.channel === undefined) {
+      const missing = [a.owner === undefined ? 'owner' : '', a.channel === undefined ? 'channel' : ''].filter(Boolean).join(' and ');
+      out.push(`agent ${a.name}: no ${missing}, so approval cards and alerts for it have nowhere to go`);
+    }
+    for (const entry of a.approvalRequired) {
+      const q = splitQualifiedName(entry);
+      if (q !== null && policy.servers[q.server] !== undefined) {
+        if ((a.scopes[q.server] ?? []).length === 0) {
+          out.push(`agent ${a.name}: approval_required ${entry} names server ${q.server}, where ${a.name} has no scope, so it is always denied`);
+        } else if (policy.servers[q.server]!.tools[q.tool] === undefined) {
+          out.push(`agent ${a.name}: approval_required ${entry}: server ${q.server} classifies no tool ${q.tool}`);
+        }
+        continue;
+      }
+      // With an unclassified server in reach we cannot tell what it offers; its own warning covers it.
+      const reachable = Object.keys(a.scopes).filter((server) => (a.scopes[server] ?? []).length > 0);
+      if (reachable.some((server) => Object.keys(policy.servers[server]?.tools ?? {}).length === 0)) continue;
+      const offered = reachable.some((server) =>
+        Object.keys(policy.servers[server]?.tools ?? {}).some((tool) => matchesApprovalRule(entry, server, tool)),
+      );
+      if (!offered) out.push(`agent ${a.name}: approval_required ${entry} is a tool no server in its scopes offers`);
+    }
+  }
+
+  for (const s of Object.values(policy.servers)) {
+    const granted = Object.values(policy.agents).some((a) => (a.scopes[s.name] ?? []).length > 0);
+    if (!granted) out.push(`server ${s.name}: no agent has a scope on it`);
+    if (s.transport === undefined) out.push(`server ${s.name}: no command or url, so the gateway cannot reach it (add it under servers:)`);
+    if (Object.keys(s.tools).length === 0) {
+      out.push(`server ${s.name}: no tools classified, so every tool on it counts as write (irreversible)`);
+    }
+  }
+
+  const canary = policy.agents[policy.control.drill.canaryAgent];
+  if (canary !== undefined && Object.values(canary.scopes).some((s) => s.includes('write'))) {
+    out.push(`agent ${canary.name}: the drill canary has a write scope; a canary should only read`);
+  }
+  return out;
+}

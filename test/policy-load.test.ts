@@ -1,0 +1,344 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isWardenError, type WardenError } from '../src/errors.ts';
+import { loadPolicyFile, parsePolicy, type PolicyProblem } from '../src/policy/index.ts';
+
+const SEED = `agent: support-triage
+sandbox: isolated, network egress = allowlist only
+mcp_scopes:
+  tickets:   [read]
+  kb:        [read]
+  crm:       [read]
+approval_required:
+  - send_customer_email
+  - refund_request
+audit: all_tool_calls
+kill_switch: org-wide, tested monthly
+`;
+
+const dir = mkdtempSync(join(tmpdir(), 'warden-policy-load-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function write(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+/** Loads a file that must fail and returns the error. */
+function loadError(name: string, text: string, env: NodeJS.ProcessEnv = {}): WardenError {
+  const path = write(name, text);
+  try {
+    loadPolicyFile(path, env);
+  } catch (err) {
+    if (isWardenError(err)) return err;
+    throw err;
+  }
+  throw new Error(`${name} loaded but should not have`);
+}
+
+const problems = (err: WardenError) => err.details?.problems as PolicyProblem[];
+
+describe('seed policy', () => {
+  it('examples/seed-policy.yml is exactly the seed from the issue', () => {
+    expect(readFileSync('examples/seed-policy.yml', 'utf8')).toBe(SEED);
+  });
+
+  it('loads as written into the normalised policy', () => {
+    const p = loadPolicyFile('examples/seed-policy.yml', {});
+    expect(p.source).toBe('examples/seed-policy.yml');
+    expect(Object.keys(p.agents)).toEqual(['support-triage']);
+    const a = p.agents['support-triage']!;
+    expect(a.scopes).toEqual({ tickets: ['read'], kb: ['read'], crm: ['read'] });
+    expect(a.approvalRequired).toEqual(['send_customer_email', 'refund_request']);
+    expect(a.audit).toBe('all_tool_calls');
+    expect(a.sandbox).toBe('isolated, network egress = allowlist only');
+    expect(a.killSwitch).toBe('org-wide, tested monthly');
+    expect(a.approvalTimeoutMs).toBe(15 * 60_000);
+    expect(a.approvers).toEqual([]);
+    // Servers named only in scopes exist, unreachable and unclassified.
+    expect(Object.keys(p.servers).sort()).toEqual(['crm', 'kb', 'tickets']);
+    expect(p.servers.tickets!.transport).toBeUndefined();
+    expect(p.servers.tickets!.tools).toEqual({});
+    expect(p.control.drill.canaryAgent).toBe('warden-canary');
+  });
+});
+
+describe('full example', () => {
+  it('loads examples/policy.yml with every catalogue tool classified', () => {
+    const p = loadPolicyFile('examples/policy.yml', {});
+    expect(Object.keys(p.agents).sort()).toEqual(['billing-bot', 'support-triage', 'warden-canary']);
+    expect(p.servers.tickets!.transport).toEqual({
+      type: 'stdio',
+      command: 'node',
+      args: ['--import', 'tsx', 'test/fixtures/helpdesk-server.ts', 'tickets'],
+      env: {},
+    });
+    expect(p.servers.tickets!.tools).toEqual({
+      list_tickets: { scope: 'read', consequence: 'reversible' },
+      read_ticket: { scope: 'read', consequence: 'reversible' },
+      close_ticket: { scope: 'write', consequence: 'reversible' },
+      send_customer_email: { scope: 'write', consequence: 'customer-facing' },
+    });
+    expect(p.servers.kb!.tools).toEqual({ search_kb: { scope: 'read', consequence: 'reversible' } });
+    expect(p.servers.crm!.tools).toEqual({
+      lookup_customer: { scope: 'read', consequence: 'reversible' },
+      refund_request: { scope: 'write', consequence: 'irreversible' },
+    });
+    const st = p.agents['support-triage']!;
+    expect(st).toMatchObject({
+      owner: 'U0123ABCD',
+      channel: 'C0123ABCD',
+      approvers: ['U0456EFGH', 'U0789IJKL'],
+      reviewBy: '2027-06-30',
+      approvalTimeoutMs: 15 * 60_000,
+      scopes: { tickets: ['read'], kb: ['read'], crm: ['read'] },
+      limits: { callsPerMinute: 60, maxDenials: 5, denialWindowMs: 600_000, maxRejections: 3, maxCallDurationMs: 120_000, autoHalt: true },
+    });
+    expect(p.agents['billing-bot']!.scopes.crm).toEqual(['read', 'write']);
+    expect(p.agents['billing-bot']!.approvalTimeoutMs).toBe(30 * 60_000);
+    expect(p.agents['warden-canary']!.scopes).toEqual({ kb: ['read'] });
+    expect(p.control).toEqual({
+      halters: [],
+      resumers: ['U0123ABCD', 'U0999ONCL'],
+      oncallChannel: 'C0999OPS1',
+      complianceChannel: 'C0888AUDT',
+      drill: { schedule: '0 9 1 * *', canaryAgent: 'warden-canary', overdueAfterDays: 35 },
+      checkpointSchedule: '0 0 * * *',
+      reviewReminderSchedule: '0 9 * * 1',
+    });
+  });
+
+  it('accepts durations as strings or milliseconds, and applies defaults', () => {
+    const p = parsePolicy(
+      `agents:
+  - agent: a
+    mcp_scopes: { s: [read] }
+    approval_timeout: 90000
+    limits: { denial_window: 1h, max_call_duration: 500ms }
+  - agent: b
+    mcp_scopes: { s: [read] }
+    approval_timeout: 7d
+servers:
+  s: { url: "http://127.0.0.1:9/mcp", tools: { t: { scope: write } } }
+`,
+      'inline.yml',
+      {},
+    );
+    expect(p.agents.a!.approvalTimeoutMs).toBe(90_000);
+    expect(p.agents.a!.limits).toEqual({
+      callsPerMinute: undefined,
+      maxDenials: undefined,
+      denialWindowMs: 3_600_000,
+      maxRejections: undefined,
+      maxCallDurationMs: 500,
+      autoHalt: false,
+    });
+    expect(p.agents.b!.approvalTimeoutMs).toBe(7 * 86_400_000);
+    // A write tool with no stated consequence is taken at its worst.
+    expect(p.servers.s!.tools.t).toEqual({ scope: 'write', consequence: 'irreversible' });
+    expect(p.servers.s!).toMatchObject({ timeoutMs: 30_000, maxResultBytes: 1_048_576, transport: { type: 'http', headers: {} } });
+  });
+
+  it('resolves ${VAR} in server env and headers from the env given to the loader', () => {
+    const p = parsePolicy(
+      `servers:
+  helpdesk:
+    command: node
+    env: { HELPDESK_TOKEN: "\${HELPDESK_TOKEN}", MODE: plain }
+  crm:
+    url: https://crm.example.com/mcp
+    headers: { Authorization: "Bearer \${CRM_TOKEN}" }
+agents:
+  - agent: a
+    mcp_scopes: { helpdesk: [read], crm: [read] }
+`,
+      'env.yml',
+      { HELPDESK_TOKEN: 'tok-123', CRM_TOKEN: 'crm-456' },
+    );
+    expect(p.servers.helpdesk!.transport).toMatchObject({ type: 'stdio', env: { HELPDESK_TOKEN: 'tok-123', MODE: 'plain' } });
+    expect(p.servers.crm!.transport).toMatchObject({ type: 'http', headers: { Authorization: 'Bearer crm-456' } });
+  });
+});
+
+describe('invalid policies name file, line, column and field', () => {
+  it('a typo key is caught and named, with a suggestion', () => {
+    const err = loadError('typo.yml', SEED.replace('mcp_scopes:', 'mcp_scope:'));
+    expect(err.code).toBe('POLICY_INVALID');
+    expect(err.message).toContain(`${join(dir, 'typo.yml')}:3:1: mcp_scope: unknown key (did you mean "mcp_scopes"?)`);
+  });
+
+  it('a typo inside an agents entry points at the key', () => {
+    const err = loadError(
+      'typo2.yml',
+      `agents:
+  - agent: a
+    mcp_scopes: { kb: [read] }
+    aproval_required: [x]
+`,
+    );
+    expect(err.message).toBe(`${join(dir, 'typo2.yml')}:4:5: agents[0].aproval_required: unknown key (did you mean "approval_required"?)`);
+  });
+
+  it('a bad scope names the list item and the allowed values', () => {
+    const err = loadError(
+      'bad.yml',
+      `servers:
+  tickets:
+    command: node
+agents:
+  - agent: support-triage
+    mcp_scopes:
+      tickets: [admin]
+`,
+    );
+    expect(err.message).toBe(`${join(dir, 'bad.yml')}:7:17: agents[0].mcp_scopes.tickets[0]: expected one of read|write, got "admin"`);
+  });
+
+  it('a bad owner id and channel id are refused', () => {
+    const err = loadError('owner.yml', `${SEED}owner: bob\nchannel: D0123\napprovers: [U0123ABCD, alice]\n`);
+    const lines = err.message.split('\n');
+    const f = join(dir, 'owner.yml');
+    expect(lines).toEqual([
+      `${f}:12:8: owner: expected a Slack user id like U0123ABCD, got "bob"`,
+      `${f}:13:10: channel: expected a Slack channel id like C0123ABCD or G0123ABCD, got "D0123"`,
+      `${f}:14:24: approvers[1]: expected a Slack user id like U0123ABCD, got "alice"`,
+    ]);
+    expect(problems(err).map((p) => p.field)).toEqual(['owner', 'channel', 'approvers[1]']);
+  });
+
+  it('a bad cron expression is refused with node-cron\'s reason', () => {
+    const err = loadError('cron.yml', `${SEED}control:\n  drill:\n    schedule: '0 9 32 * *'\n`);
+    expect(err.message).toMatch(new RegExp(`^${escape(join(dir, 'cron.yml'))}:14:15: control\\.drill\\.schedule: expected a cron expression like "0 9 1 \\* \\*", got "0 9 32 \\* \\*"`));
+  });
+
+  it('a missing env var names the field and variable, never another value', () => {
+    const text = `servers:
+  crm:
+    url: https://crm.example.com/mcp
+    headers:
+      Authorization: "Bearer \${CRM_TOKEN}"
+      X-Other: "\${OTHER_SECRET}"
+agents:
+  - agent: a
+    mcp_scopes: { crm: [read] }
+`;
+    const err = loadError('env.yml', text, { OTHER_SECRET: 'sekrit-value' });
+    expect(err.message).toBe(`${join(dir, 'env.yml')}:5:22: servers.crm.headers.Authorization: environment variable CRM_TOKEN is not set`);
+    expect(JSON.stringify(err.details)).not.toContain('sekrit-value');
+  });
+
+  it('a value of the wrong type under headers is reported without echoing it', () => {
+    const err = loadError(
+      'hdr.yml',
+      `servers:
+  crm:
+    url: https://crm.example.com/mcp
+    headers: { Authorization: 12345678 }
+agents:
+  - agent: a
+    mcp_scopes: { crm: [read] }
+`,
+    );
+    expect(err.message).toContain('servers.crm.headers.Authorization: expected a string');
+    expect(err.message).not.toContain('12345678');
+  });
+
+  it('a YAML syntax error carries line and column', () => {
+    const err = loadError('syntax.yml', 'agent: a\nmcp_scopes:\n  kb: [read\n  crm: : x\n');
+    expect(err.code).toBe('POLICY_INVALID');
+    expect(err.message.split('\n')[0]).toMatch(new RegExp(`^${escape(join(dir, 'syntax.yml'))}:\\d+:\\d+: YAML syntax error: `));
+    expect(problems(err)[0]!.line).toBeGreaterThanOrEqual(3);
+  });
+
+  it('duplicate keys are a syntax error, not a silent override', () => {
+    const err = loadError('dup.yml', `${SEED}agent: someone-else\n`);
+    expect(err.message).toBe(`${join(dir, 'dup.yml')}:12:1: YAML syntax error: Map keys must be unique`);
+  });
+
+  it('reports every problem, one a line, in file order', () => {
+    const err = loadError(
+      'many.yml',
+      `agents:
+  - agent: a
+    mcp_scopes: { kb: [read, delete] }
+    review_by: 2026-02-30
+    approval_timeout: soon
+    limits: { calls_per_minute: 0 }
+  - mcp_scopes: {}
+control:
+  checkpoint_schedule: nightly
+`,
+    );
+    const f = join(dir, 'many.yml');
+    expect(err.message.split('\n')).toEqual([
+      `${f}:3:30: agents[0].mcp_scopes.kb[1]: expected one of read|write, got "delete"`,
+      `${f}:4:16: agents[0].review_by: expected a date as YYYY-MM-DD, got "2026-02-30"`,
+      `${f}:5:23: agents[0].approval_timeout: expected a duration like 30s, 15m, 1h, 7d or a number of milliseconds, got "soon"`,
+      `${f}:6:33: agents[0].limits.calls_per_minute: expected a positive number, got 0`,
+      `${f}:7:5: agents[1].agent: required (expected a string)`,
+      `${f}:9:24: control.checkpoint_schedule: expected a cron expression like "0 9 1 * *", got "nightly" (expected 5 or 6 fields but got 1)`,
+    ]);
+  });
+
+  it('cross-references: unknown server in scopes, duplicate agent, unknown canary, both forms at once', () => {
+    const err = loadError(
+      'xref.yml',
+      `servers:
+  tickets: { command: node }
+agents:
+  - agent: a
+    mcp_scopes: { tickets: [read], github: [read] }
+  - agent: a
+    mcp_scopes: { tickets: [read] }
+control:
+  drill: { canary_agent: nobody }
+`,
+    );
+    const f = join(dir, 'xref.yml');
+    expect(err.message.split('\n')).toEqual([
+      `${f}:5:36: agents[0].mcp_scopes.github: unknown server "github"; servers declares tickets`,
+      `${f}:6:12: agents[1].agent: duplicate agent "a"`,
+      `${f}:9:26: control.drill.canary_agent: canary agent "nobody" is not a declared agent`,
+    ]);
+    const mixed = loadError('mixed.yml', `${SEED}agents: []\n`);
+    expect(mixed.message.split('\n')[0]).toBe(`${join(dir, 'mixed.yml')}:1:1: agent: agent fields belong inside an \`agents:\` entry when \`agents:\` is used`);
+  });
+
+  it('servers: needs exactly one transport; names must survive <server>__<tool>', () => {
+    const err = loadError(
+      'srv.yml',
+      `servers:
+  a: { tools: {} }
+  b: { command: node, url: "http://127.0.0.1/mcp" }
+  c__d: { command: node }
+agents:
+  - agent: x
+    mcp_scopes: { a: [read] }
+`,
+    );
+    expect(problems(err).map((p) => `${p.line}:${p.field}`)).toEqual(['2:servers.a', '3:servers.b.url', '4:servers.c__d']);
+  });
+
+  it('audit cannot be switched off', () => {
+    const err = loadError('audit.yml', SEED.replace('audit: all_tool_calls', 'audit: none'));
+    expect(err.message).toBe(`${join(dir, 'audit.yml')}:10:8: audit: Warden always audits every tool call; expected all_tool_calls, got "none"`);
+  });
+
+  it('an empty file and a missing file', () => {
+    expect(loadError('empty.yml', '').message).toBe(`${join(dir, 'empty.yml')}:1:1: policy file is empty`);
+    let caught: unknown;
+    try {
+      loadPolicyFile(join(dir, 'nope.yml'), {});
+    } catch (err) {
+      caught = err;
+    }
+    expect(isWardenError(caught, 'POLICY_NOT_FOUND')).toBe(true);
+  });
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
