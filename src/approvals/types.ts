@@ -1,0 +1,94 @@
+import type { AgentPolicy, Consequence } from '../policy/types.ts';
+
+export type ApprovalStatus = 'pending' | 'approved' | 'rejected' | 'expired' | 'cancelled' | 'abandoned' | 'failed';
+
+export interface ApprovalRequestInput {
+  callId: string;
+  agent: AgentPolicy;
+  server: string;
+  tool: string;
+  args: unknown;
+  rule: 'approval_required' | 'consequential';
+  consequence: Consequence;
+  reason: string;
+  /** Aborted when the agent cancels or disconnects, or the agent is halted. */
+  signal: AbortSignal;
+  /** Called periodically while waiting, so the edge can send MCP progress notifications. */
+  onWaiting?: ((elapsedMs: number) => void) | undefined;
+}
+
+export type ApprovalOutcome =
+  | { approvalId: string; status: 'approved'; approver: string; at: number }
+  | { approvalId: string; status: Exclude<ApprovalStatus, 'approved' | 'pending'>; approver?: string | undefined; reason: string; at: number };
+
+/** What the gateway needs: hold a call until a human (or a timeout) decides. */
+export interface ApprovalGate {
+  request(input: ApprovalRequestInput): Promise<ApprovalOutcome>;
+  /** After an approved call ran: tell the humans how it ended (thread reply). */
+  reportOutcome(approvalId: string, outcome: { ok: boolean; summary: string }): Promise<void>;
+}
+
+/** How an approved call ended, for the humans who approved it. */
+export interface ApprovalResultReport {
+  ok: boolean;
+  /** A short human summary of the result or the error; shown in the card's thread. */
+  summary: string;
+}
+
+/**
+ * One held call as stored. Slack cards are redrawn from this (never from a
+ * click's payload), so what people see is what the database says.
+ */
+export interface ApprovalRecord {
+  id: string;
+  callId: string;
+  agent: string;
+  owner?: string | undefined;
+  server: string;
+  tool: string;
+  /** The arguments as shown to people: redacted. The exact arguments are bound by `argsHash`. */
+  args: unknown;
+  /** sha256 (hex) of the canonical JSON of the exact arguments. */
+  argsHash: string;
+  rule: 'approval_required' | 'consequential';
+  consequence: Consequence;
+  /** Why the call is held (the policy's sentence). */
+  requestReason?: string | undefined;
+  /** Who could decide when the call was held (owner included). */
+  approvers: string[];
+  status: ApprovalStatus;
+  requestedAt: number;
+  expiresAt: number;
+  decidedAt?: number | undefined;
+  /** Slack user id for human decisions; absent for expiry, halts, restarts and failures. */
+  decidedBy?: string | undefined;
+  decisionReason?: string | undefined;
+  channel?: string | undefined;
+  messageTs?: string | undefined;
+  processId?: string | undefined;
+  outcome?: ApprovalResultReport | undefined;
+}
+
+export type DecideResult =
+  | { ok: true; record: ApprovalRecord }
+  | {
+      ok: false;
+      /** not_found: no such approval; forbidden: the user may not decide it; not_pending: someone (or something) decided first. */
+      code: 'not_found' | 'forbidden' | 'not_pending';
+      /** A sentence to show the user who clicked. */
+      message: string;
+      record?: ApprovalRecord | undefined;
+    };
+
+/**
+ * Where the service shows held calls to people (Slack implements it). The
+ * service stays transport-free: it hands over records, the notifier draws them.
+ */
+export interface ApprovalNotifier {
+  /** Post the card; rejects (after bounded retries) when the card could not be shown. */
+  postCard(record: ApprovalRecord): Promise<{ channel: string; ts: string }>;
+  /** Redraw the posted card from the stored record. */
+  updateCard(record: ApprovalRecord): Promise<void>;
+  /** Reply in the card's thread with how the approved call ended. */
+  postOutcome(record: ApprovalRecord, outcome: ApprovalResultReport): Promise<void>;
+}

@@ -1,0 +1,49 @@
+/** What callers hand to the audit log. Redaction happens inside `append`. */
+export interface AuditEntry {
+  /** e.g. call.decided, call.completed, auth.failed, approval.requested, approval.decided,
+   *  approval.refused, control.halt, control.resume, drill.completed, pin.changed, pin.approved,
+   *  anomaly, checkpoint */
+  event: string;
+  callId?: string | undefined;
+  agent?: string | undefined;
+  owner?: string | undefined;
+  server?: string | undefined;
+  tool?: string | undefined;
+  args?: unknown;
+  result?: unknown;
+  /** allow | deny | approve | approved | rejected | expired | cancelled | abandoned | ok | error | halted … */
+  decision?: string | undefined;
+  reason?: string | undefined;
+  approver?: string | undefined;
+  durationMs?: number | undefined;
+  detail?: Record<string, unknown> | undefined;
+  /** Defaults to the log's clock. */
+  ts?: number | undefined;
+}
+
+/** A stored row as read back (JSON columns still as text). */
+export interface AuditRow {
+  seq: number;
+  ts: number;
+  event: string;
+  call_id: string | null;
+  agent: string | null;
+  owner: string | null;
+  server: string | null;
+  tool: string | null;
+  args: string | null;
+  result: string | null;
+  decision: string | null;
+  reason: string | null;
+  approver: string | null;
+  duration_ms: number | null;
+  detail: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+/** What the gateway, approvals and control need from the audit trail. */
+export interface AuditSink {
+  /** Resolves once the row is committed to disk (group commit), with its chain position. */
+  append(entry: AuditEntry): Promise<{ seq: number; hash: string }>;
+}

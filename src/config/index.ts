@@ -1,0 +1,89 @@
+import { z } from 'zod';
+import { WardenError } from '../errors.ts';
+
+/**
+ * Environment → typed config. Validated once at start-up; a bad value stops
+ * Warden with a message that names the variable.
+ */
+const envSchema = z.object({
+  WARDEN_DB: z.string().min(1).default('./data/warden.db'),
+  WARDEN_POLICY: z.string().min(1).default('./examples/policy.yml'),
+  WARDEN_HOST: z.string().min(1).default('127.0.0.1'),
+  WARDEN_PORT: z.coerce.number().int().min(0).max(65535).default(8787),
+  /** Extra Host header values accepted by the gateway (comma separated). */
+  WARDEN_ALLOWED_HOSTS: z.string().default(''),
+  /** Extra Origin values accepted by the gateway (comma separated). */
+  WARDEN_ALLOWED_ORIGINS: z.string().default(''),
+  /** Ed25519 private key (PEM, or base64 of PKCS#8 DER) for signing audit checkpoints. */
+  WARDEN_CHECKPOINT_KEY: z.string().optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  SLACK_BOT_TOKEN: z.string().optional(),
+  SLACK_SIGNING_SECRET: z.string().optional(),
+  SLACK_APP_TOKEN: z.string().optional(),
+  /** Port of Bolt's HTTP receiver when Socket Mode is off. */
+  SLACK_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  /** Override of Slack's Web API base URL (tests point it at a local server). */
+  SLACK_API_URL: z.string().url().optional(),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+export interface Config {
+  dbPath: string;
+  policyPath: string;
+  host: string;
+  port: number;
+  allowedHosts: string[];
+  allowedOrigins: string[];
+  checkpointKey?: string | undefined;
+  logLevel: Env['LOG_LEVEL'];
+  slack?:
+    | {
+        botToken: string;
+        signingSecret: string;
+        appToken?: string | undefined;
+        port: number;
+        apiUrl?: string | undefined;
+      }
+    | undefined;
+}
+
+const list = (s: string) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new WardenError('CONFIG_INVALID', `invalid environment: ${problems}`);
+  }
+  const e = parsed.data;
+  let slack: Config['slack'];
+  if (e.SLACK_BOT_TOKEN || e.SLACK_SIGNING_SECRET || e.SLACK_APP_TOKEN) {
+    if (!e.SLACK_BOT_TOKEN) throw new WardenError('CONFIG_INVALID', 'SLACK_BOT_TOKEN is required when Slack is configured');
+    if (!e.SLACK_APP_TOKEN && !e.SLACK_SIGNING_SECRET) {
+      throw new WardenError('CONFIG_INVALID', 'SLACK_SIGNING_SECRET is required for the HTTP receiver (or set SLACK_APP_TOKEN for Socket Mode)');
+    }
+    slack = {
+      botToken: e.SLACK_BOT_TOKEN,
+      signingSecret: e.SLACK_SIGNING_SECRET ?? '',
+      appToken: e.SLACK_APP_TOKEN,
+      port: e.SLACK_PORT,
+      apiUrl: e.SLACK_API_URL,
+    };
+  }
+  return {
+    dbPath: e.WARDEN_DB,
+    policyPath: e.WARDEN_POLICY,
+    host: e.WARDEN_HOST,
+    port: e.WARDEN_PORT,
+    allowedHosts: list(e.WARDEN_ALLOWED_HOSTS),
+    allowedOrigins: list(e.WARDEN_ALLOWED_ORIGINS),
+    checkpointKey: e.WARDEN_CHECKPOINT_KEY,
+    logLevel: e.LOG_LEVEL,
+    slack,
+  };
+}
