@@ -44,6 +44,17 @@ CREATE TABLE audit_checkpoints (
   public_key TEXT    NOT NULL,
   posted_to  TEXT
 );
+CREATE INDEX audit_checkpoints_seq ON audit_checkpoints (seq);
+
+-- A checkpoint is evidence too: only where it was posted may be filled in later.
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE OF seq, head_hash, ts, signature, public_key ON audit_checkpoints
+BEGIN
+  SELECT RAISE(ABORT, 'audit_checkpoints is append-only: UPDATE refused');
+END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+BEGIN
+  SELECT RAISE(ABORT, 'audit_checkpoints is append-only: DELETE refused');
+END;
 
 -- Agent tokens: only a sha256 of the token is kept.
 CREATE TABLE agent_tokens (
@@ -83,6 +94,11 @@ CREATE TABLE approvals (
   args_hash       TEXT    NOT NULL,
   rule            TEXT    NOT NULL,
   consequence     TEXT    NOT NULL,
+  -- Why the call is held (policy's sentence), shown on the card.
+  request_reason  TEXT,
+  -- Snapshot of who could decide when the call was held (JSON array of Slack
+  -- user ids, owner included); used when no live policy is at hand.
+  approvers       TEXT    NOT NULL DEFAULT '[]',
   status          TEXT    NOT NULL CHECK (status IN ('pending', 'approved', 'rejected', 'expired', 'cancelled', 'abandoned', 'failed')),
   requested_at    INTEGER NOT NULL,
   expires_at      INTEGER NOT NULL,

@@ -1,0 +1,32 @@
+export type { AuditEntry, AuditRow, AuditSink } from './types.ts';
+export { GENESIS_HASH, canonicalRow, rowHash } from './canonical.ts';
+export { DEFAULT_MAX_RESULT_CHARS, REDACTED, isSecretKey, redact, redactString, truncateText } from './redact.ts';
+export { AuditLog, type AuditLogOptions, type ChainHead } from './log.ts';
+export {
+  checkpointMessage,
+  createCheckpoint,
+  generateCheckpointKeyPair,
+  listCheckpoints,
+  loadPrivateKey,
+  loadPublicKey,
+  markCheckpointPosted,
+  parseCheckpointRef,
+  publicKeyBase64,
+  verifyCheckpoint,
+  type Checkpoint,
+  type CheckpointRef,
+  type GeneratedKeyPair,
+} from './checkpoint.ts';
+export { verifyChain, type ProblemKind, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify.ts';
+export {
+  DEFAULT_QUERY_LIMIT,
+  MAX_QUERY_LIMIT,
+  QUERY_EXAMPLE,
+  QUERY_KEYS,
+  parseQuery,
+  runQuery,
+  type AuditQuery,
+  type OutputFormat,
+  type QueryPage,
+} from './query.ts';
+export { csvCell, formatCsv, formatJson, formatRows, formatTable } from './format.ts';

@@ -1,0 +1,218 @@
+import { clearImmediate, setImmediate } from 'node:timers';
+import type { Statement } from 'better-sqlite3';
+import { systemClock, type Clock } from '../clock.ts';
+import { WardenError, describeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Db } from '../store/db.ts';
+import { GENESIS_HASH, rowHash, type UnhashedRow } from './canonical.ts';
+import { DEFAULT_MAX_RESULT_CHARS, redactString, serialiseRedacted, truncateText, wellFormed } from './redact.ts';
+import type { AuditEntry, AuditSink } from './types.ts';
+
+export interface AuditLogOptions {
+  clock?: Clock | undefined;
+  logger?: Logger | undefined;
+  /** Cap on a stored result's JSON text; longer results are cut with a marker. Default 16 KiB. */
+  maxResultChars?: number | undefined;
+  /** Cap on stored args and detail JSON text. Default 64 KiB. */
+  maxArgsChars?: number | undefined;
+  /** Flush at once when this many rows are pending instead of waiting for setImmediate. Default 1000. */
+  maxBatch?: number | undefined;
+}
+
+export interface ChainHead {
+  seq: number;
+  hash: string;
+}
+
+/** A row ready to be chained: everything but seq, prev_hash and hash. */
+type PreparedRow = Omit<UnhashedRow, 'seq' | 'prev_hash'>;
+
+interface Pending {
+  row: PreparedRow;
+  resolve: (pos: ChainHead) => void;
+  reject: (err: unknown) => void;
+}
+
+const DEFAULT_MAX_ARGS_CHARS = 64 * 1024;
+const DEFAULT_MAX_BATCH = 1000;
+const MAX_NAME_CHARS = 512;
+const MAX_REASON_CHARS = 4096;
+
+/**
+ * The append-only, hash-chained audit trail with group commit.
+ *
+ * `append` redacts and serialises the entry at once (so later mutation by
+ * the caller cannot change what is written), queues it, and resolves only
+ * when the transaction holding it has committed. Rows queued in the same
+ * tick share one `BEGIN IMMEDIATE` transaction — one fsync for the batch —
+ * which reads the head inside the transaction, so several processes sharing
+ * the file still build one chain.
+ *
+ * The Db stays the caller's: `close()` flushes and stops accepting rows but
+ * does not close the connection.
+ */
+export class AuditLog implements AuditSink {
+  private readonly clock: Clock;
+  private readonly logger: Logger | undefined;
+  private readonly maxResultChars: number;
+  private readonly maxArgsChars: number;
+  private readonly maxBatch: number;
+  private readonly selectHead: Statement<[], ChainHead>;
+  private readonly insert: Statement;
+  private readonly writeBatch: (batch: readonly Pending[]) => ChainHead[];
+  private pending: Pending[] = [];
+  // From node:timers, not the global: group commit is I/O scheduling, not
+  // time, so a test that fakes timers must not stall every audit write.
+  private scheduled: NodeJS.Immediate | undefined;
+  private closed = false;
+
+  constructor(db: Db, opts: AuditLogOptions = {}) {
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger;
+    this.maxResultChars = positiveInt(opts.maxResultChars, DEFAULT_MAX_RESULT_CHARS, 'maxResultChars');
+    this.maxArgsChars = positiveInt(opts.maxArgsChars, DEFAULT_MAX_ARGS_CHARS, 'maxArgsChars');
+    this.maxBatch = positiveInt(opts.maxBatch, DEFAULT_MAX_BATCH, 'maxBatch');
+    this.selectHead = db.prepare<[], ChainHead>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
+    this.insert = db.prepare(
+      `INSERT INTO audit (seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason,
+         approver, duration_ms, detail, prev_hash, hash)
+       VALUES (@seq, @ts, @event, @call_id, @agent, @owner, @server, @tool, @args, @result, @decision, @reason,
+         @approver, @duration_ms, @detail, @prev_hash, @hash)`,
+    );
+    this.writeBatch = db.transaction((batch: readonly Pending[]) => {
+      // Read inside the write lock: another process may have appended since our last batch.
+      let head = this.selectHead.get() ?? { seq: 0, hash: GENESIS_HASH };
+      const positions: ChainHead[] = [];
+      for (const { row } of batch) {
+        const unhashed: UnhashedRow = { ...row, seq: head.seq + 1, prev_hash: head.hash };
+        const hash = rowHash(unhashed);
+        this.insert.run({ ...unhashed, hash });
+        head = { seq: unhashed.seq, hash };
+        positions.push(head);
+      }
+      return positions;
+    }).immediate;
+  }
+
+  append(entry: AuditEntry): Promise<ChainHead> {
+    if (this.closed) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
+    let row: PreparedRow;
+    try {
+      row = this.prepare(entry);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<ChainHead>((resolve, reject) => {
+      this.pending.push({ row, resolve, reject });
+      if (this.pending.length >= this.maxBatch) this.flushNow();
+      else this.scheduled ??= setImmediate(() => this.flushNow());
+    });
+  }
+
+  /** Commits everything queued so far; rejects if that batch failed. */
+  flush(): Promise<void> {
+    if (this.pending.length === 0) return Promise.resolve();
+    // Observe the last queued row: it is in the final batch, so when it settles all have.
+    const last = this.pending[this.pending.length - 1]!;
+    const settled = new Promise<void>((resolve, reject) => {
+      const { resolve: r0, reject: j0 } = last;
+      last.resolve = (pos) => {
+        r0(pos);
+        resolve();
+      };
+      last.reject = (err) => {
+        j0(err);
+        reject(err);
+      };
+    });
+    this.flushNow();
+    return settled;
+  }
+
+  /** Flushes, then refuses further appends. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flush();
+  }
+
+  /** The committed head of the chain as the database has it now (all processes), seq 0 when empty. */
+  head(): ChainHead {
+    return this.selectHead.get() ?? { seq: 0, hash: GENESIS_HASH };
+  }
+
+  private flushNow(): void {
+    if (this.scheduled !== undefined) {
+      clearImmediate(this.scheduled);
+      this.scheduled = undefined;
+    }
+    const batch = this.pending;
+    if (batch.length === 0) return;
+    this.pending = [];
+    let positions: ChainHead[];
+    try {
+      positions = this.writeBatch(batch);
+    } catch (err) {
+      const failure = new WardenError('AUDIT_WRITE_FAILED', `audit write of ${batch.length} row(s) failed: ${describeError(err)}`, {
+        cause: err,
+        details: { rows: batch.length },
+      });
+      this.logger?.error({ err: describeError(err), rows: batch.length }, 'audit batch failed; every caller in it is told');
+      for (const p of batch) p.reject(failure);
+      return;
+    }
+    for (let i = 0; i < batch.length; i++) batch[i]!.resolve(positions[i]!);
+  }
+
+  private prepare(e: AuditEntry): PreparedRow {
+    if (e === null || typeof e !== 'object') throw invalid('entry', 'must be an object');
+    if (typeof e.event !== 'string' || e.event.trim() === '') throw invalid('event', 'must be a non-empty string');
+    const ts = e.ts ?? this.clock.now();
+    if (typeof ts !== 'number' || !Number.isFinite(ts)) throw invalid('ts', 'must be a finite number of epoch milliseconds');
+    const duration = e.durationMs;
+    if (duration !== undefined && duration !== null && (typeof duration !== 'number' || !Number.isFinite(duration) || duration < 0)) {
+      throw invalid('durationMs', 'must be a non-negative finite number');
+    }
+    return {
+      ts: Math.round(ts),
+      event: name(e.event, 'event'),
+      call_id: optName(e.callId, 'callId'),
+      agent: optName(e.agent, 'agent'),
+      owner: optName(e.owner, 'owner'),
+      server: optName(e.server, 'server'),
+      tool: optName(e.tool, 'tool'),
+      args: serialiseRedacted(e.args, this.maxArgsChars),
+      result: serialiseRedacted(e.result, this.maxResultChars),
+      decision: optName(e.decision, 'decision'),
+      reason: optText(e.reason, 'reason', MAX_REASON_CHARS),
+      approver: optName(e.approver, 'approver'),
+      duration_ms: duration === undefined || duration === null ? null : Math.round(duration),
+      detail: serialiseRedacted(e.detail, this.maxArgsChars),
+    };
+  }
+}
+
+function invalid(field: string, why: string): WardenError {
+  return new WardenError('INVALID_INPUT', `audit entry field "${field}" ${why}`, { details: { field } });
+}
+
+function name(v: string, field: string): string {
+  return optText(v, field, MAX_NAME_CHARS)!;
+}
+
+function optName(v: unknown, field: string): string | null {
+  return optText(v, field, MAX_NAME_CHARS);
+}
+
+// Free text can carry an error message with a token in it: redact it too.
+function optText(v: unknown, field: string, max: number): string | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'string') throw invalid(field, 'must be a string');
+  // Cut first, then repair: a cut may leave half a surrogate pair.
+  return wellFormed(truncateText(redactString(v), max));
+}
+
+function positiveInt(v: number | undefined, dflt: number, field: string): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < 1) throw new WardenError('INVALID_INPUT', `AuditLog option ${field} must be a positive integer, got ${String(v)}`);
+  return v;
+}

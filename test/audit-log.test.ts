@@ -1,0 +1,286 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AuditLog, GENESIS_HASH, REDACTED, rowHash, verifyChain, type AuditRow } from '../src/audit/index.ts';
+import type { Clock } from '../src/clock.ts';
+import { isWardenError } from '../src/errors.ts';
+import { openDb, type Db } from '../src/store/db.ts';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+let dir: string;
+let dbPath: string;
+const open: Db[] = [];
+
+function db(): Db {
+  const d = openDb(dbPath);
+  open.push(d);
+  return d;
+}
+
+const fixedClock = (ms: number): Clock => ({
+  now: () => ms,
+  monotonic: () => 0,
+  setTimeout: (fn, t) => setTimeout(fn, t),
+  clearTimeout: (h) => clearTimeout(h),
+  setInterval: (fn, t) => setInterval(fn, t),
+  clearInterval: (h) => clearInterval(h),
+});
+
+const allRows = (d: Db) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'warden-audit-log-'));
+  dbPath = join(dir, 'warden.db');
+});
+
+afterEach(() => {
+  for (const d of open.splice(0)) if (d.open) d.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('audit table', () => {
+  it('refuses UPDATE and DELETE by trigger', async () => {
+    const d = db();
+    await new AuditLog(d).append({ event: 'call.decided', agent: 'a', decision: 'deny' });
+    expect(() => d.prepare("UPDATE audit SET decision = 'allow' WHERE seq = 1").run()).toThrow(/append-only: UPDATE refused/);
+    expect(() => d.prepare('DELETE FROM audit').run()).toThrow(/append-only: DELETE refused/);
+    expect(allRows(d)[0]!.decision).toBe('deny');
+  });
+
+  it('refuses rewriting or deleting checkpoints, but lets posted_to be filled in', () => {
+    const d = db();
+    d.prepare("INSERT INTO audit_checkpoints (seq, head_hash, ts, signature, public_key) VALUES (0, ?, 1, 's', 'k')").run(GENESIS_HASH);
+    expect(() => d.prepare("UPDATE audit_checkpoints SET head_hash = 'x'").run()).toThrow(/append-only/);
+    expect(() => d.prepare('DELETE FROM audit_checkpoints').run()).toThrow(/append-only/);
+    d.prepare("UPDATE audit_checkpoints SET posted_to = 'C123/p1'").run();
+    expect(d.prepare('SELECT posted_to FROM audit_checkpoints').pluck().get()).toBe('C123/p1');
+  });
+});
+
+describe('AuditLog', () => {
+  it('chains rows: genesis prev_hash, each hash = sha256(prev_hash ‖ canonical row)', async () => {
+    const d = db();
+    const log = new AuditLog(d, { clock: fixedClock(1_700_000_000_000) });
+    const first = await log.append({ event: 'call.decided', callId: 'c1', agent: 'support-triage', owner: 'U1', server: 'tickets', tool: 'read_ticket', args: { id: 'T-1' }, decision: 'allow', reason: 'read scope' });
+    const second = await log.append({ event: 'call.completed', callId: 'c1', agent: 'support-triage', result: { ok: true }, decision: 'ok', durationMs: 12.4, detail: { bytes: 3 } });
+    expect(first.seq).toBe(1);
+    expect(second.seq).toBe(2);
+    const rows = allRows(d);
+    expect(rows).toHaveLength(2);
+    expect(rows[0]!.prev_hash).toBe(GENESIS_HASH);
+    expect(rows[1]!.prev_hash).toBe(rows[0]!.hash);
+    expect(rows[0]!.hash).toBe(first.hash);
+    expect(rows[1]!.hash).toBe(second.hash);
+    for (const r of rows) expect(rowHash(r)).toBe(r.hash);
+    expect(rows[0]).toMatchObject({ ts: 1_700_000_000_000, event: 'call.decided', call_id: 'c1', agent: 'support-triage', owner: 'U1', server: 'tickets', tool: 'read_ticket', args: '{"id":"T-1"}', decision: 'allow', reason: 'read scope', result: null });
+    expect(rows[1]).toMatchObject({ result: '{"ok":true}', duration_ms: 12, detail: '{"bytes":3}' });
+    expect(log.head()).toEqual({ seq: 2, hash: second.hash });
+    // Any change to any column changes the hash.
+    expect(rowHash({ ...rows[1]!, decision: 'error' })).not.toBe(rows[1]!.hash);
+    expect(rowHash({ ...rows[1]!, seq: 3 })).not.toBe(rows[1]!.hash);
+  });
+
+  it('redacts args, result, detail and reason before writing', async () => {
+    const d = db();
+    const log = new AuditLog(d);
+    await log.append({
+      event: 'call.completed',
+      args: { to: 'x@y.z', api_key: 'k-123', headers: { Authorization: 'Bearer abcdefgh1234' } },
+      result: { text: 'your token is xoxb-111-222-abc' },
+      detail: { cookie: 'sess=1', note: 'AKIAIOSFODNN7EXAMPLE' },
+      reason: 'upstream said: Bearer sekrit123456',
+    });
+    const row = allRows(d)[0]!;
+    const text = JSON.stringify(row);
+    for (const secret of ['k-123', 'abcdefgh1234', 'xoxb-111', 'sess=1', 'AKIAIOSFODNN7EXAMPLE', 'sekrit123']) expect(text).not.toContain(secret);
+    expect(JSON.parse(row.args!)).toEqual({ to: 'x@y.z', api_key: REDACTED, headers: { Authorization: REDACTED } });
+    expect(JSON.parse(row.result!)).toEqual({ text: `your token is ${REDACTED}` });
+    expect(row.reason).toBe(`upstream said: Bearer ${REDACTED}`);
+  });
+
+  it('truncates big results to maxResultChars with a marker saying how much was cut', async () => {
+    const d = db();
+    const log = new AuditLog(d, { maxResultChars: 100 });
+    const big = { text: 'y'.repeat(5000) };
+    await log.append({ event: 'call.completed', result: big });
+    const stored = allRows(d)[0]!.result!;
+    const full = JSON.stringify(big).length;
+    expect(stored.startsWith(JSON.stringify(big).slice(0, 100))).toBe(true);
+    expect(stored).toContain(`[truncated ${full - 100} of ${full} chars]`);
+    expect(stored.length).toBeLessThan(160);
+    // Default cap is 16 KiB.
+    await new AuditLog(d).append({ event: 'call.completed', result: 'z'.repeat(40_000) });
+    expect(allRows(d)[1]!.result!.length).toBeLessThan(16 * 1024 + 60);
+    expect(verifyChain(d).ok).toBe(true);
+  });
+
+  it('keeps the chain valid for text SQLite would otherwise change (lone surrogates)', async () => {
+    const d = db();
+    await new AuditLog(d).append({ event: 'call.decided', agent: 'bad\uD800agent', reason: 'x\uDC00', args: { s: '\uD800' } });
+    expect(verifyChain(d)).toMatchObject({ ok: true, count: 1 });
+  });
+
+  it('rejects an invalid entry with INVALID_INPUT naming the field, and writes nothing', async () => {
+    const d = db();
+    const log = new AuditLog(d);
+    await expect(log.append({ event: '' })).rejects.toThrow(/"event"/);
+    await expect(log.append({ event: 'x', durationMs: -1 })).rejects.toThrow(/"durationMs"/);
+    await expect(log.append({ event: 'x', agent: 42 as unknown as string })).rejects.toThrow(/"agent"/);
+    expect(allRows(d)).toHaveLength(0);
+  });
+
+  it('group-commits rows appended in the same tick into one transaction', async () => {
+    const d = db();
+    const log = new AuditLog(d);
+    let commits = 0;
+    // Count commits as seen by another connection: data_version changes once per foreign commit.
+    const watcher = db();
+    const v0 = watcher.pragma('data_version', { simple: true }) as number;
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}` })));
+    const v1 = watcher.pragma('data_version', { simple: true }) as number;
+    commits = v1 - v0;
+    expect(commits).toBe(1);
+    expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+  });
+
+  it('is durable: every awaited row is found after reopening the file', async () => {
+    const d = db();
+    const log = new AuditLog(d);
+    const positions = await Promise.all(Array.from({ length: 2500 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}`, args: { i } })));
+    for (let i = 0; i < 10; i++) positions.push(await log.append({ event: 'call.completed', callId: `s${i}` }));
+    await log.close();
+    d.close();
+    const reopened = new Database(dbPath, { readonly: true });
+    try {
+      const rows = reopened.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
+      expect(rows).toHaveLength(2510);
+      expect(rows.map((r) => r.hash)).toEqual(positions.map((p) => p.hash));
+      expect(new Set(rows.map((r) => r.call_id)).size).toBe(2510);
+    } finally {
+      reopened.close();
+    }
+    expect(verifyChain(db())).toMatchObject({ ok: true, count: 2510 });
+  });
+
+  it('close() flushes what is queued and then refuses appends', async () => {
+    const d = db();
+    const log = new AuditLog(d);
+    const pending = log.append({ event: 'call.decided' });
+    await log.close();
+    await expect(pending).resolves.toMatchObject({ seq: 1 });
+    await expect(log.append({ event: 'late' })).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED'));
+    expect(allRows(d)).toHaveLength(1);
+  });
+
+  it('a failed flush rejects every promise in the batch with AUDIT_WRITE_FAILED and writes none of it', async () => {
+    const d = db();
+    const log = new AuditLog(d);
+    await log.append({ event: 'before' });
+    // A real failure mid-batch: a trigger refuses one of the rows.
+    d.exec("CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'boom' BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+    const batch = [log.append({ event: 'a' }), log.append({ event: 'boom' }), log.append({ event: 'c' })];
+    const settled = await Promise.allSettled(batch);
+    for (const s of settled) {
+      expect(s.status).toBe('rejected');
+      const reason = (s as PromiseRejectedResult).reason;
+      expect(isWardenError(reason, 'AUDIT_WRITE_FAILED')).toBe(true);
+      expect(String(reason.message)).toContain('disk says no');
+    }
+    expect(allRows(d).map((r) => r.event)).toEqual(['before']);
+    d.exec('DROP TRIGGER test_refuse');
+    await expect(log.append({ event: 'after' })).resolves.toMatchObject({ seq: 2 });
+    expect(verifyChain(d)).toMatchObject({ ok: true, count: 2 });
+  });
+
+  it('a batch that cannot get the write lock fails loudly, not silently', async () => {
+    const d = db();
+    d.pragma('busy_timeout = 20');
+    const log = new AuditLog(d);
+    const other = db();
+    other.exec('BEGIN IMMEDIATE');
+    const settled = await Promise.allSettled([log.append({ event: 'x' }), log.append({ event: 'y' })]);
+    other.exec('ROLLBACK');
+    expect(settled.every((s) => s.status === 'rejected' && isWardenError(s.reason, 'AUDIT_WRITE_FAILED'))).toBe(true);
+    await expect(log.flush()).resolves.toBeUndefined();
+    await log.append({ event: 'z' });
+    expect(allRows(d).map((r) => r.event)).toEqual(['z']);
+  });
+
+  it('flush() commits at once and resolves after the batch is on disk', async () => {
+    const d = db();
+    const log = new AuditLog(d);
+    const p = log.append({ event: 'x' });
+    await log.flush();
+    expect(allRows(db())).toHaveLength(1);
+    await p;
+  });
+
+  it('two AuditLog instances on the same file keep one valid chain', async () => {
+    const a = new AuditLog(db());
+    const b = new AuditLog(db());
+    const work: Promise<unknown>[] = [];
+    for (let i = 0; i < 300; i++) {
+      work.push(a.append({ event: 'call.decided', agent: 'a', callId: `a${i}` }));
+      work.push(b.append({ event: 'call.decided', agent: 'b', callId: `b${i}` }));
+      if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await Promise.all(work);
+    const d = db();
+    expect(verifyChain(d)).toMatchObject({ ok: true, count: 600 });
+    expect(a.head()).toEqual(b.head());
+  });
+
+  it('another process appending to the same file at the same time keeps one valid chain', async () => {
+    const script = `
+      const { AuditLog } = await import(${JSON.stringify(join(root, 'src/audit/index.ts'))});
+      const { openDb } = await import(${JSON.stringify(join(root, 'src/store/db.ts'))});
+      const db = openDb(process.argv[1]);
+      const log = new AuditLog(db);
+      for (let round = 0; round < 20; round++) {
+        await Promise.all(Array.from({ length: 25 }, (_, i) => log.append({ event: 'call.decided', agent: 'child', callId: 'c' + round + '-' + i })));
+      }
+      await log.close();
+      db.close();
+    `;
+    const child = promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath], { cwd: root });
+    const log = new AuditLog(db());
+    const deadline = Date.now() + 20_000;
+    let mine = 0;
+    // Keep appending until the child has finished, so the two really overlap.
+    let childDone = false;
+    void child.finally(() => (childDone = true));
+    while (!childDone && Date.now() < deadline) {
+      await Promise.all(Array.from({ length: 10 }, (_, i) => log.append({ event: 'call.decided', agent: 'parent', callId: `p${mine}-${i}` })));
+      mine += 10;
+    }
+    await child;
+    await log.close();
+    const d = db();
+    const counts = d.prepare<[], { agent: string; n: number }>('SELECT agent, count(*) AS n FROM audit GROUP BY agent ORDER BY agent').all();
+    expect(counts).toEqual([
+      { agent: 'child', n: 500 },
+      { agent: 'parent', n: mine },
+    ]);
+    expect(verifyChain(d)).toMatchObject({ ok: true, count: 500 + mine });
+  });
+});
+
+describe('AuditLog under fake timers', () => {
+  it('still commits: group commit does not depend on timers a test may fake', async () => {
+    const { vi } = await import('vitest');
+    vi.useFakeTimers();
+    try {
+      const d = db();
+      const log = new AuditLog(d, { clock: fixedClock(5) });
+      await expect(log.append({ event: 'x' })).resolves.toMatchObject({ seq: 1 });
+      expect(allRows(d)[0]!.ts).toBe(5);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

@@ -1,0 +1,243 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuditLog, csvCell, formatRows, parseQuery, runQuery, type AuditEntry, type AuditRow } from '../src/audit/index.ts';
+import { isWardenError } from '../src/errors.ts';
+import { openDb, type Db } from '../src/store/db.ts';
+
+const NOW = Date.parse('2026-11-20T12:00:00Z');
+const DAY = 86_400_000;
+
+function queryError(text: string): Error {
+  try {
+    parseQuery(text, NOW);
+  } catch (err) {
+    expect(isWardenError(err, 'QUERY_INVALID')).toBe(true);
+    return err as Error;
+  }
+  throw new Error(`expected "${text}" to be refused`);
+}
+
+describe('parseQuery', () => {
+  it('defaults: empty query, limit 50', () => {
+    expect(parseQuery('', NOW)).toEqual({ limit: 50 });
+    expect(parseQuery('   ', NOW)).toEqual({ limit: 50 });
+  });
+
+  it('parses every key', () => {
+    const q = parseQuery(
+      'agent:support-triage tool:send_customer_email server:tickets decision:denied since:7d until:2026-11-19 approver:U012ABC event:call.decided call:c-1 limit:200 format:csv',
+      NOW,
+    );
+    expect(q).toEqual({
+      agent: 'support-triage',
+      tool: 'send_customer_email',
+      server: 'tickets',
+      decisions: ['deny', 'denied'],
+      since: NOW - 7 * DAY,
+      until: Date.parse('2026-11-19T00:00:00Z'),
+      approver: 'U012ABC',
+      event: 'call.decided',
+      eventPrefix: false,
+      callId: 'c-1',
+      limit: 200,
+      format: 'csv',
+    });
+  });
+
+  it('reads every duration unit and ISO forms', () => {
+    expect(parseQuery('since:30s', NOW).since).toBe(NOW - 30_000);
+    expect(parseQuery('since:15m', NOW).since).toBe(NOW - 15 * 60_000);
+    expect(parseQuery('since:12h', NOW).since).toBe(NOW - 12 * 3_600_000);
+    expect(parseQuery('since:2d', NOW).since).toBe(NOW - 2 * DAY);
+    expect(parseQuery('since:2w', NOW).since).toBe(NOW - 14 * DAY);
+    expect(parseQuery('since:2026-11-01T09:30Z', NOW).since).toBe(Date.parse('2026-11-01T09:30:00Z'));
+    expect(parseQuery('since:2026-11-01T09:30', NOW).since).toBe(Date.parse('2026-11-01T09:30:00Z'));
+    expect(parseQuery('since:2026-11-01T09:30:00+02:00', NOW).since).toBe(Date.parse('2026-11-01T07:30:00Z'));
+  });
+
+  it('maps decision words to stored values', () => {
+    expect(parseQuery('decision:deny', NOW).decisions).toEqual(['deny', 'denied']);
+    expect(parseQuery('decision:allowed', NOW).decisions).toEqual(['allow', 'allowed']);
+    expect(parseQuery('decision:approved', NOW).decisions).toEqual(['approved', 'approve']);
+    expect(parseQuery('decision:Rejected', NOW).decisions).toEqual(['rejected', 'reject']);
+    for (const d of ['expired', 'error', 'ok', 'halted']) expect(parseQuery(`decision:${d}`, NOW).decisions).toEqual([d]);
+    expect(parseQuery('decision:cancelled', NOW).decisions).toContain('cancelled');
+    expect(parseQuery('decision:denied,halted', NOW).decisions).toEqual(['deny', 'denied', 'halted']);
+  });
+
+  it('splits a qualified tool name into server and tool', () => {
+    expect(parseQuery('tool:crm__refund_request', NOW)).toMatchObject({ server: 'crm', tool: 'refund_request' });
+    expect(parseQuery('tool:crm__refund_request server:crm', NOW)).toMatchObject({ server: 'crm', tool: 'refund_request' });
+    expect(queryError('tool:crm__refund_request server:tickets').message).toMatch(/server is given as both "crm" and "tickets"/);
+  });
+
+  it('accepts quoted values, Slack mentions and event prefixes', () => {
+    expect(parseQuery('approver:<@U0123ABC|alice>', NOW).approver).toBe('U0123ABC');
+    expect(parseQuery('agent:"support-triage"', NOW).agent).toBe('support-triage');
+    expect(parseQuery('event:approval.*', NOW)).toMatchObject({ event: 'approval.', eventPrefix: true });
+  });
+
+  it('refuses bad input with QUERY_INVALID naming the key, with an example', () => {
+    const unknown = queryError('agent:x colour:red');
+    expect(unknown.message).toMatch(/unknown key "colour"/);
+    expect(unknown.message).toMatch(/Example: agent:/);
+    expect(queryError('since:7y').message).toMatch(/since:"7y" is neither a duration/);
+    expect(queryError('since:yesterday').message).toMatch(/since:"yesterday"/);
+    expect(queryError('until:2026-02-31').message).toMatch(/until:"2026-02-31" is not a real date/);
+    expect(queryError('decision:maybe').message).toMatch(/decision:"maybe" is not a decision/);
+    expect(queryError('limit:0').message).toMatch(/limit:0 is out of range \(1\.\.1000\)/);
+    expect(queryError('limit:1001').message).toMatch(/out of range/);
+    expect(queryError('limit:ten').message).toMatch(/limit:"ten" is not a whole number/);
+    expect(queryError('format:xml').message).toMatch(/format:"xml"/);
+    expect(queryError('agent:').message).toMatch(/key "agent" has no value/);
+    expect(queryError('agent:a agent:b').message).toMatch(/key "agent" is given twice/);
+    expect(queryError('refunds').message).toMatch(/"refunds" is not a key:value term/);
+    expect(queryError('agent:a;drop').message).toMatch(/agent:"a;drop"/);
+    expect(queryError('since:1d until:2d').message).toMatch(/since .* must be before until/);
+    for (const text of ['colour:red', 'since:7y', 'limit:0']) expect(queryError(text).message).toContain('Example:');
+  });
+});
+
+describe('runQuery against a seeded database', () => {
+  let dir: string;
+  let db: Db;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'warden-audit-query-'));
+    db = openDb(join(dir, 'warden.db'));
+    const log = new AuditLog(db);
+    const entries: AuditEntry[] = [
+      { ts: NOW - 10 * DAY, event: 'call.decided', agent: 'support-triage', server: 'tickets', tool: 'send_customer_email', decision: 'deny', reason: 'old' },
+      { ts: NOW - 3 * DAY, event: 'call.decided', agent: 'support-triage', server: 'tickets', tool: 'send_customer_email', decision: 'deny', reason: 'recent' },
+      { ts: NOW - 2 * DAY, event: 'approval.decided', agent: 'support-triage', server: 'crm', tool: 'refund_request', decision: 'approved', approver: 'U0ALICE' },
+      { ts: NOW - 2 * DAY, event: 'approval.decided', agent: 'support-triage', server: 'crm', tool: 'refund_request', decision: 'rejected', approver: 'U0BOB' },
+      { ts: NOW - DAY, event: 'call.decided', agent: 'billing-bot', server: 'crm', tool: 'lookup_customer', decision: 'allow' },
+      { ts: NOW - DAY, event: 'call.completed', agent: 'billing-bot', server: 'crm', tool: 'lookup_customer', decision: 'ok', durationMs: 5 },
+      { ts: NOW - 60_000, event: 'call.decided', agent: 'billing-bot', tool: 'crm__refund_request', decision: 'halted' },
+    ];
+    for (const e of entries) await log.append(e);
+    // A page-able block of rows.
+    await Promise.all(Array.from({ length: 120 }, (_, i) => log.append({ ts: NOW - 30_000, event: 'call.decided', agent: 'pager', decision: 'allow', callId: `p${i}` })));
+  });
+
+  afterAll(() => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const seqs = (text: string) => runQuery(db, parseQuery(text, NOW)).rows.map((r) => r.reason ?? r.decision);
+
+  it('filters by agent, tool, decision and time, newest first', () => {
+    expect(seqs('agent:support-triage tool:send_customer_email decision:denied since:7d')).toEqual(['recent']);
+    expect(seqs('agent:support-triage tool:send_customer_email decision:denied')).toEqual(['recent', 'old']);
+    expect(seqs('agent:support-triage decision:denied until:2026-11-15')).toEqual(['old']);
+  });
+
+  it('matches a tool given bare or qualified, stored bare or qualified', () => {
+    expect(seqs('tool:refund_request')).toEqual(['halted', 'rejected', 'approved']);
+    expect(seqs('tool:crm__refund_request')).toEqual(['halted', 'rejected', 'approved']);
+    expect(seqs('tool:tickets__refund_request')).toEqual([]);
+    expect(seqs('server:crm agent:billing-bot')).toEqual(['ok', 'allow']);
+  });
+
+  it('filters by approver, event (exact and prefix) and call id', () => {
+    expect(seqs('approver:U0BOB')).toEqual(['rejected']);
+    expect(seqs('event:approval.decided decision:approved')).toEqual(['approved']);
+    expect(seqs('event:approval.* agent:support-triage')).toEqual(['rejected', 'approved']);
+    expect(runQuery(db, parseQuery('call:p7', NOW)).rows.map((r) => r.call_id)).toEqual(['p7']);
+  });
+
+  it('pages with a cursor: default 50, then the next page before the cursor, no overlap', () => {
+    const q = parseQuery('agent:pager', NOW);
+    const first = runQuery(db, q);
+    expect(first.rows).toHaveLength(50);
+    expect(first.nextCursor).toBe(first.rows[49]!.seq);
+    const second = runQuery(db, q, { before: first.nextCursor });
+    const third = runQuery(db, q, { before: second.nextCursor });
+    expect(second.rows).toHaveLength(50);
+    expect(third.rows).toHaveLength(20);
+    expect(third.nextCursor).toBeUndefined();
+    const all = [...first.rows, ...second.rows, ...third.rows].map((r) => r.seq);
+    expect(new Set(all).size).toBe(120);
+    expect(all).toEqual([...all].sort((a, b) => b - a));
+    expect(runQuery(db, parseQuery('agent:pager limit:1000', NOW)).rows).toHaveLength(120);
+  });
+
+  it('treats LIKE wildcards in names literally', () => {
+    // _ is a LIKE wildcard: unescaped, these would match refund_request and call.decided.
+    expect(seqs('tool:refund_reques_')).toEqual([]);
+    expect(seqs('event:call_*')).toEqual([]);
+    expect(seqs('event:call.*').length).toBeGreaterThan(0);
+  });
+});
+
+describe('formatRows', () => {
+  const row = (over: Partial<AuditRow>): AuditRow => ({
+    seq: 1,
+    ts: Date.parse('2026-11-01T09:30:00Z'),
+    event: 'call.decided',
+    call_id: 'c1',
+    agent: 'support-triage',
+    owner: null,
+    server: 'tickets',
+    tool: 'send_customer_email',
+    args: '{"to":"a@b.c"}',
+    result: null,
+    decision: 'deny',
+    reason: 'out of scope',
+    approver: null,
+    duration_ms: null,
+    detail: null,
+    prev_hash: '0'.repeat(64),
+    hash: 'a'.repeat(64),
+    ...over,
+  });
+
+  it('csv: RFC 4180 quoting, CRLF, header, formula-injection guard', () => {
+    const csv = formatRows(
+      [
+        row({ reason: 'said "hi", then\nleft' }),
+        row({ seq: 2, reason: '=HYPERLINK("http://evil")', agent: '+agent', approver: '@U1', tool: '-rm' }),
+      ],
+      'csv',
+    );
+    const lines = csv.split('\r\n');
+    expect(lines[0]).toBe('seq,ts,event,call_id,agent,owner,server,tool,decision,reason,approver,duration_ms,args,result,detail,prev_hash,hash');
+    expect(csv).toContain('"said ""hi"", then\nleft"');
+    expect(csv).toContain(`"'=HYPERLINK(""http://evil"")"`);
+    expect(csv).toContain(",'+agent,");
+    expect(csv).toContain(",'@U1,");
+    expect(csv).toContain(",'-rm,");
+    expect(csv).toContain('2026-11-01T09:30:00.000Z');
+    expect(csv).toContain('"{""to"":""a@b.c""}"');
+    expect(csv.endsWith('\r\n')).toBe(true);
+    expect(csvCell(null)).toBe('');
+    expect(csvCell(-5)).toBe('-5');
+    expect(csvCell('\tcmd')).toBe("'\tcmd");
+    expect(csvCell('plain')).toBe('plain');
+  });
+
+  it('json: an array with JSON columns parsed, truncated text kept as text', () => {
+    const parsed = JSON.parse(formatRows([row({ result: '{"a":1…[truncated 5 of 12 chars]' })], 'json'));
+    expect(parsed).toHaveLength(1);
+    expect(parsed[0]).toMatchObject({ seq: 1, time: '2026-11-01T09:30:00.000Z', args: { to: 'a@b.c' }, result: '{"a":1…[truncated 5 of 12 chars]', decision: 'deny' });
+    expect(JSON.parse(formatRows([], 'json'))).toEqual([]);
+  });
+
+  it('table: fixed-width aligned columns, one line per row, long cells cut', () => {
+    const table = formatRows([row({ seq: 7, reason: 'x'.repeat(200) }), row({ seq: 12, reason: 'two\nlines', agent: 'a' })], 'table');
+    const lines = table.trimEnd().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[0]).toMatch(/^SEQ\s+TIME \(UTC\)\s+EVENT\s+AGENT\s+TOOL\s+DECISION/);
+    expect(lines[2]).toContain('2026-11-01 09:30:00');
+    expect(lines[2]).toContain('tickets__send_customer_email');
+    expect(lines[2]).toContain('…');
+    expect(lines[3]).toContain('two lines');
+    // Columns line up: DECISION starts at the same offset in every line.
+    const col = lines[0]!.indexOf('DECISION');
+    for (const l of lines.slice(2)) expect(l.slice(col, col + 4)).toBe('deny');
+    expect(formatRows([], 'table')).toMatch(/no matching audit rows/);
+  });
+});

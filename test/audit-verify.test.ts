@@ -1,0 +1,271 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  AuditLog,
+  GENESIS_HASH,
+  createCheckpoint,
+  generateCheckpointKeyPair,
+  listCheckpoints,
+  loadPrivateKey,
+  rowHash,
+  verifyChain,
+  verifyCheckpoint,
+  type AuditRow,
+} from '../src/audit/index.ts';
+import type { Clock } from '../src/clock.ts';
+import { isWardenError } from '../src/errors.ts';
+import { openDb, type Db } from '../src/store/db.ts';
+
+let dir: string;
+let dbPath: string;
+const handles: { close(): unknown; open: boolean }[] = [];
+
+const clock: Clock = {
+  now: () => 1_790_000_000_000,
+  monotonic: () => 0,
+  setTimeout: (fn, t) => setTimeout(fn, t),
+  clearTimeout: (h) => clearTimeout(h),
+  setInterval: (fn, t) => setInterval(fn, t),
+  clearInterval: (h) => clearInterval(h),
+};
+
+function wardenDb(): Db {
+  const d = openDb(dbPath);
+  handles.push(d);
+  return d;
+}
+
+/** The attacker: a separate raw connection with the triggers dropped. */
+function attacker(): Database.Database {
+  const d = new Database(dbPath);
+  handles.push(d);
+  d.exec('DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;');
+  return d;
+}
+
+const COLS = 'seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason, approver, duration_ms, detail, prev_hash, hash';
+const rowsOf = (d: Database.Database) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
+const insertRow = (d: Database.Database, r: AuditRow) =>
+  d.prepare(`INSERT INTO audit (${COLS}) VALUES (${COLS.split(', ').map((c) => `@${c}`).join(', ')})`).run(r);
+
+/** Rewrites the table as `rows` (the attacker editing the file wholesale). */
+function rewrite(d: Database.Database, rows: AuditRow[]): void {
+  d.transaction(() => {
+    d.exec('DELETE FROM audit');
+    for (const r of rows) insertRow(d, r);
+  })();
+}
+
+async function seed(n: number): Promise<void> {
+  const d = wardenDb();
+  const log = new AuditLog(d, { clock });
+  for (let i = 1; i <= n; i++) {
+    await log.append({ event: 'call.decided', callId: `c${i}`, agent: 'support-triage', server: 'crm', tool: 'refund_request', args: { amount: i * 10 }, decision: i % 3 === 0 ? 'deny' : 'allow' });
+  }
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'warden-audit-verify-'));
+  dbPath = join(dir, 'warden.db');
+});
+
+afterEach(() => {
+  for (const h of handles.splice(0)) if (h.open) h.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('verifyChain', () => {
+  it('reports OK with the count and head for an intact chain, and for an empty one', async () => {
+    expect(verifyChain(wardenDb())).toMatchObject({ ok: true, count: 0, head: { seq: 0, hash: GENESIS_HASH } });
+    await seed(10);
+    const d = wardenDb();
+    const last = rowsOf(d).at(-1)!;
+    const report = verifyChain(d);
+    expect(report).toEqual({ ok: true, count: 10, head: { seq: 10, hash: last.hash }, checkpointsChecked: 0, firstProblem: undefined });
+  });
+
+  it('detects an edited row (altered)', async () => {
+    await seed(10);
+    attacker().prepare("UPDATE audit SET decision = 'allow' WHERE seq = 6").run();
+    const r = verifyChain(wardenDb());
+    expect(r.ok).toBe(false);
+    expect(r.count).toBe(5);
+    expect(r.firstProblem).toMatchObject({ seq: 6, kind: 'altered' });
+    expect(r.firstProblem!.message).toMatch(/row 6 does not match its hash/);
+  });
+
+  it('detects an edited row whose hash the attacker recomputed (altered, via the next link)', async () => {
+    await seed(10);
+    const a = attacker();
+    const row = rowsOf(a).find((r) => r.seq === 4)!;
+    const forged = { ...row, decision: 'allow', reason: 'nothing to see' };
+    a.prepare('UPDATE audit SET decision = ?, reason = ?, hash = ? WHERE seq = 4').run(forged.decision, forged.reason, rowHash(forged));
+    expect(verifyChain(wardenDb()).firstProblem).toMatchObject({ seq: 4, kind: 'altered' });
+  });
+
+  it('detects a deleted row (missing: seq gap)', async () => {
+    await seed(10);
+    attacker().prepare('DELETE FROM audit WHERE seq = 7').run();
+    const r = verifyChain(wardenDb());
+    expect(r.firstProblem).toMatchObject({ seq: 7, kind: 'missing' });
+    expect(r.firstProblem!.message).toMatch(/row 7 is missing/);
+  });
+
+  it('detects a deleted row when the rest were renumbered to close the gap (missing)', async () => {
+    await seed(10);
+    const a = attacker();
+    const rows = rowsOf(a).filter((r) => r.seq !== 5).map((r) => (r.seq > 5 ? { ...r, seq: r.seq - 1 } : r));
+    rewrite(a, rows);
+    expect(verifyChain(wardenDb()).firstProblem).toMatchObject({ seq: 5, kind: 'missing' });
+  });
+
+  it('detects the oldest rows cut away (missing from seq 1)', async () => {
+    await seed(10);
+    attacker().prepare('DELETE FROM audit WHERE seq <= 3').run();
+    const r = verifyChain(wardenDb());
+    expect(r.firstProblem).toMatchObject({ seq: 1, kind: 'missing' });
+    expect(r.firstProblem!.message).toMatch(/rows 1\.\.3 are missing/);
+  });
+
+  it('detects a forged row inserted in the middle with a valid-looking hash (inserted)', async () => {
+    await seed(10);
+    const a = attacker();
+    const rows = rowsOf(a);
+    const before = rows[3]!; // seq 4
+    const forgedBase = { ...before, seq: 5, call_id: 'forged', decision: 'approved', approver: 'U0ATTACKER', prev_hash: before.hash };
+    const forged = { ...forgedBase, hash: rowHash(forgedBase) };
+    rewrite(a, [...rows.slice(0, 4), forged, ...rows.slice(4).map((r) => ({ ...r, seq: r.seq + 1 }))]);
+    const r = verifyChain(wardenDb());
+    expect(r.count).toBe(5); // the forged row itself links and hashes; the next row exposes it
+    expect(r.firstProblem).toMatchObject({ seq: 5, kind: 'inserted' });
+    expect(r.firstProblem!.message).toMatch(/row 5 is not in the original chain/);
+  });
+
+  it('detects a forged row inserted with a junk hash (inserted, the next row links past it)', async () => {
+    await seed(10);
+    const a = attacker();
+    const rows = rowsOf(a);
+    const forged = { ...rows[3]!, seq: 5, call_id: 'forged', prev_hash: rows[3]!.hash, hash: 'f'.repeat(64) };
+    rewrite(a, [...rows.slice(0, 4), forged, ...rows.slice(4).map((r) => ({ ...r, seq: r.seq + 1 }))]);
+    expect(verifyChain(wardenDb()).firstProblem).toMatchObject({ seq: 5, kind: 'inserted' });
+  });
+
+  it('detects two rows swapped (reordered)', async () => {
+    await seed(10);
+    const a = attacker();
+    const rows = rowsOf(a);
+    const swapped = rows.map((r) => (r.seq === 3 ? { ...rows[3]!, seq: 3 } : r.seq === 4 ? { ...rows[2]!, seq: 4 } : r));
+    rewrite(a, swapped);
+    const r = verifyChain(wardenDb());
+    expect(r.firstProblem).toMatchObject({ seq: 3, kind: 'reordered' });
+    expect(r.count).toBe(2);
+  });
+
+  it('reports only the FIRST problem when there are several', async () => {
+    await seed(10);
+    const a = attacker();
+    a.prepare('DELETE FROM audit WHERE seq = 8').run();
+    a.prepare("UPDATE audit SET agent = 'someone-else' WHERE seq = 3").run();
+    expect(verifyChain(wardenDb()).firstProblem).toMatchObject({ seq: 3, kind: 'altered' });
+  });
+
+  it('cannot see a clean tail cut without a checkpoint — which is what checkpoints are for', async () => {
+    await seed(10);
+    attacker().prepare('DELETE FROM audit WHERE seq > 7').run();
+    expect(verifyChain(wardenDb())).toMatchObject({ ok: true, count: 7 });
+  });
+
+  it('detects a tail cut with an externally supplied checkpoint (truncated)', async () => {
+    await seed(10);
+    const head = rowsOf(wardenDb()).at(-1)!;
+    attacker().prepare('DELETE FROM audit WHERE seq > 7').run();
+    const r = verifyChain(wardenDb(), { checkpoints: [{ seq: 10, head_hash: head.hash }] });
+    expect(r.ok).toBe(false);
+    expect(r.firstProblem).toMatchObject({ seq: 8, kind: 'truncated' });
+    expect(r.firstProblem!.message).toMatch(/rows 8\.\.10 were cut/);
+  });
+
+  it('passes against a checkpoint that matches, and an intact chain longer than the checkpoint', async () => {
+    await seed(6);
+    const d = wardenDb();
+    const at6 = rowsOf(d).at(-1)!;
+    const log = new AuditLog(d, { clock });
+    await log.append({ event: 'later' });
+    expect(verifyChain(d, { checkpoints: [{ seq: 6, head_hash: at6.hash.toUpperCase() }] })).toMatchObject({ ok: true, count: 7, checkpointsChecked: 1 });
+  });
+
+  it('detects a tail cut and re-appended rows that differ from the checkpoint (truncated)', async () => {
+    await seed(10);
+    const head = rowsOf(wardenDb()).at(-1)!;
+    attacker().prepare('DELETE FROM audit WHERE seq > 7').run();
+    const log = new AuditLog(wardenDb(), { clock });
+    for (let i = 0; i < 5; i++) await log.append({ event: 'call.decided', callId: `rewritten${i}` });
+    const r = verifyChain(wardenDb(), { checkpoints: [{ seq: 10, head_hash: head.hash }] });
+    expect(r.firstProblem).toMatchObject({ seq: 10, kind: 'truncated' });
+  });
+});
+
+describe('checkpoints', () => {
+  it('signs the head, stores it, and verifies; a changed field or another key fails', async () => {
+    await seed(5);
+    const keys = generateCheckpointKeyPair();
+    const d = wardenDb();
+    const cp = createCheckpoint(d, keys.privateKeyPem, clock);
+    expect(cp).toMatchObject({ seq: 5, head_hash: rowsOf(d).at(-1)!.hash, ts: clock.now(), public_key: keys.publicKeyBase64 });
+    expect(listCheckpoints(d)).toEqual([cp]);
+    expect(verifyCheckpoint(cp)).toBe(true);
+    expect(verifyCheckpoint(cp, keys.publicKeyPem)).toBe(true);
+    expect(verifyCheckpoint({ ...cp, seq: 4 })).toBe(false);
+    expect(verifyCheckpoint({ ...cp, head_hash: 'a'.repeat(64) })).toBe(false);
+    expect(verifyCheckpoint({ ...cp, ts: cp.ts + 1 })).toBe(false);
+    // Re-signed by someone else: valid on its own, refused against the trusted key.
+    const other = generateCheckpointKeyPair();
+    const forged = createCheckpoint(wardenDb(), other.privateKeyBase64, clock);
+    expect(verifyCheckpoint(forged)).toBe(true);
+    expect(verifyCheckpoint(forged, keys.publicKeyBase64)).toBe(false);
+  });
+
+  it('accepts the key as PEM or base64 PKCS#8 DER, and refuses a non-Ed25519 or garbage key without echoing it', () => {
+    const keys = generateCheckpointKeyPair();
+    expect(loadPrivateKey(keys.privateKeyPem).asymmetricKeyType).toBe('ed25519');
+    expect(loadPrivateKey(keys.privateKeyBase64).asymmetricKeyType).toBe('ed25519');
+    let err: unknown;
+    try {
+      loadPrivateKey('not-a-key-SECRETVALUE');
+    } catch (e) {
+      err = e;
+    }
+    expect(isWardenError(err, 'CONFIG_INVALID')).toBe(true);
+    expect(String((err as Error).message)).not.toContain('SECRETVALUE');
+  });
+
+  it('a stored checkpoint makes verifyChain detect a tail cut (truncated)', async () => {
+    await seed(10);
+    const keys = generateCheckpointKeyPair();
+    createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
+    expect(verifyChain(wardenDb())).toMatchObject({ ok: true, count: 10, checkpointsChecked: 1 });
+    attacker().prepare('DELETE FROM audit WHERE seq > 6').run();
+    const r = verifyChain(wardenDb());
+    expect(r.firstProblem).toMatchObject({ seq: 7, kind: 'truncated' });
+    expect(r.firstProblem!.message).toMatch(/signed checkpoint/);
+  });
+
+  it('a forged stored checkpoint is reported, and a trusted key rejects one signed by another key', async () => {
+    await seed(4);
+    const keys = generateCheckpointKeyPair();
+    const cp = createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
+    const a = attacker();
+    a.exec('DROP TRIGGER audit_checkpoints_no_update');
+    a.prepare('UPDATE audit_checkpoints SET seq = 3').run();
+    expect(verifyChain(wardenDb()).firstProblem).toMatchObject({ seq: 3, kind: 'altered' });
+    a.prepare('UPDATE audit_checkpoints SET seq = ?').run(cp.seq);
+    expect(verifyChain(wardenDb()).ok).toBe(true);
+    const stranger = generateCheckpointKeyPair();
+    const r = verifyChain(wardenDb(), { trustedPublicKey: stranger.publicKeyPem });
+    expect(r.ok).toBe(false);
+    expect(r.firstProblem!.message).toMatch(/trusted public key/);
+  });
+});
