@@ -1,0 +1,13 @@
+export { ApprovalService, DEFAULT_APPROVAL_TIMEOUT_MS, DEFAULT_POLL_MS, haltAbortReason, statusSentence } from './service.ts';
+export type { ApprovalPolicySource, ApprovalServiceOptions } from './service.ts';
+export { argsHash, canonicalJson } from './canonical.ts';
+export type {
+  ApprovalGate,
+  ApprovalNotifier,
+  ApprovalOutcome,
+  ApprovalRecord,
+  ApprovalRequestInput,
+  ApprovalResultReport,
+  ApprovalStatus,
+  DecideResult,
+} from './types.ts';

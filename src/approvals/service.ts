@@ -1,0 +1,500 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { redact } from '../audit/index.ts';
+import type { AuditEntry, AuditSink } from '../audit/types.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import { describeError, isWardenError, WardenError } from '../errors.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import type { Policy } from '../policy/types.ts';
+import type { Db } from '../store/db.ts';
+import { argsHash } from './canonical.ts';
+import { ApprovalStore, type Transition } from './store.ts';
+import type {
+  ApprovalGate,
+  ApprovalNotifier,
+  ApprovalOutcome,
+  ApprovalRecord,
+  ApprovalRequestInput,
+  ApprovalResultReport,
+  DecideResult,
+} from './types.ts';
+
+export const DEFAULT_APPROVAL_TIMEOUT_MS = 15 * 60_000;
+export const DEFAULT_POLL_MS = 500;
+export const DEFAULT_WAITING_NOTIFY_MS = 5_000;
+
+/** A fixed policy, or anything with `current()` (PolicyStore) so reloads apply to the next click. */
+export type ApprovalPolicySource = Policy | { current(): Policy } | (() => Policy);
+
+export interface ApprovalServiceOptions {
+  db: Db;
+  audit: AuditSink;
+  /** Shows cards to people. Without one, approvals can still be decided through `decide()` (e.g. the CLI). */
+  notifier?: ApprovalNotifier | undefined;
+  clock?: Clock | undefined;
+  logger?: Logger | undefined;
+  /**
+   * The live policy: a click is authorised against the agent's *current* owner
+   * and approvers, so removing someone takes effect at once. Without it, the
+   * snapshot stored with the request is used.
+   */
+  policy?: ApprovalPolicySource | undefined;
+  /** How often waiting requests look for decisions made by other processes. */
+  pollMs?: number | undefined;
+  /** How often `onWaiting` is called while a request waits. */
+  waitingNotifyMs?: number | undefined;
+}
+
+interface Waiter {
+  id: string;
+  input: ApprovalRequestInput;
+  startedAt: number;
+  lastNotified: number;
+  timer: NodeJS.Timeout;
+  onAbort: () => void;
+  resolve: (outcome: ApprovalOutcome) => void;
+}
+
+/**
+ * Holds consequential calls until a human decides, the request times out, or
+ * it is cancelled. Transport-free: Slack (or anything else) implements
+ * `ApprovalNotifier` and calls `decide()`.
+ *
+ * Every way out of 'pending' goes through one compare-and-set on
+ * `approvals.status`, so concurrent clicks, timers, halts and other processes
+ * sharing the database produce exactly one decision. Whoever wins the
+ * compare-and-set audits the decision and redraws the card.
+ */
+export class ApprovalService implements ApprovalGate {
+  /** Identifies this service's rows, so a restarted Warden can tell orphans from live requests. */
+  readonly processId: string;
+  private readonly store: ApprovalStore;
+  private readonly audit: AuditSink;
+  private readonly notifier: ApprovalNotifier | undefined;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private readonly policy: (() => Policy) | undefined;
+  private readonly pollMs: number;
+  private readonly waitingNotifyMs: number;
+  private readonly waiters = new Map<string, Waiter>();
+  private poller: NodeJS.Timeout | undefined;
+
+  constructor(opts: ApprovalServiceOptions) {
+    this.store = new ApprovalStore(opts.db);
+    this.audit = opts.audit;
+    this.notifier = opts.notifier;
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger ?? silentLogger();
+    this.policy = policyGetter(opts.policy);
+    this.pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
+    this.waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
+    this.processId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  }
+
+  /** The stored state of an approval (what cards are drawn from). */
+  get(approvalId: string): ApprovalRecord | undefined {
+    return this.store.get(approvalId);
+  }
+
+  pending(filter: { agent?: string | undefined } = {}): ApprovalRecord[] {
+    return this.store.pending(filter);
+  }
+
+  async request(input: ApprovalRequestInput): Promise<ApprovalOutcome> {
+    const agent = input.agent;
+    const now = this.clock.now();
+    const timeoutMs = agent.approvalTimeoutMs > 0 ? agent.approvalTimeoutMs : DEFAULT_APPROVAL_TIMEOUT_MS;
+    const id = `apr_${randomUUID()}`;
+    const hash = argsHash(input.args);
+    const approvers = unique([agent.owner, ...agent.approvers]);
+    this.store.insert({
+      id,
+      callId: input.callId,
+      agent: agent.name,
+      owner: agent.owner,
+      server: input.server,
+      tool: input.tool,
+      displayArgs: redact(input.args),
+      argsHash: hash,
+      rule: input.rule,
+      consequence: input.consequence,
+      requestReason: input.reason,
+      approvers,
+      requestedAt: now,
+      expiresAt: now + timeoutMs,
+      channel: agent.channel,
+      processId: this.processId,
+    });
+
+    try {
+      await this.audit.append({
+        event: 'approval.requested',
+        callId: input.callId,
+        agent: agent.name,
+        owner: agent.owner,
+        server: input.server,
+        tool: input.tool,
+        args: input.args,
+        decision: 'pending',
+        reason: input.reason,
+        detail: { approvalId: id, rule: input.rule, consequence: input.consequence, argsHash: hash, expiresAt: now + timeoutMs, approvers },
+      });
+    } catch (err) {
+      // Nobody may approve a request the audit trail does not know about.
+      this.logger.error({ err: describeError(err), approvalId: id }, 'approval.requested could not be audited; failing closed');
+      this.store.transition(id, { status: 'failed', at: this.clock.now(), reason: `audit write failed: ${describeError(err)}` });
+      return this.outcomeOf(this.store.get(id)!);
+    }
+
+    const outcome = new Promise<ApprovalOutcome>((resolve) => {
+      const onAbort = () => void this.onAbort(id, input.signal.reason);
+      const timer = this.clock.setTimeout(() => void this.expire(id), Math.max(0, now + timeoutMs - this.clock.now()));
+      this.waiters.set(id, { id, input, startedAt: now, lastNotified: now, timer, onAbort, resolve });
+      input.signal.addEventListener('abort', onAbort, { once: true });
+      this.ensurePolling();
+    });
+
+    if (input.signal.aborted) {
+      await this.onAbort(id, input.signal.reason);
+    } else {
+      await this.postCard(id);
+    }
+    return outcome;
+  }
+
+  /**
+   * A person's decision. Authorisation first (owner or listed approver, else
+   * refused and audited), then one compare-and-set: of any number of
+   * concurrent calls, exactly one returns ok.
+   */
+  async decide(approvalId: string, userId: string, decision: 'approve' | 'reject', reason?: string): Promise<DecideResult> {
+    const checked = await this.precheck(approvalId, userId, decision);
+    if (!checked.ok) return checked;
+    const note = reason?.trim() ? reason.trim() : undefined;
+    const won = await this.settle(approvalId, {
+      status: decision === 'approve' ? 'approved' : 'rejected',
+      at: this.clock.now(),
+      by: userId,
+      reason: note,
+    });
+    const record = this.store.get(approvalId)!;
+    if (!won) return { ok: false, code: 'not_pending', message: statusSentence(record), record };
+    return { ok: true, record };
+  }
+
+  /**
+   * The checks `decide` makes, without deciding: lets an edge refuse (and
+   * audit) before asking the user for more, e.g. before opening a reject modal.
+   */
+  async precheck(approvalId: string, userId: string, decision: 'approve' | 'reject'): Promise<DecideResult> {
+    const record = this.store.get(approvalId);
+    if (!record) return { ok: false, code: 'not_found', message: `Approval ${approvalId} does not exist.` };
+    const why = this.refusal(record, userId);
+    if (why !== null) {
+      await this.auditSafely({
+        event: 'approval.refused',
+        callId: record.callId,
+        agent: record.agent,
+        owner: record.owner,
+        server: record.server,
+        tool: record.tool,
+        decision: decision === 'approve' ? 'approve' : 'reject',
+        approver: userId,
+        reason: why,
+        detail: { approvalId, attempted: decision, status: record.status },
+      });
+      return { ok: false, code: 'forbidden', message: `You can't decide this call: ${why}.`, record };
+    }
+    if (record.status !== 'pending') return { ok: false, code: 'not_pending', message: statusSentence(record), record };
+    return { ok: true, record };
+  }
+
+  /** Cancels pending approvals (all, or one agent's), e.g. when agents are halted. Returns how many it cancelled. */
+  async cancelPending(filter: { agent?: string | undefined }, reason: string): Promise<number> {
+    let n = 0;
+    for (const record of this.store.pending(filter)) {
+      if (await this.settle(record.id, { status: 'cancelled', at: this.clock.now(), reason })) n++;
+    }
+    return n;
+  }
+
+  /**
+   * At start-up: pending rows nobody is waiting for any more (their process
+   * is gone) are marked abandoned and their cards redrawn, so nobody approves
+   * a call whose agent already gave up. Returns how many it abandoned.
+   */
+  async recover(): Promise<number> {
+    let n = 0;
+    for (const record of this.store.pending()) {
+      if (this.waiters.has(record.id) || record.processId === this.processId) continue;
+      if (record.expiresAt > this.clock.now() && isLiveProcess(record.processId)) continue;
+      if (await this.settle(record.id, { status: 'abandoned', at: this.clock.now(), reason: 'Warden restarted' })) n++;
+    }
+    return n;
+  }
+
+  async reportOutcome(approvalId: string, outcome: ApprovalResultReport): Promise<void> {
+    const record = this.store.get(approvalId);
+    if (!record) {
+      this.logger.warn({ approvalId }, 'reportOutcome for an unknown approval');
+      return;
+    }
+    this.store.setOutcome(approvalId, outcome);
+    if (!this.notifier || !record.messageTs) return;
+    try {
+      await this.notifier.postOutcome({ ...record, outcome }, outcome);
+    } catch (err) {
+      // The call already ran; a missing thread reply must not turn into a failure for the agent.
+      this.logger.warn({ approvalId, err: describeError(err) }, 'could not post the outcome in the card thread');
+    }
+  }
+
+  /** Stops polling and abandons this process's waiting requests (their callers get an answer). */
+  async close(): Promise<void> {
+    for (const id of [...this.waiters.keys()]) {
+      await this.settle(id, { status: 'abandoned', at: this.clock.now(), reason: 'Warden shut down' });
+    }
+    this.stopPolling();
+  }
+
+  // ---- internals ----
+
+  private async postCard(id: string): Promise<void> {
+    if (!this.notifier) {
+      this.logger.warn({ approvalId: id }, 'no approval notifier configured: the request waits for a decision via the CLI');
+      return;
+    }
+    try {
+      const { channel, ts } = await this.notifier.postCard(this.store.get(id)!);
+      this.store.setMessage(id, channel, ts);
+    } catch (err) {
+      const reason = `the approval card could not be posted: ${describeError(err)}`;
+      this.logger.error({ approvalId: id, err: describeError(err) }, 'approval card not posted; failing closed');
+      await this.settle(id, { status: 'failed', at: this.clock.now(), reason });
+      return;
+    }
+    // Decided while the card was being posted (another process, a halt): draw the result now.
+    const record = this.store.get(id)!;
+    if (record.status !== 'pending') await this.redraw(record);
+  }
+
+  /** The compare-and-set and everything owed by whoever wins it. */
+  private async settle(id: string, t: Transition): Promise<boolean> {
+    if (!this.store.transition(id, t)) {
+      this.wake(id);
+      return false;
+    }
+    let record = this.store.get(id)!;
+    try {
+      await this.audit.append({
+        event: 'approval.decided',
+        callId: record.callId,
+        agent: record.agent,
+        owner: record.owner,
+        server: record.server,
+        tool: record.tool,
+        decision: t.status,
+        approver: t.by,
+        reason: t.reason,
+        detail: { approvalId: id, argsHash: record.argsHash },
+      });
+    } catch (err) {
+      this.logger.error({ approvalId: id, err: describeError(err) }, 'approval.decided could not be audited');
+      // An approval the trail does not record is not an approval: fail closed.
+      if (t.status === 'approved' && this.store.demoteToFailed(id, 'approved', `audit write failed: ${describeError(err)}`)) {
+        record = this.store.get(id)!;
+      }
+    }
+    this.wake(id);
+    await this.redraw(record);
+    return true;
+  }
+
+  private wake(id: string): void {
+    const waiter = this.waiters.get(id);
+    if (!waiter) return;
+    const record = this.store.get(id);
+    if (!record || record.status === 'pending') return;
+    this.waiters.delete(id);
+    this.clock.clearTimeout(waiter.timer);
+    waiter.input.signal.removeEventListener('abort', waiter.onAbort);
+    if (this.waiters.size === 0) this.stopPolling();
+    waiter.resolve(this.outcomeOf(record));
+  }
+
+  private async redraw(record: ApprovalRecord): Promise<void> {
+    if (!this.notifier || !record.messageTs) return;
+    try {
+      await this.notifier.updateCard(record);
+    } catch (err) {
+      // The decision stands; the card is only a view of it.
+      this.logger.warn({ approvalId: record.id, err: describeError(err) }, 'could not redraw the approval card');
+    }
+  }
+
+  private async expire(id: string): Promise<void> {
+    await this.settle(id, { status: 'expired', at: this.clock.now(), reason: 'no decision in time' });
+  }
+
+  private async onAbort(id: string, reason: unknown): Promise<void> {
+    const t = abortTransition(reason);
+    await this.settle(id, { ...t, at: this.clock.now() });
+  }
+
+  private ensurePolling(): void {
+    if (this.poller !== undefined) return;
+    this.poller = this.clock.setInterval(() => this.poll(), this.pollMs);
+    this.poller.unref?.();
+  }
+
+  private stopPolling(): void {
+    if (this.poller === undefined) return;
+    this.clock.clearInterval(this.poller);
+    this.poller = undefined;
+  }
+
+  /** Sees decisions made by other processes sharing the database, and keeps the edge informed. */
+  private poll(): void {
+    const now = this.clock.now();
+    for (const waiter of [...this.waiters.values()]) {
+      if (this.store.status(waiter.id) !== 'pending') {
+        this.wake(waiter.id);
+        // Decided elsewhere (the CLI, a process without Slack): this process posted the card, so it redraws it.
+        const record = this.store.get(waiter.id);
+        if (record) void this.redraw(record);
+        continue;
+      }
+      if (waiter.input.onWaiting && now - waiter.lastNotified >= this.waitingNotifyMs) {
+        waiter.lastNotified = now;
+        try {
+          waiter.input.onWaiting(now - waiter.startedAt);
+        } catch (err) {
+          this.logger.warn({ approvalId: waiter.id, err: describeError(err) }, 'onWaiting threw');
+        }
+      }
+    }
+  }
+
+  /** Null when the user may decide; otherwise why not. */
+  private refusal(record: ApprovalRecord, userId: string): string | null {
+    let allowed: string[];
+    if (this.policy) {
+      const agent = this.policy().agents[record.agent];
+      if (!agent) return `agent ${record.agent} is no longer in the policy`;
+      allowed = unique([agent.owner, ...agent.approvers]);
+    } else {
+      allowed = record.approvers;
+    }
+    if (allowed.includes(userId)) return null;
+    return `<@${userId}> is not the owner or an approver of ${record.agent}`;
+  }
+
+  private outcomeOf(record: ApprovalRecord): ApprovalOutcome {
+    const at = record.decidedAt ?? this.clock.now();
+    if (record.status === 'approved') {
+      return { approvalId: record.id, status: 'approved', approver: record.decidedBy ?? 'unknown', at };
+    }
+    const status = record.status === 'pending' ? 'failed' : record.status;
+    return { approvalId: record.id, status, approver: record.decidedBy, reason: outcomeReason(record), at };
+  }
+
+  private async auditSafely(entry: AuditEntry): Promise<void> {
+    try {
+      await this.audit.append(entry);
+    } catch (err) {
+      this.logger.error({ err: describeError(err), event: entry.event }, 'audit write failed');
+    }
+  }
+}
+
+function policyGetter(source: ApprovalPolicySource | undefined): (() => Policy) | undefined {
+  if (source === undefined) return undefined;
+  if (typeof source === 'function') return source;
+  if ('current' in source && typeof source.current === 'function') return () => source.current();
+  return () => source as Policy;
+}
+
+function unique(ids: Array<string | undefined>): string[] {
+  return [...new Set(ids.filter((x): x is string => typeof x === 'string' && x.length > 0))];
+}
+
+/**
+ * Halts abort with a WardenError('HALTED') (or a HaltState): the call is
+ * cancelled. Any other abort means the agent went away: abandoned.
+ */
+function abortTransition(reason: unknown): Pick<Transition, 'status' | 'reason'> {
+  if (isWardenError(reason, 'HALTED')) return { status: 'cancelled', reason: reason.message };
+  if (reason && typeof reason === 'object' && 'scope' in reason && 'reason' in reason) {
+    const r = reason as { scope: unknown; agent?: unknown; reason: unknown };
+    const who = r.scope === 'org' ? 'all agents' : `agent ${String(r.agent)}`;
+    return { status: 'cancelled', reason: `agents halted (${who}: ${String(r.reason)})` };
+  }
+  return { status: 'abandoned', reason: 'the agent went away before a decision' };
+}
+
+/** The abort reason the gateway should use when a halt cancels a waiting call. */
+export function haltAbortReason(detail?: string): WardenError {
+  return new WardenError('HALTED', detail ? `agents halted: ${detail}` : 'agents halted');
+}
+
+function formatDuration(ms: number): string {
+  const minutes = Math.round(ms / 60_000);
+  if (minutes >= 1) return `${minutes} min`;
+  return `${Math.max(1, Math.round(ms / 1000))} s`;
+}
+
+/** A sentence for the agent (and the model behind it) saying why the call did not run. */
+function outcomeReason(record: ApprovalRecord): string {
+  switch (record.status) {
+    case 'rejected':
+      return `rejected by ${record.decidedBy ?? 'an approver'}${record.decisionReason ? `: ${record.decisionReason}` : ''}`;
+    case 'expired':
+      return `no decision within ${formatDuration(record.expiresAt - record.requestedAt)}; the call was not made`;
+    case 'cancelled':
+      return `cancelled: ${record.decisionReason ?? 'agents halted'}`;
+    case 'abandoned':
+      return `abandoned: ${record.decisionReason ?? 'Warden restarted'}`;
+    case 'failed':
+      return `approval failed: ${record.decisionReason ?? 'unknown reason'}`;
+    default:
+      return record.status;
+  }
+}
+
+/** What to tell someone who clicks a card that is no longer pending. */
+export function statusSentence(record: ApprovalRecord): string {
+  switch (record.status) {
+    case 'pending':
+      return 'This call is waiting for a decision.';
+    case 'approved':
+      return `This call was already approved by <@${record.decidedBy}>.`;
+    case 'rejected':
+      return `This call was already rejected by <@${record.decidedBy}>.`;
+    case 'expired':
+      return 'This request expired before anyone decided.';
+    case 'cancelled':
+      return `This request was cancelled: ${record.decisionReason ?? 'agents halted'}.`;
+    case 'abandoned':
+      return `This request was abandoned: ${record.decisionReason ?? 'Warden restarted'}.`;
+    case 'failed':
+      return `This request failed: ${record.decisionReason ?? 'unknown reason'}.`;
+  }
+}
+
+/**
+ * True when `processId` names another process on this host that is still
+ * running (it is still waiting on its own rows). A row from another host
+ * cannot be checked and is treated as orphaned.
+ */
+function isLiveProcess(processId: string | undefined): boolean {
+  if (!processId) return false;
+  const [host, pidText] = processId.split(':');
+  const pid = Number(pidText);
+  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

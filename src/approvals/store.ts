@@ -1,0 +1,172 @@
+import type { Db } from '../store/db.ts';
+import type { Consequence } from '../policy/types.ts';
+import type { ApprovalRecord, ApprovalResultReport, ApprovalStatus } from './types.ts';
+
+/** Typed queries on the `approvals` table. All synchronous (better-sqlite3). */
+interface ApprovalRow {
+  id: string;
+  call_id: string;
+  agent: string;
+  owner: string | null;
+  server: string;
+  tool: string;
+  args: string;
+  args_hash: string;
+  rule: string;
+  consequence: string;
+  request_reason: string | null;
+  approvers: string;
+  status: ApprovalStatus;
+  requested_at: number;
+  expires_at: number;
+  decided_at: number | null;
+  decided_by: string | null;
+  decision_reason: string | null;
+  channel: string | null;
+  message_ts: string | null;
+  process_id: string | null;
+  outcome: string | null;
+}
+
+export interface NewApproval {
+  id: string;
+  callId: string;
+  agent: string;
+  owner?: string | undefined;
+  server: string;
+  tool: string;
+  /** Already redacted. */
+  displayArgs: unknown;
+  argsHash: string;
+  rule: ApprovalRecord['rule'];
+  consequence: Consequence;
+  requestReason: string;
+  approvers: string[];
+  requestedAt: number;
+  expiresAt: number;
+  channel?: string | undefined;
+  processId: string;
+}
+
+export interface Transition {
+  status: Exclude<ApprovalStatus, 'pending'>;
+  at: number;
+  by?: string | undefined;
+  reason?: string | undefined;
+}
+
+function parseJson<T>(text: string | null, fallback: T): T {
+  if (text === null) return fallback;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return fallback;
+  }
+}
+
+function toRecord(row: ApprovalRow): ApprovalRecord {
+  return {
+    id: row.id,
+    callId: row.call_id,
+    agent: row.agent,
+    owner: row.owner ?? undefined,
+    server: row.server,
+    tool: row.tool,
+    args: parseJson<unknown>(row.args, null),
+    argsHash: row.args_hash,
+    rule: row.rule === 'consequential' ? 'consequential' : 'approval_required',
+    consequence: row.consequence as Consequence,
+    requestReason: row.request_reason ?? undefined,
+    approvers: parseJson<string[]>(row.approvers, []),
+    status: row.status,
+    requestedAt: row.requested_at,
+    expiresAt: row.expires_at,
+    decidedAt: row.decided_at ?? undefined,
+    decidedBy: row.decided_by ?? undefined,
+    decisionReason: row.decision_reason ?? undefined,
+    channel: row.channel ?? undefined,
+    messageTs: row.message_ts ?? undefined,
+    processId: row.process_id ?? undefined,
+    outcome: parseJson<ApprovalResultReport | undefined>(row.outcome, undefined),
+  };
+}
+
+export class ApprovalStore {
+  private readonly stmts;
+
+  constructor(db: Db) {
+    this.stmts = {
+      insert: db.prepare(`INSERT INTO approvals
+        (id, call_id, agent, owner, server, tool, args, args_hash, rule, consequence, request_reason, approvers,
+         status, requested_at, expires_at, channel, process_id)
+        VALUES (@id, @callId, @agent, @owner, @server, @tool, @args, @argsHash, @rule, @consequence, @requestReason, @approvers,
+         'pending', @requestedAt, @expiresAt, @channel, @processId)`),
+      get: db.prepare('SELECT * FROM approvals WHERE id = ?'),
+      status: db.prepare('SELECT status FROM approvals WHERE id = ?').pluck(),
+      // The one place a decision is made: it succeeds for exactly one caller.
+      transition: db.prepare(`UPDATE approvals
+        SET status = @status, decided_at = @at, decided_by = @by, decision_reason = @reason
+        WHERE id = @id AND status = 'pending'`),
+      demote: db.prepare(`UPDATE approvals SET status = 'failed', decision_reason = @reason
+        WHERE id = @id AND status = @from`),
+      setMessage: db.prepare('UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?'),
+      setOutcome: db.prepare('UPDATE approvals SET outcome = ? WHERE id = ?'),
+      pending: db.prepare(`SELECT * FROM approvals WHERE status = 'pending' ORDER BY requested_at`),
+      pendingForAgent: db.prepare(`SELECT * FROM approvals WHERE status = 'pending' AND agent = ? ORDER BY requested_at`),
+    };
+  }
+
+  insert(a: NewApproval): void {
+    this.stmts.insert.run({
+      id: a.id,
+      callId: a.callId,
+      agent: a.agent,
+      owner: a.owner ?? null,
+      server: a.server,
+      tool: a.tool,
+      args: JSON.stringify(a.displayArgs ?? null),
+      argsHash: a.argsHash,
+      rule: a.rule,
+      consequence: a.consequence,
+      requestReason: a.requestReason,
+      approvers: JSON.stringify(a.approvers),
+      requestedAt: a.requestedAt,
+      expiresAt: a.expiresAt,
+      channel: a.channel ?? null,
+      processId: a.processId,
+    });
+  }
+
+  get(id: string): ApprovalRecord | undefined {
+    const row = this.stmts.get.get(id) as ApprovalRow | undefined;
+    return row ? toRecord(row) : undefined;
+  }
+
+  status(id: string): ApprovalStatus | undefined {
+    return this.stmts.status.get(id) as ApprovalStatus | undefined;
+  }
+
+  /** Compare-and-set out of 'pending'. True for the single caller that made the decision. */
+  transition(id: string, t: Transition): boolean {
+    const info = this.stmts.transition.run({ id, status: t.status, at: t.at, by: t.by ?? null, reason: t.reason ?? null });
+    return info.changes === 1;
+  }
+
+  /** Turn a decision into 'failed' when what it depends on (the audit row) could not be written. */
+  demoteToFailed(id: string, from: ApprovalStatus, reason: string): boolean {
+    return this.stmts.demote.run({ id, from, reason }).changes === 1;
+  }
+
+  setMessage(id: string, channel: string, ts: string): void {
+    this.stmts.setMessage.run(channel, ts, id);
+  }
+
+  setOutcome(id: string, outcome: ApprovalResultReport): void {
+    this.stmts.setOutcome.run(JSON.stringify(outcome), id);
+  }
+
+  pending(filter: { agent?: string | undefined } = {}): ApprovalRecord[] {
+    const rows = (filter.agent === undefined ? this.stmts.pending.all() : this.stmts.pendingForAgent.all(filter.agent)) as ApprovalRow[];
+    return rows.map(toRecord);
+  }
+}

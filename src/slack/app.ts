@@ -1,0 +1,158 @@
+import type { AddressInfo } from 'node:net';
+import { App, HTTPModuleFunctions, HTTPReceiver, SocketModeReceiver, type AnyMiddlewareArgs, type Middleware } from '@slack/bolt';
+import { z } from 'zod';
+import { systemClock, type Clock } from '../clock.ts';
+import { describeError, WardenError } from '../errors.ts';
+import type { Policy } from '../policy/types.ts';
+import { boltLogger } from './bolt-logger.ts';
+import { slackClientOptions, type WebClient, type WebClientOptions } from './client.ts';
+import type { SlackDeps } from './deps.ts';
+import { registerListeners } from './listeners/index.ts';
+import { ReplayGuard } from './replay-guard.ts';
+
+const configSchema = z.object({
+  botToken: z.string().min(1, 'SLACK_BOT_TOKEN is required'),
+  signingSecret: z.string(),
+  appToken: z.string().min(1).optional(),
+  port: z.number().int().min(0).max(65535),
+  apiUrl: z.string().url('SLACK_API_URL must be a URL').optional(),
+});
+
+export type SlackAppConfig = z.input<typeof configSchema>;
+
+export interface CreateSlackAppOptions extends Omit<SlackDeps, 'clock' | 'policy'> {
+  config: SlackAppConfig;
+  policy: Policy | { current(): Policy } | (() => Policy);
+  clock?: Clock | undefined;
+  /** Interface the HTTP receiver binds to (default: all). Ignored in Socket Mode. */
+  host?: string | undefined;
+  /** Extra Web API client options (e.g. a shorter timeout in tests). */
+  clientOptions?: Partial<WebClientOptions> | undefined;
+}
+
+export interface SlackApp {
+  app: App;
+  /** The bot's Web API client (same options as the listeners' client): use it for SlackNotifier and SlackAlertSink. */
+  client: WebClient;
+  mode: 'socket' | 'http';
+  /** Starts receiving. In HTTP mode resolves with the bound port (useful with port 0). */
+  start(): Promise<{ port?: number | undefined }>;
+  stop(): Promise<void>;
+}
+
+/** Thrown by the replay middleware; the receiver answers 401 and no listener runs. */
+class ReplayedRequestError extends Error {
+  readonly code = 'warden_replayed_request';
+}
+
+/**
+ * The Bolt app: Socket Mode when an app token is configured, otherwise
+ * Bolt's HTTPReceiver, which verifies the v0 signature and rejects stale
+ * timestamps; a replay guard in front of every listener rejects a signed
+ * request seen before. The Web API client's base URL comes from config.apiUrl.
+ */
+export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
+  const parsed = configSchema.safeParse(opts.config);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `slack.${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new WardenError('CONFIG_INVALID', `invalid Slack configuration: ${problems}`);
+  }
+  const config = parsed.data;
+  const socketMode = config.appToken !== undefined;
+  if (!socketMode && config.signingSecret.length === 0) {
+    throw new WardenError('CONFIG_INVALID', 'SLACK_SIGNING_SECRET is required for the HTTP receiver (or set SLACK_APP_TOKEN for Socket Mode)');
+  }
+  const clock = opts.clock ?? systemClock;
+  const logger = opts.logger;
+  const blog = boltLogger(logger);
+  const clientOptions = slackClientOptions(config, logger, opts.clientOptions);
+  const guard = new ReplayGuard(clock);
+
+  const receiver = socketMode
+    ? new SocketModeReceiver({ appToken: config.appToken!, logger: blog })
+    : new HTTPReceiver({
+        signingSecret: config.signingSecret,
+        port: config.port,
+        logger: blog,
+        signatureVerification: true,
+        // ack() sends the HTTP response at once; work continues after it.
+        processBeforeResponse: false,
+        // Runs only after Bolt has verified the signature and freshness.
+        customPropertiesExtractor: (req) => ({
+          slackSignature: HTTPModuleFunctions.getHeader(req, 'x-slack-signature'),
+          slackRequestTimestamp: Number(HTTPModuleFunctions.getHeader(req, 'x-slack-request-timestamp')),
+        }),
+        processEventErrorHandler: async (args) => {
+          if ((args.error as { code?: string }).code === 'warden_replayed_request') {
+            if (!args.response.headersSent) {
+              args.response.writeHead(401);
+              args.response.end();
+            }
+            return true;
+          }
+          return HTTPModuleFunctions.defaultProcessEventErrorHandler(args);
+        },
+      });
+
+  const app = new App({
+    token: config.botToken,
+    receiver,
+    logger: blog,
+    clientOptions,
+    // Bolt would otherwise call auth.test from the constructor and leave a
+    // rejected promise nobody awaits when Slack is unreachable; start() runs
+    // it instead and reports a clear error.
+    deferInitialization: true,
+  });
+  app.error(async (err) => {
+    if ((err as { code?: string }).code !== 'warden_replayed_request') {
+      logger.error({ err: err.message, code: (err as { code?: string }).code }, 'Slack listener failed');
+    }
+    throw err;
+  });
+
+  if (!socketMode) {
+    const replayGuard: Middleware<AnyMiddlewareArgs> = async ({ context, next }) => {
+      const refusal = guard.check(context.slackSignature as string | undefined, context.slackRequestTimestamp as number);
+      if (refusal !== null) {
+        logger.warn({ reason: refusal }, 'Slack request refused');
+        throw new ReplayedRequestError(refusal);
+      }
+      await next();
+    };
+    app.use(replayGuard);
+  }
+
+  const p = opts.policy;
+  const policy = typeof p === 'function' ? p : 'current' in p && typeof p.current === 'function' ? () => p.current() : () => p as Policy;
+  const deps: SlackDeps = { approvals: opts.approvals, policy, audit: opts.audit, logger, clock, db: opts.db, control: opts.control };
+  registerListeners(app, deps);
+
+  let started = false;
+  return {
+    app,
+    client: app.client,
+    mode: socketMode ? 'socket' : 'http',
+    async start() {
+      try {
+        await app.init();
+      } catch (err) {
+        throw new WardenError('SLACK_UNAVAILABLE', `Slack rejected or did not answer auth.test for the bot token: ${describeError(err)}`, { cause: err });
+      }
+      if (socketMode) {
+        await app.start();
+        started = true;
+        return {};
+      }
+      const server = (await app.start({ port: config.port, ...(opts.host ? { host: opts.host } : {}) })) as { address(): AddressInfo | string | null };
+      started = true;
+      const addr = server.address();
+      return { port: typeof addr === 'object' && addr ? addr.port : config.port };
+    },
+    async stop() {
+      if (!started) return;
+      started = false;
+      await app.stop();
+    },
+  };
+}

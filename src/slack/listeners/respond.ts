@@ -1,0 +1,28 @@
+import type { webApi } from '@slack/bolt';
+import { describeError } from '../../errors.ts';
+import type { Logger } from '../../logger.ts';
+import { z } from 'zod';
+
+/** Approval ids as the service makes them; anything else in a button value is refused before any lookup. */
+export const approvalIdSchema = z.string().regex(/^apr_[0-9a-f-]{36}$/, 'not an approval id');
+
+/**
+ * Tells one user something only they see, in the channel they clicked in.
+ * Best effort: the click's outcome is already decided and audited.
+ */
+export async function tellUser(
+  client: webApi.WebClient,
+  logger: Logger,
+  where: { channel?: string | undefined; user: string; threadTs?: string | undefined },
+  text: string,
+): Promise<void> {
+  if (!where.channel) {
+    logger.warn({ user: where.user }, 'no channel to tell the user in');
+    return;
+  }
+  try {
+    await client.chat.postEphemeral({ channel: where.channel, user: where.user, text, ...(where.threadTs ? { thread_ts: where.threadTs } : {}) });
+  } catch (err) {
+    logger.warn({ user: where.user, err: describeError(err) }, 'ephemeral message not delivered');
+  }
+}

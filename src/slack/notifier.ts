@@ -1,0 +1,58 @@
+import type { ApprovalNotifier, ApprovalRecord, ApprovalResultReport } from '../approvals/types.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import { WardenError } from '../errors.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import { buildApprovalCard, buildOutcomeReply } from './blocks/approval-card.ts';
+import type { WebClient } from './client.ts';
+import { withSlackRetry, type SlackRetryOptions } from './retry.ts';
+
+export interface SlackNotifierOptions {
+  client: WebClient;
+  clock?: Clock | undefined;
+  logger?: Logger | undefined;
+  retry?: SlackRetryOptions | undefined;
+}
+
+/** Approval cards in Slack: posted to the agent's channel, redrawn from the stored record. */
+export class SlackNotifier implements ApprovalNotifier {
+  private readonly client: WebClient;
+  private readonly ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined };
+
+  constructor(opts: SlackNotifierOptions) {
+    this.client = opts.client;
+    this.ctx = { clock: opts.clock ?? systemClock, logger: opts.logger ?? silentLogger(), retry: opts.retry };
+  }
+
+  async postCard(record: ApprovalRecord): Promise<{ channel: string; ts: string }> {
+    const channel = record.channel;
+    if (!channel) {
+      throw new WardenError('SLACK_UNAVAILABLE', `agent ${record.agent} has no Slack channel in the policy, so nobody can be asked to approve`);
+    }
+    const message = buildApprovalCard(record);
+    const res = await withSlackRetry(
+      'posting the approval card (chat.postMessage)',
+      () => this.client.chat.postMessage({ channel, text: message.text, blocks: message.blocks, unfurl_links: false, unfurl_media: false }),
+      this.ctx,
+    );
+    if (!res.ts) throw new WardenError('SLACK_UNAVAILABLE', 'chat.postMessage returned no message ts');
+    return { channel: res.channel ?? channel, ts: res.ts };
+  }
+
+  async updateCard(record: ApprovalRecord): Promise<void> {
+    if (!record.channel || !record.messageTs) return;
+    const message = buildApprovalCard(record);
+    const { channel, messageTs } = record;
+    await withSlackRetry('redrawing the approval card (chat.update)', () => this.client.chat.update({ channel, ts: messageTs, text: message.text, blocks: message.blocks }), this.ctx);
+  }
+
+  async postOutcome(record: ApprovalRecord, outcome: ApprovalResultReport): Promise<void> {
+    if (!record.channel || !record.messageTs) return;
+    const message = buildOutcomeReply(record, outcome);
+    const { channel, messageTs } = record;
+    await withSlackRetry(
+      'posting the outcome (chat.postMessage)',
+      () => this.client.chat.postMessage({ channel, thread_ts: messageTs, text: message.text, blocks: message.blocks, unfurl_links: false }),
+      this.ctx,
+    );
+  }
+}

@@ -1,0 +1,339 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ApprovalService, argsHash, canonicalJson, haltAbortReason } from '../src/approvals/index.ts';
+import { AuditLog } from '../src/audit/index.ts';
+import { silentLogger } from '../src/logger.ts';
+import { ApprovalStore } from '../src/approvals/store.ts';
+import { openDb } from '../src/store/db.ts';
+import { ManualClock } from './support/manual-clock.ts';
+import { APPROVER, CHANNEL, OWNER, STRANGER, approvalIdOf, heldCall, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
+
+const START = Date.parse('2026-03-02T09:00:00Z');
+
+let h: SlackHarness | undefined;
+let clock: ManualClock;
+
+async function harness(): Promise<SlackHarness> {
+  clock = new ManualClock(START);
+  h = await startSlackHarness({ clock, startApp: false, approvals: { pollMs: 500 } });
+  return h;
+}
+
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+
+function row(h: SlackHarness, id: string) {
+  return h.db.prepare('SELECT * FROM approvals WHERE id = ?').get(id) as Record<string, unknown>;
+}
+
+function cardText(blocks: unknown): string {
+  return JSON.stringify(blocks);
+}
+
+describe('canonical args hash', () => {
+  it('ignores key order and binds to exact values', () => {
+    expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: 'x' } })).toBe('{"a":{"c":"x","d":[1,{"x":1,"y":2}]},"b":1}');
+    expect(argsHash({ a: 1, b: 2 })).toBe(argsHash({ b: 2, a: 1 }));
+    expect(argsHash({ a: 1, b: 2 })).not.toBe(argsHash({ a: 1, b: 3 }));
+    expect(argsHash({ to: 'x' })).toBe(createHash('sha256').update('{"to":"x"}').digest('hex'));
+  });
+});
+
+describe('ApprovalService', () => {
+  it('stores a redacted pending request bound to the args hash, audits it, posts the card, and an owner approval resolves it', async () => {
+    const h = await harness();
+    const args = { ticket_id: 'T-9', to: 'ada@example.com', body: 'hi', api_key: 'sk-live-abcdefghijklmnopqrstuvwxyz' };
+    const pending = h.approvals.request(heldCall(h, { args, callId: 'call-approve-1' }));
+    const post = await h.slack.waitForCall('chat.postMessage');
+    expect(post.args.channel).toBe(CHANNEL);
+    expect(post.authorization).toBe('Bearer xoxb-warden-test');
+    const id = approvalIdOf(post);
+
+    await vi.waitFor(() => expect(row(h, id).message_ts).toBe(post.response!.ts));
+    const stored = row(h, id);
+    expect(stored.status).toBe('pending');
+    expect(stored.args_hash).toBe(argsHash(args));
+    expect(stored.args as string).not.toContain('sk-live');
+    expect(JSON.parse(stored.args as string)).toMatchObject({ ticket_id: 'T-9', api_key: '[redacted]' });
+    expect(stored.expires_at).toBe(START + 15 * 60_000);
+    expect(stored.channel).toBe(CHANNEL);
+    expect(stored.message_ts).toBe(post.response!.ts);
+    expect(cardText(post.args.blocks)).not.toContain('sk-live');
+
+    const requested = h.auditRows('approval.requested');
+    expect(requested).toHaveLength(1);
+    expect(requested[0]).toMatchObject({ call_id: 'call-approve-1', agent: 'support-triage', tool: 'send_customer_email', decision: 'pending' });
+    expect(JSON.parse(requested[0]!.detail!)).toMatchObject({ approvalId: id, argsHash: argsHash(args) });
+
+    const result = await h.approvals.decide(id, OWNER, 'approve');
+    expect(result.ok).toBe(true);
+    const outcome = await pending;
+    expect(outcome).toMatchObject({ approvalId: id, status: 'approved', approver: OWNER });
+
+    const decided = h.auditRows('approval.decided');
+    expect(decided).toHaveLength(1);
+    expect(decided[0]).toMatchObject({ decision: 'approved', approver: OWNER, call_id: 'call-approve-1' });
+    const update = await h.slack.waitForCall('chat.update');
+    expect(update.args.ts).toBe(post.response!.ts);
+    expect(cardText(update.args.blocks)).toContain(`*Approved* by <@${OWNER}>`);
+    expect(cardText(update.args.blocks)).not.toContain('approval_approve');
+  });
+
+  it('refuses and audits a decision by someone who is not an approver, then takes a listed approver’s rejection with its reason', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+
+    const refused = await h.approvals.decide(id, STRANGER, 'approve');
+    expect(refused).toMatchObject({ ok: false, code: 'forbidden' });
+    expect(row(h, id).status).toBe('pending');
+    const refusals = h.auditRows('approval.refused');
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]).toMatchObject({ approver: STRANGER, decision: 'approve', agent: 'support-triage' });
+
+    const rejected = await h.approvals.decide(id, APPROVER, 'reject', '  wrong customer  ');
+    expect(rejected.ok).toBe(true);
+    expect(await pending).toMatchObject({ status: 'rejected', approver: APPROVER, reason: `rejected by ${APPROVER}: wrong customer` });
+    expect(row(h, id)).toMatchObject({ status: 'rejected', decided_by: APPROVER, decision_reason: 'wrong customer', decided_at: START });
+
+    const again = await h.approvals.decide(id, OWNER, 'approve');
+    expect(again).toMatchObject({ ok: false, code: 'not_pending' });
+    expect(h.auditRows('approval.decided')).toHaveLength(1);
+  });
+
+  it('authorises against the live policy: an approver removed from the policy can no longer decide', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+    h.policy.agents['support-triage']!.approvers = [];
+    expect(await h.approvals.decide(id, APPROVER, 'approve')).toMatchObject({ ok: false, code: 'forbidden' });
+    expect(await h.approvals.decide(id, OWNER, 'reject', 'no')).toMatchObject({ ok: true });
+    await pending;
+  });
+
+  it('expires after the agent’s approval timeout on the injected clock and redraws the card', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const post = await h.slack.waitForCall('chat.postMessage');
+    const id = approvalIdOf(post);
+    let settled = false;
+    void pending.then(() => (settled = true));
+
+    await clock.tick(15 * 60_000 - 1);
+    expect(settled).toBe(false);
+    expect(row(h, id).status).toBe('pending');
+    await clock.tick(1);
+    const outcome = await pending;
+    expect(outcome).toMatchObject({ status: 'expired', reason: 'no decision within 15 min; the call was not made' });
+    expect(h.auditRows('approval.decided')[0]).toMatchObject({ decision: 'expired', approver: null });
+    const update = await h.slack.waitForCall('chat.update');
+    expect(cardText(update.args.blocks)).toContain('*Expired*');
+  });
+
+  it('calls onWaiting periodically while it waits', async () => {
+    const h = await harness();
+    const seen: number[] = [];
+    const pending = h.approvals.request(heldCall(h, { onWaiting: (ms) => seen.push(ms) }));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+    await clock.tick(12_000);
+    expect(seen).toEqual([5000, 10_000]);
+    await h.approvals.decide(id, OWNER, 'approve');
+    await pending;
+  });
+
+  it('cancels on a halt abort and abandons when the agent goes away', async () => {
+    const h = await harness();
+    const halt = new AbortController();
+    const halted = h.approvals.request(heldCall(h, { signal: halt.signal }));
+    const haltedCard = await h.slack.waitForCall('chat.postMessage');
+    const gone = new AbortController();
+    const abandoned = h.approvals.request(heldCall(h, { signal: gone.signal }));
+    const goneCard = await h.slack.waitForCall('chat.postMessage', (c) => c !== haltedCard);
+
+    halt.abort(haltAbortReason());
+    gone.abort();
+    expect(await halted).toMatchObject({ status: 'cancelled', reason: 'cancelled: agents halted' });
+    expect(await abandoned).toMatchObject({ status: 'abandoned', reason: 'abandoned: the agent went away before a decision' });
+    const haltedUpdate = await h.slack.waitForCall('chat.update', (c) => c.args.ts === haltedCard.response!.ts);
+    expect(cardText(haltedUpdate.args.blocks)).toContain('*Cancelled*: agents halted');
+    await h.slack.waitForCall('chat.update', (c) => c.args.ts === goneCard.response!.ts);
+    expect(h.auditRows('approval.decided').map((r) => r.decision).sort()).toEqual(['abandoned', 'cancelled']);
+  });
+
+  it('cancelPending cancels one agent’s or every pending request and redraws each card', async () => {
+    const h = await harness();
+    const a = h.approvals.request(heldCall(h));
+    const b = h.approvals.request(heldCall(h, { tool: 'refund_request', server: 'crm', consequence: 'irreversible', args: { customer_id: 'c1', amount: 10, reason: 'x' } }));
+    await vi.waitFor(() => expect(h.db.prepare('SELECT count(*) FROM approvals WHERE message_ts IS NOT NULL').pluck().get()).toBe(2));
+    expect(await h.approvals.cancelPending({ agent: 'other-agent' }, 'agents halted')).toBe(0);
+    expect(await h.approvals.cancelPending({ agent: 'support-triage' }, 'agents halted')).toBe(2);
+    expect((await a).status).toBe('cancelled');
+    expect((await b).status).toBe('cancelled');
+    expect(h.slack.callsOf('chat.update')).toHaveLength(2);
+    expect(await h.approvals.cancelPending({}, 'agents halted')).toBe(0);
+  });
+
+  it('sees a decision made by another process sharing the database (polling)', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+
+    // Another Warden process: its own connection, audit log and service.
+    const otherDb = openDb(h.dbPath);
+    const otherAudit = new AuditLog(otherDb);
+    const other = new ApprovalService({ db: otherDb, audit: otherAudit, policy: () => h.policy, logger: silentLogger() });
+    try {
+      expect(await other.decide(id, APPROVER, 'approve')).toMatchObject({ ok: true });
+      let settled = false;
+      void pending.then(() => (settled = true));
+      await new Promise((r) => setTimeout(r, 20));
+      expect(settled).toBe(false); // nothing tells this process but its poll
+      await clock.tick(500);
+      expect(await pending).toMatchObject({ status: 'approved', approver: APPROVER });
+      expect(h.auditRows('approval.decided')).toHaveLength(1);
+      // The other process has no Slack; the process that posted the card redraws it.
+      const update = await h.slack.waitForCall('chat.update');
+      expect(cardText(update.args.blocks)).toContain(`*Approved* by <@${APPROVER}>`);
+    } finally {
+      await otherAudit.close();
+      otherDb.close();
+    }
+  });
+
+  it('gives exactly one decision when two processes decide the same approval concurrently', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+    const otherDb = openDb(h.dbPath);
+    const otherAudit = new AuditLog(otherDb);
+    const other = new ApprovalService({ db: otherDb, audit: otherAudit, policy: () => h.policy });
+    try {
+      const results = await Promise.all([
+        ...Array.from({ length: 10 }, (_, i) => h.approvals.decide(id, i % 2 ? OWNER : APPROVER, i % 3 ? 'approve' : 'reject', 'r')),
+        ...Array.from({ length: 10 }, (_, i) => other.decide(id, i % 2 ? APPROVER : OWNER, i % 3 ? 'reject' : 'approve', 'r')),
+      ]);
+      expect(results.filter((r) => r.ok)).toHaveLength(1);
+      expect(results.filter((r) => !r.ok).every((r) => !r.ok && r.code === 'not_pending')).toBe(true);
+      const outcome = await pending;
+      expect(h.auditRows('approval.decided')).toHaveLength(1);
+      expect(h.auditRows('approval.decided')[0]!.decision).toBe(outcome.status);
+    } finally {
+      await otherAudit.close();
+      otherDb.close();
+    }
+  });
+
+  it('the compare-and-set moves a row out of pending exactly once', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+    const store = new ApprovalStore(h.db);
+    expect(store.transition(id, { status: 'approved', at: 1, by: OWNER })).toBe(true);
+    expect(store.transition(id, { status: 'rejected', at: 2, by: APPROVER })).toBe(false);
+    expect(store.transition(id, { status: 'expired', at: 3 })).toBe(false);
+    expect(row(h, id)).toMatchObject({ status: 'approved', decided_by: OWNER, decided_at: 1 });
+    await clock.tick(500);
+    await pending;
+  });
+
+  it('gives exactly one decision when several OS processes click at the same instant', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+    const src = resolve(import.meta.dirname, '../src');
+    const script = join(h.dir, 'decider.mts');
+    writeFileSync(
+      script,
+      `import { openDb } from ${JSON.stringify(join(src, 'store/db.ts'))};
+import { AuditLog } from ${JSON.stringify(join(src, 'audit/index.ts'))};
+import { ApprovalService } from ${JSON.stringify(join(src, 'approvals/index.ts'))};
+const [dbPath, id, startAt, who] = process.argv.slice(2);
+const db = openDb(dbPath);
+const audit = new AuditLog(db);
+const svc = new ApprovalService({ db, audit });
+while (Date.now() < Number(startAt)) {}
+const results = await Promise.all(Array.from({ length: 25 }, (_, i) => svc.decide(id, i % 2 ? ${JSON.stringify(OWNER)} : ${JSON.stringify(APPROVER)}, (i + Number(who)) % 2 ? 'approve' : 'reject', 'r' + who)));
+process.stdout.write(JSON.stringify(results.map((r) => r.ok)));
+await audit.close();
+db.close();
+`,
+    );
+    const run = promisify(execFile);
+    const startAt = Date.now() + 2500;
+    const outs = await Promise.all(
+      [0, 1, 2, 3].map((who) => run(process.execPath, ['--import', 'tsx', script, h.dbPath, id, String(startAt), String(who)], { cwd: resolve(import.meta.dirname, '..') })),
+    );
+    const oks = outs.flatMap((o) => JSON.parse(o.stdout) as boolean[]);
+    expect(oks).toHaveLength(100);
+    expect(oks.filter(Boolean)).toHaveLength(1);
+    expect(h.auditRows('approval.decided')).toHaveLength(1);
+    await clock.tick(500);
+    expect((await pending).status).toBe(h.auditRows('approval.decided')[0]!.decision);
+  });
+
+  it('recover() abandons pending rows of a dead process, redraws their cards, and leaves a live process’s rows alone', async () => {
+    const h = await harness();
+    // The "previous" Warden: its request is pending when it dies (we simply never settle it).
+    const crashed = h.approvals.request(heldCall(h));
+    const post = await h.slack.waitForCall('chat.postMessage');
+    const orphan = approvalIdOf(post);
+    // A row owned by a process that is still running on this host (our parent).
+    h.db
+      .prepare(
+        `INSERT INTO approvals (id, call_id, agent, server, tool, args, args_hash, rule, consequence, status, requested_at, expires_at, process_id)
+         VALUES ('apr_live', 'c', 'support-triage', 'tickets', 'send_customer_email', '{}', 'x', 'approval_required', 'customer-facing', 'pending', ?, ?, ?)`,
+      )
+      .run(START, START + 60_000, `${hostname()}:${process.ppid}:live`);
+
+    const restarted = new ApprovalService({ db: h.db, audit: h.audit, notifier: h.notifier, clock, policy: () => h.policy });
+    expect(await restarted.recover()).toBe(1);
+    expect(row(h, orphan)).toMatchObject({ status: 'abandoned', decision_reason: 'Warden restarted' });
+    expect(row(h, 'apr_live').status).toBe('pending');
+    const update = await h.slack.waitForCall('chat.update', (c) => c.args.ts === post.response!.ts);
+    expect(cardText(update.args.blocks)).toContain('*Abandoned* (Warden restarted)');
+    expect(h.auditRows('approval.decided')[0]).toMatchObject({ decision: 'abandoned', reason: 'Warden restarted' });
+    // The old in-memory waiter learns it through its poll.
+    await clock.tick(500);
+    expect(await crashed).toMatchObject({ status: 'abandoned' });
+    expect(await restarted.recover()).toBe(0);
+  });
+
+  it('reportOutcome posts the result in the card’s thread and stores it', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const post = await h.slack.waitForCall('chat.postMessage');
+    const id = approvalIdOf(post);
+    await h.approvals.decide(id, OWNER, 'approve');
+    await pending;
+    await h.approvals.reportOutcome(id, { ok: true, summary: 'email sent to ada@example.com (message id 42)' });
+    const reply = h.slack.callsOf('chat.postMessage').find((c) => c.args.thread_ts === post.response!.ts);
+    expect(reply).toBeDefined();
+    expect(cardText(reply!.args.blocks)).toContain('email sent to ada@example.com');
+    expect(JSON.parse(row(h, id).outcome as string)).toEqual({ ok: true, summary: 'email sent to ada@example.com (message id 42)' });
+  });
+
+  it('fails closed when the agent has no channel to ask in', async () => {
+    const h = await harness();
+    const outcome = await h.approvals.request(heldCall(h, { agentName: 'no-channel-bot' }));
+    expect(outcome.status).toBe('failed');
+    expect(outcome.status !== 'approved' && outcome.reason).toContain('has no Slack channel');
+    expect(h.auditRows('approval.decided')[0]).toMatchObject({ decision: 'failed' });
+    expect(h.slack.callsOf('chat.postMessage')).toHaveLength(0);
+  });
+
+  it('fails closed when the request cannot be audited', async () => {
+    const h = await harness();
+    await h.audit.close();
+    const outcome = await h.approvals.request(heldCall(h));
+    expect(outcome).toMatchObject({ status: 'failed' });
+    expect(outcome.status !== 'approved' && outcome.reason).toContain('audit write failed');
+    expect(h.slack.callsOf('chat.postMessage')).toHaveLength(0);
+  });
+});
