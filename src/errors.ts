@@ -24,6 +24,8 @@ export const ErrorCodes = {
   SLACK_UNAVAILABLE: 'SLACK_UNAVAILABLE',
   HALTED: 'HALTED',
   INVALID_INPUT: 'INVALID_INPUT',
+  CONTROL_WRITE_FAILED: 'CONTROL_WRITE_FAILED',
+  DRILL_IN_PROGRESS: 'DRILL_IN_PROGRESS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -31,7 +31,7 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
         return;
       }
       if (q.format === 'csv') {
-        const { rows } = runQuery(deps.db, q);
+        const { rows, nextCursor } = runQuery(deps.db, q);
         const stamp = new Date(deps.clock.now()).toISOString().replace(/[:.]/g, '-');
         await client.files.uploadV2({
           channel_id: command.channel_id,
@@ -40,7 +40,8 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
           content: formatRows(rows, 'csv'),
           initial_comment: `Audit export requested by <@${command.user_id}>: \`${escapeMrkdwn(truncate(text, 500))}\` (${rows.length} rows)`,
         });
-        await respond({ response_type: 'ephemeral', text: `Uploaded ${rows.length} audit row(s) as CSV to this channel.` });
+        const more = nextCursor !== undefined ? ` More rows match: raise \`limit:\` (up to 1000) or narrow with \`since:\`/\`until:\`.` : '';
+        await respond({ response_type: 'ephemeral', text: `Uploaded ${rows.length} audit row(s) as CSV to this channel.${more}` });
         return;
       }
       const page = runQuery(deps.db, { ...q, limit: Math.min(q.limit, AUDIT_PAGE_SIZE) });

@@ -1,0 +1,84 @@
+import type { Logger } from '../logger.ts';
+import type { Policy } from '../policy/types.ts';
+import type { Alert, AlertSink } from './types.ts';
+
+/** Alerts as structured log lines: the sink of last resort, and the only one in CLI processes. */
+export class LogAlertSink implements AlertSink {
+  readonly #logger: Logger;
+
+  constructor(logger: Logger) {
+    this.#logger = logger;
+  }
+
+  alert(alert: Alert): void {
+    const fields = { alert: { kind: alert.kind, severity: alert.severity, agent: alert.agent, detail: alert.detail } };
+    if (alert.severity === 'critical') this.#logger.error(fields, alert.text);
+    else if (alert.severity === 'warning') this.#logger.warn(fields, alert.text);
+    else this.#logger.info(fields, alert.text);
+  }
+}
+
+/**
+ * Sends each alert to every sink added. Sinks can be added after construction
+ * because the Slack sink needs the Bolt app, which itself needs the kill switch
+ * that already needs an AlertSink: late binding breaks that cycle.
+ * One sink throwing never stops the others (AlertSink must not throw).
+ */
+export class FanOutAlertSink implements AlertSink {
+  readonly #sinks = new Set<AlertSink>();
+  readonly #logger: Logger | undefined;
+
+  constructor(sinks: AlertSink[] = [], logger?: Logger) {
+    for (const s of sinks) this.#sinks.add(s);
+    this.#logger = logger;
+  }
+
+  add(sink: AlertSink): () => void {
+    this.#sinks.add(sink);
+    return () => this.#sinks.delete(sink);
+  }
+
+  alert(alert: Alert): void {
+    for (const sink of this.#sinks) {
+      try {
+        sink.alert(alert);
+      } catch (err) {
+        this.#logger?.error({ err, kind: alert.kind }, 'alert sink threw');
+      }
+    }
+  }
+}
+
+export function fanOut(...sinks: AlertSink[]): FanOutAlertSink {
+  return new FanOutAlertSink(sinks);
+}
+
+/** Collects alerts in memory; for tests and for the drill's own report. */
+export class MemoryAlertSink implements AlertSink {
+  readonly alerts: Alert[] = [];
+  alert(alert: Alert): void {
+    this.alerts.push(alert);
+  }
+}
+
+/**
+ * Which channels an alert belongs in. Pure, so Slack (or any poster) just posts.
+ * The agent's owner channel hears about its own agent; on-call hears about
+ * anything that is not merely informational, and about every halt and drill.
+ */
+export function alertChannels(policy: Policy, alert: Alert): string[] {
+  const channels: string[] = [];
+  const agentChannel = alert.agent ? policy.agents[alert.agent]?.channel : undefined;
+  if (agentChannel) channels.push(agentChannel);
+  const oncall = policy.control.oncallChannel;
+  const oncallKinds = new Set<Alert['kind']>(['halted', 'drill_failed', 'drill_overdue']);
+  if (oncall && (alert.severity !== 'info' || oncallKinds.has(alert.kind) || !agentChannel) && !channels.includes(oncall)) {
+    channels.push(oncall);
+  }
+  return channels;
+}
+
+/** The one thing control needs from a chat transport. Slack implements it with chat.postMessage. */
+export interface ChannelPoster {
+  post(channel: string, message: { text: string; blocks?: unknown[] | undefined }): Promise<void>;
+}

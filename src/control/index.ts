@@ -1,0 +1,28 @@
+export type * from './types.ts';
+export { KillSwitch, type KillSwitchOptions, type HaltEventInfo, type HaltListener, type ResumeListener, type HaltRequest, type ResumeRequest } from './kill-switch.ts';
+export { LogAlertSink, FanOutAlertSink, MemoryAlertSink, fanOut, alertChannels, type ChannelPoster } from './alerts.ts';
+export { actorLabel, canHalt, canResume, canDrill, type ControlActor, type ControlAuthz } from './authorize.ts';
+export { wireHaltEffects, isDrillActor, type HaltEffectsOptions, type PendingApprovalCanceller } from './halt-effects.ts';
+export { agentStatuses, daysUntilReview, type AgentStatus } from './status.ts';
+export { AnomalyDetector, type AnomalyEvent, type AnomalyOptions, type AnomalyRule } from './anomaly.ts';
+export {
+  DrillRunner,
+  drillOverdue,
+  drillReportPoster,
+  listDrills,
+  planDrillTools,
+  type CanaryCallResult,
+  type CanaryConnection,
+  type CanaryConnector,
+  type DrillMode,
+  type DrillOptions,
+  type DrillOverdue,
+  type DrillRecord,
+  type DrillResult,
+  type DrillTokens,
+  type DrillToolPlan,
+} from './drill.ts';
+export { mcpCanaryConnector } from './canary-client.ts';
+export { ControlScheduler, checkpointText, type ControlSchedulerOptions } from './scheduler.ts';
+export { createControlPlane, type ControlPlane, type ControlPlaneOptions } from './plane.ts';
+export { policyGetter, type PolicySource } from './policy-source.ts';

@@ -1,0 +1,127 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { AuditLog, generateCheckpointKeyPair, listCheckpoints, verifyChain, verifyCheckpoint } from '../src/audit/index.ts';
+import { ControlScheduler } from '../src/control/scheduler.ts';
+import { silentLogger } from '../src/logger.ts';
+import { parsePolicy } from '../src/policy/index.ts';
+import { SlackAlertSink, SlackChannelPoster } from '../src/slack/alert-sink.ts';
+import { createSlackClient } from '../src/slack/client.ts';
+import { openDb, type Db } from '../src/store/db.ts';
+import { startSlackApiServer, type SlackApiServer } from './support/slack-api-server.ts';
+
+const POLICY = `
+servers:
+  tickets:
+    command: node
+    args: [x.js]
+    tools:
+      read_ticket: { scope: read }
+agents:
+  - agent: overdue-bot
+    owner: U0OWNER
+    channel: C0OWNER
+    review_by: 2026-05-01
+    mcp_scopes: { tickets: [read] }
+  - agent: soon-bot
+    owner: U0OWNER
+    channel: C0OWNER
+    review_by: 2026-05-20
+    mcp_scopes: { tickets: [read] }
+  - agent: later-bot
+    owner: U0OTHER
+    channel: C0OTHER
+    review_by: 2026-09-01
+    mcp_scopes: { tickets: [read] }
+control:
+  oncall_channel: C0ONCALL
+  compliance_channel: C0COMPLY
+  checkpoint_schedule: "0 */6 * * *"
+  review_reminder_schedule: "0 9 * * 1"
+`;
+
+let dir: string;
+let db: Db;
+let audit: AuditLog;
+let slack: SlackApiServer;
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'warden-sched-'));
+  db = openDb(join(dir, 'warden.db'));
+  audit = new AuditLog(db);
+  slack = await startSlackApiServer({ botToken: 'xoxb-test' });
+});
+afterEach(async () => {
+  vi.useRealTimers();
+  await audit.close();
+  db.close();
+  await slack.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('control cron jobs (node-cron, fake timers)', () => {
+  it('posts a signed audit head to the compliance channel on schedule, so truncation is visible outside the DB', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    vi.setSystemTime(new Date('2026-05-14T05:59:59Z'));
+    for (let i = 0; i < 5; i++) await audit.append({ event: 'call.decided', agent: 'soon-bot', decision: 'allow' });
+    const keys = generateCheckpointKeyPair();
+    const client = createSlackClient({ botToken: 'xoxb-test', apiUrl: slack.apiUrl }, silentLogger());
+    const policy = parsePolicy(POLICY, 'p.yml');
+    const scheduler = new ControlScheduler({
+      db,
+      policy,
+      alerts: new SlackAlertSink({ client, policy }),
+      checkpoints: { key: keys.privateKeyPem, poster: new SlackChannelPoster(client) },
+      timezone: 'Etc/UTC',
+      overdueCheckSchedule: '0 0 1 1 *',
+    });
+    scheduler.start();
+    try {
+      expect(scheduler.jobs).toEqual(['drill-overdue', 'checkpoint', 'review-reminders']);
+      expect(slack.callsOf('chat.postMessage')).toHaveLength(0);
+      await vi.advanceTimersByTimeAsync(1500);
+      const post = await slack.waitForCall('chat.postMessage', (c) => c.args.channel === 'C0COMPLY');
+      const [cp] = listCheckpoints(db);
+      expect(cp).toMatchObject({ seq: 5 });
+      expect(verifyCheckpoint(cp!, keys.publicKeyBase64)).toBe(true);
+      expect(String(post.args.text)).toContain(`head seq \`5\``);
+      expect(String(post.args.text)).toContain(cp!.head_hash);
+      expect(String(post.args.text)).toContain(cp!.signature);
+      expect(String(post.args.text)).toContain(`warden audit verify --checkpoint 5:${cp!.head_hash}`);
+      // Recorded once Slack has answered.
+      await vi.waitFor(() => expect(db.prepare('SELECT posted_to FROM audit_checkpoints').get()).toEqual({ posted_to: 'slack:C0COMPLY' }));
+      // The posted head is what an auditor later checks the chain against.
+      expect(verifyChain(db, { checkpoints: [{ seq: cp!.seq, head_hash: cp!.head_hash }] }).ok).toBe(true);
+    } finally {
+      await scheduler.stop();
+    }
+  });
+
+  it('reminds owners of reviews due within a week, flags overdue ones, leaves later ones alone', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    // Monday 2026-05-18, just before 09:00 UTC.
+    vi.setSystemTime(new Date('2026-05-18T08:59:59Z'));
+    const client = createSlackClient({ botToken: 'xoxb-test', apiUrl: slack.apiUrl }, silentLogger());
+    const policy = parsePolicy(POLICY, 'p.yml');
+    const alerts = new SlackAlertSink({ client, policy });
+    const scheduler = new ControlScheduler({ db, policy, alerts, timezone: 'Etc/UTC', overdueCheckSchedule: '0 0 1 1 *' });
+    scheduler.start();
+    try {
+      await vi.advanceTimersByTimeAsync(1500);
+      await vi.waitFor(() => expect(slack.callsOf('chat.postMessage').length).toBeGreaterThanOrEqual(3));
+      await alerts.idle();
+      const posts = slack.callsOf('chat.postMessage').map((c) => ({ channel: c.args.channel, text: String(c.args.text) }));
+      const overdue = posts.filter((p) => p.text.includes('overdue-bot'));
+      // Overdue is a warning: owner channel and on-call.
+      expect(overdue.map((p) => p.channel).sort()).toEqual(['C0ONCALL', 'C0OWNER']);
+      expect(overdue[0]!.text).toMatch(/OVERDUE \(was due 2026-05-01\)/);
+      const soon = posts.filter((p) => p.text.includes('soon-bot'));
+      expect(soon.map((p) => p.channel)).toEqual(['C0OWNER']);
+      expect(soon[0]!.text).toMatch(/due 2026-05-20 \(in 2 days\)/);
+      expect(posts.some((p) => p.text.includes('later-bot'))).toBe(false);
+    } finally {
+      await scheduler.stop();
+    }
+  });
+});
