@@ -1,0 +1,54 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../config/index.ts';
+import { createLogger } from '../../logger.ts';
+import { startWarden } from '../runtime.ts';
+
+/**
+ * `warden serve` (what `npm start` runs): the gateway, the control plane and,
+ * when configured, the Slack app, until SIGINT/SIGTERM. SIGHUP reloads the
+ * policy; a reload that fails keeps the last good one.
+ */
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('run the Warden gateway, control plane and Slack app')
+    .option('--policy <file>', 'policy file (default WARDEN_POLICY or ./examples/policy.yml)')
+    .option('--db <file>', 'SQLite database (default WARDEN_DB or ./data/warden.db)')
+    .option('--port <port>', 'gateway port (default WARDEN_PORT or 8787)')
+    .action(async (opts: { policy?: string; db?: string; port?: string }) => {
+      const config = loadConfig({
+        ...process.env,
+        ...(opts.policy ? { WARDEN_POLICY: opts.policy } : {}),
+        ...(opts.db ? { WARDEN_DB: opts.db } : {}),
+        ...(opts.port ? { WARDEN_PORT: opts.port } : {}),
+      });
+      const logger = createLogger({ level: config.logLevel });
+      const warden = await startWarden(config, { logger });
+      const agents = Object.keys(warden.policy.current().agents);
+      logger.info(
+        {
+          gateway: warden.gateway.url,
+          db: config.dbPath,
+          policy: config.policyPath,
+          agents,
+          slack: warden.slack ? warden.slack.mode : 'off',
+          ...(warden.slackPort !== undefined ? { slackPort: warden.slackPort } : {}),
+        },
+        'Warden is running; issue agent tokens with `npm run warden -- agents token create NAME`',
+      );
+
+      process.on('SIGHUP', () => {
+        const result = warden.policy.reload();
+        if (result.ok) logger.info({ policy: config.policyPath }, 'policy reloaded');
+      });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info({ signal }, 'shutting down');
+          resolve();
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await warden.close();
+    });
+}

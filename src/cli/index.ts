@@ -1,0 +1,48 @@
+import { Command, CommanderError } from 'commander';
+import { describeError, isWardenError, type ErrorCode } from '../errors.ts';
+import { registerCommands } from './commands/index.ts';
+
+/** Exit codes: 0 ok, 1 a check failed (e.g. audit chain broken), 2 bad input, 3 runtime failure. */
+export const ExitCode = { OK: 0, CHECK_FAILED: 1, BAD_INPUT: 2, FAILURE: 3 } as const;
+
+const BAD_INPUT_CODES: ReadonlySet<ErrorCode> = new Set([
+  'CONFIG_INVALID',
+  'POLICY_INVALID',
+  'POLICY_NOT_FOUND',
+  'QUERY_INVALID',
+  'INVALID_INPUT',
+  'NOT_FOUND',
+]);
+
+/** The one error printer: a line on stderr, and an exit code from the error's code. */
+export function printError(err: unknown, stderr: NodeJS.WritableStream = process.stderr): number {
+  stderr.write(`warden: ${describeError(err)}\n`);
+  if (isWardenError(err)) return BAD_INPUT_CODES.has(err.code) ? ExitCode.BAD_INPUT : err.code === 'AUDIT_CHAIN_BROKEN' ? ExitCode.CHECK_FAILED : ExitCode.FAILURE;
+  return ExitCode.FAILURE;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('warden')
+    .description('Governance for AI agents that use MCP tools')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerCommands(program);
+  return program;
+}
+
+export async function main(argv: string[] = process.argv): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.OK;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? ExitCode.OK : ExitCode.BAD_INPUT;
+    return printError(err);
+  }
+}
+
+// Run when executed directly (tsx src/cli/index.ts …), not when imported by tests.
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/cli/index.ts')) {
+  main().then((code) => {
+    process.exitCode = code;
+  });
+}

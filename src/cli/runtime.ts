@@ -1,0 +1,157 @@
+import { ApprovalService } from '../approvals/index.ts';
+import { AuditLog } from '../audit/index.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import type { Config } from '../config/index.ts';
+import { fanOut, LogAlertSink } from '../control/alerts.ts';
+import { mcpCanaryConnector } from '../control/canary-client.ts';
+import { drillReportPoster } from '../control/drill.ts';
+import { createControlPlane, type ControlPlane } from '../control/plane.ts';
+import type { AlertSink } from '../control/types.ts';
+import { createAgentToken, revokeAgentToken, startGateway, type GatewayHandle } from '../gateway/index.ts';
+import type { Logger } from '../logger.ts';
+import { PolicyStore } from '../policy/index.ts';
+import { buildDrillReport } from '../slack/blocks/drill.ts';
+import { createSlackApp, createSlackClient, SlackAlertSink, SlackChannelPoster, SlackNotifier, type SlackApp } from '../slack/index.ts';
+import { openDb, type Db } from '../store/db.ts';
+
+export interface Warden {
+  db: Db;
+  policy: PolicyStore;
+  audit: AuditLog;
+  approvals: ApprovalService;
+  control: ControlPlane;
+  gateway: GatewayHandle;
+  slack?: SlackApp | undefined;
+  /** Bound port of Bolt's HTTP receiver (HTTP mode only). */
+  slackPort?: number | undefined;
+  close(): Promise<void>;
+}
+
+export interface StartWardenOptions {
+  logger: Logger;
+  clock?: Clock | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
+}
+
+/**
+ * The composition root: every service built once, wired through the
+ * interfaces in each module's types.ts, and started in dependency order. Used by
+ * `warden serve` (and so `npm start`) and by the end-to-end tests.
+ */
+export async function startWarden(config: Config, options: StartWardenOptions): Promise<Warden> {
+  const { logger } = options;
+  const clock = options.clock ?? systemClock;
+  // Load the policy before touching the database: a bad policy stops start-up with file:line.
+  const policy = new PolicyStore(config.policyPath, { logger, env: options.env ?? process.env });
+  const db = openDb(config.dbPath);
+  const audit = new AuditLog(db, { clock, logger });
+  const closers: Array<() => Promise<void> | void> = [];
+  try {
+    const slackClient = config.slack ? createSlackClient(config.slack, logger) : undefined;
+    const poster = slackClient ? new SlackChannelPoster(slackClient, { clock, logger }) : undefined;
+    const alerts: AlertSink = slackClient
+      ? fanOut(new LogAlertSink(logger), new SlackAlertSink({ client: slackClient, policy, clock, logger }))
+      : new LogAlertSink(logger);
+
+    const approvals = new ApprovalService({
+      db,
+      audit,
+      policy,
+      clock,
+      logger,
+      notifier: slackClient ? new SlackNotifier({ client: slackClient, clock, logger }) : undefined,
+    });
+    closers.push(() => approvals.close());
+    const abandoned = await approvals.recover();
+    if (abandoned > 0) logger.warn({ abandoned }, 'approvals left pending by a previous process were marked abandoned');
+
+    let gateway: GatewayHandle | undefined;
+    const control = createControlPlane({
+      db,
+      audit,
+      policy,
+      alerts,
+      approvals,
+      clock,
+      logger,
+      drill: {
+        gatewayUrl: () => {
+          if (!gateway) throw new Error('gateway is not listening yet');
+          return gateway.url;
+        },
+        tokens: {
+          create: (agent) => createAgentToken(db, agent, { clock, policy: policy.current() }),
+          revoke: (token) => void revokeAgentToken(db, token, { clock }),
+        },
+        connector: mcpCanaryConnector,
+        report: poster ? drillReportPoster(poster, policy, buildDrillReport) : undefined,
+      },
+      checkpoints: config.checkpointKey && poster ? { key: config.checkpointKey, poster } : undefined,
+    });
+    control.start();
+    closers.push(() => control.stop());
+
+    gateway = await startGateway({
+      policy,
+      db,
+      audit,
+      approvals,
+      halt: control.killSwitch,
+      alerts,
+      logger,
+      clock,
+      host: config.host,
+      port: config.port,
+      allowedHosts: config.allowedHosts,
+      allowedOrigins: config.allowedOrigins,
+    });
+    const gw = gateway;
+    closers.push(() => gw.close());
+
+    let slack: SlackApp | undefined;
+    let slackPort: number | undefined;
+    if (config.slack) {
+      slack = createSlackApp({
+        config: config.slack,
+        approvals,
+        policy,
+        audit,
+        logger,
+        clock,
+        db,
+        control: { killSwitch: control.killSwitch, drill: control.drill },
+      });
+      slackPort = (await slack.start()).port;
+      const app = slack;
+      closers.push(() => app.stop());
+    }
+
+    return {
+      db,
+      policy,
+      audit,
+      approvals,
+      control,
+      gateway,
+      slack,
+      slackPort,
+      async close() {
+        // Reverse order: stop taking work at the edges before the services it needs.
+        for (const close of closers.reverse()) {
+          try {
+            await close();
+          } catch (err) {
+            logger.warn({ err }, 'error while shutting down');
+          }
+        }
+        await audit.close();
+        db.close();
+      },
+    };
+  } catch (err) {
+    for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => undefined);
+    await audit.close().catch(() => undefined);
+    db.close();
+    throw err;
+  }
+}

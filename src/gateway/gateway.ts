@@ -1,0 +1,136 @@
+import type { ApprovalGate } from '../approvals/types.ts';
+import type { AuditSink } from '../audit/types.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import type { AlertSink, HaltCheck } from '../control/types.ts';
+import type { Logger } from '../logger.ts';
+import type { Policy } from '../policy/types.ts';
+import type { Db } from '../store/db.ts';
+import { HttpEdge } from './http.ts';
+import { PinStore } from './pins.ts';
+import { GatewayPipeline } from './pipeline.ts';
+import { TokenStore } from './tokens.ts';
+import { UpstreamManager } from './upstream.ts';
+
+/** A PolicyStore, or anything else that hands out the policy in force. */
+export interface PolicySourceLike {
+  current(): Policy;
+  onChange?(listener: (policy: Policy) => void): () => void;
+}
+
+export interface StartGatewayOptions {
+  policy: PolicySourceLike | Policy;
+  db: Db;
+  audit: AuditSink;
+  approvals: ApprovalGate;
+  halt: HaltCheck;
+  alerts: AlertSink;
+  logger: Logger;
+  clock?: Clock | undefined;
+  /** Default 127.0.0.1: agents on this machine only. */
+  host?: string | undefined;
+  /** Default 0 (any free port); the CLI passes WARDEN_PORT. */
+  port?: number | undefined;
+  /** Extra Host header values accepted besides loopback (e.g. `warden.internal:8787`). */
+  allowedHosts?: readonly string[] | undefined;
+  /** Extra Origin values accepted besides loopback origins (exact match). */
+  allowedOrigins?: readonly string[] | undefined;
+  /** Start every upstream in the background at start-up (failures tolerated). Default true. */
+  connectUpstreamsAtStart?: boolean | undefined;
+  /** An idle session (no open request) is closed after this long. Default 30 min. */
+  sessionIdleMs?: number | undefined;
+  /** Default 32: opening more evicts the agent's longest-idle session. */
+  maxSessionsPerAgent?: number | undefined;
+  /** Largest accepted POST body. Default 4 MiB. */
+  maxBodyBytes?: number | undefined;
+  /**
+   * Default true: call.completed is committed before the agent gets the result.
+   * false: it lingers ≤ 5 ms to share the next commit (fewer fsyncs; a crash in
+   * that window loses the completion row, never the call.decided row).
+   */
+  awaitCompletedAudit?: boolean | undefined;
+}
+
+export interface GatewayHandle {
+  /** The MCP endpoint, e.g. http://127.0.0.1:8787/mcp */
+  url: string;
+  port: number;
+  /** With awaitCompletedAudit: false, writes the call.completed rows still lingering for a shared commit and waits for them. */
+  flushAudit(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function isPolicySource(p: PolicySourceLike | Policy): p is PolicySourceLike {
+  return typeof (p as PolicySourceLike).current === 'function';
+}
+
+/**
+ * Starts the agent-facing MCP gateway (Streamable HTTP at /mcp). Resolves once
+ * it listens; upstreams start in the background and a down one never stops it.
+ */
+export async function startGateway(options: StartGatewayOptions): Promise<GatewayHandle> {
+  const source = options.policy;
+  const policy = isPolicySource(source) ? () => source.current() : () => source;
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger;
+  const pins = new PinStore(options.db, { clock });
+  let pipeline: GatewayPipeline | undefined;
+  const upstreams = new UpstreamManager({
+    policy,
+    logger,
+    clock,
+    onCatalogue: (server, catalogue) => pipeline!.handleCatalogue(server, catalogue),
+    onFailure: (server, message) => pipeline?.handleUpstreamFailure(server, message),
+  });
+  pipeline = new GatewayPipeline({
+    policy,
+    audit: options.audit,
+    approvals: options.approvals,
+    halt: options.halt,
+    alerts: options.alerts,
+    upstreams,
+    pins,
+    logger,
+    clock,
+    awaitCompletedAudit: options.awaitCompletedAudit,
+  });
+  const p = pipeline;
+  const offPolicy = isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
+  const edge = new HttpEdge({
+    pipeline,
+    tokens: new TokenStore(options.db),
+    audit: options.audit,
+    alerts: options.alerts,
+    logger,
+    clock,
+    host: options.host ?? '127.0.0.1',
+    port: options.port ?? 0,
+    allowedHosts: options.allowedHosts ?? [],
+    allowedOrigins: options.allowedOrigins ?? [],
+    sessionIdleMs: options.sessionIdleMs ?? 30 * 60_000,
+    maxSessionsPerAgent: options.maxSessionsPerAgent ?? 32,
+    maxBodyBytes: options.maxBodyBytes ?? 4 * 1024 * 1024,
+  });
+  let listening: { url: string; port: number };
+  try {
+    listening = await edge.listen();
+  } catch (err) {
+    await p.close();
+    await upstreams.close();
+    throw err;
+  }
+  if (options.connectUpstreamsAtStart !== false) upstreams.warm();
+  logger.info({ url: listening.url }, 'gateway listening');
+  let closing: Promise<void> | undefined;
+  return {
+    url: listening.url,
+    port: listening.port,
+    flushAudit: () => p.flushCompleted(),
+    close: () =>
+      (closing ??= (async () => {
+        offPolicy?.();
+        await edge.close();
+        await p.close();
+        await upstreams.close();
+      })()),
+  };
+}

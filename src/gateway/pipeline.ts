@@ -1,0 +1,543 @@
+import { randomUUID } from 'node:crypto';
+import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import type { ApprovalGate, ApprovalOutcome } from '../approvals/types.ts';
+import type { AuditEntry, AuditSink } from '../audit/types.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import type { AlertSink, HaltCheck, HaltState, Alert } from '../control/types.ts';
+import { WardenError, describeError, isWardenError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.ts';
+import type { AgentPolicy, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
+import type { PinStore } from './pins.ts';
+import type { Catalogue, Upstreams } from './upstream.ts';
+
+/**
+ * The call pipeline, free of any transport: halt → decide → pin check →
+ * audit (durable) → approval → forward → audit. The MCP edge (session.ts)
+ * turns its answers into JSON-RPC; nothing here knows about HTTP.
+ *
+ * Policy outcomes come back as tool results with `isError: true` and a
+ * sentence a model can act on; only malformed requests and upstream protocol
+ * errors are thrown, as McpError.
+ */
+
+export interface PipelineOptions {
+  policy: () => Policy;
+  audit: AuditSink;
+  approvals: ApprovalGate;
+  halt: HaltCheck;
+  alerts: AlertSink;
+  upstreams: Upstreams;
+  pins: PinStore;
+  logger: Logger;
+  clock?: Clock | undefined;
+  /**
+   * Default true: call.completed is committed before the agent gets its
+   * answer, so the agent never holds a result the audit trail lacks. false:
+   * the row lingers (≤ 5 ms) to share the next commit; faster, but a crash in
+   * that window loses the completion row (call.decided is durable regardless).
+   */
+  awaitCompletedAudit?: boolean | undefined;
+}
+
+export interface CallInput {
+  agent: string;
+  /** The namespaced name the agent used: `<server>__<tool>`. */
+  name: string;
+  args: Record<string, unknown> | undefined;
+  /** Aborted when the agent cancels the request or goes away. */
+  signal: AbortSignal;
+  /** Set when the agent asked for progress (sent a progressToken). */
+  onProgress?: ((progress: Progress) => void) | undefined;
+}
+
+/** What every audit row of one call repeats. */
+type CallFacts = Omit<AuditEntry, 'event'>;
+
+interface InFlight {
+  agent: string;
+  controller: AbortController;
+}
+
+interface PinState {
+  hash: string;
+  approved: boolean;
+}
+
+const APPROVAL_NOTE = ' [Warden: each call is held until a human approves it]';
+const UPSTREAM_ALERT_EVERY_MS = 60_000;
+/** Longest a call.completed row waits to share a commit with other rows. */
+const COMPLETED_LINGER_MS = 5;
+const COMPLETED_MAX_LINGERING = 256;
+
+export function refusal(text: string): CallToolResult {
+  return { content: [{ type: 'text', text }], isError: true };
+}
+
+export class GatewayPipeline {
+  readonly #o: PipelineOptions;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #inFlight = new Map<string, InFlight>();
+  readonly #pinState = new Map<string, Map<string, PinState>>();
+  readonly #toolsChanged = new Set<() => void>();
+  readonly #lastUpstreamAlert = new Map<string, number>();
+  readonly #offHalt: () => void;
+  #lingering: AuditEntry[] = [];
+  #lingerTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: PipelineOptions) {
+    this.#o = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.logger.child({ module: 'gateway' });
+    this.#offHalt = options.halt.onHalt((state) => this.#abortForHalt(state));
+  }
+
+  /** How many calls are running (forwarded or waiting for approval). */
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  /** Subscribe to "the tools some agent sees may have changed" (new upstream list, pin change, policy reload). */
+  onToolsChanged(listener: () => void): () => void {
+    this.#toolsChanged.add(listener);
+    return () => this.#toolsChanged.delete(listener);
+  }
+
+  notifyToolsChanged(): void {
+    for (const l of this.#toolsChanged) {
+      try {
+        l();
+      } catch (err) {
+        this.#log.warn({ err: describeError(err) }, 'tools-changed listener failed');
+      }
+    }
+  }
+
+  /** Stops listening for halts, aborts running calls and writes lingering rows. */
+  close(): Promise<void> {
+    this.#offHalt();
+    for (const f of this.#inFlight.values()) f.controller.abort(new Error('the gateway is shutting down'));
+    return this.flushCompleted();
+  }
+
+  /**
+   * Wired to UpstreamManager.onCatalogue: pins every definition before it is
+   * used. A changed one is blocked, audited and alerted here, once.
+   */
+  handleCatalogue(server: string, catalogue: Catalogue): void {
+    const observations = this.#o.pins.observe(server, catalogue.tools);
+    const state = new Map<string, PinState>();
+    let changed = false;
+    const previous = this.#pinState.get(server);
+    for (const obs of observations) {
+      state.set(obs.tool, { hash: obs.hash, approved: obs.state !== 'blocked' });
+      const before = previous?.get(obs.tool);
+      if (!before || before.hash !== obs.hash || before.approved !== (obs.state !== 'blocked')) changed = true;
+      if (!obs.changed) continue;
+      const qualified = qualifiedToolName(server, obs.tool);
+      const text = `Tool ${qualified} changed its definition since it was approved; it is blocked for every agent until an operator runs \`warden tools approve ${server} ${obs.tool}\``;
+      this.#log.warn({ server, tool: obs.tool, previousHash: obs.previousHash, hash: obs.hash }, 'tool definition changed: blocked');
+      void this.#o.audit
+        .append({
+          event: 'pin.changed',
+          server,
+          tool: obs.tool,
+          decision: 'blocked',
+          reason: text,
+          detail: { previousHash: obs.previousHash, hash: obs.hash },
+        })
+        .catch((err) => this.#log.error({ err: describeError(err), server, tool: obs.tool }, 'audit write failed for pin.changed'));
+      this.#alert({ kind: 'pin_changed', severity: 'critical', text, detail: { server, tool: obs.tool, previousHash: obs.previousHash, hash: obs.hash } });
+    }
+    if (previous && previous.size !== state.size) changed = true;
+    this.#pinState.set(server, state);
+    if (changed && previous) this.notifyToolsChanged();
+  }
+
+  /** Wired to UpstreamManager.onFailure. */
+  handleUpstreamFailure(server: string, message: string): void {
+    const now = this.#clock.now();
+    const last = this.#lastUpstreamAlert.get(server) ?? -Infinity;
+    // A crash-looping server would otherwise page once per call.
+    if (now - last < UPSTREAM_ALERT_EVERY_MS) return;
+    this.#lastUpstreamAlert.set(server, now);
+    this.#alert({ kind: 'upstream_failed', severity: 'warning', text: message, detail: { server } });
+  }
+
+  /** The tools this agent may see: granted by its scopes, offered by a reachable upstream, pin approved. */
+  async listTools(agent: string): Promise<Tool[]> {
+    const policy = this.#o.policy();
+    const a = policy.agents[agent];
+    if (!a) return [];
+    const servers = Object.keys(a.scopes).filter((s) => (a.scopes[s]?.length ?? 0) > 0 && policy.servers[s]?.transport);
+    const catalogues = await Promise.allSettled(servers.map((s) => this.#o.upstreams.catalogue(s)));
+    const tools: Tool[] = [];
+    catalogues.forEach((c, i) => {
+      const server = servers[i]!;
+      if (c.status === 'rejected') {
+        // A down upstream hides its tools; the others are still offered.
+        this.#log.warn({ server, agent, err: describeError(c.reason) }, 'upstream unavailable while listing tools');
+        return;
+      }
+      for (const tool of c.value.tools) {
+        const d = decide(policy, agent, server, tool.name, undefined, { annotations: annotationsOf(tool), upstreamTools: c.value.names });
+        if (d.kind === 'deny') continue;
+        // A blocked tool is hidden: its new description is exactly what must not reach the model yet.
+        if (!this.#pinApproved(server, tool.name)) continue;
+        tools.push({
+          name: qualifiedToolName(server, tool.name),
+          ...(tool.title !== undefined ? { title: tool.title } : {}),
+          description: (tool.description ?? '') + (d.kind === 'approve' ? APPROVAL_NOTE : ''),
+          inputSchema: tool.inputSchema,
+          ...(tool.outputSchema !== undefined ? { outputSchema: tool.outputSchema } : {}),
+          ...(tool.annotations !== undefined ? { annotations: tool.annotations } : {}),
+        });
+      }
+    });
+    return tools;
+  }
+
+  async callTool(input: CallInput): Promise<CallToolResult> {
+    const started = this.#clock.monotonic();
+    const callId = `call_${randomUUID()}`;
+    const { agent, name, args } = input;
+    const policy = this.#o.policy();
+    const agentPolicy = policy.agents[agent];
+    const owner = agentPolicy?.owner;
+    const split = splitQualifiedName(name);
+    const server = split?.server;
+    const tool = split?.tool ?? name;
+    const base: CallFacts = { callId, agent, owner, server, tool, args };
+
+    // 1. Kill switch: before anything else, from memory.
+    const halted = this.#o.halt.check(agent);
+    if (halted) {
+      const d = decide(policy, agent, server ?? '', tool, args, { halted: { scope: halted.scope, reason: haltReason(halted) } });
+      const reason = d.kind === 'deny' ? d.reason : haltReason(halted);
+      return this.#refuse(base, 'halted', reason, { code: 'halted', scope: halted.scope, actor: halted.actor }, false);
+    }
+    if (!split) {
+      return this.#refuse(
+        base,
+        'deny',
+        `"${name}" is not a Warden tool name; tools are named <server>__<tool>, e.g. tickets__read_ticket (see tools/list)`,
+        { code: 'unknown_tool' },
+        true,
+      );
+    }
+    const sv = split.server;
+
+    // 2. Policy. Without the upstream's catalogue a denial is already final
+    // (annotations can only tighten), so refuse before touching the upstream.
+    let catalogue = this.#o.upstreams.cachedCatalogue(sv);
+    if (!catalogue) {
+      const pre = decide(policy, agent, sv, tool, args);
+      if (pre.kind === 'deny') return this.#refuse(base, 'deny', pre.reason, { code: pre.code }, true);
+      try {
+        catalogue = await this.#o.upstreams.catalogue(sv, input.signal);
+      } catch (err) {
+        if (input.signal.aborted) return this.#refuse(base, 'cancelled', 'the agent cancelled the call before it was decided', { code: 'cancelled' }, false);
+        const reason = `Warden could not reach upstream "${sv}": ${describeError(err)}`;
+        return this.#refuse(base, 'error', reason, { code: isWardenError(err) ? err.code : 'UPSTREAM_UNAVAILABLE' }, false);
+      }
+    }
+    const def = catalogue.byName.get(tool);
+    const decision: Decision = decide(policy, agent, sv, tool, args, { annotations: annotationsOf(def), upstreamTools: catalogue.names });
+    if (decision.kind === 'deny') return this.#refuse(base, 'deny', decision.reason, { code: decision.code }, true);
+
+    // 3. Pin: a changed definition is refused until re-approved.
+    if (!this.#pinApproved(sv, tool)) {
+      const reason = `${name} is blocked: its definition changed since it was approved, so Warden will not call it until an operator reviews the change (\`warden tools approve ${sv} ${tool}\`)`;
+      return this.#refuse(base, 'deny', reason, { code: 'pin_blocked' }, true);
+    }
+
+    // 4. Durable record of the decision before anything can happen upstream.
+    try {
+      // Lingering call.completed rows join this commit (see #completed).
+      void this.flushCompleted();
+      await this.#o.audit.append({
+        ...base,
+        event: 'call.decided',
+        decision: decision.kind,
+        reason: decision.kind === 'approve' ? decision.reason : undefined,
+        detail: decision.kind === 'approve' ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence } : { scope: decision.tool.scope, consequence: decision.tool.consequence },
+      });
+    } catch (err) {
+      this.#log.error({ err: describeError(err), callId, agent, server: sv, tool }, 'audit write failed: refusing the call');
+      return refusal(`Refused by Warden: the call could not be recorded in the audit trail (AUDIT_WRITE_FAILED), and Warden never runs a call it cannot record. Try again later.`);
+    }
+
+    // One controller for the whole call: the agent's cancel, a halt and the
+    // upstream timeout all abort it, each with its own reason.
+    const controller = new AbortController();
+    const signal = controller.signal;
+    const onAgentAbort = () => controller.abort(input.signal.reason ?? new Error('cancelled by the agent'));
+    if (input.signal.aborted) onAgentAbort();
+    else input.signal.addEventListener('abort', onAgentAbort, { once: true });
+    this.#inFlight.set(callId, { agent, controller });
+    const progress = new ProgressRelay(input.onProgress);
+    try {
+      // 5. A human decides, when the policy says so.
+      let approvalId: string | undefined;
+      let approver: string | undefined;
+      if (decision.kind === 'approve') {
+        const outcome = await this.#requestApproval(callId, agentPolicy!, sv, tool, args, decision, signal, progress);
+        if (outcome.status !== 'approved') {
+          const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason ?? outcome.status}`;
+          await this.#completed(base, outcome.status, started, { reason, approver: outcome.approver, detail: { approvalId: outcome.approvalId } });
+          return refusal(`Refused by Warden: ${reason}`);
+        }
+        approvalId = outcome.approvalId;
+        approver = outcome.approver;
+      }
+      // A halt may have landed while we waited.
+      const haltedNow = this.#o.halt.check(agent);
+      if (haltedNow) throw haltError(haltedNow);
+
+      // 6. Forward.
+      let result: CallToolResult;
+      try {
+        result = await this.#o.upstreams.callTool(sv, tool, args, {
+          controller,
+          onProgress: input.onProgress ? (p) => progress.upstream(p) : undefined,
+          verify: (live) => this.#verifyLive(sv, tool, name, live),
+        });
+      } catch (err) {
+        if (signal.aborted || !(err instanceof McpError)) throw err;
+        // The upstream answered with a JSON-RPC error: record it, relay it as one.
+        await this.#completed(base, 'error', started, { approver, reason: err.message, detail: { approvalId, code: err.code } });
+        if (approvalId) await this.#reportOutcome(approvalId, false, err.message);
+        throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
+      }
+      const ok = result.isError !== true;
+      await this.#completed(base, ok ? 'ok' : 'error', started, { result, approver, detail: approvalId ? { approvalId } : undefined });
+      if (approvalId) await this.#reportOutcome(approvalId, ok, summarise(result));
+      return result;
+    } catch (err) {
+      if (err instanceof McpError) throw err;
+      const cancelledByAgent = input.signal.aborted;
+      const haltedErr = isWardenError(controller.signal.reason, 'HALTED') ? controller.signal.reason : isWardenError(err, 'HALTED') ? err : undefined;
+      const pinBlocked = isWardenError(err, 'TOOL_PIN_MISMATCH') ? err : undefined;
+      const status = haltedErr || cancelledByAgent ? 'cancelled' : pinBlocked ? 'blocked' : 'error';
+      const reason = haltedErr
+        ? `${name} was stopped: ${haltedErr.message}`
+        : cancelledByAgent
+          ? `${name} was cancelled by the agent`
+          : pinBlocked
+            ? pinBlocked.message
+            : `${name} failed upstream: ${describeError(err)}`;
+      await this.#completed(base, status, started, { reason, detail: { code: isWardenError(err) ? err.code : haltedErr ? 'HALTED' : undefined } });
+      return refusal(haltedErr || pinBlocked ? `Refused by Warden: ${reason}` : reason);
+    } finally {
+      input.signal.removeEventListener('abort', onAgentAbort);
+      this.#inFlight.delete(callId);
+    }
+  }
+
+  async #requestApproval(
+    callId: string,
+    agent: AgentPolicy,
+    server: string,
+    tool: string,
+    args: unknown,
+    decision: Extract<Decision, { kind: 'approve' }>,
+    signal: AbortSignal,
+    progress: ProgressRelay,
+  ): Promise<ApprovalOutcome | { status: 'error'; approvalId?: undefined; approver?: undefined; reason: string }> {
+    try {
+      return await this.#o.approvals.request({
+        callId,
+        agent,
+        server,
+        tool,
+        args,
+        rule: decision.rule,
+        consequence: decision.tool.consequence,
+        reason: decision.reason,
+        signal,
+        onWaiting: (elapsedMs) => progress.waiting(elapsedMs),
+      });
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      this.#log.error({ err: describeError(err), callId }, 'approval request failed');
+      return { status: 'error', reason: `not decided: the approval request failed (${describeError(err)})` };
+    }
+  }
+
+  /** The upstream may have restarted since the decision: the definition about to be called must still be the approved one. */
+  #verifyLive(server: string, tool: string, name: string, live: Catalogue | undefined): void {
+    const def = live?.byName.get(tool);
+    if (!def) throw new WardenError('UPSTREAM_PROTOCOL', `upstream "${server}" no longer offers ${tool} after restarting`);
+    const st = this.#pinState.get(server)?.get(tool);
+    if (!st || st.hash !== def.pinHash || !this.#pinApproved(server, tool)) {
+      throw new WardenError(
+        'TOOL_PIN_MISMATCH',
+        `${name} is blocked: its definition changed since it was approved (\`warden tools approve ${server} ${tool}\`)`,
+      );
+    }
+  }
+
+  #pinApproved(server: string, tool: string): boolean {
+    const st = this.#pinState.get(server)?.get(tool);
+    if (!st) return false;
+    if (st.approved) return true;
+    // Approvals are made from the CLI, in another process: look again.
+    if (this.#o.pins.isApproved(server, tool, st.hash)) {
+      st.approved = true;
+      this.notifyToolsChanged();
+      return true;
+    }
+    return false;
+  }
+
+  async #refuse(
+    base: CallFacts,
+    decision: 'deny' | 'halted' | 'error' | 'cancelled',
+    reason: string,
+    detail: Record<string, unknown>,
+    alert: boolean,
+  ): Promise<CallToolResult> {
+    try {
+      void this.flushCompleted();
+      await this.#o.audit.append({ ...base, event: 'call.decided', decision, reason, detail });
+    } catch (err) {
+      // Refusing anyway: the answer is the same, only the record is missing.
+      this.#log.error({ err: describeError(err), callId: base.callId }, 'audit write failed for a refused call');
+    }
+    if (alert) {
+      this.#alert({
+        kind: 'denied',
+        severity: 'warning',
+        agent: base.agent,
+        text: `${base.agent} was refused ${base.server ? qualifiedToolName(base.server, base.tool ?? '') : base.tool}: ${reason}`,
+        detail: { callId: base.callId, server: base.server, tool: base.tool, ...detail },
+      });
+    }
+    return refusal(`Refused by Warden: ${reason}`);
+  }
+
+  /**
+   * Records call.completed. By default it is appended at once and its commit
+   * awaited (it still shares a group commit with whatever else is queued).
+   * With `awaitCompletedAudit: false` the row lingers for at most
+   * COMPLETED_LINGER_MS and joins the next commit (typically the next call's
+   * call.decided), so a sequential caller pays one commit per call, not two.
+   */
+  #completed(
+    base: CallFacts,
+    decision: string,
+    started: number,
+    extra: { result?: unknown; reason?: string | undefined; approver?: string | undefined; detail?: Record<string, unknown> | undefined },
+  ): Promise<void> {
+    const entry: AuditEntry = {
+      ...base,
+      event: 'call.completed',
+      decision,
+      result: extra.result,
+      reason: extra.reason,
+      approver: extra.approver,
+      durationMs: Math.round(this.#clock.monotonic() - started),
+      detail: extra.detail,
+      ts: this.#clock.now(),
+    };
+    if (this.#o.awaitCompletedAudit !== false) return this.#appendCompleted(entry);
+    this.#lingering.push(entry);
+    if (this.#lingering.length >= COMPLETED_MAX_LINGERING) this.flushCompleted();
+    else if (!this.#lingerTimer) {
+      this.#lingerTimer = this.#clock.setTimeout(() => this.flushCompleted(), COMPLETED_LINGER_MS);
+      this.#lingerTimer.unref?.();
+    }
+    return Promise.resolve();
+  }
+
+  /** Hands every lingering call.completed row to the audit log now; resolves when they are committed. */
+  flushCompleted(): Promise<void> {
+    if (this.#lingerTimer) {
+      this.#clock.clearTimeout(this.#lingerTimer);
+      this.#lingerTimer = undefined;
+    }
+    if (this.#lingering.length === 0) return Promise.resolve();
+    const batch = this.#lingering;
+    this.#lingering = [];
+    return Promise.all(batch.map((e) => this.#appendCompleted(e))).then(() => undefined);
+  }
+
+  #appendCompleted(entry: AuditEntry): Promise<void> {
+    return this.#o.audit.append(entry).then(
+      () => undefined,
+      // The call already happened; hiding its result would not undo it.
+      (err) => this.#log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
+    );
+  }
+
+  async #reportOutcome(approvalId: string, ok: boolean, summary: string): Promise<void> {
+    try {
+      await this.#o.approvals.reportOutcome(approvalId, { ok, summary });
+    } catch (err) {
+      this.#log.warn({ err: describeError(err), approvalId }, 'could not report the outcome of an approved call');
+    }
+  }
+
+  #abortForHalt(state: HaltState): void {
+    for (const f of this.#inFlight.values()) {
+      if (state.scope === 'org' || f.agent === state.agent) f.controller.abort(haltError(state));
+    }
+  }
+
+  #alert(alert: Alert): void {
+    try {
+      this.#o.alerts.alert(alert);
+    } catch (err) {
+      this.#log.error({ err: describeError(err), kind: alert.kind }, 'alert sink threw');
+    }
+  }
+}
+
+/**
+ * Progress toward the agent: one increasing sequence across the wait for a
+ * human (ticks) and the upstream's own reports (offset past the ticks).
+ */
+class ProgressRelay {
+  #ticks = 0;
+  constructor(readonly send: ((p: Progress) => void) | undefined) {}
+
+  waiting(elapsedMs: number): void {
+    if (!this.send) return;
+    this.#ticks++;
+    this.send({ progress: this.#ticks, message: `waiting for a human to approve (${Math.round(elapsedMs / 1000)}s)` });
+  }
+
+  upstream(p: Progress): void {
+    if (!this.send) return;
+    this.send({
+      progress: this.#ticks + p.progress,
+      ...(p.total !== undefined ? { total: this.#ticks + p.total } : {}),
+      ...(p.message !== undefined ? { message: p.message } : {}),
+    });
+  }
+}
+
+function haltReason(state: HaltState): string {
+  const who = state.scope === 'org' ? 'all agents (org-wide)' : `agent ${state.agent}`;
+  return `${who} halted by ${state.actor}${state.reason ? `: ${state.reason}` : ''}`;
+}
+
+/** The abort reason for a halt: approvals records a HALTED abort as 'cancelled'. */
+function haltError(state: HaltState): WardenError {
+  return new WardenError('HALTED', haltReason(state));
+}
+
+function annotationsOf(tool: Tool | undefined): ToolAnnotations | undefined {
+  return tool?.annotations as ToolAnnotations | undefined;
+}
+
+function stripMcpPrefix(message: string): string {
+  return message.replace(/^MCP error -?\d+: /, '');
+}
+
+function summarise(result: CallToolResult): string {
+  const text = result.content?.find((c) => c.type === 'text');
+  const s = text && 'text' in text ? String(text.text) : `${result.content?.length ?? 0} content item(s)`;
+  return (result.isError ? 'error: ' : 'ok: ') + (s.length > 300 ? `${s.slice(0, 300)}…` : s);
+}

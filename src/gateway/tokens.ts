@@ -1,0 +1,119 @@
+import { randomBytes } from 'node:crypto';
+import type { Statement } from 'better-sqlite3';
+import { WardenError } from '../errors.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import type { Policy } from '../policy/types.ts';
+import type { Db } from '../store/db.ts';
+import { sha256Hex } from './canonical.ts';
+
+/**
+ * Agent tokens. The secret is shown once at creation; only its sha256 is
+ * stored, and a request is identified by looking the hash up. Comparing
+ * hashes through an index means no byte of the presented token is compared
+ * against a stored secret, so response time says nothing about a prefix.
+ */
+export const TOKEN_PREFIX = 'wdn_';
+// 32 random bytes, base64url: 43 characters.
+const TOKEN_RE = /^wdn_[A-Za-z0-9_-]{43}$/;
+
+export interface AgentTokenInfo {
+  id: string;
+  agent: string;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
+export type AuthResult = { ok: true; agent: string; tokenId: string } | { ok: false; reason: 'missing' | 'malformed' | 'unknown' | 'revoked' };
+
+export function hashToken(token: string): string {
+  return sha256Hex(token);
+}
+
+export function isWellFormedToken(token: string): boolean {
+  return TOKEN_RE.test(token);
+}
+
+interface TokenOptions {
+  clock?: Clock | undefined;
+  /** When given, the agent must be defined in it. */
+  policy?: Policy | undefined;
+}
+
+function assertAgent(agent: string, policy: Policy | undefined): void {
+  if (!agent || typeof agent !== 'string') throw new WardenError('INVALID_INPUT', 'agent name is required');
+  if (policy && !policy.agents[agent]) {
+    const known = Object.keys(policy.agents).sort().join(', ') || '(none)';
+    throw new WardenError('NOT_FOUND', `agent "${agent}" is not defined in the policy ${policy.source}; known agents: ${known}`);
+  }
+}
+
+/** Creates a token for `agent` and returns the secret; it cannot be read back later. */
+export function createAgentToken(db: Db, agent: string, options: TokenOptions = {}): string {
+  assertAgent(agent, options.policy);
+  const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  const id = 'tok_' + randomBytes(6).toString('hex');
+  db.prepare('INSERT INTO agent_tokens (id, agent, token_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, NULL)').run(
+    id,
+    agent,
+    hashToken(token),
+    (options.clock ?? systemClock).now(),
+  );
+  return token;
+}
+
+/** Revokes every live token of `agent`; returns how many were revoked. */
+export function revokeAgentTokens(db: Db, agent: string, options: { clock?: Clock | undefined } = {}): number {
+  if (!agent) throw new WardenError('INVALID_INPUT', 'agent name is required');
+  return db
+    .prepare('UPDATE agent_tokens SET revoked_at = ? WHERE agent = ? AND revoked_at IS NULL')
+    .run((options.clock ?? systemClock).now(), agent).changes;
+}
+
+/** Revokes the agent's live tokens and creates a new one, atomically. */
+export function rotateAgentToken(db: Db, agent: string, options: TokenOptions = {}): { token: string; revoked: number } {
+  assertAgent(agent, options.policy);
+  return db.transaction(() => {
+    const revoked = revokeAgentTokens(db, agent, options);
+    return { token: createAgentToken(db, agent, options), revoked };
+  }).immediate();
+}
+
+/** Token metadata, never the secret or its hash. */
+export function listAgentTokens(db: Db, agent?: string): AgentTokenInfo[] {
+  const rows = (
+    agent
+      ? db.prepare('SELECT id, agent, created_at, revoked_at FROM agent_tokens WHERE agent = ? ORDER BY created_at, id').all(agent)
+      : db.prepare('SELECT id, agent, created_at, revoked_at FROM agent_tokens ORDER BY agent, created_at, id').all()
+  ) as Array<{ id: string; agent: string; created_at: number; revoked_at: number | null }>;
+  return rows.map((r) => ({ id: r.id, agent: r.agent, createdAt: r.created_at, revokedAt: r.revoked_at }));
+}
+
+/**
+ * Resolves a presented token to its agent. Reads the database on every call,
+ * so a revocation by the CLI (another process) takes effect on the next request.
+ */
+export class TokenStore {
+  readonly #lookup: Statement<[string], { id: string; agent: string; revoked_at: number | null }>;
+
+  constructor(db: Db) {
+    this.#lookup = db.prepare('SELECT id, agent, revoked_at FROM agent_tokens WHERE token_hash = ?');
+  }
+
+  authenticate(presented: string | undefined): AuthResult {
+    if (presented === undefined || presented === '') return { ok: false, reason: 'missing' };
+    if (!isWellFormedToken(presented)) return { ok: false, reason: 'malformed' };
+    const row = this.#lookup.get(hashToken(presented));
+    if (!row) return { ok: false, reason: 'unknown' };
+    if (row.revoked_at !== null) return { ok: false, reason: 'revoked' };
+    return { ok: true, agent: row.agent, tokenId: row.id };
+  }
+}
+
+/** Revokes one token by its secret (a drill's throwaway canary token); returns whether it was live. */
+export function revokeAgentToken(db: Db, token: string, options: { clock?: Clock | undefined } = {}): boolean {
+  return (
+    db
+      .prepare('UPDATE agent_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL')
+      .run((options.clock ?? systemClock).now(), hashToken(token)).changes > 0
+  );
+}

@@ -1,0 +1,528 @@
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { Transport as McpTransport, FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
+import {
+  CallToolResultSchema,
+  ErrorCode as McpErrorCode,
+  ListToolsResultSchema,
+  isJSONRPCNotification,
+  McpError,
+  ToolListChangedNotificationSchema,
+  type CallToolResult,
+  type Progress,
+  type Tool,
+} from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from '../logger.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import { WardenError, describeError } from '../errors.ts';
+import type { Policy, ServerPolicy, Transport } from '../policy/types.ts';
+import { pinHash } from './pins.ts';
+
+/**
+ * Warden's own connections to the upstream MCP servers named in the policy.
+ * The agent's identity never reaches this module: stdio children get only a
+ * minimal environment plus what the policy configures, and HTTP upstreams get
+ * only the policy's headers.
+ */
+
+export interface UpstreamTool extends Tool {
+  /** Pin hash of this definition (see pins.ts). */
+  pinHash: string;
+}
+
+export interface Catalogue {
+  tools: readonly UpstreamTool[];
+  byName: ReadonlyMap<string, UpstreamTool>;
+  names: ReadonlySet<string>;
+}
+
+export interface UpstreamCallOptions {
+  /**
+   * The call's controller: its signal cancels the request upstream, and the
+   * per-server timeout aborts it (reason: UPSTREAM_TIMEOUT). The caller links
+   * its own cancellations into it; one controller a call keeps the hot path
+   * free of AbortSignal.any.
+   */
+  controller?: AbortController | undefined;
+  /** Alternatively, a signal to follow (a controller is then made here). */
+  signal?: AbortSignal | undefined;
+  onProgress?: ((progress: Progress) => void) | undefined;
+  /**
+   * Runs right before the request is sent, with the catalogue of the live
+   * connection (which may be a fresh restart); throw to stop the call. Closes
+   * the gap between a policy/pin check and a restart with new definitions.
+   */
+  verify?: ((catalogue: Catalogue | undefined) => void) | undefined;
+}
+
+export interface UpstreamManagerOptions {
+  policy: () => Policy;
+  logger: Logger;
+  clock?: Clock | undefined;
+  /** Called (synchronously) with every fresh tool list, before it is used for any decision. */
+  onCatalogue?: ((server: string, catalogue: Catalogue) => void) | undefined;
+  /** An upstream crashed, failed to start or broke protocol. */
+  onFailure?: ((server: string, message: string) => void) | undefined;
+}
+
+/** The calls the gateway makes on upstreams: what the pipeline depends on. */
+export interface Upstreams {
+  /** The catalogue of a live connection, without waiting; undefined when not connected. */
+  cachedCatalogue(server: string): Catalogue | undefined;
+  catalogue(server: string, signal?: AbortSignal): Promise<Catalogue>;
+  callTool(server: string, tool: string, args: Record<string, unknown> | undefined, options: UpstreamCallOptions): Promise<CallToolResult>;
+}
+
+const CLIENT_INFO = { name: 'warden-gateway', version: '0.1.0' };
+// The SDK's per-request timer is replaced by ours; this only keeps its default (60 s) out of the way.
+const NO_SDK_TIMEOUT = 2_147_483_647;
+const MAX_BACKOFF_MS = 30_000;
+const STDERR_LINE_MAX = 2_000;
+
+/** First restart after a crash is immediate (the server was healthy); repeated failures back off. */
+export function backoffMs(failures: number): number {
+  if (failures <= 1) return 0;
+  return Math.min(100 * 2 ** (failures - 2), MAX_BACKOFF_MS);
+}
+
+/**
+ * The environment a stdio upstream starts with: the SDK adds only a short
+ * list of harmless variables (HOME, PATH, USER, …; never NODE_OPTIONS or
+ * secrets), and the policy supplies the rest. Nothing of Warden's own
+ * environment (Slack tokens, agent tokens) is inherited.
+ */
+export function upstreamEnv(transport: Extract<Transport, { type: 'stdio' }>): Record<string, string> {
+  return { ...transport.env };
+}
+
+/**
+ * fetch for HTTP upstreams:
+ * - one POST response body cannot exceed `maxBytes` (a runaway upstream is cut off while reading);
+ * - each request gets its own AbortSignal linked to the transport's long-lived
+ *   one, unlinked when the body ends. Handing undici the shared signal makes it
+ *   pile up one abort listener per request until garbage collection.
+ */
+export function upstreamFetch(maxBytes: number, onExceeded: () => void): FetchLike {
+  return async (url, init) => {
+    const outer = init?.signal ?? undefined;
+    let unlink = () => {};
+    let signal: AbortSignal | undefined;
+    if (outer) {
+      const inner = new AbortController();
+      const onAbort = () => inner.abort(outer.reason);
+      if (outer.aborted) inner.abort(outer.reason);
+      else outer.addEventListener('abort', onAbort, { once: true });
+      unlink = () => outer.removeEventListener('abort', onAbort);
+      signal = inner.signal;
+    }
+    let res: Response;
+    try {
+      res = await fetch(url, { ...init, signal });
+    } catch (err) {
+      unlink();
+      throw err;
+    }
+    if (!res.body) {
+      unlink();
+      return res;
+    }
+    const limit = (init?.method ?? 'GET') === 'POST' ? maxBytes : Infinity;
+    let seen = 0;
+    const body = res.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          seen += chunk.byteLength;
+          if (seen > limit) {
+            onExceeded();
+            unlink();
+            controller.error(new Error(`upstream response exceeded ${limit} bytes`));
+          } else controller.enqueue(chunk);
+        },
+        flush() {
+          unlink();
+        },
+      }),
+    );
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+}
+
+/** Starting a child (node + a loader, on a busy machine) can take longer than a call may. */
+function startTimeoutMs(sp: ServerPolicy): number {
+  return Math.max(sp.timeoutMs, 15_000);
+}
+
+function transportBufferLimit(sp: ServerPolicy): number {
+  // Room for one maximal result plus JSON-RPC framing and escaping; anything
+  // larger is refused while reading instead of being buffered whole.
+  return Math.max(sp.maxResultBytes * 2 + 64 * 1024, 1024 * 1024);
+}
+
+class Connection {
+  client: Client | undefined;
+  connecting: Promise<Client> | undefined;
+  catalogue: Catalogue | undefined;
+  failures = 0;
+  retryAt = 0;
+  /** Why the last connection ended, when we know better than "connection closed". */
+  lastFault: { code: 'UPSTREAM_PAYLOAD_TOO_LARGE' | 'UPSTREAM_PROTOCOL'; message: string } | undefined;
+  generation = 0;
+  closed = false;
+  /** Progress listeners by the progressToken we sent upstream. */
+  readonly progress = new Map<string, (p: Progress) => void>();
+
+  constructor(
+    readonly name: string,
+    readonly transport: Transport,
+  ) {}
+}
+
+export class UpstreamManager implements Upstreams {
+  readonly #opts: UpstreamManagerOptions;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #conns = new Map<string, Connection>();
+  #closed = false;
+  #progressSeq = 0;
+
+  constructor(options: UpstreamManagerOptions) {
+    this.#opts = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.logger.child({ module: 'upstream' });
+  }
+
+  cachedCatalogue(server: string): Catalogue | undefined {
+    const sp = this.#opts.policy().servers[server];
+    const conn = this.#conns.get(server);
+    if (!sp || !conn || !conn.client || conn.transport !== sp.transport) return undefined;
+    return conn.catalogue;
+  }
+
+  /** Connects (if needed) and returns the tools the upstream offers. */
+  async catalogue(server: string, signal?: AbortSignal): Promise<Catalogue> {
+    const conn = await this.#ready(server, signal);
+    if (!conn.catalogue) {
+      if (!conn.client) throw new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${server}" went away while listing its tools`);
+      await this.#refresh(conn, conn.client);
+    }
+    return conn.catalogue!;
+  }
+
+  /** Starts every configured upstream in the background; a failure is logged, never thrown. */
+  warm(): void {
+    for (const name of Object.keys(this.#opts.policy().servers)) {
+      if (!this.#opts.policy().servers[name]!.transport) continue;
+      this.catalogue(name).catch((err) => this.#log.warn({ server: name, err: describeError(err) }, 'upstream not available at start; will retry on demand'));
+    }
+  }
+
+  async callTool(server: string, tool: string, args: Record<string, unknown> | undefined, options: UpstreamCallOptions): Promise<CallToolResult> {
+    const sp = this.#server(server);
+    const controller = options.controller ?? follow(options.signal);
+    const signal = controller.signal;
+    const conn = await this.#ready(server, signal);
+    const client = conn.client;
+    if (!client) throw new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${server}" went away before ${tool} could be sent; try again`);
+    options.verify?.(conn.catalogue);
+    const generation = conn.generation;
+    // Our own timeout rather than the SDK's, so it can restart on progress
+    // that we intercept ourselves (see #interceptProgress).
+    const expire = () =>
+      controller.abort(new WardenError('UPSTREAM_TIMEOUT', `upstream "${server}" did not answer ${tool} within ${sp.timeoutMs} ms (timeoutMs); the call was cancelled`));
+    let timer = this.#clock.setTimeout(expire, sp.timeoutMs);
+    let token: string | undefined;
+    if (options.onProgress) {
+      const onProgress = options.onProgress;
+      token = `warden-${++this.#progressSeq}`;
+      conn.progress.set(token, (p) => {
+        // A hang is silence; a server that keeps reporting progress is working.
+        this.#clock.clearTimeout(timer);
+        timer = this.#clock.setTimeout(expire, sp.timeoutMs);
+        onProgress(p);
+      });
+    }
+    let result: CallToolResult;
+    try {
+      result = await client.request(
+        { method: 'tools/call', params: { name: tool, arguments: args, ...(token ? { _meta: { progressToken: token } } : {}) } },
+        CallToolResultSchema,
+        { signal, timeout: NO_SDK_TIMEOUT },
+      );
+    } catch (err) {
+      throw this.#mapCallError(conn, generation, sp, tool, err, signal);
+    } finally {
+      this.#clock.clearTimeout(timer);
+      if (token) conn.progress.delete(token);
+    }
+    const size = Buffer.byteLength(JSON.stringify(result));
+    if (size > sp.maxResultBytes) {
+      throw new WardenError(
+        'UPSTREAM_PAYLOAD_TOO_LARGE',
+        `upstream "${server}" answered ${tool} with ${size} bytes, over this server's limit of ${sp.maxResultBytes} bytes (maxResultBytes); the result was discarded`,
+        { details: { server, tool, size, limit: sp.maxResultBytes } },
+      );
+    }
+    conn.failures = 0;
+    return result;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const conns = [...this.#conns.values()];
+    this.#conns.clear();
+    await Promise.allSettled(conns.map((c) => this.#dispose(c)));
+  }
+
+  #server(server: string): ServerPolicy {
+    const sp = this.#opts.policy().servers[server];
+    if (!sp) throw new WardenError('NOT_FOUND', `no upstream server "${server}" in the policy`);
+    if (!sp.transport) {
+      throw new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${server}" has no connection settings in the policy (servers.${server}: command or url)`);
+    }
+    return sp;
+  }
+
+  async #ready(server: string, signal: AbortSignal | undefined): Promise<Connection> {
+    if (this.#closed) throw new WardenError('UPSTREAM_UNAVAILABLE', 'the gateway is shutting down');
+    const sp = this.#server(server);
+    let conn = this.#conns.get(server);
+    if (conn && conn.transport !== sp.transport && JSON.stringify(conn.transport) !== JSON.stringify(sp.transport)) {
+      // The policy now says to reach this server differently: start over.
+      this.#conns.delete(server);
+      void this.#dispose(conn);
+      conn = undefined;
+    }
+    if (!conn) {
+      conn = new Connection(server, sp.transport!);
+      this.#conns.set(server, conn);
+    }
+    if (conn.client) return conn;
+    if (!conn.connecting) {
+      const c = conn;
+      // Not tied to this caller's signal: other calls may be waiting on the same start.
+      c.connecting = this.#connect(c, sp).finally(() => {
+        c.connecting = undefined;
+      });
+    }
+    await raceSignal(conn.connecting!, signal);
+    return conn;
+  }
+
+  async #connect(conn: Connection, sp: ServerPolicy): Promise<Client> {
+    const wait = conn.retryAt - this.#clock.now();
+    if (wait > 0) {
+      if (wait > sp.timeoutMs) {
+        throw new WardenError(
+          'UPSTREAM_UNAVAILABLE',
+          `upstream "${conn.name}" failed ${conn.failures} times in a row and is backing off; next attempt in ${Math.ceil(wait / 1000)}s${conn.lastFault ? ` (last problem: ${conn.lastFault.message})` : ''}`,
+        );
+      }
+      await this.#sleep(wait);
+    }
+    const generation = ++conn.generation;
+    const client = new Client(CLIENT_INFO, { capabilities: {} });
+    const transport = this.#makeTransport(conn, sp, generation);
+    client.onerror = (err) => {
+      // Junk on a stdio server's stdout surfaces here one line at a time; the
+      // connection survives it, so note it and carry on.
+      this.#log.warn({ server: conn.name, err: truncate(err.message, 300) }, 'upstream protocol noise');
+    };
+    client.onclose = () => this.#onClosed(conn, generation);
+    client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+      if (conn.client === client) await this.#refresh(conn, client).catch((err) => this.#log.warn({ server: conn.name, err: describeError(err) }, 'tool list refresh failed'));
+    });
+    try {
+      await client.connect(transport, { timeout: startTimeoutMs(sp) });
+      this.#interceptProgress(conn, transport);
+      conn.client = client;
+      conn.lastFault = undefined;
+      this.#log.info({ server: conn.name, upstream: client.getServerVersion()?.name }, 'upstream connected');
+      await this.#refresh(conn, client);
+      return client;
+    } catch (err) {
+      if (conn.client === client) conn.client = undefined;
+      conn.failures++;
+      conn.retryAt = this.#clock.now() + backoffMs(conn.failures);
+      await client.close().catch(() => {});
+      const message = `could not start upstream "${conn.name}": ${describeError(err)}`;
+      this.#opts.onFailure?.(conn.name, message);
+      throw new WardenError('UPSTREAM_UNAVAILABLE', message, { cause: err });
+    }
+  }
+
+  #makeTransport(conn: Connection, sp: ServerPolicy, generation: number): McpTransport {
+    const t = conn.transport;
+    const limit = transportBufferLimit(sp);
+    const markOversized = () => {
+      if (conn.generation === generation) {
+        conn.lastFault = { code: 'UPSTREAM_PAYLOAD_TOO_LARGE', message: `upstream "${conn.name}" sent a message over ${limit} bytes` };
+      }
+    };
+    if (t.type === 'http') {
+      return new StreamableHTTPClientTransport(new URL(t.url), {
+        requestInit: { headers: { ...t.headers } },
+        fetch: upstreamFetch(limit, markOversized),
+      });
+    }
+    const transport = new StdioClientTransport({
+      command: t.command,
+      args: t.args,
+      env: upstreamEnv(t),
+      cwd: t.cwd,
+      stderr: 'pipe',
+      maxBufferSize: limit,
+    });
+    // The SDK reports an over-long message through onerror before closing;
+    // Protocol.connect chains this handler ahead of its own.
+    transport.onerror = (err) => {
+      if (/ReadBuffer exceeded/.test(err.message)) markOversized();
+    };
+    let pending = '';
+    transport.stderr?.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      let i: number;
+      while ((i = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, i);
+        pending = pending.slice(i + 1);
+        if (line.trim()) this.#log.info({ server: conn.name, stderr: truncate(line, STDERR_LINE_MAX) }, 'upstream stderr');
+      }
+      if (pending.length > STDERR_LINE_MAX) {
+        this.#log.info({ server: conn.name, stderr: truncate(pending, STDERR_LINE_MAX) }, 'upstream stderr');
+        pending = '';
+      }
+    });
+    return transport;
+  }
+
+  /**
+   * The SDK hands notifications to handlers a microtask late but settles
+   * responses at once, so a progress report sent just before the result is
+   * dropped. Taking our progress notifications off the transport directly,
+   * in arrival order, keeps every one.
+   */
+  #interceptProgress(conn: Connection, transport: McpTransport): void {
+    const inner = transport.onmessage;
+    transport.onmessage = (message, extra) => {
+      if (isJSONRPCNotification(message) && message.method === 'notifications/progress') {
+        const params = message.params as { progressToken?: unknown } & Progress;
+        const listener = typeof params.progressToken === 'string' ? conn.progress.get(params.progressToken) : undefined;
+        if (listener) {
+          const { progressToken: _ignored, ...progress } = params;
+          void _ignored;
+          listener(progress as Progress);
+          return;
+        }
+      }
+      inner?.(message, extra);
+    };
+  }
+
+  async #refresh(conn: Connection, client: Client): Promise<void> {
+    const sp = this.#server(conn.name);
+    const tools: UpstreamTool[] = [];
+    let cursor: string | undefined;
+    // Bounded: a server that pages forever is not going to be listed forever.
+    for (let page = 0; page < 100; page++) {
+      const res = await client.request({ method: 'tools/list', params: cursor ? { cursor } : {} }, ListToolsResultSchema, { timeout: startTimeoutMs(sp) });
+      for (const tool of res.tools) tools.push({ ...tool, pinHash: pinHash(tool) });
+      cursor = res.nextCursor;
+      if (!cursor) break;
+    }
+    const catalogue: Catalogue = {
+      tools,
+      byName: new Map(tools.map((t) => [t.name, t])),
+      names: new Set(tools.map((t) => t.name)),
+    };
+    this.#opts.onCatalogue?.(conn.name, catalogue);
+    conn.catalogue = catalogue;
+  }
+
+  #onClosed(conn: Connection, generation: number): void {
+    if (conn.generation !== generation) return;
+    const wasConnected = conn.client !== undefined;
+    conn.client = undefined;
+    if (conn.closed || this.#closed || !wasConnected) return;
+    conn.failures++;
+    conn.retryAt = this.#clock.now() + backoffMs(conn.failures);
+    const message = `upstream "${conn.name}" closed the connection${conn.lastFault ? ` (${conn.lastFault.message})` : ''}; it will be restarted on the next call`;
+    this.#log.warn({ server: conn.name, failures: conn.failures }, message);
+    this.#opts.onFailure?.(conn.name, message);
+  }
+
+  #mapCallError(conn: Connection, generation: number, sp: ServerPolicy, tool: string, err: unknown, signal: AbortSignal | undefined): unknown {
+    if (signal?.aborted) return signal.reason;
+    if (err instanceof McpError) {
+      if (err.code === McpErrorCode.RequestTimeout) {
+        return new WardenError('UPSTREAM_TIMEOUT', `upstream "${conn.name}" did not answer ${tool} within ${sp.timeoutMs} ms (timeoutMs); the call was cancelled`, {
+          details: { server: conn.name, tool, timeoutMs: sp.timeoutMs },
+        });
+      }
+      if (err.code === McpErrorCode.ConnectionClosed) {
+        const fault = conn.generation === generation ? conn.lastFault : undefined;
+        if (fault) return new WardenError(fault.code, `${fault.message}; the call was abandoned and the server will be restarted`);
+        return new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${conn.name}" exited or closed the connection during ${tool}; it will be restarted on the next call`);
+      }
+      // The upstream answered with a JSON-RPC error: a protocol fault to relay as is.
+      return err;
+    }
+    if (conn.transport.type === 'http') {
+      // An HTTP upstream that went away (or lost our session) gets a fresh session next time.
+      if (conn.generation === generation && conn.client) {
+        const client = conn.client;
+        conn.client = undefined;
+        conn.failures++;
+        conn.retryAt = this.#clock.now() + backoffMs(conn.failures);
+        void client.close().catch(() => {});
+      }
+      const fault = conn.lastFault;
+      if (fault) return new WardenError(fault.code, fault.message);
+      return new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${conn.name}" could not be reached for ${tool}: ${describeError(err)}`, { cause: err });
+    }
+    return new WardenError('UPSTREAM_PROTOCOL', `upstream "${conn.name}" gave an unusable answer to ${tool}: ${truncate(describeError(err), 500)}`, { cause: err });
+  }
+
+  async #dispose(conn: Connection): Promise<void> {
+    conn.closed = true;
+    const client = conn.client;
+    conn.client = undefined;
+    if (client) await client.close().catch(() => {});
+    else if (conn.connecting) await conn.connecting.then((c) => c.close()).catch(() => {});
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.#clock.setTimeout(resolve, ms));
+  }
+}
+
+/** A controller that aborts when `signal` does. */
+function follow(signal: AbortSignal | undefined): AbortController {
+  const c = new AbortController();
+  if (signal?.aborted) c.abort(signal.reason);
+  else signal?.addEventListener('abort', () => c.abort(signal.reason), { once: true });
+  return c;
+}
+
+/** Waits for `promise`, or rejects with the signal's reason as soon as it aborts. */
+function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function truncate(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max)}… (${s.length - max} more chars)` : s;
+}

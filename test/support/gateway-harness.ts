@@ -1,0 +1,160 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { ApprovalService } from '../../src/approvals/service.ts';
+import { AuditLog } from '../../src/audit/log.ts';
+import type { AuditRow } from '../../src/audit/types.ts';
+import { MemoryAlertSink } from '../../src/control/alerts.ts';
+import { KillSwitch } from '../../src/control/kill-switch.ts';
+import { createAgentToken } from '../../src/gateway/tokens.ts';
+import { startGateway, type GatewayHandle, type StartGatewayOptions } from '../../src/gateway/gateway.ts';
+import { silentLogger, createLogger } from '../../src/logger.ts';
+import { parsePolicy } from '../../src/policy/load.ts';
+import type { Policy } from '../../src/policy/types.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+
+/**
+ * Real parts on loopback: a SQLite file in a temp dir, the real AuditLog,
+ * KillSwitch and ApprovalService, upstreams as child processes, and agents as
+ * the SDK's own Client over Streamable HTTP.
+ */
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const FIXTURES = join(ROOT, 'test/fixtures');
+export const EVERYTHING = join(ROOT, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
+
+/** YAML for a stdio server entry running one of our TypeScript fixtures under tsx. */
+export function fixtureServer(file: string, args: string[] = [], extra = ''): string {
+  const argv = ['--import', 'tsx', join(FIXTURES, file), ...args].map((a) => JSON.stringify(a)).join(', ');
+  return `command: ${JSON.stringify(process.execPath)}\n    args: [${argv}]\n    cwd: ${JSON.stringify(ROOT)}${extra ? `\n    ${extra}` : ''}`;
+}
+
+export function everythingServer(extra = ''): string {
+  return `command: ${JSON.stringify(process.execPath)}\n    args: [${JSON.stringify(EVERYTHING)}, "stdio"]${extra ? `\n    ${extra}` : ''}`;
+}
+
+export interface Harness {
+  dir: string;
+  db: Db;
+  policy: Policy;
+  audit: AuditLog;
+  alerts: MemoryAlertSink;
+  killSwitch: KillSwitch;
+  approvals: ApprovalService;
+  gateway: GatewayHandle;
+  token(agent: string): string;
+  connect(agent: string, opts?: { token?: string; onList?: () => void }): Promise<Client>;
+  rows(filter?: { event?: string; callId?: string; agent?: string }): AuditRow[];
+  /** Commits every audit row the gateway has produced so far. */
+  flush(): Promise<void>;
+  /** Restarts the gateway (same DB) with another policy; existing clients are closed. */
+  restart(policyYaml?: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startHarness(policyYaml: string, overrides: Partial<StartGatewayOptions> = {}): Promise<Harness> {
+  const dir = mkdtempSync(join(tmpdir(), 'warden-gw-'));
+  const db = openDb(join(dir, 'warden.db'));
+  const logger = process.env.GATEWAY_TEST_LOG ? createLogger({ level: process.env.GATEWAY_TEST_LOG }) : silentLogger();
+  let policy = parsePolicy(policyYaml, 'test-policy.yml', {});
+  const audit = new AuditLog(db, { logger });
+  const alerts = new MemoryAlertSink();
+  const killSwitch = new KillSwitch({ db, audit, logger, pollMs: 20 });
+  killSwitch.start();
+  const approvals = new ApprovalService({ db, audit, logger, policy: () => policy, pollMs: 20, waitingNotifyMs: 100 });
+  const clients: Client[] = [];
+  const tokens = new Map<string, string>();
+
+  const boot = () =>
+    startGateway({
+      policy: { current: () => policy },
+      db,
+      audit,
+      approvals,
+      halt: killSwitch,
+      alerts,
+      logger,
+      port: 0,
+      ...overrides,
+    });
+  let gateway = await boot();
+
+  const h: Harness = {
+    dir,
+    db,
+    get policy() {
+      return policy;
+    },
+    audit,
+    alerts,
+    killSwitch,
+    approvals,
+    get gateway() {
+      return gateway;
+    },
+    token(agent) {
+      let t = tokens.get(agent);
+      if (!t) {
+        t = createAgentToken(db, agent, { policy });
+        tokens.set(agent, t);
+      }
+      return t;
+    },
+    async connect(agent, opts = {}) {
+      const client = new Client({ name: `test-${agent}`, version: '1.0.0' });
+      const transport = new StreamableHTTPClientTransport(new URL(gateway.url), {
+        requestInit: { headers: { Authorization: `Bearer ${opts.token ?? h.token(agent)}` } },
+      });
+      await client.connect(transport);
+      clients.push(client);
+      return client;
+    },
+    rows(filter = {}) {
+      const where: string[] = [];
+      const params: unknown[] = [];
+      if (filter.event) (where.push('event = ?'), params.push(filter.event));
+      if (filter.callId) (where.push('call_id = ?'), params.push(filter.callId));
+      if (filter.agent) (where.push('agent = ?'), params.push(filter.agent));
+      return db.prepare(`SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq`).all(...params) as AuditRow[];
+    },
+    async flush() {
+      await gateway.flushAudit();
+      await audit.flush();
+    },
+    async restart(policyYaml2) {
+      await Promise.allSettled(clients.splice(0).map((c) => c.close()));
+      await gateway.close();
+      if (policyYaml2) policy = parsePolicy(policyYaml2, 'test-policy.yml', {});
+      gateway = await boot();
+    },
+    async close() {
+      await Promise.allSettled(clients.map((c) => c.close()));
+      await gateway.close();
+      await approvals.close();
+      killSwitch.stop();
+      await audit.close();
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return h;
+}
+
+export function textOf(result: unknown): string {
+  const r = result as CallToolResult;
+  return (r.content ?? []).map((c) => (c.type === 'text' ? c.text : `[${c.type}]`)).join('\n');
+}
+
+/** Polls until `fn` returns a truthy value (real timers; used for cross-process effects). */
+export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 10_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
