@@ -29,7 +29,7 @@ describe('warden policy check', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('examples/policy.yml: ok');
     expect(r.stdout).toContain('agents (3):');
-    expect(r.stdout).toContain('tools classified: 7');
+    expect(r.stdout).toContain('tools classified: 8');
     expect(r.stdout).toContain('refund_request: write (irreversible)');
     expect(r.stdout).toContain("drill '0 9 1 * *' (canary warden-canary)");
   });

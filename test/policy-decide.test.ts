@@ -107,8 +107,9 @@ agents:
     expect(kind(decide(p, 'a', 'shop', 'refund_request', {}))).toBe('deny:out_of_scope');
   });
 
-  it('the canary reads kb and nothing else', () => {
-    expect(kind(decide(full, 'warden-canary', 'kb', 'search_kb', {}))).toBe('allow');
+  it('the canary reads its drill server and nothing else', () => {
+    expect(kind(decide(full, 'warden-canary', 'canary', 'sleep', {}))).toBe('allow');
+    expect(kind(decide(full, 'warden-canary', 'kb', 'search_kb', {}))).toBe('deny:out_of_scope');
     expect(decide(full, 'warden-canary', 'tickets', 'list_tickets', {})).toEqual({
       kind: 'deny',
       code: 'out_of_scope',

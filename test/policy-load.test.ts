@@ -87,6 +87,9 @@ describe('full example', () => {
       lookup_customer: { scope: 'read', consequence: 'reversible' },
       refund_request: { scope: 'write', consequence: 'irreversible' },
     });
+    // The drill canary's upstream is Warden's own `canary-server` command.
+    expect(p.servers.canary!.transport).toMatchObject({ type: 'stdio', args: ['--import', 'tsx', 'src/cli/index.ts', 'canary-server'] });
+    expect(p.servers.canary!.tools).toEqual({ sleep: { scope: 'read', consequence: 'reversible' } });
     const st = p.agents['support-triage']!;
     expect(st).toMatchObject({
       owner: 'U0123ABCD',
@@ -99,7 +102,7 @@ describe('full example', () => {
     });
     expect(p.agents['billing-bot']!.scopes.crm).toEqual(['read', 'write']);
     expect(p.agents['billing-bot']!.approvalTimeoutMs).toBe(30 * 60_000);
-    expect(p.agents['warden-canary']!.scopes).toEqual({ kb: ['read'] });
+    expect(p.agents['warden-canary']!.scopes).toEqual({ canary: ['read'] });
     expect(p.control).toEqual({
       halters: [],
       resumers: ['U0123ABCD', 'U0999ONCL'],
