@@ -42,3 +42,46 @@ export function canonicalRow(row: UnhashedRow): string {
 export function rowHash(row: UnhashedRow): string {
   return createHash('sha256').update(row.prev_hash).update(canonicalRow(row)).digest('hex');
 }
+
+/**
+ * Canonical JSON: object keys sorted by code unit, no whitespace, `undefined`
+ * members dropped (as JSON.stringify does). Two values that mean the same thing (an
+ * agent's arguments, a tool definition) hash the same, whatever the key order.
+ */
+export function canonicalJson(value: unknown): string {
+  return write(value) ?? 'null';
+}
+
+function write(value: unknown): string | undefined {
+  if (value === null) return 'null';
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return JSON.stringify(value);
+    case 'number':
+      return Number.isFinite(value) ? JSON.stringify(value) : 'null';
+    case 'bigint':
+      return JSON.stringify(value.toString());
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return undefined;
+    default:
+      break;
+  }
+  const withJson = value as { toJSON?: () => unknown };
+  if (typeof withJson.toJSON === 'function') return write(withJson.toJSON());
+  if (Array.isArray(value)) return `[${value.map((v) => write(v) ?? 'null').join(',')}]`;
+  const obj = value as Record<string, unknown>;
+  const parts: string[] = [];
+  for (const key of Object.keys(obj).sort()) {
+    const v = write(obj[key]);
+    if (v !== undefined) parts.push(`${JSON.stringify(key)}:${v}`);
+  }
+  return `{${parts.join(',')}}`;
+}
+
+/** sha256 of a string, hex. */
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}

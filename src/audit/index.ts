@@ -1,5 +1,5 @@
 export type { AuditEntry, AuditRow, AuditSink } from './types.ts';
-export { GENESIS_HASH, canonicalRow, rowHash } from './canonical.ts';
+export { GENESIS_HASH, canonicalJson, canonicalRow, rowHash, sha256Hex } from './canonical.ts';
 export { DEFAULT_MAX_RESULT_CHARS, REDACTED, isSecretKey, redact, redactString, truncateText } from './redact.ts';
 export { AuditLog, type AuditLogOptions, type ChainHead } from './log.ts';
 export {

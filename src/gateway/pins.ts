@@ -2,7 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import { WardenError } from '../errors.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Db } from '../store/db.ts';
-import { canonicalJson, sha256Hex } from './canonical.ts';
+import { canonicalJson, sha256Hex } from '../audit/canonical.ts';
 
 /**
  * Tool pinning: the definition of every upstream tool is hashed the first time

@@ -4,7 +4,7 @@ import { WardenError } from '../errors.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
-import { sha256Hex } from './canonical.ts';
+import { sha256Hex } from '../audit/canonical.ts';
 
 /**
  * Agent tokens. The secret is shown once at creation; only its sha256 is
