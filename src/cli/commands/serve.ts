@@ -11,7 +11,7 @@ import { startWarden } from '../runtime.ts';
 export function registerServe(program: Command): void {
   program
     .command('serve')
-    .description('run the Warden gateway, control plane and Slack app')
+    .description('Run the Warden gateway, control plane and Slack app')
     .option('--policy <file>', 'policy file (default WARDEN_POLICY or ./examples/policy.yml)')
     .option('--db <file>', 'SQLite database (default WARDEN_DB or ./data/warden.db)')
     .option('--port <port>', 'gateway port (default WARDEN_PORT or 8787)')
