@@ -1,12 +1,25 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { validateBlocks } from './support/slack-api-server.ts';
-import { blocksText, ONCALL_USER, startControlSlack, type ControlSlack } from './support/control-slack.ts';
+import { AUDIT_NEXT_PAGE_ACTION_ID } from '../src/slack/blocks/audit.ts';
+import { controlPolicyText } from './support/control-env.ts';
+import { dmChannelId, validateBlocks } from './support/slack-api-server.ts';
+import { startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
+import {
+  blocksText,
+  clickButton,
+  ONCALL_USER,
+  sendSlashCommand,
+  slackControlPolicy,
+  startControlSlack,
+  STRANGER,
+  type ControlSlack,
+} from './support/control-slack.ts';
 
 let c: ControlSlack;
 const COMPLIANCE = 'U0AUDITOR';
 
 beforeAll(async () => {
-  c = await startControlSlack();
+  // Auditors-only mode: control.auditors lists the compliance user alone.
+  c = await startControlSlack({ policyText: slackControlPolicy(`auditors: [${COMPLIANCE}]`) });
   const now = Date.now();
   // 45 decisions for the worker, a few for another agent, and a long reason that must be cut, not refused.
   for (let i = 0; i < 45; i++) {
@@ -75,26 +88,218 @@ describe('/audit over signed Slack requests', () => {
     expect(text).toMatch(/calls \(1h\): \*45\* · denied \(1h\): \*5\*/);
   });
 
-  it('format:csv uploads the rows as a file to the channel', async () => {
+  it('format:csv goes to the requester\'s DM with Warden, never to the channel the command came from', async () => {
+    const before = c.h.slack.callsOf('files.completeUploadExternal').length;
     const s = await c.command(COMPLIANCE, '/audit', 'agent:support-triage format:csv', 'C0COMPLY');
-    expect((await s.next()).args.text).toBe('Uploaded 3 audit row(s) as CSV to this channel.');
-    const done = await c.h.slack.waitForCall('files.completeUploadExternal');
-    expect(done.args.channel_id).toBe('C0COMPLY');
-    expect(String(done.args.initial_comment)).toMatch(/requested by <@U0AUDITOR>/);
-    const file = [...c.h.slack.uploads.values()].find((u) => u.completed)!;
+    const reply = await s.next();
+    expect(reply.args.response_type).toBe('ephemeral');
+    expect(reply.args.text).toBe('Sent 3 audit row(s) as CSV to your direct messages with Warden (not to this channel).');
+    const open = await c.h.slack.waitForCall('conversations.open', (x) => x.args.users === COMPLIANCE);
+    expect(open.response).toMatchObject({ ok: true, channel: { id: dmChannelId(COMPLIANCE) } });
+    const done = await c.h.slack.waitForCall('files.completeUploadExternal', (x) => x.args.channel_id === dmChannelId(COMPLIANCE));
+    expect(done.response?.ok).toBe(true);
+    // Exactly one upload for this command, and none to the channel (or anywhere but the DM).
+    const uploads = c.h.slack.callsOf('files.completeUploadExternal').slice(before);
+    expect(uploads.map((u) => u.args.channel_id)).toEqual([dmChannelId(COMPLIANCE)]);
+    const file = [...c.h.slack.uploads.values()].find((u) => u.completed && u.channel === dmChannelId(COMPLIANCE))!;
     expect(file.filename).toMatch(/^warden-audit-.*\.csv$/);
+    expect([...c.h.slack.uploads.values()].some((u) => u.channel === 'C0COMPLY')).toBe(false);
+    expect(c.h.slack.callsOf('chat.postMessage').some((m) => m.args.channel === 'C0COMPLY' && /audit/i.test(String(m.args.text)))).toBe(false);
     const lines = file.bytes.toString('utf8').trim().split(/\r?\n/);
     expect(lines).toHaveLength(4);
     expect(lines[0]).toMatch(/seq/);
     expect(lines.slice(1).every((l) => l.includes('support-triage'))).toBe(true);
   });
 
+  it('format:csv uploads nothing when the DM cannot be opened', async () => {
+    const before = c.h.slack.callsOf('files.getUploadURLExternal').length;
+    c.h.slack.fail({ mode: 'error', error: 'missing_scope', methods: ['conversations.open'], times: 1 });
+    const s = await c.command(COMPLIANCE, '/audit', 'agent:worker format:csv', 'C0COMPLY');
+    expect((await s.next()).args.text).toMatch(/^Could not open a direct message with you to send the CSV, so nothing was uploaded/);
+    expect(c.h.slack.callsOf('files.getUploadURLExternal').length).toBe(before);
+  });
+
   it('a bad query answers with the reason and an example', async () => {
-    const s = await c.command(ONCALL_USER, '/audit', 'colour:blue');
+    const s = await c.command(COMPLIANCE, '/audit', 'colour:blue');
     const reply = await s.next();
     expect(reply.args.response_type).toBe('ephemeral');
     const text = blocksText(reply.args.blocks);
     expect(text).toMatch(/colour/);
     expect(text).toMatch(/Example: `\/audit agent:support-triage tool:send_customer_email/);
+  });
+});
+
+const refusals = (db: { prepare: SlackHarness['db']['prepare'] }) =>
+  (db.prepare(`SELECT * FROM audit WHERE event = 'audit.refused' ORDER BY seq`).all() as { decision: string; reason: string; detail: string }[]).map((r) => ({
+    ...r,
+    detail: JSON.parse(r.detail) as Record<string, unknown>,
+  }));
+
+describe('/audit with control.auditors set: only auditors, every entry point re-checked', () => {
+  it('refuses a stranger, an agent owner and a halter ephemerally, audits each refusal, and shows no rows', async () => {
+    const before = refusals(c.db).length;
+    for (const user of [STRANGER, 'U0OWNER', ONCALL_USER]) {
+      const s = await c.command(user, '/audit', 'agent:worker since:7d', 'C0PUBLIC');
+      const reply = await s.next();
+      expect(reply.args.response_type).toBe('ephemeral');
+      expect(reply.args.text).toBe(`Not allowed: <@${user}> is not in control.auditors`);
+      expect(validateBlocks(reply.args.blocks, 'message')).toEqual([]);
+      const text = blocksText(reply.args.blocks);
+      expect(text).not.toMatch(/agent \*worker\*|#\d+/);
+    }
+    const rows = refusals(c.db).slice(before);
+    expect(rows.map((r) => r.detail.actor)).toEqual([`slack:${STRANGER}`, 'slack:U0OWNER', `slack:${ONCALL_USER}`]);
+    for (const r of rows) {
+      expect(r).toMatchObject({ decision: 'forbidden', reason: expect.stringMatching(/is not in control\.auditors/) });
+      expect(r.detail).toMatchObject({ action: 'query', query: 'agent:worker since:7d', channel: 'C0PUBLIC' });
+    }
+  });
+
+  it('refuses a stranger\'s format:csv before anything is uploaded or a DM opened', async () => {
+    const opens = c.h.slack.callsOf('conversations.open').length;
+    const uploads = c.h.slack.callsOf('files.getUploadURLExternal').length;
+    const s = await c.command(STRANGER, '/audit', 'format:csv', 'C0PUBLIC');
+    expect((await s.next()).args.text).toMatch(/^Not allowed: /);
+    expect(c.h.slack.callsOf('conversations.open').length).toBe(opens);
+    expect(c.h.slack.callsOf('files.getUploadURLExternal').length).toBe(uploads);
+    expect(refusals(c.db).at(-1)!.detail).toMatchObject({ action: 'export', actor: `slack:${STRANGER}` });
+  });
+
+  it('a Next page value taken from an auditor\'s results, or forged outright, is refused for a stranger and audited', async () => {
+    const s = await c.command(COMPLIANCE, '/audit', 'agent:worker');
+    const blocks = (await s.next()).args.blocks as { type: string; elements?: { action_id: string; value: string }[] }[];
+    const genuine = blocks.find((b) => b.type === 'actions')!.elements![0]!;
+    expect(genuine.action_id).toBe(AUDIT_NEXT_PAGE_ACTION_ID);
+    const forged = JSON.stringify({ q: '', before: 1_000_000, page: 2 });
+    const before = refusals(c.db).length;
+    for (const value of [genuine.value, forged]) {
+      const p = await clickButton(c.h, STRANGER, AUDIT_NEXT_PAGE_ACTION_ID, value, 'audit_pagination');
+      expect(p.args.replace_original).toBe(false);
+      expect(p.args.text).toBe(`Not allowed: <@${STRANGER}> is not in control.auditors`);
+      expect(blocksText(p.args.blocks)).not.toMatch(/agent \*worker\*/);
+    }
+    const rows = refusals(c.db).slice(before);
+    expect(rows.map((r) => r.detail.action)).toEqual(['next_page', 'next_page']);
+    expect(rows.every((r) => r.detail.actor === `slack:${STRANGER}`)).toBe(true);
+    // The auditor's own click still pages.
+    const ok = await clickButton(c.h, COMPLIANCE, AUDIT_NEXT_PAGE_ACTION_ID, genuine.value, 'audit_pagination');
+    expect(ok.args.replace_original).toBe(true);
+    expect(blocksText(ok.args.blocks)).toContain('Audit — page 2');
+  });
+
+  it('an Agent status click from a stranger is refused and audited', async () => {
+    const p = await clickButton(c.h, STRANGER, 'audit_agent_status:1', 'worker');
+    expect(p.args.text).toBe(`Not allowed: <@${STRANGER}> is not in control.auditors`);
+    expect(blocksText(p.args.blocks)).not.toMatch(/owner <@U0OWNER>/);
+    expect(refusals(c.db).at(-1)!.detail).toMatchObject({ action: 'agent_status', actor: `slack:${STRANGER}`, agent: 'worker' });
+  });
+});
+
+/**
+ * No auditors: owners and approvers see their own agents' rows, listed
+ * halters/resumers see all. A Slack harness alone (no gateway) is enough: the
+ * rows are appended directly.
+ */
+describe('/audit with no auditors: owners and approvers are scoped to their agents', () => {
+  const OWNER = 'U0OWNER'; // owns worker
+  const TRIAGE_APPROVER = 'U0APPR1'; // approves support-triage
+  let h: SlackHarness;
+  type Block = { type: string; text?: { text: string }; accessory?: { action_id: string; value: string }; elements?: { action_id: string; value: string; text?: string }[] };
+  const sections = (blocks: unknown) => (blocks as Block[]).filter((b) => b.type === 'section');
+  const agentsOf = (blocks: unknown) => [...new Set(sections(blocks).map((b) => /agent \*([^*]+)\*/.exec(b.text!.text)?.[1] ?? '-'))];
+
+  beforeAll(async () => {
+    h = await startSlackHarness({
+      policyYaml: controlPolicyText(`
+  - agent: support-triage
+    owner: U0TRIAGE
+    approvers: [${TRIAGE_APPROVER}]
+    mcp_scopes: { slow: [read] }
+`),
+    });
+    const now = Date.now();
+    for (let i = 0; i < 30; i++) await h.audit.append({ event: 'call.decided', callId: `w-${i}`, agent: 'worker', owner: OWNER, server: 'slow', tool: 'sleep', decision: 'allow', ts: now - 60_000 + i });
+    // Newer than the worker's rows: an unscoped page 1 would be mostly these.
+    for (let i = 0; i < 25; i++) await h.audit.append({ event: 'call.decided', callId: `t-${i}`, agent: 'support-triage', owner: 'U0TRIAGE', server: 'slow', tool: 'sleep', args: { to: 'customer@example.com' }, decision: 'allow', ts: now - 1000 + i });
+    await h.audit.append({ event: 'control.halt', decision: 'halted', reason: 'org-wide test halt', ts: now - 500 });
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it('an owner\'s unfiltered query returns only their agent\'s rows, full pages, through Next page too', async () => {
+    const s = await sendSlashCommand(h, OWNER, '/audit', '');
+    const blocks = (await s.next()).args.blocks as Block[];
+    expect(validateBlocks(blocks, 'message')).toEqual([]);
+    expect(blocksText(blocks)).toContain('Limited to the agents you own or approve: `worker`');
+    // 20 rows on page 1 although 26 newer rows of others exist: the scope is in the SQL, not a display filter.
+    expect(sections(blocks)).toHaveLength(20);
+    expect(agentsOf(blocks)).toEqual(['worker']);
+    const next = blocks.find((b) => b.type === 'actions')!.elements![0]!;
+    const p2 = await clickButton(h, OWNER, next.action_id, next.value, 'audit_pagination');
+    expect(sections(p2.args.blocks)).toHaveLength(10);
+    expect(agentsOf(p2.args.blocks)).toEqual(['worker']);
+    expect((p2.args.blocks as Block[]).find((b) => b.type === 'actions')).toBeUndefined();
+  });
+
+  it('naming another agent is refused (not answered with an empty page) and audited', async () => {
+    const before = refusals(h.db).length;
+    const s = await sendSlashCommand(h, OWNER, '/audit', 'agent:support-triage since:7d');
+    const reply = await s.next();
+    expect(reply.args.response_type).toBe('ephemeral');
+    expect(reply.args.text).toBe('Not allowed: you may audit only the agents you own or approve (`worker`); `agent:support-triage` is not one of them');
+    expect(agentsOf(reply.args.blocks)).toEqual(['-']);
+    const rows = refusals(h.db).slice(before);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.detail).toMatchObject({ action: 'query', actor: `slack:${OWNER}`, query: 'agent:support-triage since:7d' });
+  });
+
+  it('a forged Next page is re-scoped: another agent is refused, an open query still yields only the clicker\'s rows', async () => {
+    const naming = await clickButton(h, OWNER, AUDIT_NEXT_PAGE_ACTION_ID, JSON.stringify({ q: 'agent:support-triage', before: 1_000_000, page: 2 }), 'audit_pagination');
+    expect(naming.args.text).toMatch(/^Not allowed: you may audit only .*`agent:support-triage` is not one of them$/);
+    expect(refusals(h.db).at(-1)!.detail).toMatchObject({ action: 'next_page', actor: `slack:${OWNER}`, query: 'agent:support-triage' });
+    const open = await clickButton(h, OWNER, AUDIT_NEXT_PAGE_ACTION_ID, JSON.stringify({ q: 'limit:1000', before: 1_000_000, page: 2 }), 'audit_pagination');
+    expect(open.args.replace_original).toBe(true);
+    expect(agentsOf(open.args.blocks)).toEqual(['worker']);
+  });
+
+  it('an approver sees the agent they approve; agent-less rows only reach listed halters', async () => {
+    const a = await sendSlashCommand(h, TRIAGE_APPROVER, '/audit', 'event:call.decided limit:100');
+    const ab = (await a.next()).args.blocks;
+    expect(agentsOf(ab)).toEqual(['support-triage']);
+    expect(blocksText(ab)).toContain('Limited to the agents you own or approve: `support-triage`');
+
+    const ownerHalt = await sendSlashCommand(h, OWNER, '/audit', 'event:control.halt');
+    expect(blocksText((await ownerHalt.next()).args.blocks)).toContain('No audit rows match.');
+    const oncallHalt = await sendSlashCommand(h, ONCALL_USER, '/audit', 'event:control.halt');
+    const ob = (await oncallHalt.next()).args.blocks;
+    expect(blocksText(ob)).toContain('org-wide test halt');
+    expect(blocksText(ob)).not.toContain('Limited to');
+    const oncallAll = await sendSlashCommand(h, ONCALL_USER, '/audit', 'event:call.decided');
+    expect(agentsOf((await oncallAll.next()).args.blocks)).toEqual(['support-triage']); // newest 20 are triage's: unscoped
+  });
+
+  it('someone who owns, approves and halts nothing is refused', async () => {
+    const s = await sendSlashCommand(h, STRANGER, '/audit', '');
+    expect((await s.next()).args.text).toMatch(new RegExp(`^Not allowed: <@${STRANGER}> owns or approves no agent`));
+    expect(refusals(h.db).at(-1)!.detail).toMatchObject({ action: 'query', actor: `slack:${STRANGER}` });
+  });
+
+  it('Agent status is limited to the clicker\'s agents, whatever the button says', async () => {
+    const mine = await clickButton(h, OWNER, 'audit_agent_status:1', 'worker');
+    expect(blocksText(mine.args.blocks)).toMatch(/\*worker\* · owner <@U0OWNER>/);
+    const other = await clickButton(h, OWNER, 'audit_agent_status:1', 'support-triage');
+    expect(other.args.text).toBe('Not allowed: you may audit only the agents you own or approve (`worker`); `support-triage` is not one of them');
+    expect(refusals(h.db).at(-1)!.detail).toMatchObject({ action: 'agent_status', actor: `slack:${OWNER}`, agent: 'support-triage' });
+  });
+
+  it('an owner\'s CSV export holds only their agent\'s rows and goes to their DM', async () => {
+    const s = await sendSlashCommand(h, OWNER, '/audit', 'format:csv limit:1000', 'C0PUBLIC');
+    expect((await s.next()).args.text).toBe('Sent 30 audit row(s) as CSV to your direct messages with Warden (not to this channel).');
+    await h.slack.waitForCall('files.completeUploadExternal', (x) => x.args.channel_id === dmChannelId(OWNER));
+    const file = [...h.slack.uploads.values()].find((u) => u.completed && u.channel === dmChannelId(OWNER))!;
+    const lines = file.bytes.toString('utf8').trim().split(/\r?\n/).slice(1);
+    expect(lines).toHaveLength(30);
+    expect(lines.every((l) => l.includes('worker') && !l.includes('support-triage') && !l.includes('customer@example.com'))).toBe(true);
   });
 });

@@ -106,6 +106,7 @@ describe('full example', () => {
     expect(p.control).toEqual({
       halters: [],
       resumers: ['U0123ABCD', 'U0999ONCL'],
+      auditors: ['U0888CMPL'],
       oncallChannel: 'C0999OPS1',
       complianceChannel: 'C0888AUDT',
       drill: { schedule: '0 9 1 * *', canaryAgent: 'warden-canary', overdueAfterDays: 35 },
@@ -210,6 +211,18 @@ agents:
       `${f}:14:24: approvers[1]: expected a Slack user id like U0123ABCD, got "alice"`,
     ]);
     expect(problems(err).map((p) => p.field)).toEqual(['owner', 'channel', 'approvers[1]']);
+  });
+
+  it('control.auditors: defaults to empty, takes Slack user ids only, and a typo of the key is caught', () => {
+    expect(parsePolicy(SEED, 'seed.yml', {}).control.auditors).toEqual([]);
+    expect(parsePolicy(`${SEED}control:\n  auditors: [U0AUDIT1, W0AUDIT2]\n`, 'ok.yml', {}).control.auditors).toEqual(['U0AUDIT1', 'W0AUDIT2']);
+    const f = join(dir, 'auditors.yml');
+    const bad = loadError('auditors.yml', `${SEED}control:\n  auditors: [U0AUDIT1, compliance-team]\n`);
+    expect(bad.message).toBe(`${f}:13:24: control.auditors[1]: expected a Slack user id like U0123ABCD, got "compliance-team"`);
+    const notList = loadError('auditors2.yml', `${SEED}control:\n  auditors: U0AUDIT1\n`);
+    expect(notList.message).toBe(`${join(dir, 'auditors2.yml')}:13:13: control.auditors: expected a list, got "U0AUDIT1"`);
+    const typo = loadError('auditors3.yml', `${SEED}control:\n  auditor: [U0AUDIT1]\n`);
+    expect(typo.message).toBe(`${join(dir, 'auditors3.yml')}:13:3: control.auditor: unknown key (did you mean "auditors"?)`);
   });
 
   it('a bad cron expression is refused with node-cron\'s reason', () => {

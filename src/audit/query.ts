@@ -27,6 +27,12 @@ export interface AuditQuery {
   eventPrefix?: boolean | undefined;
   callId?: string | undefined;
   limit: number;
+  /**
+   * Only rows of these agents: an access scope the caller sets from policy
+   * (never parsed from the query text), so a Slack user who may see some
+   * agents' rows gets them and nothing else. An empty list matches no row.
+   */
+  agents?: readonly string[] | undefined;
   /** Parsed and returned; rendering is the caller's job (formatRows). */
   format?: OutputFormat | undefined;
 }
@@ -197,6 +203,14 @@ export function runQuery(db: Db, q: AuditQuery, opts: { before?: number | undefi
     }
   };
   eq('agent', q.agent);
+  if (q.agents !== undefined) {
+    // Fail closed: an empty scope is "nothing", not "no filter".
+    if (q.agents.length === 0) where.push('0');
+    else {
+      where.push(`agent IN (${q.agents.map(() => '?').join(', ')})`);
+      params.push(...q.agents);
+    }
+  }
   eq('approver', q.approver);
   eq('call_id', q.callId);
   if (q.tool !== undefined) {

@@ -415,6 +415,7 @@ function normaliseControl(raw: PolicyFile['control'], agents: Record<string, Age
   return {
     halters: raw?.halters ?? [],
     resumers: raw?.resumers ?? [],
+    auditors: raw?.auditors ?? [],
     oncallChannel: raw?.oncall_channel,
     complianceChannel: raw?.compliance_channel,
     drill: {

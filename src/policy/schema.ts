@@ -106,6 +106,7 @@ export const serverSchema = z.strictObject({
 export const controlSchema = z.strictObject({
   halters: z.array(slackUser).optional(),
   resumers: z.array(slackUser).optional(),
+  auditors: z.array(slackUser).optional(),
   oncall_channel: slackChannel.optional(),
   compliance_channel: slackChannel.optional(),
   drill: z

@@ -65,6 +65,13 @@ export interface ControlPolicy {
   halters: string[];
   /** Slack user ids who may resume. Empty list: nobody may resume from Slack (CLI only). */
   resumers: string[];
+  /**
+   * Slack user ids who may read the audit trail from Slack (/audit and its
+   * buttons). Non-empty: only these users. Empty: an agent's owner and
+   * approvers see that agent's rows, and users listed in halters or resumers
+   * see every row (see control/authorize.ts `auditAccess`).
+   */
+  auditors: string[];
   oncallChannel?: string | undefined;
   complianceChannel?: string | undefined;
   drill: {

@@ -22,8 +22,16 @@ import { openDb, type Db } from '../../src/store/db.ts';
 
 export const SLOW_SERVER = fileURLToPath(new URL('../fixtures/slow-server.ts', import.meta.url));
 
-/** Canary and a worker agent on the slow fixture; `extra` is appended under agents. */
-export function controlPolicyText(extra = ''): string {
+/**
+ * Canary and a worker agent on the slow fixture; `extra` is appended under
+ * agents, `controlExtra` (YAML lines such as `auditors: [U0AUDITOR]`) under control.
+ */
+export function controlPolicyText(extra = '', controlExtra = ''): string {
+  const more = controlExtra
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => `  ${l.trim()}`)
+    .join('\n');
   return `
 servers:
   slow:
@@ -46,6 +54,7 @@ ${extra}
 control:
   halters: [U0ONCALL, U0LEAD]
   resumers: [U0LEAD]
+${more}
   oncall_channel: C0ONCALL
   compliance_channel: C0COMPLY
   drill:

@@ -27,13 +27,56 @@ export const ONCALL_USER = 'U0ONCALL';
 export const LEAD = 'U0LEAD';
 export const STRANGER = 'U0STRANGER9';
 
-export const SLACK_CONTROL_POLICY = controlPolicyText(`
+/** The control policy plus support-triage; `controlExtra` adds lines under `control:` (e.g. `auditors: [U0AUDITOR]`). */
+export function slackControlPolicy(controlExtra = ''): string {
+  return controlPolicyText(
+    `
   - agent: support-triage
     owner: U0OWNER
     channel: C0OWNER
     mcp_scopes: { slow: [read] }
     approval_required: [sleep]
-`);
+`,
+    controlExtra,
+  );
+}
+
+export const SLACK_CONTROL_POLICY = slackControlPolicy();
+
+export interface SentCommand {
+  status: number;
+  replies: () => RecordedCall[];
+  next(n?: number): Promise<RecordedCall>;
+}
+
+/** Sends a signed slash command through a harness and waits on its response_url posts. */
+export async function sendSlashCommand(h: SlackHarness, user: string, command: string, text: string, channel = 'C0TEST'): Promise<SentCommand> {
+  const url = h.slack.responseUrl();
+  const id = url.slice(url.lastIndexOf('/') + 1);
+  const res = await h.sender.command({ command, text, user, channel, responseUrl: url });
+  const replies = () => h.slack.callsOf('response_url').filter((c) => c.args.responseUrlId === id);
+  return {
+    status: res.status,
+    replies,
+    async next(n = 1) {
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline) {
+        const r = replies();
+        if (r.length >= n) return r[n - 1]!;
+        await new Promise((res) => setTimeout(res, 10));
+      }
+      throw new Error(`no reply #${n} to ${command} ${text}`);
+    },
+  };
+}
+
+/** Clicks a button as `user` and waits for the post to that click's response_url. */
+export async function clickButton(h: SlackHarness, user: string, actionId: string, value: string, blockId = 'x'): Promise<RecordedCall> {
+  const url = h.slack.responseUrl();
+  const id = url.slice(url.lastIndexOf('/') + 1);
+  await h.sender.blockAction({ user, actionId, value, blockId, responseUrl: url });
+  return h.slack.waitForCall('response_url', (x) => x.args.responseUrlId === id);
+}
 
 export interface ControlSlack {
   h: SlackHarness;
@@ -44,11 +87,12 @@ export interface ControlSlack {
   drill: DrillRunner;
   alerts: SlackAlertSink;
   /** Sends a signed slash command and returns the first response_url post. */
-  command(user: string, command: string, text: string, channel?: string): Promise<{ status: number; replies: () => RecordedCall[]; next(n?: number): Promise<RecordedCall> }>;
+  command(user: string, command: string, text: string, channel?: string): Promise<SentCommand>;
   close(): Promise<void>;
 }
 
-export async function startControlSlack(): Promise<ControlSlack> {
+export async function startControlSlack(opts: { policyText?: string } = {}): Promise<ControlSlack> {
+  const policyText = opts.policyText ?? SLACK_CONTROL_POLICY;
   const dir = mkdtempSync(join(tmpdir(), 'warden-ctl-slack-'));
   const dbPath = join(dir, 'warden.db');
   const db = openDb(dbPath);
@@ -56,7 +100,7 @@ export async function startControlSlack(): Promise<ControlSlack> {
   const ks = new KillSwitch({ db, audit });
   ks.start();
   const { parsePolicy } = await import('../../src/policy/index.ts');
-  const policy = parsePolicy(SLACK_CONTROL_POLICY, 'policy.yml');
+  const policy = parsePolicy(policyText, 'policy.yml');
   const gwApprovals = new ApprovalService({ db, audit, policy, logger: silentLogger() });
   const gateway = await startGateway({ policy, db, audit, approvals: gwApprovals, halt: ks, alerts: { alert() {} }, logger: silentLogger(), host: '127.0.0.1', port: 0 });
   let poster: SlackChannelPoster | undefined;
@@ -71,7 +115,7 @@ export async function startControlSlack(): Promise<ControlSlack> {
     alerts: { alert: (a) => alerts.alert(a) },
     report: (r) => drillReportPoster(poster!, policy, buildDrillReport)(r),
   });
-  const h = await startSlackHarness({ dbPath, policyYaml: SLACK_CONTROL_POLICY, appOptions: { control: { killSwitch: ks, drill } } });
+  const h = await startSlackHarness({ dbPath, policyYaml: policyText, appOptions: { control: { killSwitch: ks, drill } } });
   poster = new SlackChannelPoster(h.app.client);
   const alerts = new SlackAlertSink({ client: h.app.client, policy });
   const offEffects = wireHaltEffects({ killSwitch: ks, approvals: h.approvals, alerts, actOnRemote: true });
@@ -84,25 +128,7 @@ export async function startControlSlack(): Promise<ControlSlack> {
     gateway,
     drill,
     alerts,
-    async command(user, command, text, channel = 'C0TEST') {
-      const url = h.slack.responseUrl();
-      const id = url.slice(url.lastIndexOf('/') + 1);
-      const res = await h.sender.command({ command, text, user, channel, responseUrl: url });
-      const replies = () => h.slack.callsOf('response_url').filter((c) => c.args.responseUrlId === id);
-      return {
-        status: res.status,
-        replies,
-        async next(n = 1) {
-          const deadline = Date.now() + 20_000;
-          while (Date.now() < deadline) {
-            const r = replies();
-            if (r.length >= n) return r[n - 1]!;
-            await new Promise((res) => setTimeout(res, 10));
-          }
-          throw new Error(`no reply #${n} to ${command} ${text}`);
-        },
-      };
-    },
+    command: (user, command, text, channel) => sendSlashCommand(h, user, command, text, channel),
     async close() {
       offEffects();
       await h.close();

@@ -19,10 +19,16 @@
  *
  * Implemented methods: api.test, auth.test, chat.postMessage, chat.update,
  * chat.delete, chat.postEphemeral, views.open, views.update, views.publish,
- * conversations.info, users.info, files.getUploadURLExternal, the upload URL
+ * conversations.info, conversations.open, users.info, files.getUploadURLExternal, the upload URL
  * it hands out, files.completeUploadExternal; plus response_url endpoints
  * (`slack.responseUrl()` makes one; posts to it are recorded as method
  * 'response_url'). Unknown methods answer {ok:false, error:'unknown_method'}.
+ *
+ * conversations.open with `users=U1` answers the DM id `dmChannelId('U1')`
+ * (`DU1`: deterministic, so tests can expect it; the same id on every open,
+ * `already_open` after the first); several users get a G… group DM. Opened
+ * DMs exist for later calls (postMessage, files.completeUploadExternal) even
+ * when `channels` restricts the others.
  *
  * Limits enforced (answer {ok:false, error:'invalid_blocks'} with the reasons
  * in response_metadata.messages): 50 blocks per message, 100 per view;
@@ -104,6 +110,11 @@ export interface SlackApiServer {
   clearFailures(): void;
   reset(): void;
   close(): Promise<void>;
+}
+
+/** The DM channel the local server opens with one user (conversations.open users=<id>). */
+export function dmChannelId(user: string): string {
+  return `D${user}`;
 }
 
 const JSON_FIELDS = new Set(['blocks', 'attachments', 'view', 'files', 'metadata']);
@@ -264,7 +275,8 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
     seq += 1;
     return `${Math.floor(Date.now() / 1000)}.${String(seq).padStart(6, '0')}`;
   };
-  const channelExists = (c: unknown) => typeof c === 'string' && c.length > 0 && (!channels || channels.has(c));
+  const opened = new Set<string>();
+  const channelExists = (c: unknown) => typeof c === 'string' && c.length > 0 && (!channels || channels.has(c) || opened.has(c));
   const invalidBlocks = (errors: string[]) => ({ ok: false, error: 'invalid_blocks', errors, response_metadata: { messages: errors.map((e) => `[ERROR] ${e}`) } });
 
   function takeFailure(method: string): FailureSpec | undefined {
@@ -334,6 +346,24 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       case 'conversations.info':
         if (!channelExists(args.channel)) return { ok: false, error: 'channel_not_found' };
         return { ok: true, channel: { id: args.channel, name: `channel-${String(args.channel).toLowerCase()}`, is_channel: true, is_member: true } };
+      case 'conversations.open': {
+        // Slack: `users` (comma-separated ids) opens or finds a DM; `channel` resumes one already opened.
+        if (typeof args.channel === 'string' && args.channel) {
+          if (!opened.has(args.channel)) return { ok: false, error: 'channel_not_found' };
+          return { ok: true, no_op: true, already_open: true, channel: { id: args.channel } };
+        }
+        const ids = typeof args.users === 'string' ? args.users.split(',').map((u) => u.trim()).filter(Boolean) : [];
+        if (ids.length === 0) return { ok: false, error: 'users_list_not_supplied' };
+        if (ids.length > 8) return { ok: false, error: 'too_many_users' };
+        for (const id of ids) {
+          if (!/^[UW][A-Z0-9]{2,}$/.test(id) || (options.users && !users[id])) return { ok: false, error: 'user_not_found' };
+        }
+        const sorted = [...new Set(ids)].sort();
+        const id = sorted.length === 1 ? dmChannelId(sorted[0]!) : `G${sorted.join('')}`;
+        const already = opened.has(id);
+        opened.add(id);
+        return { ok: true, ...(already ? { no_op: true, already_open: true } : {}), channel: { id } };
+      }
       case 'users.info': {
         const u = users[args.user as string];
         if (!u) return { ok: false, error: 'user_not_found' };
@@ -496,6 +526,7 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       failures.length = 0;
       store.clear();
       uploads.clear();
+      opened.clear();
     },
     close: () =>
       new Promise<void>((resolve, reject) => {

@@ -67,12 +67,17 @@ export function buildAuditResults(opts: {
   nextCursor?: number | undefined;
   page: number;
   policy?: Policy | undefined;
+  /** The agents the asker may see, when not all: said in the header so an empty page is not misread. */
+  scope?: readonly string[] | undefined;
 }): SlackMessage {
   const rows = opts.rows.slice(0, AUDIT_PAGE_SIZE);
   const blocks: KnownBlock[] = [
     { type: 'header', text: plainText(`Audit${opts.page > 1 ? ` — page ${opts.page}` : ''}`, SlackLimits.headerText) },
     { type: 'context', elements: [mrkdwnText(`Query: \`${escapeMrkdwn(truncate(opts.query || '(everything)', 1500))}\` · ${rows.length} row(s), newest first`, SlackLimits.contextText)] },
   ];
+  if (opts.scope) {
+    blocks.push({ type: 'context', elements: [mrkdwnText(`Limited to the agents you own or approve: ${scopeList(opts.scope)}`, SlackLimits.contextText)] });
+  }
   if (rows.length === 0) blocks.push({ type: 'section', text: mrkdwnText('No audit rows match.') });
   for (const row of rows) {
     const section: KnownBlock = { type: 'section', text: mrkdwnText(auditRowText(row, opts.policy)) };
@@ -108,6 +113,21 @@ export function buildAuditError(message: string, example: string): SlackMessage 
     blocks: [
       { type: 'section', text: mrkdwnText(`:x: ${escapeMrkdwn(truncate(message, 2000))}`) },
       { type: 'context', elements: [mrkdwnText(`Example: \`/audit ${escapeMrkdwn(example)}\` · add \`format:csv\` for a file`, SlackLimits.contextText)] },
+    ],
+  };
+}
+
+function scopeList(agents: readonly string[]): string {
+  return truncate(agents.map((a) => `\`${escapeMrkdwn(truncate(a, 100))}\``).join(', '), 2500);
+}
+
+/** /audit refused: who may audit is the policy's call, so the reason names the policy field. */
+export function buildAuditRefusal(reason: string): SlackMessage {
+  return {
+    text: `Not allowed: ${truncate(reason, 500)}`,
+    blocks: [
+      { type: 'section', text: mrkdwnText(`:no_entry: Not allowed: ${truncate(reason, 2500)}`) },
+      { type: 'context', elements: [mrkdwnText('Who may read the audit trail from Slack is set by `control.auditors` in the policy.', SlackLimits.contextText)] },
     ],
   };
 }

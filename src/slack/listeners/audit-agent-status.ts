@@ -1,24 +1,40 @@
 import type { App, BlockAction, ButtonAction } from '@slack/bolt';
+import { canAuditAgent } from '../../control/authorize.ts';
 import { KillSwitch } from '../../control/kill-switch.ts';
 import { agentStatuses } from '../../control/status.ts';
 import { describeError } from '../../errors.ts';
 import { buildAgentsStatus } from '../blocks/agents.ts';
-import { AUDIT_AGENT_STATUS_ACTION_ID } from '../blocks/audit.ts';
+import { AUDIT_AGENT_STATUS_ACTION_ID, buildAuditRefusal } from '../blocks/audit.ts';
+import { truncate } from '../blocks/text.ts';
 import type { SlackDeps } from '../deps.ts';
+import { auditRefusal, slackAuditAccess } from './audit-access.ts';
 
 /**
  * "Agent status" beside an /audit row: the second hop from a row to the
  * agent and its owner (the `/agents status AGENT` view), as a new ephemeral
- * message so the results stay where they were.
+ * message so the results stay where they were. The agent in the value is
+ * client-supplied: the clicker must be allowed that agent's audit rows.
  */
 export function registerAuditAgentStatus(app: App, deps: SlackDeps): void {
-  app.action<BlockAction<ButtonAction>>(new RegExp(`^${AUDIT_AGENT_STATUS_ACTION_ID}(:\\d+)?$`), async ({ ack, action, respond }) => {
+  app.action<BlockAction<ButtonAction>>(new RegExp(`^${AUDIT_AGENT_STATUS_ACTION_ID}(:\\d+)?$`), async ({ ack, action, body, respond }) => {
     await ack();
     const agent = action.value ?? '';
+    const { actor, access } = slackAuditAccess(deps, body.user.id);
+    const refuse = async (reason: string) => {
+      await auditRefusal(deps, actor, 'agent_status', reason, { agent: truncate(agent, 100) });
+      const m = buildAuditRefusal(reason);
+      await respond({ response_type: 'ephemeral', replace_original: false, text: m.text, blocks: m.blocks }).catch((err: unknown) =>
+        deps.logger.warn({ err: describeError(err) }, 'refusal for an agent status click not delivered'),
+      );
+    };
+    if (!access.ok) return await refuse(access.reason);
+    // Checked before the name is echoed in any reply: the value is whatever the client sent.
     if (!deps.db || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(agent)) {
       await respond({ response_type: 'ephemeral', replace_original: false, text: 'This button does not name a valid agent.' });
       return;
     }
+    const authz = canAuditAgent(access, agent);
+    if (!authz.ok) return await refuse(authz.reason);
     try {
       // Without a running kill switch, one read of control_state is as good: it is the truth.
       const ks = deps.control?.killSwitch ?? new KillSwitch({ db: deps.db, audit: deps.audit });

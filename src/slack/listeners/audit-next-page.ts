@@ -1,22 +1,43 @@
 import type { App, BlockAction, ButtonAction } from '@slack/bolt';
 import { parseQuery, runQuery, QUERY_EXAMPLE } from '../../audit/index.ts';
+import { scopeAuditQuery } from '../../control/authorize.ts';
 import { describeError, isWardenError } from '../../errors.ts';
-import { AUDIT_NEXT_PAGE_ACTION_ID, AUDIT_PAGE_SIZE, buildAuditError, buildAuditResults, decodePageState } from '../blocks/audit.ts';
+import { AUDIT_NEXT_PAGE_ACTION_ID, AUDIT_PAGE_SIZE, buildAuditError, buildAuditRefusal, buildAuditResults, decodePageState } from '../blocks/audit.ts';
+import { truncate } from '../blocks/text.ts';
 import type { SlackDeps } from '../deps.ts';
+import { auditRefusal, slackAuditAccess } from './audit-access.ts';
 
-/** "Next page" under /audit results: the button carries the query and the cursor; the page replaces the old one. */
+/**
+ * "Next page" under /audit results: the button carries the query and the
+ * cursor; the page replaces the old one. The value is client-supplied, so the
+ * clicker is authorised again and the query re-scoped exactly as /audit does:
+ * a forged or forwarded value reads no more than its clicker could type.
+ */
 export function registerAuditNextPage(app: App, deps: SlackDeps): void {
-  app.action<BlockAction<ButtonAction>>(AUDIT_NEXT_PAGE_ACTION_ID, async ({ ack, action, respond }) => {
+  app.action<BlockAction<ButtonAction>>(AUDIT_NEXT_PAGE_ACTION_ID, async ({ ack, action, body, respond }) => {
     await ack();
-    const state = decodePageState(action.value ?? '');
-    if (!state || !deps.db) {
-      await respond({ response_type: 'ephemeral', replace_original: false, text: 'This button no longer carries a valid page; run the /audit query again.' });
+    if (!deps.db) {
+      await respond({ response_type: 'ephemeral', replace_original: false, text: 'The audit trail is not available in this Warden process.' });
       return;
     }
+    const { actor, access } = slackAuditAccess(deps, body.user.id);
+    const refuse = async (reason: string, detail: Record<string, unknown>) => {
+      await auditRefusal(deps, actor, 'next_page', reason, detail);
+      const m = buildAuditRefusal(reason);
+      await respond({ response_type: 'ephemeral', replace_original: false, text: m.text, blocks: m.blocks });
+    };
     try {
-      const q = parseQuery(state.q, deps.clock.now());
-      const page = runQuery(deps.db, { ...q, limit: Math.min(q.limit, AUDIT_PAGE_SIZE) }, { before: state.before });
-      const m = buildAuditResults({ query: state.q, rows: page.rows, nextCursor: page.nextCursor, page: state.page, policy: deps.policy() });
+      if (!access.ok) return await refuse(access.reason, { value: truncate(action.value ?? '', 500) });
+      const state = decodePageState(action.value ?? '');
+      if (!state) {
+        await respond({ response_type: 'ephemeral', replace_original: false, text: 'This button no longer carries a valid page; run the /audit query again.' });
+        return;
+      }
+      const scoped = scopeAuditQuery(parseQuery(state.q, deps.clock.now()), access);
+      if (!scoped.ok) return await refuse(scoped.reason, { query: truncate(state.q, 500), before: state.before });
+      const page = runQuery(deps.db, { ...scoped.query, limit: Math.min(scoped.query.limit, AUDIT_PAGE_SIZE) }, { before: state.before });
+      const scope = access.agents === 'all' ? undefined : access.agents;
+      const m = buildAuditResults({ query: state.q, rows: page.rows, nextCursor: page.nextCursor, page: state.page, policy: deps.policy(), scope });
       await respond({ response_type: 'ephemeral', replace_original: true, text: m.text, blocks: m.blocks });
     } catch (err) {
       const m = isWardenError(err, 'QUERY_INVALID') ? buildAuditError(err.message, QUERY_EXAMPLE) : undefined;

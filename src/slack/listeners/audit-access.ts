@@ -1,0 +1,27 @@
+import { actorLabel, auditAccess, type AuditAccess, type ControlActor } from '../../control/authorize.ts';
+import { describeError } from '../../errors.ts';
+import type { SlackDeps } from '../deps.ts';
+
+/** What the user tried: the command itself, its CSV export, or one of its buttons. */
+export type AuditAction = 'query' | 'export' | 'next_page' | 'agent_status';
+
+/**
+ * The Slack user's audit access under the live policy. Every /audit entry
+ * point (the command and both buttons) asks again on each use: a button's
+ * value is whatever the client sent, so it grants nothing by itself.
+ */
+export function slackAuditAccess(deps: SlackDeps, userId: string): { actor: ControlActor; access: AuditAccess } {
+  const actor: ControlActor = { kind: 'slack', userId };
+  return { actor, access: auditAccess(deps.policy(), actor) };
+}
+
+/**
+ * Records a refused /audit attempt as `audit.refused`, in the shape
+ * /agents uses for `control.refused`. Best effort: the refusal stands even
+ * if the row cannot be written, and the failure is logged.
+ */
+export async function auditRefusal(deps: SlackDeps, actor: ControlActor, action: AuditAction, reason: string, detail: Record<string, unknown> = {}): Promise<void> {
+  await deps.audit
+    .append({ event: 'audit.refused', decision: 'forbidden', reason, detail: { action, actor: actorLabel(actor), ...detail } })
+    .catch((err: unknown) => deps.logger.error({ err: describeError(err), action }, 'auditing a refused /audit attempt failed'));
+}
