@@ -219,3 +219,25 @@ describe('names and tool lists', () => {
     expect(visibleTools(full, 'support-triage', 'kb', ['search_kb'], { search_kb: { readOnlyHint: false } })).toEqual([]);
   });
 });
+
+describe('names an agent controls are never inherited members', () => {
+  const names = ['constructor', '__proto__', 'hasOwnProperty', 'toString', 'valueOf'];
+
+  it('denies prototype-named agents, servers and tools instead of throwing', () => {
+    for (const n of names) {
+      expect(decide(full, n, 'tickets', 'read_ticket', {})).toMatchObject({ kind: 'deny', code: 'unknown_agent' });
+      expect(decide(full, 'support-triage', n, 'read_ticket', {})).toMatchObject({ kind: 'deny', code: 'unknown_server' });
+      // An unknown tool on a granted server is unclassified: write + irreversible, so a read-only agent is refused.
+      expect(decide(full, 'support-triage', 'tickets', n, {})).toMatchObject({ kind: 'deny', code: 'out_of_scope' });
+      expect(classifyTool(full, 'tickets', n)).toEqual({ scope: 'write', consequence: 'irreversible' });
+      expect(classifyTool(full, n, n)).toEqual({ scope: 'write', consequence: 'irreversible' });
+    }
+  });
+
+  it('the loaded maps have no prototype to inherit from', () => {
+    expect(full.agents.constructor).toBeUndefined();
+    expect(full.servers.toString).toBeUndefined();
+    expect(full.servers.tickets!.tools.hasOwnProperty).toBeUndefined();
+    expect(full.agents['support-triage']!.scopes.valueOf).toBeUndefined();
+  });
+});

@@ -26,6 +26,11 @@ export function splitQualifiedName(name: string): { server: string; tool: string
   return { server: name.slice(0, i), tool: name.slice(i + SEP.length) };
 }
 
+/** A lookup that sees only the map's own keys: a name like `constructor` is unknown, not inherited. */
+function own<T>(map: Readonly<Record<string, T>> | undefined, key: string): T | undefined {
+  return map !== undefined && Object.hasOwn(map, key) ? map[key] : undefined;
+}
+
 export interface ClassifiedTool {
   tool: ToolClass;
   /** False when the policy does not list the tool (it then counts as write + irreversible). */
@@ -35,7 +40,7 @@ export interface ClassifiedTool {
 }
 
 export function classifyToolDetailed(policy: Policy, server: string, tool: string, annotations?: ToolAnnotations): ClassifiedTool {
-  const declared = policy.servers[server]?.tools[tool];
+  const declared = own(own(policy.servers, server)?.tools, tool);
   let scope = declared?.scope ?? 'write';
   let consequence: Consequence = declared?.consequence ?? 'irreversible';
   const tightenedBy: string[] = [];
@@ -78,14 +83,14 @@ export function decide(policy: Policy, agent: string, server: string, tool: stri
           : `${agent} is halted by the kill switch${why}; no tool calls run until an operator resumes it`,
     };
   }
-  const a = policy.agents[agent];
+  const a = own(policy.agents, agent);
   if (a === undefined) {
     return { kind: 'deny', code: 'unknown_agent', reason: `agent "${agent}" is not in the policy, so it may call no tools` };
   }
-  if (policy.servers[server] === undefined) {
+  if (own(policy.servers, server) === undefined) {
     return { kind: 'deny', code: 'unknown_server', reason: `server "${server}" is not in the policy, so no agent may call its tools` };
   }
-  const scopes = a.scopes[server] ?? [];
+  const scopes = own(a.scopes, server) ?? [];
   if (scopes.length === 0) {
     return { kind: 'deny', code: 'out_of_scope', reason: `${agent} has no scope on ${server}, so it may call none of its tools` };
   }

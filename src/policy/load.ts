@@ -11,7 +11,7 @@ import {
   type PolicyFile,
   type ServerBlock,
 } from './schema.ts';
-import type { AgentPolicy, ControlPolicy, Policy, ServerPolicy, ToolClass, Transport } from './types.ts';
+import type { AgentPolicy, ControlPolicy, Policy, Scope, ServerPolicy, ToolClass, Transport } from './types.ts';
 
 export const POLICY_DEFAULTS = {
   approvalTimeoutMs: 15 * 60_000,
@@ -279,7 +279,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
   const servers = normaliseServers(file.servers, env, report);
   const declaredServers = file.servers !== undefined;
 
-  const agents: Record<string, AgentPolicy> = {};
+  const agents: Record<string, AgentPolicy> = dict();
   for (const { block, path } of blocks) {
     if (agents[block.agent] !== undefined) {
       report([...path, 'agent'], `duplicate agent "${block.agent}"`);
@@ -316,7 +316,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
       channel: block.channel,
       approvers: block.approvers ?? [],
       reviewBy: block.review_by,
-      scopes: Object.fromEntries(Object.entries(block.mcp_scopes).map(([s, list]) => [s, [...new Set(list)]])),
+      scopes: Object.assign(dict<Scope[]>(), Object.fromEntries(Object.entries(block.mcp_scopes).map(([s, list]) => [s, [...new Set(list)]]))),
       approvalRequired: block.approval_required ?? [],
       approvalTimeoutMs: numberOr(block.approval_timeout, POLICY_DEFAULTS.approvalTimeoutMs),
       limits: {
@@ -337,12 +337,21 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
   return { servers, agents, control, source };
 }
 
+/**
+ * Maps keyed by names an agent controls (agent, server, tool) have no
+ * prototype, so `constructor` or `__proto__` is just an unknown name, never an
+ * inherited member that slips past a lookup.
+ */
+function dict<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
 function numberOr(value: unknown, fallback: number): number {
   return typeof value === 'number' ? value : fallback;
 }
 
 function normaliseServers(raw: Record<string, ServerBlock> | undefined, env: NodeJS.ProcessEnv, report: Report): Record<string, ServerPolicy> {
-  const servers: Record<string, ServerPolicy> = {};
+  const servers: Record<string, ServerPolicy> = dict();
   for (const [name, s] of Object.entries(raw ?? {})) {
     const path: PathSegment[] = ['servers', name];
     if (!SERVER_NAME_RE.test(name)) {
@@ -368,7 +377,7 @@ function normaliseServers(raw: Record<string, ServerBlock> | undefined, env: Nod
     } else {
       report(path, 'a server needs `command` (stdio child) or `url` (Streamable HTTP)');
     }
-    const tools: Record<string, ToolClass> = {};
+    const tools: Record<string, ToolClass> = dict();
     for (const [tool, t] of Object.entries(s.tools ?? {})) {
       if (!TOOL_NAME_RE.test(tool)) report([...path, 'tools', tool], 'tool names are letters, digits, "_", "-" or "."', true);
       // A write tool without a stated consequence is taken at its worst.
