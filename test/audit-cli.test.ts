@@ -69,6 +69,7 @@ describe('warden audit (CLI)', () => {
     const ok = await cli(['audit', 'verify', '--db', dbPath]);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toBe(`OK: 6 rows, head ${cp.head_hash}\n`);
+    expect(ok.stderr).toMatch(/checked against the keys they carry; pass --public-key/);
 
     // The attacker cuts the tail and the stored checkpoint too.
     const raw = new Database(dbPath);
@@ -76,6 +77,8 @@ describe('warden audit (CLI)', () => {
     raw.close();
     const blind = await cli(['audit', 'verify', '--db', dbPath]);
     expect(blind.stdout).toMatch(/^OK: 4 rows/);
+    // An OK without any checkpoint says it cannot see a cut tail.
+    expect(blind.stderr).toMatch(/no checkpoint was checked, so a cut tail cannot be detected/);
     const caught = await cli(['audit', 'verify', '--db', dbPath, '--checkpoint', `${cp.seq}:${cp.head_hash}`]);
     expect(caught.code).toBe(1);
     expect(caught.stdout).toMatch(/^BROKEN at seq 5 \(truncated\): /);

@@ -42,7 +42,7 @@ function wardenDb(): Db {
 function attacker(): Database.Database {
   const d = new Database(dbPath);
   handles.push(d);
-  d.exec('DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;');
+  d.exec('DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete; DROP TRIGGER IF EXISTS audit_append_at_end;');
   return d;
 }
 

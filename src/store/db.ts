@@ -28,6 +28,9 @@ export function openDb(path: string, options: OpenOptions = {}): Db {
     // FULL: a committed audit row survives power loss; group commit keeps it fast.
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
+    // REPLACE conflict resolution deletes rows; with recursive triggers on,
+    // that delete fires the audit's no-delete trigger instead of slipping past it.
+    db.pragma('recursive_triggers = ON');
     migrate(db, options.migrationsDir ?? DEFAULT_MIGRATIONS_DIR);
   }
   return db;

@@ -28,6 +28,12 @@ export function registerAuditVerify(program: Command): void {
         });
         if (report.ok) {
           process.stdout.write(`OK: ${report.count} rows, head ${report.head.hash}\n`);
+          // Say what the OK does not cover, so nobody reads more into it.
+          if (report.checkpointsChecked === 0) {
+            process.stderr.write('note: no checkpoint was checked, so a cut tail cannot be detected; pass --checkpoint SEQ:HASH from the compliance channel\n');
+          } else if (opts.publicKey === undefined) {
+            process.stderr.write('note: stored checkpoints were checked against the keys they carry; pass --public-key to require your signing key\n');
+          }
         } else {
           const p = report.firstProblem!;
           process.stdout.write(`BROKEN at seq ${p.seq} (${p.kind}): ${p.message}\n`);
