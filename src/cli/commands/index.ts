@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerAgentsControl } from './agents-control.ts';
+import { registerApprovals } from './approvals.ts';
 import { registerAgentsToken } from './agents-token.ts';
 import { registerAuditCheckpoint } from './audit-checkpoint.ts';
 import { registerAuditKeygen } from './audit-keygen.ts';
@@ -17,6 +18,7 @@ import { registerTools } from './tools.ts';
  */
 export function registerCommands(program: Command): void {
   registerAgentsControl(program);
+  registerApprovals(program);
   registerAgentsToken(program);
   registerAuditCheckpoint(program);
   registerAuditKeygen(program);

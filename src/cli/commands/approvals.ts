@@ -1,0 +1,79 @@
+import { userInfo } from 'node:os';
+import type { Command } from 'commander';
+import { ApprovalService } from '../../approvals/index.ts';
+import type { ApprovalRecord } from '../../approvals/types.ts';
+import { AuditLog } from '../../audit/index.ts';
+import { loadConfig } from '../../config/index.ts';
+import { WardenError } from '../../errors.ts';
+import { loadPolicyFile } from '../../policy/index.ts';
+import { openDb } from '../../store/db.ts';
+
+interface Opts {
+  db?: string;
+  policy?: string;
+}
+
+/**
+ * `warden approvals list|approve|reject`: decide held calls from a terminal,
+ * for a Warden without Slack or when Slack is down. The decision goes through
+ * the same service, authorisation and compare-and-set as a Slack click: the
+ * decider is named with --as (a Slack user id the policy lists as owner or
+ * approver) and the OS user is recorded beside it. The waiting gateway
+ * process sees the decision by polling the shared database.
+ */
+export function registerApprovals(program: Command): void {
+  const group = program.command('approvals').description('Held calls: list, approve or reject from the terminal');
+
+  const withDb = (c: Command) =>
+    c.option('--db <file>', 'SQLite database (default WARDEN_DB)').option('--policy <file>', 'policy file (default WARDEN_POLICY)');
+
+  withDb(group.command('list').description('Pending approvals, oldest first')).action(async (opts: Opts) => {
+    await withService(opts, async (service) => {
+      const rows = service.pending();
+      process.stdout.write(rows.length === 0 ? 'no pending approvals\n' : formatPending(rows));
+    });
+  });
+
+  for (const verb of ['approve', 'reject'] as const) {
+    withDb(
+      group
+        .command(`${verb} <id>`)
+        .description(verb === 'approve' ? 'Approve a held call (it then runs)' : 'Reject a held call (the agent gets the reason)')
+        .requiredOption('--as <user>', 'your Slack user id; it must be the agent’s owner or a listed approver')
+        .option('--reason <text>', verb === 'reject' ? 'why (required)' : 'a note for the audit trail'),
+    ).action(async (id: string, opts: Opts & { as: string; reason?: string }) => {
+      if (verb === 'reject' && !opts.reason?.trim()) throw new WardenError('INVALID_INPUT', '--reason is required to reject: the agent and the audit trail get it');
+      await withService(opts, async (service) => {
+        const who = userInfo().username;
+        const reason = [opts.reason?.trim(), `(decided from the CLI by OS user ${who})`].filter(Boolean).join(' ');
+        const result = await service.decide(id, opts.as, verb, reason);
+        if (!result.ok) {
+          throw new WardenError(result.code === 'not_found' ? 'NOT_FOUND' : result.code === 'forbidden' ? 'FORBIDDEN' : 'APPROVAL_CONFLICT', result.message);
+        }
+        process.stdout.write(`${id}: ${result.record.status} by ${opts.as}\n`);
+      });
+    });
+  }
+}
+
+async function withService(opts: Opts, run: (service: ApprovalService) => Promise<void>): Promise<void> {
+  const config = loadConfig(process.env);
+  const policy = loadPolicyFile(opts.policy ?? config.policyPath);
+  const db = openDb(opts.db ?? config.dbPath);
+  const audit = new AuditLog(db);
+  const service = new ApprovalService({ db, audit, policy });
+  try {
+    await run(service);
+  } finally {
+    await audit.close();
+    db.close();
+  }
+}
+
+function formatPending(rows: ApprovalRecord[]): string {
+  const lines = rows.map(
+    (r) =>
+      `${r.id}  ${r.agent}  ${r.server}__${r.tool}  requested ${new Date(r.requestedAt).toISOString()}  expires ${new Date(r.expiresAt).toISOString()}\n    args ${JSON.stringify(r.args)}`,
+  );
+  return lines.join('\n') + '\n';
+}
