@@ -6,6 +6,7 @@
  *   npx tsx bench/index.ts halt
  */
 import { performance } from 'node:perf_hooks';
+import { DEFAULT_MAX_TIME_TO_HALT_MS } from '../src/control/drill.ts';
 import { connectAgent, startWardenEnv } from '../test/support/control-env.ts';
 import { spawnChildGateway } from '../test/support/control-child.ts';
 
@@ -53,8 +54,9 @@ export async function run(): Promise<void> {
       `${name.padEnd(34)} n=${r.samples.length}  p50=${pct(r.samples, 50).toFixed(1)} ms  p99=${pct(r.samples, 99).toFixed(1)} ms  max=${r.samples[r.samples.length - 1]!.toFixed(1)} ms  (probe calls ${r.probes})\n`;
     process.stdout.write(line('halt → refused, other process', cross));
     process.stdout.write(line('halt → refused, same process', same));
-    const over = cross.samples.filter((s) => s > 250).length;
-    process.stdout.write(`cross-process samples over the 250 ms promise: ${over}/${cross.samples.length}\n`);
+    // The promise tests do not time (a shared machine makes that noise): measured here, and held by the drill.
+    const over = cross.samples.filter((s) => s > DEFAULT_MAX_TIME_TO_HALT_MS).length;
+    process.stdout.write(`cross-process samples over the ${DEFAULT_MAX_TIME_TO_HALT_MS} ms promise: ${over}/${cross.samples.length}\n`);
     await remote.close();
     await local.close();
   } finally {

@@ -208,20 +208,23 @@ describe('AnomalyDetector behind the real gateway', () => {
     try {
       const greedy = await connectAgent(env.db, env.gateway.url, 'greedy');
       for (let i = 0; i < 4; i++) expect((await greedy.call('slow__sleep', { ms: 0 })).isError).toBe(false);
-      await expect.poll(() => env.ks.check('greedy'), { timeout: 5000 }).toMatchObject({ actor: 'warden:anomaly' });
+      await expect.poll(() => env.ks.check('greedy'), { timeout: 15_000 }).toMatchObject({ actor: 'warden:anomaly' });
       const refused = await greedy.call('slow__sleep', { ms: 0 });
       expect(refused.isError).toBe(true);
       expect(refused.text).toMatch(/agent greedy halted by warden:anomaly: auto-halt on anomaly \(rate\)/);
       expect(alerts.alerts.find((a) => a.agent === 'greedy')).toMatchObject({ kind: 'anomaly', severity: 'critical' });
 
       const slowpoke = await connectAgent(env.db, env.gateway.url, 'slowpoke');
-      const running = slowpoke.call('slow__sleep', { ms: 4000, steps: 4 });
+      // A minute-long call, cancelled by the test once checked: "still running" never depends on how fast the alert came.
+      const cancel = new AbortController();
+      const running = slowpoke.client.callTool({ name: 'slow__sleep', arguments: { ms: 60_000, steps: 60 } }, undefined, { signal: cancel.signal, timeout: 120_000 });
       running.catch(() => {});
-      await expect.poll(() => alerts.alerts.find((a) => a.agent === 'slowpoke'), { timeout: 5000 }).toMatchObject({ kind: 'anomaly', detail: expect.objectContaining({ rule: 'long_run' }) });
+      await expect.poll(() => alerts.alerts.find((a) => a.agent === 'slowpoke'), { timeout: 15_000 }).toMatchObject({ kind: 'anomaly', detail: expect.objectContaining({ rule: 'long_run' }) });
       // Alerted while it was still running: the call has not completed yet.
       expect(env.db.prepare("SELECT count(*) AS n FROM audit WHERE agent = 'slowpoke' AND event = 'call.completed'").get()).toEqual({ n: 0 });
       // No auto_halt for this agent: an alert only.
       expect(env.ks.check('slowpoke')).toBeNull();
+      cancel.abort();
       await greedy.close();
       await slowpoke.close();
     } finally {

@@ -2,12 +2,12 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { drillTokensFromDb } from '../src/cli/commands/agents-control.ts';
 import { MemoryAlertSink } from '../src/control/alerts.ts';
-import { mcpCanaryConnector } from '../src/control/canary-client.ts';
 import { DrillRunner, drillOverdue, listDrills, type DrillResult } from '../src/control/drill.ts';
 import { wireHaltEffects } from '../src/control/halt-effects.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
 import { ControlScheduler } from '../src/control/scheduler.ts';
 import { AuditLog } from '../src/audit/log.ts';
+import { mcpCanaryConnector } from '../src/gateway/canary-client.ts';
 import { openDb } from '../src/store/db.ts';
 import { connectAgent, startWardenEnv, upstreamCounters, type WardenEnv } from './support/control-env.ts';
 
@@ -23,7 +23,12 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-function runner(opts: { alerts?: MemoryAlertSink; reports?: DrillResult[]; ks?: KillSwitch; stepTimeoutMs?: number } = {}) {
+/**
+ * These tests check what a drill does (halt, refusal, cancel, resume, record),
+ * not how fast: latency on a shared machine is noise, so the time-to-halt
+ * bound is lifted here and measured by bench/halt.ts instead.
+ */
+function runner(opts: { alerts?: MemoryAlertSink; reports?: DrillResult[]; ks?: KillSwitch; stepTimeoutMs?: number; maxTimeToHaltMs?: number } = {}) {
   return new DrillRunner({
     db: env.db,
     audit: env.audit,
@@ -37,11 +42,12 @@ function runner(opts: { alerts?: MemoryAlertSink; reports?: DrillResult[]; ks?: 
       opts.reports?.push(r);
     },
     stepTimeoutMs: opts.stepTimeoutMs,
+    maxTimeToHaltMs: opts.maxTimeToHaltMs ?? Infinity,
   });
 }
 
 describe('kill-switch drill through the real gateway', () => {
-  it('canary drill: halts, refuses at once, cancels the in-flight call, resumes, records and reports', async () => {
+  it('canary drill: halts, refuses, cancels the in-flight call, resumes, records and reports', async () => {
     const observer = await connectAgent(env.db, env.gateway.url, 'worker');
     const before = await upstreamCounters(observer);
     const reports: DrillResult[] = [];
@@ -52,6 +58,8 @@ describe('kill-switch drill through the real gateway', () => {
 
     expect(result.problems).toEqual([]);
     expect(result).toMatchObject({ ok: true, mode: 'canary', agent: 'warden-canary', inflightCancelled: true, restored: true });
+    // A refusal was observed (and timed); how long it took is bench/halt.ts's business.
+    expect(result.timeToHaltMs).toBeDefined();
     expect(result.timeToHaltMs).toBeGreaterThanOrEqual(0);
     expect(result.detail.refusal).toMatch(/halted by drill:/);
     expect(reports).toEqual([result]);
@@ -92,6 +100,8 @@ describe('kill-switch drill through the real gateway', () => {
     const result = await runner().run('org', 'cli:ops');
     expect(result.problems).toEqual([]);
     expect(result.ok).toBe(true);
+    expect(result.timeToHaltMs).toBeDefined();
+    expect(result.detail.refusal).toMatch(/all agents \(org-wide\) halted by drill:/);
     expect(env.ks.status()).toEqual([]);
     await env.audit.flush();
     const halt = env.db.prepare("SELECT detail FROM audit WHERE event = 'control.halt' ORDER BY seq DESC LIMIT 1").get() as { detail: string };
@@ -106,9 +116,11 @@ describe('kill-switch drill through the real gateway', () => {
     env.ks.stop();
     try {
       const alerts = new MemoryAlertSink();
-      const result = await runner({ ks: lonely, alerts, stepTimeoutMs: 800 }).run('canary');
+      // Short steps keep the test quick; 2 s is still ample for the probes before the halt on a loaded machine.
+      const result = await runner({ ks: lonely, alerts, stepTimeoutMs: 2000 }).run('canary');
       expect(result.ok).toBe(false);
-      expect(result.problems.join('\n')).toMatch(/not refused within 800 ms/);
+      expect(result.timeToHaltMs).toBeUndefined();
+      expect(result.problems.join('\n')).toMatch(/not refused within 2000 ms/);
       expect(result.problems.join('\n')).toMatch(/in-flight call was still running/);
       expect(alerts.alerts).toEqual([expect.objectContaining({ kind: 'drill_failed', severity: 'critical' })]);
       expect(listDrills(env.db, 1)[0]).toMatchObject({ ok: false });
@@ -120,11 +132,24 @@ describe('kill-switch drill through the real gateway', () => {
     expect(env.ks.check('warden-canary')).toBeNull();
   });
 
+  it('fails a drill whose first refusal came later than maxTimeToHaltMs, and says by how much', async () => {
+    // A bound no round trip can meet: the criterion, not the machine's speed, is under test.
+    const alerts = new MemoryAlertSink();
+    const result = await runner({ alerts, maxTimeToHaltMs: 0.001 }).run('canary');
+    expect(result.ok).toBe(false);
+    expect(result.timeToHaltMs).toBeDefined();
+    expect(result.problems).toEqual([expect.stringMatching(/^first refusal took \d+ ms, over 0\.001 ms$/)]);
+    // Everything else about the drill held.
+    expect(result).toMatchObject({ inflightCancelled: true, restored: true });
+    expect(alerts.alerts).toEqual([expect.objectContaining({ kind: 'drill_failed', severity: 'critical' })]);
+    expect(env.ks.check('warden-canary')).toBeNull();
+  });
+
   it('refuses to start a second drill while one runs', async () => {
     const r = runner();
     const first = r.run('canary');
     await expect(r.run('canary')).rejects.toThrow(/already running/);
-    expect((await first).ok).toBe(true);
+    expect((await first).problems).toEqual([]);
   });
 });
 
@@ -132,10 +157,11 @@ describe('drill schedule (node-cron, fake timers)', () => {
   it('runs the monthly drill at its cron time and alerts when the last good drill is overdue', async () => {
     // Fake Date and timers, but let them advance with real time so the real gateway and child process keep working.
     vi.useFakeTimers({ shouldAdvanceTime: true, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
-    // The first of next month (after every drill the tests above ran on real time), just before 09:00.
+    // The first of next month (after every drill the tests above ran on real time), 10 s before 09:00:
+    // fake time also advances with real time, so the margin must outlast a slow, busy machine.
     const real = new Date();
     const firstOfMonth = Date.UTC(real.getUTCFullYear(), real.getUTCMonth() + 1, 1);
-    vi.setSystemTime(firstOfMonth + 9 * 3_600_000 - 2000);
+    vi.setSystemTime(firstOfMonth + 9 * 3_600_000 - 10_000);
     const alerts = new MemoryAlertSink();
     const reports: DrillResult[] = [];
     const scheduler = new ControlScheduler({ db: env.db, policy: env.policy, alerts, drill: runner({ reports, alerts }), timezone: 'Etc/UTC', overdueCheckSchedule: '0 * * * *' });
@@ -143,9 +169,9 @@ describe('drill schedule (node-cron, fake timers)', () => {
     try {
       expect(scheduler.jobs).toEqual(['drill', 'drill-overdue']);
       const drillsBefore = listDrills(env.db, 100).length;
-      await vi.advanceTimersByTimeAsync(1500);
+      await vi.advanceTimersByTimeAsync(5000);
       expect(reports).toHaveLength(0);
-      await vi.advanceTimersByTimeAsync(1000);
+      await vi.advanceTimersByTimeAsync(6000);
       await vi.waitFor(() => expect(reports).toHaveLength(1), { timeout: 15_000 });
       expect(reports[0]).toMatchObject({ ok: true, detail: expect.objectContaining({ actor: 'warden:scheduler' }) });
       expect(listDrills(env.db, 100)).toHaveLength(drillsBefore + 1);
@@ -198,8 +224,10 @@ control:
         tokens: drillTokensFromDb(own.db),
         connector: mcpCanaryConnector,
         alerts: new MemoryAlertSink(),
+        maxTimeToHaltMs: Infinity,
       }).run('canary');
       expect(result.problems).toEqual([]);
+      expect(result.timeToHaltMs).toBeDefined();
       expect(result).toMatchObject({ ok: true, inflightCancelled: true, restored: true, detail: expect.objectContaining({ tools: { slow: 'canary__sleep', probe: 'canary__sleep' } }) });
     } finally {
       await own.close();

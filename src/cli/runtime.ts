@@ -3,10 +3,12 @@ import { AuditLog } from '../audit/index.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Config } from '../config/index.ts';
 import { fanOut, LogAlertSink } from '../control/alerts.ts';
-import { mcpCanaryConnector } from '../control/canary-client.ts';
 import { drillReportPoster } from '../control/drill.ts';
 import { createControlPlane, type ControlPlane } from '../control/plane.ts';
+import { recoverAbandonedCalls } from '../control/recovery.ts';
 import type { AlertSink } from '../control/types.ts';
+import { describeError } from '../errors.ts';
+import { mcpCanaryConnector } from '../gateway/canary-client.ts';
 import { createAgentToken, revokeAgentToken, startGateway, type GatewayHandle } from '../gateway/index.ts';
 import type { Logger } from '../logger.ts';
 import { PolicyStore } from '../policy/index.ts';
@@ -64,6 +66,9 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     closers.push(() => approvals.close());
     const abandoned = await approvals.recover();
     if (abandoned > 0) logger.warn({ abandoned }, 'approvals left pending by a previous process were marked abandoned');
+    // After approvals.recover(): a held call whose approval it just abandoned is no longer "still waiting".
+    const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger });
+    if (dangling.length > 0) logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
 
     let gateway: GatewayHandle | undefined;
     const control = createControlPlane({
@@ -141,7 +146,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
           try {
             await close();
           } catch (err) {
-            logger.warn({ err }, 'error while shutting down');
+            logger.warn({ err: describeError(err) }, 'error while shutting down');
           }
         }
         await audit.close();

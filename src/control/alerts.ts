@@ -1,3 +1,4 @@
+import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Alert, AlertSink } from './types.ts';
@@ -43,7 +44,7 @@ export class FanOutAlertSink implements AlertSink {
       try {
         sink.alert(alert);
       } catch (err) {
-        this.#logger?.error({ err, kind: alert.kind }, 'alert sink threw');
+        this.#logger?.error({ err: describeError(err), kind: alert.kind }, 'alert sink threw');
       }
     }
   }

@@ -1,4 +1,5 @@
 import { systemClock, type Clock } from '../clock.ts';
+import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
 import type { AuditSink } from '../audit/types.ts';
@@ -117,7 +118,7 @@ export class AnomalyDetector {
       this.#readTail();
       this.#checkOpenCalls(this.#clock.now());
     } catch (err) {
-      this.#logger.error({ err }, 'anomaly tick failed');
+      this.#logger.error({ err: describeError(err) }, 'anomaly tick failed');
     }
   }
 
@@ -246,18 +247,18 @@ export class AnomalyDetector {
       detail: { rule, count: facts.count, limit: facts.limit, windowMs: facts.windowMs, autoHalted: autoHalt },
     });
     this.#audit?.append({ event: 'anomaly', agent, callId, decision: rule, reason: text, detail: { count: facts.count, limit: facts.limit, windowMs: facts.windowMs, autoHalted: autoHalt } }).catch((err: unknown) => {
-      this.#logger.error({ err }, 'auditing anomaly failed');
+      this.#logger.error({ err: describeError(err) }, 'auditing anomaly failed');
     });
     if (autoHalt) {
       this.#kill!.halt({ scope: 'agent', agent, reason: `auto-halt on anomaly (${rule}): ${text}`, actor: 'warden:anomaly' }).catch((err: unknown) => {
-        this.#logger.error({ err, agent }, 'auto-halt failed');
+        this.#logger.error({ err: describeError(err), agent }, 'auto-halt failed');
       });
     }
     for (const l of this.#listeners) {
       try {
         l(event);
       } catch (err) {
-        this.#logger.error({ err }, 'anomaly listener threw');
+        this.#logger.error({ err: describeError(err) }, 'anomaly listener threw');
       }
     }
   }

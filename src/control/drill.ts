@@ -66,11 +66,14 @@ export interface DrillOptions {
   logger?: Logger | undefined;
   /** Which canary tools to use; discovered from the canary's tool list when absent. */
   tools?: DrillToolPlan | undefined;
-  /** Halt must be observed within this (the kill switch's promise to other processes). Default 250 ms. */
+  /** Halt must be observed within this, or the drill fails. Default DEFAULT_MAX_TIME_TO_HALT_MS (250 ms). */
   maxTimeToHaltMs?: number | undefined;
   /** How long to wait for the refused probe, the cancelled in-flight call, and the post-resume probe. Default 5 s each. */
   stepTimeoutMs?: number | undefined;
 }
+
+/** The kill switch's promise to other processes: their calls are refused within this of a halt. */
+export const DEFAULT_MAX_TIME_TO_HALT_MS = 250;
 
 /** Known slow read tools, with arguments for a long call and a quick one. */
 const KNOWN_SLOW_TOOLS: { suffix: string; slow: Record<string, unknown>; quick: Record<string, unknown> }[] = [
@@ -136,7 +139,7 @@ export class DrillRunner {
     const problems: string[] = [];
     const detail: Record<string, unknown> = { actor, agent };
     const stepMs = this.#o.stepTimeoutMs ?? 5000;
-    const maxHaltMs = this.#o.maxTimeToHaltMs ?? 250;
+    const maxHaltMs = this.#o.maxTimeToHaltMs ?? DEFAULT_MAX_TIME_TO_HALT_MS;
     const ks = this.#o.killSwitch;
     const db = this.#o.db;
     db.prepare('INSERT INTO drills (id, mode, started_at) VALUES (?, ?, ?)').run(id, mode, startedAt);
@@ -277,7 +280,7 @@ export class DrillRunner {
         durationMs: finishedAt - startedAt,
         detail: { id, mode, timeToHaltMs, inflightCancelled, restored, actor },
       })
-      .catch((err: unknown) => this.#logger.error({ err }, 'auditing drill failed'));
+      .catch((err: unknown) => this.#logger.error({ err: describeError(err) }, 'auditing drill failed'));
     this.#logger.info({ id, mode, ok, timeToHaltMs, inflightCancelled, restored }, 'drill finished');
     if (!ok) {
       this.#o.alerts.alert({
@@ -289,7 +292,7 @@ export class DrillRunner {
       });
     }
     if (this.#o.report) {
-      await this.#o.report(result).catch((err: unknown) => this.#logger.error({ err }, 'posting drill report failed'));
+      await this.#o.report(result).catch((err: unknown) => this.#logger.error({ err: describeError(err) }, 'posting drill report failed'));
     }
     return result;
   }

@@ -1,3 +1,4 @@
+import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { AlertSink, HaltState } from './types.ts';
 import type { KillSwitch } from './kill-switch.ts';
@@ -42,7 +43,7 @@ export function wireHaltEffects(opts: HaltEffectsOptions): () => void {
         try {
           cancelled = await opts.approvals.cancelPending(state.scope === 'org' ? {} : { agent: state.agent! }, `halted by ${state.actor}: ${state.reason}`);
         } catch (err) {
-          logger.error({ err, scope: state.scope, agent: state.agent }, 'cancelling pending approvals after halt failed');
+          logger.error({ err: describeError(err), scope: state.scope, agent: state.agent }, 'cancelling pending approvals after halt failed');
         }
       }
       const drill = isDrillActor(state.actor);

@@ -6,6 +6,7 @@ export { wireHaltEffects, isDrillActor, type HaltEffectsOptions, type PendingApp
 export { agentStatuses, daysUntilReview, type AgentStatus } from './status.ts';
 export { AnomalyDetector, type AnomalyEvent, type AnomalyOptions, type AnomalyRule } from './anomaly.ts';
 export {
+  DEFAULT_MAX_TIME_TO_HALT_MS,
   DrillRunner,
   drillOverdue,
   drillReportPoster,
@@ -22,7 +23,7 @@ export {
   type DrillTokens,
   type DrillToolPlan,
 } from './drill.ts';
-export { mcpCanaryConnector } from './canary-client.ts';
 export { ControlScheduler, checkpointText, type ControlSchedulerOptions } from './scheduler.ts';
 export { createControlPlane, type ControlPlane, type ControlPlaneOptions } from './plane.ts';
 export { policyGetter, type PolicySource } from './policy-source.ts';
+export { recoverAbandonedCalls, recoveryGraceMs, ABANDONED_CALL_REASON, DEFAULT_RECOVERY_GRACE_MS, type CallRecoveryOptions, type RecoveredCall } from './recovery.ts';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.ts';
-import { WardenError } from '../errors.ts';
+import { WardenError, describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
 import type { AuditSink } from '../audit/types.ts';
@@ -201,7 +201,7 @@ export class KillSwitch implements HaltCheck {
       this.#pollFailures = 0;
     } catch (err) {
       // Keep polling: a transient lock or I/O error must not blind the switch for good.
-      if (this.#pollFailures++ % 100 === 0) this.#logger.error({ err }, 'kill switch poll failed');
+      if (this.#pollFailures++ % 100 === 0) this.#logger.error({ err: describeError(err) }, 'kill switch poll failed');
     }
   }
 
@@ -231,7 +231,7 @@ export class KillSwitch implements HaltCheck {
       try {
         l(state, info);
       } catch (err) {
-        this.#logger.error({ err }, 'halt listener threw');
+        this.#logger.error({ err: describeError(err) }, 'halt listener threw');
       }
     }
   }
@@ -241,7 +241,7 @@ export class KillSwitch implements HaltCheck {
       try {
         l(r, info);
       } catch (err) {
-        this.#logger.error({ err }, 'resume listener threw');
+        this.#logger.error({ err: describeError(err) }, 'resume listener threw');
       }
     }
   }

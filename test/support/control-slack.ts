@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { ApprovalService } from '../../src/approvals/index.ts';
 import { AuditLog } from '../../src/audit/log.ts';
 import { drillTokensFromDb } from '../../src/cli/commands/agents-control.ts';
-import { mcpCanaryConnector } from '../../src/control/canary-client.ts';
 import { DrillRunner, drillReportPoster } from '../../src/control/drill.ts';
 import { wireHaltEffects } from '../../src/control/halt-effects.ts';
 import { KillSwitch } from '../../src/control/kill-switch.ts';
+import { mcpCanaryConnector } from '../../src/gateway/canary-client.ts';
 import { startGateway, type GatewayHandle } from '../../src/gateway/index.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { SlackAlertSink, SlackChannelPoster } from '../../src/slack/alert-sink.ts';
@@ -114,6 +114,8 @@ export async function startControlSlack(opts: { policyText?: string } = {}): Pro
     connector: mcpCanaryConnector,
     alerts: { alert: (a) => alerts.alert(a) },
     report: (r) => drillReportPoster(poster!, policy, buildDrillReport)(r),
+    // Tests check what the drill reports, not its latency (bench/halt.ts measures that).
+    maxTimeToHaltMs: Infinity,
   });
   const h = await startSlackHarness({ dbPath, policyYaml: policyText, appOptions: { control: { killSwitch: ks, drill } } });
   poster = new SlackChannelPoster(h.app.client);

@@ -4,11 +4,11 @@ import { AuditLog } from '../../audit/log.ts';
 import { loadConfig } from '../../config/index.ts';
 import { actorLabel, canDrill, canHalt, canResume, type ControlActor } from '../../control/authorize.ts';
 import { LogAlertSink } from '../../control/alerts.ts';
-import { mcpCanaryConnector } from '../../control/canary-client.ts';
-import { DrillRunner, type DrillMode, type DrillResult, type DrillTokens } from '../../control/drill.ts';
+import { DEFAULT_MAX_TIME_TO_HALT_MS, DrillRunner, type DrillMode, type DrillResult, type DrillTokens } from '../../control/drill.ts';
 import { KillSwitch } from '../../control/kill-switch.ts';
 import { agentStatuses, type AgentStatus } from '../../control/status.ts';
 import { WardenError } from '../../errors.ts';
+import { mcpCanaryConnector } from '../../gateway/canary-client.ts';
 import { createAgentToken, revokeAgentToken } from '../../gateway/tokens.ts';
 import { createLogger } from '../../logger.ts';
 import { loadPolicyFile } from '../../policy/index.ts';
@@ -71,6 +71,13 @@ function open(opts: { db?: string; policy?: string }): Ctx {
       db.close();
     },
   };
+}
+
+/** Milliseconds, positive; a looser bound suits a loaded staging host, a tighter one a tuned deployment. */
+export function parseMaxTimeToHalt(text: string): number {
+  const ms = /^\d+(\.\d+)?$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(ms > 0)) throw new WardenError('INVALID_INPUT', `--max-time-to-halt must be a positive number of milliseconds, got "${text}"`);
+  return ms;
 }
 
 const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
@@ -162,9 +169,11 @@ export function registerAgentsControl(program: Command): void {
 
   common(agents.command('drill').argument('[mode]', 'canary (default) or org (halts every agent: maintenance windows only)', 'canary'))
     .option('--gateway-url <url>', 'the running gateway (default: http://WARDEN_HOST:WARDEN_PORT/mcp)')
+    .option('--max-time-to-halt <ms>', `fail the drill when the first refused call comes later than this after the halt (default ${DEFAULT_MAX_TIME_TO_HALT_MS})`)
     .description('Drill the kill switch through the running gateway and record the result')
-    .action(async (mode: string, opts: { db?: string; policy?: string; gatewayUrl?: string }) => {
+    .action(async (mode: string, opts: { db?: string; policy?: string; gatewayUrl?: string; maxTimeToHalt?: string }) => {
       if (mode !== 'canary' && mode !== 'org') throw new WardenError('INVALID_INPUT', `drill mode must be "canary" or "org", got "${mode}"`);
+      const maxTimeToHaltMs = opts.maxTimeToHalt === undefined ? undefined : parseMaxTimeToHalt(opts.maxTimeToHalt);
       const ctx = open(opts);
       try {
         const authz = canDrill(ctx.policy.control, ctx.actor);
@@ -179,6 +188,7 @@ export function registerAgentsControl(program: Command): void {
           tokens: drillTokensFromDb(ctx.db),
           connector: mcpCanaryConnector,
           alerts: new LogAlertSink(createLogger({ level: config.logLevel })),
+          maxTimeToHaltMs,
         });
         const result = await runner.run(mode as DrillMode, actorLabel(ctx.actor));
         process.stdout.write(formatDrillResult(result));

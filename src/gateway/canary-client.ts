@@ -1,12 +1,12 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { CanaryCallResult, CanaryConnection, CanaryConnector } from './drill.ts';
+import type { CanaryCallResult, CanaryConnection, CanaryConnector } from '../control/drill.ts';
 
 /**
  * The drill's agent: a real MCP client over Streamable HTTP, so a drill goes
  * through exactly the path production agents use (auth, policy, halt check,
- * upstream forwarding). This file is the drill's transport edge; drill.ts
- * only sees `CanaryConnection`.
+ * upstream forwarding). It lives at the MCP edge, not in control/, because
+ * services never import transports: drill.ts only sees `CanaryConnection`.
  */
 export const mcpCanaryConnector: CanaryConnector = {
   async connect(url: string, token: string): Promise<CanaryConnection> {

@@ -1,0 +1,137 @@
+import { systemClock, type Clock } from '../clock.ts';
+import { describeError } from '../errors.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import type { Db } from '../store/db.ts';
+import type { AuditSink } from '../audit/types.ts';
+import { policyGetter, type PolicySource } from './policy-source.ts';
+
+/** The `reason` of a recovered completion: what a compliance reader sees in place of a result. */
+export const ABANDONED_CALL_REASON = 'Warden stopped before the call finished';
+
+/** Floor of the grace window: well past any upstream timeout a sane policy sets. */
+export const DEFAULT_RECOVERY_GRACE_MS = 10 * 60_000;
+
+const DAY = 86_400_000;
+
+export interface CallRecoveryOptions {
+  db: Db;
+  audit: AuditSink;
+  /**
+   * Widens the grace window to the longest server `timeout_ms`, so a call
+   * another live process is still allowed to run is never declared dead.
+   */
+  policy?: PolicySource | undefined;
+  clock?: Clock | undefined;
+  logger?: Logger | undefined;
+  /** When this process started. Default: now. */
+  startedAt?: number | undefined;
+  /** A call is presumed dead only when it was released this long before `startedAt`. Default: see `recoveryGraceMs`. */
+  graceMs?: number | undefined;
+  /**
+   * How far back to look. Every start runs recovery, so older rows were seen
+   * by an earlier start; bounding the scan keeps start-up cheap on a large
+   * audit table. Default 30 days.
+   */
+  lookbackMs?: number | undefined;
+}
+
+export interface RecoveredCall {
+  callId: string;
+  agent: string | null;
+  server: string | null;
+  tool: string | null;
+  /** seq of the `call.decided` row left without a completion. */
+  decidedSeq: number;
+}
+
+/** max(10 min, the longest upstream timeout in the policy). */
+export function recoveryGraceMs(policy?: PolicySource): number {
+  if (!policy) return DEFAULT_RECOVERY_GRACE_MS;
+  const servers = Object.values(policyGetter(policy)().servers);
+  return Math.max(DEFAULT_RECOVERY_GRACE_MS, ...servers.map((s) => s.timeoutMs));
+}
+
+interface DanglingRow {
+  seq: number;
+  ts: number;
+  call_id: string;
+  agent: string | null;
+  owner: string | null;
+  server: string | null;
+  tool: string | null;
+  decision: string;
+}
+
+/**
+ * At start-up, closes the audit story of calls whose process died mid-call:
+ * a `call.decided` row (allow, or approve) with no `call.completed` gets one
+ * with decision `abandoned`, so every decided call ends in the trail.
+ *
+ * Several processes may share the database, and a row carries no process id,
+ * so "dead" is inferred: the call was released (decided, or for a held call,
+ * approved) more than a grace window before this process started, and a held
+ * call is not still waiting for a human (its approval is not pending;
+ * `ApprovalService.recover()` runs first and abandons the orphaned ones).
+ * A live call that keeps reporting progress can outlast any window (the
+ * upstream timeout restarts on progress); the grace is sized for calls that
+ * do not, and the row's detail says it was inferred (`recovered: true`).
+ * Idempotent: a recovered call has its completion and is not seen again.
+ * Two processes starting in the same instant could both recover one call;
+ * the second row is a duplicate of the first, not a contradiction.
+ */
+export async function recoverAbandonedCalls(opts: CallRecoveryOptions): Promise<RecoveredCall[]> {
+  const clock = opts.clock ?? systemClock;
+  const logger = opts.logger ?? silentLogger();
+  const startedAt = opts.startedAt ?? clock.now();
+  const graceMs = opts.graceMs ?? recoveryGraceMs(opts.policy);
+  const cutoff = startedAt - graceMs;
+  const since = cutoff - (opts.lookbackMs ?? 30 * DAY);
+  const { db } = opts;
+
+  const completed = db.prepare("SELECT 1 FROM audit WHERE call_id = ? AND event = 'call.completed' LIMIT 1");
+  const approval = db.prepare('SELECT status, decided_at FROM approvals WHERE call_id = ? ORDER BY requested_at DESC LIMIT 1');
+  const rows = db
+    .prepare(
+      `SELECT d.seq, d.ts, d.call_id, d.agent, d.owner, d.server, d.tool, d.decision
+         FROM audit d
+        WHERE d.event = 'call.decided' AND d.decision IN ('allow', 'approve') AND d.call_id IS NOT NULL
+          AND d.ts >= ? AND d.ts < ?
+          AND NOT EXISTS (SELECT 1 FROM audit c WHERE c.call_id = d.call_id AND c.event = 'call.completed')
+        ORDER BY d.seq`,
+    )
+    .all(since, cutoff) as DanglingRow[];
+
+  const recovered: RecoveredCall[] = [];
+  for (const row of rows) {
+    if (row.decision === 'approve') {
+      const a = approval.get(row.call_id) as { status: string; decided_at: number | null } | undefined;
+      // Still waiting for a human in a live process.
+      if (a?.status === 'pending') continue;
+      // Approved late, so it may have only just started running upstream. (Refused, expired or
+      // abandoned approvals never run: their missing completion means the process is gone.)
+      if (a?.status === 'approved' && (a.decided_at ?? row.ts) >= cutoff) continue;
+    }
+    // Re-checked per row, narrowing the window in which another starting process recovers the same call.
+    if (completed.get(row.call_id) !== undefined) continue;
+    try {
+      await opts.audit.append({
+        event: 'call.completed',
+        callId: row.call_id,
+        agent: row.agent ?? undefined,
+        owner: row.owner ?? undefined,
+        server: row.server ?? undefined,
+        tool: row.tool ?? undefined,
+        decision: 'abandoned',
+        reason: ABANDONED_CALL_REASON,
+        // No durationMs: nobody knows how long it ran, and a made-up one would feed the long-run anomaly rule.
+        detail: { recovered: true, decidedSeq: row.seq, decidedAt: row.ts, graceMs },
+        ts: clock.now(),
+      });
+      recovered.push({ callId: row.call_id, agent: row.agent, server: row.server, tool: row.tool, decidedSeq: row.seq });
+    } catch (err) {
+      // One row that cannot be written must not stop start-up or the others; the next start retries it.
+      logger.error({ err: describeError(err), callId: row.call_id }, 'recording an abandoned call failed');
+    }
+  }
+  return recovered;
+}
