@@ -26,6 +26,10 @@ export const ErrorCodes = {
   INVALID_INPUT: 'INVALID_INPUT',
   CONTROL_WRITE_FAILED: 'CONTROL_WRITE_FAILED',
   DRILL_IN_PROGRESS: 'DRILL_IN_PROGRESS',
+  /** The agent's connection or session went away while its call was held or running. */
+  CALL_ABANDONED: 'CALL_ABANDONED',
+  /** A Warden component failed unexpectedly; the operation was refused, not guessed. */
+  INTERNAL: 'INTERNAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

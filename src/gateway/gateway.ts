@@ -5,6 +5,7 @@ import type { AlertSink, HaltCheck } from '../control/types.ts';
 import type { Logger } from '../logger.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
+import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { HttpEdge } from './http.ts';
 import { PinStore } from './pins.ts';
 import { GatewayPipeline } from './pipeline.ts';
@@ -48,6 +49,12 @@ export interface StartGatewayOptions {
    * that window loses the completion row, never the call.decided row).
    */
   awaitCompletedAudit?: boolean | undefined;
+  /**
+   * Largest JSON text of one call's arguments, in bytes; larger calls are
+   * refused. Default 64 KiB, the audit log's default cap on stored args, so
+   * the trail always holds what was forwarded.
+   */
+  maxArgumentBytes?: number | undefined;
 }
 
 export interface GatewayHandle {
@@ -92,6 +99,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     logger,
     clock,
     awaitCompletedAudit: options.awaitCompletedAudit,
+    argumentLimits: { ...DEFAULT_ARGUMENT_LIMITS, ...(options.maxArgumentBytes !== undefined ? { maxBytes: options.maxArgumentBytes } : {}) },
   });
   const p = pipeline;
   const offPolicy = isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;

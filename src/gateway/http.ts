@@ -1,16 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { isInitializeRequest, isJSONRPCRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditSink } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import type { AlertSink } from '../control/types.ts';
-import { describeError } from '../errors.ts';
+import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { GatewayPipeline } from './pipeline.ts';
-import { createSessionServer } from './session.ts';
+import { findProtoKey } from './arguments.ts';
+import { SessionServer } from './session.ts';
 import type { TokenStore } from './tokens.ts';
 
 /**
@@ -39,9 +39,11 @@ interface Session {
   id: string;
   agent: string;
   transport: StreamableHTTPServerTransport;
-  server: Server;
+  mcp: SessionServer;
   lastSeen: number;
   active: number;
+  /** Why the session is ending, once we know: the reason its running calls are abandoned with. */
+  closing?: string | undefined;
 }
 
 export const MCP_PATH = '/mcp';
@@ -101,6 +103,14 @@ function jsonError(res: ServerResponse, status: number, code: number, message: s
 
 class BodyTooLarge extends Error {}
 
+/** The JSON-RPC request ids in a POST body (one message or a batch). */
+function requestIdsOf(body: unknown): RequestId[] {
+  const messages = Array.isArray(body) ? body : [body];
+  const ids: RequestId[] = [];
+  for (const m of messages) if (isJSONRPCRequest(m)) ids.push(m.id);
+  return ids;
+}
+
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
@@ -159,7 +169,7 @@ export class HttpEdge {
     this.#reaper = this.#o.clock.setInterval(() => this.#reap(), every);
     this.#reaper.unref?.();
     this.#offToolsChanged = this.#o.pipeline.onToolsChanged(() => {
-      for (const s of this.#sessions.values()) void s.server.sendToolListChanged().catch(() => {});
+      for (const s of this.#sessions.values()) void s.mcp.server.sendToolListChanged().catch(() => {});
     });
     return { url: `http://${host}:${port}${MCP_PATH}`, port };
   }
@@ -169,7 +179,8 @@ export class HttpEdge {
     this.#offToolsChanged?.();
     const sessions = [...this.#sessions.values()];
     this.#sessions.clear();
-    await Promise.allSettled(sessions.map((s) => s.server.close()));
+    for (const s of sessions) s.closing ??= 'Warden is shutting down';
+    await Promise.allSettled(sessions.map((s) => s.mcp.server.close()));
     await new Promise<void>((resolve) => {
       this.#http.close(() => resolve());
       this.#http.closeAllConnections();
@@ -224,6 +235,18 @@ export class HttpEdge {
       } catch {
         return jsonError(res, 400, -32700, 'Parse error: the body is not JSON');
       }
+      // A key can only be `__proto__` if the text spells it out or uses a \u escape: most bodies skip the walk.
+      const protoKey = text.includes('__proto__') || text.includes('\\u') ? findProtoKey(body) : null;
+      if (protoKey) {
+        const reason = `${protoKey} is a key named "__proto__"; Warden does not accept such keys anywhere in a request`;
+        this.#log.warn({ agent, path: protoKey }, 'refused a request carrying a __proto__ key');
+        try {
+          await this.#o.audit.append({ event: 'request.refused', agent, decision: 'deny', reason, detail: { code: 'prototype_key', path: protoKey } });
+        } catch (err) {
+          this.#log.error({ err: describeError(err) }, 'audit write failed for request.refused');
+        }
+        return jsonError(res, 400, -32600, `Invalid Request: ${reason}`);
+      }
     }
 
     if (typeof sid === 'string' && sid !== '') {
@@ -243,8 +266,8 @@ export class HttpEdge {
     if (!this.#makeRoom(agent)) {
       return jsonError(res, 429, -32000, `Too many sessions: agent ${agent} already has ${this.#o.maxSessionsPerAgent} active sessions`);
     }
-    const server = createSessionServer(this.#o.pipeline, agent, this.#log);
-    const session: Session = { id: '', agent, transport: undefined as unknown as StreamableHTTPServerTransport, server, lastSeen: this.#o.clock.now(), active: 0 };
+    const mcp = new SessionServer(this.#o.pipeline, agent, this.#log);
+    const session: Session = { id: '', agent, transport: undefined as unknown as StreamableHTTPServerTransport, mcp, lastSeen: this.#o.clock.now(), active: 0 };
     session.transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => {
@@ -253,22 +276,37 @@ export class HttpEdge {
         this.#log.info({ agent, session: id }, 'session opened');
       },
       onsessionclosed: (id) => {
+        // DELETE: the agent ended its session on purpose.
+        session.closing ??= 'the agent ended its session';
         this.#sessions.delete(id);
       },
     });
-    server.onclose = () => {
+    // Set before connect: the SDK chains it ahead of its own close handling,
+    // so running calls are abandoned with our reason before the SDK aborts
+    // them with none. Every way a session ends (DELETE, idle eviction, making
+    // room, shutdown) comes through here.
+    session.transport.onclose = () => {
       if (session.id) this.#sessions.delete(session.id);
+      const n = mcp.abortCalls(new WardenError('CALL_ABANDONED', session.closing ?? 'the agent session ended'));
+      if (n > 0) this.#log.info({ agent, session: session.id, calls: n, why: session.closing }, 'session ended with calls running: abandoned them');
     };
-    await server.connect(session.transport);
+    await mcp.server.connect(session.transport);
     return this.#serve(session, req, res, body);
   }
 
   async #serve(session: Session, req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
     session.lastSeen = this.#o.clock.now();
     session.active++;
+    // The requests this POST carries are answered on its response stream; if
+    // that connection goes away first, nobody is left to receive the answers.
+    const ids = requestIdsOf(body);
+    if (ids.length > 0) session.mcp.expect(ids);
     res.once('close', () => {
       session.active--;
       session.lastSeen = this.#o.clock.now();
+      if (ids.length === 0 || res.writableFinished) return;
+      const n = session.mcp.abortCalls(new WardenError('CALL_ABANDONED', "the agent's connection closed before the answer was sent"), ids);
+      if (n > 0) this.#log.info({ agent: session.agent, session: session.id, calls: n }, 'agent connection closed with calls running: abandoned them');
     });
     await session.transport.handleRequest(req, res, body);
   }
@@ -292,8 +330,9 @@ export class HttpEdge {
 
   #closeSession(s: Session, why: string): void {
     this.#sessions.delete(s.id);
+    s.closing ??= `Warden closed the agent's session (${why})`;
     this.#log.info({ agent: s.agent, session: s.id, why }, 'session closed');
-    void s.server.close().catch(() => {});
+    void s.mcp.server.close().catch(() => {});
   }
 
   async #authFailed(req: IncomingMessage, code: string, reason: string, agent?: string): Promise<void> {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import { argsHash } from '../approvals/canonical.ts';
 import type { ApprovalGate, ApprovalOutcome } from '../approvals/types.ts';
 import type { AuditEntry, AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
@@ -7,7 +8,8 @@ import type { AlertSink, HaltCheck, HaltState, Alert } from '../control/types.ts
 import { WardenError, describeError, isWardenError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.ts';
-import type { AgentPolicy, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
+import type { AgentPolicy, DecideContext, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
+import { argumentProblem, DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from './arguments.ts';
 import type { PinStore } from './pins.ts';
 import type { Catalogue, Upstreams } from './upstream.ts';
 
@@ -38,6 +40,8 @@ export interface PipelineOptions {
    * that window loses the completion row (call.decided is durable regardless).
    */
   awaitCompletedAudit?: boolean | undefined;
+  /** Arguments beyond these are refused (default DEFAULT_ARGUMENT_LIMITS). */
+  argumentLimits?: ArgumentLimits | undefined;
 }
 
 export interface CallInput {
@@ -59,6 +63,19 @@ interface InFlight {
   controller: AbortController;
 }
 
+/** What steps 1–3 conclude: refused (already audited), or admitted with the decision to act on. */
+type Admission =
+  | { kind: 'refused'; result: CallToolResult }
+  | {
+      kind: 'admitted';
+      agentPolicy: AgentPolicy;
+      server: string;
+      tool: string;
+      decision: Exclude<Decision, { kind: 'deny' }>;
+      annotations: ToolAnnotations | undefined;
+      upstreamTools: ReadonlySet<string>;
+    };
+
 interface PinState {
   hash: string;
   approved: boolean;
@@ -69,6 +86,10 @@ const UPSTREAM_ALERT_EVERY_MS = 60_000;
 /** Longest a call.completed row waits to share a commit with other rows. */
 const COMPLETED_LINGER_MS = 5;
 const COMPLETED_MAX_LINGERING = 256;
+/** How long close() waits for aborted calls to write their call.completed rows. */
+const CLOSE_WAIT_MS = 5_000;
+/** MCP tool names are at most 128 characters; a namespaced one, twice that at most. */
+const MAX_NAME_CHARS = 256;
 
 export function refusal(text: string): CallToolResult {
   return { content: [{ type: 'text', text }], isError: true };
@@ -79,6 +100,8 @@ export class GatewayPipeline {
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #inFlight = new Map<string, InFlight>();
+  /** Every callTool still running, so close() can let them write their last audit rows. */
+  readonly #running = new Set<Promise<CallToolResult>>();
   readonly #pinState = new Map<string, Map<string, PinState>>();
   readonly #toolsChanged = new Set<() => void>();
   readonly #lastUpstreamAlert = new Map<string, number>();
@@ -114,11 +137,24 @@ export class GatewayPipeline {
     }
   }
 
-  /** Stops listening for halts, aborts running calls and writes lingering rows. */
-  close(): Promise<void> {
+  /**
+   * Stops listening for halts, aborts running calls (their approvals become
+   * abandoned, their upstream requests are cancelled), waits briefly for them
+   * to record how they ended, and writes lingering rows.
+   */
+  async close(): Promise<void> {
     this.#offHalt();
-    for (const f of this.#inFlight.values()) f.controller.abort(new Error('the gateway is shutting down'));
-    return this.flushCompleted();
+    for (const f of this.#inFlight.values()) f.controller.abort(new WardenError('CALL_ABANDONED', 'Warden is shutting down'));
+    if (this.#running.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((resolve) => {
+        timer = this.#clock.setTimeout(resolve, CLOSE_WAIT_MS);
+        timer.unref?.();
+      });
+      await Promise.race([Promise.allSettled([...this.#running]), bound]);
+      if (timer) this.#clock.clearTimeout(timer);
+    }
+    await this.flushCompleted();
   }
 
   /**
@@ -198,59 +234,42 @@ export class GatewayPipeline {
     return tools;
   }
 
-  async callTool(input: CallInput): Promise<CallToolResult> {
+  /**
+   * Runs one tools/call. Policy outcomes (and every failure before the call
+   * is forwarded) come back as isError results; only protocol faults throw.
+   */
+  callTool(input: CallInput): Promise<CallToolResult> {
+    const run = this.#call(input);
+    this.#running.add(run);
+    const untrack = () => this.#running.delete(run);
+    run.then(untrack, untrack);
+    return run;
+  }
+
+  async #call(input: CallInput): Promise<CallToolResult> {
     const started = this.#clock.monotonic();
     const callId = `call_${randomUUID()}`;
     const { agent, name, args } = input;
-    const policy = this.#o.policy();
-    const agentPolicy = policy.agents[agent];
-    const owner = agentPolicy?.owner;
     const split = splitQualifiedName(name);
-    const server = split?.server;
-    const tool = split?.tool ?? name;
-    const base: CallFacts = { callId, agent, owner, server, tool, args };
+    const base: CallFacts = { callId, agent, server: split?.server, tool: split?.tool ?? name, args };
 
-    // 1. Kill switch: before anything else, from memory.
-    const halted = this.#o.halt.check(agent);
-    if (halted) {
-      const d = decide(policy, agent, server ?? '', tool, args, { halted: { scope: halted.scope, reason: haltReason(halted) } });
-      const reason = d.kind === 'deny' ? d.reason : haltReason(halted);
-      return this.#refuse(base, 'halted', reason, { code: 'halted', scope: halted.scope, actor: halted.actor }, false);
-    }
-    if (!split) {
+    // 1–3. Everything that decides whether the call may run. A check that
+    // throws is a check that failed: the call is refused, never waved through.
+    let admission: Admission;
+    try {
+      admission = await this.#admit(input, base, split);
+    } catch (err) {
+      this.#log.error({ err: describeError(err), callId, agent, tool: name }, 'a check failed while deciding a call: refusing it');
       return this.#refuse(
         base,
-        'deny',
-        `"${name}" is not a Warden tool name; tools are named <server>__<tool>, e.g. tickets__read_ticket (see tools/list)`,
-        { code: 'unknown_tool' },
-        true,
+        'error',
+        `Warden could not decide this call because one of its checks failed (${isWardenError(err) ? err.code : 'INTERNAL'}), so it was not run; try again later or ask an operator to look at the gateway log`,
+        { code: isWardenError(err) ? err.code : 'INTERNAL' },
+        false,
       );
     }
-    const sv = split.server;
-
-    // 2. Policy. Without the upstream's catalogue a denial is already final
-    // (annotations can only tighten), so refuse before touching the upstream.
-    let catalogue = this.#o.upstreams.cachedCatalogue(sv);
-    if (!catalogue) {
-      const pre = decide(policy, agent, sv, tool, args);
-      if (pre.kind === 'deny') return this.#refuse(base, 'deny', pre.reason, { code: pre.code }, true);
-      try {
-        catalogue = await this.#o.upstreams.catalogue(sv, input.signal);
-      } catch (err) {
-        if (input.signal.aborted) return this.#refuse(base, 'cancelled', 'the agent cancelled the call before it was decided', { code: 'cancelled' }, false);
-        const reason = `Warden could not reach upstream "${sv}": ${describeError(err)}`;
-        return this.#refuse(base, 'error', reason, { code: isWardenError(err) ? err.code : 'UPSTREAM_UNAVAILABLE' }, false);
-      }
-    }
-    const def = catalogue.byName.get(tool);
-    const decision: Decision = decide(policy, agent, sv, tool, args, { annotations: annotationsOf(def), upstreamTools: catalogue.names });
-    if (decision.kind === 'deny') return this.#refuse(base, 'deny', decision.reason, { code: decision.code }, true);
-
-    // 3. Pin: a changed definition is refused until re-approved.
-    if (!this.#pinApproved(sv, tool)) {
-      const reason = `${name} is blocked: its definition changed since it was approved, so Warden will not call it until an operator reviews the change (\`warden tools approve ${sv} ${tool}\`)`;
-      return this.#refuse(base, 'deny', reason, { code: 'pin_blocked' }, true);
-    }
+    if (admission.kind === 'refused') return admission.result;
+    const { agentPolicy, server: sv, tool, decision, annotations } = admission;
 
     // 4. Durable record of the decision before anything can happen upstream.
     try {
@@ -268,8 +287,8 @@ export class GatewayPipeline {
       return refusal(`Refused by Warden: the call could not be recorded in the audit trail (AUDIT_WRITE_FAILED), and Warden never runs a call it cannot record. Try again later.`);
     }
 
-    // One controller for the whole call: the agent's cancel, a halt and the
-    // upstream timeout all abort it, each with its own reason.
+    // One controller for the whole call: the agent's cancel or disconnect, a
+    // halt and the upstream timeout all abort it, each with its own reason.
     const controller = new AbortController();
     const signal = controller.signal;
     const onAgentAbort = () => controller.abort(input.signal.reason ?? new Error('cancelled by the agent'));
@@ -277,12 +296,12 @@ export class GatewayPipeline {
     else input.signal.addEventListener('abort', onAgentAbort, { once: true });
     this.#inFlight.set(callId, { agent, controller });
     const progress = new ProgressRelay(input.onProgress);
+    let approvalId: string | undefined;
+    let approver: string | undefined;
     try {
       // 5. A human decides, when the policy says so.
-      let approvalId: string | undefined;
-      let approver: string | undefined;
       if (decision.kind === 'approve') {
-        const outcome = await this.#requestApproval(callId, agentPolicy!, sv, tool, args, decision, signal, progress);
+        const outcome = await this.#requestApproval(callId, agentPolicy, sv, tool, args, decision, signal, progress);
         if (outcome.status !== 'approved') {
           const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason ?? outcome.status}`;
           await this.#completed(base, outcome.status, started, { reason, approver: outcome.approver, detail: { approvalId: outcome.approvalId } });
@@ -290,9 +309,27 @@ export class GatewayPipeline {
         }
         approvalId = outcome.approvalId;
         approver = outcome.approver;
+        // An approval covers the exact arguments a human saw, nothing else:
+        // anything but a matching hash (including none) is not that approval.
+        if (outcome.argsHash === undefined || outcome.argsHash !== argsHash(args)) {
+          const reason = `${name} was not run: the approval does not match these exact arguments`;
+          this.#log.error({ callId, approvalId, agent }, 'approved arguments do not match the call: refusing it');
+          await this.#completed(base, 'blocked', started, { reason, approver, detail: { approvalId, code: 'approval_mismatch' } });
+          await this.#reportOutcome(approvalId, false, reason);
+          return refusal(`Refused by Warden: ${reason}`);
+        }
+        // The wait can be long: a policy reload meanwhile may have taken the
+        // tool away, and an approval does not outrank the policy in force.
+        const now = this.#decideNow(this.#o.policy(), agent, sv, tool, args, { annotations, upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools });
+        if (now.kind === 'deny') {
+          const reason = `${name} was approved but not run: the policy changed while it waited and now refuses it (${now.reason})`;
+          await this.#completed(base, 'deny', started, { reason, approver, detail: { approvalId, code: now.code } });
+          await this.#reportOutcome(approvalId, false, reason);
+          return refusal(`Refused by Warden: ${reason}`);
+        }
       }
       // A halt may have landed while we waited.
-      const haltedNow = this.#o.halt.check(agent);
+      const haltedNow = this.#haltCheck(agent);
       if (haltedNow) throw haltError(haltedNow);
 
       // 6. Forward.
@@ -316,22 +353,123 @@ export class GatewayPipeline {
       return result;
     } catch (err) {
       if (err instanceof McpError) throw err;
-      const cancelledByAgent = input.signal.aborted;
-      const haltedErr = isWardenError(controller.signal.reason, 'HALTED') ? controller.signal.reason : isWardenError(err, 'HALTED') ? err : undefined;
+      const aborted = signal.aborted ? signal.reason : undefined;
+      const haltedErr = isWardenError(aborted, 'HALTED') ? aborted : isWardenError(err, 'HALTED') ? err : undefined;
+      const abandoned = isWardenError(aborted, 'CALL_ABANDONED') ? aborted : isWardenError(err, 'CALL_ABANDONED') ? err : undefined;
+      const cancelledByAgent = !haltedErr && !abandoned && input.signal.aborted;
       const pinBlocked = isWardenError(err, 'TOOL_PIN_MISMATCH') ? err : undefined;
-      const status = haltedErr || cancelledByAgent ? 'cancelled' : pinBlocked ? 'blocked' : 'error';
+      const internal = isWardenError(err, 'INTERNAL') ? err : undefined;
+      const status = haltedErr || cancelledByAgent ? 'cancelled' : abandoned ? 'abandoned' : pinBlocked ? 'blocked' : 'error';
       const reason = haltedErr
         ? `${name} was stopped: ${haltedErr.message}`
-        : cancelledByAgent
-          ? `${name} was cancelled by the agent`
-          : pinBlocked
-            ? pinBlocked.message
-            : `${name} failed upstream: ${describeError(err)}`;
-      await this.#completed(base, status, started, { reason, detail: { code: isWardenError(err) ? err.code : haltedErr ? 'HALTED' : undefined } });
-      return refusal(haltedErr || pinBlocked ? `Refused by Warden: ${reason}` : reason);
+        : abandoned
+          ? `${name} was abandoned: ${abandoned.message}`
+          : cancelledByAgent
+            ? `${name} was cancelled by the agent`
+            : pinBlocked
+              ? pinBlocked.message
+              : internal
+                ? `${name} was not run: ${internal.message}`
+                : `${name} failed upstream: ${describeError(err)}`;
+      const code = haltedErr ? 'HALTED' : abandoned ? 'CALL_ABANDONED' : isWardenError(err) ? err.code : undefined;
+      await this.#completed(base, status, started, { reason, approver, detail: { code, ...(approvalId ? { approvalId } : {}) } });
+      if (approvalId) await this.#reportOutcome(approvalId, false, reason);
+      return refusal(haltedErr || pinBlocked || internal ? `Refused by Warden: ${reason}` : reason);
     } finally {
       input.signal.removeEventListener('abort', onAgentAbort);
       this.#inFlight.delete(callId);
+    }
+  }
+
+  /**
+   * Steps 1–3: kill switch, policy (with the upstream's catalogue when it is
+   * needed), pin. Refusals are audited here; anything thrown is turned into a
+   * refusal by the caller.
+   */
+  async #admit(input: CallInput, base: CallFacts, split: { server: string; tool: string } | null): Promise<Admission> {
+    const { agent, name, args } = input;
+    const policy = this.#o.policy();
+    const agentPolicy = Object.hasOwn(policy.agents, agent) ? policy.agents[agent] : undefined;
+    base.owner = agentPolicy?.owner;
+    const refused = async (decision: 'deny' | 'halted' | 'error' | 'cancelled' | 'abandoned', reason: string, detail: Record<string, unknown>, alert: boolean): Promise<Admission> => ({
+      kind: 'refused',
+      result: await this.#refuse(base, decision, reason, detail, alert),
+    });
+
+    // 1. Kill switch: before anything else, from memory.
+    const halted = this.#haltCheck(agent);
+    if (halted) {
+      const d = decide(policy, agent, split?.server ?? '', split?.tool ?? name, args, { halted: { scope: halted.scope, reason: haltReason(halted) } });
+      const reason = d.kind === 'deny' ? d.reason : haltReason(halted);
+      return refused('halted', reason, { code: 'halted', scope: halted.scope, actor: halted.actor }, false);
+    }
+    if (name.length > MAX_NAME_CHARS) {
+      base.server = undefined;
+      base.tool = `${name.slice(0, 64)}…`;
+      return refused('deny', `a tool name of ${name.length} characters is not a Warden tool name (at most ${MAX_NAME_CHARS}; see tools/list)`, { code: 'unknown_tool' }, true);
+    }
+    if (!split) {
+      return refused('deny', `"${name}" is not a Warden tool name; tools are named <server>__<tool>, e.g. tickets__read_ticket (see tools/list)`, { code: 'unknown_tool' }, true);
+    }
+    const { server, tool } = split;
+    // Arguments Warden could not record or show whole are not forwarded.
+    const bad = argumentProblem(args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS);
+    if (bad) return refused('deny', `${name} was not run: ${bad.message}`, { code: 'invalid_arguments', problem: bad.code }, true);
+
+    // 2. Policy. Without the upstream's catalogue a denial is already final
+    // (annotations can only tighten), so refuse before touching the upstream.
+    let catalogue = this.#o.upstreams.cachedCatalogue(server);
+    if (!catalogue) {
+      const pre = this.#decideNow(policy, agent, server, tool, args);
+      if (pre.kind === 'deny') return refused('deny', pre.reason, { code: pre.code }, true);
+      try {
+        catalogue = await this.#o.upstreams.catalogue(server, input.signal);
+      } catch (err) {
+        if (input.signal.aborted) {
+          return isWardenError(input.signal.reason, 'CALL_ABANDONED')
+            ? refused('abandoned', `the agent went away before the call was decided (${input.signal.reason.message})`, { code: 'CALL_ABANDONED' }, false)
+            : refused('cancelled', 'the agent cancelled the call before it was decided', { code: 'cancelled' }, false);
+        }
+        return refused('error', `Warden could not reach upstream "${server}": ${describeError(err)}`, { code: isWardenError(err) ? err.code : 'UPSTREAM_UNAVAILABLE' }, false);
+      }
+    }
+    const annotations = annotationsOf(catalogue.byName.get(tool));
+    const decision = this.#decideNow(policy, agent, server, tool, args, { annotations, upstreamTools: catalogue.names });
+    if (decision.kind === 'deny') return refused('deny', decision.reason, { code: decision.code }, true);
+
+    // 3. Pin: a changed definition is refused until re-approved.
+    if (!this.#pinApproved(server, tool)) {
+      const reason = `${name} is blocked: its definition changed since it was approved, so Warden will not call it until an operator reviews the change (\`warden tools approve ${server} ${tool}\`)`;
+      return refused('deny', reason, { code: 'pin_blocked' }, true);
+    }
+    // decide() only holds or allows a call for an agent in the policy.
+    return { kind: 'admitted', agentPolicy: agentPolicy!, server, tool, decision, annotations, upstreamTools: catalogue.names };
+  }
+
+  /**
+   * decide(), with names looked up as the policy's own entries only: the
+   * policy is made of plain objects, and a name such as `constructor__x` must
+   * not find Object.prototype's members where a server should be.
+   */
+  #decideNow(policy: Policy, agent: string, server: string, tool: string, args: unknown, ctx: DecideContext = {}): Decision {
+    if (!Object.hasOwn(policy.agents, agent)) {
+      return { kind: 'deny', code: 'unknown_agent', reason: `agent "${agent}" is not in the policy, so it may call no tools` };
+    }
+    if (!Object.hasOwn(policy.servers, server)) {
+      return { kind: 'deny', code: 'unknown_server', reason: `server "${server}" is not in the policy, so no agent may call its tools` };
+    }
+    if (!Object.hasOwn(policy.agents[agent]!.scopes, server)) {
+      return { kind: 'deny', code: 'out_of_scope', reason: `${agent} has no scope on ${server}, so it may call none of its tools` };
+    }
+    return decide(policy, agent, server, tool, args, ctx);
+  }
+
+  /** The kill switch, failing closed: a check that cannot answer is not a "not halted". */
+  #haltCheck(agent: string): HaltState | undefined {
+    try {
+      return this.#o.halt.check(agent) ?? undefined;
+    } catch (err) {
+      throw new WardenError('INTERNAL', `the kill switch could not be checked (${describeError(err)})`, { cause: err });
     }
   }
 
@@ -393,7 +531,7 @@ export class GatewayPipeline {
 
   async #refuse(
     base: CallFacts,
-    decision: 'deny' | 'halted' | 'error' | 'cancelled',
+    decision: 'deny' | 'halted' | 'error' | 'cancelled' | 'abandoned',
     reason: string,
     detail: Record<string, unknown>,
     alert: boolean,

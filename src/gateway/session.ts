@@ -1,44 +1,112 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { CallToolRequestSchema, ErrorCode as McpErrorCode, ListToolsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolRequestSchema, ErrorCode as McpErrorCode, ListToolsRequestSchema, McpError, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { GatewayPipeline } from './pipeline.ts';
 
 export const GATEWAY_INFO = { name: 'warden', version: '0.1.0' };
 
+/** Most JSON-RPC ids remembered as "gone before their handler started" (see abortCalls). */
+const MAX_EARLY_ABORTS = 256;
+
 /**
  * One MCP server per agent session, bound to the agent that authenticated it.
  * It only translates: tools/list and tools/call go to the pipeline, the
  * client's cancellation arrives as `extra.signal`, and progress goes back as
  * notifications on the same request's stream.
+ *
+ * The SDK aborts a handler only for `notifications/cancelled` or when the
+ * whole transport closes; an agent whose HTTP connection simply drops is
+ * invisible to it. So each running tools/call is registered here by its
+ * JSON-RPC id, and the HTTP edge aborts it (with its own reason) when the
+ * connection that carried it goes away.
  */
-export function createSessionServer(pipeline: GatewayPipeline, agent: string, logger: Logger): Server {
-  const server = new Server(GATEWAY_INFO, {
-    capabilities: { tools: { listChanged: true } },
-    instructions: 'Tools are provided by Warden on behalf of your organisation. A refused call comes back as an error result that says why; calls that need a human wait for their decision.',
-  });
+export class SessionServer {
+  readonly server: Server;
+  readonly #calls = new Map<RequestId, AbortController>();
+  /** Ids whose connection went away before their handler registered (a close can beat the handler's first microtask). */
+  readonly #early = new Map<RequestId, unknown>();
 
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await pipeline.listTools(agent) }));
+  constructor(pipeline: GatewayPipeline, agent: string, logger: Logger) {
+    const server = new Server(GATEWAY_INFO, {
+      capabilities: { tools: { listChanged: true } },
+      instructions: 'Tools are provided by Warden on behalf of your organisation. A refused call comes back as an error result that says why; calls that need a human wait for their decision.',
+    });
+    this.server = server;
+    // e.g. an answer for an agent whose connection is already gone: nothing to deliver, nothing to fix.
+    server.onerror = (err) => logger.debug({ err: describeError(err), agent }, 'MCP session error');
 
-  server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
-    const token = request.params._meta?.progressToken;
-    const onProgress =
-      token === undefined
-        ? undefined
-        : (p: { progress: number; total?: number | undefined; message?: string | undefined }) => {
-            extra
-              .sendNotification({ method: 'notifications/progress', params: { progressToken: token, ...p } })
-              .catch((err) => logger.debug({ err: describeError(err) }, 'progress notification not delivered'));
-          };
-    try {
-      return await pipeline.callTool({ agent, name: request.params.name, args: request.params.arguments, signal: extra.signal, onProgress });
-    } catch (err) {
-      if (err instanceof McpError) throw err;
-      // Never leak internals to the agent; the log has the details.
-      logger.error({ err: describeError(err), agent, tool: request.params.name }, 'unexpected failure in tools/call');
-      throw new McpError(McpErrorCode.InternalError, 'Warden failed internally while handling this call; it was not completed');
+    server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await pipeline.listTools(agent) }));
+
+    server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+      const token = request.params._meta?.progressToken;
+      const onProgress =
+        token === undefined
+          ? undefined
+          : (p: { progress: number; total?: number | undefined; message?: string | undefined }) => {
+              extra
+                .sendNotification({ method: 'notifications/progress', params: { progressToken: token, ...p } })
+                .catch((err) => logger.debug({ err: describeError(err) }, 'progress notification not delivered'));
+            };
+      // Our own controller, following the SDK's (agent cancel, transport close),
+      // so the edge can abort this one call with a reason of its own.
+      const call = new AbortController();
+      const follow = () => call.abort(extra.signal.reason);
+      if (extra.signal.aborted) follow();
+      else extra.signal.addEventListener('abort', follow, { once: true });
+      const id = extra.requestId;
+      this.#calls.set(id, call);
+      if (this.#early.has(id)) {
+        const reason = this.#early.get(id);
+        this.#early.delete(id);
+        call.abort(reason);
+      }
+      try {
+        return await pipeline.callTool({ agent, name: request.params.name, args: request.params.arguments, signal: call.signal, onProgress });
+      } catch (err) {
+        if (err instanceof McpError) throw err;
+        // Never leak internals to the agent; the log has the details.
+        logger.error({ err: describeError(err), agent, tool: request.params.name }, 'unexpected failure in tools/call');
+        throw new McpError(McpErrorCode.InternalError, 'Warden failed internally while handling this call; it was not completed');
+      } finally {
+        extra.signal.removeEventListener('abort', follow);
+        if (this.#calls.get(id) === call) this.#calls.delete(id);
+      }
+    });
+  }
+
+  /** How many tools/call handlers are running in this session. */
+  get runningCalls(): number {
+    return this.#calls.size;
+  }
+
+  /**
+   * A new request reuses these JSON-RPC ids: forget any stale early abort for
+   * them, so only the request whose connection actually went away is aborted.
+   */
+  expect(requestIds: readonly RequestId[]): void {
+    for (const id of requestIds) this.#early.delete(id);
+  }
+
+  /**
+   * Aborts running tools/call handlers with `reason`: those with the given
+   * JSON-RPC ids (the requests a dropped connection carried), or every one.
+   * An id whose handler has not started yet is aborted as soon as it does.
+   * Returns how many running calls were aborted.
+   */
+  abortCalls(reason: unknown, requestIds?: readonly RequestId[]): number {
+    let n = 0;
+    const ids = requestIds ?? [...this.#calls.keys()];
+    for (const id of ids) {
+      const call = this.#calls.get(id);
+      if (call) {
+        if (!call.signal.aborted) n++;
+        call.abort(reason);
+      } else if (requestIds) {
+        if (this.#early.size >= MAX_EARLY_ABORTS) this.#early.delete(this.#early.keys().next().value!);
+        this.#early.set(id, reason);
+      }
     }
-  });
-
-  return server;
+    return n;
+  }
 }
