@@ -5,8 +5,9 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ApprovalService, argsHash, canonicalJson, haltAbortReason } from '../src/approvals/index.ts';
+import { ApprovalService, UNAUDITED_APPROVAL_GRACE_MS, argsHash, canonicalJson, haltAbortReason } from '../src/approvals/index.ts';
 import { AuditLog } from '../src/audit/index.ts';
+import type { AuditEntry, AuditSink } from '../src/audit/types.ts';
 import { silentLogger } from '../src/logger.ts';
 import { ApprovalStore } from '../src/approvals/store.ts';
 import { openDb } from '../src/store/db.ts';
@@ -18,8 +19,8 @@ const START = Date.parse('2026-03-02T09:00:00Z');
 let h: SlackHarness | undefined;
 let clock: ManualClock;
 
-async function harness(): Promise<SlackHarness> {
-  clock = new ManualClock(START);
+async function harness(start: number = START): Promise<SlackHarness> {
+  clock = new ManualClock(start);
   h = await startSlackHarness({ clock, startApp: false, approvals: { pollMs: 500 } });
   return h;
 }
@@ -36,6 +37,31 @@ function row(h: SlackHarness, id: string) {
 function cardText(blocks: unknown): string {
   return JSON.stringify(blocks);
 }
+
+interface HeldAppend {
+  entry: AuditEntry;
+  /** Let the append through to the real audit log. */
+  release(): void;
+  /** Make it fail, as a full disk or a dead writer would. */
+  fail(err: Error): void;
+}
+
+/** The real audit log, except that matching appends wait until the test releases or fails them. */
+function holdingAudit(inner: AuditSink, hold: (e: AuditEntry) => boolean): { sink: AuditSink; held: HeldAppend[] } {
+  const held: HeldAppend[] = [];
+  const sink: AuditSink = {
+    append(entry) {
+      if (!hold(entry)) return inner.append(entry);
+      return new Promise((resolve, reject) => {
+        held.push({ entry, release: () => void inner.append(entry).then(resolve, reject), fail: (err) => reject(err) });
+      });
+    },
+  };
+  return { sink, held };
+}
+
+const approvedDecision = (e: AuditEntry) => e.event === 'approval.decided' && e.decision === 'approved';
+const heldFor = (held: HeldAppend[], id: string) => held.find((x) => x.entry.detail?.approvalId === id)!;
 
 describe('canonical args hash', () => {
   it('ignores key order and binds to exact values', () => {
@@ -188,7 +214,8 @@ describe('ApprovalService', () => {
     // Another Warden process: its own connection, audit log and service.
     const otherDb = openDb(h.dbPath);
     const otherAudit = new AuditLog(otherDb);
-    const other = new ApprovalService({ db: otherDb, audit: otherAudit, policy: () => h.policy, logger: silentLogger() });
+    // Same (fake) time as this process: the decision is made before the request's deadline.
+    const other = new ApprovalService({ db: otherDb, audit: otherAudit, clock, policy: () => h.policy, logger: silentLogger() });
     try {
       expect(await other.decide(id, APPROVER, 'approve')).toMatchObject({ ok: true });
       let settled = false;
@@ -213,7 +240,7 @@ describe('ApprovalService', () => {
     const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
     const otherDb = openDb(h.dbPath);
     const otherAudit = new AuditLog(otherDb);
-    const other = new ApprovalService({ db: otherDb, audit: otherAudit, policy: () => h.policy });
+    const other = new ApprovalService({ db: otherDb, audit: otherAudit, clock, policy: () => h.policy });
     try {
       const results = await Promise.all([
         ...Array.from({ length: 10 }, (_, i) => h.approvals.decide(id, i % 2 ? OWNER : APPROVER, i % 3 ? 'approve' : 'reject', 'r')),
@@ -235,16 +262,145 @@ describe('ApprovalService', () => {
     const pending = h.approvals.request(heldCall(h));
     const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
     const store = new ApprovalStore(h.db);
-    expect(store.transition(id, { status: 'approved', at: 1, by: OWNER })).toBe(true);
-    expect(store.transition(id, { status: 'rejected', at: 2, by: APPROVER })).toBe(false);
-    expect(store.transition(id, { status: 'expired', at: 3 })).toBe(false);
-    expect(row(h, id)).toMatchObject({ status: 'approved', decided_by: OWNER, decided_at: 1 });
+    expect(store.transition(id, { status: 'approved', at: START + 1, by: OWNER })).toBe(true);
+    expect(store.transition(id, { status: 'rejected', at: START + 2, by: APPROVER })).toBe(false);
+    expect(store.transition(id, { status: 'expired', at: START + 3 })).toBe(false);
+    expect(row(h, id)).toMatchObject({ status: 'approved', decided_by: OWNER, decided_at: START + 1, decision_seq: null });
+
+    // The status flipped but no audit row followed (the deciding process died): that is not an approval.
+    let settled = false;
+    void pending.then(() => (settled = true));
     await clock.tick(500);
-    await pending;
+    expect(settled).toBe(false);
+    await clock.tick(15 * 60_000); // the deadline: one grace period for an audit write still in flight
+    expect(settled).toBe(false);
+    await clock.tick(UNAUDITED_APPROVAL_GRACE_MS);
+    expect(await pending).toMatchObject({ status: 'failed', reason: expect.stringContaining('not recorded in the audit trail') });
+    expect(row(h, id)).toMatchObject({ status: 'failed', decision_seq: null });
+    expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'failed', approver: OWNER }]);
+    const update = await h.slack.waitForCall('chat.update');
+    expect(cardText(update.args.blocks)).toContain('*Failed*');
+  });
+
+  it('does not release an approval while its audit row is being written; when the write fails the caller gets failed, never approved', async () => {
+    const h = await harness();
+    const audit = holdingAudit(h.audit, approvedDecision);
+    const svc = new ApprovalService({ db: h.db, audit: audit.sink, notifier: h.notifier, clock, policy: () => h.policy, pollMs: 500 });
+    try {
+      const pending = svc.request(heldCall(h));
+      const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+      let settled = false;
+      void pending.then(() => (settled = true));
+
+      const deciding = svc.decide(id, OWNER, 'approve');
+      await vi.waitFor(() => expect(audit.held).toHaveLength(1));
+      expect(row(h, id)).toMatchObject({ status: 'approved', decision_seq: null });
+      // The poll and then the expiry timer's lost compare-and-set both look at the row meanwhile.
+      await clock.tick(500);
+      expect(settled).toBe(false);
+      await clock.tick(15 * 60_000);
+      expect(settled).toBe(false);
+
+      audit.held[0]!.fail(new Error('disk I/O error'));
+      expect(await pending).toMatchObject({ status: 'failed', reason: 'approval failed: audit write failed: disk I/O error' });
+      expect(await deciding).toMatchObject({ ok: false, code: 'not_pending', message: 'This request failed: audit write failed: disk I/O error.' });
+      expect(row(h, id)).toMatchObject({ status: 'failed', decision_seq: null });
+      // The trail never says approved; it says the approval failed.
+      expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'failed', approver: OWNER }]);
+    } finally {
+      await svc.close();
+    }
+  });
+
+  it('a waiter acts on another process’s approval only after that process committed its audit row', async () => {
+    const h = await harness();
+    const argsA = { ticket_id: 'T-1', to: 'ada@example.com', subject: 's', body: 'b' };
+    const argsB = { ticket_id: 'T-2', to: 'bob@example.com', subject: 's', body: 'b' };
+    const a = h.approvals.request(heldCall(h, { args: argsA }));
+    const cardA = await h.slack.waitForCall('chat.postMessage');
+    const b = h.approvals.request(heldCall(h, { args: argsB }));
+    const cardB = await h.slack.waitForCall('chat.postMessage', (c) => c !== cardA);
+    const [idA, idB] = [approvalIdOf(cardA), approvalIdOf(cardB)];
+    const settled = new Set<string>();
+    void a.then(() => settled.add('a'));
+    void b.then(() => settled.add('b'));
+
+    const otherDb = openDb(h.dbPath);
+    const otherAudit = new AuditLog(otherDb, { clock });
+    const held = holdingAudit(otherAudit, approvedDecision);
+    const other = new ApprovalService({ db: otherDb, audit: held.sink, clock, policy: () => h.policy });
+    try {
+      const decidedA = other.decide(idA, APPROVER, 'approve');
+      const decidedB = other.decide(idB, OWNER, 'approve');
+      await vi.waitFor(() => expect(held.held).toHaveLength(2));
+      expect(row(h, idA).status).toBe('approved');
+      await clock.tick(500);
+      expect(settled.size).toBe(0);
+
+      heldFor(held.held, idA).release();
+      expect(await decidedA).toMatchObject({ ok: true });
+      const auditedA = h.auditRows('approval.decided').find((r) => JSON.parse(r.detail!).approvalId === idA)!;
+      expect(row(h, idA).decision_seq).toBe(auditedA.seq);
+      await clock.tick(500);
+      expect(await a).toMatchObject({ status: 'approved', approver: APPROVER, argsHash: argsHash(argsA) });
+      expect(settled.has('b')).toBe(false);
+
+      heldFor(held.held, idB).fail(new Error('database is locked'));
+      expect(await decidedB).toMatchObject({ ok: false, code: 'not_pending' });
+      await clock.tick(500);
+      expect(await b).toMatchObject({ status: 'failed', reason: 'approval failed: audit write failed: database is locked' });
+    } finally {
+      await otherAudit.close();
+      otherDb.close();
+    }
+  });
+
+  it('an approved outcome carries the hash of the exact arguments that were held and approved', async () => {
+    const h = await harness();
+    const args = { ticket_id: 'T-7', to: 'ada@example.com', subject: 'S', body: 'B', api_key: 'sk-live-abcdefghijklmnopqrstuvwxyz' };
+    const pending = h.approvals.request(heldCall(h, { args }));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+    await h.approvals.decide(id, OWNER, 'approve');
+    const outcome = await pending;
+    expect(outcome.status).toBe('approved');
+    const hash = outcome.status === 'approved' ? outcome.argsHash : undefined;
+    // The stored binding, over the exact arguments (the secret included, though people only saw it redacted).
+    expect(hash).toBe(argsHash(args));
+    expect(hash).toBe(row(h, id).args_hash);
+    expect(hash).not.toBe(argsHash({ ...args, to: 'attacker@evil.example' }));
+    expect(hash).not.toBe(argsHash(JSON.parse(row(h, id).args as string)));
+  });
+
+  it('an expired request can no longer be approved or rejected, even before its expiry timer has run', async () => {
+    const h = await harness();
+    const pending = h.approvals.request(heldCall(h));
+    const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
+    const expiresAt = START + 15 * 60_000;
+    const store = new ApprovalStore(h.db);
+    expect(store.transition(id, { status: 'approved', at: expiresAt, by: OWNER })).toBe(false);
+    expect(store.transition(id, { status: 'rejected', at: expiresAt + 1, by: OWNER, reason: 'r' })).toBe(false);
+    expect(row(h, id).status).toBe('pending');
+
+    // Another process whose clock is past the deadline; this process's timer has not fired yet.
+    const late = new ManualClock(expiresAt + 1000);
+    const otherDb = openDb(h.dbPath);
+    const otherAudit = new AuditLog(otherDb, { clock: late });
+    const other = new ApprovalService({ db: otherDb, audit: otherAudit, clock: late, policy: () => h.policy });
+    try {
+      expect(await other.decide(id, OWNER, 'approve')).toMatchObject({ ok: false, code: 'not_pending', message: 'This request expired before anyone decided.' });
+      expect(row(h, id)).toMatchObject({ status: 'expired', decided_by: null, decided_at: expiresAt + 1000 });
+      expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'expired', approver: null }]);
+      await clock.tick(500);
+      expect(await pending).toMatchObject({ status: 'expired' });
+    } finally {
+      await otherAudit.close();
+      otherDb.close();
+    }
   });
 
   it('gives exactly one decision when several OS processes click at the same instant', async () => {
-    const h = await harness();
+    // The children decide on the real clock, so the request is held from real now (it expires in 15 min).
+    const h = await harness(Date.now());
     const pending = h.approvals.request(heldCall(h));
     const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
     const src = resolve(import.meta.dirname, '../src');

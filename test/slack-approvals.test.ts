@@ -1,8 +1,14 @@
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ApprovalService } from '../src/approvals/index.ts';
 import type { ApprovalOutcome } from '../src/approvals/types.ts';
+import { silentLogger } from '../src/logger.ts';
+import { createSlackClient } from '../src/slack/client.ts';
+import { SlackNotifier } from '../src/slack/notifier.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import type { RecordedCall } from './support/slack-api-server.ts';
-import { APPROVER, CHANNEL, OWNER, STRANGER, approvalIdOf, heldCall, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
+import { APPROVER, BOT_TOKEN, CHANNEL, OWNER, STRANGER, approvalIdOf, heldCall, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
 import { signRequest, payloadBody, blockActionPayload } from './support/slack-sign.ts';
 
 const START = Date.parse('2026-03-02T09:00:00Z');
@@ -50,21 +56,27 @@ describe('approval card', () => {
     expect(card.args.channel).toBe(CHANNEL);
     expect(card.args.text).toBe('Approval needed: support-triage → tickets__send_customer_email');
     const blocks = card.args.blocks as any[];
-    expect(blocks.map((b) => b.type)).toEqual(['header', 'section', 'section', 'section', 'context', 'actions', 'section']);
+    // header, who, why, arguments heading, the arguments, the redaction notice, times, buttons, status.
+    expect(blocks.map((b) => b.type)).toEqual(['header', 'section', 'section', 'section', 'section', 'section', 'context', 'actions', 'section']);
     expect(blocks[0].text).toMatchObject({ type: 'plain_text', text: 'Approval needed: tickets__send_customer_email' });
     expect(blocks[1].fields.map((f: any) => f.text)).toEqual(['*Agent*\nsupport-triage', `*Owner*\n<@${OWNER}>`, '*Server*\ntickets', '*Tool*\nsend_customer_email']);
     expect(blocks[2].text.text).toContain('send_customer_email is in approval_required for support-triage');
     expect(blocks[2].text.text).toContain('Consequence: *customer-facing*');
     expect(blocks[2].text.text).toContain('approval_required');
-    // Pretty-printed, redacted, and escaped so an argument cannot ping the channel.
-    expect(blocks[3].text.text).toContain('"ticket_id": "T-1001"');
-    expect(blocks[3].text.text).toContain('"password": "[redacted]"');
-    expect(blocks[3].text.text).not.toContain('hunter2');
-    expect(blocks[3].text.text).toContain('Hi &lt;!channel&gt; &amp; team');
-    const context = blocks[4].elements[0].text as string;
+    // Every key with its own value, redacted, and escaped so an argument cannot ping the channel.
+    expect(blocks[3].text.text).toBe('*Arguments* — 5 keys (secrets redacted)');
+    expect(blocks[4].text.text).toContain('`ticket_id`\n```T-1001```');
+    expect(blocks[4].text.text).toContain('`to`\n```ada@example.com```');
+    expect(blocks[4].text.text).toContain('`password` :lock: _redacted: sent to the tool, not shown_');
+    expect(blocks[4].text.text).toContain('Hi &lt;!channel&gt; &amp; team');
+    expect(blocks[5].text.text).toBe(':lock: *Redacted* — sent to the tool but not shown here: `password`');
+    expect(JSON.stringify(blocks)).not.toContain('hunter2');
+    // Everything fitted: no warning, no thread.
+    expect(JSON.stringify(blocks)).not.toContain('Not every argument');
+    const context = blocks[6].elements[0].text as string;
     expect(context).toContain(`Requested <!date^${START / 1000}^{date_short_pretty} {time}|2026-03-02 09:00 UTC>`);
     expect(context).toContain(`Expires <!date^${START / 1000 + 900}^`);
-    const [approve, reject] = blocks[5].elements;
+    const [approve, reject] = blocks[7].elements;
     expect(approve).toMatchObject({ type: 'button', action_id: 'approval_approve', style: 'primary', value: id, text: { type: 'plain_text', text: 'Approve' } });
     expect(reject).toMatchObject({ type: 'button', action_id: 'approval_reject', style: 'danger', value: id, text: { type: 'plain_text', text: 'Reject' } });
   });
@@ -80,12 +92,93 @@ describe('approval card', () => {
       if (b.type === 'section' && b.text) expect(b.text.text.length).toBeLessThanOrEqual(3000);
       for (const f of b.fields ?? []) expect(f.text.length).toBeLessThanOrEqual(2000);
     }
-    expect(blocks[3].text.text).toMatch(/… \(truncated\)```$/);
+    // The warning says exactly how many keys are missing; the thread carries what Slack can hold, and says the rest is not shown.
+    const shownKeys = JSON.stringify(blocks).match(/`field_\d+_k+`\\n```/g)!.length;
+    expect(blocks[1].text.text).toContain(`*${2000 - shownKeys} of 2000 keys are not shown at all*`);
+    expect(blocks[1].text.text).toContain('Do not approve what you could not read.');
+    const thread = await vi.waitFor(() => {
+      const replies = h.slack.callsOf('chat.postMessage').filter((c) => c.args.thread_ts === card.response!.ts);
+      expect(replies.length).toBeGreaterThan(0);
+      expect(JSON.stringify(replies.at(-1)!.args.blocks)).toContain('The rest is not posted');
+      return replies;
+    });
+    expect(thread.every((c) => c.response?.ok === true)).toBe(true);
     expect(status(id)).toBe('pending');
     // And the redraw after a decision fits too.
     await h.approvals.decide(id, OWNER, 'reject', 'x'.repeat(5000));
     const update = await h.slack.waitForCall('chat.update');
     expect(update.response).toMatchObject({ ok: true });
+  });
+});
+
+describe('arguments the card cannot show in full', () => {
+  /** Thread replies to a card, in order. */
+  const replies = (ts: string) => h.slack.callsOf('chat.postMessage').filter((c) => c.args.thread_ts === ts);
+  const unfence = (calls: RecordedCall[]) =>
+    calls
+      .flatMap((c) => (c.args.blocks as Array<{ text?: { text: string } }>).map((b) => b.text?.text ?? ''))
+      .filter((t) => t.startsWith('```'))
+      .map((t) => t.slice(3, -3))
+      .join('')
+      .replace(/&lt;/g, '<')
+      .replace(/&gt;/g, '>')
+      .replace(/&amp;/g, '&');
+
+  it('a short `to` after a long body is on the card, under a warning, and the full arguments are in the card’s thread', async () => {
+    const args = { ticket_id: 'T-1001', subject: 'Your refund', body: 'Hello '.repeat(500), to: 'attacker@evil.example' };
+    const { card, ts, id, outcome } = await hold({ args });
+    const text = blocksText(card);
+    expect(text).toContain('`to`\\n```attacker@evil.example```');
+    expect(text).toContain(':rotating_light: *Not every argument is shown in full on this card.*');
+    await vi.waitFor(() => expect(replies(ts)).toHaveLength(1));
+    const [reply] = replies(ts);
+    expect(reply!.response).toMatchObject({ ok: true });
+    expect(JSON.parse(unfence(replies(ts)))).toEqual(args);
+    expect(status(id)).toBe('pending');
+    await h.approvals.decide(id, OWNER, 'reject', 'wrong recipient');
+    expect(await outcome).toMatchObject({ status: 'rejected' });
+    // The redraw keeps every key and the warning.
+    const update = await h.slack.waitForCall('chat.update');
+    expect(blocksText(update)).toContain('attacker@evil.example');
+    expect(blocksText(update)).toContain('Not every argument is shown in full');
+  });
+
+  it('fails closed, and says so on the card, when the full arguments cannot be posted in the thread', async () => {
+    // A real HTTP hop in front of the local Slack that refuses thread replies only.
+    const proxy = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        if (req.url?.endsWith('/chat.postMessage') && body.toString('utf8').includes('thread_ts')) {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: false, error: 'msg_blocks_too_long' }));
+          return;
+        }
+        const upstream = request(new URL(req.url!.replace(/^\/api\//, ''), h.slack.apiUrl), { method: req.method, headers: req.headers }, (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        });
+        upstream.end(body);
+      });
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    const apiUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/api/`;
+    const notifier = new SlackNotifier({ client: createSlackClient({ botToken: BOT_TOKEN, apiUrl }, silentLogger()), clock });
+    const approvals = new ApprovalService({ db: h.db, audit: h.audit, notifier, clock, policy: () => h.policy });
+    try {
+      const outcome = await approvals.request(heldCall(h, { args: { body: 'x'.repeat(5000), to: 'attacker@evil.example' } }));
+      expect(outcome).toMatchObject({ status: 'failed', reason: expect.stringContaining("the full arguments could not be posted in the card's thread") });
+      expect(outcome.status !== 'approved' && outcome.reason).toContain('msg_blocks_too_long');
+      const card = h.slack.callsOf('chat.postMessage').find((c) => c.args.thread_ts === undefined)!;
+      const update = await h.slack.waitForCall('chat.update');
+      expect(update.args.ts).toBe(card.response!.ts);
+      expect(blocksText(update)).toContain('*Failed*');
+      expect(blocksText(update)).not.toContain('approval_approve');
+      expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'failed' }]);
+    } finally {
+      await approvals.close();
+      await new Promise((r) => proxy.close(r));
+    }
   });
 });
 

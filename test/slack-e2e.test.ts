@@ -81,7 +81,7 @@ describe('end to end: agent → gateway → Slack approval → upstream', () => 
     expect(card.args.channel).toBe(CHANNEL);
     const id = approvalIdOf(card);
     const ts = card.response!.ts as string;
-    expect(card.args.blocks[3].text.text).toContain('"to": "ada@example.com"');
+    expect(JSON.stringify(card.args.blocks)).toContain('`to`\\n```ada@example.com```');
 
     // A stranger cannot approve it…
     await h.sender.blockAction({ user: STRANGER, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts });

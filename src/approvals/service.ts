@@ -16,12 +16,19 @@ import type {
   ApprovalRecord,
   ApprovalRequestInput,
   ApprovalResultReport,
+  ApprovalStatus,
   DecideResult,
 } from './types.ts';
 
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 15 * 60_000;
 export const DEFAULT_POLL_MS = 500;
 export const DEFAULT_WAITING_NOTIFY_MS = 5_000;
+/**
+ * How long past its deadline a waiter still waits for the audit row of an
+ * approval another process already made (its append may be in flight).
+ * After that the approval is failed: nobody recorded it, so it does not count.
+ */
+export const UNAUDITED_APPROVAL_GRACE_MS = 30_000;
 
 /** A fixed policy, or anything with `current()` (PolicyStore) so reloads apply to the next click. */
 export type ApprovalPolicySource = Policy | { current(): Policy } | (() => Policy);
@@ -51,6 +58,8 @@ interface Waiter {
   startedAt: number;
   lastNotified: number;
   timer: NodeJS.Timeout;
+  /** The deadline passed while an approval's audit row was still missing; one grace period was granted. */
+  graceGiven: boolean;
   onAbort: () => void;
   resolve: (outcome: ApprovalOutcome) => void;
 }
@@ -77,6 +86,12 @@ export class ApprovalService implements ApprovalGate {
   private readonly pollMs: number;
   private readonly waitingNotifyMs: number;
   private readonly waiters = new Map<string, Waiter>();
+  /**
+   * Decisions this process made whose `approval.decided` append is still in
+   * flight, with the status being audited: wake() does not resolve them yet,
+   * so no caller acts on a decision before the trail holds it.
+   */
+  private readonly auditing = new Map<string, Exclude<ApprovalStatus, 'pending'>>();
   private poller: NodeJS.Timeout | undefined;
 
   constructor(opts: ApprovalServiceOptions) {
@@ -149,7 +164,7 @@ export class ApprovalService implements ApprovalGate {
     const outcome = new Promise<ApprovalOutcome>((resolve) => {
       const onAbort = () => void this.onAbort(id, input.signal.reason);
       const timer = this.clock.setTimeout(() => void this.expire(id), Math.max(0, now + timeoutMs - this.clock.now()));
-      this.waiters.set(id, { id, input, startedAt: now, lastNotified: now, timer, onAbort, resolve });
+      this.waiters.set(id, { id, input, startedAt: now, lastNotified: now, timer, graceGiven: false, onAbort, resolve });
       input.signal.addEventListener('abort', onAbort, { once: true });
       this.ensurePolling();
     });
@@ -171,14 +186,14 @@ export class ApprovalService implements ApprovalGate {
     const checked = await this.precheck(approvalId, userId, decision);
     if (!checked.ok) return checked;
     const note = reason?.trim() ? reason.trim() : undefined;
-    const won = await this.settle(approvalId, {
-      status: decision === 'approve' ? 'approved' : 'rejected',
-      at: this.clock.now(),
-      by: userId,
-      reason: note,
-    });
-    const record = this.store.get(approvalId)!;
+    const status = decision === 'approve' ? 'approved' : 'rejected';
+    const won = await this.settle(approvalId, { status, at: this.clock.now(), by: userId, reason: note });
+    let record = this.store.get(approvalId)!;
+    // Lost to the deadline (the compare-and-set refuses expired rows): record the expiry the timer has not yet.
+    if (!won && (await this.expireIfDue(record))) record = this.store.get(approvalId)!;
     if (!won) return { ok: false, code: 'not_pending', message: statusSentence(record), record };
+    // Won, but the decision did not stand (its audit row could not be written): tell the clicker.
+    if (record.status !== status) return { ok: false, code: 'not_pending', message: statusSentence(record), record };
     return { ok: true, record };
   }
 
@@ -204,6 +219,10 @@ export class ApprovalService implements ApprovalGate {
         detail: { approvalId, attempted: decision, status: record.status },
       });
       return { ok: false, code: 'forbidden', message: `You can't decide this call: ${why}.`, record };
+    }
+    if (await this.expireIfDue(record)) {
+      const expired = this.store.get(approvalId)!;
+      return { ok: false, code: 'not_pending', message: statusSentence(expired), record: expired };
     }
     if (record.status !== 'pending') return { ok: false, code: 'not_pending', message: statusSentence(record), record };
     return { ok: true, record };
@@ -254,6 +273,15 @@ export class ApprovalService implements ApprovalGate {
     for (const id of [...this.waiters.keys()]) {
       await this.settle(id, { status: 'abandoned', at: this.clock.now(), reason: 'Warden shut down' });
     }
+    // Still waiting: approved elsewhere but not yet on the audit trail. The call must not run unrecorded.
+    for (const waiter of [...this.waiters.values()]) {
+      this.release(waiter, {
+        approvalId: waiter.id,
+        status: 'abandoned',
+        reason: 'abandoned: Warden shut down before the approval was recorded in the audit trail',
+        at: this.clock.now(),
+      });
+    }
     this.stopPolling();
   }
 
@@ -274,19 +302,41 @@ export class ApprovalService implements ApprovalGate {
       return;
     }
     // Decided while the card was being posted (another process, a halt): draw the result now.
-    const record = this.store.get(id)!;
+    let record = this.store.get(id)!;
+    if (record.status !== 'pending') {
+      await this.redraw(record);
+      return;
+    }
+    if (!this.notifier.postDetails) return;
+    try {
+      await this.notifier.postDetails(record);
+    } catch (err) {
+      // The card says the full arguments are in its thread; without them nobody can judge the call.
+      const reason = `the full arguments could not be posted in the card's thread: ${describeError(err)}`;
+      this.logger.error({ approvalId: id, err: describeError(err) }, 'approval details not posted; failing closed');
+      await this.settle(id, { status: 'failed', at: this.clock.now(), reason });
+      return;
+    }
+    record = this.store.get(id)!;
     if (record.status !== 'pending') await this.redraw(record);
   }
 
-  /** The compare-and-set and everything owed by whoever wins it. */
+  /**
+   * The compare-and-set and everything owed by whoever wins it. The decision
+   * is released to waiters only after its audit row is committed: until then
+   * its id is in `auditing` (this process) and `decision_seq` is NULL (every
+   * process), so an approval whose append then fails is failed before anyone
+   * acts on it.
+   */
   private async settle(id: string, t: Transition): Promise<boolean> {
     if (!this.store.transition(id, t)) {
       this.wake(id);
       return false;
     }
-    let record = this.store.get(id)!;
+    this.auditing.set(id, t.status);
+    const record = this.store.get(id)!;
     try {
-      await this.audit.append({
+      const { seq } = await this.audit.append({
         event: 'approval.decided',
         callId: record.callId,
         agent: record.agent,
@@ -298,28 +348,69 @@ export class ApprovalService implements ApprovalGate {
         reason: t.reason,
         detail: { approvalId: id, argsHash: record.argsHash },
       });
+      if (!this.store.setDecisionSeq(id, t.status, seq)) {
+        // Failed meanwhile (its audit row was too slow past the deadline): that stands, the call does not run.
+        this.logger.warn({ approvalId: id, seq, status: this.store.status(id) }, 'decision audited after it was failed; the failure stands');
+      }
     } catch (err) {
       this.logger.error({ approvalId: id, err: describeError(err) }, 'approval.decided could not be audited');
       // An approval the trail does not record is not an approval: fail closed.
-      if (t.status === 'approved' && this.store.demoteToFailed(id, 'approved', `audit write failed: ${describeError(err)}`)) {
-        record = this.store.get(id)!;
-      }
+      if (t.status === 'approved') await this.failUnaudited(id, `audit write failed: ${describeError(err)}`);
+    } finally {
+      this.auditing.delete(id);
     }
+    this.wake(id);
+    await this.redraw(this.store.get(id)!);
+    return true;
+  }
+
+  /** approved -> failed while its audit row is missing; audits the failure (best effort), wakes and redraws. */
+  private async failUnaudited(id: string, reason: string): Promise<boolean> {
+    if (!this.store.failUnaudited(id, reason)) return false;
+    const record = this.store.get(id)!;
+    await this.auditSafely({
+      event: 'approval.decided',
+      callId: record.callId,
+      agent: record.agent,
+      owner: record.owner,
+      server: record.server,
+      tool: record.tool,
+      decision: 'failed',
+      approver: record.decidedBy,
+      reason,
+      detail: { approvalId: id, argsHash: record.argsHash, failedApproval: true },
+    });
     this.wake(id);
     await this.redraw(record);
     return true;
   }
 
-  private wake(id: string): void {
+  /** Resolves the waiter once the stored decision may be acted on. True when it resolved. */
+  private wake(id: string): boolean {
     const waiter = this.waiters.get(id);
-    if (!waiter) return;
+    if (!waiter) return false;
     const record = this.store.get(id);
-    if (!record || record.status === 'pending') return;
-    this.waiters.delete(id);
+    if (!record || !this.isFinal(record)) return false;
+    this.release(waiter, this.outcomeOf(record));
+    return true;
+  }
+
+  private release(waiter: Waiter, outcome: ApprovalOutcome): void {
+    this.waiters.delete(waiter.id);
     this.clock.clearTimeout(waiter.timer);
     waiter.input.signal.removeEventListener('abort', waiter.onAbort);
     if (this.waiters.size === 0) this.stopPolling();
-    waiter.resolve(this.outcomeOf(record));
+    waiter.resolve(outcome);
+  }
+
+  /** Whether a waiter may act on this stored state. */
+  private isFinal(record: ApprovalRecord): boolean {
+    if (record.status === 'pending') return false;
+    // This process is still writing this very decision's audit row.
+    if (this.auditing.get(record.id) === record.status) return false;
+    // Whoever decided (this process or another), an approval counts once the trail holds it.
+    if (record.status === 'approved') return record.decisionSeq !== undefined;
+    return true;
   }
 
   private async redraw(record: ApprovalRecord): Promise<void> {
@@ -333,7 +424,25 @@ export class ApprovalService implements ApprovalGate {
   }
 
   private async expire(id: string): Promise<void> {
-    await this.settle(id, { status: 'expired', at: this.clock.now(), reason: 'no decision in time' });
+    if (await this.settle(id, { status: 'expired', at: this.clock.now(), reason: 'no decision in time' })) return;
+    const record = this.store.get(id);
+    const waiter = this.waiters.get(id);
+    if (!record || !waiter || record.status !== 'approved' || record.decisionSeq !== undefined) return;
+    // Approved before the deadline, but its audit row is not there yet: wait a little for it, then fail it.
+    if (!waiter.graceGiven) {
+      waiter.graceGiven = true;
+      waiter.timer = this.clock.setTimeout(() => void this.expire(id), UNAUDITED_APPROVAL_GRACE_MS);
+      return;
+    }
+    this.logger.error({ approvalId: id }, 'approval never reached the audit trail; failing it');
+    await this.failUnaudited(id, 'the approval was not recorded in the audit trail in time (the deciding process stopped or its audit write hung)');
+  }
+
+  /** Records the expiry of a pending request past its deadline whose timer has not fired (or lives in a dead process). */
+  private async expireIfDue(record: ApprovalRecord): Promise<boolean> {
+    if (record.status !== 'pending' || record.expiresAt > this.clock.now()) return false;
+    await this.settle(record.id, { status: 'expired', at: this.clock.now(), reason: 'no decision in time' });
+    return this.store.status(record.id) === 'expired';
   }
 
   private async onAbort(id: string, reason: unknown): Promise<void> {
@@ -357,8 +466,7 @@ export class ApprovalService implements ApprovalGate {
   private poll(): void {
     const now = this.clock.now();
     for (const waiter of [...this.waiters.values()]) {
-      if (this.store.status(waiter.id) !== 'pending') {
-        this.wake(waiter.id);
+      if (this.store.status(waiter.id) !== 'pending' && this.wake(waiter.id)) {
         // Decided elsewhere (the CLI, a process without Slack): this process posted the card, so it redraws it.
         const record = this.store.get(waiter.id);
         if (record) void this.redraw(record);
@@ -391,8 +499,12 @@ export class ApprovalService implements ApprovalGate {
 
   private outcomeOf(record: ApprovalRecord): ApprovalOutcome {
     const at = record.decidedAt ?? this.clock.now();
+    if (record.status === 'approved' && record.decisionSeq !== undefined) {
+      // The hash is the stored one, bound when the call was held: the gateway compares it with what it forwards.
+      return { approvalId: record.id, status: 'approved', approver: record.decidedBy ?? 'unknown', at, argsHash: record.argsHash };
+    }
     if (record.status === 'approved') {
-      return { approvalId: record.id, status: 'approved', approver: record.decidedBy ?? 'unknown', at };
+      return { approvalId: record.id, status: 'failed', approver: record.decidedBy, reason: 'approval failed: the approval is not recorded in the audit trail', at };
     }
     const status = record.status === 'pending' ? 'failed' : record.status;
     return { approvalId: record.id, status, approver: record.decidedBy, reason: outcomeReason(record), at };
@@ -429,6 +541,8 @@ function abortTransition(reason: unknown): Pick<Transition, 'status' | 'reason'>
     const who = r.scope === 'org' ? 'all agents' : `agent ${String(r.agent)}`;
     return { status: 'cancelled', reason: `agents halted (${who}: ${String(r.reason)})` };
   }
+  // The gateway says how the agent went away (connection dropped, session ended, shutdown).
+  if (isWardenError(reason, 'CALL_ABANDONED')) return { status: 'abandoned', reason: reason.message };
   return { status: 'abandoned', reason: 'the agent went away before a decision' };
 }
 

@@ -26,6 +26,7 @@ interface ApprovalRow {
   message_ts: string | null;
   process_id: string | null;
   outcome: string | null;
+  decision_seq: number | null;
 }
 
 export interface NewApproval {
@@ -84,6 +85,7 @@ function toRecord(row: ApprovalRow): ApprovalRecord {
     decidedAt: row.decided_at ?? undefined,
     decidedBy: row.decided_by ?? undefined,
     decisionReason: row.decision_reason ?? undefined,
+    decisionSeq: row.decision_seq ?? undefined,
     channel: row.channel ?? undefined,
     messageTs: row.message_ts ?? undefined,
     processId: row.process_id ?? undefined,
@@ -107,8 +109,15 @@ export class ApprovalStore {
       transition: db.prepare(`UPDATE approvals
         SET status = @status, decided_at = @at, decided_by = @by, decision_reason = @reason
         WHERE id = @id AND status = 'pending'`),
-      demote: db.prepare(`UPDATE approvals SET status = 'failed', decision_reason = @reason
-        WHERE id = @id AND status = @from`),
+      // A person's approve/reject: also only before the deadline, so a row whose
+      // expiry timer has not fired yet (late timer, dead process) cannot be approved.
+      transitionBeforeDeadline: db.prepare(`UPDATE approvals
+        SET status = @status, decided_at = @at, decided_by = @by, decision_reason = @reason
+        WHERE id = @id AND status = 'pending' AND expires_at > @at`),
+      setDecisionSeq: db.prepare(`UPDATE approvals SET decision_seq = @seq
+        WHERE id = @id AND status = @status AND decision_seq IS NULL`),
+      failUnaudited: db.prepare(`UPDATE approvals SET status = 'failed', decision_reason = @reason
+        WHERE id = @id AND status = 'approved' AND decision_seq IS NULL`),
       setMessage: db.prepare('UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?'),
       setOutcome: db.prepare('UPDATE approvals SET outcome = ? WHERE id = ?'),
       pending: db.prepare(`SELECT * FROM approvals WHERE status = 'pending' ORDER BY requested_at`),
@@ -146,15 +155,31 @@ export class ApprovalStore {
     return this.stmts.status.get(id) as ApprovalStatus | undefined;
   }
 
-  /** Compare-and-set out of 'pending'. True for the single caller that made the decision. */
+  /**
+   * Compare-and-set out of 'pending'. True for the single caller that made the
+   * decision. Approve and reject also need the request not to have expired
+   * (`expires_at > t.at`); expiry, cancellation and failures do not.
+   */
   transition(id: string, t: Transition): boolean {
-    const info = this.stmts.transition.run({ id, status: t.status, at: t.at, by: t.by ?? null, reason: t.reason ?? null });
+    const stmt = t.status === 'approved' || t.status === 'rejected' ? this.stmts.transitionBeforeDeadline : this.stmts.transition;
+    const info = stmt.run({ id, status: t.status, at: t.at, by: t.by ?? null, reason: t.reason ?? null });
     return info.changes === 1;
   }
 
-  /** Turn a decision into 'failed' when what it depends on (the audit row) could not be written. */
-  demoteToFailed(id: string, from: ApprovalStatus, reason: string): boolean {
-    return this.stmts.demote.run({ id, from, reason }).changes === 1;
+  /**
+   * Records that the decision's audit row is committed (its seq). False when
+   * the row has moved on meanwhile (e.g. an unaudited approval was failed).
+   */
+  setDecisionSeq(id: string, status: Exclude<ApprovalStatus, 'pending'>, seq: number): boolean {
+    return this.stmts.setDecisionSeq.run({ id, status, seq }).changes === 1;
+  }
+
+  /**
+   * approved -> failed, only while the approval's audit row is not recorded:
+   * an approval the trail does not hold is not an approval. True when it moved.
+   */
+  failUnaudited(id: string, reason: string): boolean {
+    return this.stmts.failUnaudited.run({ id, reason }).changes === 1;
   }
 
   setMessage(id: string, channel: string, ts: string): void {

@@ -18,7 +18,20 @@ export interface ApprovalRequestInput {
 }
 
 export type ApprovalOutcome =
-  | { approvalId: string; status: 'approved'; approver: string; at: number }
+  | {
+      approvalId: string;
+      status: 'approved';
+      approver: string;
+      at: number;
+      /**
+       * sha256 (hex, `argsHash()` in canonical.ts) of the exact arguments the
+       * human approved, read back from the stored approval. The gateway must
+       * forward only arguments whose `argsHash` equals this; an outcome
+       * without it cannot show what was approved and must be treated as a
+       * mismatch (fail closed). ApprovalService always sets it.
+       */
+      argsHash?: string | undefined;
+    }
   | { approvalId: string; status: Exclude<ApprovalStatus, 'approved' | 'pending'>; approver?: string | undefined; reason: string; at: number };
 
 /** What the gateway needs: hold a call until a human (or a timeout) decides. */
@@ -63,6 +76,11 @@ export interface ApprovalRecord {
   /** Slack user id for human decisions; absent for expiry, halts, restarts and failures. */
   decidedBy?: string | undefined;
   decisionReason?: string | undefined;
+  /**
+   * The audit seq of this decision's `approval.decided` row, set once that
+   * row is committed. 'approved' releases a call only when this is set.
+   */
+  decisionSeq?: number | undefined;
   channel?: string | undefined;
   messageTs?: string | undefined;
   processId?: string | undefined;
@@ -91,4 +109,12 @@ export interface ApprovalNotifier {
   updateCard(record: ApprovalRecord): Promise<void>;
   /** Reply in the card's thread with how the approved call ended. */
   postOutcome(record: ApprovalRecord, outcome: ApprovalResultReport): Promise<void>;
+  /**
+   * After the card is posted: put in its thread whatever the card could not
+   * show (e.g. the full redacted arguments when a value was cut or keys were
+   * left out); a no-op when the card showed everything. Rejects when it could
+   * not, and the request then fails closed, since the card promises the
+   * details are there.
+   */
+  postDetails?(record: ApprovalRecord): Promise<void>;
 }

@@ -2,7 +2,7 @@ import type { ApprovalNotifier, ApprovalRecord, ApprovalResultReport } from '../
 import { systemClock, type Clock } from '../clock.ts';
 import { WardenError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
-import { buildApprovalCard, buildOutcomeReply } from './blocks/approval-card.ts';
+import { buildApprovalCard, buildArgumentsThread, buildOutcomeReply } from './blocks/approval-card.ts';
 import type { WebClient } from './client.ts';
 import { withSlackRetry, type SlackRetryOptions } from './retry.ts';
 
@@ -43,6 +43,25 @@ export class SlackNotifier implements ApprovalNotifier {
     const message = buildApprovalCard(record);
     const { channel, messageTs } = record;
     await withSlackRetry('redrawing the approval card (chat.update)', () => this.client.chat.update({ channel, ts: messageTs, text: message.text, blocks: message.blocks }), this.ctx);
+  }
+
+  /**
+   * The full (redacted) arguments in the card's thread when the card could
+   * not show them all; in order, one message after the other. Rejects (after
+   * bounded retries) if any part could not be posted: the service then fails
+   * the request, since the card tells people to read them there.
+   */
+  async postDetails(record: ApprovalRecord): Promise<void> {
+    if (!record.channel || !record.messageTs) return;
+    const { channel, messageTs } = record;
+    const messages = buildArgumentsThread(record);
+    for (const [i, message] of messages.entries()) {
+      await withSlackRetry(
+        `posting the full arguments, part ${i + 1} of ${messages.length} (chat.postMessage)`,
+        () => this.client.chat.postMessage({ channel, thread_ts: messageTs, text: message.text, blocks: message.blocks, unfurl_links: false, unfurl_media: false }),
+        this.ctx,
+      );
+    }
   }
 
   async postOutcome(record: ApprovalRecord, outcome: ApprovalResultReport): Promise<void> {

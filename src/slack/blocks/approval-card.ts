@@ -1,5 +1,6 @@
 import type { types } from '@slack/bolt';
 import type { ApprovalRecord, ApprovalResultReport } from '../../approvals/types.ts';
+import { argumentsWarning, planArgumentsThread, redactionNotice, renderArguments, THREAD_SECTIONS_PER_MESSAGE } from './approval-arguments.ts';
 import { SlackLimits } from './limits.ts';
 import { codeBlock, escapeMrkdwn, mrkdwnText, plainText, slackDate, truncate, userMention } from './text.ts';
 
@@ -31,18 +32,14 @@ function qualified(record: ApprovalRecord): string {
   return truncate(`${record.server}__${record.tool}`, 200);
 }
 
-/** Pretty JSON of the (already redacted) arguments; anything unprintable is described. */
-function prettyArgs(args: unknown): string {
-  try {
-    return JSON.stringify(args ?? null, null, 2) ?? 'null';
-  } catch {
-    return '"[arguments could not be shown]"';
-  }
+/** Escaped, then cut: the cut never splits an entity, and the result is at most `max` whatever the input. */
+function shown(text: string, max: number): string {
+  return truncate(escapeMrkdwn(text), max);
 }
 
 /** The one line saying where the request stands, drawn from the stored status. */
 export function statusLine(record: ApprovalRecord): string {
-  const reason = (max: number) => escapeMrkdwn(truncate(record.decisionReason ?? '', max));
+  const reason = (max: number) => shown(record.decisionReason ?? '', max);
   const at = record.decidedAt !== undefined ? ` at ${slackDate(record.decidedAt)}` : '';
   switch (record.status) {
     case 'pending':
@@ -62,11 +59,11 @@ export function statusLine(record: ApprovalRecord): string {
   }
 }
 
-function fallbackText(record: ApprovalRecord): string {
+function fallbackText(record: ApprovalRecord, incomplete: boolean): string {
   const what = escapeMrkdwn(`${record.agent} → ${qualified(record)}`);
   switch (record.status) {
     case 'pending':
-      return `Approval needed: ${what}`;
+      return `Approval needed: ${what}${incomplete ? ' (not every argument fits on the card: read the thread)' : ''}`;
     case 'approved':
       return `Approved by <@${record.decidedBy}>: ${what}`;
     case 'rejected':
@@ -79,22 +76,34 @@ function fallbackText(record: ApprovalRecord): string {
 /**
  * The approval card, drawn only from the stored record. Pending cards carry
  * Approve / Reject buttons whose value is the approval id; every later state
- * replaces them with a status line. Fits Block Kit limits whatever the input.
+ * replaces them with a status line. Fits Block Kit limits whatever the input:
+ * every part is cut to a fixed size, so the whole card stays under
+ * `SlackLimits.messageBlocksTextSoft`.
+ *
+ * Every argument key is listed with its own value (see approval-arguments.ts);
+ * when anything is cut or left out, a warning says what, right under the
+ * header, and the full arguments go in the thread (`buildArgumentsThread`).
  */
 export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
   const pending = record.status === 'pending';
+  const args = renderArguments(record.args);
+  const warning = args.incomplete ? argumentsWarning(args, planArgumentsThread(record.args)) : null;
+  const redactions = redactionNotice(args);
   const blocks: KnownBlock[] = [
     {
       type: 'header',
       text: plainText(`${pending ? 'Approval needed' : 'Approval request'}: ${qualified(record)}`, SlackLimits.headerText),
     },
+  ];
+  if (warning) blocks.push({ type: 'section', text: mrkdwnText(warning, 1500) });
+  blocks.push(
     {
       type: 'section',
       fields: [
-        mrkdwnText(`*Agent*\n${escapeMrkdwn(record.agent)}`, SlackLimits.sectionFieldText),
-        mrkdwnText(`*Owner*\n${userMention(record.owner)}`, SlackLimits.sectionFieldText),
-        mrkdwnText(`*Server*\n${escapeMrkdwn(record.server)}`, SlackLimits.sectionFieldText),
-        mrkdwnText(`*Tool*\n${escapeMrkdwn(record.tool)}`, SlackLimits.sectionFieldText),
+        mrkdwnText(`*Agent*\n${shown(record.agent, 200)}`, SlackLimits.sectionFieldText),
+        mrkdwnText(`*Owner*\n${record.owner ? userMention(truncate(record.owner, 100)) : userMention(undefined)}`, SlackLimits.sectionFieldText),
+        mrkdwnText(`*Server*\n${shown(record.server, 200)}`, SlackLimits.sectionFieldText),
+        mrkdwnText(`*Tool*\n${shown(record.tool, 200)}`, SlackLimits.sectionFieldText),
       ],
     },
     {
@@ -102,30 +111,24 @@ export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
       text: mrkdwnText(
         [
           '*Why it needs approval*',
-          escapeMrkdwn(truncate(record.requestReason ?? 'policy requires a human decision', 2000)),
+          shown(record.requestReason ?? 'policy requires a human decision', 1000),
           `Rule: ${RULE_LABEL[record.rule]} · Consequence: *${CONSEQUENCE_LABEL[record.consequence]}*`,
         ].join('\n'),
       ),
     },
-    {
-      type: 'section',
-      text: {
-        type: 'mrkdwn',
-        // The heading plus a code block that is cut, fences included, to the section limit.
-        text: `*Arguments* (secrets redacted)\n${codeBlock(prettyArgs(record.args), SlackLimits.sectionText - 40)}`,
-      },
-    },
-    {
-      type: 'context',
-      elements: [
-        mrkdwnText(
-          `Requested ${slackDate(record.requestedAt)} · Expires ${slackDate(record.expiresAt)} · ` +
-            `args sha256 \`${record.argsHash.slice(0, 12)}\` · call \`${escapeMrkdwn(truncate(record.callId, 80))}\``,
-          SlackLimits.contextText,
-        ),
-      ],
-    },
-  ];
+    ...args.blocks,
+  );
+  if (redactions) blocks.push({ type: 'section', text: mrkdwnText(redactions, 1000) });
+  blocks.push({
+    type: 'context',
+    elements: [
+      mrkdwnText(
+        `Requested ${slackDate(record.requestedAt)} · Expires ${slackDate(record.expiresAt)} · ` +
+          `args sha256 \`${record.argsHash.slice(0, 12)}\` · call \`${shown(record.callId, 80)}\``,
+        SlackLimits.contextText,
+      ),
+    ],
+  });
   if (pending) {
     blocks.push({
       type: 'actions',
@@ -137,7 +140,51 @@ export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
     });
   }
   blocks.push({ type: 'section', text: mrkdwnText(statusLine(record)) });
-  return { text: truncate(fallbackText(record), 300), blocks };
+  return { text: truncate(fallbackText(record, args.incomplete), 300), blocks };
+}
+
+/** Whether the card leaves anything out, so the thread must carry the full arguments. */
+export function cardHidesArguments(record: ApprovalRecord): boolean {
+  return renderArguments(record.args).incomplete;
+}
+
+/**
+ * The full (redacted) arguments as thread replies, for a card that could not
+ * show them all: pretty JSON split into code sections, a few a message, each
+ * within the limits. Empty when the card shows everything.
+ */
+export function buildArgumentsThread(record: ApprovalRecord): SlackMessage[] {
+  if (!cardHidesArguments(record)) return [];
+  const plan = planArgumentsThread(record.args);
+  const parts = Math.ceil(plan.chunks.length / THREAD_SECTIONS_PER_MESSAGE);
+  const messages: SlackMessage[] = [];
+  for (let i = 0; i < parts; i++) {
+    const chunks = plan.chunks.slice(i * THREAD_SECTIONS_PER_MESSAGE, (i + 1) * THREAD_SECTIONS_PER_MESSAGE);
+    const blocks: KnownBlock[] = [
+      {
+        type: 'context',
+        elements: [
+          mrkdwnText(
+            `:page_facing_up: Full arguments of \`${shown(qualified(record), 200)}\` (secrets redacted) — part ${i + 1} of ${parts}`,
+            SlackLimits.contextText,
+          ),
+        ],
+      },
+      // Chunks are already escaped and fence-safe (codeBlockBody); only the fences are added.
+      ...chunks.map((c): KnownBlock => ({ type: 'section', text: { type: 'mrkdwn', text: `\`\`\`${c}\`\`\`` } })),
+    ];
+    if (i === parts - 1 && !plan.complete) {
+      blocks.push({
+        type: 'section',
+        text: mrkdwnText(
+          `:rotating_light: *The rest is not posted*: the arguments are ${plan.totalChars.toLocaleString('en-US')} characters, ` +
+            `more than Warden shows in Slack (${plan.postedChars.toLocaleString('en-US')} above). Do not approve what you could not read.`,
+        ),
+      });
+    }
+    messages.push({ text: `Full arguments of ${escapeMrkdwn(qualified(record))}, part ${i + 1} of ${parts}`, blocks });
+  }
+  return messages;
 }
 
 /** The thread reply saying how an approved call ended. */

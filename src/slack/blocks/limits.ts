@@ -8,6 +8,12 @@ export const SlackLimits = {
   messageBlocks: 50,
   modalBlocks: 100,
   messageText: 40_000,
+  /**
+   * All the text in one message's blocks together. Not documented: Slack
+   * answers msg_blocks_too_long from about 13,200 characters
+   * (slackapi/bolt-js#2509), so builders of long messages stay under this.
+   */
+  messageBlocksTextSoft: 12_000,
   sectionText: 3000,
   sectionFields: 10,
   sectionFieldText: 2000,

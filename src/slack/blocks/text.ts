@@ -63,7 +63,22 @@ export function slackDate(ms: number, format: string = '{date_short_pretty} {tim
  * Backtick runs are broken with a zero-width space so content cannot close the fence.
  */
 export function codeBlock(text: string, max: number, marker: string = `\n${ELLIPSIS} (truncated)`): string {
-  const body = escapeMrkdwn(text).replace(/```/g, '`\u200b`\u200b`');
   const fence = '```';
-  return `${fence}${truncate(body, max - 2 * fence.length, marker)}${fence}`;
+  return `${fence}${truncate(codeBlockBody(text), max - 2 * fence.length, marker)}${fence}`;
+}
+
+/** What `codeBlock` puts between its fences before any cut: escaped, with backtick runs broken. */
+export function codeBlockBody(text: string): string {
+  return escapeMrkdwn(text).replace(/```/g, '`\u200b`\u200b`');
+}
+
+// Characters that change what a reader sees without being seen: C0/C1
+// controls (tab, newline and carriage return excepted), soft hyphen, zero-width characters,
+// bidi embeddings/overrides/isolates, word joiners, BOM. An agent could use
+// them to make `evil.example` read as `example.com` on a card.
+const INVISIBLE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u00AD\u061C\u180E\u200B-\u200F\u2028-\u202E\u2060-\u2069\uFEFF]/g;
+
+/** Shows invisible and direction-changing characters as `⟦U+202E⟧`, so what people read is what runs. */
+export function revealInvisible(text: string): string {
+  return text.replace(INVISIBLE, (c) => `⟦U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}⟧`);
 }
