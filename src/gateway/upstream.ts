@@ -13,6 +13,7 @@ import {
   type Progress,
   type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
+import { REDACTED, redactString } from '../audit/redact.ts';
 import type { Logger } from '../logger.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
@@ -323,10 +324,11 @@ export class UpstreamManager implements Upstreams {
     const generation = ++conn.generation;
     const client = new Client(CLIENT_INFO, { capabilities: {} });
     const transport = this.#makeTransport(conn, sp, generation);
+    const scrub = scrubber(conn.transport);
     client.onerror = (err) => {
       // Junk on a stdio server's stdout surfaces here one line at a time; the
       // connection survives it, so note it and carry on.
-      this.#log.warn({ server: conn.name, err: truncate(err.message, 300) }, 'upstream protocol noise');
+      this.#log.warn({ server: conn.name, err: truncate(scrub(err.message), 300) }, 'upstream protocol noise');
     };
     client.onclose = () => this.#onClosed(conn, generation);
     client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
@@ -379,16 +381,17 @@ export class UpstreamManager implements Upstreams {
       if (/ReadBuffer exceeded/.test(err.message)) markOversized();
     };
     let pending = '';
+    const scrub = scrubber(t);
     transport.stderr?.on('data', (chunk: Buffer) => {
       pending += chunk.toString('utf8');
       let i: number;
       while ((i = pending.indexOf('\n')) >= 0) {
         const line = pending.slice(0, i);
         pending = pending.slice(i + 1);
-        if (line.trim()) this.#log.info({ server: conn.name, stderr: truncate(line, STDERR_LINE_MAX) }, 'upstream stderr');
+        if (line.trim()) this.#log.info({ server: conn.name, stderr: truncate(scrub(line), STDERR_LINE_MAX) }, 'upstream stderr');
       }
       if (pending.length > STDERR_LINE_MAX) {
-        this.#log.info({ server: conn.name, stderr: truncate(pending, STDERR_LINE_MAX) }, 'upstream stderr');
+        this.#log.info({ server: conn.name, stderr: truncate(scrub(pending), STDERR_LINE_MAX) }, 'upstream stderr');
         pending = '';
       }
     });
@@ -525,4 +528,23 @@ function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pr
 
 function truncate(s: string, max: number): string {
   return s.length > max ? `${s.slice(0, max)}… (${s.length - max} more chars)` : s;
+}
+
+/**
+ * What an upstream prints is not ours to trust: it may echo the credentials
+ * Warden handed it (resolved `${VAR}` env and header values). Every line is
+ * masked for those exact values and for anything shaped like a secret before
+ * it reaches a log.
+ */
+export function scrubber(t: Transport): (text: string) => string {
+  const values = Object.values(t.type === 'stdio' ? t.env : t.headers)
+    .flatMap((v) => [v, ...v.split(/\s+/)])
+    // Very short values ("1", "true") would mask ordinary words; secrets are longer.
+    .filter((v) => v.length >= 6)
+    .sort((a, b) => b.length - a.length);
+  return (text) => {
+    let out = text;
+    for (const v of values) out = out.split(v).join(REDACTED);
+    return redactString(out);
+  };
 }

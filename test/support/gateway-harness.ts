@@ -59,7 +59,7 @@ export async function startHarness(policyYaml: string, overrides: Partial<StartG
   const dir = mkdtempSync(join(tmpdir(), 'warden-gw-'));
   const db = openDb(join(dir, 'warden.db'));
   const logger = process.env.GATEWAY_TEST_LOG ? createLogger({ level: process.env.GATEWAY_TEST_LOG }) : silentLogger();
-  let policy = parsePolicy(policyYaml, 'test-policy.yml', {});
+  let policy = parsePolicy(policyYaml, 'test-policy.yml', process.env);
   const audit = new AuditLog(db, { logger });
   const alerts = new MemoryAlertSink();
   const killSwitch = new KillSwitch({ db, audit, logger, pollMs: 20 });
@@ -127,7 +127,7 @@ export async function startHarness(policyYaml: string, overrides: Partial<StartG
     async restart(policyYaml2) {
       await Promise.allSettled(clients.splice(0).map((c) => c.close()));
       await gateway.close();
-      if (policyYaml2) policy = parsePolicy(policyYaml2, 'test-policy.yml', {});
+      if (policyYaml2) policy = parsePolicy(policyYaml2, 'test-policy.yml', process.env);
       gateway = await boot();
     },
     async close() {
