@@ -15,22 +15,16 @@ import {
   verifyCheckpoint,
   type AuditRow,
 } from '../src/audit/index.ts';
-import type { Clock } from '../src/clock.ts';
 import { isWardenError } from '../src/errors.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { ManualClock } from './support/manual-clock.ts';
 
 let dir: string;
 let dbPath: string;
 const handles: { close(): unknown; open: boolean }[] = [];
 
-const clock: Clock = {
-  now: () => 1_790_000_000_000,
-  monotonic: () => 0,
-  setTimeout: (fn, t) => setTimeout(fn, t),
-  clearTimeout: (h) => clearTimeout(h),
-  setInterval: (fn, t) => setInterval(fn, t),
-  clearInterval: (h) => clearInterval(h),
-};
+// Never moved: every row and checkpoint carries this one time.
+const clock = new ManualClock(1_790_000_000_000);
 
 function wardenDb(): Db {
   const d = openDb(dbPath);

@@ -6,17 +6,13 @@ import { AuditLog } from '../src/audit/log.ts';
 import { MemoryAlertSink } from '../src/control/alerts.ts';
 import { AnomalyDetector, type AnomalyEvent } from '../src/control/anomaly.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
-import type { Clock } from '../src/clock.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { ManualClock } from './support/manual-clock.ts';
+import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
 
 const POLICY = `
-servers:
-  tickets:
-    command: node
-    args: [x.js]
-    tools:
-      read_ticket: { scope: read }
+${UNSTARTED_SERVERS_YAML}
 agents:
   - agent: chatty
     owner: U0OWNER
@@ -32,20 +28,6 @@ agents:
 control:
   oncall_channel: C0ONCALL
 `;
-
-/** A clock the test moves by hand; the detector only reads it and schedules nothing here. */
-function manualClock(start: number): Clock & { set(ms: number): void } {
-  let t = start;
-  return {
-    now: () => t,
-    monotonic: () => t,
-    set: (ms) => (t = ms),
-    setTimeout: (fn, ms) => setTimeout(fn, ms),
-    clearTimeout: (h) => clearTimeout(h),
-    setInterval: (fn, ms) => setInterval(fn, ms),
-    clearInterval: (h) => clearInterval(h),
-  };
-}
 
 let dir: string;
 let db: Db;
@@ -66,7 +48,8 @@ afterEach(async () => {
 function setup(opts: { killSwitch?: KillSwitch } = {}) {
   const policy = parsePolicy(POLICY, 'policy.yml');
   const alerts = new MemoryAlertSink();
-  const clock = manualClock(T0);
+  // Moved by hand; the detector is driven by tick() here, never started, so it schedules nothing.
+  const clock = new ManualClock(T0);
   const detector = new AnomalyDetector({ policy, alerts, audit, clock, killSwitch: opts.killSwitch });
   const events: AnomalyEvent[] = [];
   detector.onAnomaly((e) => events.push(e));
@@ -129,10 +112,10 @@ describe('AnomalyDetector fed by the audit trail', () => {
     const { detector, events, clock } = setup();
     await decided('chatty', 'allow', T0, 'call-long');
     detector.tick();
-    clock.set(T0 + 29_000);
+    await clock.advanceTo(T0 + 29_000);
     detector.tick();
     expect(events).toHaveLength(0);
-    clock.set(T0 + 31_000);
+    await clock.advanceTo(T0 + 31_000);
     detector.tick();
     expect(events).toEqual([expect.objectContaining({ rule: 'long_run', callId: 'call-long' })]);
     // Its completion is not reported a second time.
@@ -177,7 +160,7 @@ describe('AnomalyDetector fed directly (gateway hook)', () => {
   it('counts recordCall the same way', () => {
     const policy = parsePolicy(POLICY, 'policy.yml');
     const alerts = new MemoryAlertSink();
-    const detector = new AnomalyDetector({ policy, alerts, clock: manualClock(T0) });
+    const detector = new AnomalyDetector({ policy, alerts, clock: new ManualClock(T0) });
     for (let i = 0; i < 3; i++) detector.recordCall({ agent: 'chatty', decision: 'deny', ts: T0 + i });
     expect(alerts.alerts.map((a) => a.detail?.rule)).toEqual(['denials']);
     detector.recordCall({ agent: 'chatty', decision: 'allow', callId: 'x', durationMs: 31_000, ts: T0 + 10 });

@@ -11,6 +11,7 @@ import type { HaltState } from '../src/control/types.ts';
 import { isWardenError } from '../src/errors.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
 
 let dir: string;
 let dbs: Db[];
@@ -32,12 +33,7 @@ afterEach(() => {
 });
 
 const POLICY = `
-servers:
-  tickets:
-    command: node
-    args: [x.js]
-    tools:
-      read_ticket: { scope: read }
+${UNSTARTED_SERVERS_YAML}
 agents:
   - agent: support-triage
     owner: U0OWNER

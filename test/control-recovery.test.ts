@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -146,23 +146,8 @@ describe('startWarden', () => {
     const now = Date.now();
     await call('left-running', 'allow', now - 60 * MIN);
     await call('just-decided', 'allow', now - MIN);
-    const policyPath = join(dir, 'policy.yml');
     // The seed form: no upstream to start, so this checks start-up wiring only.
-    writeFileSync(
-      policyPath,
-      `agent: support-triage
-sandbox: isolated, network egress = allowlist only
-mcp_scopes:
-  tickets:   [read]
-  kb:        [read]
-  crm:       [read]
-approval_required:
-  - send_customer_email
-  - refund_request
-audit: all_tool_calls
-kill_switch: org-wide, tested monthly
-`,
-    );
+    const policyPath = 'examples/seed-policy.yml';
     const config = loadConfig({ WARDEN_DB: dbPath, WARDEN_POLICY: policyPath, WARDEN_HOST: '127.0.0.1', WARDEN_PORT: '0', LOG_LEVEL: 'silent' });
     for (let i = 0; i < 2; i++) {
       const warden = await startWarden(config, { logger: silentLogger(), env: {} });

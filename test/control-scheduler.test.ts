@@ -10,14 +10,10 @@ import { SlackAlertSink, SlackChannelPoster } from '../src/slack/alert-sink.ts';
 import { createSlackClient } from '../src/slack/client.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { startSlackApiServer, type SlackApiServer } from './support/slack-api-server.ts';
+import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
 
 const POLICY = `
-servers:
-  tickets:
-    command: node
-    args: [x.js]
-    tools:
-      read_ticket: { scope: read }
+${UNSTARTED_SERVERS_YAML}
 agents:
   - agent: overdue-bot
     owner: U0OWNER

@@ -7,7 +7,8 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { hashToken, listAgentTokens } from '../src/gateway/tokens.ts';
 import { PinStore } from '../src/gateway/pins.ts';
-import { fixtureServer, ROOT, startHarness, textOf, type Harness } from './support/gateway-harness.ts';
+import { ROOT, startHarness, textOf, type Harness } from './support/gateway-harness.ts';
+import { helpdeskServersYaml } from './support/policies.ts';
 
 const run = promisify(execFile);
 const CLI = join(ROOT, 'src/cli/index.ts');
@@ -17,13 +18,7 @@ let policyPath: string;
 let dbPath: string;
 
 const POLICY = `
-servers:
-  tickets:
-    ${fixtureServer('helpdesk-server.ts', ['tickets'])}
-    tools:
-      list_tickets: { scope: read }
-      read_ticket:  { scope: read }
-      close_ticket: { scope: write, consequence: reversible }
+${helpdeskServersYaml(['tickets'])}
 agents:
   - agent: support-triage
     mcp_scopes: { tickets: [read] }

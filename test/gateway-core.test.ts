@@ -8,7 +8,8 @@ import { startGateway } from '../src/gateway/gateway.ts';
 import { createAgentToken, revokeAgentTokens } from '../src/gateway/tokens.ts';
 import { silentLogger } from '../src/logger.ts';
 import { startEchoHttpServer, type EchoHttpServer } from './fixtures/echo-http-server.ts';
-import { everythingServer, fixtureServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
+import { everythingServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
+import { helpdeskServersYaml } from './support/policies.ts';
 
 let echo: EchoHttpServer;
 let h: Harness;
@@ -16,19 +17,7 @@ const SECRET_IN_WARDEN_ENV = 'xoxb-warden-own-secret-not-for-upstreams';
 
 function policyYaml(echoUrl: string): string {
   return `
-servers:
-  tickets:
-    ${fixtureServer('helpdesk-server.ts', ['tickets'])}
-    tools:
-      list_tickets:        { scope: read }
-      read_ticket:         { scope: read }
-      close_ticket:        { scope: write, consequence: reversible }
-      send_customer_email: { scope: write, consequence: customer-facing }
-  crm:
-    ${fixtureServer('helpdesk-server.ts', ['crm'])}
-    tools:
-      lookup_customer: { scope: read }
-      refund_request:  { scope: write, consequence: irreversible }
+${helpdeskServersYaml(['tickets', 'crm'])}
   everything:
     ${everythingServer('env: { EVERYTHING_MARKER: "from-policy" }')}
     tools:

@@ -6,7 +6,8 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { silentLogger } from '../src/logger.ts';
 import { PolicyStore } from '../src/policy/store.ts';
-import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
+import { startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
+import { helpdeskServersYaml } from './support/policies.ts';
 
 /**
  * A policy reload is seen by connected agents at once: they are told their
@@ -18,19 +19,7 @@ import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './su
 const AGENT = 'support-triage';
 const OWNER = 'U0123ABCD';
 
-const servers = `
-servers:
-  tickets:
-    ${fixtureServer('helpdesk-server.ts', ['tickets'])}
-    tools:
-      list_tickets:        { scope: read }
-      read_ticket:         { scope: read }
-      send_customer_email: { scope: write, consequence: customer-facing }
-  kb:
-    ${fixtureServer('helpdesk-server.ts', ['kb'])}
-    tools:
-      search_kb: { scope: read }
-`;
+const servers = helpdeskServersYaml(['tickets', 'kb']);
 
 const BEFORE = `${servers}
 agents:

@@ -11,28 +11,12 @@ import {
   visibleTools,
   type Decision,
 } from '../src/policy/index.ts';
+import { helpdeskServersYaml } from './support/policies.ts';
 
 const seed = loadPolicyFile('examples/seed-policy.yml', {});
 const full = loadPolicyFile('examples/policy.yml', {});
 
-const CATALOGUE = `servers:
-  tickets:
-    command: node
-    tools:
-      list_tickets:        { scope: read }
-      read_ticket:         { scope: read }
-      close_ticket:        { scope: write, consequence: reversible }
-      send_customer_email: { scope: write, consequence: customer-facing }
-  kb:
-    command: node
-    tools:
-      search_kb: { scope: read }
-  crm:
-    command: node
-    tools:
-      lookup_customer: { scope: read }
-      refund_request:  { scope: write, consequence: irreversible }
-`;
+const CATALOGUE = helpdeskServersYaml(['tickets', 'kb', 'crm']);
 /** The seed as written, plus where its tools live: the seed form accepts a servers block. */
 const seedWithCatalogue = parsePolicy(readFileSync('examples/seed-policy.yml', 'utf8') + CATALOGUE, 'seed+catalogue.yml', {});
 

@@ -289,6 +289,20 @@ describe('clicks', () => {
     const eph = await h.slack.waitForCall('chat.postEphemeral');
     expect(eph.args.text).toBe(`This call was already approved by <@${APPROVER}>.`);
   });
+
+  it('a button whose value is not an approval id is refused to the clicker, on either button, and nothing is decided', async () => {
+    const { id, ts } = await hold();
+    for (const actionId of ['approval_approve', 'approval_reject']) {
+      await h.sender.blockAction({ user: OWNER, actionId, value: `${id}' OR 1=1`, channel: CHANNEL, messageTs: ts });
+    }
+    await vi.waitFor(() => expect(h.slack.callsOf('chat.postEphemeral')).toHaveLength(2));
+    for (const eph of h.slack.callsOf('chat.postEphemeral')) {
+      expect(eph.args).toMatchObject({ channel: CHANNEL, user: OWNER, text: 'This button does not carry a valid approval id.' });
+    }
+    expect(h.slack.callsOf('views.open')).toHaveLength(0);
+    expect(h.auditRows('approval.refused')).toHaveLength(0);
+    expect(status(id)).toBe('pending');
+  });
 });
 
 describe('request authenticity', () => {

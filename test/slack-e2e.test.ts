@@ -6,7 +6,8 @@ import { MemoryAlertSink } from '../src/control/alerts.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
 import { createAgentToken, startGateway, type GatewayHandle } from '../src/gateway/index.ts';
 import { silentLogger } from '../src/logger.ts';
-import { fixtureServer, textOf } from './support/gateway-harness.ts';
+import { textOf } from './support/gateway-harness.ts';
+import { helpdeskServersYaml } from './support/policies.ts';
 import { APPROVER, CHANNEL, OWNER, STRANGER, approvalIdOf, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
 
 /**
@@ -16,14 +17,7 @@ import { APPROVER, CHANNEL, OWNER, STRANGER, approvalIdOf, startSlackHarness, ty
  * agent gets the result; the audit trail and the card's thread tell the story.
  */
 const POLICY = `
-servers:
-  tickets:
-    ${fixtureServer('helpdesk-server.ts', ['tickets'])}
-    tools:
-      list_tickets:        { scope: read }
-      read_ticket:         { scope: read }
-      close_ticket:        { scope: write, consequence: reversible }
-      send_customer_email: { scope: write, consequence: customer-facing }
+${helpdeskServersYaml(['tickets'])}
 agents:
   - agent: support-triage
     mcp_scopes: { tickets: [read] }

@@ -208,11 +208,7 @@ export class ApprovalService implements ApprovalGate {
     if (why !== null) {
       await this.auditSafely({
         event: 'approval.refused',
-        callId: record.callId,
-        agent: record.agent,
-        owner: record.owner,
-        server: record.server,
-        tool: record.tool,
+        ...heldCallFields(record),
         decision: decision === 'approve' ? 'approve' : 'reject',
         approver: userId,
         reason: why,
@@ -336,18 +332,7 @@ export class ApprovalService implements ApprovalGate {
     this.auditing.set(id, t.status);
     const record = this.store.get(id)!;
     try {
-      const { seq } = await this.audit.append({
-        event: 'approval.decided',
-        callId: record.callId,
-        agent: record.agent,
-        owner: record.owner,
-        server: record.server,
-        tool: record.tool,
-        decision: t.status,
-        approver: t.by,
-        reason: t.reason,
-        detail: { approvalId: id, argsHash: record.argsHash },
-      });
+      const { seq } = await this.audit.append(decidedEntry(record, { decision: t.status, approver: t.by, reason: t.reason }));
       if (!this.store.setDecisionSeq(id, t.status, seq)) {
         // Failed meanwhile (its audit row was too slow past the deadline): that stands, the call does not run.
         this.logger.warn({ approvalId: id, seq, status: this.store.status(id) }, 'decision audited after it was failed; the failure stands');
@@ -368,18 +353,7 @@ export class ApprovalService implements ApprovalGate {
   private async failUnaudited(id: string, reason: string): Promise<boolean> {
     if (!this.store.failUnaudited(id, reason)) return false;
     const record = this.store.get(id)!;
-    await this.auditSafely({
-      event: 'approval.decided',
-      callId: record.callId,
-      agent: record.agent,
-      owner: record.owner,
-      server: record.server,
-      tool: record.tool,
-      decision: 'failed',
-      approver: record.decidedBy,
-      reason,
-      detail: { approvalId: id, argsHash: record.argsHash, failedApproval: true },
-    });
+    await this.auditSafely(decidedEntry(record, { decision: 'failed', approver: record.decidedBy, reason, detail: { failedApproval: true } }));
     this.wake(id);
     await this.redraw(record);
     return true;
@@ -517,6 +491,26 @@ export class ApprovalService implements ApprovalGate {
       this.logger.error({ err: describeError(err), event: entry.event }, 'audit write failed');
     }
   }
+}
+
+/** The audit fields naming the held call an approval event is about. */
+function heldCallFields(r: ApprovalRecord): Pick<AuditEntry, 'callId' | 'agent' | 'owner' | 'server' | 'tool'> {
+  return { callId: r.callId, agent: r.agent, owner: r.owner, server: r.server, tool: r.tool };
+}
+
+/** An `approval.decided` entry; its detail always binds the approval id and the exact arguments' hash. */
+function decidedEntry(
+  r: ApprovalRecord,
+  d: { decision: string; approver: string | undefined; reason: string | undefined; detail?: Record<string, unknown> },
+): AuditEntry {
+  return {
+    event: 'approval.decided',
+    ...heldCallFields(r),
+    decision: d.decision,
+    approver: d.approver,
+    reason: d.reason,
+    detail: { approvalId: r.id, argsHash: r.argsHash, ...d.detail },
+  };
 }
 
 function policyGetter(source: ApprovalPolicySource | undefined): (() => Policy) | undefined {

@@ -29,23 +29,16 @@ interface ApprovalRow {
   decision_seq: number | null;
 }
 
-export interface NewApproval {
-  id: string;
-  callId: string;
-  agent: string;
-  owner?: string | undefined;
-  server: string;
-  tool: string;
-  /** Already redacted. */
+/** A held call as inserted: the record's request fields, pending by definition, with nothing decided yet. */
+export interface NewApproval
+  extends Pick<
+    ApprovalRecord,
+    'id' | 'callId' | 'agent' | 'owner' | 'server' | 'tool' | 'argsHash' | 'rule' | 'consequence' | 'approvers' | 'requestedAt' | 'expiresAt' | 'channel'
+  > {
+  /** Already redacted; stored as the record's `args`. */
   displayArgs: unknown;
-  argsHash: string;
-  rule: ApprovalRecord['rule'];
-  consequence: Consequence;
+  /** Required here: every held call says why. */
   requestReason: string;
-  approvers: string[];
-  requestedAt: number;
-  expiresAt: number;
-  channel?: string | undefined;
   processId: string;
 }
 

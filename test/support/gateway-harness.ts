@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -22,19 +22,8 @@ import { openDb, type Db } from '../../src/store/db.ts';
  * the SDK's own Client over Streamable HTTP.
  */
 
-export const ROOT = resolve(import.meta.dirname, '../..');
-export const FIXTURES = join(ROOT, 'test/fixtures');
-export const EVERYTHING = join(ROOT, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
-
-/** YAML for a stdio server entry running one of our TypeScript fixtures under tsx. */
-export function fixtureServer(file: string, args: string[] = [], extra = ''): string {
-  const argv = ['--import', 'tsx', join(FIXTURES, file), ...args].map((a) => JSON.stringify(a)).join(', ');
-  return `command: ${JSON.stringify(process.execPath)}\n    args: [${argv}]\n    cwd: ${JSON.stringify(ROOT)}${extra ? `\n    ${extra}` : ''}`;
-}
-
-export function everythingServer(extra = ''): string {
-  return `command: ${JSON.stringify(process.execPath)}\n    args: [${JSON.stringify(EVERYTHING)}, "stdio"]${extra ? `\n    ${extra}` : ''}`;
-}
+// The YAML builders live in policies.ts (no Warden imports); re-exported for the gateway tests.
+export { EVERYTHING, FIXTURES, ROOT, everythingServer, fixtureServer } from './policies.ts';
 
 export interface Harness {
   dir: string;

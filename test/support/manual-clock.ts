@@ -6,6 +6,7 @@
  *
  *   const clock = new ManualClock(Date.parse('2026-01-01T00:00:00Z'));
  *   await clock.tick(15 * 60_000);            // fire everything due, letting async work settle between timers
+ *   await clock.advanceTo(start + 31_000);     // the same, to an absolute time
  *   await clock.runUntil(promise);            // advance in steps until `promise` settles
  */
 import type { Clock } from '../../src/clock.ts';
@@ -80,6 +81,11 @@ export class ManualClock implements Clock {
     }
     this.setTime(end);
     await settle();
+  }
+
+  /** Moves time forward to the absolute time `at` (no-op if already past), firing due timers like `tick`. */
+  async advanceTo(at: number): Promise<void> {
+    await this.tick(Math.max(0, at - this.t));
   }
 
   /** Advances in `stepMs` steps until `promise` settles (or `maxMs` of fake time passes). */

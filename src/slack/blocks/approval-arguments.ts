@@ -86,13 +86,18 @@ function flatten(value: unknown, path: string, depth: number, out: Leaf[]): void
 /** The text people read for a value: strings as they are (an empty one as ""), anything else as JSON. */
 function valueText(value: unknown): string {
   if (typeof value === 'string') return revealInvisible(value.trim() === '' ? JSON.stringify(value) : value);
+  return prettyJsonText(value, 'value');
+}
+
+/** Pretty JSON, invisible characters shown; a value JSON cannot carry becomes a quoted "[<what> could not be shown]". */
+function prettyJsonText(value: unknown, what: string): string {
   let json: string | undefined;
   try {
     json = JSON.stringify(value ?? null, null, 2);
   } catch {
     json = undefined;
   }
-  return revealInvisible(json ?? '"[value could not be shown]"');
+  return revealInvisible(json ?? `"[${what} could not be shown]"`);
 }
 
 /** Inline code that content cannot break out of. */
@@ -272,13 +277,7 @@ export function redactionNotice(view: ArgumentsView): string | null {
 
 /** Pretty JSON of the (already redacted) arguments, invisible characters shown. */
 export function fullArgumentsText(args: unknown): string {
-  let json: string | undefined;
-  try {
-    json = JSON.stringify(args ?? null, null, 2);
-  } catch {
-    json = undefined;
-  }
-  return revealInvisible(json ?? '"[arguments could not be shown]"');
+  return prettyJsonText(args, 'arguments');
 }
 
 export interface ArgumentsThreadPlan {

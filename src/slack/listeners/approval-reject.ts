@@ -3,7 +3,7 @@ import { describeError } from '../../errors.ts';
 import { REJECT_ACTION_ID } from '../blocks/approval-card.ts';
 import { buildRejectModal } from '../blocks/reject-modal.ts';
 import type { SlackDeps } from '../deps.ts';
-import { approvalIdSchema, tellUser } from './respond.ts';
+import { readApprovalClick, tellUser } from './respond.ts';
 
 /**
  * Reject button: ack, check the clicker may decide (a refusal is audited
@@ -12,23 +12,19 @@ import { approvalIdSchema, tellUser } from './respond.ts';
 export function registerApprovalReject(app: App, deps: SlackDeps): void {
   app.action<BlockAction<ButtonAction>>(REJECT_ACTION_ID, async ({ ack, body, action, client }) => {
     await ack();
-    const user = body.user.id;
-    const where = { channel: body.channel?.id, user };
-    const id = approvalIdSchema.safeParse(action.value);
-    if (!id.success) {
-      await tellUser(client, deps.logger, where, 'This button does not carry a valid approval id.');
-      return;
-    }
-    const checked = await deps.approvals.precheck(id.data, user, 'reject');
+    const click = await readApprovalClick(body, action, client, deps.logger);
+    if (!click) return;
+    const { approvalId, user, where } = click;
+    const checked = await deps.approvals.precheck(approvalId, user, 'reject');
     if (!checked.ok) {
       await tellUser(client, deps.logger, where, checked.message);
       return;
     }
-    const view = buildRejectModal(checked.record, { approvalId: id.data, channel: body.channel?.id, messageTs: body.message?.ts });
+    const view = buildRejectModal(checked.record, { approvalId, channel: where.channel, messageTs: body.message?.ts });
     try {
       await client.views.open({ trigger_id: body.trigger_id, view });
     } catch (err) {
-      deps.logger.warn({ approvalId: id.data, err: describeError(err) }, 'reject modal could not be opened');
+      deps.logger.warn({ approvalId, err: describeError(err) }, 'reject modal could not be opened');
       await tellUser(client, deps.logger, where, 'The reject dialog could not be opened; please try again.');
     }
   });

@@ -1,4 +1,4 @@
-import type { webApi } from '@slack/bolt';
+import type { BlockAction, ButtonAction, webApi } from '@slack/bolt';
 import { describeError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import { z } from 'zod';
@@ -25,4 +25,32 @@ export async function tellUser(
   } catch (err) {
     logger.warn({ user: where.user, err: describeError(err) }, 'ephemeral message not delivered');
   }
+}
+
+/** Who clicked an approval-card button, where, and on which approval. */
+export interface ApprovalClick {
+  approvalId: string;
+  user: string;
+  where: { channel: string | undefined; user: string };
+}
+
+/**
+ * Reads an approval-card button click (call after ack). A button value that
+ * is not an approval id is refused to the clicker and yields null, so no
+ * lookup or decision happens for it.
+ */
+export async function readApprovalClick(
+  body: BlockAction<ButtonAction>,
+  action: ButtonAction,
+  client: webApi.WebClient,
+  logger: Logger,
+): Promise<ApprovalClick | null> {
+  const user = body.user.id;
+  const where = { channel: body.channel?.id, user };
+  const id = approvalIdSchema.safeParse(action.value);
+  if (!id.success) {
+    await tellUser(client, logger, where, 'This button does not carry a valid approval id.');
+    return null;
+  }
+  return { approvalId: id.data, user, where };
 }
