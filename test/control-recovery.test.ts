@@ -157,4 +157,24 @@ describe('startWarden', () => {
     expect(completions('just-decided')).toEqual([]);
     expect(verifyChain(db)).toMatchObject({ ok: true });
   });
+
+  it('looks again once the grace window has passed, closing calls a crash left just before this start', async () => {
+    const clock = new ManualClock(Date.now());
+    const t0 = clock.now();
+    await call('left-just-before', 'allow', t0 - MIN);
+    const config = loadConfig({ WARDEN_DB: dbPath, WARDEN_POLICY: 'examples/seed-policy.yml', WARDEN_HOST: '127.0.0.1', WARDEN_PORT: '0', LOG_LEVEL: 'silent' });
+    const warden = await startWarden(config, { logger: silentLogger(), env: {}, clock });
+    try {
+      // Too recent at start-up: it might still be running in another process.
+      expect(completions('left-just-before')).toEqual([]);
+      // This process's own call, decided after it started, must never be touched.
+      await call('mine', 'allow', t0 + MIN);
+      await clock.advanceTo(t0 + DEFAULT_RECOVERY_GRACE_MS + 2_000);
+      await expect.poll(() => completions('left-just-before')).toEqual([expect.objectContaining({ decision: 'abandoned', reason: ABANDONED_CALL_REASON })]);
+      expect(completions('mine')).toEqual([]);
+    } finally {
+      await warden.close();
+    }
+    expect(verifyChain(db)).toMatchObject({ ok: true });
+  });
 });

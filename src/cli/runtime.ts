@@ -5,7 +5,7 @@ import type { Config } from '../config/index.ts';
 import { fanOut, LogAlertSink } from '../control/alerts.ts';
 import { drillReportPoster } from '../control/drill.ts';
 import { createControlPlane, type ControlPlane } from '../control/plane.ts';
-import { recoverAbandonedCalls } from '../control/recovery.ts';
+import { recoverAbandonedCalls, recoveryGraceMs } from '../control/recovery.ts';
 import type { AlertSink } from '../control/types.ts';
 import { describeError } from '../errors.ts';
 import { mcpCanaryConnector } from '../gateway/canary-client.ts';
@@ -67,8 +67,23 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     const abandoned = await approvals.recover();
     if (abandoned > 0) logger.warn({ abandoned }, 'approvals left pending by a previous process were marked abandoned');
     // After approvals.recover(): a held call whose approval it just abandoned is no longer "still waiting".
-    const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger });
+    const startedAt = clock.now();
+    const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt });
     if (dangling.length > 0) logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
+    // Calls a crashed process started just before this one are still inside the
+    // grace window now; look again once it has passed, so they are closed too.
+    const graceMs = recoveryGraceMs(policy);
+    const secondPass = clock.setTimeout(() => {
+      // Cut-off = our own start: every call decided before it that is still open
+      // a full grace window later belonged to a process that is gone.
+      recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt: startedAt + graceMs, graceMs })
+        .then((late) => {
+          if (late.length > 0) logger.warn({ calls: late.length }, 'calls left running by a stopped process were recorded as abandoned');
+        })
+        .catch((err: unknown) => logger.warn({ err: describeError(err) }, 'late call recovery failed'));
+    }, graceMs + 1_000);
+    secondPass.unref?.();
+    closers.push(() => clock.clearTimeout(secondPass));
 
     let gateway: GatewayHandle | undefined;
     const control = createControlPlane({
@@ -154,7 +169,13 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       },
     };
   } catch (err) {
-    for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => undefined);
+    for (const close of closers.reverse()) {
+      try {
+        await close();
+      } catch {
+        // Start-up already failed; report that error, not a cleanup one.
+      }
+    }
     await audit.close().catch(() => undefined);
     db.close();
     throw err;
