@@ -1,10 +1,9 @@
 #!/usr/bin/env node
-// Thin launcher: runs the TypeScript CLI through tsx so `warden` works from a
-// checkout, from any working directory (tsx is resolved next to this file).
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+// Launcher for a checkout: registers tsx in this very process and runs the
+// TypeScript CLI, so there is one process and signals (SIGINT, SIGTERM,
+// SIGHUP to reload the policy) reach Warden itself.
+import { register } from 'tsx/esm/api';
 
-const entry = fileURLToPath(new URL('../src/cli/index.ts', import.meta.url));
-const tsx = import.meta.resolve('tsx');
-const result = spawnSync(process.execPath, ['--import', tsx, entry, ...process.argv.slice(2)], { stdio: 'inherit' });
-process.exit(result.status ?? 1);
+register();
+const { main } = await import('../src/cli/index.ts');
+process.exitCode = await main(process.argv);

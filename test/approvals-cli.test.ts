@@ -72,9 +72,11 @@ describe('warden approvals', () => {
     expect(ok.code).toBe(0);
     expect(ok.stdout).toBe(`${id}: approved by U0123ABCD\n`);
     await expect(outcome).resolves.toMatchObject({ status: 'approved', approver: 'U0123ABCD' });
-    const row = db.prepare("SELECT approver, reason FROM audit WHERE event = 'approval.decided'").get() as { approver: string; reason: string };
+    const row = db.prepare("SELECT approver FROM audit WHERE event = 'approval.decided'").get() as { approver: string };
     expect(row.approver).toBe('U0123ABCD');
-    expect(row.reason).toMatch(/decided from the CLI by OS user /);
+    const cliRow = db.prepare("SELECT approver, decision, detail FROM audit WHERE event = 'approval.cli'").get() as { approver: string; decision: string; detail: string };
+    expect(cliRow).toMatchObject({ approver: 'U0123ABCD', decision: 'approve' });
+    expect(JSON.parse(cliRow.detail)).toMatchObject({ approvalId: id, osUser: expect.any(String) });
   });
 
   it('refuses someone who is not an owner or approver, and a reject without a reason', async () => {
@@ -93,7 +95,12 @@ describe('warden approvals', () => {
     const rejected = await cli(['approvals', 'reject', id, '--as', 'U0456EFGH', '--reason', 'wrong customer']);
     expect(rejected.code).toBe(0);
     await expect(outcome).resolves.toMatchObject({ status: 'rejected', approver: 'U0456EFGH' });
-    expect((await outcome as { reason: string }).reason).toContain('wrong customer');
+    const why = (await outcome as { reason: string }).reason;
+    expect(why).toContain('wrong customer');
+    // The OS user is audited, not shown to the agent.
+    expect(why).not.toMatch(/OS user/);
+    const refusedRows = db.prepare("SELECT count(*) FROM audit WHERE event = 'approval.cli' AND decision = 'refused'").pluck().get();
+    expect(refusedRows).toBe(1);
 
     const again = await cli(['approvals', 'approve', id, '--as', 'U0123ABCD']);
     expect(again.code).not.toBe(0);

@@ -16,10 +16,12 @@ interface Opts {
 /**
  * `warden approvals list|approve|reject`: decide held calls from a terminal,
  * for a Warden without Slack or when Slack is down. The decision goes through
- * the same service, authorisation and compare-and-set as a Slack click: the
+ * the same service, policy check and compare-and-set as a Slack click. The
  * decider is named with --as (a Slack user id the policy lists as owner or
- * approver) and the OS user is recorded beside it. The waiting gateway
- * process sees the decision by polling the shared database.
+ * approver); nothing proves that claim, so the terminal's authority is its
+ * access to the database file, and the OS user is audited beside it
+ * (approval.cli). The waiting gateway process sees the decision by polling
+ * the shared database.
  */
 export function registerApprovals(program: Command): void {
   const group = program.command('approvals').description('Held calls: list, approve or reject from the terminal');
@@ -43,10 +45,18 @@ export function registerApprovals(program: Command): void {
         .option('--reason <text>', verb === 'reject' ? 'why (required)' : 'a note for the audit trail'),
     ).action(async (id: string, opts: Opts & { as: string; reason?: string }) => {
       if (verb === 'reject' && !opts.reason?.trim()) throw new WardenError('INVALID_INPUT', '--reason is required to reject: the agent and the audit trail get it');
-      await withService(opts, async (service) => {
-        const who = userInfo().username;
-        const reason = [opts.reason?.trim(), `(decided from the CLI by OS user ${who})`].filter(Boolean).join(' ');
-        const result = await service.decide(id, opts.as, verb, reason);
+      await withService(opts, async (service, audit) => {
+        const result = await service.decide(id, opts.as, verb, opts.reason?.trim());
+        // Who sat at the terminal is for the audit trail, not for the agent's refusal text.
+        await audit.append({
+          event: 'approval.cli',
+          callId: result.record?.callId,
+          agent: result.record?.agent,
+          approver: opts.as,
+          decision: result.ok ? verb : 'refused',
+          reason: result.ok ? `decided from the terminal as ${opts.as}` : result.message,
+          detail: { approvalId: id, osUser: userInfo().username },
+        });
         if (!result.ok) {
           throw new WardenError(result.code === 'not_found' ? 'NOT_FOUND' : result.code === 'forbidden' ? 'FORBIDDEN' : 'APPROVAL_CONFLICT', result.message);
         }
@@ -56,14 +66,14 @@ export function registerApprovals(program: Command): void {
   }
 }
 
-async function withService(opts: Opts, run: (service: ApprovalService) => Promise<void>): Promise<void> {
+async function withService(opts: Opts, run: (service: ApprovalService, audit: AuditLog) => Promise<void>): Promise<void> {
   const config = loadConfig(process.env);
   const policy = loadPolicyFile(opts.policy ?? config.policyPath);
   const db = openDb(opts.db ?? config.dbPath);
   const audit = new AuditLog(db);
   const service = new ApprovalService({ db, audit, policy });
   try {
-    await run(service);
+    await run(service, audit);
   } finally {
     await audit.close();
     db.close();

@@ -1,3 +1,4 @@
+import { unwatchFile, watchFile, type Stats } from 'node:fs';
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/index.ts';
 import { createLogger } from '../../logger.ts';
@@ -5,9 +6,11 @@ import { startWarden } from '../runtime.ts';
 
 /**
  * `warden serve` (what `npm start` runs): the gateway, the control plane and,
- * when configured, the Slack app, until SIGINT/SIGTERM. SIGHUP reloads the
- * policy; a reload that fails keeps the last good one.
+ * when configured, the Slack app, until SIGINT/SIGTERM. Saving the policy
+ * file (or SIGHUP) reloads it; a reload that fails keeps the last good one.
  */
+const POLICY_POLL_MS = 1_000;
+
 export function registerServe(program: Command): void {
   program
     .command('serve')
@@ -37,10 +40,15 @@ export function registerServe(program: Command): void {
         'Warden is running; issue agent tokens with `npm run warden -- agents token create NAME`',
       );
 
-      process.on('SIGHUP', () => {
-        const result = warden.policy.reload();
-        if (result.ok) logger.info({ policy: config.policyPath }, 'policy reloaded');
-      });
+      // PolicyStore logs the outcome either way; a failed reload keeps the last good policy.
+      const onHup = () => void warden.policy.reload();
+      process.on('SIGHUP', onHup);
+      // Editing the file is enough: polling its mtime works on every filesystem and
+      // needs no signal to find the right process behind npm or a launcher.
+      const onChange = (curr: Stats, prev: Stats) => {
+        if (curr.mtimeMs !== prev.mtimeMs || curr.size !== prev.size) warden.policy.reload();
+      };
+      watchFile(config.policyPath, { interval: POLICY_POLL_MS, persistent: false }, onChange);
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           logger.info({ signal }, 'shutting down');
@@ -49,6 +57,8 @@ export function registerServe(program: Command): void {
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
+      unwatchFile(config.policyPath, onChange);
+      process.off('SIGHUP', onHup);
       await warden.close();
     });
 }
