@@ -461,6 +461,31 @@ db.close();
     expect(await restarted.recover()).toBe(0);
   });
 
+  it('recover() leaves a row of a process on another host alone until it expires, then abandons it', async () => {
+    const h = await harness();
+    // Another Warden on another machine, sharing the database: its pid means nothing here.
+    h.db
+      .prepare(
+        `INSERT INTO approvals (id, call_id, agent, server, tool, args, args_hash, rule, consequence, status, requested_at, expires_at, process_id)
+         VALUES ('apr_remote', 'c-remote', 'support-triage', 'tickets', 'send_customer_email', '{}', 'x', 'approval_required', 'customer-facing', 'pending', ?, ?, ?)`,
+      )
+      .run(START, START + 60_000, `not-${hostname()}.example:1:abcd1234`);
+
+    const starting = new ApprovalService({ db: h.db, audit: h.audit, notifier: h.notifier, clock, policy: () => h.policy });
+    expect(await starting.recover()).toBe(0);
+    expect(row(h, 'apr_remote').status).toBe('pending');
+    // Its own process can still decide it.
+    await clock.tick(59_999);
+    expect(await starting.recover()).toBe(0);
+    expect(row(h, 'apr_remote').status).toBe('pending');
+
+    // Past its deadline and still pending: its process is not coming back for it.
+    await clock.tick(1);
+    expect(await starting.recover()).toBe(1);
+    expect(row(h, 'apr_remote')).toMatchObject({ status: 'abandoned', decision_reason: 'Warden restarted' });
+    expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'abandoned', reason: 'Warden restarted' }]);
+  });
+
   it('reportOutcome posts the result in the card’s thread and stores it', async () => {
     const h = await harness();
     const pending = h.approvals.request(heldCall(h));

@@ -132,6 +132,65 @@ describe('kill-switch drill through the real gateway', () => {
     expect(env.ks.check('warden-canary')).toBeNull();
   });
 
+  it('does not count a probe that was forwarded after the halt and then stopped as a refusal', async () => {
+    // The halt is made on a connection the gateway does not read (a gateway that
+    // has not polled yet), so the first probes after it are forwarded. Once a
+    // probe is running upstream, the gateway learns of the halt, which stops it
+    // mid-call; only the probes after that are refused up front.
+    const db2 = openDb(env.dbPath);
+    const lonely = new KillSwitch({ db: db2, audit: new AuditLog(db2) });
+    env.ks.stop();
+    const since = (env.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
+    const tools = { slow: { name: 'slow__sleep', args: { ms: 60_000, steps: 60 } }, probe: { name: 'slow__sleep', args: { ms: 3_000, steps: 30 } } };
+    const drill = new DrillRunner({
+      db: env.db,
+      audit: env.audit,
+      killSwitch: lonely,
+      policy: env.policy,
+      gatewayUrl: env.gateway.url,
+      tokens: drillTokensFromDb(env.db),
+      connector: mcpCanaryConnector,
+      alerts: new MemoryAlertSink(),
+      tools,
+      maxTimeToHaltMs: Infinity,
+      stepTimeoutMs: 15_000,
+    });
+    try {
+      const running = drill.run('canary');
+      // A probe the gateway let through after the halt row…
+      await vi.waitFor(
+        () => {
+          const halt = env.db.prepare("SELECT seq FROM audit WHERE seq > ? AND event = 'control.halt' AND agent = 'warden-canary'").get(since) as { seq: number } | undefined;
+          expect(halt).toBeDefined();
+          const forwarded = env.db
+            .prepare("SELECT count(*) AS n FROM audit WHERE seq > ? AND event = 'call.decided' AND decision = 'allow' AND agent = 'warden-canary'")
+            .get(halt!.seq) as { n: number };
+          expect(forwarded.n).toBeGreaterThanOrEqual(1);
+        },
+        { timeout: 15_000, interval: 10 },
+      );
+      // …is running when the gateway learns of the halt.
+      env.ks.start();
+      const result = await running;
+
+      expect(result.problems).toEqual([]);
+      expect(result).toMatchObject({ ok: true, inflightCancelled: true, restored: true });
+      // The refusal that was counted is the gateway's refusal before forwarding.
+      expect(result.detail.refusal).toMatch(/^Refused by Warden: warden-canary is halted by the kill switch/);
+      expect(result.detail.refusal).not.toMatch(/was stopped/);
+      // The probe stopped mid-call is reported apart, as a cancelled in-flight call.
+      expect(result.detail.probesStoppedInFlight).toBe(1);
+      expect(result.detail.probeStoppedInFlight).toMatch(/slow__sleep was stopped: agent warden-canary halted by drill:/);
+      await env.audit.flush();
+      const drillRow = env.db.prepare("SELECT detail FROM audit WHERE seq > ? AND event = 'drill.completed'").get(since) as { detail: string };
+      expect(JSON.parse(drillRow.detail)).toMatchObject({ id: result.id, probesStoppedInFlight: 1 });
+    } finally {
+      env.ks.start();
+      db2.close();
+    }
+    expect(env.ks.check('warden-canary')).toBeNull();
+  });
+
   it('fails a drill whose first refusal came later than maxTimeToHaltMs, and says by how much', async () => {
     // A bound no round trip can meet: the criterion, not the machine's speed, is under test.
     const alerts = new MemoryAlertSink();

@@ -5,10 +5,12 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
 import { AuditLog } from '../src/audit/log.ts';
 import { startGateway } from '../src/gateway/gateway.ts';
+import { AUTH_FAILURE_WINDOW_MS } from '../src/gateway/http.ts';
 import { createAgentToken, revokeAgentTokens } from '../src/gateway/tokens.ts';
 import { silentLogger } from '../src/logger.ts';
 import { startEchoHttpServer, type EchoHttpServer } from './fixtures/echo-http-server.ts';
 import { everythingServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
+import { ManualClock } from './support/manual-clock.ts';
 import { helpdeskServersYaml } from './support/policies.ts';
 
 let echo: EchoHttpServer;
@@ -348,6 +350,77 @@ describe('authentication', () => {
     expect(await status({ Host: 'evil.example:80' })).toBe(403);
     expect(await status({ Host: `127.0.0.1:${url.port}`, Origin: 'http://evil.example' })).toBe(403);
     expect(await status({ Host: `localhost:${url.port}`, Origin: `http://localhost:${url.port}` })).toBe(401);
+  });
+});
+
+describe('a flood of unauthenticated requests', () => {
+  const bogus = 'wdn_' + 'B'.repeat(43);
+  const initialize = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } });
+
+  /** A gateway of its own on the harness's database, so its windows start empty; rows are read from `since` on. */
+  async function floodGateway(clock?: ManualClock) {
+    const since = (h.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
+    const gw = await startGateway({ policy: h.policy, db: h.db, audit: h.audit, approvals: h.approvals, halt: h.killSwitch, alerts: h.alerts, logger: silentLogger(), connectUpstreamsAtStart: false, clock });
+    const bad = async (n: number) => {
+      const statuses = await Promise.all(
+        Array.from({ length: n }, () =>
+          fetch(gw.url, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', Authorization: `Bearer ${bogus}` },
+            body: initialize,
+          }).then((r) => r.status),
+        ),
+      );
+      expect(statuses).toEqual(Array(n).fill(401));
+    };
+    const rows = async () => {
+      await h.audit.flush();
+      return (h.db.prepare("SELECT * FROM audit WHERE seq > ? AND event = 'auth.failed' ORDER BY seq").all(since) as Array<{ reason: string; detail: string }>).map((r) => ({
+        reason: r.reason,
+        detail: JSON.parse(r.detail) as { code: string; count: number; window?: { from: number; to: number; ms: number } },
+      }));
+    };
+    return { gw, bad, rows };
+  }
+
+  it('audits the first failure at once and counts the rest of the window into one row, written at close: nothing lost', async () => {
+    const { gw, bad, rows } = await floodGateway();
+    try {
+      await bad(50);
+      // Answered already, so the first is on the trail already.
+      expect((await rows()).map((r) => r.detail.count)).toEqual([1]);
+    } finally {
+      await gw.close();
+    }
+    const after = await rows();
+    expect(after.length).toBeLessThanOrEqual(2);
+    expect(after.every((r) => r.detail.code === 'unknown')).toBe(true);
+    expect(after.reduce((n, r) => n + r.detail.count, 0)).toBe(50);
+    expect(after[1]!.reason).toMatch(/^49 more requests from \S+ refused for the same cause \(unknown\) within 60 s of the first$/);
+    for (const r of after) expect(JSON.stringify(r)).not.toContain(bogus);
+  });
+
+  it('closes the window on the injected clock, then starts a new one', async () => {
+    const clock = new ManualClock(Date.now());
+    const { gw, bad, rows } = await floodGateway(clock);
+    try {
+      const opened = clock.now();
+      await bad(20);
+      await clock.tick(AUTH_FAILURE_WINDOW_MS - 1);
+      expect((await rows()).map((r) => r.detail.count)).toEqual([1]);
+      await clock.tick(1);
+      // The window closed by its own timer, with no close() and no further request.
+      await waitFor(async () => (await rows()).length === 2, 'the aggregated row');
+      const [, aggregated] = await rows();
+      expect(aggregated!.detail).toMatchObject({ code: 'unknown', count: 19, window: { from: opened, to: opened + AUTH_FAILURE_WINDOW_MS, ms: AUTH_FAILURE_WINDOW_MS } });
+
+      // A new window: its first failure is audited at once again.
+      await bad(5);
+      expect((await rows()).map((r) => r.detail.count)).toEqual([1, 19, 1]);
+    } finally {
+      await gw.close();
+    }
+    expect((await rows()).map((r) => r.detail.count)).toEqual([1, 19, 1, 4]);
   });
 });
 

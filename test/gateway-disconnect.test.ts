@@ -178,7 +178,7 @@ describe('the agent goes away while its call runs upstream', () => {
 });
 
 describe('the gateway shuts down with calls waiting', () => {
-  it('abandons them with the reason, and records their end before close() resolves', async () => {
+  it('answers every running call (held for approval, or running upstream) with the shutdown before it closes the HTTP edge, and audits how they ended', async () => {
     const { approvals, killSwitch, db, audit } = h;
     const gw = await startGateway({
       policy: h.policy,
@@ -190,16 +190,46 @@ describe('the gateway shuts down with calls waiting', () => {
       logger: silentLogger(),
       connectUpstreamsAtStart: false,
     });
-    const client = new Client({ name: 'shutdown', version: '1' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(gw.url), { requestInit: { headers: { Authorization: `Bearer ${h.token(AGENT)}` } } }));
-    const call = client.callTool({ name: 'tickets__send_customer_email', arguments: EMAIL }).catch((err: unknown) => err);
+    const connect = async () => {
+      const c = new Client({ name: 'shutdown', version: '1' });
+      await c.connect(new StreamableHTTPClientTransport(new URL(gw.url), { requestInit: { headers: { Authorization: `Bearer ${h.token(AGENT)}` } } }));
+      return c;
+    };
+    const heldClient = await connect();
+    const slowClient = await connect();
+    // A request whose answer never comes fails at the client's own timeout (a dropped SSE stream is not an error to the SDK).
+    const held = heldClient.callTool({ name: 'tickets__send_customer_email', arguments: EMAIL }, CallToolResultSchema, { timeout: 10_000 }).catch((err: unknown) => err);
+    let progressed = false;
+    const slow = slowClient
+      .callTool({ name: 'slow__sleep', arguments: { ms: 30_000, steps: 600 } }, CallToolResultSchema, { onprogress: () => (progressed = true), timeout: 10_000 })
+      .catch((err: unknown) => err);
     const approval = await pendingApproval();
+    await waitFor(() => progressed, 'the slow call to run upstream');
+
     await gw.close();
+
+    // Each agent got an answer that says why, not a dropped connection.
+    for (const [what, answer] of [['held', await held], ['slow', await slow]] as const) {
+      expect(answer, what).not.toBeInstanceOf(Error);
+      expect((answer as { isError?: boolean }).isError, what).toBe(true);
+      expect(textOf(answer), what).toMatch(/was abandoned: Warden is shutting down/);
+    }
     expect(h.approvals.get(approval.id)).toMatchObject({ status: 'abandoned', decisionReason: 'Warden is shutting down' });
     await audit.flush();
-    expect(h.rows({ callId: approval.callId }).at(-1)).toMatchObject({ event: 'call.completed', decision: 'abandoned' });
-    await client.close();
-    await call;
+    expect(h.rows({ callId: approval.callId }).map((r) => [r.event, r.decision])).toEqual([
+      ['call.decided', 'approve'],
+      ['approval.requested', 'pending'],
+      ['approval.decided', 'abandoned'],
+      ['call.completed', 'abandoned'],
+    ]);
+    const sleep = h.rows({ event: 'call.completed', agent: AGENT }).filter((r) => r.tool === 'sleep').at(-1)!;
+    expect(sleep).toMatchObject({ decision: 'abandoned', reason: 'slow__sleep was abandoned: Warden is shutting down' });
+    expect(h.rows({ callId: sleep.call_id! }).map((r) => [r.event, r.decision])).toEqual([
+      ['call.decided', 'allow'],
+      ['call.completed', 'abandoned'],
+    ]);
+    await heldClient.close();
+    await slowClient.close();
   });
 });
 

@@ -4,6 +4,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { AuditLog } from '../src/audit/log.ts';
 import type { HaltCheck, HaltState } from '../src/control/types.ts';
 import { startGateway, type StartGatewayOptions } from '../src/gateway/gateway.ts';
+import { createAgentToken, revokeAgentToken } from '../src/gateway/tokens.ts';
 import { argumentProblem, findProtoKey } from '../src/gateway/arguments.ts';
 import { silentLogger } from '../src/logger.ts';
 import type { Policy } from '../src/policy/types.ts';
@@ -230,7 +231,10 @@ describe('a check that breaks is a refusal, never a pass', () => {
    * A gateway on the harness's database and services with one part swapped
    * for a breakable one; `runs` counts on this gateway's own upstream.
    */
-  async function withGateway(overrides: Partial<StartGatewayOptions>, fn: (c: Client, runs: () => Promise<number>) => Promise<void>): Promise<void> {
+  async function withGateway(
+    overrides: Partial<StartGatewayOptions>,
+    fn: (c: Client, runs: () => Promise<number>, connect: (agent: string, token?: string) => Promise<Client>) => Promise<void>,
+  ): Promise<void> {
     const gw = await startGateway({
       policy: { current: () => h.policy },
       db: h.db,
@@ -242,18 +246,22 @@ describe('a check that breaks is a refusal, never a pass', () => {
       connectUpstreamsAtStart: false,
       ...overrides,
     });
-    const connect = async (agent: string) => {
+    const extra: Client[] = [];
+    const connect = async (agent: string, token = h.token(agent)) => {
       const c = new Client({ name: `fault-${agent}`, version: '1' });
-      await c.connect(new StreamableHTTPClientTransport(new URL(gw.url), { requestInit: { headers: { Authorization: `Bearer ${h.token(agent)}` } } }));
+      await c.connect(new StreamableHTTPClientTransport(new URL(gw.url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
       return c;
     };
     const c = await connect(AGENT);
     const obs = await connect(OBSERVER);
     try {
-      await fn(c, () => upstreamRuns(obs));
+      await fn(c, () => upstreamRuns(obs), async (agent, token) => {
+        const more = await connect(agent, token);
+        extra.push(more);
+        return more;
+      });
     } finally {
-      await c.close();
-      await obs.close();
+      await Promise.allSettled([c, obs, ...extra].map((x) => x.close()));
       await gw.close();
     }
   }
@@ -321,6 +329,65 @@ describe('a check that breaks is a refusal, never a pass', () => {
       await expectRefused(c, 'slow__sleep', /^Refused by Warden: Warden could not decide this call/);
       broken = false;
       expect(await runs()).toBe(before);
+    });
+  });
+
+  const email = (to: string) => ({ ticket_id: 'T-1001', to, subject: 'Hi', body: 'Hello.' });
+
+  it("the policy re-check after an approval throws: refused as Warden's own failure, audited, never forwarded", async () => {
+    let broken = false;
+    const current = () => {
+      if (broken) throw new Error('policy store unavailable');
+      return h.policy;
+    };
+    await withGateway({ policy: { current } }, async (c) => {
+      const held = c.callTool({ name: 'tickets__send_customer_email', arguments: email('ada@example.com') });
+      const approval = await waitFor(() => h.approvals.pending({ agent: AGENT })[0], 'a pending approval');
+      broken = true;
+      expect((await h.approvals.decide(approval.id, 'U0123ABCD', 'approve')).ok).toBe(true);
+      const res = await held;
+      broken = false;
+      expect(res.isError).toBe(true);
+      const text = textOf(res);
+      expect(text).toMatch(/^Refused by Warden: tickets__send_customer_email was not run: Warden's policy check after the approval failed \(INTERNAL\), so Warden refused the call/);
+      expect(text).not.toMatch(/upstream/);
+      expect(text).not.toContain('policy store unavailable');
+      await h.flush();
+      const last = h.rows({ callId: approval.callId }).at(-1)!;
+      expect(last).toMatchObject({ event: 'call.completed', decision: 'error', approver: 'U0123ABCD' });
+      expect(JSON.parse(last.detail!)).toMatchObject({ code: 'INTERNAL', approvalId: approval.id });
+
+      // The upstream never saw it: the next approved email is its first.
+      const next = c.callTool({ name: 'tickets__send_customer_email', arguments: email('grace@example.com') });
+      const second = await waitFor(() => h.approvals.pending({ agent: AGENT })[0], 'the second approval');
+      await h.approvals.decide(second.id, 'U0123ABCD', 'approve');
+      expect(JSON.parse(textOf(await next))).toMatchObject({ sent: true, count: 1 });
+    });
+  });
+
+  it('the token a held call was made with is revoked before the approval: refused after the approval, audited, never forwarded', async () => {
+    await withGateway({}, async (c, _runs, connect) => {
+      const token = createAgentToken(h.db, AGENT, { policy: h.policy });
+      const agent = await connect(AGENT, token);
+      const held = agent.callTool({ name: 'tickets__send_customer_email', arguments: email('ada@example.com') });
+      const approval = await waitFor(() => h.approvals.pending({ agent: AGENT })[0], 'a pending approval');
+      // `warden agents revoke` from another process: only a database row changes.
+      expect(revokeAgentToken(h.db, token)).toBe(true);
+      expect((await h.approvals.decide(approval.id, 'U0123ABCD', 'approve')).ok).toBe(true);
+      const res = await held;
+      expect(res.isError).toBe(true);
+      expect(textOf(res)).toBe('Refused by Warden: tickets__send_customer_email was not run: the agent token it was made with has been revoked while it waited for approval');
+      await h.flush();
+      const last = h.rows({ callId: approval.callId }).at(-1)!;
+      expect(last).toMatchObject({ event: 'call.completed', decision: 'deny', approver: 'U0123ABCD' });
+      expect(JSON.parse(last.detail!)).toMatchObject({ code: 'token_revoked', approvalId: approval.id });
+      expect(h.approvals.get(approval.id)?.outcome).toMatchObject({ ok: false });
+
+      // The agent's other, live token still works, and its email is the upstream's first.
+      const next = c.callTool({ name: 'tickets__send_customer_email', arguments: email('grace@example.com') });
+      const second = await waitFor(() => h.approvals.pending({ agent: AGENT })[0], 'the second approval');
+      await h.approvals.decide(second.id, 'U0123ABCD', 'approve');
+      expect(JSON.parse(textOf(await next))).toMatchObject({ sent: true, count: 1 });
     });
   });
 

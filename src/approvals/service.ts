@@ -237,12 +237,16 @@ export class ApprovalService implements ApprovalGate {
    * At start-up: pending rows nobody is waiting for any more (their process
    * is gone) are marked abandoned and their cards redrawn, so nobody approves
    * a call whose agent already gave up. Returns how many it abandoned.
+   *
+   * A row of a process on another host cannot be checked from here; until it
+   * expires it belongs to that process (which decides or expires it itself),
+   * so only an expired one is taken for orphaned.
    */
   async recover(): Promise<number> {
     let n = 0;
     for (const record of this.store.pending()) {
       if (this.waiters.has(record.id) || record.processId === this.processId) continue;
-      if (record.expiresAt > this.clock.now() && isLiveProcess(record.processId)) continue;
+      if (record.expiresAt > this.clock.now() && ownerMayBeWaiting(record.processId)) continue;
       if (await this.settle(record.id, { status: 'abandoned', at: this.clock.now(), reason: 'Warden restarted' })) n++;
     }
     return n;
@@ -590,15 +594,18 @@ export function statusSentence(record: ApprovalRecord): string {
 }
 
 /**
- * True when `processId` names another process on this host that is still
- * running (it is still waiting on its own rows). A row from another host
- * cannot be checked and is treated as orphaned.
+ * Whether the process that made a row may still be waiting on it. On this
+ * host that is checked: a pid that is no longer running (or is this process's
+ * own, from an earlier life) is gone. A process on another host cannot be
+ * checked from here, so it is presumed to be waiting; a row naming no
+ * process is not.
  */
-function isLiveProcess(processId: string | undefined): boolean {
+function ownerMayBeWaiting(processId: string | undefined): boolean {
   if (!processId) return false;
   const [host, pidText] = processId.split(':');
+  if (host !== hostname()) return Boolean(host);
   const pid = Number(pidText);
-  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
   try {
     process.kill(pid, 0);
     return true;

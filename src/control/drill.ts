@@ -40,8 +40,13 @@ export interface DrillResult {
   ok: boolean;
   startedAt: number;
   finishedAt: number;
-  /** From the halt to the first call the gateway refused. */
+  /**
+   * From the halt to the first call the gateway refused before forwarding it
+   * (a call forwarded after the halt and then stopped does not count: the
+   * halt reached the gateway too late for it).
+   */
   timeToHaltMs?: number | undefined;
+  /** The slow call that was in flight at the halt was cut short. */
   inflightCancelled: boolean;
   /** Calls go through again after resume. */
   restored: boolean;
@@ -92,8 +97,11 @@ export function planDrillTools(toolNames: string[]): DrillToolPlan | undefined {
 /** The audit may record the upstream's bare tool name or the namespaced one. */
 const bareTool = (name: string) => (name.includes('__') ? name.slice(name.indexOf('__') + 2) : name);
 
-/** A refusal because of a halt, as opposed to any other failure. */
-const isHaltRefusal = (r: CanaryCallResult) => r.kind === 'error' && /halt/i.test(r.text);
+/**
+ * A call the halt stopped after it had been forwarded (the pipeline's
+ * "<tool> was stopped: … halted by …"), as opposed to one refused up front.
+ */
+const isStoppedInFlight = (r: CanaryCallResult) => r.kind === 'error' && /\bwas stopped: .*\bhalted by\b/i.test(r.text);
 
 /**
  * Drills the kill switch end to end: a canary agent with a fresh token calls
@@ -189,24 +197,44 @@ export class DrillRunner {
       await this.#sleep(50);
 
       const t0 = this.#clock.monotonic();
+      // Refusals are read from the audit trail from here on.
+      let refusalCursor = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
       const haltState = await ks.halt({ ...scope, reason: `kill-switch drill ${id}`, actor: haltActor });
       halted = true;
       detail.haltedAt = haltState.at;
 
       // Probe until refused: the time to the first refusal is what an incident gets.
+      // Refused means refused before forwarding: the gateway recorded the call
+      // as `halted` (its call.decided is written, durably, before it answers).
+      // A probe that was forwarded and then stopped by the halt is a cancelled
+      // in-flight call, counted apart; it says the halt came too late for it.
+      const refusedBeforeForwarding = db.prepare(
+        "SELECT seq FROM audit WHERE seq > ? AND event = 'call.decided' AND decision = 'halted' AND agent = ? AND tool IN (?, ?) ORDER BY seq LIMIT 1",
+      );
       const deadline = t0 + stepMs;
       let probes = 0;
+      let probesStoppedInFlight = 0;
       while (this.#clock.monotonic() < deadline) {
         probes++;
         const r = await conn.callTool(plan.probe.name, plan.probe.args, { timeoutMs: stepMs });
-        if (isHaltRefusal(r)) {
-          timeToHaltMs = this.#clock.monotonic() - t0;
-          detail.refusal = r.text.slice(0, 300);
-          break;
+        if (r.kind === 'error') {
+          const at = this.#clock.monotonic();
+          const row = refusedBeforeForwarding.get(refusalCursor, agent, plan.probe.name, bareTool(plan.probe.name)) as { seq: number } | undefined;
+          if (row) {
+            refusalCursor = row.seq;
+            timeToHaltMs = at - t0;
+            detail.refusal = r.text.slice(0, 300);
+            break;
+          }
+          if (isStoppedInFlight(r)) {
+            probesStoppedInFlight++;
+            detail.probeStoppedInFlight ??= r.text.slice(0, 300);
+          }
         }
         await this.#sleep(10);
       }
       detail.probes = probes;
+      detail.probesStoppedInFlight = probesStoppedInFlight;
       if (timeToHaltMs === undefined) problems.push(`calls were not refused within ${stepMs} ms of the halt`);
       else if (timeToHaltMs > maxHaltMs) problems.push(`first refusal took ${Math.round(timeToHaltMs)} ms, over ${maxHaltMs} ms`);
 
@@ -278,10 +306,10 @@ export class DrillRunner {
         decision: ok ? 'ok' : 'failed',
         reason: ok ? undefined : problems.join('; ').slice(0, 2000),
         durationMs: finishedAt - startedAt,
-        detail: { id, mode, timeToHaltMs, inflightCancelled, restored, actor },
+        detail: { id, mode, timeToHaltMs, inflightCancelled, probesStoppedInFlight: detail.probesStoppedInFlight, restored, actor },
       })
       .catch((err: unknown) => this.#logger.error({ err: describeError(err) }, 'auditing drill failed'));
-    this.#logger.info({ id, mode, ok, timeToHaltMs, inflightCancelled, restored }, 'drill finished');
+    this.#logger.info({ id, mode, ok, timeToHaltMs, inflightCancelled, probesStoppedInFlight: detail.probesStoppedInFlight, restored }, 'drill finished');
     if (!ok) {
       this.#o.alerts.alert({
         kind: 'drill_failed',

@@ -136,8 +136,12 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     close: () =>
       (closing ??= (async () => {
         offPolicy?.();
-        await edge.close();
+        // Order matters: the pipeline answers the calls still running (the
+        // refusal that says Warden is shutting down, bounded at 5 s) while
+        // their connections are still open; only then does the edge close.
+        edge.stopAccepting();
         await p.close();
+        await edge.close();
         await upstreams.close();
       })()),
   };

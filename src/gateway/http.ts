@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest, isJSONRPCRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditSink } from '../audit/types.ts';
@@ -46,8 +47,35 @@ interface Session {
   closing?: string | undefined;
 }
 
+/** The failed authentications of one (remote, code) pair within one window. */
+interface AuthFailureWindow {
+  key: string;
+  remote: string;
+  code: string;
+  openedAt: number;
+  /** Failures after the first one (which was audited on its own). */
+  more: number;
+  agents: Set<string>;
+  timer: NodeJS.Timeout;
+}
+
+/** What the edge tells a session about the request a message came in on (see the SDK's AuthInfo). */
+type AuthenticatedRequest = IncomingMessage & { auth?: AuthInfo };
+
 export const MCP_PATH = '/mcp';
-const AUTH_ALERT_EVERY_MS = 60_000;
+/**
+ * Failed authentications are audited per (remote address, reason code) and
+ * window: the first at once, the rest of the window as one counted row when
+ * it closes. Unauthenticated requests cost a caller nothing, so without this
+ * anyone who can reach the port could grow the audit trail without bound.
+ */
+export const AUTH_FAILURE_WINDOW_MS = 60_000;
+/** Open windows beyond this are written out early rather than held in memory. */
+const MAX_AUTH_FAILURE_WINDOWS = 1_000;
+/** Agents named in one aggregated row, at most. */
+const MAX_AUTH_FAILURE_AGENTS = 20;
+/** After the pipeline has answered running calls, how long close() lets those answers finish reaching the agents. */
+const ANSWER_DRAIN_MS = 2_000;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
 
 /** The hostname of a Host header value: `[::1]:8787` → `::1`, `localhost:80` → `localhost`. */
@@ -133,10 +161,16 @@ export class HttpEdge {
   readonly #o: HttpEdgeOptions;
   readonly #log: Logger;
   readonly #sessions = new Map<string, Session>();
-  readonly #lastAuthAlert = new Map<string, number>();
+  readonly #authWindows = new Map<string, AuthFailureWindow>();
+  /** Audit writes of aggregated auth failures still in progress: close() waits for them. */
+  readonly #authWrites = new Set<Promise<void>>();
+  /** Responses that carry answers to requests (not notification streams): close() lets them finish. */
+  readonly #answering = new Set<ServerResponse>();
   readonly #http: HttpServer;
   #reaper: NodeJS.Timeout | undefined;
   #offToolsChanged: (() => void) | undefined;
+  /** Set once shutdown starts: no new connections, and new requests get 503. */
+  #stopped: Promise<void> | undefined;
 
   constructor(options: HttpEdgeOptions) {
     this.#o = options;
@@ -174,17 +208,53 @@ export class HttpEdge {
     return { url: `http://${host}:${port}${MCP_PATH}`, port };
   }
 
-  async close(): Promise<void> {
+  /**
+   * First step of shutdown: stop listening and refuse new requests, while the
+   * connections of requests already running stay open so their answers (the
+   * pipeline's refusals) can still be delivered.
+   */
+  stopAccepting(): void {
+    if (this.#stopped) return;
     if (this.#reaper) this.#o.clock.clearInterval(this.#reaper);
+    this.#stopped = new Promise<void>((resolve) => this.#http.close(() => resolve()));
+  }
+
+  /**
+   * Last step of shutdown, after the pipeline has answered the running calls:
+   * lets those answers finish (bounded), closes every session and connection,
+   * and writes the auth failures still being counted.
+   */
+  async close(): Promise<void> {
+    this.stopAccepting();
     this.#offToolsChanged?.();
+    await this.#drainAnswers();
     const sessions = [...this.#sessions.values()];
     this.#sessions.clear();
     for (const s of sessions) s.closing ??= 'Warden is shutting down';
     await Promise.allSettled(sessions.map((s) => s.mcp.server.close()));
+    this.#http.closeAllConnections();
+    await this.#stopped;
+    await this.flushAuthFailures();
+  }
+
+  /** Writes every counted auth failure now (also done by close()); resolves when they are committed. */
+  async flushAuthFailures(): Promise<void> {
+    for (const w of [...this.#authWindows.values()]) this.#closeAuthWindow(w);
+    await Promise.allSettled([...this.#authWrites]);
+  }
+
+  async #drainAnswers(): Promise<void> {
+    if (this.#answering.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
     await new Promise<void>((resolve) => {
-      this.#http.close(() => resolve());
-      this.#http.closeAllConnections();
+      const check = () => {
+        if (this.#answering.size === 0) resolve();
+      };
+      for (const res of this.#answering) res.once('close', check);
+      timer = this.#o.clock.setTimeout(resolve, ANSWER_DRAIN_MS);
+      timer.unref?.();
     });
+    if (timer) this.#o.clock.clearTimeout(timer);
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -200,6 +270,7 @@ export class HttpEdge {
       return jsonError(res, 403, -32000, 'Forbidden: Origin not allowed');
     }
     if (path !== MCP_PATH) return jsonError(res, 404, -32000, `Not found: the MCP endpoint is ${MCP_PATH}`);
+    if (this.#stopped) return jsonError(res, 503, -32000, 'Warden is shutting down; try again once it is back', { Connection: 'close' });
 
     const auth = this.#o.tokens.authenticate(bearer(req));
     if (!auth.ok) {
@@ -214,6 +285,10 @@ export class HttpEdge {
       return jsonError(res, 401, -32001, 'Unauthorized: a valid Warden agent token is required (Authorization: Bearer wdn_…)', { 'WWW-Authenticate': challenge });
     }
     const agent = auth.agent;
+    // Travels with each message to its handler (SDK AuthInfo), so a call can
+    // check again, before it is forwarded, that this very token still stands.
+    // The token's id, never its secret.
+    (req as AuthenticatedRequest).auth = { token: auth.tokenId, clientId: agent, scopes: [], extra: { tokenId: auth.tokenId } };
     const claimed = req.headers['x-warden-agent'];
     if (typeof claimed === 'string' && claimed !== agent) {
       await this.#authFailed(req, 'agent_mismatch', `token of agent ${agent} presented as agent ${claimed}`, agent);
@@ -266,7 +341,7 @@ export class HttpEdge {
     if (!this.#makeRoom(agent)) {
       return jsonError(res, 429, -32000, `Too many sessions: agent ${agent} already has ${this.#o.maxSessionsPerAgent} active sessions`);
     }
-    const mcp = new SessionServer(this.#o.pipeline, agent, this.#log);
+    const mcp = new SessionServer(this.#o.pipeline, agent, this.#log, (tokenId) => this.#o.tokens.isLive(tokenId));
     const session: Session = { id: '', agent, transport: undefined as unknown as StreamableHTTPServerTransport, mcp, lastSeen: this.#o.clock.now(), active: 0 };
     session.transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
@@ -300,8 +375,12 @@ export class HttpEdge {
     // The requests this POST carries are answered on its response stream; if
     // that connection goes away first, nobody is left to receive the answers.
     const ids = requestIdsOf(body);
-    if (ids.length > 0) session.mcp.expect(ids);
+    if (ids.length > 0) {
+      session.mcp.expect(ids);
+      this.#answering.add(res);
+    }
     res.once('close', () => {
+      this.#answering.delete(res);
       session.active--;
       session.lastSeen = this.#o.clock.now();
       if (ids.length === 0 || res.writableFinished) return;
@@ -335,8 +414,33 @@ export class HttpEdge {
     void s.mcp.server.close().catch(() => {});
   }
 
+  /**
+   * Audits a refused request: the first failure of its (remote, code) pair in
+   * a window at once, with an alert; later ones in that window are counted
+   * and written as one row when the window closes. The counts add up to every
+   * refused request.
+   */
   async #authFailed(req: IncomingMessage, code: string, reason: string, agent?: string): Promise<void> {
     const remote = req.socket.remoteAddress ?? 'unknown';
+    const now = this.#o.clock.now();
+    const key = `${remote}|${code}`;
+    let w = this.#authWindows.get(key);
+    // Its timer is late (a busy loop, or a clock the test moves): close it here.
+    if (w && now - w.openedAt >= AUTH_FAILURE_WINDOW_MS) {
+      this.#closeAuthWindow(w);
+      w = undefined;
+    }
+    if (w) {
+      w.more++;
+      if (agent && w.agents.size < MAX_AUTH_FAILURE_AGENTS) w.agents.add(agent);
+      return;
+    }
+    if (this.#authWindows.size >= MAX_AUTH_FAILURE_WINDOWS) for (const old of [...this.#authWindows.values()]) this.#closeAuthWindow(old);
+    const opened: AuthFailureWindow = { key, remote, code, openedAt: now, more: 0, agents: new Set(), timer: undefined as unknown as NodeJS.Timeout };
+    opened.timer = this.#o.clock.setTimeout(() => this.#closeAuthWindow(opened), AUTH_FAILURE_WINDOW_MS);
+    opened.timer.unref?.();
+    this.#authWindows.set(key, opened);
+
     const userAgent = typeof req.headers['user-agent'] === 'string' ? req.headers['user-agent'].slice(0, 200) : undefined;
     try {
       await this.#o.audit.append({
@@ -344,16 +448,11 @@ export class HttpEdge {
         agent,
         decision: 'deny',
         reason,
-        detail: { code, remote, method: req.method, userAgent },
+        detail: { code, remote, method: req.method, userAgent, count: 1 },
       });
     } catch (err) {
       this.#log.error({ err: describeError(err) }, 'audit write failed for auth.failed');
     }
-    const key = `${remote}|${code}`;
-    const now = this.#o.clock.now();
-    if (now - (this.#lastAuthAlert.get(key) ?? -Infinity) < AUTH_ALERT_EVERY_MS) return;
-    if (this.#lastAuthAlert.size > 1_000) this.#lastAuthAlert.clear();
-    this.#lastAuthAlert.set(key, now);
     try {
       this.#o.alerts.alert({
         kind: 'auth_failed',
@@ -365,5 +464,28 @@ export class HttpEdge {
     } catch (err) {
       this.#log.error({ err: describeError(err) }, 'alert sink threw');
     }
+  }
+
+  /** Ends a window: writes one row counting the failures after its first, if there were any. */
+  #closeAuthWindow(w: AuthFailureWindow): void {
+    this.#o.clock.clearTimeout(w.timer);
+    if (this.#authWindows.get(w.key) === w) this.#authWindows.delete(w.key);
+    if (w.more === 0) return;
+    const agents = [...w.agents];
+    const to = Math.min(this.#o.clock.now(), w.openedAt + AUTH_FAILURE_WINDOW_MS);
+    const write = this.#o.audit
+      .append({
+        event: 'auth.failed',
+        agent: agents.length === 1 ? agents[0] : undefined,
+        decision: 'deny',
+        reason: `${w.more} more ${w.more === 1 ? 'request' : 'requests'} from ${w.remote} refused for the same cause (${w.code}) within ${AUTH_FAILURE_WINDOW_MS / 1000} s of the first`,
+        detail: { code: w.code, remote: w.remote, count: w.more, window: { from: w.openedAt, to, ms: AUTH_FAILURE_WINDOW_MS }, ...(agents.length > 1 ? { agents } : {}) },
+      })
+      .then(
+        () => undefined,
+        (err: unknown) => this.#log.error({ err: describeError(err), count: w.more, code: w.code }, 'audit write failed for aggregated auth.failed'),
+      );
+    this.#authWrites.add(write);
+    void write.finally(() => this.#authWrites.delete(write));
   }
 }

@@ -53,6 +53,12 @@ export interface CallInput {
   signal: AbortSignal;
   /** Set when the agent asked for progress (sent a progressToken). */
   onProgress?: ((progress: Progress) => void) | undefined;
+  /**
+   * Whether the credential the call was made with still stands; asked again
+   * just before forwarding (after any wait for a human), so a token revoked
+   * meanwhile does not get its call run. Absent: nothing to re-check.
+   */
+  stillAuthorized?: (() => boolean) | undefined;
 }
 
 /** What every audit row of one call repeats. */
@@ -106,6 +112,8 @@ export class GatewayPipeline {
   readonly #toolsChanged = new Set<() => void>();
   readonly #lastUpstreamAlert = new Map<string, number>();
   readonly #offHalt: () => void;
+  /** Set by close(): calls still starting are abandoned with it instead of being forwarded. */
+  #closing: WardenError | undefined;
   #lingering: AuditEntry[] = [];
   #lingerTimer: NodeJS.Timeout | undefined;
 
@@ -144,7 +152,8 @@ export class GatewayPipeline {
    */
   async close(): Promise<void> {
     this.#offHalt();
-    for (const f of this.#inFlight.values()) f.controller.abort(new WardenError('CALL_ABANDONED', 'Warden is shutting down'));
+    this.#closing ??= new WardenError('CALL_ABANDONED', 'Warden is shutting down');
+    for (const f of this.#inFlight.values()) f.controller.abort(this.#closing);
     if (this.#running.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       const bound = new Promise<void>((resolve) => {
@@ -253,6 +262,10 @@ export class GatewayPipeline {
     const split = splitQualifiedName(name);
     const base: CallFacts = { callId, agent, server: split?.server, tool: split?.tool ?? name, args };
 
+    if (this.#closing) {
+      return this.#refuse(base, 'abandoned', `${name} was not run: ${this.#closing.message}; try again once it is back`, { code: 'CALL_ABANDONED' }, false);
+    }
+
     // 1–3. Everything that decides whether the call may run. A check that
     // throws is a check that failed: the call is refused, never waved through.
     let admission: Admission;
@@ -295,6 +308,8 @@ export class GatewayPipeline {
     if (input.signal.aborted) onAgentAbort();
     else input.signal.addEventListener('abort', onAgentAbort, { once: true });
     this.#inFlight.set(callId, { agent, controller });
+    // Admitted while close() was aborting the others: it must not start now.
+    if (this.#closing) controller.abort(this.#closing);
     const progress = new ProgressRelay(input.onProgress);
     let approvalId: string | undefined;
     let approver: string | undefined;
@@ -320,7 +335,18 @@ export class GatewayPipeline {
         }
         // The wait can be long: a policy reload meanwhile may have taken the
         // tool away, and an approval does not outrank the policy in force.
-        const now = this.#decideNow(this.#o.policy(), agent, sv, tool, args, { annotations, upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools });
+        let now: Decision;
+        try {
+          now = this.#decideNow(this.#o.policy(), agent, sv, tool, args, { annotations, upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools });
+        } catch (err) {
+          // Not the upstream's failure: Warden could not confirm the policy, so it refuses.
+          this.#log.error({ err: describeError(err), callId, approvalId, agent, tool: name }, 'the policy check after approval failed: refusing the call');
+          throw new WardenError(
+            'INTERNAL',
+            "Warden's policy check after the approval failed (INTERNAL), so Warden refused the call rather than run it unchecked; try again later or ask an operator to look at the gateway log",
+            { cause: err },
+          );
+        }
         if (now.kind === 'deny') {
           const reason = `${name} was approved but not run: the policy changed while it waited and now refuses it (${now.reason})`;
           await this.#completed(base, 'deny', started, { reason, approver, detail: { approvalId, code: now.code } });
@@ -331,6 +357,15 @@ export class GatewayPipeline {
       // A halt may have landed while we waited.
       const haltedNow = this.#haltCheck(agent);
       if (haltedNow) throw haltError(haltedNow);
+      // So may a revocation of the token the call came with: it ends the
+      // agent's authority over calls already made, not only over new requests.
+      if (!this.#credentialStands(input, callId)) {
+        const reason = `${name} was not run: the agent token it was made with has been revoked${approvalId ? ' while it waited for approval' : ''}`;
+        this.#log.warn({ callId, agent, tool: name, approvalId }, 'token revoked before the call was forwarded: refusing it');
+        await this.#completed(base, 'deny', started, { reason, approver, detail: { code: 'token_revoked', ...(approvalId ? { approvalId } : {}) } });
+        if (approvalId) await this.#reportOutcome(approvalId, false, reason);
+        return refusal(`Refused by Warden: ${reason}`);
+      }
 
       // 6. Forward.
       let result: CallToolResult;
@@ -462,6 +497,17 @@ export class GatewayPipeline {
       return { kind: 'deny', code: 'out_of_scope', reason: `${agent} has no scope on ${server}, so it may call none of its tools` };
     }
     return decide(policy, agent, server, tool, args, ctx);
+  }
+
+  /** The call's credential, failing closed: a check that cannot answer is not a "still valid". */
+  #credentialStands(input: CallInput, callId: string): boolean {
+    if (!input.stillAuthorized) return true;
+    try {
+      return input.stillAuthorized();
+    } catch (err) {
+      this.#log.error({ err: describeError(err), callId, agent: input.agent }, 'the token check before forwarding failed: refusing the call');
+      throw new WardenError('INTERNAL', "Warden's token check before forwarding failed (INTERNAL), so Warden refused the call; try again later or ask an operator to look at the gateway log", { cause: err });
+    }
   }
 
   /** The kill switch, failing closed: a check that cannot answer is not a "not halted". */

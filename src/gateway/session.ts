@@ -27,7 +27,13 @@ export class SessionServer {
   /** Ids whose connection went away before their handler registered (a close can beat the handler's first microtask). */
   readonly #early = new Map<RequestId, unknown>();
 
-  constructor(pipeline: GatewayPipeline, agent: string, logger: Logger) {
+  /**
+   * `tokenLive` answers whether the agent token a request was authenticated
+   * with (its id travels as the SDK's `authInfo`) still stands; a call asks
+   * again just before it is forwarded, so a token revoked while the call was
+   * held for approval does not get it run.
+   */
+  constructor(pipeline: GatewayPipeline, agent: string, logger: Logger, tokenLive: (tokenId: string) => boolean) {
     const server = new Server(GATEWAY_INFO, {
       capabilities: { tools: { listChanged: true } },
       instructions: 'Tools are provided by Warden on behalf of your organisation. A refused call comes back as an error result that says why; calls that need a human wait for their decision.',
@@ -54,6 +60,9 @@ export class SessionServer {
       const follow = () => call.abort(extra.signal.reason);
       if (extra.signal.aborted) follow();
       else extra.signal.addEventListener('abort', follow, { once: true });
+      const tokenId = extra.authInfo?.extra?.tokenId;
+      // A message without the edge's token id cannot be vouched for: fail closed.
+      const stillAuthorized = () => typeof tokenId === 'string' && tokenLive(tokenId);
       const id = extra.requestId;
       this.#calls.set(id, call);
       if (this.#early.has(id)) {
@@ -62,7 +71,7 @@ export class SessionServer {
         call.abort(reason);
       }
       try {
-        return await pipeline.callTool({ agent, name: request.params.name, args: request.params.arguments, signal: call.signal, onProgress });
+        return await pipeline.callTool({ agent, name: request.params.name, args: request.params.arguments, signal: call.signal, onProgress, stillAuthorized });
       } catch (err) {
         if (err instanceof McpError) throw err;
         // Never leak internals to the agent; the log has the details.

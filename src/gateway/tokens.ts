@@ -94,9 +94,20 @@ export function listAgentTokens(db: Db, agent?: string): AgentTokenInfo[] {
  */
 export class TokenStore {
   readonly #lookup: Statement<[string], { id: string; agent: string; revoked_at: number | null }>;
+  readonly #byId: Statement<[string], { revoked_at: number | null }>;
 
   constructor(db: Db) {
     this.#lookup = db.prepare('SELECT id, agent, revoked_at FROM agent_tokens WHERE token_hash = ?');
+    this.#byId = db.prepare('SELECT revoked_at FROM agent_tokens WHERE id = ?');
+  }
+
+  /**
+   * Whether the token with this id (from an earlier authenticate) still
+   * stands: read from the database, so a revocation by another process counts.
+   */
+  isLive(tokenId: string): boolean {
+    const row = this.#byId.get(tokenId);
+    return row !== undefined && row.revoked_at === null;
   }
 
   authenticate(presented: string | undefined): AuthResult {
