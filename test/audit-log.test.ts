@@ -5,11 +5,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, GENESIS_HASH, REDACTED, rowHash, verifyChain, type AuditRow } from '../src/audit/index.ts';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { AuditLog, GENESIS_HASH, REDACTED, rowHash, verifyChain, type AuditLogOptions, type AuditRow } from '../src/audit/index.ts';
+import type { AuditWriter } from '../src/audit/log.ts';
+import { writerReady } from '../src/audit/writer-thread.ts';
 import type { Clock } from '../src/clock.ts';
 import { isWardenError } from '../src/errors.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { walCommits } from './support/wal-commits.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 let dir: string;
@@ -33,12 +36,40 @@ const fixedClock = (ms: number): Clock => ({
 
 const allRows = (d: Db) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
 
+// Every AuditLog behaviour is checked on both write paths.
+const WRITERS: readonly AuditWriter[] = ['inline', 'worker'];
+const logs: AuditLog[] = [];
+
+/** A log on the requested path; for 'worker', waits until batches really go to the writer thread. */
+async function newLog(d: Db, opts: AuditLogOptions): Promise<AuditLog> {
+  const log = new AuditLog(d, opts);
+  logs.push(log);
+  if (opts.writer === 'worker') expect(await writerReady()).toBe(true);
+  expect(log.writer).toBe(opts.writer);
+  return log;
+}
+
+// Keeps the shared writer thread up for the whole file, so each test does not
+// pay its start-up (stopping with the last log is tested in audit-log-worker).
+let keeperDir: string;
+let keeper: AuditLog;
+beforeAll(() => {
+  keeperDir = mkdtempSync(join(tmpdir(), 'warden-audit-keeper-'));
+  keeper = new AuditLog(openDb(join(keeperDir, 'keeper.db')), { writer: 'worker' });
+});
+
+afterAll(async () => {
+  await keeper.close();
+  rmSync(keeperDir, { recursive: true, force: true });
+});
+
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'warden-audit-log-'));
   dbPath = join(dir, 'warden.db');
 });
 
-afterEach(() => {
+afterEach(async () => {
+  await Promise.allSettled(logs.splice(0).map((l) => l.close()));
   for (const d of open.splice(0)) if (d.open) d.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -62,10 +93,13 @@ describe('audit table', () => {
   });
 });
 
-describe('AuditLog', () => {
+describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
+  const makeLog = (d: Db, opts: AuditLogOptions = {}) => newLog(d, { ...opts, writer });
+
+
   it('chains rows: genesis prev_hash, each hash = sha256(prev_hash ‖ canonical row)', async () => {
     const d = db();
-    const log = new AuditLog(d, { clock: fixedClock(1_700_000_000_000) });
+    const log = await makeLog(d, { clock: fixedClock(1_700_000_000_000) });
     const first = await log.append({ event: 'call.decided', callId: 'c1', agent: 'support-triage', owner: 'U1', server: 'tickets', tool: 'read_ticket', args: { id: 'T-1' }, decision: 'allow', reason: 'read scope' });
     const second = await log.append({ event: 'call.completed', callId: 'c1', agent: 'support-triage', result: { ok: true }, decision: 'ok', durationMs: 12.4, detail: { bytes: 3 } });
     expect(first.seq).toBe(1);
@@ -87,7 +121,7 @@ describe('AuditLog', () => {
 
   it('redacts args, result, detail and reason before writing', async () => {
     const d = db();
-    const log = new AuditLog(d);
+    const log = await makeLog(d);
     await log.append({
       event: 'call.completed',
       args: { to: 'x@y.z', api_key: 'k-123', headers: { Authorization: 'Bearer abcdefgh1234' } },
@@ -105,7 +139,7 @@ describe('AuditLog', () => {
 
   it('truncates big results to maxResultChars with a marker saying how much was cut', async () => {
     const d = db();
-    const log = new AuditLog(d, { maxResultChars: 100 });
+    const log = await makeLog(d, { maxResultChars: 100 });
     const big = { text: 'y'.repeat(5000) };
     await log.append({ event: 'call.completed', result: big });
     const stored = allRows(d)[0]!.result!;
@@ -114,20 +148,20 @@ describe('AuditLog', () => {
     expect(stored).toContain(`[truncated ${full - 100} of ${full} chars]`);
     expect(stored.length).toBeLessThan(160);
     // Default cap is 16 KiB.
-    await new AuditLog(d).append({ event: 'call.completed', result: 'z'.repeat(40_000) });
+    await (await makeLog(d)).append({ event: 'call.completed', result: 'z'.repeat(40_000) });
     expect(allRows(d)[1]!.result!.length).toBeLessThan(16 * 1024 + 60);
     expect(verifyChain(d).ok).toBe(true);
   });
 
   it('keeps the chain valid for text SQLite would otherwise change (lone surrogates)', async () => {
     const d = db();
-    await new AuditLog(d).append({ event: 'call.decided', agent: 'bad\uD800agent', reason: 'x\uDC00', args: { s: '\uD800' } });
+    await (await makeLog(d)).append({ event: 'call.decided', agent: 'bad\uD800agent', reason: 'x\uDC00', args: { s: '\uD800' } });
     expect(verifyChain(d)).toMatchObject({ ok: true, count: 1 });
   });
 
   it('rejects an invalid entry with INVALID_INPUT naming the field, and writes nothing', async () => {
     const d = db();
-    const log = new AuditLog(d);
+    const log = await makeLog(d);
     await expect(log.append({ event: '' })).rejects.toThrow(/"event"/);
     await expect(log.append({ event: 'x', durationMs: -1 })).rejects.toThrow(/"durationMs"/);
     await expect(log.append({ event: 'x', agent: 42 as unknown as string })).rejects.toThrow(/"agent"/);
@@ -136,21 +170,21 @@ describe('AuditLog', () => {
 
   it('group-commits rows appended in the same tick into one transaction', async () => {
     const d = db();
-    const log = new AuditLog(d);
-    let commits = 0;
-    // Count commits as seen by another connection: data_version changes once per foreign commit.
-    const watcher = db();
-    const v0 = watcher.pragma('data_version', { simple: true }) as number;
+    const log = await makeLog(d);
+    await log.append({ event: 'warm-up' });
+    const c0 = walCommits(dbPath);
     const results = await Promise.all(Array.from({ length: 200 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}` })));
-    const v1 = watcher.pragma('data_version', { simple: true }) as number;
-    commits = v1 - v0;
-    expect(commits).toBe(1);
-    expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    expect(walCommits(dbPath) - c0).toBe(1);
+    expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
+    // And rows appended in separate, awaited ticks are separate commits (the counter can tell).
+    await log.append({ event: 'one' });
+    await log.append({ event: 'two' });
+    expect(walCommits(dbPath) - c0).toBe(3);
   });
 
   it('is durable: every awaited row is found after reopening the file', async () => {
     const d = db();
-    const log = new AuditLog(d);
+    const log = await makeLog(d);
     const positions = await Promise.all(Array.from({ length: 2500 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}`, args: { i } })));
     for (let i = 0; i < 10; i++) positions.push(await log.append({ event: 'call.completed', callId: `s${i}` }));
     await log.close();
@@ -169,7 +203,7 @@ describe('AuditLog', () => {
 
   it('close() flushes what is queued and then refuses appends', async () => {
     const d = db();
-    const log = new AuditLog(d);
+    const log = await makeLog(d);
     const pending = log.append({ event: 'call.decided' });
     await log.close();
     await expect(pending).resolves.toMatchObject({ seq: 1 });
@@ -179,7 +213,7 @@ describe('AuditLog', () => {
 
   it('a failed flush rejects every promise in the batch with AUDIT_WRITE_FAILED and writes none of it', async () => {
     const d = db();
-    const log = new AuditLog(d);
+    const log = await makeLog(d);
     await log.append({ event: 'before' });
     // A real failure mid-batch: a trigger refuses one of the rows.
     d.exec("CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'boom' BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
@@ -200,7 +234,7 @@ describe('AuditLog', () => {
   it('a batch that cannot get the write lock fails loudly, not silently', async () => {
     const d = db();
     d.pragma('busy_timeout = 20');
-    const log = new AuditLog(d);
+    const log = await makeLog(d);
     const other = db();
     other.exec('BEGIN IMMEDIATE');
     const settled = await Promise.allSettled([log.append({ event: 'x' }), log.append({ event: 'y' })]);
@@ -213,7 +247,7 @@ describe('AuditLog', () => {
 
   it('flush() commits at once and resolves after the batch is on disk', async () => {
     const d = db();
-    const log = new AuditLog(d);
+    const log = await makeLog(d);
     const p = log.append({ event: 'x' });
     await log.flush();
     expect(allRows(db())).toHaveLength(1);
@@ -221,8 +255,8 @@ describe('AuditLog', () => {
   });
 
   it('two AuditLog instances on the same file keep one valid chain', async () => {
-    const a = new AuditLog(db());
-    const b = new AuditLog(db());
+    const a = await makeLog(db());
+    const b = await makeLog(db());
     const work: Promise<unknown>[] = [];
     for (let i = 0; i < 300; i++) {
       work.push(a.append({ event: 'call.decided', agent: 'a', callId: `a${i}` }));
@@ -239,16 +273,19 @@ describe('AuditLog', () => {
     const script = `
       const { AuditLog } = await import(${JSON.stringify(join(root, 'src/audit/index.ts'))});
       const { openDb } = await import(${JSON.stringify(join(root, 'src/store/db.ts'))});
+      const { writerReady } = await import(${JSON.stringify(join(root, 'src/audit/writer-thread.ts'))});
       const db = openDb(process.argv[1]);
-      const log = new AuditLog(db);
+      const log = new AuditLog(db, { writer: process.argv[2] });
+      if (process.argv[2] === 'worker' && !(await writerReady())) throw new Error('writer thread did not start');
+      if (log.writer !== process.argv[2]) throw new Error('wrong writer: ' + log.writer);
       for (let round = 0; round < 20; round++) {
         await Promise.all(Array.from({ length: 25 }, (_, i) => log.append({ event: 'call.decided', agent: 'child', callId: 'c' + round + '-' + i })));
       }
       await log.close();
       db.close();
     `;
-    const child = promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath], { cwd: root });
-    const log = new AuditLog(db());
+    const child = promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath, writer], { cwd: root });
+    const log = await makeLog(db());
     const deadline = Date.now() + 20_000;
     let mine = 0;
     // Keep appending until the child has finished, so the two really overlap.
@@ -270,13 +307,13 @@ describe('AuditLog', () => {
   });
 });
 
-describe('AuditLog under fake timers', () => {
+describe.each(WRITERS)('AuditLog under fake timers (%s writer)', (writer) => {
   it('still commits: group commit does not depend on timers a test may fake', async () => {
     const { vi } = await import('vitest');
     vi.useFakeTimers();
     try {
       const d = db();
-      const log = new AuditLog(d, { clock: fixedClock(5) });
+      const log = await newLog(d, { clock: fixedClock(5), writer });
       await expect(log.append({ event: 'x' })).resolves.toMatchObject({ seq: 1 });
       expect(allRows(d)[0]!.ts).toBe(5);
     } finally {
