@@ -111,6 +111,29 @@ describe('/audit over signed Slack requests', () => {
     expect(lines.slice(1).every((l) => l.includes('support-triage'))).toBe(true);
   });
 
+  it('records who read what: each answered query, page and export is an audit.queried row', async () => {
+    const readsBefore = (c.h.db.prepare("SELECT count(*) FROM audit WHERE event = 'audit.queried'").pluck().get() as number);
+    const s = await c.command(COMPLIANCE, '/audit', 'agent:worker limit:30');
+    const blocks = (await s.next()).args.blocks as Block[];
+    const next = blocks.find((b) => b.type === 'actions')!.elements![0]!;
+    const url = c.h.slack.responseUrl();
+    await c.h.sender.blockAction({ user: COMPLIANCE, actionId: next.action_id, value: next.value, blockId: 'audit_pagination', responseUrl: url });
+    await c.h.slack.waitForCall('response_url', (x) => x.args.responseUrlId === url.slice(url.lastIndexOf('/') + 1));
+    const e = await c.command(COMPLIANCE, '/audit', 'agent:support-triage format:csv', 'C0COMPLY');
+    await e.next();
+    await expect
+      .poll(() => c.h.db.prepare("SELECT count(*) FROM audit WHERE event = 'audit.queried'").pluck().get() as number)
+      .toBe(readsBefore + 3);
+    const reads = (c.h.db.prepare("SELECT decision, detail FROM audit WHERE event = 'audit.queried' ORDER BY seq").all() as { decision: string; detail: string }[])
+      .slice(readsBefore)
+      .map((r) => ({ decision: r.decision, ...(JSON.parse(r.detail) as Record<string, unknown>) }));
+    expect(reads).toEqual([
+      expect.objectContaining({ decision: 'query', query: 'agent:worker limit:30', rows: 20, actor: expect.stringContaining(COMPLIANCE) }),
+      expect.objectContaining({ decision: 'next_page', query: 'agent:worker limit:30', rows: 10, before: expect.any(Number), actor: expect.stringContaining(COMPLIANCE) }),
+      expect.objectContaining({ decision: 'export', query: 'agent:support-triage format:csv', rows: 3, channel: dmChannelId(COMPLIANCE) }),
+    ]);
+  });
+
   it('format:csv uploads nothing when the DM cannot be opened', async () => {
     const before = c.h.slack.callsOf('files.getUploadURLExternal').length;
     c.h.slack.fail({ mode: 'error', error: 'missing_scope', methods: ['conversations.open'], times: 1 });

@@ -25,3 +25,14 @@ export async function auditRefusal(deps: SlackDeps, actor: ControlActor, action:
     .append({ event: 'audit.refused', decision: 'forbidden', reason, detail: { action, actor: actorLabel(actor), ...detail } })
     .catch((err: unknown) => deps.logger.error({ err: describeError(err), action }, 'auditing a refused /audit attempt failed'));
 }
+
+/**
+ * Who read what: each answered /audit query (or export, or page) is itself a
+ * row, so compliance can see access to the trail, not only changes to it.
+ * The query text is kept, the rows returned are counted, not copied.
+ */
+export async function auditAccessRecord(deps: SlackDeps, actor: ControlActor, action: AuditAction, detail: Record<string, unknown>): Promise<void> {
+  await deps.audit
+    .append({ event: 'audit.queried', decision: action, detail: { actor: actorLabel(actor), ...detail } })
+    .catch((err: unknown) => deps.logger.error({ err: describeError(err), action }, 'recording an /audit read failed'));
+}

@@ -5,7 +5,7 @@ import { describeError, isWardenError } from '../../errors.ts';
 import { AUDIT_PAGE_SIZE, buildAuditError, buildAuditRefusal, buildAuditResults } from '../blocks/audit.ts';
 import { escapeMrkdwn, truncate } from '../blocks/text.ts';
 import type { SlackDeps } from '../deps.ts';
-import { auditRefusal, slackAuditAccess } from './audit-access.ts';
+import { auditAccessRecord, auditRefusal, slackAuditAccess } from './audit-access.ts';
 
 const ephemeral = (m: { text: string; blocks: unknown[] }): RespondArguments => ({ response_type: 'ephemeral', text: m.text, blocks: m.blocks as never });
 
@@ -68,12 +68,16 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
           content: formatRows(rows, 'csv'),
           initial_comment: `Your audit export: \`${escapeMrkdwn(truncate(text, 500))}\` (${rows.length} rows${scope ? `, limited to ${scope.map((a) => `\`${a}\``).join(', ')}` : ''})`,
         });
+        await auditAccessRecord(deps, actor, 'export', { query: truncate(text, 500), rows: rows.length, channel: dm, ...(scope ? { limitedTo: scope } : {}) });
         const more = nextCursor !== undefined ? ` More rows match: raise \`limit:\` (up to 1000) or narrow with \`since:\`/\`until:\`.` : '';
         await respond({ response_type: 'ephemeral', text: `Sent ${rows.length} audit row(s) as CSV to your direct messages with Warden (not to this channel).${more}` });
         return;
       }
       const page = runQuery(deps.db, { ...q, limit: Math.min(q.limit, AUDIT_PAGE_SIZE) });
-      await respond(ephemeral(buildAuditResults({ query: text, rows: page.rows, nextCursor: page.nextCursor, page: 1, policy: deps.policy(), scope })));
+      await auditAccessRecord(deps, actor, 'query', { query: truncate(text, 500), rows: page.rows.length, channel: command.channel_id, ...(scope ? { limitedTo: scope } : {}) });
+      // limit: is the total across pages: offer Next only while some of it is left.
+      const nextCursor = q.limit > AUDIT_PAGE_SIZE ? page.nextCursor : undefined;
+      await respond(ephemeral(buildAuditResults({ query: text, rows: page.rows, nextCursor, page: 1, policy: deps.policy(), scope })));
     } catch (err) {
       deps.logger.error({ err: describeError(err), user: command.user_id }, '/audit failed');
       await respond({ response_type: 'ephemeral', text: `The audit query failed: ${truncate(describeError(err), 500)}` }).catch(() => {});

@@ -5,7 +5,7 @@ import { describeError, isWardenError } from '../../errors.ts';
 import { AUDIT_NEXT_PAGE_ACTION_ID, AUDIT_PAGE_SIZE, buildAuditError, buildAuditRefusal, buildAuditResults, decodePageState } from '../blocks/audit.ts';
 import { truncate } from '../blocks/text.ts';
 import type { SlackDeps } from '../deps.ts';
-import { auditRefusal, slackAuditAccess } from './audit-access.ts';
+import { auditAccessRecord, auditRefusal, slackAuditAccess } from './audit-access.ts';
 
 /**
  * "Next page" under /audit results: the button carries the query and the
@@ -35,8 +35,16 @@ export function registerAuditNextPage(app: App, deps: SlackDeps): void {
       }
       const scoped = scopeAuditQuery(parseQuery(state.q, deps.clock.now()), access);
       if (!scoped.ok) return await refuse(scoped.reason, { query: truncate(state.q, 500), before: state.before });
-      const page = runQuery(deps.db, { ...scoped.query, limit: Math.min(scoped.query.limit, AUDIT_PAGE_SIZE) }, { before: state.before });
+      // limit: is the total across pages; earlier pages were full (AUDIT_PAGE_SIZE each).
+      const remaining = scoped.query.limit - (state.page - 1) * AUDIT_PAGE_SIZE;
+      if (remaining <= 0) {
+        await respond({ response_type: 'ephemeral', replace_original: false, text: `That query's \`limit:${scoped.query.limit}\` is reached; raise it to see more.` });
+        return;
+      }
+      const found = runQuery(deps.db, { ...scoped.query, limit: Math.min(remaining, AUDIT_PAGE_SIZE) }, { before: state.before });
+      const page = { rows: found.rows, nextCursor: remaining > AUDIT_PAGE_SIZE ? found.nextCursor : undefined };
       const scope = access.agents === 'all' ? undefined : access.agents;
+      await auditAccessRecord(deps, actor, 'next_page', { query: truncate(state.q, 500), before: state.before, rows: page.rows.length, ...(scope ? { limitedTo: scope } : {}) });
       const m = buildAuditResults({ query: state.q, rows: page.rows, nextCursor: page.nextCursor, page: state.page, policy: deps.policy(), scope });
       await respond({ response_type: 'ephemeral', replace_original: true, text: m.text, blocks: m.blocks });
     } catch (err) {
