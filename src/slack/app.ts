@@ -69,7 +69,14 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
   const guard = new ReplayGuard(clock);
 
   const receiver = socketMode
-    ? new SocketModeReceiver({ appToken: config.appToken!, logger: blog })
+    ? new SocketModeReceiver({
+        appToken: config.appToken!,
+        logger: blog,
+        // The receiver's SocketModeClient calls apps.connections.open with its
+        // own Web API client, built from installerOptions.clientOptions, not
+        // the app's clientOptions: without this it would ignore SLACK_API_URL.
+        ...(clientOptions.slackApiUrl ? { installerOptions: { clientOptions: { slackApiUrl: clientOptions.slackApiUrl } } } : {}),
+      })
     : new HTTPReceiver({
         signingSecret: config.signingSecret,
         port: config.port,
@@ -152,6 +159,16 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
     async stop() {
       if (!started) return;
       started = false;
+      if (receiver instanceof SocketModeReceiver) {
+        // receiver.stop() starts the close handshake without awaiting it;
+        // wait for the client's 'disconnected' so nothing (socket, ping
+        // timer) outlives stop(). disconnect() also cancels any pending
+        // reconnect, so the client does not come back.
+        const disconnected = new Promise<void>((resolve) => receiver.client.once('disconnected', () => resolve()));
+        await app.stop();
+        await disconnected;
+        return;
+      }
       await app.stop();
     },
   };

@@ -17,7 +17,12 @@
  *   slack.clearFailures();
  *   await slack.close();                                 // in afterAll
  *
- * Implemented methods: api.test, auth.test, chat.postMessage, chat.update,
+ * Socket Mode: `apps.connections.open` with an app-level token (option
+ * `appToken`, default 'xapp-test') answers a one-time ws:// URL on this same
+ * port; `slack.socket` pushes envelopes and records acks
+ * (test/support/slack-socket-server.ts).
+ *
+ * Implemented methods: api.test, auth.test, apps.connections.open, chat.postMessage, chat.update,
  * chat.delete, chat.postEphemeral, views.open, views.update, views.publish,
  * conversations.info, conversations.open, users.info, files.getUploadURLExternal, the upload URL
  * it hands out, files.completeUploadExternal; plus response_url endpoints
@@ -41,6 +46,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parse as parseQuery } from 'node:querystring';
+import { attachSocketModeServer, type SocketModeAttachment, type SocketModeServer } from './slack-socket-server.ts';
 
 export interface RecordedCall {
   method: string;
@@ -84,6 +90,8 @@ export interface StoredMessage {
 export interface SlackApiServerOptions {
   /** Accepted bot tokens (default ['xoxb-test']); other tokens get invalid_auth. */
   botToken?: string | string[];
+  /** Accepted app-level tokens for apps.connections.open (default ['xapp-test']). */
+  appToken?: string | string[];
   teamId?: string;
   botUserId?: string;
   /** When set, only these channels exist (others: channel_not_found). */
@@ -106,6 +114,8 @@ export interface SlackApiServer {
   messages(): StoredMessage[];
   uploads: Map<string, { filename: string; length: number; bytes: Buffer; completed: boolean; channel?: string; title?: string }>;
   responseUrl(): string;
+  /** Socket Mode: the WebSocket side of apps.connections.open. */
+  socket: SocketModeServer;
   fail(spec: FailureSpec): void;
   clearFailures(): void;
   reset(): void;
@@ -259,6 +269,9 @@ function parseArgs(raw: Buffer, contentType: string | undefined): Record<string,
 
 export async function startSlackApiServer(options: SlackApiServerOptions = {}): Promise<SlackApiServer> {
   const tokens = new Set(Array.isArray(options.botToken) ? options.botToken : [options.botToken ?? 'xoxb-test']);
+  const appTokens = new Set(Array.isArray(options.appToken) ? options.appToken : [options.appToken ?? 'xapp-test']);
+  // Assigned once the http server exists (the WebSocket shares its port).
+  let socket: SocketModeAttachment | undefined;
   const teamId = options.teamId ?? 'T0WARDEN';
   const botUserId = options.botUserId ?? 'UBOTWARDEN';
   const channels = options.channels ? new Set(options.channels) : undefined;
@@ -292,6 +305,12 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
 
   function handle(method: string, args: Record<string, any>, token: string | undefined): Record<string, any> {
     if (method === 'api.test') return { ok: true, args };
+    if (method === 'apps.connections.open') {
+      // Slack: only an app-level token may open a Socket Mode connection.
+      if (token && tokens.has(token)) return { ok: false, error: 'not_allowed_token_type' };
+      if (!token || !appTokens.has(token)) return { ok: false, error: token ? 'invalid_auth' : 'not_authed' };
+      return { ok: true, url: socket!.openConnectionUrl() };
+    }
     if (!token || !tokens.has(token)) return { ok: false, error: token ? 'invalid_auth' : 'not_authed' };
     switch (method) {
       case 'auth.test':
@@ -492,6 +511,8 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   base = `http://127.0.0.1:${port}`;
+  socket = attachSocketModeServer({ server, wsBase: () => `ws://127.0.0.1:${port}`, now });
+  const socketServer = socket;
   let responseSeq = 0;
 
   return {
@@ -515,6 +536,7 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
     messages: () => [...store.values()],
     uploads,
     responseUrl: () => `${base}/response/${++responseSeq}`,
+    socket: socketServer,
     fail: (spec) => {
       failures.push({ ...spec });
     },
@@ -527,11 +549,14 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       store.clear();
       uploads.clear();
       opened.clear();
+      socketServer.reset();
     },
-    close: () =>
-      new Promise<void>((resolve, reject) => {
+    close: async () => {
+      await socketServer.close();
+      await new Promise<void>((resolve, reject) => {
         server.closeAllConnections();
         server.close((err) => (err ? reject(err) : resolve()));
-      }),
+      });
+    },
   };
 }
