@@ -8,7 +8,7 @@ import type { AlertSink, HaltCheck, HaltState, Alert } from '../control/types.ts
 import { WardenError, describeError, isWardenError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.ts';
-import type { AgentPolicy, DecideContext, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
+import type { AgentPolicy, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from './arguments.ts';
 import type { PinStore } from './pins.ts';
 import type { Catalogue, Upstreams } from './upstream.ts';
@@ -337,7 +337,7 @@ export class GatewayPipeline {
         // tool away, and an approval does not outrank the policy in force.
         let now: Decision;
         try {
-          now = this.#decideNow(this.#o.policy(), agent, sv, tool, args, { annotations, upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools });
+          now = decide(this.#o.policy(), agent, sv, tool, args, { annotations, upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools });
         } catch (err) {
           // Not the upstream's failure: Warden could not confirm the policy, so it refuses.
           this.#log.error({ err: describeError(err), callId, approvalId, agent, tool: name }, 'the policy check after approval failed: refusing the call');
@@ -455,7 +455,7 @@ export class GatewayPipeline {
     // (annotations can only tighten), so refuse before touching the upstream.
     let catalogue = this.#o.upstreams.cachedCatalogue(server);
     if (!catalogue) {
-      const pre = this.#decideNow(policy, agent, server, tool, args);
+      const pre = decide(policy, agent, server, tool, args);
       if (pre.kind === 'deny') return refused('deny', pre.reason, { code: pre.code }, true);
       try {
         catalogue = await this.#o.upstreams.catalogue(server, input.signal);
@@ -469,7 +469,7 @@ export class GatewayPipeline {
       }
     }
     const annotations = annotationsOf(catalogue.byName.get(tool));
-    const decision = this.#decideNow(policy, agent, server, tool, args, { annotations, upstreamTools: catalogue.names });
+    const decision = decide(policy, agent, server, tool, args, { annotations, upstreamTools: catalogue.names });
     if (decision.kind === 'deny') return refused('deny', decision.reason, { code: decision.code }, true);
 
     // 3. Pin: a changed definition is refused until re-approved.
@@ -479,24 +479,6 @@ export class GatewayPipeline {
     }
     // decide() only holds or allows a call for an agent in the policy.
     return { kind: 'admitted', agentPolicy: agentPolicy!, server, tool, decision, annotations, upstreamTools: catalogue.names };
-  }
-
-  /**
-   * decide(), with names looked up as the policy's own entries only: the
-   * policy is made of plain objects, and a name such as `constructor__x` must
-   * not find Object.prototype's members where a server should be.
-   */
-  #decideNow(policy: Policy, agent: string, server: string, tool: string, args: unknown, ctx: DecideContext = {}): Decision {
-    if (!Object.hasOwn(policy.agents, agent)) {
-      return { kind: 'deny', code: 'unknown_agent', reason: `agent "${agent}" is not in the policy, so it may call no tools` };
-    }
-    if (!Object.hasOwn(policy.servers, server)) {
-      return { kind: 'deny', code: 'unknown_server', reason: `server "${server}" is not in the policy, so no agent may call its tools` };
-    }
-    if (!Object.hasOwn(policy.agents[agent]!.scopes, server)) {
-      return { kind: 'deny', code: 'out_of_scope', reason: `${agent} has no scope on ${server}, so it may call none of its tools` };
-    }
-    return decide(policy, agent, server, tool, args, ctx);
   }
 
   /** The call's credential, failing closed: a check that cannot answer is not a "still valid". */
