@@ -5,6 +5,7 @@ import type { AuditEntry, AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { describeError, isWardenError, WardenError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
+import { policyGetter, type PolicySource } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { argsHash } from './canonical.ts';
@@ -31,7 +32,7 @@ export const DEFAULT_WAITING_NOTIFY_MS = 5_000;
 export const UNAUDITED_APPROVAL_GRACE_MS = 30_000;
 
 /** A fixed policy, or anything with `current()` (PolicyStore) so reloads apply to the next click. */
-export type ApprovalPolicySource = Policy | { current(): Policy } | (() => Policy);
+export type ApprovalPolicySource = PolicySource;
 
 export interface ApprovalServiceOptions {
   db: Db;
@@ -100,7 +101,7 @@ export class ApprovalService implements ApprovalGate {
     this.notifier = opts.notifier;
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger ?? silentLogger();
-    this.policy = policyGetter(opts.policy);
+    this.policy = opts.policy === undefined ? undefined : policyGetter(opts.policy);
     this.pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
     this.waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
     this.processId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -515,13 +516,6 @@ function decidedEntry(
     reason: d.reason,
     detail: { approvalId: r.id, argsHash: r.argsHash, ...d.detail },
   };
-}
-
-function policyGetter(source: ApprovalPolicySource | undefined): (() => Policy) | undefined {
-  if (source === undefined) return undefined;
-  if (typeof source === 'function') return source;
-  if ('current' in source && typeof source.current === 'function') return () => source.current();
-  return () => source as Policy;
 }
 
 function unique(ids: Array<string | undefined>): string[] {

@@ -6,7 +6,7 @@ import type { AuditSink } from '../audit/types.ts';
 import type { AgentLimits } from '../policy/types.ts';
 import type { AlertSink, HaltCheck } from './types.ts';
 import type { HaltRequest } from './kill-switch.ts';
-import { policyGetter, type PolicySource } from './policy-source.ts';
+import { policyGetter, type PolicySource } from '../policy/source.ts';
 
 export type AnomalyRule = 'rate' | 'rate_baseline' | 'denials' | 'rejections' | 'long_run';
 

@@ -6,7 +6,7 @@ import type { Db } from '../store/db.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AlertSink } from './types.ts';
 import type { KillSwitch } from './kill-switch.ts';
-import { policyGetter, type PolicySource } from './policy-source.ts';
+import { policyGetter, type PolicySource } from '../policy/source.ts';
 
 export type DrillMode = 'canary' | 'org';
 

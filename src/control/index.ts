@@ -25,5 +25,4 @@ export {
 } from './drill.ts';
 export { ControlScheduler, checkpointText, type ControlSchedulerOptions } from './scheduler.ts';
 export { createControlPlane, type ControlPlane, type ControlPlaneOptions } from './plane.ts';
-export { policyGetter, type PolicySource } from './policy-source.ts';
 export { recoverAbandonedCalls, recoveryGraceMs, ABANDONED_CALL_REASON, DEFAULT_RECOVERY_GRACE_MS, type CallRecoveryOptions, type RecoveredCall } from './recovery.ts';

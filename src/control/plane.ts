@@ -9,7 +9,7 @@ import { AnomalyDetector } from './anomaly.ts';
 import { DrillRunner, type CanaryConnector, type DrillResult, type DrillTokens } from './drill.ts';
 import { wireHaltEffects, type PendingApprovalCanceller } from './halt-effects.ts';
 import { KillSwitch } from './kill-switch.ts';
-import type { PolicySource } from './policy-source.ts';
+import type { PolicySource } from '../policy/source.ts';
 import { ControlScheduler } from './scheduler.ts';
 
 export interface ControlPlaneOptions {

@@ -3,7 +3,7 @@ import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
 import type { AuditSink } from '../audit/types.ts';
-import { policyGetter, type PolicySource } from './policy-source.ts';
+import { policyGetter, type PolicySource } from '../policy/source.ts';
 
 /** The `reason` of a recovered completion: what a compliance reader sees in place of a result. */
 export const ABANDONED_CALL_REASON = 'Warden stopped before the call finished';

@@ -9,7 +9,7 @@ import type { AlertSink } from './types.ts';
 import type { ChannelPoster } from './alerts.ts';
 import { drillOverdue, type DrillRunner } from './drill.ts';
 import { daysUntilReview } from './status.ts';
-import { policyGetter, type PolicySource } from './policy-source.ts';
+import { policyGetter, type PolicySource } from '../policy/source.ts';
 
 export interface ControlSchedulerOptions {
   db: Db;

@@ -3,6 +3,7 @@ import type { AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { AlertSink, HaltCheck } from '../control/types.ts';
 import type { Logger } from '../logger.ts';
+import { policyGetter } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
@@ -76,7 +77,7 @@ function isPolicySource(p: PolicySourceLike | Policy): p is PolicySourceLike {
  */
 export async function startGateway(options: StartGatewayOptions): Promise<GatewayHandle> {
   const source = options.policy;
-  const policy = isPolicySource(source) ? () => source.current() : () => source;
+  const policy = policyGetter(source);
   const clock = options.clock ?? systemClock;
   const logger = options.logger;
   const pins = new PinStore(options.db, { clock });

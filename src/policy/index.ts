@@ -13,3 +13,4 @@ export {
 export { PolicyStore, type ReloadResult } from './store.ts';
 export { policyWarnings } from './warnings.ts';
 export { parseDuration, formatDuration } from './duration.ts';
+export { policyGetter, type PolicySource } from './source.ts';

@@ -4,6 +4,7 @@ import { alertChannels, type ChannelPoster } from '../control/alerts.ts';
 import type { Alert, AlertSink } from '../control/types.ts';
 import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
+import { policyGetter, type PolicySource } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import { buildAlertMessage } from './blocks/alert.ts';
 import type { WebClient } from './client.ts';
@@ -33,7 +34,7 @@ export class SlackChannelPoster implements ChannelPoster {
 
 export interface SlackAlertSinkOptions {
   client: WebClient;
-  policy: Policy | { current(): Policy } | (() => Policy);
+  policy: PolicySource;
   clock?: Clock | undefined;
   logger?: Logger | undefined;
   retry?: SlackRetryOptions | undefined;
@@ -52,8 +53,7 @@ export class SlackAlertSink implements AlertSink {
 
   constructor(opts: SlackAlertSinkOptions) {
     this.logger = opts.logger ?? silentLogger();
-    const p = opts.policy;
-    this.policy = typeof p === 'function' ? p : 'current' in p && typeof p.current === 'function' ? () => p.current() : () => p as Policy;
+    this.policy = policyGetter(opts.policy);
     this.poster = new SlackChannelPoster(opts.client, { clock: opts.clock ?? systemClock, logger: this.logger, retry: opts.retry });
   }
 

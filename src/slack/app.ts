@@ -3,7 +3,7 @@ import { App, HTTPModuleFunctions, HTTPReceiver, SocketModeReceiver, type AnyMid
 import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.ts';
 import { describeError, WardenError } from '../errors.ts';
-import type { Policy } from '../policy/types.ts';
+import { policyGetter, type PolicySource } from '../policy/source.ts';
 import { boltLogger } from './bolt-logger.ts';
 import { slackClientOptions, type WebClient, type WebClientOptions } from './client.ts';
 import type { SlackDeps } from './deps.ts';
@@ -22,7 +22,7 @@ export type SlackAppConfig = z.input<typeof configSchema>;
 
 export interface CreateSlackAppOptions extends Omit<SlackDeps, 'clock' | 'policy'> {
   config: SlackAppConfig;
-  policy: Policy | { current(): Policy } | (() => Policy);
+  policy: PolicySource;
   clock?: Clock | undefined;
   /** Interface the HTTP receiver binds to (default: all). Ignored in Socket Mode. */
   host?: string | undefined;
@@ -130,8 +130,7 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
     app.use(replayGuard);
   }
 
-  const p = opts.policy;
-  const policy = typeof p === 'function' ? p : 'current' in p && typeof p.current === 'function' ? () => p.current() : () => p as Policy;
+  const policy = policyGetter(opts.policy);
   const deps: SlackDeps = { approvals: opts.approvals, policy, audit: opts.audit, logger, clock, db: opts.db, control: opts.control };
   registerListeners(app, deps);
 
