@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, t
 import { systemClock, type Clock } from '../clock.ts';
 import { WardenError } from '../errors.ts';
 import type { Db } from '../store/db.ts';
-import { GENESIS_HASH } from './canonical.ts';
+import { chainWriter } from './chain.ts';
 
 /** A signed statement "the chain had this head at this time". */
 export interface Checkpoint {
@@ -107,8 +107,8 @@ export function createCheckpoint(db: Db, key: string | KeyObject, clock: Clock =
   const publicKey = publicKeyBase64(privateKey);
   return db
     .transaction((): Checkpoint => {
-      const head = db.prepare<[], { seq: number; hash: string }>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get();
-      const unsigned = { seq: head?.seq ?? 0, head_hash: head?.hash ?? GENESIS_HASH, ts: Math.round(clock.now()) };
+      const head = chainWriter(db).head();
+      const unsigned = { seq: head.seq, head_hash: head.hash, ts: Math.round(clock.now()) };
       const signature = sign(null, checkpointMessage(unsigned), privateKey).toString('base64');
       const cp: Checkpoint = { ...unsigned, signature, public_key: publicKey };
       db.prepare('INSERT INTO audit_checkpoints (seq, head_hash, ts, signature, public_key) VALUES (@seq, @head_hash, @ts, @signature, @public_key)').run(cp);

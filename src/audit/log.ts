@@ -4,10 +4,10 @@ import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
-import { GENESIS_HASH, rowHash, type UnhashedRow } from './canonical.ts';
+import { chainWriter, type ChainHead, type ChainRow, type ChainWriter } from './chain.ts';
 import { DEFAULT_MAX_RESULT_CHARS, redactString, serialiseRedacted, truncateText, wellFormed } from './redact.ts';
 import type { AuditEntry, AuditSink } from './types.ts';
-import type { WriterRow, WriterSettings } from './writer-protocol.ts';
+import type { WriterSettings } from './writer-protocol.ts';
 import { WriterLink, type BatchOutcome } from './writer-thread.ts';
 
 /** Where commits run: on the calling thread (default) or on the audit writer thread. */
@@ -38,16 +38,10 @@ export interface AuditLogOptions {
   writer?: AuditWriter | undefined;
 }
 
-export interface ChainHead {
-  seq: number;
-  hash: string;
-}
-
-/** A row ready to be chained: everything but seq, prev_hash and hash. */
-type PreparedRow = WriterRow;
+export type { ChainHead };
 
 interface Pending {
-  row: PreparedRow;
+  row: ChainRow;
   resolve: (pos: ChainHead) => void;
   reject: (err: unknown) => void;
 }
@@ -84,9 +78,7 @@ export class AuditLog implements AuditSink {
   private readonly maxResultChars: number;
   private readonly maxArgsChars: number;
   private readonly maxBatch: number;
-  private readonly selectHead: Statement<[], ChainHead>;
-  private readonly insert: Statement;
-  private readonly writeBatch: (batch: readonly Pending[]) => ChainHead[];
+  private readonly chain: ChainWriter;
   private readonly link: WriterLink | undefined;
   private readonly readBusyTimeout: Statement<[], number> | undefined;
   private readonly readSynchronous: Statement<[], number> | undefined;
@@ -108,26 +100,7 @@ export class AuditLog implements AuditSink {
     this.maxBatch = positiveInt(opts.maxBatch, DEFAULT_MAX_BATCH, 'maxBatch');
     const writer = opts.writer ?? 'inline';
     if (writer !== 'worker' && writer !== 'inline') throw new WardenError('INVALID_INPUT', `AuditLog option writer must be 'worker' or 'inline', got ${String(writer)}`);
-    this.selectHead = db.prepare<[], ChainHead>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
-    this.insert = db.prepare(
-      `INSERT INTO audit (seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason,
-         approver, duration_ms, detail, prev_hash, hash)
-       VALUES (@seq, @ts, @event, @call_id, @agent, @owner, @server, @tool, @args, @result, @decision, @reason,
-         @approver, @duration_ms, @detail, @prev_hash, @hash)`,
-    );
-    this.writeBatch = db.transaction((batch: readonly Pending[]) => {
-      // Read inside the write lock: another process may have appended since our last batch.
-      let head = this.selectHead.get() ?? { seq: 0, hash: GENESIS_HASH };
-      const positions: ChainHead[] = [];
-      for (const { row } of batch) {
-        const unhashed: UnhashedRow = { ...row, seq: head.seq + 1, prev_hash: head.hash };
-        const hash = rowHash(unhashed);
-        this.insert.run({ ...unhashed, hash });
-        head = { seq: unhashed.seq, hash };
-        positions.push(head);
-      }
-      return positions;
-    }).immediate;
+    this.chain = chainWriter(db);
     const file = writer === 'worker' ? sharableFile(db) : undefined;
     if (file !== undefined) {
       // Read per batch, so the thread writes with the settings this connection has now.
@@ -144,7 +117,7 @@ export class AuditLog implements AuditSink {
 
   append(entry: AuditEntry): Promise<ChainHead> {
     if (this.closed) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
-    let row: PreparedRow;
+    let row: ChainRow;
     try {
       row = this.prepare(entry);
     } catch (err) {
@@ -191,7 +164,7 @@ export class AuditLog implements AuditSink {
 
   /** The committed head of the chain as the database has it now (all processes), seq 0 when empty. */
   head(): ChainHead {
-    return this.selectHead.get() ?? { seq: 0, hash: GENESIS_HASH };
+    return this.chain.head();
   }
 
   private flushNow(): void {
@@ -223,7 +196,8 @@ export class AuditLog implements AuditSink {
         this.inFlight = true;
         return;
       }
-      positions = this.writeBatch(batch);
+      const { firstSeq, hashes } = this.chain.write(batch.map((p) => p.row));
+      positions = hashes.map((hash, i) => ({ seq: firstSeq + i, hash }));
     } catch (err) {
       this.fail(batch, batch.length, describeError(err), err);
       return;
@@ -259,7 +233,7 @@ export class AuditLog implements AuditSink {
     return p;
   }
 
-  private prepare(e: AuditEntry): PreparedRow {
+  private prepare(e: AuditEntry): ChainRow {
     if (e === null || typeof e !== 'object') throw invalid('entry', 'must be an object');
     if (typeof e.event !== 'string' || e.event.trim() === '') throw invalid('event', 'must be a non-empty string');
     const ts = e.ts ?? this.clock.now();

@@ -3,7 +3,7 @@ import { isoTime } from '../clock.ts';
 import type { Db } from '../store/db.ts';
 import { GENESIS_HASH, rowHash } from './canonical.ts';
 import { listCheckpoints, verifyCheckpoint, type CheckpointRef } from './checkpoint.ts';
-import type { ChainHead } from './log.ts';
+import type { ChainHead } from './chain.ts';
 import type { AuditRow } from './types.ts';
 
 export type ProblemKind = 'altered' | 'missing' | 'inserted' | 'reordered' | 'truncated';

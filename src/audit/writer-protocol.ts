@@ -1,4 +1,4 @@
-import type { UnhashedRow } from './canonical.ts';
+import type { ChainRow } from './chain.ts';
 
 /**
  * Messages between AuditLog (main thread) and the audit writer thread
@@ -6,7 +6,7 @@ import type { UnhashedRow } from './canonical.ts';
  */
 
 /** A row ready to be chained: everything but seq, prev_hash and hash. */
-export type WriterRow = Omit<UnhashedRow, 'seq' | 'prev_hash'>;
+export type WriterRow = ChainRow;
 
 /** The caller's connection settings the writer mirrors, so both write paths behave alike. */
 export interface WriterSettings {

@@ -1,7 +1,6 @@
 import { parentPort, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { Statement } from 'better-sqlite3';
-import { GENESIS_HASH, rowHash, type UnhashedRow } from './canonical.ts';
+import { chainWriter, type ChainWriter } from './chain.ts';
 import type { FromWriter, ToWriter, WriterRow, WriterSettings } from './writer-protocol.ts';
 
 /**
@@ -21,7 +20,7 @@ import type { FromWriter, ToWriter, WriterRow, WriterSettings } from './writer-p
 interface Conn {
   db: Database.Database;
   settings: WriterSettings | undefined;
-  write: (rows: readonly WriterRow[]) => { firstSeq: number; hashes: string[] };
+  write: ChainWriter['write'];
 }
 
 interface Group {
@@ -42,26 +41,7 @@ function send(msg: FromWriter): void {
 function open(path: string): Conn {
   // fileMustExist: a vanished file must fail the batch, not grow a fresh empty database.
   const db = new Database(path, { fileMustExist: true });
-  const selectHead: Statement<[], { seq: number; hash: string }> = db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
-  const insert = db.prepare(
-    `INSERT INTO audit (seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason,
-       approver, duration_ms, detail, prev_hash, hash)
-     VALUES (@seq, @ts, @event, @call_id, @agent, @owner, @server, @tool, @args, @result, @decision, @reason,
-       @approver, @duration_ms, @detail, @prev_hash, @hash)`,
-  );
-  const write = db.transaction((rows: readonly WriterRow[]) => {
-    let head = selectHead.get() ?? { seq: 0, hash: GENESIS_HASH };
-    const firstSeq = head.seq + 1;
-    const hashes: string[] = [];
-    for (const row of rows) {
-      const unhashed: UnhashedRow = { ...row, seq: head.seq + 1, prev_hash: head.hash };
-      const hash = rowHash(unhashed);
-      insert.run({ ...unhashed, hash });
-      head = { seq: unhashed.seq, hash };
-      hashes.push(hash);
-    }
-    return { firstSeq, hashes };
-  }).immediate;
+  const { write } = chainWriter(db);
   return { db, settings: undefined, write };
 }
 
