@@ -262,4 +262,10 @@ describe('checkpoints', () => {
     expect(r.ok).toBe(false);
     expect(r.firstProblem!.message).toMatch(/trusted public key/);
   });
+
+  it('an unreadable trusted key is an input error, not a report of tampering', async () => {
+    await seed(2);
+    createCheckpoint(wardenDb(), generateCheckpointKeyPair().privateKeyPem, clock);
+    expect(() => verifyChain(wardenDb(), { trustedPublicKey: 'not-a-key' })).toThrow(/public key is not readable/);
+  });
 });
