@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import type { Command } from 'commander';
@@ -32,13 +33,8 @@ export function createCanaryServer(): McpServer {
     async ({ ms, steps }, extra) => {
       const token = extra._meta?.progressToken;
       for (let i = 1; i <= steps; i++) {
-        const finished = await new Promise<boolean>((resolve) => {
-          const t = setTimeout(() => resolve(true), ms / steps);
-          extra.signal.addEventListener('abort', () => {
-            clearTimeout(t);
-            resolve(false);
-          }, { once: true });
-        });
+        // The signal option removes its own abort listener when the step ends, so a long call does not pile them up.
+        const finished = await sleep(ms / steps, true, { signal: extra.signal }).catch(() => false);
         if (!finished) return { content: [{ type: 'text', text: 'cancelled' }], isError: true };
         if (token !== undefined) {
           await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: steps } });
