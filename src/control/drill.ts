@@ -157,6 +157,7 @@ export class DrillRunner {
     let restored = false;
     let token: string | undefined;
     let conn: CanaryConnection | undefined;
+    let planned: DrillToolPlan | undefined;
     let halted = false;
     const haltActor = `drill:${id}`;
     const scope = mode === 'org' ? ({ scope: 'org' } as const) : ({ scope: 'agent', agent } as const);
@@ -170,6 +171,7 @@ export class DrillRunner {
       conn = await this.#o.connector.connect(url, token);
       const plan = this.#o.tools ?? planDrillTools(await conn.listTools());
       if (!plan) throw new WardenError('NOT_FOUND', `canary agent "${agent}" sees no slow read tool (a *__sleep or *__trigger-long-running-operation tool); grant it one`);
+      planned = plan;
       detail.tools = { slow: plan.slow.name, probe: plan.probe.name };
 
       const before = await conn.callTool(plan.probe.name, plan.probe.args, { timeoutMs: stepMs });
@@ -263,19 +265,17 @@ export class DrillRunner {
     }
 
     const c = conn;
-    if (halted && c) {
+    // Halting happens only after the plan was made, so a halted drill has one.
+    if (halted && c && planned) {
       // Service must come back: in-process at once, elsewhere within the propagation window.
-      const plan = this.#o.tools ?? planDrillTools(await c.listTools().catch(() => []));
-      if (plan) {
-        const deadline = this.#clock.monotonic() + (this.#o.stepTimeoutMs ?? 5000);
-        while (this.#clock.monotonic() < deadline) {
-          const r = await c.callTool(plan.probe.name, plan.probe.args, { timeoutMs: 5000 });
-          if (r.kind === 'ok') {
-            restored = true;
-            break;
-          }
-          await this.#sleep(25);
+      const deadline = this.#clock.monotonic() + stepMs;
+      while (this.#clock.monotonic() < deadline) {
+        const r = await c.callTool(planned.probe.name, planned.probe.args, { timeoutMs: 5000 });
+        if (r.kind === 'ok') {
+          restored = true;
+          break;
         }
+        await this.#sleep(25);
       }
       if (!restored) problems.push('calls were still refused after resume');
     }

@@ -1,4 +1,5 @@
 import type { App, BlockAction, ButtonAction } from '@slack/bolt';
+import { AGENT_NAME_RE } from '../../policy/schema.ts';
 import { canAuditAgent } from '../../control/authorize.ts';
 import { KillSwitch } from '../../control/kill-switch.ts';
 import { agentStatuses } from '../../control/status.ts';
@@ -29,7 +30,7 @@ export function registerAuditAgentStatus(app: App, deps: SlackDeps): void {
     };
     if (!access.ok) return await refuse(access.reason);
     // Checked before the name is echoed in any reply: the value is whatever the client sent.
-    if (!deps.db || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(agent)) {
+    if (!deps.db || !AGENT_NAME_RE.test(agent)) {
       await respond({ response_type: 'ephemeral', replace_original: false, text: 'This button does not name a valid agent.' });
       return;
     }
