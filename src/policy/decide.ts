@@ -99,27 +99,27 @@ export function decide(policy: Policy, agent: string, server: string, tool: stri
   }
 
   const c = classifyToolDetailed(policy, server, tool, ctx.annotations);
-  const cls = describeClass(tool, c);
+  // Only refusals and holds carry a sentence; an allowed call (the common case) skips building it.
+  const cls = () => describeClass(tool, c);
   const hasWrite = scopes.includes('write');
-  const scopeWord = hasWrite ? 'write' : 'read';
 
   if (needsApproval(a, server, tool)) {
     return {
       kind: 'approve',
       rule: 'approval_required',
-      reason: `${agent} may call ${tool} on ${server} only with a human's approval (approval_required); ${cls}`,
+      reason: `${agent} may call ${tool} on ${server} only with a human's approval (approval_required); ${cls()}`,
       tool: c.tool,
     };
   }
   if (c.tool.scope === 'read') return { kind: 'allow', tool: c.tool };
   if (!hasWrite) {
-    return { kind: 'deny', code: 'out_of_scope', reason: `${agent} has ${scopeWord} scope on ${server}; ${cls}` };
+    return { kind: 'deny', code: 'out_of_scope', reason: `${agent} has read scope on ${server}; ${cls()}` };
   }
   if (c.tool.consequence === 'reversible') return { kind: 'allow', tool: c.tool };
   return {
     kind: 'approve',
     rule: 'consequential',
-    reason: `${agent} has write scope on ${server}; ${cls}, so a human must approve it`,
+    reason: `${agent} has write scope on ${server}; ${cls()}, so a human must approve it`,
     tool: c.tool,
   };
 }
