@@ -1,5 +1,6 @@
 import { userInfo } from 'node:os';
 import type { Command } from 'commander';
+import { commandGroup, formatColumns } from './shared.ts';
 import { AuditLog } from '../../audit/log.ts';
 import { loadConfig } from '../../config/index.ts';
 import { actorLabel, canDrill, canHalt, canResume, type ControlActor } from '../../control/authorize.ts';
@@ -22,7 +23,7 @@ import { systemClock } from '../../clock.ts';
  * first creates it and the rest find it.
  */
 export function agentsCommand(program: Command): Command {
-  return program.commands.find((c) => c.name() === 'agents') ?? program.command('agents').description('Agents: kill switch, status, drills, tokens');
+  return commandGroup(program, 'agents', 'Agents: kill switch, status, drills, tokens');
 }
 
 /** Tokens for a drill: minted through the gateway's token table, revoked by their own hash only. */
@@ -80,8 +81,6 @@ export function parseMaxTimeToHalt(text: string): number {
   return ms;
 }
 
-const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
-
 export function formatStatusTable(rows: AgentStatus[]): string {
   const head = ['AGENT', 'OWNER', 'STATE', 'CALLS/1h', 'DENIED/1h', 'PENDING', 'REVIEW BY'];
   const body = rows.map((r) => [
@@ -93,8 +92,7 @@ export function formatStatusTable(rows: AgentStatus[]): string {
     String(r.pendingApprovals),
     r.reviewBy ? `${r.reviewBy}${r.reviewOverdue ? ' OVERDUE' : ''}` : '-',
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  return [head, ...body].map((cols) => cols.map((c, i) => pad(c, widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+  return formatColumns(head, body);
 }
 
 export function formatDrillResult(r: DrillResult): string {

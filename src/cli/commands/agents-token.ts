@@ -1,5 +1,6 @@
 import { userInfo } from 'node:os';
 import type { Command } from 'commander';
+import { formatColumns } from './shared.ts';
 import { AuditLog } from '../../audit/log.ts';
 import { loadConfig } from '../../config/index.ts';
 import { createAgentToken, listAgentTokens, revokeAgentTokens, rotateAgentToken } from '../../gateway/tokens.ts';
@@ -105,8 +106,7 @@ export function registerAgentsToken(program: Command): void {
         const rows = listAgentTokens(ctx.db, agent);
         const head = ['ID', 'AGENT', 'CREATED', 'STATUS'];
         const body = rows.map((r) => [r.id, r.agent, new Date(r.createdAt).toISOString(), r.revokedAt === null ? 'active' : `revoked ${new Date(r.revokedAt).toISOString()}`]);
-        const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-        process.stdout.write([head, ...body].map((cols) => cols.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
+        process.stdout.write(formatColumns(head, body));
       } finally {
         await ctx.close();
       }

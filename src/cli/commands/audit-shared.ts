@@ -1,12 +1,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { commandGroup } from './shared.ts';
 import { loadConfig } from '../../config/index.ts';
 import { WardenError } from '../../errors.ts';
 import { openDb, type Db } from '../../store/db.ts';
 
 /** The `warden audit` group; each audit-*.ts module adds its subcommand to it. */
 export function auditCommand(program: Command): Command {
-  return program.commands.find((c) => c.name() === 'audit') ?? program.command('audit').description('Audit trail: query, verify, checkpoints');
+  return commandGroup(program, 'audit', 'Audit trail: query, verify, checkpoints');
 }
 
 /** --db wins over WARDEN_DB (config default ./data/warden.db). */

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { commandGroup } from './shared.ts';
 import { systemClock, type Clock } from '../../clock.ts';
 import { formatDuration, loadPolicyFile, policyWarnings, type Policy } from '../../policy/index.ts';
 
@@ -7,7 +8,7 @@ import { formatDuration, loadPolicyFile, policyWarnings, type Policy } from '../
  * A bad file throws, and the CLI's one error printer reports it (exit 2).
  */
 export function registerPolicyCheck(program: Command): void {
-  const policy = program.commands.find((c) => c.name() === 'policy') ?? program.command('policy').description('Policy file tools');
+  const policy = commandGroup(program, 'policy', 'Policy file tools');
   policy
     .command('check')
     .description('Validate a policy file and print what it grants')

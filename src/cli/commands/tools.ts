@@ -1,5 +1,6 @@
 import { userInfo } from 'node:os';
 import type { Command } from 'commander';
+import { commandGroup, formatColumns } from './shared.ts';
 import { AuditLog } from '../../audit/log.ts';
 import { loadConfig } from '../../config/index.ts';
 import { approveToolPin, PinStore } from '../../gateway/pins.ts';
@@ -11,7 +12,7 @@ import { openDb } from '../../store/db.ts';
  * is blocked until someone looks at the change and approves it here.
  */
 export function registerTools(program: Command): void {
-  const tools = program.commands.find((c) => c.name() === 'tools') ?? program.command('tools').description('Pinned upstream tool definitions');
+  const tools = commandGroup(program, 'tools', 'Pinned upstream tool definitions');
 
   tools
     .command('list')
@@ -36,8 +37,7 @@ export function registerTools(program: Command): void {
           new Date(r.updatedAt).toISOString(),
           r.approvedBy ?? (r.status === 'approved' ? 'first seen' : '-'),
         ]);
-        const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-        process.stdout.write([head, ...body].map((cols) => cols.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
+        process.stdout.write(formatColumns(head, body));
         const blocked = rows.filter((r) => r.status === 'blocked');
         if (blocked.length) process.stdout.write(`\n${blocked.length} blocked; review the change, then: warden tools approve <server> <tool>\n`);
       } finally {
