@@ -2,7 +2,7 @@ import { ApprovalService } from '../approvals/index.ts';
 import { AuditLog } from '../audit/index.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Config } from '../config/index.ts';
-import { fanOut, LogAlertSink } from '../control/alerts.ts';
+import { FanOutAlertSink, LogAlertSink } from '../control/alerts.ts';
 import { drillReportPoster } from '../control/drill.ts';
 import { createControlPlane, type ControlPlane } from '../control/plane.ts';
 import { recoverAbandonedCalls, recoveryGraceMs } from '../control/recovery.ts';
@@ -52,7 +52,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     const slackClient = config.slack ? createSlackClient(config.slack, logger) : undefined;
     const poster = slackClient ? new SlackChannelPoster(slackClient, { clock, logger }) : undefined;
     const alerts: AlertSink = slackClient
-      ? fanOut(new LogAlertSink(logger), new SlackAlertSink({ client: slackClient, policy, clock, logger }))
+      ? new FanOutAlertSink([new LogAlertSink(logger), new SlackAlertSink({ client: slackClient, policy, clock, logger })], logger)
       : new LogAlertSink(logger);
 
     const approvals = new ApprovalService({

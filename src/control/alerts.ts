@@ -20,23 +20,16 @@ export class LogAlertSink implements AlertSink {
 }
 
 /**
- * Sends each alert to every sink added. Sinks can be added after construction
- * because the Slack sink needs the Bolt app, which itself needs the kill switch
- * that already needs an AlertSink: late binding breaks that cycle.
- * One sink throwing never stops the others (AlertSink must not throw).
+ * Sends each alert to every sink. One sink throwing never stops the others
+ * (AlertSink must not throw, but a broken one is logged, not trusted).
  */
 export class FanOutAlertSink implements AlertSink {
-  readonly #sinks = new Set<AlertSink>();
+  readonly #sinks: readonly AlertSink[];
   readonly #logger: Logger | undefined;
 
-  constructor(sinks: AlertSink[] = [], logger?: Logger) {
-    for (const s of sinks) this.#sinks.add(s);
+  constructor(sinks: readonly AlertSink[], logger?: Logger) {
+    this.#sinks = [...sinks];
     this.#logger = logger;
-  }
-
-  add(sink: AlertSink): () => void {
-    this.#sinks.add(sink);
-    return () => this.#sinks.delete(sink);
   }
 
   alert(alert: Alert): void {
@@ -48,10 +41,6 @@ export class FanOutAlertSink implements AlertSink {
       }
     }
   }
-}
-
-export function fanOut(...sinks: AlertSink[]): FanOutAlertSink {
-  return new FanOutAlertSink(sinks);
 }
 
 /** Collects alerts in memory; for tests and for the drill's own report. */

@@ -1,6 +1,6 @@
 export type * from './types.ts';
 export { KillSwitch, type KillSwitchOptions, type HaltEventInfo, type HaltListener, type ResumeListener, type HaltRequest, type ResumeRequest } from './kill-switch.ts';
-export { LogAlertSink, FanOutAlertSink, MemoryAlertSink, fanOut, alertChannels, type ChannelPoster } from './alerts.ts';
+export { LogAlertSink, FanOutAlertSink, MemoryAlertSink, alertChannels, type ChannelPoster } from './alerts.ts';
 export { actorLabel, canHalt, canResume, canDrill, type ControlActor, type ControlAuthz } from './authorize.ts';
 export { wireHaltEffects, isDrillActor, type HaltEffectsOptions, type PendingApprovalCanceller } from './halt-effects.ts';
 export { agentStatuses, daysUntilReview, type AgentStatus } from './status.ts';

@@ -16,7 +16,7 @@ export interface ControlPlaneOptions {
   db: Db;
   audit: AuditSink;
   policy: PolicySource;
-  /** Usually a FanOutAlertSink: log always, Slack once the app exists. */
+  /** Usually a FanOutAlertSink: the log always, and Slack when it is configured. */
   alerts: AlertSink;
   /** ApprovalService: pending approvals are cancelled on halt. */
   approvals?: PendingApprovalCanceller | undefined;
