@@ -163,7 +163,7 @@ export class DrillRunner {
     const scope = mode === 'org' ? ({ scope: 'org' } as const) : ({ scope: 'agent', agent } as const);
     try {
       if (!policy.agents[agent]) throw new WardenError('NOT_FOUND', `canary agent "${agent}" is not declared in the policy`);
-      const already = mode === 'org' ? ks.status().find((s) => s.scope === 'org') : ks.check(agent);
+      const already = mode === 'org' ? ks.orgHalt() : ks.check(agent);
       if (already) throw new WardenError('HALTED', `${mode === 'org' ? 'the org' : agent} is already halted (by ${already.actor}); a drill would resume it`);
 
       token = this.#o.tokens.create(agent);

@@ -112,6 +112,11 @@ export class KillSwitch implements HaltCheck {
     return this.#halted.get('org') ?? this.#halted.get(`agent:${agent}`) ?? null;
   }
 
+  /** The org-wide halt, if one is in force. */
+  orgHalt(): HaltState | undefined {
+    return this.#halted.get('org');
+  }
+
   /** Every halt in force, org first. */
   status(): HaltState[] {
     return [...this.#halted.values()].sort((a, b) => (a.scope === b.scope ? (a.agent ?? '').localeCompare(b.agent ?? '') : a.scope === 'org' ? -1 : 1));

@@ -35,15 +35,18 @@ export function daysUntilReview(reviewBy: string, now: number): number | undefin
  */
 export function agentStatuses(db: Db, policy: Policy, halt: HaltCheck, now: number, only?: string): AgentStatus[] {
   const since = now - HOUR;
+  // One agent asked for (the Agent status button): count its rows only.
   const counts = db
     .prepare(
       `SELECT agent,
               sum(CASE WHEN event = 'call.decided' THEN 1 ELSE 0 END) AS calls,
               sum(CASE WHEN event = 'call.decided' AND decision IN ('deny', 'denied', 'halted') THEN 1 ELSE 0 END) AS denials
-         FROM audit WHERE ts >= ? AND agent IS NOT NULL GROUP BY agent`,
+         FROM audit WHERE ts >= ? AND agent IS NOT NULL AND (? IS NULL OR agent = ?) GROUP BY agent`,
     )
-    .all(since) as { agent: string; calls: number; denials: number }[];
-  const pending = db.prepare(`SELECT agent, count(*) AS n FROM approvals WHERE status = 'pending' GROUP BY agent`).all() as { agent: string; n: number }[];
+    .all(since, only ?? null, only ?? null) as { agent: string; calls: number; denials: number }[];
+  const pending = db
+    .prepare(`SELECT agent, count(*) AS n FROM approvals WHERE status = 'pending' AND (? IS NULL OR agent = ?) GROUP BY agent`)
+    .all(only ?? null, only ?? null) as { agent: string; n: number }[];
   const byAgent = new Map(counts.map((c) => [c.agent, c]));
   const pendingBy = new Map(pending.map((p) => [p.agent, p.n]));
   const names = new Set(Object.keys(policy.agents));

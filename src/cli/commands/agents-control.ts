@@ -154,7 +154,7 @@ export function registerAgentsControl(program: Command): void {
       try {
         if (agent !== undefined) parseTarget(ctx.policy, agent);
         const rows = agentStatuses(ctx.db, ctx.policy, ctx.ks, systemClock.now(), agent);
-        const org = ctx.ks.status().find((s) => s.scope === 'org');
+        const org = ctx.ks.orgHalt();
         if (opts.json) process.stdout.write(JSON.stringify({ orgHalt: org ?? null, agents: rows }, null, 2) + '\n');
         else {
           if (org) process.stdout.write(`ORG HALTED by ${org.actor} at ${new Date(org.at).toISOString()}: ${org.reason}\n`);

@@ -98,7 +98,7 @@ export function registerAgentsCommand(app: App, deps: SlackDeps): void {
           }
           const now = deps.clock.now();
           const rows = agentStatuses(deps.db, policy, ks, now, cmd.agent);
-          await respond(ephemeral(buildAgentsStatus(rows, { orgHalt: ks.status().find((s) => s.scope === 'org'), now })));
+          await respond(ephemeral(buildAgentsStatus(rows, { orgHalt: ks.orgHalt(), now })));
           return;
         }
         case 'halt': {

@@ -41,7 +41,7 @@ export function registerAuditAgentStatus(app: App, deps: SlackDeps): void {
       const ks = deps.control?.killSwitch ?? new KillSwitch({ db: deps.db, audit: deps.audit });
       const now = deps.clock.now();
       const rows = agentStatuses(deps.db, deps.policy(), ks, now, agent);
-      const m = buildAgentsStatus(rows, { orgHalt: ks.status().find((s) => s.scope === 'org'), now });
+      const m = buildAgentsStatus(rows, { orgHalt: ks.orgHalt(), now });
       await respond({ response_type: 'ephemeral', replace_original: false, text: m.text, blocks: m.blocks });
     } catch (err) {
       deps.logger.error({ err: describeError(err), agent }, 'agent status from /audit failed');
