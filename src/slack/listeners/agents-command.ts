@@ -1,4 +1,4 @@
-import type { App, RespondArguments } from '@slack/bolt';
+import type { App } from '@slack/bolt';
 import { actorLabel, canDrill, canHalt, canResume, type ControlActor } from '../../control/authorize.ts';
 import { agentStatuses } from '../../control/status.ts';
 import { describeError } from '../../errors.ts';
@@ -7,6 +7,7 @@ import { AGENTS_USAGE, buildAgentsStatus, buildControlReply } from '../blocks/ag
 import { buildDrillReport } from '../blocks/drill.ts';
 import { escapeMrkdwn, truncate } from '../blocks/text.ts';
 import type { SlackDeps } from '../deps.ts';
+import { ephemeral, recordRefusal } from './respond.ts';
 
 export type AgentsCommand =
   | { verb: 'status'; agent?: string | undefined }
@@ -56,7 +57,6 @@ export function parseAgentsCommand(text: string, policy: Policy): AgentsCommand 
   }
 }
 
-const ephemeral = (m: { text: string; blocks: unknown[] }): RespondArguments => ({ response_type: 'ephemeral', text: m.text, blocks: m.blocks as never });
 const describeTarget = (t: { scope: 'org' } | { scope: 'agent'; agent: string }) => (t.scope === 'org' ? 'all agents (org-wide)' : `agent \`${t.agent}\``);
 
 /**
@@ -74,9 +74,7 @@ export function registerAgentsCommand(app: App, deps: SlackDeps): void {
     const actor: ControlActor = { kind: 'slack', userId: command.user_id };
     const reply = (text: string, icon?: string) => respond(ephemeral(buildControlReply(text, icon)));
     const refuse = async (action: string, reason: string, detail: Record<string, unknown>) => {
-      await deps.audit
-        .append({ event: 'control.refused', decision: 'forbidden', reason, detail: { action, actor: actorLabel(actor), ...detail } })
-        .catch((err: unknown) => deps.logger.error({ err: describeError(err) }, 'auditing a refused control command failed'));
+      await recordRefusal(deps, 'control.refused', actor, action, reason, detail);
       await reply(`Not allowed: ${reason}`, ':no_entry:');
     };
     try {

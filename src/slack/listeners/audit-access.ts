@@ -1,6 +1,7 @@
 import { actorLabel, auditAccess, type AuditAccess, type ControlActor } from '../../control/authorize.ts';
 import { describeError } from '../../errors.ts';
 import type { SlackDeps } from '../deps.ts';
+import { recordRefusal } from './respond.ts';
 
 /** What the user tried: the command itself, its CSV export, or one of its buttons. */
 export type AuditAction = 'query' | 'export' | 'next_page' | 'agent_status';
@@ -15,15 +16,9 @@ export function slackAuditAccess(deps: SlackDeps, userId: string): { actor: Cont
   return { actor, access: auditAccess(deps.policy(), actor) };
 }
 
-/**
- * Records a refused /audit attempt as `audit.refused`, in the shape
- * /agents uses for `control.refused`. Best effort: the refusal stands even
- * if the row cannot be written, and the failure is logged.
- */
+/** Records a refused /audit attempt as `audit.refused`, in the shape /agents uses for `control.refused`. */
 export async function auditRefusal(deps: SlackDeps, actor: ControlActor, action: AuditAction, reason: string, detail: Record<string, unknown> = {}): Promise<void> {
-  await deps.audit
-    .append({ event: 'audit.refused', decision: 'forbidden', reason, detail: { action, actor: actorLabel(actor), ...detail } })
-    .catch((err: unknown) => deps.logger.error({ err: describeError(err), action }, 'auditing a refused /audit attempt failed'));
+  await recordRefusal(deps, 'audit.refused', actor, action, reason, detail);
 }
 
 /**

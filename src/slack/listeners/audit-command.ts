@@ -1,13 +1,13 @@
-import type { App, RespondArguments } from '@slack/bolt';
+import type { App } from '@slack/bolt';
 import { formatRows, parseQuery, runQuery, QUERY_EXAMPLE } from '../../audit/index.ts';
 import { scopeAuditQuery } from '../../control/authorize.ts';
 import { describeError, isWardenError } from '../../errors.ts';
 import { AUDIT_PAGE_SIZE, buildAuditError, buildAuditRefusal, buildAuditResults } from '../blocks/audit.ts';
 import { escapeMrkdwn, truncate } from '../blocks/text.ts';
 import type { SlackDeps } from '../deps.ts';
+import { ephemeral } from './respond.ts';
 import { auditAccessRecord, auditRefusal, slackAuditAccess } from './audit-access.ts';
 
-const ephemeral = (m: { text: string; blocks: unknown[] }): RespondArguments => ({ response_type: 'ephemeral', text: m.text, blocks: m.blocks as never });
 
 /**
  * `/audit <query>` in the audit query language. The asker is authorised

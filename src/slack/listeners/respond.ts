@@ -1,6 +1,8 @@
-import type { BlockAction, ButtonAction, webApi } from '@slack/bolt';
+import type { BlockAction, ButtonAction, RespondArguments, webApi } from '@slack/bolt';
+import { actorLabel, type ControlActor } from '../../control/authorize.ts';
 import { describeError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
+import type { SlackDeps } from '../deps.ts';
 import { z } from 'zod';
 
 /** Approval ids as the service makes them; anything else in a button value is refused before any lookup. */
@@ -53,4 +55,25 @@ export async function readApprovalClick(
     return null;
   }
   return { approvalId: id.data, user, where };
+}
+
+/** A built message (text and blocks) as an answer only the asker sees. */
+export const ephemeral = (m: { text: string; blocks: unknown[] }): RespondArguments => ({ response_type: 'ephemeral', text: m.text, blocks: m.blocks as never });
+
+/**
+ * Records a refused command or button (`control.refused`, `audit.refused`):
+ * who, what they tried, why not. Best effort: the refusal stands even if the
+ * row cannot be written, and the failure is logged.
+ */
+export async function recordRefusal(
+  deps: Pick<SlackDeps, 'audit' | 'logger'>,
+  event: 'control.refused' | 'audit.refused',
+  actor: ControlActor,
+  action: string,
+  reason: string,
+  detail: Record<string, unknown> = {},
+): Promise<void> {
+  await deps.audit
+    .append({ event, decision: 'forbidden', reason, detail: { action, actor: actorLabel(actor), ...detail } })
+    .catch((err: unknown) => deps.logger.error({ err: describeError(err), event, action }, 'auditing a refusal failed'));
 }
