@@ -121,3 +121,26 @@ describe('control cron jobs (node-cron, fake timers)', () => {
     }
   });
 });
+
+describe('control plane and policy reloads', () => {
+  it('restarts the cron jobs when the policy file is reloaded, so a changed schedule takes effect', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const { PolicyStore } = await import('../src/policy/index.ts');
+    const { createControlPlane } = await import('../src/control/plane.ts');
+    const { MemoryAlertSink } = await import('../src/control/alerts.ts');
+    const file = join(dir, 'policy.yml');
+    writeFileSync(file, POLICY);
+    const store = new PolicyStore(file, { logger: silentLogger(), env: {} });
+    const plane = createControlPlane({ db, audit, policy: store, alerts: new MemoryAlertSink(), anomalies: false, timezone: 'Etc/UTC' });
+    plane.start();
+    try {
+      expect(plane.scheduler.jobs).toEqual(['drill-overdue', 'review-reminders']);
+      writeFileSync(file, POLICY.replace('  review_reminder_schedule: "0 9 * * 1"\n', ''));
+      expect(store.reload()).toEqual({ ok: true });
+      await expect.poll(() => plane.scheduler.jobs).toEqual(['drill-overdue']);
+    } finally {
+      await plane.stop();
+    }
+    expect(plane.scheduler.jobs).toEqual([]);
+  });
+});

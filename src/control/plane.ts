@@ -1,5 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../clock.ts';
+import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
 import type { AuditSink } from '../audit/types.ts';
@@ -55,6 +56,9 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     : undefined;
   const scheduler = new ControlScheduler({ db: o.db, policy: o.policy, alerts: o.alerts, drill, checkpoints: o.checkpoints, clock: o.clock, logger, timezone: o.timezone });
   let offEffects: (() => void) | undefined;
+  let offReload: (() => void) | undefined;
+  // A PolicyStore tells of reloads: cron schedules are read when jobs start, so start them again.
+  const reloads = o.policy as { onChange?: (listener: () => void) => () => void };
   return {
     killSwitch,
     drill,
@@ -68,10 +72,17 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
         anomaly.start();
       }
       scheduler.start();
+      if (typeof reloads.onChange === 'function') {
+        offReload ??= reloads.onChange(() => {
+          scheduler.restart().catch((err: unknown) => logger.error({ err: describeError(err) }, 'restarting cron jobs after a policy reload failed'));
+        });
+      }
       // A Warden that starts with an overdue drill says so at once, not at the next hourly check.
       scheduler.checkDrillOverdue();
     },
     async stop() {
+      offReload?.();
+      offReload = undefined;
       await scheduler.stop();
       anomaly.stop();
       offEffects?.();
