@@ -163,7 +163,10 @@ describe('AuditLog on the writer thread', () => {
     logs.push(log);
     expect(log.writer).toBe('inline');
     await expect(log.append({ event: 'x' })).resolves.toMatchObject({ seq: 1 });
-    expect(verifyChain(mem)).toMatchObject({ ok: true, count: 1 });
+    // Nothing of it reaches a disk: no commit skips an fsync, none is owed.
+    await expect(log.append({ event: 'y' }, { sync: false })).resolves.toMatchObject({ seq: 2 });
+    expect(log.syncPending).toBe(false);
+    expect(verifyChain(mem)).toMatchObject({ ok: true, count: 2 });
   });
 
   it('is opt-in: a log without the option writes inline and starts no thread', async () => {

@@ -254,6 +254,53 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     await p;
   });
 
+  it('sync: false commits at once without waiting for fsync, restores the connection, and syncs the WAL within syncWithinMs', async () => {
+    const d = db();
+    const log = await makeLog(d, { syncWithinMs: 10 });
+    await log.append({ event: 'call.decided', callId: 'c1' });
+    expect(log.syncPending).toBe(false);
+    const at = await log.append({ event: 'call.completed', callId: 'c1' }, { sync: false });
+    // Committed: another connection (another process, after a crash of this one) reads it now.
+    expect(allRows(db()).map((r) => r.seq)).toContain(at.seq);
+    expect(log.syncPending).toBe(true);
+    // Only that transaction skipped its fsync: the connection keeps FULL for everything else.
+    expect(d.pragma('synchronous', { simple: true })).toBe(2);
+    await expect.poll(() => log.syncPending, { timeout: 5_000 }).toBe(false);
+    expect(verifyChain(d)).toMatchObject({ ok: true, count: 2 });
+  });
+
+  it('a synced commit covers the relaxed ones before it; a batch with any synced row is synced', async () => {
+    const d = db();
+    const log = await makeLog(d, { syncWithinMs: 60_000 });
+    await log.append({ event: 'relaxed' }, { sync: false });
+    expect(log.syncPending).toBe(true);
+    await log.append({ event: 'synced' });
+    expect(log.syncPending).toBe(false);
+    await log.append({ event: 'relaxed' }, { sync: false });
+    expect(log.syncPending).toBe(true);
+    // Same tick, one transaction: the row that waits for stable storage decides.
+    await Promise.all([log.append({ event: 'relaxed' }, { sync: false }), log.append({ event: 'synced' })]);
+    expect(log.syncPending).toBe(false);
+    await Promise.all([log.append({ event: 'relaxed' }, { sync: false }), log.append({ event: 'relaxed' }, { sync: false })]);
+    expect(log.syncPending).toBe(true);
+    await log.sync();
+    expect(log.syncPending).toBe(false);
+    expect(allRows(d)).toHaveLength(7);
+  });
+
+  it('close() syncs rows that were only committed', async () => {
+    const d = db();
+    const log = await makeLog(d, { syncWithinMs: 60_000 });
+    await log.append({ event: 'call.completed' }, { sync: false });
+    expect(log.syncPending).toBe(true);
+    await log.close();
+    expect(log.syncPending).toBe(false);
+  });
+
+  it('refuses a syncWithinMs that is not a positive integer, naming it', async () => {
+    await expect(makeLog(db(), { syncWithinMs: 0 })).rejects.toThrow(/syncWithinMs/);
+  });
+
   it('two AuditLog instances on the same file keep one valid chain', async () => {
     const a = await makeLog(db());
     const b = await makeLog(db());

@@ -1,4 +1,5 @@
-import { clearImmediate, setImmediate } from 'node:timers';
+import { open as openFile } from 'node:fs/promises';
+import { clearImmediate, clearTimeout, setImmediate, setTimeout } from 'node:timers';
 import type { Statement } from 'better-sqlite3';
 import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
@@ -6,7 +7,7 @@ import type { Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
 import { chainWriter, type ChainHead, type ChainRow, type ChainWriter } from './chain.ts';
 import { DEFAULT_MAX_RESULT_CHARS, redactString, serialiseRedacted, truncateText, wellFormed } from './redact.ts';
-import type { AuditEntry, AuditSink } from './types.ts';
+import type { AppendOptions, AuditEntry, AuditSink } from './types.ts';
 import type { WriterSettings } from './writer-protocol.ts';
 import { WriterLink, type BatchOutcome } from './writer-thread.ts';
 
@@ -36,18 +37,31 @@ export interface AuditLogOptions {
    * cannot share it).
    */
   writer?: AuditWriter | undefined;
+  /**
+   * Rows appended with `sync: false` are committed without waiting for
+   * fsync; if no synced commit follows within this many milliseconds, the
+   * log fsyncs the WAL itself. Default 20.
+   */
+  syncWithinMs?: number | undefined;
 }
 
 export type { ChainHead };
 
 interface Pending {
   row: ChainRow;
+  /** The caller waits for stable storage (AppendOptions.sync). */
+  sync: boolean;
   resolve: (pos: ChainHead) => void;
   reject: (err: unknown) => void;
 }
 
 const DEFAULT_MAX_ARGS_CHARS = 64 * 1024;
 const DEFAULT_MAX_BATCH = 1000;
+const DEFAULT_SYNC_WITHIN_MS = 20;
+/** PRAGMA synchronous values: below FULL a WAL commit does not fsync. */
+const SYNC_NORMAL = 1;
+const SYNC_FULL = 2;
+const SYNC_RETRY_MS = 1_000;
 const MAX_NAME_CHARS = 512;
 const MAX_REASON_CHARS = 4096;
 
@@ -80,8 +94,18 @@ export class AuditLog implements AuditSink {
   private readonly maxBatch: number;
   private readonly chain: ChainWriter;
   private readonly link: WriterLink | undefined;
+  private readonly db: Db;
   private readonly readBusyTimeout: Statement<[], number> | undefined;
   private readonly readSynchronous: Statement<[], number> | undefined;
+  /** The WAL file, when batches may skip their fsync (a file-backed database in WAL mode). */
+  private readonly walFile: string | undefined;
+  private readonly syncWithinMs: number;
+  /** Relaxed commits so far, and how many of them are known to be on stable storage. */
+  private relaxedCommits = 0;
+  private syncedThrough = 0;
+  private syncTimer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
+  private walSyncs = 0;
   private pending: Pending[] = [];
   /** The last row appended and not yet settled: flush() waits for it. */
   private tail: Pending | undefined;
@@ -100,12 +124,17 @@ export class AuditLog implements AuditSink {
     this.maxBatch = positiveInt(opts.maxBatch, DEFAULT_MAX_BATCH, 'maxBatch');
     const writer = opts.writer ?? 'inline';
     if (writer !== 'worker' && writer !== 'inline') throw new WardenError('INVALID_INPUT', `AuditLog option writer must be 'worker' or 'inline', got ${String(writer)}`);
+    this.syncWithinMs = positiveInt(opts.syncWithinMs, DEFAULT_SYNC_WITHIN_MS, 'syncWithinMs');
+    this.db = db;
     this.chain = chainWriter(db);
-    const file = writer === 'worker' ? sharableFile(db) : undefined;
-    if (file !== undefined) {
-      // Read per batch, so the thread writes with the settings this connection has now.
+    const file = sharableFile(db);
+    // Read per batch: the settings this connection has now decide how a batch commits.
+    this.readSynchronous = file !== undefined ? db.prepare<[], number>('PRAGMA synchronous').pluck() : undefined;
+    // Skipping a commit's fsync is safe only in WAL mode: the WAL is append-only, so a power
+    // loss can cut its tail but not corrupt it, and any later fsync of it covers earlier commits.
+    this.walFile = file !== undefined && String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal' ? `${file}-wal` : undefined;
+    if (writer === 'worker' && file !== undefined) {
       this.readBusyTimeout = db.prepare<[], number>('PRAGMA busy_timeout').pluck();
-      this.readSynchronous = db.prepare<[], number>('PRAGMA synchronous').pluck();
       this.link = new WriterLink(file, (message) => this.logger?.warn({ err: message }, 'audit writer thread trouble'));
     }
   }
@@ -115,7 +144,12 @@ export class AuditLog implements AuditSink {
     return this.link?.usable() ? 'worker' : 'inline';
   }
 
-  append(entry: AuditEntry): Promise<ChainHead> {
+  /** True while some committed rows (appended with `sync: false`) are not yet known to be on stable storage. */
+  get syncPending(): boolean {
+    return this.syncedThrough < this.relaxedCommits;
+  }
+
+  append(entry: AuditEntry, options?: AppendOptions): Promise<ChainHead> {
     if (this.closed) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
     let row: ChainRow;
     try {
@@ -124,7 +158,7 @@ export class AuditLog implements AuditSink {
       return Promise.reject(err);
     }
     return new Promise<ChainHead>((resolve, reject) => {
-      const p: Pending = { row, resolve, reject };
+      const p: Pending = { row, sync: options?.sync !== false, resolve, reject };
       this.pending.push(p);
       this.tail = p;
       if (this.pending.length >= this.maxBatch) this.flushNow();
@@ -152,11 +186,58 @@ export class AuditLog implements AuditSink {
     return settled;
   }
 
-  /** Flushes, then refuses further appends and lets go of the writer thread (stopping it if no log is left). */
+  /** How many times the log fsynced the WAL itself (commits that sync on their own are not counted). */
+  get syncs(): number {
+    return this.walSyncs;
+  }
+
+  /**
+   * Brings every row committed so far to stable storage: resolves at once
+   * if a synced commit or an fsync already covered them, else fsyncs the WAL
+   * (off the event loop; concurrent callers share one fsync).
+   */
+  async sync(): Promise<void> {
+    const target = this.relaxedCommits;
+    while (this.syncedThrough < target) {
+      if (this.syncing) {
+        await this.syncing;
+        continue;
+      }
+      if (this.syncTimer !== undefined) {
+        clearTimeout(this.syncTimer);
+        this.syncTimer = undefined;
+      }
+      const through = this.relaxedCommits;
+      const wal = this.walFile!;
+      this.syncing = (async () => {
+        try {
+          const handle = await openFile(wal, 'r+');
+          try {
+            await handle.sync();
+          } finally {
+            await handle.close();
+          }
+          this.walSyncs++;
+        } catch (err) {
+          // No WAL file: the last connection checkpointed it into the database (synced) and removed it.
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        }
+        this.syncedThrough = Math.max(this.syncedThrough, through);
+        // Rows committed while this fsync ran are owed one too.
+        if (this.syncPending) this.scheduleSync(this.syncWithinMs);
+      })().finally(() => {
+        this.syncing = undefined;
+      });
+      await this.syncing;
+    }
+  }
+
+  /** Flushes and syncs, then refuses further appends and lets go of the writer thread (stopping it if no log is left). */
   async close(): Promise<void> {
     this.closed = true;
     try {
       await this.flush();
+      await this.sync();
     } finally {
       await this.link?.close();
     }
@@ -180,39 +261,86 @@ export class AuditLog implements AuditSink {
     if (batch.length === 0) return;
     this.pending = [];
     let positions: ChainHead[];
+    let relaxed = false;
     try {
+      // Settings are read before writing or handing off: a closed connection fails here, as a write would.
+      const synchronous = this.readSynchronous?.get() ?? SYNC_FULL;
+      // Nobody in the batch waits for stable storage: commit without the fsync (see AppendOptions).
+      relaxed = this.walFile !== undefined && synchronous >= SYNC_FULL && !batch.some((p) => p.sync);
       if (this.link?.usable()) {
-        // Settings are read before handing off: a closed connection fails here, as inline would.
-        const settings: WriterSettings = { busyTimeout: this.readBusyTimeout!.get()!, synchronous: this.readSynchronous!.get()! };
+        const settings: WriterSettings = { busyTimeout: this.readBusyTimeout!.get()!, synchronous: relaxed ? SYNC_NORMAL : synchronous };
         this.link.submit(
           batch.map((p) => p.row),
           settings,
           (outcome) => {
             this.inFlight = false;
-            this.settle(batch, outcome);
+            this.settle(batch, outcome, relaxed);
             this.flushNow();
           },
         );
         this.inFlight = true;
         return;
       }
-      const { firstSeq, hashes } = this.chain.write(batch.map((p) => p.row));
-      positions = hashes.map((hash, i) => ({ seq: firstSeq + i, hash }));
+      const rows = batch.map((p) => p.row);
+      let written: { firstSeq: number; hashes: string[] };
+      if (relaxed) {
+        // Only for this transaction: everything else on the connection keeps its setting.
+        this.db.pragma(`synchronous = ${SYNC_NORMAL}`);
+        try {
+          written = this.chain.write(rows);
+        } finally {
+          this.db.pragma(`synchronous = ${synchronous}`);
+        }
+      } else written = this.chain.write(rows);
+      positions = written.hashes.map((hash, i) => ({ seq: written.firstSeq + i, hash }));
     } catch (err) {
       this.fail(batch, batch.length, describeError(err), err);
       return;
     }
+    this.committed(relaxed);
     this.resolveAll(batch, positions);
   }
 
-  private settle(batch: readonly Pending[], outcome: BatchOutcome): void {
+  private settle(batch: readonly Pending[], outcome: BatchOutcome, relaxed: boolean): void {
     if (!outcome.ok) {
       const cause = Object.assign(new Error(outcome.message), outcome.code !== undefined ? { code: outcome.code } : {});
       this.fail(batch, outcome.rows, outcome.message, cause);
       return;
     }
+    this.committed(relaxed);
     const positions = outcome.hashes.map((hash, i) => ({ seq: outcome.firstSeq + i, hash }));
     this.resolveAll(batch, positions);
+  }
+
+  /**
+   * Tracks what is on stable storage. A synced commit fsyncs the whole WAL,
+   * so it covers every relaxed commit before it; after a relaxed one, the
+   * WAL is synced within syncWithinMs unless a synced commit comes first.
+   */
+  private committed(relaxed: boolean): void {
+    if (!relaxed) {
+      this.syncedThrough = this.relaxedCommits;
+      if (this.syncTimer !== undefined) {
+        clearTimeout(this.syncTimer);
+        this.syncTimer = undefined;
+      }
+      return;
+    }
+    this.relaxedCommits++;
+    this.scheduleSync(this.syncWithinMs);
+  }
+
+  private scheduleSync(ms: number): void {
+    if (this.syncTimer !== undefined) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      this.sync().catch((err: unknown) => {
+        this.logger?.error({ err: describeError(err) }, 'audit: could not fsync the WAL, so the latest committed rows would not yet survive a power loss; retrying in 1 s');
+        this.scheduleSync(SYNC_RETRY_MS);
+      });
+    }, ms);
+    // An exiting process has nothing left to lose but power; close() syncs anyway.
+    this.syncTimer.unref?.();
   }
 
   private resolveAll(batch: readonly Pending[], positions: readonly ChainHead[]): void {

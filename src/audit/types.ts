@@ -42,8 +42,19 @@ export interface AuditRow {
   hash: string;
 }
 
+export interface AppendOptions {
+  /**
+   * true (default): resolve once the row is on stable storage (its COMMIT
+   * was fsynced), so it survives a crash of Warden, of the OS or of power.
+   * false: resolve once the row is committed (written to the WAL: a crash
+   * of Warden loses nothing); it reaches stable storage with the next synced
+   * commit, from any connection, and at most the log's `syncWithinMs` later.
+   */
+  sync?: boolean | undefined;
+}
+
 /** What the gateway, approvals and control need from the audit trail. */
 export interface AuditSink {
-  /** Resolves once the row is committed to disk (group commit), with its chain position. */
-  append(entry: AuditEntry): Promise<{ seq: number; hash: string }>;
+  /** Resolves once the row is committed (group commit), with its chain position; see AppendOptions for how durably. */
+  append(entry: AuditEntry, options?: AppendOptions): Promise<{ seq: number; hash: string }>;
 }

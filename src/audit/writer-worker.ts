@@ -101,7 +101,8 @@ function drain(first: ToWriter): void {
     if (g) {
       g.ids.push(m.id);
       for (const r of m.rows) g.rows.push(r);
-      g.settings = m.settings;
+      // The latest settings, but the strictest synchronous of the batches merged: one that waits for fsync gets it.
+      g.settings = { ...m.settings, synchronous: Math.max(g.settings.synchronous, m.settings.synchronous) };
     } else {
       groups.set(m.log, { log: m.log, path: m.path, ids: [m.id], rows: m.rows, settings: m.settings });
     }
