@@ -466,3 +466,41 @@ function freshToken(agent: string): string {
 function createToken(agent: string): string {
   return createAgentToken(h.db, agent, { policy: h.policy });
 }
+
+describe('how durable call.completed is before the answer', () => {
+  const webOnly = (url: string) => `
+servers:
+  web:
+    url: ${url}
+    tools:
+      echo: { scope: read }
+agents:
+  - agent: support-triage
+    mcp_scopes: { web: [read] }
+`;
+
+  // The log's own fsync of the WAL is put off for a minute, so what the answer waited for is what the test sees.
+  it.each([
+    ['committed', undefined, true],
+    ['synced', 'synced', false],
+  ] as const)('%s: call.decided is synced before forwarding, call.completed committed before the answer', async (_label, completedDurability, owedAfterAnswer) => {
+    const g = await startHarness(webOnly(echo.url), completedDurability ? { completedDurability } : {}, { syncWithinMs: 60_000 });
+    try {
+      const c = await g.connect('support-triage');
+      const res = await c.callTool({ name: 'web__echo', arguments: { message: 'durable?' } });
+      expect(textOf(res)).toBe('durable?');
+      // No flush: both rows are committed by the time the agent has its answer.
+      const rows = g.rows({ agent: 'support-triage' }).filter((r) => r.event.startsWith('call.'));
+      expect(rows.map((r) => [r.event, r.decision])).toEqual([
+        ['call.decided', 'allow'],
+        ['call.completed', 'ok'],
+      ]);
+      // 'committed': the completion's fsync is still owed (the decision's was not); 'synced': nothing is.
+      expect(g.audit.syncPending).toBe(owedAfterAnswer);
+      await g.audit.sync();
+      expect(g.audit.syncPending).toBe(false);
+    } finally {
+      await g.close();
+    }
+  });
+});

@@ -124,6 +124,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       port: config.port,
       allowedHosts: config.allowedHosts,
       allowedOrigins: config.allowedOrigins,
+      completedDurability: config.completedDurability,
     });
     const gw = gateway;
     closers.push(() => gw.close());

@@ -9,7 +9,7 @@ import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { HttpEdge } from './http.ts';
 import { PinStore } from './pins.ts';
-import { GatewayPipeline } from './pipeline.ts';
+import { GatewayPipeline, type CompletedDurability } from './pipeline.ts';
 import { TokenStore } from './tokens.ts';
 import { UpstreamManager } from './upstream.ts';
 
@@ -44,12 +44,8 @@ export interface StartGatewayOptions {
   maxSessionsPerAgent?: number | undefined;
   /** Largest accepted POST body. Default 4 MiB. */
   maxBodyBytes?: number | undefined;
-  /**
-   * Default true: call.completed is committed before the agent gets the result.
-   * false: it lingers ≤ 5 ms to share the next commit (fewer fsyncs; a crash in
-   * that window loses the completion row, never the call.decided row).
-   */
-  awaitCompletedAudit?: boolean | undefined;
+  /** How durable call.completed is before the agent gets the result (see PipelineOptions). Default 'committed'. */
+  completedDurability?: CompletedDurability | undefined;
   /**
    * Largest JSON text of one call's arguments, in bytes; larger calls are
    * refused. Default 64 KiB, the audit log's default cap on stored args, so
@@ -62,8 +58,6 @@ export interface GatewayHandle {
   /** The MCP endpoint, e.g. http://127.0.0.1:8787/mcp */
   url: string;
   port: number;
-  /** With awaitCompletedAudit: false, writes the call.completed rows still lingering for a shared commit and waits for them. */
-  flushAudit(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -99,7 +93,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     pins,
     logger,
     clock,
-    awaitCompletedAudit: options.awaitCompletedAudit,
+    completedDurability: options.completedDurability,
     argumentLimits: { ...DEFAULT_ARGUMENT_LIMITS, ...(options.maxArgumentBytes !== undefined ? { maxBytes: options.maxArgumentBytes } : {}) },
   });
   const p = pipeline;
@@ -133,7 +127,6 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   return {
     url: listening.url,
     port: listening.port,
-    flushAudit: () => p.flushCompleted(),
     close: () =>
       (closing ??= (async () => {
         offPolicy?.();

@@ -34,12 +34,15 @@ export interface PipelineOptions {
   logger: Logger;
   clock?: Clock | undefined;
   /**
-   * Default true: call.completed is committed before the agent gets its
-   * answer, so the agent never holds a result the audit trail lacks. false:
-   * the row lingers (≤ 5 ms) to share the next commit; faster, but a crash in
-   * that window loses the completion row (call.decided is durable regardless).
+   * How durable call.completed is before the agent gets its answer
+   * (call.decided is always on stable storage before a call is forwarded).
+   * 'committed' (default): committed, so a crash of Warden loses nothing,
+   * and on stable storage with the next synced commit or within the audit
+   * log's syncWithinMs (20 ms): only a power or OS failure inside that window
+   * can lose it, and crash recovery then records the call's outcome as
+   * unknown. 'synced': fsynced first, which costs one more fsync per call.
    */
-  awaitCompletedAudit?: boolean | undefined;
+  completedDurability?: CompletedDurability | undefined;
   /** Arguments beyond these are refused (default DEFAULT_ARGUMENT_LIMITS). */
   argumentLimits?: ArgumentLimits | undefined;
 }
@@ -60,6 +63,8 @@ export interface CallInput {
    */
   stillAuthorized?: (() => boolean) | undefined;
 }
+
+export type CompletedDurability = 'committed' | 'synced';
 
 /** What every audit row of one call repeats. */
 type CallFacts = Omit<AuditEntry, 'event'>;
@@ -89,9 +94,6 @@ interface PinState {
 
 const APPROVAL_NOTE = ' [Warden: each call is held until a human approves it]';
 const UPSTREAM_ALERT_EVERY_MS = 60_000;
-/** Longest a call.completed row waits to share a commit with other rows. */
-const COMPLETED_LINGER_MS = 5;
-const COMPLETED_MAX_LINGERING = 256;
 /** How long close() waits for aborted calls to write their call.completed rows. */
 const CLOSE_WAIT_MS = 5_000;
 /** MCP tool names are at most 128 characters; a namespaced one, twice that at most. */
@@ -114,8 +116,6 @@ export class GatewayPipeline {
   readonly #offHalt: () => void;
   /** Set by close(): calls still starting are abandoned with it instead of being forwarded. */
   #closing: WardenError | undefined;
-  #lingering: AuditEntry[] = [];
-  #lingerTimer: NodeJS.Timeout | undefined;
 
   constructor(options: PipelineOptions) {
     this.#o = options;
@@ -148,7 +148,7 @@ export class GatewayPipeline {
   /**
    * Stops listening for halts, aborts running calls (their approvals become
    * abandoned, their upstream requests are cancelled), waits briefly for them
-   * to record how they ended, and writes lingering rows.
+   * to record how they ended.
    */
   async close(): Promise<void> {
     this.#offHalt();
@@ -163,7 +163,6 @@ export class GatewayPipeline {
       await Promise.race([Promise.allSettled([...this.#running]), bound]);
       if (timer) this.#clock.clearTimeout(timer);
     }
-    await this.flushCompleted();
   }
 
   /**
@@ -286,8 +285,6 @@ export class GatewayPipeline {
 
     // 4. Durable record of the decision before anything can happen upstream.
     try {
-      // Lingering call.completed rows join this commit (see #completed).
-      void this.flushCompleted();
       await this.#o.audit.append({
         ...base,
         event: 'call.decided',
@@ -565,7 +562,6 @@ export class GatewayPipeline {
     alert: boolean,
   ): Promise<CallToolResult> {
     try {
-      void this.flushCompleted();
       await this.#o.audit.append({ ...base, event: 'call.decided', decision, reason, detail });
     } catch (err) {
       // Refusing anyway: the answer is the same, only the record is missing.
@@ -584,11 +580,9 @@ export class GatewayPipeline {
   }
 
   /**
-   * Records call.completed. By default it is appended at once and its commit
-   * awaited (it still shares a group commit with whatever else is queued).
-   * With `awaitCompletedAudit: false` the row lingers for at most
-   * COMPLETED_LINGER_MS and joins the next commit (typically the next call's
-   * call.decided), so a sequential caller pays one commit per call, not two.
+   * Records call.completed and resolves once it is committed (durable as
+   * `completedDurability` says); a failed write is logged, not thrown: the
+   * call already happened, and hiding its result would not undo it.
    */
   #completed(
     base: CallFacts,
@@ -607,30 +601,7 @@ export class GatewayPipeline {
       detail: extra.detail,
       ts: this.#clock.now(),
     };
-    if (this.#o.awaitCompletedAudit !== false) return this.#appendCompleted(entry);
-    this.#lingering.push(entry);
-    if (this.#lingering.length >= COMPLETED_MAX_LINGERING) this.flushCompleted();
-    else if (!this.#lingerTimer) {
-      this.#lingerTimer = this.#clock.setTimeout(() => this.flushCompleted(), COMPLETED_LINGER_MS);
-      this.#lingerTimer.unref?.();
-    }
-    return Promise.resolve();
-  }
-
-  /** Hands every lingering call.completed row to the audit log now; resolves when they are committed. */
-  flushCompleted(): Promise<void> {
-    if (this.#lingerTimer) {
-      this.#clock.clearTimeout(this.#lingerTimer);
-      this.#lingerTimer = undefined;
-    }
-    if (this.#lingering.length === 0) return Promise.resolve();
-    const batch = this.#lingering;
-    this.#lingering = [];
-    return Promise.all(batch.map((e) => this.#appendCompleted(e))).then(() => undefined);
-  }
-
-  #appendCompleted(entry: AuditEntry): Promise<void> {
-    return this.#o.audit.append(entry).then(
+    return this.#o.audit.append(entry, { sync: this.#o.completedDurability === 'synced' }).then(
       () => undefined,
       // The call already happened; hiding its result would not undo it.
       (err) => this.#log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),

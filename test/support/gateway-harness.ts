@@ -5,7 +5,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { ApprovalService } from '../../src/approvals/service.ts';
-import { AuditLog } from '../../src/audit/log.ts';
+import { AuditLog, type AuditLogOptions } from '../../src/audit/log.ts';
 import type { AuditRow } from '../../src/audit/types.ts';
 import { MemoryAlertSink } from '../../src/control/alerts.ts';
 import { KillSwitch } from '../../src/control/kill-switch.ts';
@@ -44,12 +44,12 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(policyYaml: string, overrides: Partial<StartGatewayOptions> = {}): Promise<Harness> {
+export async function startHarness(policyYaml: string, overrides: Partial<StartGatewayOptions> = {}, auditOptions: AuditLogOptions = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-gw-'));
   const db = openDb(join(dir, 'warden.db'));
   const logger = process.env.GATEWAY_TEST_LOG ? createLogger({ level: process.env.GATEWAY_TEST_LOG }) : silentLogger();
   let policy = parsePolicy(policyYaml, 'test-policy.yml', process.env);
-  const audit = new AuditLog(db, { logger });
+  const audit = new AuditLog(db, { logger, ...auditOptions });
   const alerts = new MemoryAlertSink();
   const killSwitch = new KillSwitch({ db, audit, logger, pollMs: 20 });
   killSwitch.start();
@@ -110,7 +110,6 @@ export async function startHarness(policyYaml: string, overrides: Partial<StartG
       return db.prepare(`SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq`).all(...params) as AuditRow[];
     },
     async flush() {
-      await gateway.flushAudit();
       await audit.flush();
     },
     async restart(policyYaml2) {
