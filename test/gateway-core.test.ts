@@ -503,4 +503,42 @@ agents:
       await g.close();
     }
   });
+
+  it("a read's call.decided is committed, then fsynced alongside the upstream call and before the answer; anything else is fsynced before forwarding", async () => {
+    const g = await startHarness(
+      `
+servers:
+  web:
+    url: ${echo.url}
+    tools:
+      echo:         { scope: read }
+      echo_request: { scope: write, consequence: reversible }
+agents:
+  - agent: support-triage
+    mcp_scopes: { web: [read, write] }
+`,
+      { completedDurability: 'synced' },
+      { syncWithinMs: 60_000 },
+    );
+    try {
+      const c = await g.connect('support-triage');
+      const before = g.audit.syncs;
+      expect(textOf(await c.callTool({ name: 'web__echo', arguments: { message: 'a read' } }))).toBe('a read');
+      // One fsync of Warden's own for the read's decision, done by the time the agent has the answer.
+      expect(g.audit.syncs).toBe(before + 1);
+      expect(g.audit.syncPending).toBe(false);
+      const res = await c.callTool({ name: 'web__echo_request', arguments: {} });
+      expect(res.isError).toBeFalsy();
+      // The write's decision was synced by its own commit, before forwarding: no extra fsync.
+      expect(g.audit.syncs).toBe(before + 1);
+      expect(g.audit.syncPending).toBe(false);
+      const decided = g.rows({ event: 'call.decided', agent: 'support-triage' });
+      expect(decided.map((r) => [r.tool, r.decision, JSON.parse(r.detail!).scope])).toEqual([
+        ['echo', 'allow', 'read'],
+        ['echo_request', 'allow', 'write'],
+      ]);
+    } finally {
+      await g.close();
+    }
+  });
 });

@@ -57,4 +57,6 @@ export interface AppendOptions {
 export interface AuditSink {
   /** Resolves once the row is committed (group commit), with its chain position; see AppendOptions for how durably. */
   append(entry: AuditEntry, options?: AppendOptions): Promise<{ seq: number; hash: string }>;
+  /** Resolves once every row committed so far is on stable storage. A sink without it is treated as syncing every row. */
+  sync?(): Promise<void>;
 }

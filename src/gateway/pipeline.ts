@@ -283,15 +283,30 @@ export class GatewayPipeline {
     if (admission.kind === 'refused') return admission.result;
     const { agentPolicy, server: sv, tool, decision, annotations } = admission;
 
-    // 4. Durable record of the decision before anything can happen upstream.
+    // 4. The record of the decision, before anything can happen upstream. A
+    // call that may change something (write scope, a consequence beyond
+    // reversible, or held for a human) waits until the record is on stable
+    // storage. A plain read only changes what the agent knows, so it may start
+    // once its record is committed: the fsync runs alongside the upstream
+    // call, and the agent gets nothing until it is done.
+    const read = decision.kind === 'allow' && decision.tool.scope === 'read' && decision.tool.consequence === 'reversible' && this.#o.audit.sync !== undefined;
+    let decidedDurable: Promise<void> | undefined;
     try {
-      await this.#o.audit.append({
-        ...base,
-        event: 'call.decided',
-        decision: decision.kind,
-        reason: decision.kind === 'approve' ? decision.reason : undefined,
-        detail: decision.kind === 'approve' ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence } : { scope: decision.tool.scope, consequence: decision.tool.consequence },
-      });
+      await this.#o.audit.append(
+        {
+          ...base,
+          event: 'call.decided',
+          decision: decision.kind,
+          reason: decision.kind === 'approve' ? decision.reason : undefined,
+          detail: decision.kind === 'approve' ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence } : { scope: decision.tool.scope, consequence: decision.tool.consequence },
+        },
+        { sync: !read },
+      );
+      if (read) {
+        decidedDurable = this.#o.audit.sync!();
+        // Awaited before the answer; until then a failure must not surface as unhandled.
+        decidedDurable.catch(() => {});
+      }
     } catch (err) {
       this.#log.error({ err: describeError(err), callId, agent, server: sv, tool }, 'audit write failed: refusing the call');
       return refusal(`Refused by Warden: the call could not be recorded in the audit trail (AUDIT_WRITE_FAILED), and Warden never runs a call it cannot record. Try again later.`);
@@ -378,6 +393,17 @@ export class GatewayPipeline {
         await this.#completed(base, 'error', started, { approver, reason: err.message, detail: { approvalId, code: err.code } });
         if (approvalId) await this.#reportOutcome(approvalId, false, err.message);
         throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
+      }
+      if (decidedDurable) {
+        try {
+          await decidedDurable;
+        } catch (err) {
+          // Fail closed: an answer the trail might not keep is not given.
+          this.#log.error({ err: describeError(err), callId, agent, server: sv, tool }, 'could not fsync the audit trail: withholding the result');
+          const reason = `${name} ran, but Warden could not make its audit record durable (${describeError(err)}), so the result was withheld`;
+          await this.#completed(base, 'error', started, { reason, detail: { code: 'AUDIT_WRITE_FAILED' } });
+          return refusal(`Refused by Warden: ${reason}. Try again later.`);
+        }
       }
       const ok = result.isError !== true;
       await this.#completed(base, ok ? 'ok' : 'error', started, { result, approver, detail: approvalId ? { approvalId } : undefined });
