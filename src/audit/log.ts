@@ -1,4 +1,4 @@
-import { open as openFile } from 'node:fs/promises';
+import { closeSync, fsync, openSync } from 'node:fs';
 import { clearImmediate, clearTimeout, setImmediate, setTimeout } from 'node:timers';
 import type { Statement } from 'better-sqlite3';
 import { systemClock, type Clock } from '../clock.ts';
@@ -106,6 +106,7 @@ export class AuditLog implements AuditSink {
   private syncTimer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private walSyncs = 0;
+  private walFd: number | undefined;
   private pending: Pending[] = [];
   /** The last row appended and not yet settled: flush() waits for it. */
   private tail: Pending | undefined;
@@ -208,28 +209,44 @@ export class AuditLog implements AuditSink {
         this.syncTimer = undefined;
       }
       const through = this.relaxedCommits;
-      const wal = this.walFile!;
-      this.syncing = (async () => {
-        try {
-          const handle = await openFile(wal, 'r+');
-          try {
-            await handle.sync();
-          } finally {
-            await handle.close();
-          }
-          this.walSyncs++;
-        } catch (err) {
-          // No WAL file: the last connection checkpointed it into the database (synced) and removed it.
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        }
-        this.syncedThrough = Math.max(this.syncedThrough, through);
-        // Rows committed while this fsync ran are owed one too.
-        if (this.syncPending) this.scheduleSync(this.syncWithinMs);
-      })().finally(() => {
-        this.syncing = undefined;
-      });
+      this.syncing = this.fsyncWal()
+        .then(() => {
+          this.syncedThrough = Math.max(this.syncedThrough, through);
+          // Rows committed while this fsync ran are owed one too.
+          if (this.syncPending) this.scheduleSync(this.syncWithinMs);
+        })
+        .finally(() => {
+          this.syncing = undefined;
+        });
       await this.syncing;
     }
+  }
+
+  /**
+   * fsync of the WAL on libuv's thread pool, so the event loop keeps serving.
+   * The file stays open: SQLite keeps the same WAL file (resetting it in
+   * place) for as long as any connection, this log's own included, is open.
+   */
+  private fsyncWal(): Promise<void> {
+    if (this.walFd === undefined) {
+      try {
+        this.walFd = openSync(this.walFile!, 'r+');
+      } catch (err) {
+        // No WAL file: the last connection checkpointed it into the database (synced) and removed it.
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return Promise.resolve();
+        return Promise.reject(err);
+      }
+    }
+    const fd = this.walFd;
+    return new Promise<void>((resolve, reject) =>
+      fsync(fd, (err) => {
+        if (err) reject(err);
+        else {
+          this.walSyncs++;
+          resolve();
+        }
+      }),
+    );
   }
 
   /** Flushes and syncs, then refuses further appends and lets go of the writer thread (stopping it if no log is left). */
@@ -239,6 +256,8 @@ export class AuditLog implements AuditSink {
       await this.flush();
       await this.sync();
     } finally {
+      if (this.walFd !== undefined) closeSync(this.walFd);
+      this.walFd = undefined;
       await this.link?.close();
     }
   }
