@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,6 @@ import { AuditLog } from '../src/audit/log.ts';
 import { LogAlertSink } from '../src/control/alerts.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
 import { createAgentToken, startGateway } from '../src/gateway/index.ts';
-import { upstreamFetch } from '../src/gateway/upstream.ts';
 import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/load.ts';
 import { openDb } from '../src/store/db.ts';
@@ -45,10 +45,16 @@ const EVERYTHING = [join(ROOT, 'node_modules/@modelcontextprotocol/server-everyt
 const ECHO_HTTP = ['--import', 'tsx', join(ROOT, 'test/fixtures/echo-http-server.ts')];
 const ARGS = { message: 'hello from the bench' };
 
-// The SDK hands undici one long-lived AbortSignal for every request, and undici
-// keeps a listener per request until GC (MaxListenersExceededWarning after
-// 1,500 calls). The gateway's own fetch wrapper gives each request its own.
-const clientFetch = upstreamFetch(Number.POSITIVE_INFINITY, () => {});
+/**
+ * The agents' fetch: the global one (undici), as an agent using the SDK has,
+ * for the direct and the governed path alike. The SDK hands it one
+ * long-lived AbortSignal, on which undici leaves a listener per request until
+ * GC: harmless for a bench, but Node would warn after the tenth.
+ */
+const clientFetch = (url: string | URL, init?: RequestInit): Promise<Response> => {
+  if (init?.signal) setMaxListeners(0, init.signal);
+  return fetch(url, init);
+};
 
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;

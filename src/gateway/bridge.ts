@@ -5,7 +5,7 @@ import { isInitializeRequest, isJSONRPCRequest, isJSONRPCResultResponse, type JS
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { isWellFormedToken } from './tokens.ts';
-import { upstreamFetch } from './upstream.ts';
+import { httpFetch } from './http-fetch.ts';
 
 /**
  * `warden connect`: a stdio MCP endpoint for clients that only speak stdio,
@@ -38,8 +38,9 @@ export async function runBridge(options: BridgeOptions): Promise<void> {
   const log = options.logger.child({ module: 'connect', agent: options.agent });
   const headers: Record<string, string> = { Authorization: `Bearer ${options.token}` };
   if (options.agent) headers['X-Warden-Agent'] = options.agent;
-  // Per-request abort signals: a long-lived bridge would otherwise pile up undici listeners (see upstreamFetch).
-  const http = new StreamableHTTPClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch(Number.POSITIVE_INFINITY, () => {}) });
+  // Kept-alive node:http connections, and no abort listeners piling up on the transport's signal (see httpFetch).
+  const fetch = httpFetch();
+  const http = new StreamableHTTPClientTransport(url, { requestInit: { headers }, fetch });
   const stdio = new StdioServerTransport(options.stdin ?? process.stdin, options.stdout ?? process.stdout);
 
   let initializeId: RequestId | undefined;
@@ -53,6 +54,7 @@ export async function runBridge(options: BridgeOptions): Promise<void> {
     // Ends the gateway session too, so it does not linger until the idle reaper.
     await http.terminateSession().catch(() => {});
     await http.close().catch(() => {});
+    fetch.close();
     await stdio.close().catch(() => {});
     finish();
   };

@@ -1,7 +1,7 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { Transport as McpTransport, FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { Transport as McpTransport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
   CallToolResultSchema,
   ErrorCode as McpErrorCode,
@@ -19,6 +19,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Policy, ServerPolicy, Transport } from '../policy/types.ts';
 import { pinHash } from './pins.ts';
+import { httpFetch } from './http-fetch.ts';
 
 /**
  * Warden's own connections to the upstream MCP servers named in the policy.
@@ -95,58 +96,6 @@ export function backoffMs(failures: number): number {
  */
 export function upstreamEnv(transport: Extract<Transport, { type: 'stdio' }>): Record<string, string> {
   return { ...transport.env };
-}
-
-/**
- * fetch for HTTP upstreams:
- * - one POST response body cannot exceed `maxBytes` (a runaway upstream is cut off while reading);
- * - each request gets its own AbortSignal linked to the transport's long-lived
- *   one, unlinked when the body ends. Handing undici the shared signal makes it
- *   pile up one abort listener per request until garbage collection.
- */
-export function upstreamFetch(maxBytes: number, onExceeded: () => void): FetchLike {
-  return async (url, init) => {
-    const outer = init?.signal ?? undefined;
-    let unlink = () => {};
-    let signal: AbortSignal | undefined;
-    if (outer) {
-      const inner = new AbortController();
-      const onAbort = () => inner.abort(outer.reason);
-      if (outer.aborted) inner.abort(outer.reason);
-      else outer.addEventListener('abort', onAbort, { once: true });
-      unlink = () => outer.removeEventListener('abort', onAbort);
-      signal = inner.signal;
-    }
-    let res: Response;
-    try {
-      res = await fetch(url, { ...init, signal });
-    } catch (err) {
-      unlink();
-      throw err;
-    }
-    if (!res.body) {
-      unlink();
-      return res;
-    }
-    const limit = (init?.method ?? 'GET') === 'POST' ? maxBytes : Infinity;
-    let seen = 0;
-    const body = res.body.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, controller) {
-          seen += chunk.byteLength;
-          if (seen > limit) {
-            onExceeded();
-            unlink();
-            controller.error(new Error(`upstream response exceeded ${limit} bytes`));
-          } else controller.enqueue(chunk);
-        },
-        flush() {
-          unlink();
-        },
-      }),
-    );
-    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
-  };
 }
 
 /** Starting a child (node + a loader, on a busy machine) can take longer than a call may. */
@@ -362,10 +311,12 @@ export class UpstreamManager implements Upstreams {
       }
     };
     if (t.type === 'http') {
-      return new StreamableHTTPClientTransport(new URL(t.url), {
-        requestInit: { headers: { ...t.headers } },
-        fetch: upstreamFetch(limit, markOversized),
-      });
+      const fetch = httpFetch({ maxPostResponseBytes: limit, onExceeded: markOversized });
+      const transport = new StreamableHTTPClientTransport(new URL(t.url), { requestInit: { headers: { ...t.headers } }, fetch });
+      // Its kept-alive connections go with it.
+      const close = transport.close.bind(transport);
+      transport.close = () => close().finally(() => fetch.close());
+      return transport;
     }
     const transport = new StdioClientTransport({
       command: t.command,
