@@ -311,7 +311,7 @@ agents:
     await audit.flush();
     const audited = countCompleted() - before;
     if (audited !== job.sessions * job.perSession) throw new Error(`expected ${job.sessions * job.perSession} call.completed rows, found ${audited}`);
-    line('audited calls/s', `${Math.round(rate).toLocaleString('en-US')} (goal ≥ 2,000; every call's call.decided synced before forwarding, call.completed committed before the answer)`);
+    line('audited calls/s', `${Math.round(rate).toLocaleString('en-US')} (goal ≥ 2,000; every call's call.decided committed before forwarding and on stable storage before the answer, call.completed committed before the answer)`);
 
     before = countCompleted();
     await workerThroughput('same, SDK-client agents in a worker thread', { ...job, perSession: 500 });
