@@ -504,6 +504,30 @@ agents:
     }
   });
 
+  it("withholds a read's result when its record cannot be made durable, and records why", async () => {
+    const g = await startHarness(webOnly(echo.url), {}, {}, (audit) => ({
+      append: (entry, options) => audit.append(entry, options),
+      // The disk refuses to sync: what an fsync failing with EIO looks like to the gateway.
+      sync: () => Promise.reject(new Error('EIO: i/o error, fsync')),
+    }));
+    try {
+      const c = await g.connect('support-triage');
+      const res = await c.callTool({ name: 'web__echo', arguments: { message: 'secret data' } });
+      expect(res.isError).toBe(true);
+      expect(textOf(res)).toMatch(/could not make its audit record durable \(EIO: i\/o error, fsync\)/);
+      expect(textOf(res)).not.toContain('secret data');
+      const rows = g.rows({ agent: 'support-triage' }).filter((r) => r.event.startsWith('call.'));
+      expect(rows.map((r) => [r.event, r.decision])).toEqual([
+        ['call.decided', 'allow'],
+        ['call.completed', 'error'],
+      ]);
+      expect(rows[1]!.result).toBeNull();
+      expect(JSON.parse(rows[1]!.detail!)).toMatchObject({ code: 'AUDIT_WRITE_FAILED' });
+    } finally {
+      await g.close();
+    }
+  });
+
   it("a read's call.decided is committed, then fsynced alongside the upstream call and before the answer; anything else is fsynced before forwarding", async () => {
     const g = await startHarness(
       `

@@ -6,7 +6,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { ApprovalService } from '../../src/approvals/service.ts';
 import { AuditLog, type AuditLogOptions } from '../../src/audit/log.ts';
-import type { AuditRow } from '../../src/audit/types.ts';
+import type { AuditRow, AuditSink } from '../../src/audit/types.ts';
 import { MemoryAlertSink } from '../../src/control/alerts.ts';
 import { KillSwitch } from '../../src/control/kill-switch.ts';
 import { createAgentToken } from '../../src/gateway/tokens.ts';
@@ -44,7 +44,16 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(policyYaml: string, overrides: Partial<StartGatewayOptions> = {}, auditOptions: AuditLogOptions = {}): Promise<Harness> {
+/**
+ * `wrapAudit` puts something between the gateway and the real audit log
+ * (e.g. a disk fault on sync); everything else keeps using the log itself.
+ */
+export async function startHarness(
+  policyYaml: string,
+  overrides: Partial<StartGatewayOptions> = {},
+  auditOptions: AuditLogOptions = {},
+  wrapAudit?: (audit: AuditLog) => AuditSink,
+): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-gw-'));
   const db = openDb(join(dir, 'warden.db'));
   const logger = process.env.GATEWAY_TEST_LOG ? createLogger({ level: process.env.GATEWAY_TEST_LOG }) : silentLogger();
@@ -61,7 +70,7 @@ export async function startHarness(policyYaml: string, overrides: Partial<StartG
     startGateway({
       policy: { current: () => policy },
       db,
-      audit,
+      audit: wrapAudit ? wrapAudit(audit) : audit,
       approvals,
       halt: killSwitch,
       alerts,
