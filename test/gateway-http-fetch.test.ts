@@ -46,6 +46,12 @@ beforeAll(async () => {
           return;
         case '/hang':
           return;
+        case '/status-600':
+          res.writeHead(600, { 'Content-Type': 'application/json' }).end('{}');
+          return;
+        case '/no-content-sse':
+          res.writeHead(204, { 'Content-Type': 'text/event-stream' }).end();
+          return;
         case '/redirect':
           res.writeHead(307, { Location: 'http://elsewhere.invalid/' }).end();
           return;
@@ -144,19 +150,25 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
     }
   });
 
-  it('cuts a POST response over the limit, JSON or SSE, and says so; GET streams are not limited', async () => {
+  it('cuts a body over the limit, and an SSE answer to a POST; only the standalone GET stream is not limited', async () => {
     let exceeded = 0;
-    const f = httpFetch({ maxPostResponseBytes: 4_096, onExceeded: () => exceeded++ });
+    const f = httpFetch({ maxResponseBytes: 4_096, onExceeded: () => exceeded++ });
     try {
       await expect(f(`${base}/big`, { method: 'POST', body: '{}' })).rejects.toThrow(/exceeded 4096 bytes/);
       expect(exceeded).toBe(1);
       const sse = await f(`${base}/sse-endless`, { method: 'POST', body: '{}' });
       await expect(readAll(sse)).rejects.toThrow(/exceeded 4096 bytes/);
       expect(exceeded).toBe(2);
-      // The same size on a GET (the standalone notification stream) is fine.
-      const get = await f(`${base}/big`);
-      expect((await readAll(get)).length).toBeGreaterThan(10_000);
-      expect(exceeded).toBe(2);
+      // A whole body is limited whatever the method.
+      await expect(f(`${base}/big`)).rejects.toThrow(/exceeded 4096 bytes/);
+      expect(exceeded).toBe(3);
+      // The standalone notification stream (a GET) lives as long as the session.
+      const stream = await f(`${base}/sse-endless`);
+      const reader = stream.body!.getReader();
+      let got = 0;
+      while (got <= 10_000) got += (await reader.read()).value?.length ?? 0;
+      await reader.cancel();
+      expect(exceeded).toBe(3);
       // And the fetch still works after a cut.
       expect((await f(`${base}/json`, { method: 'POST', body: 'ok' })).status).toBe(200);
     } finally {
@@ -190,6 +202,35 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
       for (let i = 0; i < 50; i++) await readAll(await f(`${base}/json`, { method: 'POST', body: '{}', signal: shared.signal }));
       await readAll(await f(`${base}/sse`, { method: 'POST', body: '{}', signal: shared.signal }));
       expect(getEventListeners(shared.signal, 'abort')).toHaveLength(0);
+    } finally {
+      f.close();
+    }
+  });
+
+  it('turns answers fetch cannot represent into a rejection, not a crash', async () => {
+    const f = httpFetch();
+    try {
+      await expect(f(`${base}/status-600`, { method: 'POST', body: '{}' })).rejects.toThrow(/HTTP status 600/);
+      const empty = await f(`${base}/no-content-sse`, { method: 'POST', body: '{}' });
+      expect(empty.status).toBe(204);
+      expect(empty.body).toBeNull();
+      expect((await f(`${base}/json`, { method: 'POST', body: 'still fine' })).status).toBe(200);
+    } finally {
+      f.close();
+    }
+  });
+
+  it('cuts a request the server leaves silent, but never the standalone GET stream', async () => {
+    const f = httpFetch({ idleTimeoutMs: 50 });
+    try {
+      await expect(f(`${base}/hang`, { method: 'POST', body: '{}' })).rejects.toThrow(/sent nothing for 50 ms/);
+      const stream = await f(`${base}/sse-held`);
+      const reader = stream.body!.getReader();
+      await reader.read();
+      // Quiet for four idle timeouts, and still open.
+      await new Promise((r) => setTimeout(r, 200));
+      openSse!.end('data: {"late":true}\n\n');
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain('"late":true');
     } finally {
       f.close();
     }

@@ -8,11 +8,27 @@ export interface HttpFetch extends FetchLike {
 }
 
 export interface HttpFetchOptions {
-  /** Largest body of one response to a POST (JSON or an SSE stream); beyond it the request is cut. Default unlimited. */
-  maxPostResponseBytes?: number | undefined;
+  /**
+   * Largest body read whole (JSON, error pages) and largest SSE stream that
+   * answers a POST; beyond it the response is cut. The standalone GET stream
+   * is not limited (it lives as long as the session). Default unlimited.
+   */
+  maxResponseBytes?: number | undefined;
   /** Called when a response is cut for exceeding the limit (before the error reaches the reader). */
   onExceeded?: (() => void) | undefined;
+  /**
+   * A request other than the standalone GET stream is cut after this long
+   * without a byte from the server. Default 300 s, undici's own header and
+   * body timeouts: without it a hung upstream would hold a socket for ever.
+   */
+  idleTimeoutMs?: number | undefined;
 }
+
+/** What fetch's Response can represent: 200–599. */
+const MIN_STATUS = 200;
+const MAX_STATUS = 599;
+const NULL_BODY_STATUS = new Set([204, 205, 304]);
+const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 
 /**
  * `fetch` over node:http with kept-alive connections, for the MCP SDK's
@@ -26,13 +42,15 @@ export interface HttpFetchOptions {
  *
  * The SDK only needs a small part of fetch: a method, headers and a string
  * body; a response with status, headers and a body it reads as JSON, text or
- * a stream (SSE). JSON and other bodies are read whole (within the limit);
- * an SSE body is handed over as a stream, with back-pressure. Redirects are
- * not followed (the SDK asks for that anyway and reports them itself).
+ * a stream (SSE). Other bodies are read whole (within the limit); an SSE
+ * body is handed over as a stream, with back-pressure. Redirects are not
+ * followed (the SDK follows same-origin ones itself). Whatever a server
+ * sends, the worst outcome is a rejected promise or an errored stream.
  */
 export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
-  const limit = options.maxPostResponseBytes ?? Number.POSITIVE_INFINITY;
+  const limit = options.maxResponseBytes ?? Number.POSITIVE_INFINITY;
   const onExceeded = options.onExceeded ?? (() => {});
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
 
   const fetchImpl = (input: string | URL, init?: RequestInit): Promise<Response> =>
@@ -61,27 +79,52 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
           reject(err);
         }
       };
+      const cut = (err: Error) => {
+        fail(err);
+        res?.destroy(err);
+        req.destroy(err);
+      };
       // Until the body has ended: aborting also cuts a response being read.
       const onAbort = () => {
         const reason: unknown = signal!.reason;
         fail(reason);
-        const err = reason instanceof Error ? reason : new Error('aborted');
-        res?.destroy(err);
-        req.destroy(err);
+        cut(reason instanceof Error ? reason : new Error('aborted'));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const unlink = () => signal?.removeEventListener('abort', onAbort);
+      if (method !== 'GET') req.setTimeout(idleTimeoutMs, () => cut(new Error(`upstream sent nothing for ${idleTimeoutMs} ms`)));
       req.on('error', fail);
       req.on('response', (incoming) => {
         res = incoming;
+        try {
+          answer(incoming);
+        } catch (err) {
+          // e.g. a header value fetch's Headers refuses: the answer is unusable, not fatal.
+          cut(err instanceof Error ? err : new Error(String(err)));
+        }
+      });
+      req.end(body ?? undefined);
+
+      function answer(incoming: IncomingMessage): void {
         const status = incoming.statusCode ?? 0;
+        if (status < MIN_STATUS || status > MAX_STATUS) throw new Error(`upstream answered with HTTP status ${status}, which is not a usable answer`);
         const responseHeaders = new Headers();
         for (let i = 0; i + 1 < incoming.rawHeaders.length; i += 2) responseHeaders.append(incoming.rawHeaders[i]!, incoming.rawHeaders[i + 1]!);
         const init = { status, statusText: incoming.statusMessage ?? '', headers: responseHeaders };
-        const max = method === 'POST' ? limit : Number.POSITIVE_INFINITY;
+        const nullBody = NULL_BODY_STATUS.has(status) || method === 'HEAD';
+        if (nullBody) {
+          // Whatever the server sent after the headers is not a body; the socket is not reused.
+          unlink();
+          incoming.destroy();
+          settled = true;
+          resolve(new Response(null, init));
+          return;
+        }
+        const sse = (responseHeaders.get('content-type') ?? '').includes('text/event-stream');
+        const max = sse && method === 'GET' ? Number.POSITIVE_INFINITY : limit;
         const tooBig = () => new Error(`upstream response exceeded ${max} bytes`);
         let seen = 0;
-        if ((responseHeaders.get('content-type') ?? '').includes('text/event-stream')) {
+        if (sse) {
           settled = true;
           resolve(
             new Response(
@@ -144,12 +187,10 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
           unlink();
           if (settled) return;
           settled = true;
-          const nullBody = status === 204 || status === 205 || status === 304 || method === 'HEAD';
-          resolve(new Response(nullBody ? null : Buffer.concat(chunks), init));
+          resolve(new Response(Buffer.concat(chunks), init));
         });
         incoming.on('error', fail);
-      });
-      req.end(body ?? undefined);
+      }
     });
 
   return Object.assign(fetchImpl, {

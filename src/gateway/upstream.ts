@@ -311,7 +311,7 @@ export class UpstreamManager implements Upstreams {
       }
     };
     if (t.type === 'http') {
-      const fetch = httpFetch({ maxPostResponseBytes: limit, onExceeded: markOversized });
+      const fetch = httpFetch({ maxResponseBytes: limit, onExceeded: markOversized });
       const transport = new StreamableHTTPClientTransport(new URL(t.url), { requestInit: { headers: { ...t.headers } }, fetch });
       // Its kept-alive connections go with it.
       const close = transport.close.bind(transport);
