@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -351,6 +351,47 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
       { agent: 'parent', n: mine },
     ]);
     expect(verifyChain(d)).toMatchObject({ ok: true, count: 500 + mine });
+  });
+});
+
+describe('AuditLog when the WAL cannot be synced', () => {
+  it('never reports those rows durable again, and stops skipping fsyncs', async () => {
+    const d = db();
+    const log = new AuditLog(d, { syncWithinMs: 60_000 });
+    logs.push(log);
+    await log.append({ event: 'relaxed' }, { sync: false });
+    expect(log.syncPending).toBe(true);
+    // A real failure of the log's own fsync: the WAL's name now leads to a
+    // directory (SQLite keeps writing the file it has open, under its new name).
+    const wal = `${dbPath}-wal`;
+    renameSync(wal, `${wal}.moved`);
+    mkdirSync(wal);
+    try {
+      await expect(log.sync()).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED') && /could not be fsynced/.test(String((e as Error).message)));
+      // Sticky: the next commits wait for their own fsync, and even a synced one does not vouch for the earlier rows.
+      await log.append({ event: 'asked to skip the fsync' }, { sync: false });
+      await log.append({ event: 'synced' });
+      expect(log.syncPending).toBe(true);
+      await expect(log.sync()).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED'));
+      expect(allRows(d).map((r) => r.event)).toEqual(['relaxed', 'asked to skip the fsync', 'synced']);
+    } finally {
+      rmdirSync(wal);
+      renameSync(`${wal}.moved`, wal);
+    }
+    await expect(log.close()).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED'));
+  });
+
+  it('a commit on a connection set below FULL does not vouch for earlier rows', async () => {
+    const d = db();
+    const log = new AuditLog(d, { syncWithinMs: 60_000 });
+    logs.push(log);
+    await log.append({ event: 'relaxed' }, { sync: false });
+    d.pragma('synchronous = NORMAL');
+    await log.append({ event: 'committed without fsync' });
+    expect(log.syncPending).toBe(true);
+    d.pragma('synchronous = FULL');
+    await log.sync();
+    expect(log.syncPending).toBe(false);
   });
 });
 

@@ -504,8 +504,9 @@ agents:
     }
   });
 
-  it("withholds a read's result when its record cannot be made durable, and records why", async () => {
-    const g = await startHarness(webOnly(echo.url), {}, {}, (audit) => ({
+  it("withholds a read's answer, result or failure, when its record cannot be made durable, and records why", async () => {
+    const own = await startEchoHttpServer();
+    const g = await startHarness(webOnly(own.url), {}, {}, (audit) => ({
       append: (entry, options) => audit.append(entry, options),
       // The disk refuses to sync: what an fsync failing with EIO looks like to the gateway.
       sync: () => Promise.reject(new Error('EIO: i/o error, fsync')),
@@ -523,8 +524,14 @@ agents:
       ]);
       expect(rows[1]!.result).toBeNull();
       expect(JSON.parse(rows[1]!.detail!)).toMatchObject({ code: 'AUDIT_WRITE_FAILED' });
+      // A failure's text is an answer too: with the upstream gone, the agent still learns only why it got nothing.
+      await own.close();
+      const failed = await c.callTool({ name: 'web__echo', arguments: { message: 'again' } });
+      expect(textOf(failed)).toMatch(/could not make its audit record durable/);
+      expect(textOf(failed)).not.toMatch(/could not be reached|ECONNREFUSED/);
     } finally {
       await g.close();
+      await own.close().catch(() => {});
     }
   });
 

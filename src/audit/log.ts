@@ -61,7 +61,8 @@ const DEFAULT_SYNC_WITHIN_MS = 20;
 /** PRAGMA synchronous values: below FULL a WAL commit does not fsync. */
 const SYNC_NORMAL = 1;
 const SYNC_FULL = 2;
-const SYNC_RETRY_MS = 1_000;
+/** How a batch was committed: fsynced, without its fsync (owed), or on a connection set below FULL. */
+type CommitKind = 'synced' | 'relaxed' | 'unsynced';
 const MAX_NAME_CHARS = 512;
 const MAX_REASON_CHARS = 4096;
 
@@ -107,6 +108,17 @@ export class AuditLog implements AuditSink {
   private syncing: Promise<void> | undefined;
   private walSyncs = 0;
   private walFd: number | undefined;
+  /**
+   * Set for good when an fsync of the WAL fails. After an I/O error the OS
+   * may have dropped the pages it could not write and marked them clean, so
+   * a later fsync that succeeds proves nothing about them: the rows
+   * committed since the last good sync are never reported durable again,
+   * and no batch skips its own fsync any more (SQLite then reports faults
+   * on the commit itself).
+   */
+  private durabilityLost: WardenError | undefined;
+  /** close() has finished: no timer or fsync may touch the file again. */
+  private finished = false;
   private pending: Pending[] = [];
   /** The last row appended and not yet settled: flush() waits for it. */
   private tail: Pending | undefined;
@@ -200,6 +212,7 @@ export class AuditLog implements AuditSink {
   async sync(): Promise<void> {
     const target = this.relaxedCommits;
     while (this.syncedThrough < target) {
+      if (this.durabilityLost) throw this.durabilityLost;
       if (this.syncing) {
         await this.syncing;
         continue;
@@ -210,11 +223,22 @@ export class AuditLog implements AuditSink {
       }
       const through = this.relaxedCommits;
       this.syncing = this.fsyncWal()
-        .then(() => {
-          this.syncedThrough = Math.max(this.syncedThrough, through);
-          // Rows committed while this fsync ran are owed one too.
-          if (this.syncPending) this.scheduleSync(this.syncWithinMs);
-        })
+        .then(
+          () => {
+            this.syncedThrough = Math.max(this.syncedThrough, through);
+            // Rows committed while this fsync ran are owed one too.
+            if (this.syncPending) this.scheduleSync(this.syncWithinMs);
+          },
+          (err: unknown) => {
+            this.durabilityLost ??= new WardenError(
+              'AUDIT_WRITE_FAILED',
+              `the audit trail could not be fsynced (${describeError(err)}): rows committed since the last good sync may not survive a power loss`,
+              { cause: err },
+            );
+            this.logger?.error({ err: describeError(err), rows: this.relaxedCommits - this.syncedThrough }, 'audit: fsync of the WAL failed; from now on every commit waits for its own fsync');
+            throw this.durabilityLost;
+          },
+        )
         .finally(() => {
           this.syncing = undefined;
         });
@@ -228,6 +252,7 @@ export class AuditLog implements AuditSink {
    * place) for as long as any connection, this log's own included, is open.
    */
   private fsyncWal(): Promise<void> {
+    if (this.finished) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
     if (this.walFd === undefined) {
       try {
         this.walFd = openSync(this.walFile!, 'r+');
@@ -256,6 +281,11 @@ export class AuditLog implements AuditSink {
       await this.flush();
       await this.sync();
     } finally {
+      if (this.syncTimer !== undefined) clearTimeout(this.syncTimer);
+      this.syncTimer = undefined;
+      // A timer's fsync may still be running on the thread pool: let it end before its descriptor goes.
+      await this.syncing?.catch(() => {});
+      this.finished = true;
       if (this.walFd !== undefined) closeSync(this.walFd);
       this.walFd = undefined;
       await this.link?.close();
@@ -280,20 +310,22 @@ export class AuditLog implements AuditSink {
     if (batch.length === 0) return;
     this.pending = [];
     let positions: ChainHead[];
-    let relaxed = false;
+    let kind: CommitKind;
     try {
       // Settings are read before writing or handing off: a closed connection fails here, as a write would.
       const synchronous = this.readSynchronous?.get() ?? SYNC_FULL;
       // Nobody in the batch waits for stable storage: commit without the fsync (see AppendOptions).
-      relaxed = this.walFile !== undefined && synchronous >= SYNC_FULL && !batch.some((p) => p.sync);
+      const relaxed = this.walFile !== undefined && this.durabilityLost === undefined && synchronous >= SYNC_FULL && !batch.some((p) => p.sync);
+      const commit: CommitKind = relaxed ? 'relaxed' : synchronous >= SYNC_FULL ? 'synced' : 'unsynced';
+      kind = commit;
       if (this.link?.usable()) {
         const settings: WriterSettings = { busyTimeout: this.readBusyTimeout!.get()!, synchronous: relaxed ? SYNC_NORMAL : synchronous };
         this.link.submit(
           batch.map((p) => p.row),
           settings,
-          (outcome) => {
+          (result) => {
             this.inFlight = false;
-            this.settle(batch, outcome, relaxed);
+            this.settle(batch, result, commit);
             this.flushNow();
           },
         );
@@ -316,29 +348,32 @@ export class AuditLog implements AuditSink {
       this.fail(batch, batch.length, describeError(err), err);
       return;
     }
-    this.committed(relaxed);
+    this.committed(kind);
     this.resolveAll(batch, positions);
   }
 
-  private settle(batch: readonly Pending[], outcome: BatchOutcome, relaxed: boolean): void {
+  private settle(batch: readonly Pending[], outcome: BatchOutcome, kind: CommitKind): void {
     if (!outcome.ok) {
       const cause = Object.assign(new Error(outcome.message), outcome.code !== undefined ? { code: outcome.code } : {});
       this.fail(batch, outcome.rows, outcome.message, cause);
       return;
     }
-    this.committed(relaxed);
+    this.committed(kind);
     const positions = outcome.hashes.map((hash, i) => ({ seq: outcome.firstSeq + i, hash }));
     this.resolveAll(batch, positions);
   }
 
   /**
    * Tracks what is on stable storage. A synced commit fsyncs the whole WAL,
-   * so it covers every relaxed commit before it; after a relaxed one, the
-   * WAL is synced within syncWithinMs unless a synced commit comes first.
+   * so it covers every relaxed commit before it (unless an fsync already
+   * failed: see durabilityLost); after a relaxed one, the WAL is synced
+   * within syncWithinMs unless a synced commit comes first. A commit on a
+   * connection set below FULL covers nothing.
    */
-  private committed(relaxed: boolean): void {
-    if (!relaxed) {
-      this.syncedThrough = this.relaxedCommits;
+  private committed(kind: CommitKind): void {
+    if (kind === 'unsynced') return;
+    if (kind === 'synced') {
+      if (this.durabilityLost === undefined) this.syncedThrough = this.relaxedCommits;
       if (this.syncTimer !== undefined) {
         clearTimeout(this.syncTimer);
         this.syncTimer = undefined;
@@ -350,13 +385,13 @@ export class AuditLog implements AuditSink {
   }
 
   private scheduleSync(ms: number): void {
-    if (this.syncTimer !== undefined) return;
+    if (this.syncTimer !== undefined || this.finished || this.durabilityLost) return;
+    // From node:timers, like group commit: this is I/O scheduling, and a test
+    // that fakes the clock must not stop rows from reaching the disk.
     this.syncTimer = setTimeout(() => {
       this.syncTimer = undefined;
-      this.sync().catch((err: unknown) => {
-        this.logger?.error({ err: describeError(err) }, 'audit: could not fsync the WAL, so the latest committed rows would not yet survive a power loss; retrying in 1 s');
-        this.scheduleSync(SYNC_RETRY_MS);
-      });
+      // A failure is logged and made sticky by sync() itself; there is nothing to retry.
+      this.sync().catch(() => {});
     }, ms);
     // An exiting process has nothing left to lose but power; close() syncs anyway.
     this.syncTimer.unref?.();

@@ -48,7 +48,8 @@ export interface AppendOptions {
    * was fsynced), so it survives a crash of Warden, of the OS or of power.
    * false: resolve once the row is committed (written to the WAL: a crash
    * of Warden loses nothing); it reaches stable storage with the next synced
-   * commit, from any connection, and at most the log's `syncWithinMs` later.
+   * commit, from any connection, or the log's own fsync `syncWithinMs` later
+   * (if that fsync fails, the log says so and `sync()` rejects from then on).
    */
   sync?: boolean | undefined;
 }

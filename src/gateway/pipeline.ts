@@ -35,7 +35,8 @@ export interface PipelineOptions {
   clock?: Clock | undefined;
   /**
    * How durable call.completed is before the agent gets its answer
-   * (call.decided is always on stable storage before a call is forwarded).
+   * (call.decided is on stable storage before a call that can change
+   * something is forwarded, and before a read's answer is given).
    * 'committed' (default): committed, so a crash of Warden loses nothing,
    * and on stable storage with the next synced commit or within the audit
    * log's syncWithinMs (20 ms): only a power or OS failure inside that window
@@ -379,32 +380,49 @@ export class GatewayPipeline {
         return refusal(`Refused by Warden: ${reason}`);
       }
 
-      // 6. Forward.
-      let result: CallToolResult;
+      // 6. Forward. A read's answer (its result, an upstream error, even
+      // progress text) reaches the agent only once its call.decided row is on
+      // stable storage; progress before that is dropped (it is advisory).
+      let durable = decidedDurable === undefined;
+      decidedDurable?.then(
+        () => (durable = true),
+        () => {},
+      );
+      let outcome: { result: CallToolResult } | { error: unknown };
       try {
-        result = await this.#o.upstreams.callTool(sv, tool, args, {
+        const result = await this.#o.upstreams.callTool(sv, tool, args, {
           controller,
-          onProgress: input.onProgress ? (p) => progress.upstream(p) : undefined,
+          onProgress: input.onProgress
+            ? (p) => {
+                if (durable) progress.upstream(p);
+              }
+            : undefined,
           verify: (live) => this.#verifyLive(sv, tool, name, live),
         });
+        outcome = { result };
       } catch (err) {
+        outcome = { error: err };
+      }
+      if (decidedDurable) {
+        try {
+          await decidedDurable;
+        } catch (err) {
+          // Fail closed: an answer the trail might not keep is not given, whatever it was.
+          this.#log.error({ err: describeError(err), callId, agent, server: sv, tool }, 'could not fsync the audit trail: withholding the answer');
+          const reason = `${name} ran, but Warden could not make its audit record durable (${describeError(err)}), so the answer was withheld`;
+          await this.#completed(base, 'error', started, { reason, detail: { code: 'AUDIT_WRITE_FAILED' } });
+          return refusal(`Refused by Warden: ${reason}. Try again later.`);
+        }
+      }
+      if ('error' in outcome) {
+        const err = outcome.error;
         if (signal.aborted || !(err instanceof McpError)) throw err;
         // The upstream answered with a JSON-RPC error: record it, relay it as one.
         await this.#completed(base, 'error', started, { approver, reason: err.message, detail: { approvalId, code: err.code } });
         if (approvalId) await this.#reportOutcome(approvalId, false, err.message);
         throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
       }
-      if (decidedDurable) {
-        try {
-          await decidedDurable;
-        } catch (err) {
-          // Fail closed: an answer the trail might not keep is not given.
-          this.#log.error({ err: describeError(err), callId, agent, server: sv, tool }, 'could not fsync the audit trail: withholding the result');
-          const reason = `${name} ran, but Warden could not make its audit record durable (${describeError(err)}), so the result was withheld`;
-          await this.#completed(base, 'error', started, { reason, detail: { code: 'AUDIT_WRITE_FAILED' } });
-          return refusal(`Refused by Warden: ${reason}. Try again later.`);
-        }
-      }
+      const result = outcome.result;
       const ok = result.isError !== true;
       await this.#completed(base, ok ? 'ok' : 'error', started, { result, approver, detail: approvalId ? { approvalId } : undefined });
       if (approvalId) await this.#reportOutcome(approvalId, ok, summarise(result));
