@@ -311,7 +311,8 @@ export class UpstreamManager implements Upstreams {
       }
     };
     if (t.type === 'http') {
-      const fetch = httpFetch({ maxResponseBytes: limit, onExceeded: markOversized });
+      // A silent socket is cut only well after the call itself would have timed out (timeoutMs decides).
+      const fetch = httpFetch({ maxResponseBytes: limit, onExceeded: markOversized, idleTimeoutMs: Math.max(300_000, sp.timeoutMs + 5_000) });
       const transport = new StreamableHTTPClientTransport(new URL(t.url), { requestInit: { headers: { ...t.headers } }, fetch });
       // Its kept-alive connections go with it.
       const close = transport.close.bind(transport);
