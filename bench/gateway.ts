@@ -284,20 +284,20 @@ agents:
       n,
     );
     ratio('A ratio governed/direct', a2!, a1!);
-    // Diagnostic: the same gateway with call.completed fsynced before each answer (completedDurability 'synced').
-    const strict = await startGateway({ policy, db, audit, approvals, halt: killSwitch, alerts: new LogAlertSink(logger), logger, port: 0, completedDurability: 'synced' });
+    // Diagnostic: the same gateway with every audit row fsynced before the step after it (auditDurability 'strict').
+    const strict = await startGateway({ policy, db, audit, approvals, halt: killSwitch, alerts: new LogAlertSink(logger), logger, port: 0, auditDurability: 'strict' });
     try {
       const gs = await connect(strict.url, { Authorization: `Bearer ${token}` });
       const [b1, b2, b3] = await latencies(
         [
           { label: 'B direct  (HTTP)', client: directHttp, tool: 'echo' },
           { label: 'B governed (HTTP → Warden → HTTP)', client: g, tool: 'web__echo' },
-          { label: 'B governed, completion synced', client: gs, tool: 'web__echo' },
+          { label: 'B governed, strict durability', client: gs, tool: 'web__echo' },
         ],
         n,
       );
       ratio('B ratio governed/direct', b2!, b1!);
-      ratio('B ratio (completion synced)', b3!, b1!);
+      ratio('B ratio (strict durability)', b3!, b1!);
       await gs.close();
     } finally {
       await strict.close();

@@ -124,7 +124,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       port: config.port,
       allowedHosts: config.allowedHosts,
       allowedOrigins: config.allowedOrigins,
-      completedDurability: config.completedDurability,
+      auditDurability: config.auditDurability,
     });
     const gw = gateway;
     closers.push(() => gw.close());

@@ -16,8 +16,8 @@ const envSchema = z.object({
   WARDEN_ALLOWED_ORIGINS: z.string().default(''),
   /** Ed25519 private key (PEM, or base64 of PKCS#8 DER) for signing audit checkpoints. */
   WARDEN_CHECKPOINT_KEY: z.string().optional(),
-  /** How durable call.completed is before the agent gets its answer: committed (fsynced ≤ 20 ms later) or synced. */
-  WARDEN_COMPLETED_DURABILITY: z.enum(['committed', 'synced']).default('committed'),
+  /** fast: reads' fsync overlaps the upstream call, completions are fsynced ≤ 20 ms later; strict: every audit row fsynced first. */
+  WARDEN_AUDIT_DURABILITY: z.enum(['fast', 'strict']).default('fast'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   SLACK_BOT_TOKEN: z.string().optional(),
   SLACK_SIGNING_SECRET: z.string().optional(),
@@ -38,7 +38,7 @@ export interface Config {
   allowedHosts: string[];
   allowedOrigins: string[];
   checkpointKey?: string | undefined;
-  completedDurability: Env['WARDEN_COMPLETED_DURABILITY'];
+  auditDurability: Env['WARDEN_AUDIT_DURABILITY'];
   logLevel: Env['LOG_LEVEL'];
   slack?:
     | {
@@ -86,7 +86,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowedHosts: list(e.WARDEN_ALLOWED_HOSTS),
     allowedOrigins: list(e.WARDEN_ALLOWED_ORIGINS),
     checkpointKey: e.WARDEN_CHECKPOINT_KEY,
-    completedDurability: e.WARDEN_COMPLETED_DURABILITY,
+    auditDurability: e.WARDEN_AUDIT_DURABILITY,
     logLevel: e.LOG_LEVEL,
     slack,
   };

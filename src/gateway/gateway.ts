@@ -9,7 +9,7 @@ import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { HttpEdge } from './http.ts';
 import { PinStore } from './pins.ts';
-import { GatewayPipeline, type CompletedDurability } from './pipeline.ts';
+import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
 import { TokenStore } from './tokens.ts';
 import { UpstreamManager } from './upstream.ts';
 
@@ -45,7 +45,7 @@ export interface StartGatewayOptions {
   /** Largest accepted POST body. Default 4 MiB. */
   maxBodyBytes?: number | undefined;
   /** How durable call.completed is before the agent gets the result (see PipelineOptions). Default 'committed'. */
-  completedDurability?: CompletedDurability | undefined;
+  auditDurability?: AuditDurability | undefined;
   /**
    * Largest JSON text of one call's arguments, in bytes; larger calls are
    * refused. Default 64 KiB, the audit log's default cap on stored args, so
@@ -93,7 +93,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     pins,
     logger,
     clock,
-    completedDurability: options.completedDurability,
+    auditDurability: options.auditDurability,
     argumentLimits: { ...DEFAULT_ARGUMENT_LIMITS, ...(options.maxArgumentBytes !== undefined ? { maxBytes: options.maxArgumentBytes } : {}) },
   });
   const p = pipeline;

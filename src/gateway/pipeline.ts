@@ -34,16 +34,21 @@ export interface PipelineOptions {
   logger: Logger;
   clock?: Clock | undefined;
   /**
-   * How durable call.completed is before the agent gets its answer
-   * (call.decided is on stable storage before a call that can change
-   * something is forwarded, and before a read's answer is given).
-   * 'committed' (default): committed, so a crash of Warden loses nothing,
-   * and on stable storage with the next synced commit or within the audit
-   * log's syncWithinMs (20 ms): only a power or OS failure inside that window
-   * can lose it, and crash recovery then records the call's outcome as
-   * unknown. 'synced': fsynced first, which costs one more fsync per call.
+   * How much of a call's record is on stable storage, and when. Either way
+   * each row is committed before the step it records is acted on, and
+   * call.decided is fsynced before a call that can change something (write
+   * scope, a consequence beyond reversible, or held for a human) is
+   * forwarded.
+   * 'fast' (default): a plain read is forwarded once its call.decided is
+   * committed, the fsync running alongside, and answered once it is done;
+   * call.completed is fsynced by the next synced commit or within the audit
+   * log's syncWithinMs (20 ms). A crash of Warden loses nothing; a power or
+   * OS failure in that window can lose those rows, and crash recovery then
+   * records the call's outcome as unknown.
+   * 'strict': every row is fsynced before the step after it (two fsyncs per
+   * call on the path).
    */
-  completedDurability?: CompletedDurability | undefined;
+  auditDurability?: AuditDurability | undefined;
   /** Arguments beyond these are refused (default DEFAULT_ARGUMENT_LIMITS). */
   argumentLimits?: ArgumentLimits | undefined;
 }
@@ -65,7 +70,7 @@ export interface CallInput {
   stillAuthorized?: (() => boolean) | undefined;
 }
 
-export type CompletedDurability = 'committed' | 'synced';
+export type AuditDurability = 'fast' | 'strict';
 
 /** What every audit row of one call repeats. */
 type CallFacts = Omit<AuditEntry, 'event'>;
@@ -290,7 +295,8 @@ export class GatewayPipeline {
     // storage. A plain read only changes what the agent knows, so it may start
     // once its record is committed: the fsync runs alongside the upstream
     // call, and the agent gets nothing until it is done.
-    const read = decision.kind === 'allow' && decision.tool.scope === 'read' && decision.tool.consequence === 'reversible' && this.#o.audit.sync !== undefined;
+    const read =
+      this.#o.auditDurability !== 'strict' && decision.kind === 'allow' && decision.tool.scope === 'read' && decision.tool.consequence === 'reversible' && this.#o.audit.sync !== undefined;
     let decidedDurable: Promise<void> | undefined;
     try {
       await this.#o.audit.append(
@@ -625,7 +631,7 @@ export class GatewayPipeline {
 
   /**
    * Records call.completed and resolves once it is committed (durable as
-   * `completedDurability` says); a failed write is logged, not thrown: the
+   * `auditDurability` says); a failed write is logged, not thrown: the
    * call already happened, and hiding its result would not undo it.
    */
   #completed(
@@ -645,7 +651,7 @@ export class GatewayPipeline {
       detail: extra.detail,
       ts: this.#clock.now(),
     };
-    return this.#o.audit.append(entry, { sync: this.#o.completedDurability === 'synced' }).then(
+    return this.#o.audit.append(entry, { sync: this.#o.auditDurability === 'strict' }).then(
       () => undefined,
       // The call already happened; hiding its result would not undo it.
       (err) => this.#log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
