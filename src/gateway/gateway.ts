@@ -44,7 +44,7 @@ export interface StartGatewayOptions {
   maxSessionsPerAgent?: number | undefined;
   /** Largest accepted POST body. Default 4 MiB. */
   maxBodyBytes?: number | undefined;
-  /** How durable call.completed is before the agent gets the result (see PipelineOptions). Default 'committed'. */
+  /** How much of a call's record is on stable storage before each step (see PipelineOptions). Default 'fast'. */
   auditDurability?: AuditDurability | undefined;
   /**
    * Largest JSON text of one call's arguments, in bytes; larger calls are
