@@ -32,8 +32,9 @@ import { openDb } from '../src/store/db.ts';
  *   neither gains from running later (JIT, a warmer upstream, a quieter
  *   machine).
  * Throughput: 16 agent sessions, calls/s with every call's call.decided row
- * on stable storage before forwarding and its call.completed row committed
- * before the answer (checked by counting rows afterwards). The agents are a
+ * committed before forwarding and on stable storage before the answer, and
+ * its call.completed row committed before the answer (checked by counting
+ * rows afterwards). The agents are a
  * lean HTTP load generator in its own process (bench/load/), because the
  * SDK's client costs more CPU per call than the gateway and both share the
  * machine's 2 cores; the same run with SDK-client agents is printed too. The
@@ -103,10 +104,8 @@ async function latencies(paths: Path[], n: number): Promise<Latency[]> {
   });
 }
 
-function ratio(label: string, governed: Latency, direct: Latency): number {
-  const r = governed.p50 / direct.p50;
-  line(label, `p50 ${r.toFixed(2)}x   p99 ${(governed.p99 / direct.p99).toFixed(2)}x   (goal p50 ≤ 2.0x)`);
-  return r;
+function ratio(label: string, governed: Latency, direct: Latency): void {
+  line(label, `p50 ${(governed.p50 / direct.p50).toFixed(2)}x   p99 ${(governed.p99 / direct.p99).toFixed(2)}x   (goal p50 ≤ 2.0x)`);
 }
 
 async function sameThreadThroughput(label: string, clients: Client[], name: string, perClient: number): Promise<number> {
@@ -268,6 +267,12 @@ agents:
   };
   const governed = () => connect(gateway.url, { Authorization: `Bearer ${token}` });
   const countCompleted = () => (db.prepare("SELECT count(*) AS n FROM audit WHERE event = 'call.completed'").get() as { n: number }).n;
+  /** Every call of a run left its call.completed row. */
+  const checkAudited = async (label: string, before: number, calls: number) => {
+    await audit.flush();
+    const audited = countCompleted() - before;
+    if (audited !== calls) throw new Error(`${label}: expected ${calls} call.completed rows, found ${audited}`);
+  };
   try {
     const directStdio = new Client({ name: 'bench-direct', version: '1' });
     await directStdio.connect(new StdioClientTransport({ command: process.execPath, args: EVERYTHING, stderr: 'ignore' }));
@@ -308,15 +313,12 @@ agents:
     let before = 0;
     // Counted once the generator has warmed up: its warm-up calls are audited too.
     const rate = await processThroughput('governed throughput', job, 'everything__echo', () => (before = countCompleted()));
-    await audit.flush();
-    const audited = countCompleted() - before;
-    if (audited !== job.sessions * job.perSession) throw new Error(`expected ${job.sessions * job.perSession} call.completed rows, found ${audited}`);
+    await checkAudited('governed throughput', before, job.sessions * job.perSession);
     line('audited calls/s', `${Math.round(rate).toLocaleString('en-US')} (goal ≥ 2,000; every call's call.decided committed before forwarding and on stable storage before the answer, call.completed committed before the answer)`);
 
     before = countCompleted();
     await workerThroughput('same, SDK-client agents in a worker thread', { ...job, perSession: 500 });
-    await audit.flush();
-    if (countCompleted() - before !== job.sessions * 500) throw new Error('SDK-client run: call.completed rows missing');
+    await checkAudited('SDK-client run', before, job.sessions * 500);
 
     await sameThreadThroughput('direct throughput (stdio, 1 client)', [directStdio], 'echo', 4_000);
   } finally {

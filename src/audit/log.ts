@@ -217,10 +217,7 @@ export class AuditLog implements AuditSink {
         await this.syncing;
         continue;
       }
-      if (this.syncTimer !== undefined) {
-        clearTimeout(this.syncTimer);
-        this.syncTimer = undefined;
-      }
+      this.cancelSyncTimer();
       const through = this.relaxedCommits;
       this.syncing = this.fsyncWal()
         .then(
@@ -281,8 +278,7 @@ export class AuditLog implements AuditSink {
       await this.flush();
       await this.sync();
     } finally {
-      if (this.syncTimer !== undefined) clearTimeout(this.syncTimer);
-      this.syncTimer = undefined;
+      this.cancelSyncTimer();
       // A timer's fsync may still be running on the thread pool: let it end before its descriptor goes.
       await this.syncing?.catch(() => {});
       this.finished = true;
@@ -310,14 +306,12 @@ export class AuditLog implements AuditSink {
     if (batch.length === 0) return;
     this.pending = [];
     let positions: ChainHead[];
-    let kind: CommitKind;
     try {
       // Settings are read before writing or handing off: a closed connection fails here, as a write would.
       const synchronous = this.readSynchronous?.get() ?? SYNC_FULL;
       // Nobody in the batch waits for stable storage: commit without the fsync (see AppendOptions).
       const relaxed = this.walFile !== undefined && this.durabilityLost === undefined && synchronous >= SYNC_FULL && !batch.some((p) => p.sync);
-      const commit: CommitKind = relaxed ? 'relaxed' : synchronous >= SYNC_FULL ? 'synced' : 'unsynced';
-      kind = commit;
+      const kind: CommitKind = relaxed ? 'relaxed' : synchronous >= SYNC_FULL ? 'synced' : 'unsynced';
       if (this.link?.usable()) {
         const settings: WriterSettings = { busyTimeout: this.readBusyTimeout!.get()!, synchronous: relaxed ? SYNC_NORMAL : synchronous };
         this.link.submit(
@@ -325,7 +319,7 @@ export class AuditLog implements AuditSink {
           settings,
           (result) => {
             this.inFlight = false;
-            this.settle(batch, result, commit);
+            this.settle(batch, result, kind);
             this.flushNow();
           },
         );
@@ -343,12 +337,12 @@ export class AuditLog implements AuditSink {
           this.db.pragma(`synchronous = ${synchronous}`);
         }
       } else written = this.chain.write(rows);
+      this.committed(kind);
       positions = written.hashes.map((hash, i) => ({ seq: written.firstSeq + i, hash }));
     } catch (err) {
       this.fail(batch, batch.length, describeError(err), err);
       return;
     }
-    this.committed(kind);
     this.resolveAll(batch, positions);
   }
 
@@ -374,14 +368,17 @@ export class AuditLog implements AuditSink {
     if (kind === 'unsynced') return;
     if (kind === 'synced') {
       if (this.durabilityLost === undefined) this.syncedThrough = this.relaxedCommits;
-      if (this.syncTimer !== undefined) {
-        clearTimeout(this.syncTimer);
-        this.syncTimer = undefined;
-      }
+      this.cancelSyncTimer();
       return;
     }
     this.relaxedCommits++;
     this.scheduleSync(this.syncWithinMs);
+  }
+
+  private cancelSyncTimer(): void {
+    if (this.syncTimer === undefined) return;
+    clearTimeout(this.syncTimer);
+    this.syncTimer = undefined;
   }
 
   private scheduleSync(ms: number): void {

@@ -79,17 +79,15 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
           reject(err);
         }
       };
-      const cut = (err: Error) => {
-        fail(err);
+      // Rejects with `reason` (if nothing was answered yet) and ends the request and any body being read.
+      const cut = (reason: unknown) => {
+        fail(reason);
+        const err = reason instanceof Error ? reason : new Error('aborted');
         res?.destroy(err);
         req.destroy(err);
       };
       // Until the body has ended: aborting also cuts a response being read.
-      const onAbort = () => {
-        const reason: unknown = signal!.reason;
-        fail(reason);
-        cut(reason instanceof Error ? reason : new Error('aborted'));
-      };
+      const onAbort = () => cut(signal!.reason);
       signal?.addEventListener('abort', onAbort, { once: true });
       const unlink = () => signal?.removeEventListener('abort', onAbort);
       if (method !== 'GET') req.setTimeout(idleTimeoutMs, () => cut(new Error(`upstream sent nothing for ${idleTimeoutMs} ms`)));
@@ -100,7 +98,7 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
           answer(incoming);
         } catch (err) {
           // e.g. a header value fetch's Headers refuses: the answer is unusable, not fatal.
-          cut(err instanceof Error ? err : new Error(String(err)));
+          cut(err);
         }
       });
       req.end(body ?? undefined);

@@ -298,6 +298,8 @@ export class GatewayPipeline {
     const read =
       this.#o.auditDurability !== 'strict' && decision.kind === 'allow' && decision.tool.scope === 'read' && decision.tool.consequence === 'reversible' && this.#o.audit.sync !== undefined;
     let decidedDurable: Promise<void> | undefined;
+    // Whether the agent may hear anything yet: progress before then is dropped (it is advisory).
+    let durable = !read;
     try {
       await this.#o.audit.append(
         {
@@ -311,8 +313,11 @@ export class GatewayPipeline {
       );
       if (read) {
         decidedDurable = this.#o.audit.sync!();
-        // Awaited before the answer; until then a failure must not surface as unhandled.
-        decidedDurable.catch(() => {});
+        // A failure is handled where the answer awaits it; until then it must not surface as unhandled.
+        decidedDurable.then(
+          () => (durable = true),
+          () => {},
+        );
       }
     } catch (err) {
       this.#log.error({ err: describeError(err), callId, agent, server: sv, tool }, 'audit write failed: refusing the call');
@@ -388,12 +393,7 @@ export class GatewayPipeline {
 
       // 6. Forward. A read's answer (its result, an upstream error, even
       // progress text) reaches the agent only once its call.decided row is on
-      // stable storage; progress before that is dropped (it is advisory).
-      let durable = decidedDurable === undefined;
-      decidedDurable?.then(
-        () => (durable = true),
-        () => {},
-      );
+      // stable storage.
       let outcome: { result: CallToolResult } | { error: unknown };
       try {
         const result = await this.#o.upstreams.callTool(sv, tool, args, {
