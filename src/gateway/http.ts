@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest, isJSONRPCRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditSink } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
@@ -10,14 +9,15 @@ import type { AlertSink } from '../control/types.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { GatewayPipeline } from './pipeline.ts';
+import { AgentTransport } from './agent-transport.ts';
 import { findProtoKey } from './arguments.ts';
 import { SessionServer } from './session.ts';
 import type { TokenStore } from './tokens.ts';
 
 /**
  * The HTTP edge: Host/Origin checks (DNS-rebinding protection), bearer-token
- * authentication, and sessions bound to the agent that opened them. Everything
- * MCP is left to the SDK's StreamableHTTPServerTransport.
+ * authentication, and sessions bound to the agent that opened them. The
+ * transport's part of MCP is AgentTransport's; the rest is the SDK's Server.
  */
 
 export interface HttpEdgeOptions {
@@ -39,7 +39,7 @@ export interface HttpEdgeOptions {
 interface Session {
   id: string;
   agent: string;
-  transport: StreamableHTTPServerTransport;
+  transport: AgentTransport;
   mcp: SessionServer;
   lastSeen: number;
   active: number;
@@ -58,9 +58,6 @@ interface AuthFailureWindow {
   agents: Set<string>;
   timer: NodeJS.Timeout;
 }
-
-/** What the edge tells a session about the request a message came in on (see the SDK's AuthInfo). */
-type AuthenticatedRequest = IncomingMessage & { auth?: AuthInfo };
 
 export const MCP_PATH = '/mcp';
 /**
@@ -288,7 +285,7 @@ export class HttpEdge {
     // Travels with each message to its handler (SDK AuthInfo), so a call can
     // check again, before it is forwarded, that this very token still stands.
     // The token's id, never its secret.
-    (req as AuthenticatedRequest).auth = { token: auth.tokenId, clientId: agent, scopes: [], extra: { tokenId: auth.tokenId } };
+    const authInfo: AuthInfo = { token: auth.tokenId, clientId: agent, scopes: [], extra: { tokenId: auth.tokenId } };
     const claimed = req.headers['x-warden-agent'];
     if (typeof claimed === 'string' && claimed !== agent) {
       await this.#authFailed(req, 'agent_mismatch', `token of agent ${agent} presented as agent ${claimed}`, agent);
@@ -332,7 +329,7 @@ export class HttpEdge {
         await this.#authFailed(req, 'session_mismatch', `agent ${agent} presented a session of agent ${session.agent}`, agent);
         return jsonError(res, 403, -32000, 'Forbidden: this session belongs to a different agent');
       }
-      return this.#serve(session, req, res, body);
+      return this.#serve(session, req, res, body, authInfo);
     }
 
     if (req.method !== 'POST' || !isInitializeRequest(body)) {
@@ -342,15 +339,16 @@ export class HttpEdge {
       return jsonError(res, 429, -32000, `Too many sessions: agent ${agent} already has ${this.#o.maxSessionsPerAgent} active sessions`);
     }
     const mcp = new SessionServer(this.#o.pipeline, agent, this.#log, (tokenId) => this.#o.tokens.isLive(tokenId));
-    const session: Session = { id: '', agent, transport: undefined as unknown as StreamableHTTPServerTransport, mcp, lastSeen: this.#o.clock.now(), active: 0 };
-    session.transport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
-      onsessioninitialized: (id) => {
+    const session: Session = { id: '', agent, transport: undefined as unknown as AgentTransport, mcp, lastSeen: this.#o.clock.now(), active: 0 };
+    session.transport = new AgentTransport({
+      clock: this.#o.clock,
+      newSessionId: () => randomUUID(),
+      onInitialized: (id) => {
         session.id = id;
         this.#sessions.set(id, session);
         this.#log.info({ agent, session: id }, 'session opened');
       },
-      onsessionclosed: (id) => {
+      onDeleted: (id) => {
         // DELETE: the agent ended its session on purpose.
         session.closing ??= 'the agent ended its session';
         this.#sessions.delete(id);
@@ -366,10 +364,10 @@ export class HttpEdge {
       if (n > 0) this.#log.info({ agent, session: session.id, calls: n, why: session.closing }, 'session ended with calls running: abandoned them');
     };
     await mcp.server.connect(session.transport);
-    return this.#serve(session, req, res, body);
+    return this.#serve(session, req, res, body, authInfo);
   }
 
-  async #serve(session: Session, req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
+  #serve(session: Session, req: IncomingMessage, res: ServerResponse, body: unknown, authInfo: AuthInfo): void {
     session.lastSeen = this.#o.clock.now();
     session.active++;
     // The requests this POST carries are answered on its response stream; if
@@ -387,7 +385,7 @@ export class HttpEdge {
       const n = session.mcp.abortCalls(new WardenError('CALL_ABANDONED', "the agent's connection closed before the answer was sent"), ids);
       if (n > 0) this.#log.info({ agent: session.agent, session: session.id, calls: n }, 'agent connection closed with calls running: abandoned them');
     });
-    await session.transport.handleRequest(req, res, body);
+    session.transport.handle(req, res, body, authInfo);
   }
 
   /** Keeps one agent from piling up sessions: evicts its longest-idle one, or refuses. */
