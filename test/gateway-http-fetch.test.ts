@@ -90,6 +90,12 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
       const again = await f(`${base}/json`, { method: 'POST', headers: new Headers({ 'X-Upstream-Key': 'k2' }), body: 'x' });
       expect(await again.json()).toEqual({ echo: 'x' });
       expect(seen.at(-1)!.headers['x-upstream-key']).toBe('k2');
+      // A body read whole is served from its bytes, by every reader.
+      const whole = await f(`${base}/json`, { method: 'POST', body: 'ü' });
+      expect(whole).toBeInstanceOf(Response);
+      expect(await whole.text()).toBe('{"echo":"ü"}');
+      expect(await whole.json()).toEqual({ echo: 'ü' });
+      expect(new TextDecoder().decode(await whole.arrayBuffer())).toBe('{"echo":"ü"}');
     } finally {
       f.close();
     }

@@ -47,6 +47,26 @@ const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
  * followed (the SDK follows same-origin ones itself). Whatever a server
  * sends, the worst outcome is a rejected promise or an errored stream.
  */
+/**
+ * A body already read whole, served from the buffer: the SDK reads these
+ * with text() or json(), and a fetch Response built on the bytes would wrap
+ * them in a web stream only to read them back out (tens of µs per answer,
+ * on every call's path). `body` is null: read it through text(), json() or
+ * arrayBuffer().
+ */
+class BufferedResponse extends Response {
+  override readonly text: () => Promise<string>;
+  override readonly json: () => Promise<unknown>;
+  override readonly arrayBuffer: () => Promise<ArrayBuffer>;
+
+  constructor(bytes: Buffer, init: ResponseInit) {
+    super(null, init);
+    this.text = async () => bytes.toString('utf8');
+    this.json = async () => JSON.parse(bytes.toString('utf8'));
+    this.arrayBuffer = async () => new Uint8Array(bytes).buffer;
+  }
+}
+
 export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
   const limit = options.maxResponseBytes ?? Number.POSITIVE_INFINITY;
   const onExceeded = options.onExceeded ?? (() => {});
@@ -185,7 +205,7 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
           unlink();
           if (settled) return;
           settled = true;
-          resolve(new Response(Buffer.concat(chunks), init));
+          resolve(new BufferedResponse(Buffer.concat(chunks), init));
         });
         incoming.on('error', fail);
       }
