@@ -98,6 +98,8 @@ export class AuditLog implements AuditSink {
   private readonly db: Db;
   private readonly readBusyTimeout: Statement<[], number> | undefined;
   private readonly readSynchronous: Statement<[], number> | undefined;
+  /** Prepared `PRAGMA synchronous = n`, by n: set twice per relaxed commit, and db.pragma() would compile it each time. */
+  private readonly synchronousSetters = new Map<number, Statement<[]>>();
   /** The WAL file, when batches may skip their fsync (a file-backed database in WAL mode). */
   private readonly walFile: string | undefined;
   private readonly syncWithinMs: number;
@@ -330,11 +332,11 @@ export class AuditLog implements AuditSink {
       let written: { firstSeq: number; hashes: string[] };
       if (relaxed) {
         // Only for this transaction: everything else on the connection keeps its setting.
-        this.db.pragma(`synchronous = ${SYNC_NORMAL}`);
+        this.setSynchronous(SYNC_NORMAL);
         try {
           written = this.chain.write(rows);
         } finally {
-          this.db.pragma(`synchronous = ${synchronous}`);
+          this.setSynchronous(synchronous);
         }
       } else written = this.chain.write(rows);
       this.committed(kind);
@@ -405,6 +407,15 @@ export class AuditLog implements AuditSink {
     });
     this.logger?.error({ err: message, rows }, 'audit batch failed; every caller in it is told');
     for (const p of batch) this.settled(p).reject(failure);
+  }
+
+  private setSynchronous(level: number): void {
+    let set = this.synchronousSetters.get(level);
+    if (!set) {
+      set = this.db.prepare<[]>(`PRAGMA synchronous = ${Math.trunc(level)}`);
+      this.synchronousSetters.set(level, set);
+    }
+    set.run();
   }
 
   private settled(p: Pending): Pending {
