@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog, GENESIS_HASH, REDACTED, rowHash, verifyChain, type AuditLogOptions, type AuditRow } from '../src/audit/index.ts';
-import type { AuditWriter } from '../src/audit/log.ts';
+import { LOOP_FSYNC_MAX_MS, type AuditWriter } from '../src/audit/log.ts';
 import { writerReady } from '../src/audit/writer-thread.ts';
 import type { Clock } from '../src/clock.ts';
 import { isWardenError } from '../src/errors.ts';
@@ -288,6 +288,40 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     await log.sync();
     expect(log.syncPending).toBe(false);
     expect(allRows(d)).toHaveLength(7);
+  });
+
+  it('a quiet sync runs on the event loop once fsyncs are known to be fast, and goes back to the thread pool after a slow one', async () => {
+    // Each fsync is timed with two reads of the monotonic clock: `step` apart.
+    let mono = 0;
+    let step = 0;
+    const clock: Clock = { ...fixedClock(1_700_000_000_000), monotonic: () => (mono += step) };
+    const log = await makeLog(db(), { syncWithinMs: 60_000, clock });
+    const quietSync = async () => {
+      await log.append({ event: 'relaxed' }, { sync: false });
+      await log.sync({ quiet: true });
+      expect(log.syncPending).toBe(false);
+    };
+    // No fsync timed yet: the first goes to the pool.
+    await quietSync();
+    expect([log.syncs, log.loopSyncs]).toEqual([1, 0]);
+    await quietSync();
+    expect([log.syncs, log.loopSyncs]).toEqual([2, 1]);
+    // Not quiet: the pool, whatever the timings.
+    await log.append({ event: 'relaxed' }, { sync: false });
+    await log.sync();
+    expect([log.syncs, log.loopSyncs]).toEqual([3, 1]);
+    // A slow disk: the fsync that finds out still ran on the loop; the next ones do not.
+    step = LOOP_FSYNC_MAX_MS + 1;
+    await quietSync();
+    expect([log.syncs, log.loopSyncs]).toEqual([4, 2]);
+    await quietSync();
+    expect([log.syncs, log.loopSyncs]).toEqual([5, 2]);
+    // Fast again (timed on the pool): back on the loop.
+    step = 0;
+    await quietSync();
+    expect([log.syncs, log.loopSyncs]).toEqual([6, 2]);
+    await quietSync();
+    expect([log.syncs, log.loopSyncs]).toEqual([7, 3]);
   });
 
   it('close() syncs rows that were only committed', async () => {

@@ -560,7 +560,7 @@ agents:
           asked.push([entry.event, entry.tool, options?.sync !== false]);
           return audit.append(entry, options);
         },
-        sync: () => audit.sync(),
+        sync: (options) => audit.sync(options),
       }),
     );
     try {
@@ -581,5 +581,52 @@ agents:
     } finally {
       await g.close();
     }
+  });
+
+  it("lets a read's fsync run on the event loop only while no other call is running", async () => {
+    const quiet: (boolean | undefined)[] = [];
+    let held: Promise<unknown> | undefined;
+    const g = await startHarness(
+      `
+servers:
+  web:
+    url: ${echo.url}
+    tools:
+      echo:         { scope: read }
+      echo_request: { scope: read }
+agents:
+  - agent: support-triage
+    mcp_scopes: { web: [read] }
+    approval_required: [echo_request]
+    approval_timeout: 5m
+    owner: U0123ABCD
+`,
+      {},
+      { syncWithinMs: 60_000 },
+      (audit) => ({
+        append: (entry, options) => audit.append(entry, options),
+        sync: (options) => {
+          quiet.push(options?.quiet);
+          return audit.sync(options);
+        },
+      }),
+    );
+    try {
+      const c = await g.connect('support-triage');
+      expect(textOf(await c.callTool({ name: 'web__echo', arguments: { message: 'alone' } }))).toBe('alone');
+      expect(quiet).toEqual([true]);
+      // A call held for a human is running: the next read's fsync stays off the loop.
+      held = c.callTool({ name: 'web__echo_request', arguments: {} }).catch(() => undefined);
+      await waitFor(async () => {
+        await g.flush();
+        return g.rows({ event: 'call.decided' }).some((r) => r.tool === 'echo_request');
+      }, 'the held call');
+      expect(textOf(await c.callTool({ name: 'web__echo', arguments: { message: 'beside a held call' } }))).toBe('beside a held call');
+      expect(quiet).toEqual([true, false]);
+    } finally {
+      await g.close();
+    }
+    // Closing the gateway answered the held call.
+    await held;
   });
 });

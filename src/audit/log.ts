@@ -1,4 +1,4 @@
-import { closeSync, fsync, openSync } from 'node:fs';
+import { closeSync, fsync, fsyncSync, openSync } from 'node:fs';
 import { clearImmediate, clearTimeout, setImmediate, setTimeout } from 'node:timers';
 import type { Statement } from 'better-sqlite3';
 import { systemClock, type Clock } from '../clock.ts';
@@ -7,7 +7,7 @@ import type { Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
 import { chainWriter, type ChainHead, type ChainRow, type ChainWriter } from './chain.ts';
 import { DEFAULT_MAX_RESULT_CHARS, redactString, serialiseRedacted, truncateText, wellFormed } from './redact.ts';
-import type { AppendOptions, AuditEntry, AuditSink } from './types.ts';
+import type { AppendOptions, AuditEntry, AuditSink, SyncOptions } from './types.ts';
 import type { WriterSettings } from './writer-protocol.ts';
 import { WriterLink, type BatchOutcome } from './writer-thread.ts';
 
@@ -58,6 +58,8 @@ interface Pending {
 const DEFAULT_MAX_ARGS_CHARS = 64 * 1024;
 const DEFAULT_MAX_BATCH = 1000;
 const DEFAULT_SYNC_WITHIN_MS = 20;
+/** A `quiet` fsync runs on the event loop only while the last fsync took at most this long: a slow disk must not hold the loop. */
+export const LOOP_FSYNC_MAX_MS = 2;
 /** PRAGMA synchronous values: below FULL a WAL commit does not fsync. */
 const SYNC_NORMAL = 1;
 const SYNC_FULL = 2;
@@ -109,6 +111,9 @@ export class AuditLog implements AuditSink {
   private syncTimer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private walSyncs = 0;
+  private loopWalSyncs = 0;
+  /** How long the last fsync of the WAL took; unknown (so: not on the loop) until one has run. */
+  private lastFsyncMs = Number.POSITIVE_INFINITY;
   private walFd: number | undefined;
   /**
    * Set for good when an fsync of the WAL fails. After an I/O error the OS
@@ -206,12 +211,18 @@ export class AuditLog implements AuditSink {
     return this.walSyncs;
   }
 
+  /** How many of those fsyncs ran on the event loop (see SyncOptions.quiet). */
+  get loopSyncs(): number {
+    return this.loopWalSyncs;
+  }
+
   /**
    * Brings every row committed so far to stable storage: resolves at once
    * if a synced commit or an fsync already covered them, else fsyncs the WAL
-   * (off the event loop; concurrent callers share one fsync).
+   * (off the event loop unless `quiet` says it may run on it; concurrent
+   * callers share one fsync).
    */
-  async sync(): Promise<void> {
+  async sync(options: SyncOptions = {}): Promise<void> {
     const target = this.relaxedCommits;
     while (this.syncedThrough < target) {
       if (this.durabilityLost) throw this.durabilityLost;
@@ -221,7 +232,7 @@ export class AuditLog implements AuditSink {
       }
       this.cancelSyncTimer();
       const through = this.relaxedCommits;
-      this.syncing = this.fsyncWal()
+      this.syncing = this.fsyncWal(options.quiet === true)
         .then(
           () => {
             this.syncedThrough = Math.max(this.syncedThrough, through);
@@ -246,11 +257,14 @@ export class AuditLog implements AuditSink {
   }
 
   /**
-   * fsync of the WAL on libuv's thread pool, so the event loop keeps serving.
+   * fsync of the WAL on libuv's thread pool, so the event loop keeps serving;
+   * or, when the caller says the loop is quiet and fsyncs are fast, on the
+   * loop in the next check phase: by then the caller's own I/O (a request
+   * upstream) is with the kernel, and the fsync overlaps the wait for it.
    * The file stays open: SQLite keeps the same WAL file (resetting it in
    * place) for as long as any connection, this log's own included, is open.
    */
-  private fsyncWal(): Promise<void> {
+  private fsyncWal(quiet: boolean): Promise<void> {
     if (this.finished) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
     if (this.walFd === undefined) {
       try {
@@ -262,15 +276,26 @@ export class AuditLog implements AuditSink {
       }
     }
     const fd = this.walFd;
-    return new Promise<void>((resolve, reject) =>
-      fsync(fd, (err) => {
-        if (err) reject(err);
-        else {
-          this.walSyncs++;
-          resolve();
+    const onLoop = quiet && this.lastFsyncMs <= LOOP_FSYNC_MAX_MS;
+    return new Promise<void>((resolve, reject) => {
+      const started = this.clock.monotonic();
+      const done = (err: unknown) => {
+        this.lastFsyncMs = this.clock.monotonic() - started;
+        if (err) return reject(err);
+        this.walSyncs++;
+        if (onLoop) this.loopWalSyncs++;
+        resolve();
+      };
+      if (!onLoop) return fsync(fd, done);
+      setImmediate(() => {
+        try {
+          fsyncSync(fd);
+        } catch (err) {
+          return done(err);
         }
-      }),
-    );
+        done(null);
+      });
+    });
   }
 
   /** Flushes and syncs, then refuses further appends and lets go of the writer thread (stopping it if no log is left). */

@@ -54,10 +54,21 @@ export interface AppendOptions {
   sync?: boolean | undefined;
 }
 
+export interface SyncOptions {
+  /**
+   * The caller is about to wait for I/O of its own and nothing else is
+   * running (a lone call about to be forwarded): the fsync may then run on
+   * the event loop, once the I/O queued this tick has been handed to the
+   * kernel, rather than on the thread pool. Waking a pool thread costs a
+   * quiet machine more than the fsync saves by running beside the loop.
+   */
+  quiet?: boolean | undefined;
+}
+
 /** What the gateway, approvals and control need from the audit trail. */
 export interface AuditSink {
   /** Resolves once the row is committed (group commit), with its chain position; see AppendOptions for how durably. */
   append(entry: AuditEntry, options?: AppendOptions): Promise<{ seq: number; hash: string }>;
   /** Resolves once every row committed so far is on stable storage. A sink without it is treated as syncing every row. */
-  sync?(): Promise<void>;
+  sync?(options?: SyncOptions): Promise<void>;
 }
