@@ -3,17 +3,7 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { MAX_BATCH_SIZE } from '@modelcontextprotocol/sdk/server/requestBody.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
-import {
-  ErrorCode,
-  JSONRPCMessageSchema,
-  SUPPORTED_PROTOCOL_VERSIONS,
-  isInitializeRequest,
-  isJSONRPCErrorResponse,
-  isJSONRPCRequest,
-  isJSONRPCResultResponse,
-  type JSONRPCMessage,
-  type RequestId,
-} from '@modelcontextprotocol/sdk/types.js';
+import { ErrorCode, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Clock } from '../clock.ts';
 
 /**
@@ -71,6 +61,12 @@ interface Exchange {
 function sseEvent(message: JSONRPCMessage): string {
   return `event: message\ndata: ${JSON.stringify(message)}\n\n`;
 }
+
+// A message that passed JSONRPCMessageSchema (or comes from the SDK's own
+// Protocol) is told apart by its members: the SDK's is*() guards would parse
+// it again with zod, several times per request.
+const isRequest = (m: JSONRPCMessage): m is JSONRPCRequest => 'method' in m && 'id' in m;
+const isAnswer = (m: JSONRPCMessage): boolean => 'result' in m || 'error' in m;
 
 /** Writes unless the response is already over (an ended response would raise an error event). */
 function write(res: ServerResponse, text: string): void {
@@ -141,7 +137,8 @@ export class AgentTransport implements Transport {
       messages.push(parsed.data);
     }
 
-    if (messages.some(isInitializeRequest)) {
+    // Its params are the SDK Server's to check; the edge opens a session only for a valid one.
+    if (messages.some((m) => isRequest(m) && m.method === 'initialize')) {
       if (this.sessionId !== undefined) return refuse(res, 400, -32600, 'Invalid Request: Server already initialized');
       if (messages.length > 1) return refuse(res, 400, -32600, 'Invalid Request: Only one initialization request is allowed');
       this.sessionId = this.#o.newSessionId();
@@ -152,7 +149,7 @@ export class AgentTransport implements Transport {
     }
 
     const extra = { authInfo, requestInfo: { headers: req.headers } };
-    const ids = messages.filter(isJSONRPCRequest).map((m) => m.id);
+    const ids = messages.filter(isRequest).map((m) => m.id);
     if (ids.length === 0) {
       // Only notifications or answers to our requests: accepted, nothing to answer.
       res.writeHead(202).end();
@@ -209,8 +206,8 @@ export class AgentTransport implements Transport {
   }
 
   async send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
-    const answer = isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message);
-    const id = answer ? message.id : options?.relatedRequestId;
+    const answer = isAnswer(message);
+    const id = answer ? (message as { id: RequestId }).id : options?.relatedRequestId;
     if (id === undefined) {
       if (answer) throw new Error('An answer must belong to a request');
       if (this.#standalone) write(this.#standalone.res, sseEvent(message));

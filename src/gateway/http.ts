@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
-import { isInitializeRequest, isJSONRPCRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { isInitializeRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditSink } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import type { AlertSink } from '../control/types.ts';
@@ -132,7 +132,12 @@ class BodyTooLarge extends Error {}
 function requestIdsOf(body: unknown): RequestId[] {
   const messages = Array.isArray(body) ? body : [body];
   const ids: RequestId[] = [];
-  for (const m of messages) if (isJSONRPCRequest(m)) ids.push(m.id);
+  // Not validated yet (the transport does that): only what can be a request's id is kept.
+  for (const m of messages) {
+    if (typeof m !== 'object' || m === null || typeof (m as { method?: unknown }).method !== 'string') continue;
+    const id = (m as { id?: unknown }).id;
+    if (typeof id === 'string' || typeof id === 'number') ids.push(id);
+  }
   return ids;
 }
 
