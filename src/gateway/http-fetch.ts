@@ -81,7 +81,9 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
       const body = init?.body;
       if (body !== undefined && body !== null && typeof body !== 'string') return reject(new TypeError('only string request bodies are supported'));
       const headers: Record<string, string> = {};
-      new Headers(init?.headers).forEach((value, name) => {
+      // The SDK passes a Headers already: read it as it is rather than copy it into another.
+      const given = init?.headers;
+      (given instanceof Headers ? given : new Headers(given)).forEach((value, name) => {
         headers[name] = value;
       });
       if (typeof body === 'string') headers['content-length'] = String(Buffer.byteLength(body));

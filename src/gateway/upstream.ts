@@ -6,7 +6,6 @@ import {
   CallToolResultSchema,
   ErrorCode as McpErrorCode,
   ListToolsResultSchema,
-  isJSONRPCNotification,
   McpError,
   ToolListChangedNotificationSchema,
   type CallToolResult,
@@ -359,7 +358,8 @@ export class UpstreamManager implements Upstreams {
   #interceptProgress(conn: Connection, transport: McpTransport): void {
     const inner = transport.onmessage;
     transport.onmessage = (message, extra) => {
-      if (isJSONRPCNotification(message) && message.method === 'notifications/progress') {
+      // Already validated by the transport: its members tell a notification apart (no zod parse per message).
+      if ('method' in message && !('id' in message) && message.method === 'notifications/progress') {
         const params = message.params as { progressToken?: unknown } & Progress;
         const listener = typeof params.progressToken === 'string' ? conn.progress.get(params.progressToken) : undefined;
         if (listener) {
