@@ -28,17 +28,19 @@ import { openDb } from '../src/store/db.ts';
  *                       governed = SDK Client → Streamable HTTP → Warden → Streamable HTTP → the same
  *   A includes the cost of HTTP itself (the agent-facing transport) against a
  *   pipe; B compares like with like, so it isolates what Warden adds. The
- *   paths compared are warmed alike and measured in alternating rounds, so
- *   neither gains from running later (JIT, a warmer upstream, a quieter
- *   machine).
+ *   paths compared are warmed alike, then take turns call by call (A, B, A,
+ *   B, …), so drift (JIT, a warmer upstream, a quieter machine) falls on
+ *   both alike. Turns of 500 calls were not enough: the very same path
+ *   measured 2–7% faster in a later turn than in an earlier one, which moves
+ *   a ratio near 2 by about 0.1.
  * Throughput: 16 agent sessions, calls/s with every call's call.decided row
  * committed before forwarding and on stable storage before the answer, and
  * its call.completed row committed before the answer (checked by counting
- * rows afterwards). The agents are a
- * lean HTTP load generator in its own process (bench/load/), because the
- * SDK's client costs more CPU per call than the gateway and both share the
- * machine's 2 cores; the same run with SDK-client agents is printed too. The
- * gateway's event-loop time and CPU per call are printed alongside.
+ * rows afterwards). The agents are a lean HTTP load generator in its own
+ * process (bench/load/), because the SDK's client costs more CPU per call
+ * than the gateway and both share the machine's 2 cores; the same run with
+ * SDK-client agents is printed too. The gateway's event-loop time and CPU
+ * per call are printed alongside.
  */
 
 const ROOT = join(import.meta.dirname, '..');
@@ -77,9 +79,8 @@ interface Latency {
 }
 
 const WARM_CALLS = 300;
-const ROUNDS = 4;
 
-/** `n` sequential calls per path, in ROUNDS alternating rounds after warming every path alike. The first path is the baseline. */
+/** `n` sequential calls per path, the paths taking turns call by call after warming every path alike. The first path is the baseline. */
 async function latencies(paths: Path[], n: number): Promise<Latency[]> {
   const call = async (p: Path) => {
     const res = await p.client.callTool({ name: p.tool, arguments: ARGS });
@@ -87,13 +88,11 @@ async function latencies(paths: Path[], n: number): Promise<Latency[]> {
   };
   for (const p of paths) for (let i = 0; i < WARM_CALLS; i++) await call(p);
   const samples = paths.map(() => [] as number[]);
-  for (let r = 0; r < ROUNDS; r++) {
+  for (let i = 0; i < n; i++) {
     for (const [k, p] of paths.entries()) {
-      for (let i = 0; i < n / ROUNDS; i++) {
-        const t0 = performance.now();
-        await call(p);
-        samples[k]!.push(performance.now() - t0);
-      }
+      const t0 = performance.now();
+      await call(p);
+      samples[k]!.push(performance.now() - t0);
     }
   }
   return paths.map((p, k) => {
