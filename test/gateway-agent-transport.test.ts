@@ -184,6 +184,25 @@ describe('AgentTransport', () => {
     expect((await ended(await send('POST', call(9, 'now'), headers))).status).toBe(404);
   });
 
+  it('ends the response of a request the agent cancels, which gets no answer, so it does not hold the connection', async () => {
+    const headers = await initialized();
+    let answer: Answer | undefined;
+    void send('POST', call(11, 'wait'), headers).then((a) => (answer = a));
+    await waitFor(() => release, 'the call to reach its handler');
+    const cancel = await ended(await send('POST', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 11, reason: 'changed my mind' } }, headers));
+    expect(cancel.status).toBe(202);
+    const a = await ended(await waitFor(() => answer, 'the cancelled request to be answered'));
+    // An event stream with nothing in it: there is no empty JSON-RPC answer.
+    expect(a.headers['content-type']).toBe('text/event-stream');
+    expect(events(a.body)).toEqual([]);
+    // The handler finishing later has nowhere to go, and nothing is left waiting.
+    release!('too late');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(clock.pending).toBe(0);
+    const next = await ended(await send('POST', call(11, 'now'), headers));
+    expect(JSON.parse(next.body)).toMatchObject({ id: 11, result: { content: [{ text: 'now ' }] } });
+  });
+
   it('carries messages not tied to a request on the GET stream, one per session', async () => {
     const headers = await initialized();
     const get = await send('GET', undefined, { ...headers, Accept: 'text/event-stream' });

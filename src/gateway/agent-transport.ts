@@ -3,7 +3,7 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { MAX_BATCH_SIZE } from '@modelcontextprotocol/sdk/server/requestBody.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { ErrorCode, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { ErrorCode, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Clock } from '../clock.ts';
 
 /**
@@ -53,6 +53,8 @@ interface Exchange {
   res: ServerResponse;
   ids: RequestId[];
   answers: Map<RequestId, JSONRPCMessage>;
+  /** Requests the agent cancelled: no answer will come for them (the SDK sends none). */
+  cancelled: Set<RequestId>;
   streaming: boolean;
   timer: NodeJS.Timeout | undefined;
   keepAlive: NodeJS.Timeout | undefined;
@@ -153,19 +155,35 @@ export class AgentTransport implements Transport {
     if (ids.length === 0) {
       // Only notifications or answers to our requests: accepted, nothing to answer.
       res.writeHead(202).end();
-      for (const m of messages) this.onmessage?.(m, extra);
+      this.#deliver(messages, extra);
       return;
     }
     const clash = ids.find((id, i) => this.#pending.has(id) || ids.indexOf(id) !== i);
     if (clash !== undefined) {
       return refuse(res, 400, -32600, `Invalid Request: request id ${JSON.stringify(clash)} is already waiting for its answer in this session`);
     }
-    const ex: Exchange = { res, ids, answers: new Map(), streaming: false, timer: undefined, keepAlive: undefined };
+    const ex: Exchange = { res, ids, answers: new Map(), cancelled: new Set(), streaming: false, timer: undefined, keepAlive: undefined };
     for (const id of ids) this.#pending.set(id, ex);
     ex.timer = this.#o.clock.setTimeout(() => this.#stream(ex), this.#streamAfterMs);
     // The agent went away first: nobody is left to answer (the edge aborts the calls).
     res.once('close', () => this.#forget(ex));
+    this.#deliver(messages, extra);
+  }
+
+  #deliver(messages: readonly JSONRPCMessage[], extra: MessageExtraInfo): void {
     for (const m of messages) this.onmessage?.(m, extra);
+    // A cancelled request gets no answer: the response that waits for it must
+    // end anyway, or it would hold the agent's connection for the session's life.
+    for (const m of messages) {
+      if (!isRequest(m) && 'method' in m && m.method === 'notifications/cancelled') {
+        const id = (m.params as { requestId?: RequestId } | undefined)?.requestId;
+        const ex = id === undefined ? undefined : this.#pending.get(id);
+        if (ex && !ex.answers.has(id!)) {
+          ex.cancelled.add(id!);
+          if (ex.answers.size + ex.cancelled.size === ex.ids.length) this.#finish(ex);
+        }
+      }
+    }
   }
 
   #get(req: IncomingMessage, res: ServerResponse): void {
@@ -222,9 +240,10 @@ export class AgentTransport implements Transport {
       write(ex.res, sseEvent(message));
       return;
     }
+    if (ex.cancelled.has(id)) return;
     ex.answers.set(id, message);
     if (ex.streaming) write(ex.res, sseEvent(message));
-    if (ex.answers.size === ex.ids.length) this.#finish(ex);
+    if (ex.answers.size + ex.cancelled.size === ex.ids.length) this.#finish(ex);
   }
 
   /** Turns an exchange's response into an SSE stream (once), sending the answers it already has. */
@@ -244,7 +263,12 @@ export class AgentTransport implements Transport {
       ex.res.end();
       return;
     }
-    const answers = ex.ids.map((id) => ex.answers.get(id)!);
+    const answers = ex.ids.filter((id) => ex.answers.has(id)).map((id) => ex.answers.get(id)!);
+    if (answers.length === 0) {
+      // All cancelled: JSON has no empty answer, but an event stream may be empty.
+      ex.res.writeHead(200, { ...SSE_HEADERS, 'mcp-session-id': this.sessionId! }).end();
+      return;
+    }
     ex.res.writeHead(200, { 'Content-Type': 'application/json', 'mcp-session-id': this.sessionId! });
     ex.res.end(JSON.stringify(answers.length === 1 ? answers[0] : answers));
   }
@@ -270,7 +294,7 @@ export class AgentTransport implements Transport {
     this.#closed = true;
     for (const ex of new Set(this.#pending.values())) {
       for (const id of ex.ids) {
-        if (ex.answers.has(id)) continue;
+        if (ex.answers.has(id) || ex.cancelled.has(id)) continue;
         const unanswered: JSONRPCMessage = { jsonrpc: '2.0', id, error: { code: ErrorCode.ConnectionClosed, message: 'The session was closed before this request was answered' } };
         ex.answers.set(id, unanswered);
         if (ex.streaming) write(ex.res, sseEvent(unanswered));
