@@ -125,16 +125,39 @@ describe('AgentTransport', () => {
     expect(seenTokenIds.at(-1)).toBe('token-id');
   });
 
-  it('answers a batch with the answers in the order of its requests', async () => {
+  it('answers a batch with the answers in the order of its requests, whatever order they come in, and a batch of one as a batch', async () => {
     const headers = await initialized();
-    const batch = [call(7, 'now', { arguments: { n: 'seven' } }), call(3, 'now', { arguments: { n: 'three' } })];
-    const a = await ended(await send('POST', batch, headers));
+    // 7 waits for the test; 3 is answered at once, first.
+    const answering = send('POST', [call(7, 'wait'), call(3, 'now', { arguments: { n: 'three' } })], headers);
+    await waitFor(() => release, 'the first call to reach its handler');
+    release!('seven');
+    const a = await ended(await answering);
     expect(a.headers['content-type']).toBe('application/json');
+    expect(Number(a.headers['content-length'])).toBe(Buffer.byteLength(a.body));
     const answers = JSON.parse(a.body) as { id: number; result: { content: { text: string }[] } }[];
     expect(answers.map((x) => [x.id, x.result.content[0]!.text])).toEqual([
-      [7, 'now seven'],
+      [7, 'seven'],
       [3, 'now three'],
     ]);
+    const one = await ended(await send('POST', [call(4, 'now')], headers));
+    expect(JSON.parse(one.body)).toEqual([{ jsonrpc: '2.0', id: 4, result: { content: [{ type: 'text', text: 'now ' }] } }]);
+  });
+
+  it("keeps a request's id taken after its connection drops, until its answer comes (then dropped), so a reuse cannot get that answer", async () => {
+    const headers = await initialized();
+    const dropped = httpRequest(url, { method: 'POST', headers: { Accept: ACCEPT, 'Content-Type': 'application/json', ...headers } });
+    dropped.on('error', () => {});
+    dropped.end(JSON.stringify(call(12, 'wait')));
+    await waitFor(() => release, 'the call to reach its handler');
+    dropped.destroy();
+    // The timers of that response went with it.
+    await waitFor(() => clock.pending === 0, 'the timers to be cleared');
+    const early = await ended(await send('POST', call(12, 'now'), headers));
+    expect(early.status).toBe(400);
+    release!('answer of the dropped call');
+    await new Promise((r) => setTimeout(r, 20));
+    const reuse = await ended(await send('POST', call(12, 'now', { arguments: { n: 'reused' } }), headers));
+    expect(JSON.parse(reuse.body)).toMatchObject({ id: 12, result: { content: [{ text: 'now reused' }] } });
   });
 
   it('turns the response into an SSE stream as soon as there is progress to send, then ends it with the answer', async () => {
@@ -203,6 +226,40 @@ describe('AgentTransport', () => {
     expect(JSON.parse(next.body)).toMatchObject({ id: 11, result: { content: [{ text: 'now ' }] } });
   });
 
+  it('does not count a cancel the SDK ignores (id 0, bad params): that call runs on and still answers', async () => {
+    const headers = await initialized();
+    let answer: Answer | undefined;
+    void send('POST', call(0, 'wait'), headers).then((a) => (answer = a));
+    await waitFor(() => release, 'the call to reach its handler');
+    expect((await ended(await send('POST', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 0 } }, headers))).status).toBe(202);
+    expect((await ended(await send('POST', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 0, reason: 42 } }, headers))).status).toBe(202);
+    release!('still answered');
+    const a = await ended(await waitFor(() => answer, 'the answer'));
+    expect(JSON.parse(a.body)).toMatchObject({ id: 0, result: { content: [{ text: 'still answered' }] } });
+  });
+
+  it('ends a stream still waiting when the session closes with an error event for the request', async () => {
+    const headers = await initialized();
+    const a = await send('POST', call(13, 'progress', { _meta: { progressToken: 'p13' } }), headers);
+    await waitFor(() => events(a.body).length === 1, 'the progress event');
+    await transport.close();
+    await ended(a);
+    expect(events(a.body)[1]).toEqual({ jsonrpc: '2.0', id: 13, error: { code: -32000, message: 'The session was closed before this request was answered' } });
+  });
+
+  it("hands the handlers the request's headers without the agent's secret", async () => {
+    const headers = await initialized();
+    let seen: Record<string, unknown> | undefined;
+    server.setRequestHandler(CallToolRequestSchema, async (_req, extra) => {
+      seen = extra.requestInfo?.headers;
+      return { content: [] };
+    });
+    await ended(await send('POST', call(14, 'now'), { ...headers, Authorization: 'Bearer wdn_secret', Cookie: 'c=1', 'X-Trace': 't1' }));
+    expect(seen).toMatchObject({ 'x-trace': 't1' });
+    expect(seen).not.toHaveProperty('authorization');
+    expect(seen).not.toHaveProperty('cookie');
+  });
+
   it('carries messages not tied to a request on the GET stream, one per session', async () => {
     const headers = await initialized();
     const get = await send('GET', undefined, { ...headers, Accept: 'text/event-stream' });
@@ -232,7 +289,7 @@ describe('AgentTransport', () => {
     // An id may not be reused while its first request is still waiting.
     void send('POST', call(10, 'wait'), headers);
     await waitFor(() => release, 'the call to reach its handler');
-    expect(await refused('POST', call(10, 'now'), headers)).toEqual({ status: 400, message: 'Invalid Request: request id 10 is already waiting for its answer in this session' });
+    expect(await refused('POST', call(10, 'now'), headers)).toEqual({ status: 400, message: 'Invalid Request: request id 10 is still being answered in this session' });
   });
 
   it("works with the SDK's own client: JSON answers, progress on a stream, list_changed on the GET stream, DELETE", async () => {

@@ -3,7 +3,7 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { MAX_BATCH_SIZE } from '@modelcontextprotocol/sdk/server/requestBody.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { ErrorCode, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { CancelledNotificationSchema, ErrorCode, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Clock } from '../clock.ts';
 
 /**
@@ -52,10 +52,15 @@ const SSE_HEADERS = {
 interface Exchange {
   res: ServerResponse;
   ids: RequestId[];
+  /** The body was an array: the answers go back as one, even a single answer. */
+  batch: boolean;
   answers: Map<RequestId, JSONRPCMessage>;
   /** Requests the agent cancelled: no answer will come for them (the SDK sends none). */
   cancelled: Set<RequestId>;
   streaming: boolean;
+  /** Its connection closed before the answers: they are dropped as they come (see #pending). */
+  gone: boolean;
+  finished: boolean;
   timer: NodeJS.Timeout | undefined;
   keepAlive: NodeJS.Timeout | undefined;
 }
@@ -75,10 +80,14 @@ function write(res: ServerResponse, text: string): void {
   if (!res.writableEnded) res.write(text);
 }
 
+function json(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(value);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers }).end(text);
+}
+
 function refuse(res: ServerResponse, status: number, code: number, message: string, headers: Record<string, string> = {}): void {
   if (res.headersSent) return;
-  res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
-  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }));
+  json(res, status, { jsonrpc: '2.0', error: { code, message }, id: null }, headers);
 }
 
 function accepts(req: IncomingMessage, type: string): boolean {
@@ -94,7 +103,12 @@ export class AgentTransport implements Transport {
   readonly #o: AgentTransportOptions;
   readonly #streamAfterMs: number;
   readonly #keepAliveMs: number;
-  /** The exchange waiting for each request id's answer. */
+  /**
+   * The exchange waiting for each request id's answer. An id stays here until
+   * its answer has come (or the agent cancelled it), even if the agent's
+   * connection went first: a request reusing the id meanwhile would
+   * otherwise be handed the earlier call's answer.
+   */
   readonly #pending = new Map<RequestId, Exchange>();
   /** The GET stream for messages not tied to a request (tools/list_changed). */
   #standalone: { res: ServerResponse; keepAlive: NodeJS.Timeout } | undefined;
@@ -107,6 +121,11 @@ export class AgentTransport implements Transport {
   }
 
   async start(): Promise<void> {}
+
+  /** The first of these request ids that cannot be taken now: still being answered, or repeated within them. */
+  clashingId(ids: readonly RequestId[]): RequestId | undefined {
+    return ids.find((id, i) => this.#pending.has(id) || ids.indexOf(id) !== i);
+  }
 
   /** Serves one HTTP request of this session; `body` is the parsed POST body. */
   handle(req: IncomingMessage, res: ServerResponse, body: unknown, authInfo: AuthInfo): void {
@@ -150,7 +169,9 @@ export class AgentTransport implements Transport {
       if (problem) return problem(res);
     }
 
-    const extra = { authInfo, requestInfo: { headers: req.headers } };
+    // The handlers learn who is calling from authInfo (the token's id); the secret itself stays here.
+    const { authorization: _secret, cookie: _cookie, ...headers } = req.headers;
+    const extra = { authInfo, requestInfo: { headers } };
     const ids = messages.filter(isRequest).map((m) => m.id);
     if (ids.length === 0) {
       // Only notifications or answers to our requests: accepted, nothing to answer.
@@ -158,15 +179,19 @@ export class AgentTransport implements Transport {
       this.#deliver(messages, extra);
       return;
     }
-    const clash = ids.find((id, i) => this.#pending.has(id) || ids.indexOf(id) !== i);
+    const clash = this.clashingId(ids);
     if (clash !== undefined) {
-      return refuse(res, 400, -32600, `Invalid Request: request id ${JSON.stringify(clash)} is already waiting for its answer in this session`);
+      return refuse(res, 400, -32600, `Invalid Request: request id ${JSON.stringify(clash)} is still being answered in this session`);
     }
-    const ex: Exchange = { res, ids, answers: new Map(), cancelled: new Set(), streaming: false, timer: undefined, keepAlive: undefined };
+    const ex: Exchange = { res, ids, batch: Array.isArray(body), answers: new Map(), cancelled: new Set(), streaming: false, gone: false, finished: false, timer: undefined, keepAlive: undefined };
     for (const id of ids) this.#pending.set(id, ex);
     ex.timer = this.#o.clock.setTimeout(() => this.#stream(ex), this.#streamAfterMs);
-    // The agent went away first: nobody is left to answer (the edge aborts the calls).
-    res.once('close', () => this.#forget(ex));
+    // The agent went away first (the edge aborts its calls): their answers are dropped as they come.
+    res.once('close', () => {
+      if (ex.finished) return;
+      ex.gone = true;
+      this.#stopTimers(ex);
+    });
     this.#deliver(messages, extra);
   }
 
@@ -175,14 +200,18 @@ export class AgentTransport implements Transport {
     // A cancelled request gets no answer: the response that waits for it must
     // end anyway, or it would hold the agent's connection for the session's life.
     for (const m of messages) {
-      if (!isRequest(m) && 'method' in m && m.method === 'notifications/cancelled') {
-        const id = (m.params as { requestId?: RequestId } | undefined)?.requestId;
-        const ex = id === undefined ? undefined : this.#pending.get(id);
-        if (ex && !ex.answers.has(id!)) {
-          ex.cancelled.add(id!);
-          if (ex.answers.size + ex.cancelled.size === ex.ids.length) this.#finish(ex);
-        }
+      if (isRequest(m) || !('method' in m) || m.method !== 'notifications/cancelled') continue;
+      // Only what the SDK itself acts on (a valid notice, a truthy id); else the call runs on and answers.
+      const notice = CancelledNotificationSchema.safeParse(m);
+      const id = notice.success ? notice.data.params.requestId : undefined;
+      const ex = id ? this.#pending.get(id) : undefined;
+      if (!ex || ex.answers.has(id!)) continue;
+      if (ex.gone) {
+        this.#pending.delete(id!);
+        continue;
       }
+      ex.cancelled.add(id!);
+      if (ex.answers.size + ex.cancelled.size === ex.ids.length) this.#finish(ex);
     }
   }
 
@@ -206,7 +235,7 @@ export class AgentTransport implements Transport {
     if (problem) return problem(res);
     this.#o.onDeleted(this.sessionId!);
     res.writeHead(200).end();
-    void this.close();
+    this.close().catch((err: unknown) => this.onerror?.(err instanceof Error ? err : new Error(String(err))));
   }
 
   /** What is wrong with a request after initialization, as the response that says so. */
@@ -232,15 +261,20 @@ export class AgentTransport implements Transport {
       return;
     }
     const ex = this.#pending.get(id);
-    // Its connection is gone (or it was never ours): nothing to deliver.
-    if (!ex) return;
+    // Not (or no longer) ours to answer: nothing to deliver.
+    if (!ex || ex.cancelled.has(id)) return;
     if (!answer) {
-      // Something to say before the answer (progress): this POST becomes a stream.
+      // Progress is advisory: not for a connection that is gone, nor piled up for an agent not reading.
+      if (ex.gone || ex.res.writableNeedDrain) return;
+      // Something to say before the answer: this POST becomes a stream.
       this.#stream(ex);
       write(ex.res, sseEvent(message));
       return;
     }
-    if (ex.cancelled.has(id)) return;
+    if (ex.gone) {
+      this.#pending.delete(id);
+      return;
+    }
     ex.answers.set(id, message);
     if (ex.streaming) write(ex.res, sseEvent(message));
     if (ex.answers.size + ex.cancelled.size === ex.ids.length) this.#finish(ex);
@@ -258,8 +292,12 @@ export class AgentTransport implements Transport {
   }
 
   #finish(ex: Exchange): void {
-    this.#forget(ex);
-    if (ex.streaming) {
+    ex.finished = true;
+    this.#stopTimers(ex);
+    for (const id of ex.ids) if (this.#pending.get(id) === ex) this.#pending.delete(id);
+    // Already ended by someone else (the edge's own error page): nothing more to say.
+    if (ex.gone || ex.res.writableEnded) return;
+    if (ex.streaming || ex.res.headersSent) {
       ex.res.end();
       return;
     }
@@ -269,18 +307,20 @@ export class AgentTransport implements Transport {
       ex.res.writeHead(200, { ...SSE_HEADERS, 'mcp-session-id': this.sessionId! }).end();
       return;
     }
-    ex.res.writeHead(200, { 'Content-Type': 'application/json', 'mcp-session-id': this.sessionId! });
-    ex.res.end(JSON.stringify(answers.length === 1 ? answers[0] : answers));
+    json(ex.res, 200, ex.batch ? answers : answers[0], { 'mcp-session-id': this.sessionId! });
   }
 
-  #forget(ex: Exchange): void {
+  #stopTimers(ex: Exchange): void {
     if (ex.timer) this.#o.clock.clearTimeout(ex.timer);
     if (ex.keepAlive) this.#o.clock.clearInterval(ex.keepAlive);
-    for (const id of ex.ids) if (this.#pending.get(id) === ex) this.#pending.delete(id);
+    ex.timer = ex.keepAlive = undefined;
   }
 
   #keepAlive(res: ServerResponse): NodeJS.Timeout {
-    const t = this.#o.clock.setInterval(() => write(res, ': keepalive\n\n'), this.#keepAliveMs);
+    // Only when the line is idle anyway: an agent that does not read gets no pile of them.
+    const t = this.#o.clock.setInterval(() => {
+      if (!res.writableNeedDrain) write(res, ': keepalive\n\n');
+    }, this.#keepAliveMs);
     t.unref?.();
     return t;
   }
@@ -293,6 +333,10 @@ export class AgentTransport implements Transport {
     if (this.#closed) return;
     this.#closed = true;
     for (const ex of new Set(this.#pending.values())) {
+      if (ex.gone) {
+        this.#finish(ex);
+        continue;
+      }
       for (const id of ex.ids) {
         if (ex.answers.has(id) || ex.cancelled.has(id)) continue;
         const unanswered: JSONRPCMessage = { jsonrpc: '2.0', id, error: { code: ErrorCode.ConnectionClosed, message: 'The session was closed before this request was answered' } };

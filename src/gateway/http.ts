@@ -378,7 +378,9 @@ export class HttpEdge {
     // The requests this POST carries are answered on its response stream; if
     // that connection goes away first, nobody is left to receive the answers.
     const ids = requestIdsOf(body);
-    if (ids.length > 0) {
+    // A request reusing an id still being answered is refused by the transport; it must not touch that call.
+    const tracked = ids.length > 0 && session.transport.clashingId(ids) === undefined;
+    if (tracked) {
       session.mcp.expect(ids);
       this.#answering.add(res);
     }
@@ -386,7 +388,7 @@ export class HttpEdge {
       this.#answering.delete(res);
       session.active--;
       session.lastSeen = this.#o.clock.now();
-      if (ids.length === 0 || res.writableFinished) return;
+      if (!tracked || res.writableFinished) return;
       const n = session.mcp.abortCalls(new WardenError('CALL_ABANDONED', "the agent's connection closed before the answer was sent"), ids);
       if (n > 0) this.#log.info({ agent: session.agent, session: session.id, calls: n }, 'agent connection closed with calls running: abandoned them');
     });
