@@ -58,8 +58,9 @@ interface Pending {
 const DEFAULT_MAX_ARGS_CHARS = 64 * 1024;
 const DEFAULT_MAX_BATCH = 1000;
 const DEFAULT_SYNC_WITHIN_MS = 20;
-/** A `quiet` fsync runs on the event loop only while the last fsync took at most this long: a slow disk must not hold the loop. */
+/** A `quiet` fsync runs on the event loop only while each of the last RECENT_FSYNCS took at most this long: a slow disk must not hold the loop. */
 export const LOOP_FSYNC_MAX_MS = 2;
+export const RECENT_FSYNCS = 8;
 /** PRAGMA synchronous values: below FULL a WAL commit does not fsync. */
 const SYNC_NORMAL = 1;
 const SYNC_FULL = 2;
@@ -112,8 +113,8 @@ export class AuditLog implements AuditSink {
   private syncing: Promise<void> | undefined;
   private walSyncs = 0;
   private loopWalSyncs = 0;
-  /** How long the last fsync of the WAL took; unknown (so: not on the loop) until one has run. */
-  private lastFsyncMs = Number.POSITIVE_INFINITY;
+  /** How long the last fsyncs of the WAL took (ms), newest last; none yet means not on the loop. */
+  private readonly recentFsyncMs: number[] = [];
   private walFd: number | undefined;
   /**
    * Set for good when an fsync of the WAL fails. After an I/O error the OS
@@ -276,11 +277,13 @@ export class AuditLog implements AuditSink {
       }
     }
     const fd = this.walFd;
-    const onLoop = quiet && this.lastFsyncMs <= LOOP_FSYNC_MAX_MS;
+    const onLoop = quiet && this.recentFsyncMs.length > 0 && Math.max(...this.recentFsyncMs) <= LOOP_FSYNC_MAX_MS;
     return new Promise<void>((resolve, reject) => {
-      const started = this.clock.monotonic();
+      let started = this.clock.monotonic();
       const done = (err: unknown) => {
-        this.lastFsyncMs = this.clock.monotonic() - started;
+        // On the pool this includes the wait for a thread: it can only err towards the pool.
+        this.recentFsyncMs.push(this.clock.monotonic() - started);
+        if (this.recentFsyncMs.length > RECENT_FSYNCS) this.recentFsyncMs.shift();
         if (err) return reject(err);
         this.walSyncs++;
         if (onLoop) this.loopWalSyncs++;
@@ -288,6 +291,7 @@ export class AuditLog implements AuditSink {
       };
       if (!onLoop) return fsync(fd, done);
       setImmediate(() => {
+        started = this.clock.monotonic();
         try {
           fsyncSync(fd);
         } catch (err) {
@@ -435,6 +439,9 @@ export class AuditLog implements AuditSink {
   }
 
   private setSynchronous(level: number): void {
+    // Prepared on first use, right before it runs: SQLite applies this PRAGMA
+    // when it compiles it (and again on each run), so preparing every level
+    // up front would leave the connection at whichever came last.
     let set = this.synchronousSetters.get(level);
     if (!set) {
       set = this.db.prepare<[]>(`PRAGMA synchronous = ${Math.trunc(level)}`);

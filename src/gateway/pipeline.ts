@@ -312,8 +312,8 @@ export class GatewayPipeline {
         { sync: !read },
       );
       if (read) {
-        // Nothing else running: the fsync may overlap the upstream call on the event loop.
-        decidedDurable = this.#o.audit.sync!({ quiet: this.#inFlight.size === 0 });
+        // No other call anywhere in the pipeline: the fsync may overlap the upstream call on the event loop.
+        decidedDurable = this.#o.audit.sync!({ quiet: this.#running.size === 1 });
         // A failure is handled where the answer awaits it; until then it must not surface as unhandled.
         decidedDurable.then(
           () => (durable = true),
