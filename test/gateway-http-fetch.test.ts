@@ -96,6 +96,8 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
       expect(await whole.text()).toBe('{"echo":"ü"}');
       expect(await whole.json()).toEqual({ echo: 'ü' });
       expect(new TextDecoder().decode(await whole.arrayBuffer())).toBe('{"echo":"ü"}');
+      expect(await whole.clone().json()).toEqual({ echo: 'ü' });
+      expect(await (await whole.blob()).text()).toBe('{"echo":"ü"}');
     } finally {
       f.close();
     }

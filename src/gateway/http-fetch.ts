@@ -47,23 +47,30 @@ const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
  * followed (the SDK follows same-origin ones itself). Whatever a server
  * sends, the worst outcome is a rejected promise or an errored stream.
  */
+/** Stateless when not streaming; like fetch's text(), it drops a leading byte-order mark. */
+const utf8 = new TextDecoder();
+
 /**
  * A body already read whole, served from the buffer: the SDK reads these
  * with text() or json(), and a fetch Response built on the bytes would wrap
  * them in a web stream only to read them back out (tens of µs per answer,
- * on every call's path). `body` is null: read it through text(), json() or
- * arrayBuffer().
+ * on every call's path). `body` is null; every other reader works, clone()
+ * included.
  */
 class BufferedResponse extends Response {
   override readonly text: () => Promise<string>;
   override readonly json: () => Promise<unknown>;
   override readonly arrayBuffer: () => Promise<ArrayBuffer>;
+  override readonly blob: () => Promise<Blob>;
+  override readonly clone: () => Response;
 
   constructor(bytes: Buffer, init: ResponseInit) {
     super(null, init);
-    this.text = async () => bytes.toString('utf8');
-    this.json = async () => JSON.parse(bytes.toString('utf8'));
+    this.text = async () => utf8.decode(bytes);
+    this.json = async () => JSON.parse(utf8.decode(bytes));
     this.arrayBuffer = async () => new Uint8Array(bytes).buffer;
+    this.blob = async () => new Blob([bytes], { type: this.headers.get('content-type') ?? '' });
+    this.clone = () => new BufferedResponse(bytes, { status: this.status, statusText: this.statusText, headers: this.headers });
   }
 }
 
