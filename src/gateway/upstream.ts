@@ -360,10 +360,10 @@ export class UpstreamManager implements Upstreams {
     transport.onmessage = (message, extra) => {
       // Already validated by the transport: its members tell a notification apart (no zod parse per message).
       if ('method' in message && !('id' in message) && message.method === 'notifications/progress') {
-        const params = message.params as { progressToken?: unknown } & Progress;
-        const listener = typeof params.progressToken === 'string' ? conn.progress.get(params.progressToken) : undefined;
+        const params = message.params as ({ progressToken?: unknown } & Progress) | undefined;
+        const listener = typeof params?.progressToken === 'string' ? conn.progress.get(params.progressToken) : undefined;
         if (listener) {
-          const { progressToken: _ignored, ...progress } = params;
+          const { progressToken: _ignored, ...progress } = params!;
           void _ignored;
           listener(progress as Progress);
           return;
