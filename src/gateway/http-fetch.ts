@@ -32,13 +32,13 @@ const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 
 /**
  * `fetch` over node:http with kept-alive connections, for the MCP SDK's
- * Streamable HTTP client transport (Warden's HTTP upstreams and the stdio
- * bridge).
+ * Streamable HTTP client transport in the stdio bridge (`warden connect`).
+ * (Warden's HTTP upstreams use UpstreamHttpTransport, which skips fetch.)
  *
- * Why not the global fetch: on this path undici costs about 0.2 ms more per
- * request (bench/gateway.ts), and handed the transport's one long-lived
- * AbortSignal it keeps a listener per request until garbage collection.
- * Here each request links to the signal only until its body has ended.
+ * Why not the global fetch: undici costs about 0.2 ms more per request, and
+ * handed the transport's one long-lived AbortSignal it keeps a listener per
+ * request until garbage collection. Here each request links to the signal
+ * only until its body has ended.
  *
  * The SDK only needs a small part of fetch: a method, headers and a string
  * body; a response with status, headers and a body it reads as JSON, text or
@@ -53,9 +53,8 @@ const utf8 = new TextDecoder();
 /**
  * A body already read whole, served from the buffer: the SDK reads these
  * with text() or json(), and a fetch Response built on the bytes would wrap
- * them in a web stream only to read them back out (tens of µs per answer,
- * on every call's path). `body` is null; every other reader works, clone()
- * included.
+ * them in a web stream only to read them back out (tens of µs per answer).
+ * `body` is null; every other reader works, clone() included.
  */
 class BufferedResponse extends Response {
   override readonly text: () => Promise<string>;

@@ -1,6 +1,5 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport as McpTransport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
   CallToolResultSchema,
@@ -18,7 +17,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Policy, ServerPolicy, Transport } from '../policy/types.ts';
 import { pinHash } from './pins.ts';
-import { httpFetch } from './http-fetch.ts';
+import { UpstreamHttpTransport } from './upstream-http.ts';
 
 /**
  * Warden's own connections to the upstream MCP servers named in the policy.
@@ -311,12 +310,14 @@ export class UpstreamManager implements Upstreams {
     };
     if (t.type === 'http') {
       // A silent socket is cut only well after the call itself would have timed out (timeoutMs decides).
-      const fetch = httpFetch({ maxResponseBytes: limit, onExceeded: markOversized, idleTimeoutMs: Math.max(300_000, sp.timeoutMs + 5_000) });
-      const transport = new StreamableHTTPClientTransport(new URL(t.url), { requestInit: { headers: { ...t.headers } }, fetch });
-      // Its kept-alive connections go with it.
-      const close = transport.close.bind(transport);
-      transport.close = () => close().finally(() => fetch.close());
-      return transport;
+      return new UpstreamHttpTransport({
+        url: new URL(t.url),
+        headers: { ...t.headers },
+        maxResponseBytes: limit,
+        onExceeded: markOversized,
+        idleTimeoutMs: Math.max(300_000, sp.timeoutMs + 5_000),
+        clock: this.#clock,
+      });
     }
     const transport = new StdioClientTransport({
       command: t.command,

@@ -1,0 +1,224 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { CallToolResultSchema, ToolListChangedNotificationSchema, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import { systemClock } from '../src/clock.ts';
+import { UpstreamHttpTransport, type UpstreamHttpOptions } from '../src/gateway/upstream-http.ts';
+import { startEchoHttpServer, type EchoHttpServer } from './fixtures/echo-http-server.ts';
+import { waitFor } from './support/gateway-harness.ts';
+import { ManualClock } from './support/manual-clock.ts';
+
+/**
+ * Warden's client side of Streamable HTTP, against real MCP servers on
+ * loopback (the SDK's own server transport, stateful and streaming; the
+ * stateless JSON echo fixture) and against raw HTTP servers that misbehave.
+ */
+
+interface Upstream {
+  url: string;
+  seen: { method: string; headers: IncomingHttpHeaders }[];
+  servers: McpServer[];
+  close(): Promise<void>;
+}
+
+/** A stateful upstream that answers on SSE streams and offers the GET stream. */
+async function startStreamingUpstream(): Promise<Upstream> {
+  const seen: Upstream['seen'] = [];
+  const servers: McpServer[] = [];
+  const sessions = new Map<string, StreamableHTTPServerTransport>();
+  const http = createServer((req, res) => {
+    seen.push({ method: req.method!, headers: req.headers });
+    const sid = req.headers['mcp-session-id'];
+    const known = typeof sid === 'string' ? sessions.get(sid) : undefined;
+    if (known) return void known.handleRequest(req, res);
+    const server = new McpServer({ name: 'streaming', version: '1.0.0' });
+    server.registerTool('echo', { inputSchema: { message: z.string() } }, async ({ message }) => ({ content: [{ type: 'text', text: message }] }));
+    server.registerTool('steps', {}, async (extra) => {
+      const token = extra._meta?.progressToken;
+      for (let i = 1; i <= 2 && token !== undefined; i++) await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: 2 } });
+      return { content: [{ type: 'text', text: 'stepped' }] };
+    });
+    servers.push(server);
+    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => void sessions.set(id, transport),
+    });
+    void server.connect(transport).then(() => transport.handleRequest(req, res));
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`,
+    seen,
+    servers,
+    close: async () => {
+      http.closeAllConnections();
+      await new Promise((resolve) => http.close(resolve));
+    },
+  };
+}
+
+/** Raw answers, by path: what a broken or hostile upstream might send. */
+let raw: HttpServer;
+let rawBase: string;
+const rawRoutes: Record<string, (res: ServerResponse) => void> = {
+  '/500': (res) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end('boom'),
+  '/text': (res) => res.writeHead(200, { 'Content-Type': 'text/plain' }).end('hello'),
+  '/not-jsonrpc': (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"hello":"world"}'),
+  '/big-json': (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { pad: 'x'.repeat(10_000) } })),
+  '/big-sse': (res) => {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+    res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { pad: 'x'.repeat(10_000) } })}\n\n`);
+  },
+  '/hang': () => {},
+};
+/** /gets: notifications are accepted; the first two GET streams open and end at once, later GETs fail. */
+let gets = 0;
+
+let echo: EchoHttpServer;
+let streaming: Upstream;
+
+beforeAll(async () => {
+  echo = await startEchoHttpServer();
+  streaming = await startStreamingUpstream();
+  raw = createServer((req, res) => {
+    req.resume();
+    if (req.url === '/gets') {
+      if (req.method === 'POST') return void res.writeHead(202).end();
+      if (++gets <= 2) return void res.writeHead(200, { 'Content-Type': 'text/event-stream' }).end();
+      return void res.writeHead(500).end();
+    }
+    (rawRoutes[req.url ?? ''] ?? ((r: ServerResponse) => r.writeHead(404).end()))(res);
+  });
+  await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+  rawBase = `http://127.0.0.1:${(raw.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await echo.close();
+  await streaming.close();
+  raw.closeAllConnections();
+  await new Promise((resolve) => raw.close(resolve));
+});
+
+function transportTo(url: string, options: Partial<UpstreamHttpOptions> = {}): UpstreamHttpTransport {
+  return new UpstreamHttpTransport({ url: new URL(url), headers: { 'X-Upstream-Key': 'k1' }, maxResponseBytes: 4_096, idleTimeoutMs: 60_000, clock: systemClock, ...options });
+}
+
+const REQUEST: JSONRPCMessage = { jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} };
+
+describe('UpstreamHttpTransport', () => {
+  it('works with a stateful, streaming upstream: its session, progress and answers from the stream, list_changed on the GET stream, its credentials on every request', async () => {
+    const transport = transportTo(streaming.url);
+    const client = new Client({ name: 'warden', version: '1' });
+    let changed = 0;
+    client.setNotificationHandler(ToolListChangedNotificationSchema, async () => void changed++);
+    await client.connect(transport);
+    try {
+      expect(transport.sessionId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(await client.callTool({ name: 'echo', arguments: { message: 'hi' } })).toEqual({ content: [{ type: 'text', text: 'hi' }] });
+      // What reaches the client, in order (the SDK's Client itself hands progress on a microtask
+      // late, after a result that came right behind it; the gateway reads it off the transport).
+      const arrived: string[] = [];
+      const inner = transport.onmessage!;
+      transport.onmessage = (m, extra) => {
+        arrived.push('method' in m ? `${m.method} ${String((m.params as { progress?: number } | undefined)?.progress)}` : 'answer');
+        inner(m, extra);
+      };
+      const stepped = await client.callTool({ name: 'steps', arguments: {} }, CallToolResultSchema, { onprogress: () => {} });
+      expect(stepped).toEqual({ content: [{ type: 'text', text: 'stepped' }] });
+      expect(arrived).toEqual(['notifications/progress 1', 'notifications/progress 2', 'answer']);
+      transport.onmessage = inner;
+      // The GET stream opens in the background once initialization is done.
+      await waitFor(() => streaming.seen.some((r) => r.method === 'GET'), 'the GET stream');
+      await waitFor(async () => {
+        await streaming.servers.at(-1)!.sendToolListChanged();
+        return changed > 0;
+      }, 'list_changed on the GET stream');
+      const mine = streaming.seen.filter((r) => r.headers['x-upstream-key'] !== undefined);
+      expect(mine.length).toBe(streaming.seen.length);
+      // After initialization, every request carries the session and the protocol version.
+      for (const r of mine.slice(1)) {
+        expect(r.headers['mcp-session-id']).toBe(transport.sessionId);
+        expect(r.headers['mcp-protocol-version']).toBeTruthy();
+      }
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('works with a stateless JSON upstream that offers no GET stream, without complaint', async () => {
+    const transport = transportTo(echo.url);
+    const errors: Error[] = [];
+    const client = new Client({ name: 'warden', version: '1' });
+    await client.connect(transport);
+    transport.onerror = (e) => void errors.push(e);
+    try {
+      expect(await client.callTool({ name: 'echo', arguments: { message: 'plain' } })).toEqual({ content: [{ type: 'text', text: 'plain' }] });
+      await waitFor(() => echo.seenHeaders.length >= 4, 'the GET attempt');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(errors).toEqual([]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('turns a broken upstream into a rejection or an error report, never a crash', async () => {
+    const send = (path: string, options: Partial<UpstreamHttpOptions> = {}) => {
+      const t = transportTo(`${rawBase}${path}`, options);
+      return { t, sent: t.send(REQUEST) };
+    };
+    await expect(send('/500').sent).rejects.toThrow('upstream answered HTTP 500: boom');
+    await expect(send('/text').sent).rejects.toThrow('content type text/plain');
+    await expect(send('/not-jsonrpc').sent).rejects.toThrow('not a JSON-RPC message');
+    let exceeded = 0;
+    await expect(send('/big-json', { onExceeded: () => void exceeded++ }).sent).rejects.toThrow('upstream response exceeded 4096 bytes');
+    expect(exceeded).toBe(1);
+    // A stream is not awaited by anyone: its problems go to onerror.
+    const stream = send('/big-sse', { onExceeded: () => void exceeded++ });
+    const streamErrors: Error[] = [];
+    stream.t.onerror = (e) => void streamErrors.push(e);
+    await stream.sent;
+    await waitFor(() => streamErrors.length > 0, 'the oversized stream to be cut');
+    expect(streamErrors[0]!.message).toBe('upstream response exceeded 4096 bytes');
+    expect(exceeded).toBe(2);
+    await expect(send('/hang', { idleTimeoutMs: 100 }).sent).rejects.toThrow('upstream sent nothing for 100 ms');
+    await stream.t.close();
+  });
+
+  it('re-opens a GET stream that ends, after a pause, and gives up after two failed attempts in a row', async () => {
+    const clock = new ManualClock();
+    const t = transportTo(`${rawBase}/gets`, { clock });
+    const errors: string[] = [];
+    t.onerror = (e) => void errors.push(e.message);
+    await t.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    await waitFor(() => gets === 1 && clock.pending === 1, 'the first GET to end and a retry to be planned');
+    await clock.tick(1_000);
+    await waitFor(() => gets === 2 && clock.pending === 1, 'the second GET (it opened, so failures start over)');
+    await clock.tick(1_000);
+    await waitFor(() => gets === 3 && clock.pending === 1, 'the third GET, refused');
+    await clock.tick(1_500);
+    await waitFor(() => gets === 4 && errors.length === 2, 'the fourth GET, refused');
+    // Two failures in a row: no more attempts.
+    expect(clock.pending).toBe(0);
+    expect(errors).toEqual(['upstream refused its event stream (HTTP 500)', 'upstream refused its event stream (HTTP 500)']);
+    await t.close();
+  });
+
+  it('close() ends what is in flight, tells the client once, and refuses later sends', async () => {
+    const t = transportTo(`${rawBase}/hang`);
+    let closed = 0;
+    t.onclose = () => void closed++;
+    const inFlight = t.send(REQUEST);
+    await new Promise((r) => setTimeout(r, 20));
+    await t.close();
+    await t.close();
+    await expect(inFlight).rejects.toThrow('the upstream connection is closed');
+    await expect(t.send(REQUEST)).rejects.toThrow('the upstream connection is closed');
+    expect(closed).toBe(1);
+  });
+});
