@@ -8,9 +8,9 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { CallToolResultSchema, ToolListChangedNotificationSchema, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { systemClock } from '../src/clock.ts';
-import { UpstreamHttpTransport, type UpstreamHttpOptions } from '../src/gateway/upstream-http.ts';
+import { STREAM_LINGER_MS, UpstreamHttpTransport, type UpstreamHttpOptions } from '../src/gateway/upstream-http.ts';
 import { startEchoHttpServer, type EchoHttpServer } from './fixtures/echo-http-server.ts';
-import { waitFor } from './support/gateway-harness.ts';
+import { startHarness, textOf, waitFor } from './support/gateway-harness.ts';
 import { ManualClock } from './support/manual-clock.ts';
 
 /**
@@ -75,7 +75,26 @@ const rawRoutes: Record<string, (res: ServerResponse) => void> = {
     res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { pad: 'x'.repeat(10_000) } })}\n\n`);
   },
   '/hang': () => {},
+  '/204': (res) => res.writeHead(204).end(),
+  '/moved': (res) => res.writeHead(307, { Location: '/answer' }).end(),
+  '/moved-away': (res) => res.writeHead(307, { Location: 'http://example.invalid/mcp' }).end(),
+  '/answer': (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })),
+  // An id for resumption with no data, an event of another name, then the answer.
+  '/primed': (res) =>
+    res
+      .writeHead(200, { 'Content-Type': 'text/event-stream' })
+      .end(`id: p1\ndata: \n\nevent: other\ndata: {"jsonrpc":"2.0","id":1,"result":{"wrong":true}}\n\nevent: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })}\n\n`),
+  // Progress, then the stream ends without the answer.
+  '/cut': (res) =>
+    res.writeHead(200, { 'Content-Type': 'text/event-stream' }).end(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: 1 } })}\n\n`),
+  '/invalid-event': (res) => res.writeHead(200, { 'Content-Type': 'text/event-stream' }).write('data: {"jsonrpc":"2.0","id":1}\n\n'),
+  // The answer, then the stream is held open.
+  '/linger': (res) => {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream' }).write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })}\n\n`);
+    res.on('close', () => lingerClosed++);
+  },
 };
+let lingerClosed = 0;
 /** /gets: notifications are accepted; the first two GET streams open and end at once, later GETs fail. */
 let gets = 0;
 
@@ -87,12 +106,14 @@ beforeAll(async () => {
   streaming = await startStreamingUpstream();
   raw = createServer((req, res) => {
     req.resume();
+    if (req.url === '/401-echo') return void res.writeHead(401, { 'Content-Type': 'text/plain' }).end(`denied for ${String(req.headers.authorization)}`);
     if (req.url === '/gets') {
       if (req.method === 'POST') return void res.writeHead(202).end();
       if (++gets <= 2) return void res.writeHead(200, { 'Content-Type': 'text/event-stream' }).end();
-      return void res.writeHead(500).end();
+      return void res.writeHead(gets === 3 ? 500 : 404).end();
     }
     (rawRoutes[req.url ?? ''] ?? ((r: ServerResponse) => r.writeHead(404).end()))(res);
+
   });
   await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
   rawBase = `http://127.0.0.1:${(raw.address() as AddressInfo).port}`;
@@ -184,28 +205,91 @@ describe('UpstreamHttpTransport', () => {
     stream.t.onerror = (e) => void streamErrors.push(e);
     await stream.sent;
     await waitFor(() => streamErrors.length > 0, 'the oversized stream to be cut');
-    expect(streamErrors[0]!.message).toBe('upstream response exceeded 4096 bytes');
+    // Cut for the oversized event, it ends without the answer: the transport says so and closes.
+    await waitFor(() => streamErrors.length === 2, 'both reports');
+    expect(streamErrors.map((e) => e.message).sort()).toEqual(['upstream ended its event stream before answering', 'upstream sent an event over 4096 bytes']);
     expect(exceeded).toBe(2);
     await expect(send('/hang', { idleTimeoutMs: 100 }).sent).rejects.toThrow('upstream sent nothing for 100 ms');
     await stream.t.close();
   });
 
-  it('re-opens a GET stream that ends, after a pause, and gives up after two failed attempts in a row', async () => {
+  it('re-opens a GET stream that drops, backing off while it keeps failing, and stops for good when the server refuses it', async () => {
     const clock = new ManualClock();
     const t = transportTo(`${rawBase}/gets`, { clock });
     const errors: string[] = [];
     t.onerror = (e) => void errors.push(e.message);
     await t.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    // Streams that end at once, empty, do not count as healthy: 1 s, then 1.5 s, then 2.25 s.
     await waitFor(() => gets === 1 && clock.pending === 1, 'the first GET to end and a retry to be planned');
-    await clock.tick(1_000);
-    await waitFor(() => gets === 2 && clock.pending === 1, 'the second GET (it opened, so failures start over)');
-    await clock.tick(1_000);
-    await waitFor(() => gets === 3 && clock.pending === 1, 'the third GET, refused');
+    await clock.tick(999);
+    expect(gets).toBe(1);
+    await clock.tick(1);
+    await waitFor(() => gets === 2 && clock.pending === 1, 'the second GET');
     await clock.tick(1_500);
-    await waitFor(() => gets === 4 && errors.length === 2, 'the fourth GET, refused');
-    // Two failures in a row: no more attempts.
+    await waitFor(() => gets === 3 && clock.pending === 1, 'the third GET, which fails (500)');
+    await clock.tick(2_250);
+    await waitFor(() => gets === 4 && errors.length === 2, 'the fourth GET, refused (404)');
     expect(clock.pending).toBe(0);
-    expect(errors).toEqual(['upstream refused its event stream (HTTP 500)', 'upstream refused its event stream (HTTP 500)']);
+    expect(errors).toEqual(['upstream could not open its event stream (HTTP 500)', 'upstream refused its event stream (HTTP 404); it is not asked again in this session']);
+    await t.close();
+  });
+
+  it('takes any 2xx for a notification, follows a redirect within its origin only, and skips events that carry no message', async () => {
+    await expect(transportTo(`${rawBase}/204`).send({ jsonrpc: '2.0', method: 'notifications/initialized' })).resolves.toBeUndefined();
+    const got: JSONRPCMessage[] = [];
+    const moved = transportTo(`${rawBase}/moved`);
+    moved.onmessage = (m) => void got.push(m);
+    await moved.send(REQUEST);
+    expect(got).toEqual([{ jsonrpc: '2.0', id: 1, result: { tools: [] } }]);
+    await expect(transportTo(`${rawBase}/moved-away`).send(REQUEST)).rejects.toThrow('redirected to http://example.invalid/mcp, which is not followed');
+    const primed = transportTo(`${rawBase}/primed`);
+    const errors: Error[] = [];
+    primed.onerror = (e) => void errors.push(e);
+    primed.onmessage = (m) => void got.push(m);
+    await primed.send(REQUEST);
+    await waitFor(() => got.length === 2, 'the answer on the stream');
+    expect(got[1]).toEqual({ jsonrpc: '2.0', id: 1, result: { tools: [] } });
+    expect(errors).toEqual([]);
+    const invalid = transportTo(`${rawBase}/invalid-event`);
+    invalid.onerror = (e) => void errors.push(e);
+    await invalid.send(REQUEST);
+    await waitFor(() => errors.length === 1, 'the invalid event to be reported');
+    expect(errors[0]!.message).toBe('upstream sent an event that is not a JSON-RPC message');
+    await invalid.close();
+  });
+
+  it('fails at once, and closes, when a stream ends before answering; not when the request was cancelled', async () => {
+    const cut = transportTo(`${rawBase}/cut`);
+    const errors: string[] = [];
+    let closed = 0;
+    cut.onerror = (e) => void errors.push(e.message);
+    cut.onclose = () => void closed++;
+    await cut.send(REQUEST);
+    await waitFor(() => closed === 1, 'the transport to close');
+    expect(errors).toEqual(['upstream ended its event stream before answering']);
+
+    // The Client cancels request 1; its stream then ends without an answer, as a server may do.
+    const t2 = transportTo(`${rawBase}/cut`);
+    t2.onerror = (e) => void errors.push(e.message);
+    t2.onclose = () => void closed++;
+    await t2.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 1 } });
+    await t2.send(REQUEST);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(closed).toBe(1);
+    expect(errors).toEqual(['upstream ended its event stream before answering']);
+    await t2.close();
+  });
+
+  it('cuts a stream that stays open after its answer, once STREAM_LINGER_MS have passed', async () => {
+    const clock = new ManualClock();
+    const t = transportTo(`${rawBase}/linger`, { clock });
+    const got: JSONRPCMessage[] = [];
+    t.onmessage = (m) => void got.push(m);
+    await t.send(REQUEST);
+    await waitFor(() => got.length === 1 && clock.pending === 1, 'the answer');
+    expect(lingerClosed).toBe(0);
+    await clock.tick(STREAM_LINGER_MS);
+    await waitFor(() => lingerClosed === 1, 'the lingering stream to be cut');
     await t.close();
   });
 
@@ -220,5 +304,30 @@ describe('UpstreamHttpTransport', () => {
     await expect(inFlight).rejects.toThrow('the upstream connection is closed');
     await expect(t.send(REQUEST)).rejects.toThrow('the upstream connection is closed');
     expect(closed).toBe(1);
+  });
+
+  it("keeps the upstream's credentials out of what the agent and the alerts get when its error page echoes them", async () => {
+    const SECRET = 'upstream-secret-123456';
+    const h = await startHarness(`
+servers:
+  web:
+    url: ${rawBase}/401-echo
+    headers: { Authorization: "Bearer ${SECRET}" }
+    tools:
+      echo: { scope: read }
+agents:
+  - agent: support-triage
+    mcp_scopes: { web: [read] }
+`);
+    try {
+      const c = await h.connect('support-triage');
+      const result = await c.callTool({ name: 'web__echo', arguments: { message: 'x' } });
+      expect(result.isError).toBe(true);
+      const said = [textOf(result), ...h.alerts.alerts.map((a) => JSON.stringify(a))].join('\n');
+      expect(said).toContain('HTTP 401');
+      expect(said).not.toContain(SECRET);
+    } finally {
+      await h.close();
+    }
   });
 });

@@ -294,7 +294,8 @@ export class UpstreamManager implements Upstreams {
       conn.failures++;
       conn.retryAt = this.#clock.now() + backoffMs(conn.failures);
       await client.close().catch(() => {});
-      const message = `could not start upstream "${conn.name}": ${describeError(err)}`;
+      // An upstream's error page may echo the credentials Warden sent it.
+      const message = `could not start upstream "${conn.name}": ${scrubber(conn.transport)(describeError(err))}`;
       this.#opts.onFailure?.(conn.name, message);
       throw new WardenError('UPSTREAM_UNAVAILABLE', message, { cause: err });
     }
@@ -433,7 +434,7 @@ export class UpstreamManager implements Upstreams {
       }
       const fault = conn.lastFault;
       if (fault) return new WardenError(fault.code, fault.message);
-      return new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${conn.name}" could not be reached for ${tool}: ${describeError(err)}`, { cause: err });
+      return new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${conn.name}" could not be reached for ${tool}: ${scrubber(conn.transport)(describeError(err))}`, { cause: err });
     }
     return new WardenError('UPSTREAM_PROTOCOL', `upstream "${conn.name}" gave an unusable answer to ${tool}: ${truncate(describeError(err), 500)}`, { cause: err });
   }
