@@ -432,7 +432,8 @@ export class UpstreamManager implements Upstreams {
         conn.retryAt = this.#clock.now() + backoffMs(conn.failures);
         void client.close().catch(() => {});
       }
-      const fault = conn.lastFault;
+      // Only this connection's own fault: one from before a reconnect says nothing about this failure.
+      const fault = conn.generation === generation ? conn.lastFault : undefined;
       if (fault) return new WardenError(fault.code, fault.message);
       return new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${conn.name}" could not be reached for ${tool}: ${scrubber(conn.transport)(describeError(err))}`, { cause: err });
     }
