@@ -23,6 +23,8 @@ interface Upstream {
   url: string;
   seen: { method: string; headers: IncomingHttpHeaders }[];
   servers: McpServer[];
+  /** Drops every connection (a crash or a proxy cut); the server keeps listening. */
+  cut(): void;
   close(): Promise<void>;
 }
 
@@ -40,9 +42,18 @@ async function startStreamingUpstream(): Promise<Upstream> {
     server.registerTool('echo', { inputSchema: { message: z.string() } }, async ({ message }) => ({ content: [{ type: 'text', text: message }] }));
     server.registerTool('steps', {}, async (extra) => {
       const token = extra._meta?.progressToken;
-      for (let i = 1; i <= 2 && token !== undefined; i++) await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: 2 } });
+      // Spaced out like real work: progress that comes before Warden has made the call's record
+      // durable is dropped (it is advisory), and an SDK client drops progress that arrives right
+      // with the answer.
+      for (let i = 1; i <= 2 && token !== undefined; i++) {
+        await new Promise((r) => setTimeout(r, 30));
+        await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: 2 } });
+      }
+      await new Promise((r) => setTimeout(r, 30));
       return { content: [{ type: 'text', text: 'stepped' }] };
     });
+    server.registerTool('big', {}, async () => ({ content: [{ type: 'text', text: 'x'.repeat(1_200_000) }] }));
+    server.registerTool('hang', {}, () => new Promise(() => {}));
     servers.push(server);
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
@@ -55,6 +66,7 @@ async function startStreamingUpstream(): Promise<Upstream> {
     url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`,
     seen,
     servers,
+    cut: () => http.closeAllConnections(),
     close: async () => {
       http.closeAllConnections();
       await new Promise((resolve) => http.close(resolve));
@@ -326,6 +338,46 @@ agents:
       const said = [textOf(result), ...h.alerts.alerts.map((a) => JSON.stringify(a))].join('\n');
       expect(said).toContain('HTTP 401');
       expect(said).not.toContain(SECRET);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("through the gateway: an agent gets a streaming upstream's progress and answers, a refusal for an oversized event, and a clear error at once when the upstream drops mid-call, then service again", async () => {
+    const h = await startHarness(`
+servers:
+  stream:
+    url: ${streaming.url}
+    timeout_ms: 60000
+    tools:
+      echo:  { scope: read }
+      steps: { scope: read }
+      big:   { scope: read }
+      hang:  { scope: read }
+agents:
+  - agent: support-triage
+    mcp_scopes: { stream: [read] }
+`);
+    try {
+      const c = await h.connect('support-triage');
+      const progress: number[] = [];
+      const stepped = await c.callTool({ name: 'stream__steps', arguments: {} }, CallToolResultSchema, { onprogress: (p) => progress.push(p.progress) });
+      expect(textOf(stepped)).toBe('stepped');
+      expect(progress.length).toBe(2);
+      const big = await c.callTool({ name: 'stream__big', arguments: {} });
+      expect(big.isError).toBe(true);
+      expect(textOf(big)).toContain('UPSTREAM_PAYLOAD_TOO_LARGE');
+      const before = streaming.seen.length;
+      const hung = c.callTool({ name: 'stream__hang', arguments: {} });
+      await waitFor(() => streaming.seen.length > before, 'the hanging call to reach the upstream');
+      const started = Date.now();
+      streaming.cut();
+      const dropped = await hung;
+      // At once, not after timeout_ms.
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(dropped.isError).toBe(true);
+      expect(textOf(dropped)).toMatch(/closed the connection|could not be reached/);
+      expect(textOf(await c.callTool({ name: 'stream__echo', arguments: { message: 'back' } }))).toBe('back');
     } finally {
       await h.close();
     }
