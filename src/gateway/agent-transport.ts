@@ -3,8 +3,9 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { MAX_BATCH_SIZE } from '@modelcontextprotocol/sdk/server/requestBody.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { CancelledNotificationSchema, ErrorCode, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { CancelledNotificationSchema, ErrorCode, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Clock } from '../clock.ts';
+import { isAnswer, isNotification, isRequest } from './jsonrpc.ts';
 
 /**
  * The agent-facing side of MCP's Streamable HTTP transport, for one session.
@@ -68,12 +69,6 @@ interface Exchange {
 function sseEvent(message: JSONRPCMessage): string {
   return `event: message\ndata: ${JSON.stringify(message)}\n\n`;
 }
-
-// A message that passed JSONRPCMessageSchema (or comes from the SDK's own
-// Protocol) is told apart by its members: the SDK's is*() guards would parse
-// it again with zod, several times per request.
-const isRequest = (m: JSONRPCMessage): m is JSONRPCRequest => 'method' in m && 'id' in m;
-const isAnswer = (m: JSONRPCMessage): boolean => 'result' in m || 'error' in m;
 
 /** Writes unless the response is already over (an ended response would raise an error event). */
 function write(res: ServerResponse, text: string): void {
@@ -200,7 +195,7 @@ export class AgentTransport implements Transport {
     // A cancelled request gets no answer: the response that waits for it must
     // end anyway, or it would hold the agent's connection for the session's life.
     for (const m of messages) {
-      if (isRequest(m) || !('method' in m) || m.method !== 'notifications/cancelled') continue;
+      if (!isNotification(m) || m.method !== 'notifications/cancelled') continue;
       // Only what the SDK itself acts on (a valid notice, a truthy id); else the call runs on and answers.
       const notice = CancelledNotificationSchema.safeParse(m);
       const id = notice.success ? notice.data.params.requestId : undefined;
@@ -211,7 +206,7 @@ export class AgentTransport implements Transport {
         continue;
       }
       ex.cancelled.add(id!);
-      if (ex.answers.size + ex.cancelled.size === ex.ids.length) this.#finish(ex);
+      this.#finishIfSettled(ex);
     }
   }
 
@@ -254,7 +249,7 @@ export class AgentTransport implements Transport {
 
   async send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
     const answer = isAnswer(message);
-    const id = answer ? (message as { id: RequestId }).id : options?.relatedRequestId;
+    const id = answer ? message.id : options?.relatedRequestId;
     if (id === undefined) {
       if (answer) throw new Error('An answer must belong to a request');
       if (this.#standalone) write(this.#standalone.res, sseEvent(message));
@@ -277,6 +272,11 @@ export class AgentTransport implements Transport {
     }
     ex.answers.set(id, message);
     if (ex.streaming) write(ex.res, sseEvent(message));
+    this.#finishIfSettled(ex);
+  }
+
+  /** Every request of the exchange answered or cancelled: its response can end. */
+  #finishIfSettled(ex: Exchange): void {
     if (ex.answers.size + ex.cancelled.size === ex.ids.length) this.#finish(ex);
   }
 

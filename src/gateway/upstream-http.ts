@@ -5,6 +5,7 @@ import { mediaTypeEssence } from '@modelcontextprotocol/sdk/shared/mediaType.js'
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { JSONRPCMessageSchema, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Clock } from '../clock.ts';
+import { isAnswer, isNotification, isRequest } from './jsonrpc.ts';
 
 /**
  * The client side of MCP's Streamable HTTP transport, for Warden's HTTP
@@ -61,8 +62,6 @@ const ERROR_TEXT_MAX = 500;
 /** Drops a leading byte-order mark, as fetch's text() does. */
 const utf8 = new TextDecoder();
 
-const isRequest = (m: JSONRPCMessage): m is JSONRPCMessage & { id: RequestId; method: string } => 'method' in m && 'id' in m;
-const isAnswer = (m: JSONRPCMessage): m is JSONRPCMessage & { id: RequestId } => 'result' in m || 'error' in m;
 
 function sameOrigin(from: URL, location: string | undefined): URL | undefined {
   if (!location) return undefined;
@@ -109,7 +108,7 @@ export class UpstreamHttpTransport implements Transport {
   /** Resolves once the upstream has taken the message (its answer, if any, arrives through onmessage). */
   send(message: JSONRPCMessage): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('the upstream connection is closed'));
-    if ('method' in message && message.method === 'notifications/cancelled') {
+    if (isNotification(message) && message.method === 'notifications/cancelled') {
       const id = (message.params as { requestId?: RequestId } | undefined)?.requestId;
       if (id !== undefined) this.#cancelled.add(id);
     }
@@ -149,7 +148,7 @@ export class UpstreamHttpTransport implements Transport {
         // A notification or an answer of ours: accepted (202, or any 2xx), nothing comes back.
         res.resume();
         settle();
-        if ('method' in message && message.method === 'notifications/initialized') this.#openGet();
+        if (isNotification(message) && message.method === 'notifications/initialized') this.#openGet();
         return;
       }
       const type = mediaTypeEssence(res.headers['content-type']);

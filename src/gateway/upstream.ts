@@ -17,6 +17,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Policy, ServerPolicy, Transport } from '../policy/types.ts';
 import { pinHash } from './pins.ts';
+import { isNotification } from './jsonrpc.ts';
 import { UpstreamHttpTransport } from './upstream-http.ts';
 
 /**
@@ -360,8 +361,7 @@ export class UpstreamManager implements Upstreams {
   #interceptProgress(conn: Connection, transport: McpTransport): void {
     const inner = transport.onmessage;
     transport.onmessage = (message, extra) => {
-      // Already validated by the transport: its members tell a notification apart (no zod parse per message).
-      if ('method' in message && !('id' in message) && message.method === 'notifications/progress') {
+      if (isNotification(message) && message.method === 'notifications/progress') {
         const params = message.params as ({ progressToken?: unknown } & Progress) | undefined;
         const listener = typeof params?.progressToken === 'string' ? conn.progress.get(params.progressToken) : undefined;
         if (listener) {
