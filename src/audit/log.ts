@@ -336,7 +336,7 @@ export class AuditLog implements AuditSink {
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
-    let positions: ChainHead[];
+    let written: { firstSeq: number; hashes: string[] };
     try {
       // Settings are read before writing or handing off: a closed connection fails here, as a write would.
       const synchronous = this.readSynchronous?.get() ?? SYNC_FULL;
@@ -358,7 +358,6 @@ export class AuditLog implements AuditSink {
         return;
       }
       const rows = batch.map((p) => p.row);
-      let written: { firstSeq: number; hashes: string[] };
       if (relaxed) {
         // Only for this transaction: everything else on the connection keeps its setting.
         this.setSynchronous(SYNC_NORMAL);
@@ -369,12 +368,11 @@ export class AuditLog implements AuditSink {
         }
       } else written = this.chain.write(rows);
       this.committed(kind);
-      positions = written.hashes.map((hash, i) => ({ seq: written.firstSeq + i, hash }));
     } catch (err) {
       this.fail(batch, batch.length, describeError(err), err);
       return;
     }
-    this.resolveAll(batch, positions);
+    this.resolveAll(batch, written);
   }
 
   private settle(batch: readonly Pending[], outcome: BatchOutcome, kind: CommitKind): void {
@@ -384,8 +382,7 @@ export class AuditLog implements AuditSink {
       return;
     }
     this.committed(kind);
-    const positions = outcome.hashes.map((hash, i) => ({ seq: outcome.firstSeq + i, hash }));
-    this.resolveAll(batch, positions);
+    this.resolveAll(batch, outcome);
   }
 
   /**
@@ -425,8 +422,9 @@ export class AuditLog implements AuditSink {
     this.syncTimer.unref?.();
   }
 
-  private resolveAll(batch: readonly Pending[], positions: readonly ChainHead[]): void {
-    for (let i = 0; i < batch.length; i++) this.settled(batch[i]!).resolve(positions[i]!);
+  /** Row i of the batch landed at seq firstSeq + i. */
+  private resolveAll(batch: readonly Pending[], written: { firstSeq: number; hashes: readonly string[] }): void {
+    for (let i = 0; i < batch.length; i++) this.settled(batch[i]!).resolve({ seq: written.firstSeq + i, hash: written.hashes[i]! });
   }
 
   private fail(batch: readonly Pending[], rows: number, message: string, cause: unknown): void {
