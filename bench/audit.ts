@@ -34,13 +34,19 @@ function entry(i: number): AuditEntry {
   };
 }
 
-async function measure(label: string, writer: AuditWriter, rows: number, body: (log: AuditLog) => Promise<void>): Promise<void> {
+async function measure(
+  label: string,
+  writer: AuditWriter,
+  rows: number,
+  body: (log: AuditLog) => Promise<void>,
+): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-bench-audit-'));
   const db = openDb(join(dir, 'audit.db'));
   try {
     const log = new AuditLog(db, { writer });
     // Time the steady state, not the thread's start-up (rows are written inline until it is up).
-    if (writer === 'worker' && !(await writerReady())) throw new Error(`${label}: the audit writer thread did not start`);
+    if (writer === 'worker' && !(await writerReady()))
+      throw new Error(`${label}: the audit writer thread did not start`);
     if (log.writer !== writer) throw new Error(`${label}: expected the ${writer} writer, got ${log.writer}`);
     const elu0 = performance.eventLoopUtilization();
     const t0 = performance.now();
@@ -50,10 +56,15 @@ async function measure(label: string, writer: AuditWriter, rows: number, body: (
     const elu = performance.eventLoopUtilization(elu0);
     await log.close();
     const report = verifyChain(db);
-    if (!report.ok || report.count !== rows) throw new Error(`${label}: chain not intact after bench (${JSON.stringify(report)})`);
+    if (!report.ok || report.count !== rows)
+      throw new Error(`${label}: chain not intact after bench (${JSON.stringify(report)})`);
     const name = `${label} [${writer}]`;
     process.stdout.write(
-      `audit ${name.padEnd(49)} ${String(rows).padStart(7)} rows  ${ms.toFixed(0).padStart(6)} ms  ${Math.round((rows / ms) * 1000).toLocaleString('en-US').padStart(9)} rows/s  main loop ${(elu.utilization * 100).toFixed(0).padStart(3)}% busy\n`,
+      `audit ${name.padEnd(49)} ${String(rows).padStart(7)} rows  ${ms.toFixed(0).padStart(6)} ms  ${Math.round(
+        (rows / ms) * 1000,
+      )
+        .toLocaleString('en-US')
+        .padStart(9)} rows/s  main loop ${(elu.utilization * 100).toFixed(0).padStart(3)}% busy\n`,
     );
   } finally {
     db.close();
@@ -99,7 +110,13 @@ export async function run(): Promise<void> {
     const report = verifyChain(db);
     const ms = performance.now() - t0;
     await log.close();
-    process.stdout.write(`audit ${'verifyChain'.padEnd(49)} ${String(report.count).padStart(7)} rows  ${ms.toFixed(0).padStart(6)} ms  ${Math.round((report.count / ms) * 1000).toLocaleString('en-US').padStart(9)} rows/s\n`);
+    process.stdout.write(
+      `audit ${'verifyChain'.padEnd(49)} ${String(report.count).padStart(7)} rows  ${ms.toFixed(0).padStart(6)} ms  ${Math.round(
+        (report.count / ms) * 1000,
+      )
+        .toLocaleString('en-US')
+        .padStart(9)} rows/s\n`,
+    );
   } finally {
     db.close();
     rmSync(dir, { recursive: true, force: true });

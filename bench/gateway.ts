@@ -103,16 +103,27 @@ async function latencies(paths: Path[], n: number): Promise<Latency[]> {
   return paths.map((p, k) => {
     const times = samples[k]!.sort((a, b) => a - b);
     const out = { p50: pct(times, 50), p99: pct(times, 99) };
-    line(p.label, `p50 ${out.p50.toFixed(3).padStart(6)} ms   p99 ${out.p99.toFixed(3).padStart(6)} ms   (${times.length} sequential calls)`);
+    line(
+      p.label,
+      `p50 ${out.p50.toFixed(3).padStart(6)} ms   p99 ${out.p99.toFixed(3).padStart(6)} ms   (${times.length} sequential calls)`,
+    );
     return out;
   });
 }
 
 function ratio(label: string, governed: Latency, direct: Latency): void {
-  line(label, `p50 ${(governed.p50 / direct.p50).toFixed(2)}x   p99 ${(governed.p99 / direct.p99).toFixed(2)}x   (goal p50 ≤ 2.0x)`);
+  line(
+    label,
+    `p50 ${(governed.p50 / direct.p50).toFixed(2)}x   p99 ${(governed.p99 / direct.p99).toFixed(2)}x   (goal p50 ≤ 2.0x)`,
+  );
 }
 
-async function sameThreadThroughput(label: string, clients: Client[], name: string, perClient: number): Promise<number> {
+async function sameThreadThroughput(
+  label: string,
+  clients: Client[],
+  name: string,
+  perClient: number,
+): Promise<number> {
   const t0 = performance.now();
   await Promise.all(
     clients.map(async (c) => {
@@ -158,27 +169,49 @@ async function workerThroughput(label: string, job: Omit<LoadJob, 'role'>): Prom
   const expected = job.sessions * job.perSession;
   if (ok !== expected) throw new Error(`${label}: ${expected - ok} of ${expected} calls failed`);
   const rate = (ok / ms) * 1000;
-  line(label, `${ok} calls in ${ms.toFixed(0)} ms = ${Math.round(rate).toLocaleString('en-US')} calls/s (${job.sessions} sessions)`);
+  line(
+    label,
+    `${ok} calls in ${ms.toFixed(0)} ms = ${Math.round(rate).toLocaleString('en-US')} calls/s (${job.sessions} sessions)`,
+  );
   // What one core would sustain if the gateway had it alone (the machine's other core runs the agents and the upstream).
   const busyUs = (elu.active * 1000) / ok;
-  line(`  gateway event loop per call`, `${busyUs.toFixed(0)} µs busy (loop ${(elu.utilization * 100).toFixed(0)}% busy) ⇒ ≈ ${Math.round(1e6 / busyUs).toLocaleString('en-US')} calls/s per core`);
+  line(
+    `  gateway event loop per call`,
+    `${busyUs.toFixed(0)} µs busy (loop ${(elu.utilization * 100).toFixed(0)}% busy) ⇒ ≈ ${Math.round(1e6 / busyUs).toLocaleString('en-US')} calls/s per core`,
+  );
   return rate;
 }
 
 const LEAN_LOAD = join(ROOT, 'bench/load/mcp-http-load.ts');
 
 /** The lean load generator (bench/load/) in its own process; see the header for why. */
-async function processThroughput(label: string, job: Omit<LoadJob, 'role'>, tool: string, onWarm: () => void): Promise<number> {
-  const child = spawn(process.execPath, ['--import', 'tsx', LEAN_LOAD, job.url, job.token, String(job.sessions), String(job.perSession), tool], {
-    cwd: ROOT,
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+async function processThroughput(
+  label: string,
+  job: Omit<LoadJob, 'role'>,
+  tool: string,
+  onWarm: () => void,
+): Promise<number> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', LEAN_LOAD, job.url, job.token, String(job.sessions), String(job.perSession), tool],
+    {
+      cwd: ROOT,
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
   try {
     const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
     const next = async () => {
       const r = await lines.next();
       if (r.done) throw new Error(`${label}: the load generator exited early`);
-      return JSON.parse(r.value) as { ready?: true; ok: number; failed: number; ms: number; cpuUs: number; firstError?: string };
+      return JSON.parse(r.value) as {
+        ready?: true;
+        ok: number;
+        failed: number;
+        ms: number;
+        cpuUs: number;
+        firstError?: string;
+      };
     };
     await next();
     onWarm();
@@ -189,11 +222,18 @@ async function processThroughput(label: string, job: Omit<LoadJob, 'role'>, tool
     const elu = performance.eventLoopUtilization(elu0);
     const cpu = process.cpuUsage(cpu0);
     const expected = job.sessions * job.perSession;
-    if (r.ok !== expected) throw new Error(`${label}: ${expected - r.ok} of ${expected} calls failed (first: ${r.firstError})`);
+    if (r.ok !== expected)
+      throw new Error(`${label}: ${expected - r.ok} of ${expected} calls failed (first: ${r.firstError})`);
     const rate = (r.ok / r.ms) * 1000;
-    line(label, `${r.ok} calls in ${r.ms.toFixed(0)} ms = ${Math.round(rate).toLocaleString('en-US')} calls/s (${job.sessions} sessions)`);
+    line(
+      label,
+      `${r.ok} calls in ${r.ms.toFixed(0)} ms = ${Math.round(rate).toLocaleString('en-US')} calls/s (${job.sessions} sessions)`,
+    );
     // This process runs only the gateway here (with its stdio link to the upstream); the agents' CPU is the child's.
-    line('  gateway per call', `${((elu.active * 1000) / r.ok).toFixed(0)} µs event loop (${(elu.utilization * 100).toFixed(0)}% busy), ${((cpu.user + cpu.system) / r.ok).toFixed(0)} µs CPU; load generator ${(r.cpuUs / r.ok).toFixed(0)} µs CPU`);
+    line(
+      '  gateway per call',
+      `${((elu.active * 1000) / r.ok).toFixed(0)} µs event loop (${(elu.utilization * 100).toFixed(0)}% busy), ${((cpu.user + cpu.system) / r.ok).toFixed(0)} µs CPU; load generator ${(r.cpuUs / r.ok).toFixed(0)} µs CPU`,
+    );
     return rate;
   } finally {
     child.kill();
@@ -204,7 +244,12 @@ async function loadWorker(job: LoadJob): Promise<void> {
   const clients = await Promise.all(
     Array.from({ length: job.sessions }, async () => {
       const c = new Client({ name: 'bench-load', version: '1' });
-      await c.connect(new StreamableHTTPClientTransport(new URL(job.url), { requestInit: { headers: { Authorization: `Bearer ${job.token}` } }, fetch: clientFetch }));
+      await c.connect(
+        new StreamableHTTPClientTransport(new URL(job.url), {
+          requestInit: { headers: { Authorization: `Bearer ${job.token}` } },
+          fetch: clientFetch,
+        }),
+      );
       return c;
     }),
   );
@@ -260,7 +305,17 @@ agents:
   const killSwitch = new KillSwitch({ db, audit, logger });
   killSwitch.start();
   const approvals = new ApprovalService({ db, audit, logger, policy });
-  const gateway = await startGateway({ policy, db, audit, approvals, halt: killSwitch, alerts: new LogAlertSink(logger), logger, port: 0, maxSessionsPerAgent: 64 });
+  const gateway = await startGateway({
+    policy,
+    db,
+    audit,
+    approvals,
+    halt: killSwitch,
+    alerts: new LogAlertSink(logger),
+    logger,
+    port: 0,
+    maxSessionsPerAgent: 64,
+  });
   const token = createAgentToken(db, 'bench-agent', { policy });
   const clients: Client[] = [];
   const connect = async (url: string, headers: Record<string, string>) => {
@@ -270,7 +325,8 @@ agents:
     return c;
   };
   const governed = () => connect(gateway.url, { Authorization: `Bearer ${token}` });
-  const countCompleted = () => (db.prepare("SELECT count(*) AS n FROM audit WHERE event = 'call.completed'").get() as { n: number }).n;
+  const countCompleted = () =>
+    (db.prepare("SELECT count(*) AS n FROM audit WHERE event = 'call.completed'").get() as { n: number }).n;
   /** Every call of a run left its call.completed row. */
   const checkAudited = async (label: string, before: number, calls: number) => {
     await audit.flush();
@@ -279,7 +335,9 @@ agents:
   };
   try {
     const directStdio = new Client({ name: 'bench-direct', version: '1' });
-    await directStdio.connect(new StdioClientTransport({ command: process.execPath, args: EVERYTHING, stderr: 'ignore' }));
+    await directStdio.connect(
+      new StdioClientTransport({ command: process.execPath, args: EVERYTHING, stderr: 'ignore' }),
+    );
     clients.push(directStdio);
     const directHttp = await connect(echo.url, {});
     const g = await governed();
@@ -294,7 +352,17 @@ agents:
     );
     ratio('A ratio governed/direct', a2!, a1!);
     // Diagnostic: the same gateway with every audit row fsynced before the step after it (auditDurability 'strict').
-    const strict = await startGateway({ policy, db, audit, approvals, halt: killSwitch, alerts: new LogAlertSink(logger), logger, port: 0, auditDurability: 'strict' });
+    const strict = await startGateway({
+      policy,
+      db,
+      audit,
+      approvals,
+      halt: killSwitch,
+      alerts: new LogAlertSink(logger),
+      logger,
+      port: 0,
+      auditDurability: 'strict',
+    });
     try {
       const gs = await connect(strict.url, { Authorization: `Bearer ${token}` });
       const [b1, b2, b3] = await latencies(
@@ -316,9 +384,17 @@ agents:
     const job = { url: gateway.url, token, sessions: 16, perSession: 1_000 };
     let before = 0;
     // Counted once the generator has warmed up: its warm-up calls are audited too.
-    const rate = await processThroughput('governed throughput', job, 'everything__echo', () => (before = countCompleted()));
+    const rate = await processThroughput(
+      'governed throughput',
+      job,
+      'everything__echo',
+      () => (before = countCompleted()),
+    );
     await checkAudited('governed throughput', before, job.sessions * job.perSession);
-    line('audited calls/s', `${Math.round(rate).toLocaleString('en-US')} (goal ≥ 2,000; every call's call.decided committed before forwarding and on stable storage before the answer, call.completed committed before the answer)`);
+    line(
+      'audited calls/s',
+      `${Math.round(rate).toLocaleString('en-US')} (goal ≥ 2,000; every call's call.decided committed before forwarding and on stable storage before the answer, call.completed committed before the answer)`,
+    );
 
     before = countCompleted();
     await workerThroughput('same, SDK-client agents in a worker thread', { ...job, perSession: 500 });
@@ -338,5 +414,6 @@ agents:
   }
 }
 
-if (!isMainThread && (workerData as LoadJob | undefined)?.role === 'gateway-load') await loadWorker(workerData as LoadJob);
+if (!isMainThread && (workerData as LoadJob | undefined)?.role === 'gateway-load')
+  await loadWorker(workerData as LoadJob);
 else if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await run();

@@ -17,7 +17,11 @@ function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-async function measure(agent: { call(name: string, args?: Record<string, unknown>): Promise<{ isError: boolean; text: string }> }, halt: () => Promise<unknown>, resume: () => Promise<unknown>) {
+async function measure(
+  agent: { call(name: string, args?: Record<string, unknown>): Promise<{ isError: boolean; text: string }> },
+  halt: () => Promise<unknown>,
+  resume: () => Promise<unknown>,
+) {
   const samples: number[] = [];
   let probes = 0;
   for (let i = 0; i < ITERATIONS; i++) {
@@ -56,7 +60,9 @@ export async function run(): Promise<void> {
     process.stdout.write(line('halt → refused, same process', same));
     // The promise tests do not time (a shared machine makes that noise): measured here, and held by the drill.
     const over = cross.samples.filter((s) => s > DEFAULT_MAX_TIME_TO_HALT_MS).length;
-    process.stdout.write(`cross-process samples over the ${DEFAULT_MAX_TIME_TO_HALT_MS} ms promise: ${over}/${cross.samples.length}\n`);
+    process.stdout.write(
+      `cross-process samples over the ${DEFAULT_MAX_TIME_TO_HALT_MS} ms promise: ${over}/${cross.samples.length}\n`,
+    );
     await remote.close();
     await local.close();
   } finally {

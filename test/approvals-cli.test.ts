@@ -20,8 +20,11 @@ let service: ApprovalService;
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], { env: { ...process.env, WARDEN_DB: dbPath, WARDEN_POLICY: 'examples/policy.yml' } }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/index.ts', ...args],
+      { env: { ...process.env, WARDEN_DB: dbPath, WARDEN_POLICY: 'examples/policy.yml' } },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
     );
   });
 }
@@ -74,7 +77,11 @@ describe('warden approvals', () => {
     await expect(outcome).resolves.toMatchObject({ status: 'approved', approver: 'U0123ABCD' });
     const row = db.prepare("SELECT approver FROM audit WHERE event = 'approval.decided'").get() as { approver: string };
     expect(row.approver).toBe('U0123ABCD');
-    const cliRow = db.prepare("SELECT approver, decision, detail FROM audit WHERE event = 'approval.cli'").get() as { approver: string; decision: string; detail: string };
+    const cliRow = db.prepare("SELECT approver, decision, detail FROM audit WHERE event = 'approval.cli'").get() as {
+      approver: string;
+      decision: string;
+      detail: string;
+    };
     expect(cliRow).toMatchObject({ approver: 'U0123ABCD', decision: 'approve' });
     expect(JSON.parse(cliRow.detail)).toMatchObject({ approvalId: id, osUser: expect.any(String) });
   });
@@ -95,11 +102,14 @@ describe('warden approvals', () => {
     const rejected = await cli(['approvals', 'reject', id, '--as', 'U0456EFGH', '--reason', 'wrong customer']);
     expect(rejected.code).toBe(0);
     await expect(outcome).resolves.toMatchObject({ status: 'rejected', approver: 'U0456EFGH' });
-    const why = (await outcome as { reason: string }).reason;
+    const why = ((await outcome) as { reason: string }).reason;
     expect(why).toContain('wrong customer');
     // The OS user is audited, not shown to the agent.
     expect(why).not.toMatch(/OS user/);
-    const refusedRows = db.prepare("SELECT count(*) FROM audit WHERE event = 'approval.cli' AND decision = 'refused'").pluck().get();
+    const refusedRows = db
+      .prepare("SELECT count(*) FROM audit WHERE event = 'approval.cli' AND decision = 'refused'")
+      .pluck()
+      .get();
     expect(refusedRows).toBe(1);
 
     const again = await cli(['approvals', 'approve', id, '--as', 'U0123ABCD']);

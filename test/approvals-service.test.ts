@@ -5,14 +5,29 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ApprovalService, UNAUDITED_APPROVAL_GRACE_MS, argsHash, canonicalJson, haltAbortReason } from '../src/approvals/index.ts';
+import {
+  ApprovalService,
+  UNAUDITED_APPROVAL_GRACE_MS,
+  argsHash,
+  canonicalJson,
+  haltAbortReason,
+} from '../src/approvals/index.ts';
 import { AuditLog } from '../src/audit/index.ts';
 import type { AuditEntry, AuditSink } from '../src/audit/types.ts';
 import { silentLogger } from '../src/logger.ts';
 import { ApprovalStore } from '../src/approvals/store.ts';
 import { openDb } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
-import { APPROVER, CHANNEL, OWNER, STRANGER, approvalIdOf, heldCall, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
+import {
+  APPROVER,
+  CHANNEL,
+  OWNER,
+  STRANGER,
+  approvalIdOf,
+  heldCall,
+  startSlackHarness,
+  type SlackHarness,
+} from './support/slack-harness.ts';
 
 const START = Date.parse('2026-03-02T09:00:00Z');
 
@@ -65,7 +80,9 @@ const heldFor = (held: HeldAppend[], id: string) => held.find((x) => x.entry.det
 
 describe('canonical args hash', () => {
   it('ignores key order and binds to exact values', () => {
-    expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: 'x' } })).toBe('{"a":{"c":"x","d":[1,{"x":1,"y":2}]},"b":1}');
+    expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: 'x' } })).toBe(
+      '{"a":{"c":"x","d":[1,{"x":1,"y":2}]},"b":1}',
+    );
     expect(argsHash({ a: 1, b: 2 })).toBe(argsHash({ b: 2, a: 1 }));
     expect(argsHash({ a: 1, b: 2 })).not.toBe(argsHash({ a: 1, b: 3 }));
     expect(argsHash({ to: 'x' })).toBe(createHash('sha256').update('{"to":"x"}').digest('hex'));
@@ -95,7 +112,12 @@ describe('ApprovalService', () => {
 
     const requested = h.auditRows('approval.requested');
     expect(requested).toHaveLength(1);
-    expect(requested[0]).toMatchObject({ call_id: 'call-approve-1', agent: 'support-triage', tool: 'send_customer_email', decision: 'pending' });
+    expect(requested[0]).toMatchObject({
+      call_id: 'call-approve-1',
+      agent: 'support-triage',
+      tool: 'send_customer_email',
+      decision: 'pending',
+    });
     expect(JSON.parse(requested[0]!.detail!)).toMatchObject({ approvalId: id, argsHash: argsHash(args) });
 
     const result = await h.approvals.decide(id, OWNER, 'approve');
@@ -126,8 +148,17 @@ describe('ApprovalService', () => {
 
     const rejected = await h.approvals.decide(id, APPROVER, 'reject', '  wrong customer  ');
     expect(rejected.ok).toBe(true);
-    expect(await pending).toMatchObject({ status: 'rejected', approver: APPROVER, reason: `rejected by ${APPROVER}: wrong customer` });
-    expect(row(h, id)).toMatchObject({ status: 'rejected', decided_by: APPROVER, decision_reason: 'wrong customer', decided_at: START });
+    expect(await pending).toMatchObject({
+      status: 'rejected',
+      approver: APPROVER,
+      reason: `rejected by ${APPROVER}: wrong customer`,
+    });
+    expect(row(h, id)).toMatchObject({
+      status: 'rejected',
+      decided_by: APPROVER,
+      decision_reason: 'wrong customer',
+      decided_at: START,
+    });
 
     const again = await h.approvals.decide(id, OWNER, 'approve');
     expect(again).toMatchObject({ ok: false, code: 'not_pending' });
@@ -186,18 +217,35 @@ describe('ApprovalService', () => {
     halt.abort(haltAbortReason());
     gone.abort();
     expect(await halted).toMatchObject({ status: 'cancelled', reason: 'cancelled: agents halted' });
-    expect(await abandoned).toMatchObject({ status: 'abandoned', reason: 'abandoned: the agent went away before a decision' });
+    expect(await abandoned).toMatchObject({
+      status: 'abandoned',
+      reason: 'abandoned: the agent went away before a decision',
+    });
     const haltedUpdate = await h.slack.waitForCall('chat.update', (c) => c.args.ts === haltedCard.response!.ts);
     expect(cardText(haltedUpdate.args.blocks)).toContain('*Cancelled*: agents halted');
     await h.slack.waitForCall('chat.update', (c) => c.args.ts === goneCard.response!.ts);
-    expect(h.auditRows('approval.decided').map((r) => r.decision).sort()).toEqual(['abandoned', 'cancelled']);
+    expect(
+      h
+        .auditRows('approval.decided')
+        .map((r) => r.decision)
+        .sort(),
+    ).toEqual(['abandoned', 'cancelled']);
   });
 
   it('cancelPending cancels one agent’s or every pending request and redraws each card', async () => {
     const h = await harness();
     const a = h.approvals.request(heldCall(h));
-    const b = h.approvals.request(heldCall(h, { tool: 'refund_request', server: 'crm', consequence: 'irreversible', args: { customer_id: 'c1', amount: 10, reason: 'x' } }));
-    await vi.waitFor(() => expect(h.db.prepare('SELECT count(*) FROM approvals WHERE message_ts IS NOT NULL').pluck().get()).toBe(2));
+    const b = h.approvals.request(
+      heldCall(h, {
+        tool: 'refund_request',
+        server: 'crm',
+        consequence: 'irreversible',
+        args: { customer_id: 'c1', amount: 10, reason: 'x' },
+      }),
+    );
+    await vi.waitFor(() =>
+      expect(h.db.prepare('SELECT count(*) FROM approvals WHERE message_ts IS NOT NULL').pluck().get()).toBe(2),
+    );
     expect(await h.approvals.cancelPending({ agent: 'other-agent' }, 'agents halted')).toBe(0);
     expect(await h.approvals.cancelPending({ agent: 'support-triage' }, 'agents halted')).toBe(2);
     expect((await a).status).toBe('cancelled');
@@ -215,7 +263,13 @@ describe('ApprovalService', () => {
     const otherDb = openDb(h.dbPath);
     const otherAudit = new AuditLog(otherDb);
     // Same (fake) time as this process: the decision is made before the request's deadline.
-    const other = new ApprovalService({ db: otherDb, audit: otherAudit, clock, policy: () => h.policy, logger: silentLogger() });
+    const other = new ApprovalService({
+      db: otherDb,
+      audit: otherAudit,
+      clock,
+      policy: () => h.policy,
+      logger: silentLogger(),
+    });
     try {
       expect(await other.decide(id, APPROVER, 'approve')).toMatchObject({ ok: true });
       let settled = false;
@@ -243,8 +297,12 @@ describe('ApprovalService', () => {
     const other = new ApprovalService({ db: otherDb, audit: otherAudit, clock, policy: () => h.policy });
     try {
       const results = await Promise.all([
-        ...Array.from({ length: 10 }, (_, i) => h.approvals.decide(id, i % 2 ? OWNER : APPROVER, i % 3 ? 'approve' : 'reject', 'r')),
-        ...Array.from({ length: 10 }, (_, i) => other.decide(id, i % 2 ? APPROVER : OWNER, i % 3 ? 'reject' : 'approve', 'r')),
+        ...Array.from({ length: 10 }, (_, i) =>
+          h.approvals.decide(id, i % 2 ? OWNER : APPROVER, i % 3 ? 'approve' : 'reject', 'r'),
+        ),
+        ...Array.from({ length: 10 }, (_, i) =>
+          other.decide(id, i % 2 ? APPROVER : OWNER, i % 3 ? 'reject' : 'approve', 'r'),
+        ),
       ]);
       expect(results.filter((r) => r.ok)).toHaveLength(1);
       expect(results.filter((r) => !r.ok).every((r) => !r.ok && r.code === 'not_pending')).toBe(true);
@@ -265,7 +323,12 @@ describe('ApprovalService', () => {
     expect(store.transition(id, { status: 'approved', at: START + 1, by: OWNER })).toBe(true);
     expect(store.transition(id, { status: 'rejected', at: START + 2, by: APPROVER })).toBe(false);
     expect(store.transition(id, { status: 'expired', at: START + 3 })).toBe(false);
-    expect(row(h, id)).toMatchObject({ status: 'approved', decided_by: OWNER, decided_at: START + 1, decision_seq: null });
+    expect(row(h, id)).toMatchObject({
+      status: 'approved',
+      decided_by: OWNER,
+      decided_at: START + 1,
+      decision_seq: null,
+    });
 
     // The status flipped but no audit row followed (the deciding process died): that is not an approval.
     let settled = false;
@@ -275,7 +338,10 @@ describe('ApprovalService', () => {
     await clock.tick(15 * 60_000); // the deadline: one grace period for an audit write still in flight
     expect(settled).toBe(false);
     await clock.tick(UNAUDITED_APPROVAL_GRACE_MS);
-    expect(await pending).toMatchObject({ status: 'failed', reason: expect.stringContaining('not recorded in the audit trail') });
+    expect(await pending).toMatchObject({
+      status: 'failed',
+      reason: expect.stringContaining('not recorded in the audit trail'),
+    });
     expect(row(h, id)).toMatchObject({ status: 'failed', decision_seq: null });
     expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'failed', approver: OWNER }]);
     // The card may have been redrawn before (a poll saw the bare status flip); the last redraw says Failed.
@@ -286,7 +352,14 @@ describe('ApprovalService', () => {
   it('does not release an approval while its audit row is being written; when the write fails the caller gets failed, never approved', async () => {
     const h = await harness();
     const audit = holdingAudit(h.audit, approvedDecision);
-    const svc = new ApprovalService({ db: h.db, audit: audit.sink, notifier: h.notifier, clock, policy: () => h.policy, pollMs: 500 });
+    const svc = new ApprovalService({
+      db: h.db,
+      audit: audit.sink,
+      notifier: h.notifier,
+      clock,
+      policy: () => h.policy,
+      pollMs: 500,
+    });
     try {
       const pending = svc.request(heldCall(h));
       const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
@@ -303,8 +376,15 @@ describe('ApprovalService', () => {
       expect(settled).toBe(false);
 
       audit.held[0]!.fail(new Error('disk I/O error'));
-      expect(await pending).toMatchObject({ status: 'failed', reason: 'approval failed: audit write failed: disk I/O error' });
-      expect(await deciding).toMatchObject({ ok: false, code: 'not_pending', message: 'This request failed: audit write failed: disk I/O error.' });
+      expect(await pending).toMatchObject({
+        status: 'failed',
+        reason: 'approval failed: audit write failed: disk I/O error',
+      });
+      expect(await deciding).toMatchObject({
+        ok: false,
+        code: 'not_pending',
+        message: 'This request failed: audit write failed: disk I/O error.',
+      });
       expect(row(h, id)).toMatchObject({ status: 'failed', decision_seq: null });
       // The trail never says approved; it says the approval failed.
       expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'failed', approver: OWNER }]);
@@ -349,7 +429,10 @@ describe('ApprovalService', () => {
       heldFor(held.held, idB).fail(new Error('database is locked'));
       expect(await decidedB).toMatchObject({ ok: false, code: 'not_pending' });
       await clock.tick(500);
-      expect(await b).toMatchObject({ status: 'failed', reason: 'approval failed: audit write failed: database is locked' });
+      expect(await b).toMatchObject({
+        status: 'failed',
+        reason: 'approval failed: audit write failed: database is locked',
+      });
     } finally {
       await otherAudit.close();
       otherDb.close();
@@ -358,7 +441,13 @@ describe('ApprovalService', () => {
 
   it('an approved outcome carries the hash of the exact arguments that were held and approved', async () => {
     const h = await harness();
-    const args = { ticket_id: 'T-7', to: 'ada@example.com', subject: 'S', body: 'B', api_key: 'sk-live-abcdefghijklmnopqrstuvwxyz' };
+    const args = {
+      ticket_id: 'T-7',
+      to: 'ada@example.com',
+      subject: 'S',
+      body: 'B',
+      api_key: 'sk-live-abcdefghijklmnopqrstuvwxyz',
+    };
     const pending = h.approvals.request(heldCall(h, { args }));
     const id = approvalIdOf(await h.slack.waitForCall('chat.postMessage'));
     await h.approvals.decide(id, OWNER, 'approve');
@@ -388,7 +477,11 @@ describe('ApprovalService', () => {
     const otherAudit = new AuditLog(otherDb, { clock: late });
     const other = new ApprovalService({ db: otherDb, audit: otherAudit, clock: late, policy: () => h.policy });
     try {
-      expect(await other.decide(id, OWNER, 'approve')).toMatchObject({ ok: false, code: 'not_pending', message: 'This request expired before anyone decided.' });
+      expect(await other.decide(id, OWNER, 'approve')).toMatchObject({
+        ok: false,
+        code: 'not_pending',
+        message: 'This request expired before anyone decided.',
+      });
       expect(row(h, id)).toMatchObject({ status: 'expired', decided_by: null, decided_at: expiresAt + 1000 });
       expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'expired', approver: null }]);
       await clock.tick(500);
@@ -425,7 +518,11 @@ db.close();
     const run = promisify(execFile);
     const startAt = Date.now() + 2500;
     const outs = await Promise.all(
-      [0, 1, 2, 3].map((who) => run(process.execPath, ['--import', 'tsx', script, h.dbPath, id, String(startAt), String(who)], { cwd: resolve(import.meta.dirname, '..') })),
+      [0, 1, 2, 3].map((who) =>
+        run(process.execPath, ['--import', 'tsx', script, h.dbPath, id, String(startAt), String(who)], {
+          cwd: resolve(import.meta.dirname, '..'),
+        }),
+      ),
     );
     const oks = outs.flatMap((o) => JSON.parse(o.stdout) as boolean[]);
     expect(oks).toHaveLength(100);
@@ -449,7 +546,13 @@ db.close();
       )
       .run(START, START + 60_000, `${hostname()}:${process.ppid}:live`);
 
-    const restarted = new ApprovalService({ db: h.db, audit: h.audit, notifier: h.notifier, clock, policy: () => h.policy });
+    const restarted = new ApprovalService({
+      db: h.db,
+      audit: h.audit,
+      notifier: h.notifier,
+      clock,
+      policy: () => h.policy,
+    });
     expect(await restarted.recover()).toBe(1);
     expect(row(h, orphan)).toMatchObject({ status: 'abandoned', decision_reason: 'Warden restarted' });
     expect(row(h, 'apr_live').status).toBe('pending');
@@ -472,7 +575,13 @@ db.close();
       )
       .run(START, START + 60_000, `not-${hostname()}.example:1:abcd1234`);
 
-    const starting = new ApprovalService({ db: h.db, audit: h.audit, notifier: h.notifier, clock, policy: () => h.policy });
+    const starting = new ApprovalService({
+      db: h.db,
+      audit: h.audit,
+      notifier: h.notifier,
+      clock,
+      policy: () => h.policy,
+    });
     expect(await starting.recover()).toBe(0);
     expect(row(h, 'apr_remote').status).toBe('pending');
     // Its own process can still decide it.
@@ -498,7 +607,10 @@ db.close();
     const reply = h.slack.callsOf('chat.postMessage').find((c) => c.args.thread_ts === post.response!.ts);
     expect(reply).toBeDefined();
     expect(cardText(reply!.args.blocks)).toContain('email sent to ada@example.com');
-    expect(JSON.parse(row(h, id).outcome as string)).toEqual({ ok: true, summary: 'email sent to ada@example.com (message id 42)' });
+    expect(JSON.parse(row(h, id).outcome as string)).toEqual({
+      ok: true,
+      summary: 'email sent to ada@example.com (message id 42)',
+    });
   });
 
   it('fails closed when the agent has no channel to ask in', async () => {

@@ -18,13 +18,17 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const COLS = 'seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason, approver, duration_ms, detail, prev_hash, hash';
-const values = COLS.split(', ').map((c) => `@${c}`).join(', ');
+const COLS =
+  'seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason, approver, duration_ms, detail, prev_hash, hash';
+const values = COLS.split(', ')
+  .map((c) => `@${c}`)
+  .join(', ');
 const rows = () => db.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
 
 async function seed(n: number): Promise<AuditRow[]> {
   const log = new AuditLog(db);
-  for (let i = 0; i < n; i++) await log.append({ event: 'call.decided', agent: 'support-triage', decision: i === 1 ? 'deny' : 'allow' });
+  for (let i = 0; i < n; i++)
+    await log.append({ event: 'call.decided', agent: 'support-triage', decision: i === 1 ? 'deny' : 'allow' });
   await log.close();
   return rows();
 }
@@ -33,7 +37,9 @@ describe('audit table through a Warden connection (openDb)', () => {
   it('refuses INSERT OR REPLACE over an existing row (the delete that REPLACE implies is a DELETE)', async () => {
     const [, second] = await seed(3);
     const forged = { ...second!, decision: 'allow', reason: 'nothing to see' };
-    expect(() => db.prepare(`INSERT OR REPLACE INTO audit (${COLS}) VALUES (${values})`).run(forged)).toThrow(/append-only/);
+    expect(() => db.prepare(`INSERT OR REPLACE INTO audit (${COLS}) VALUES (${values})`).run(forged)).toThrow(
+      /append-only/,
+    );
     expect(() => db.prepare(`REPLACE INTO audit (${COLS}) VALUES (${values})`).run(forged)).toThrow(/append-only/);
     expect(rows()[1]!.decision).toBe('deny');
     expect(verifyChain(db)).toMatchObject({ ok: true, count: 3 });
@@ -42,11 +48,17 @@ describe('audit table through a Warden connection (openDb)', () => {
   it('refuses an upsert, and a row back-filled behind the head', async () => {
     const [first] = await seed(3);
     expect(() =>
-      db.prepare(`INSERT INTO audit (${COLS}) VALUES (${values}) ON CONFLICT(seq) DO UPDATE SET decision = 'allow'`).run(first!),
+      db
+        .prepare(`INSERT INTO audit (${COLS}) VALUES (${values}) ON CONFLICT(seq) DO UPDATE SET decision = 'allow'`)
+        .run(first!),
     ).toThrow(/append-only/);
     // Delete is refused, so a gap can only come from a forged low seq: refused too.
-    expect(() => db.prepare(`INSERT INTO audit (${COLS}) VALUES (${values})`).run({ ...first!, seq: 0 })).toThrow(/after the head only/);
-    expect(() => db.prepare(`INSERT INTO audit (${COLS}) VALUES (${values})`).run({ ...first!, seq: -5 })).toThrow(/after the head only/);
+    expect(() => db.prepare(`INSERT INTO audit (${COLS}) VALUES (${values})`).run({ ...first!, seq: 0 })).toThrow(
+      /after the head only/,
+    );
+    expect(() => db.prepare(`INSERT INTO audit (${COLS}) VALUES (${values})`).run({ ...first!, seq: -5 })).toThrow(
+      /after the head only/,
+    );
     expect(rows().map((r) => r.seq)).toEqual([1, 2, 3]);
   });
 
@@ -59,7 +71,9 @@ describe('audit table through a Warden connection (openDb)', () => {
   });
 
   it('refuses a checkpoint placed behind the latest one', () => {
-    const ins = db.prepare("INSERT INTO audit_checkpoints (seq, head_hash, ts, signature, public_key) VALUES (?, 'h', 1, 's', 'k')");
+    const ins = db.prepare(
+      "INSERT INTO audit_checkpoints (seq, head_hash, ts, signature, public_key) VALUES (?, 'h', 1, 's', 'k')",
+    );
     ins.run(5);
     ins.run(5);
     expect(() => ins.run(4)).toThrow(/append-only/);

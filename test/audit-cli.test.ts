@@ -33,7 +33,14 @@ async function seed(path: string): Promise<void> {
   const db = openDb(path);
   const log = new AuditLog(db);
   for (let i = 1; i <= 6; i++) {
-    await log.append({ event: 'call.decided', agent: 'support-triage', server: 'tickets', tool: 'send_customer_email', decision: i % 2 ? 'deny' : 'allow', reason: i === 3 ? '=1+1' : `r${i}` });
+    await log.append({
+      event: 'call.decided',
+      agent: 'support-triage',
+      server: 'tickets',
+      tool: 'send_customer_email',
+      decision: i % 2 ? 'deny' : 'allow',
+      reason: i === 3 ? '=1+1' : `r${i}`,
+    });
   }
   db.close();
 }
@@ -73,7 +80,9 @@ describe('warden audit (CLI)', () => {
 
     // The attacker cuts the tail and the stored checkpoint too.
     const raw = new Database(dbPath);
-    raw.exec('DROP TRIGGER audit_no_delete; DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit WHERE seq > 4; DELETE FROM audit_checkpoints;');
+    raw.exec(
+      'DROP TRIGGER audit_no_delete; DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit WHERE seq > 4; DELETE FROM audit_checkpoints;',
+    );
     raw.close();
     const blind = await cli(['audit', 'verify', '--db', dbPath]);
     expect(blind.stdout).toMatch(/^OK: 4 rows/);
@@ -116,7 +125,9 @@ describe('warden audit (CLI)', () => {
     expect(lines.slice(1).map((l) => l.split(',')[0])).toEqual(['5', '3', '1']);
     expect(csv.stdout).toContain(",'=1+1,");
 
-    const json = await cli(['audit', 'query', 'agent:support-triage limit:2', '--format', 'json'], { WARDEN_DB: dbPath });
+    const json = await cli(['audit', 'query', 'agent:support-triage limit:2', '--format', 'json'], {
+      WARDEN_DB: dbPath,
+    });
     expect(json.code).toBe(0);
     expect(JSON.parse(json.stdout).map((r: { seq: number }) => r.seq)).toEqual([6, 5]);
     expect(json.stderr).toContain('--before 5');

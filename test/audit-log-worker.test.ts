@@ -144,7 +144,9 @@ describe('AuditLog on the writer thread', () => {
     const crashing = crashWriterThread();
     blocker.exec('ROLLBACK');
     await crashing;
-    await expect(inFlight).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED') && /writer thread stopped/.test((e as Error).message));
+    await expect(inFlight).rejects.toSatisfy(
+      (e) => isWardenError(e, 'AUDIT_WRITE_FAILED') && /writer thread stopped/.test((e as Error).message),
+    );
     // The next batch does not wait for a new thread: it is written here while one starts.
     expect(log.writer).toBe('inline');
     await expect(log.append({ event: 'after, inline' })).resolves.toBeDefined();
@@ -193,7 +195,10 @@ describe('AuditLog on the writer thread', () => {
       for (let i = 0; i < 3; i++) void log.append({ event: 'not awaited' });
       // Neither the log nor the database is closed: the process must still end by itself.
     `;
-    await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath], { cwd: root, timeout: 20_000 });
+    await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath], {
+      cwd: root,
+      timeout: 20_000,
+    });
     const d = db();
     expect(allRows(d).map((r) => r.event)).toEqual(['awaited', 'not awaited', 'not awaited', 'not awaited']);
     expect(verifyChain(d)).toMatchObject({ ok: true, count: 4 });
@@ -208,7 +213,11 @@ describe('AuditLog on the writer thread', () => {
       await log.append({ event: 'one-shot' });
       process.stdout.write(writerThreadState());
     `;
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath], { cwd: root, timeout: 20_000 });
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script, dbPath],
+      { cwd: root, timeout: 20_000 },
+    );
     // The row went inline while the thread started; the starting thread did not hold the process.
     expect(stdout).toBe('starting');
     expect(allRows(db()).map((r) => r.event)).toEqual(['one-shot']);

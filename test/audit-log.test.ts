@@ -6,7 +6,15 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, GENESIS_HASH, REDACTED, rowHash, verifyChain, type AuditLogOptions, type AuditRow } from '../src/audit/index.ts';
+import {
+  AuditLog,
+  GENESIS_HASH,
+  REDACTED,
+  rowHash,
+  verifyChain,
+  type AuditLogOptions,
+  type AuditRow,
+} from '../src/audit/index.ts';
 import { LOOP_FSYNC_MAX_MS, RECENT_FSYNCS, type AuditWriter } from '../src/audit/log.ts';
 import { writerReady } from '../src/audit/writer-thread.ts';
 import type { Clock } from '../src/clock.ts';
@@ -78,14 +86,18 @@ describe('audit table', () => {
   it('refuses UPDATE and DELETE by trigger', async () => {
     const d = db();
     await new AuditLog(d).append({ event: 'call.decided', agent: 'a', decision: 'deny' });
-    expect(() => d.prepare("UPDATE audit SET decision = 'allow' WHERE seq = 1").run()).toThrow(/append-only: UPDATE refused/);
+    expect(() => d.prepare("UPDATE audit SET decision = 'allow' WHERE seq = 1").run()).toThrow(
+      /append-only: UPDATE refused/,
+    );
     expect(() => d.prepare('DELETE FROM audit').run()).toThrow(/append-only: DELETE refused/);
     expect(allRows(d)[0]!.decision).toBe('deny');
   });
 
   it('refuses rewriting or deleting checkpoints, but lets posted_to be filled in', () => {
     const d = db();
-    d.prepare("INSERT INTO audit_checkpoints (seq, head_hash, ts, signature, public_key) VALUES (0, ?, 1, 's', 'k')").run(GENESIS_HASH);
+    d.prepare(
+      "INSERT INTO audit_checkpoints (seq, head_hash, ts, signature, public_key) VALUES (0, ?, 1, 's', 'k')",
+    ).run(GENESIS_HASH);
     expect(() => d.prepare("UPDATE audit_checkpoints SET head_hash = 'x'").run()).toThrow(/append-only/);
     expect(() => d.prepare('DELETE FROM audit_checkpoints').run()).toThrow(/append-only/);
     d.prepare("UPDATE audit_checkpoints SET posted_to = 'C123/p1'").run();
@@ -96,12 +108,29 @@ describe('audit table', () => {
 describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
   const makeLog = (d: Db, opts: AuditLogOptions = {}) => newLog(d, { ...opts, writer });
 
-
   it('chains rows: genesis prev_hash, each hash = sha256(prev_hash ‖ canonical row)', async () => {
     const d = db();
     const log = await makeLog(d, { clock: fixedClock(1_700_000_000_000) });
-    const first = await log.append({ event: 'call.decided', callId: 'c1', agent: 'support-triage', owner: 'U1', server: 'tickets', tool: 'read_ticket', args: { id: 'T-1' }, decision: 'allow', reason: 'read scope' });
-    const second = await log.append({ event: 'call.completed', callId: 'c1', agent: 'support-triage', result: { ok: true }, decision: 'ok', durationMs: 12.4, detail: { bytes: 3 } });
+    const first = await log.append({
+      event: 'call.decided',
+      callId: 'c1',
+      agent: 'support-triage',
+      owner: 'U1',
+      server: 'tickets',
+      tool: 'read_ticket',
+      args: { id: 'T-1' },
+      decision: 'allow',
+      reason: 'read scope',
+    });
+    const second = await log.append({
+      event: 'call.completed',
+      callId: 'c1',
+      agent: 'support-triage',
+      result: { ok: true },
+      decision: 'ok',
+      durationMs: 12.4,
+      detail: { bytes: 3 },
+    });
     expect(first.seq).toBe(1);
     expect(second.seq).toBe(2);
     const rows = allRows(d);
@@ -111,7 +140,19 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     expect(rows[0]!.hash).toBe(first.hash);
     expect(rows[1]!.hash).toBe(second.hash);
     for (const r of rows) expect(rowHash(r)).toBe(r.hash);
-    expect(rows[0]).toMatchObject({ ts: 1_700_000_000_000, event: 'call.decided', call_id: 'c1', agent: 'support-triage', owner: 'U1', server: 'tickets', tool: 'read_ticket', args: '{"id":"T-1"}', decision: 'allow', reason: 'read scope', result: null });
+    expect(rows[0]).toMatchObject({
+      ts: 1_700_000_000_000,
+      event: 'call.decided',
+      call_id: 'c1',
+      agent: 'support-triage',
+      owner: 'U1',
+      server: 'tickets',
+      tool: 'read_ticket',
+      args: '{"id":"T-1"}',
+      decision: 'allow',
+      reason: 'read scope',
+      result: null,
+    });
     expect(rows[1]).toMatchObject({ result: '{"ok":true}', duration_ms: 12, detail: '{"bytes":3}' });
     expect(log.head()).toEqual({ seq: 2, hash: second.hash });
     // Any change to any column changes the hash.
@@ -131,7 +172,8 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     });
     const row = allRows(d)[0]!;
     const text = JSON.stringify(row);
-    for (const secret of ['k-123', 'abcdefgh1234', 'xoxb-111', 'sess=1', 'AKIAIOSFODNN7EXAMPLE', 'sekrit123']) expect(text).not.toContain(secret);
+    for (const secret of ['k-123', 'abcdefgh1234', 'xoxb-111', 'sess=1', 'AKIAIOSFODNN7EXAMPLE', 'sekrit123'])
+      expect(text).not.toContain(secret);
     expect(JSON.parse(row.args!)).toEqual({ to: 'x@y.z', api_key: REDACTED, headers: { Authorization: REDACTED } });
     expect(JSON.parse(row.result!)).toEqual({ text: `your token is ${REDACTED}` });
     expect(row.reason).toBe(`upstream said: Bearer ${REDACTED}`);
@@ -155,7 +197,12 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
 
   it('keeps the chain valid for text SQLite would otherwise change (lone surrogates)', async () => {
     const d = db();
-    await (await makeLog(d)).append({ event: 'call.decided', agent: 'bad\uD800agent', reason: 'x\uDC00', args: { s: '\uD800' } });
+    await (await makeLog(d)).append({
+      event: 'call.decided',
+      agent: 'bad\uD800agent',
+      reason: 'x\uDC00',
+      args: { s: '\uD800' },
+    });
     expect(verifyChain(d)).toMatchObject({ ok: true, count: 1 });
   });
 
@@ -173,7 +220,9 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     const log = await makeLog(d);
     await log.append({ event: 'warm-up' });
     const c0 = walCommits(dbPath);
-    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}` })));
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}` })),
+    );
     expect(walCommits(dbPath) - c0).toBe(1);
     expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
     // And rows appended in separate, awaited ticks are separate commits (the counter can tell).
@@ -185,7 +234,9 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
   it('is durable: every awaited row is found after reopening the file', async () => {
     const d = db();
     const log = await makeLog(d);
-    const positions = await Promise.all(Array.from({ length: 2500 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}`, args: { i } })));
+    const positions = await Promise.all(
+      Array.from({ length: 2500 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}`, args: { i } })),
+    );
     for (let i = 0; i < 10; i++) positions.push(await log.append({ event: 'call.completed', callId: `s${i}` }));
     await log.close();
     d.close();
@@ -216,7 +267,9 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     const log = await makeLog(d);
     await log.append({ event: 'before' });
     // A real failure mid-batch: a trigger refuses one of the rows.
-    d.exec("CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'boom' BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+    d.exec(
+      "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'boom' BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
+    );
     const batch = [log.append({ event: 'a' }), log.append({ event: 'boom' }), log.append({ event: 'c' })];
     const settled = await Promise.allSettled(batch);
     for (const s of settled) {
@@ -283,7 +336,10 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     // Same tick, one transaction: the row that waits for stable storage decides.
     await Promise.all([log.append({ event: 'relaxed' }, { sync: false }), log.append({ event: 'synced' })]);
     expect(log.syncPending).toBe(false);
-    await Promise.all([log.append({ event: 'relaxed' }, { sync: false }), log.append({ event: 'relaxed' }, { sync: false })]);
+    await Promise.all([
+      log.append({ event: 'relaxed' }, { sync: false }),
+      log.append({ event: 'relaxed' }, { sync: false }),
+    ]);
     expect(log.syncPending).toBe(true);
     await log.sync();
     expect(log.syncPending).toBe(false);
@@ -370,7 +426,11 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
       await log.close();
       db.close();
     `;
-    const child = promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath, writer], { cwd: root });
+    const child = promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script, dbPath, writer],
+      { cwd: root },
+    );
     const log = await makeLog(db());
     const deadline = Date.now() + 20_000;
     let mine = 0;
@@ -378,13 +438,19 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     let childDone = false;
     void child.finally(() => (childDone = true));
     while (!childDone && Date.now() < deadline) {
-      await Promise.all(Array.from({ length: 10 }, (_, i) => log.append({ event: 'call.decided', agent: 'parent', callId: `p${mine}-${i}` })));
+      await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          log.append({ event: 'call.decided', agent: 'parent', callId: `p${mine}-${i}` }),
+        ),
+      );
       mine += 10;
     }
     await child;
     await log.close();
     const d = db();
-    const counts = d.prepare<[], { agent: string; n: number }>('SELECT agent, count(*) AS n FROM audit GROUP BY agent ORDER BY agent').all();
+    const counts = d
+      .prepare<[], { agent: string; n: number }>('SELECT agent, count(*) AS n FROM audit GROUP BY agent ORDER BY agent')
+      .all();
     expect(counts).toEqual([
       { agent: 'child', n: 500 },
       { agent: 'parent', n: mine },
@@ -406,7 +472,9 @@ describe('AuditLog when the WAL cannot be synced', () => {
     renameSync(wal, `${wal}.moved`);
     mkdirSync(wal);
     try {
-      await expect(log.sync()).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED') && /could not be fsynced/.test(String((e as Error).message)));
+      await expect(log.sync()).rejects.toSatisfy(
+        (e) => isWardenError(e, 'AUDIT_WRITE_FAILED') && /could not be fsynced/.test(String((e as Error).message)),
+      );
       // Sticky: the next commits wait for their own fsync, and even a synced one does not vouch for the earlier rows.
       await log.append({ event: 'asked to skip the fsync' }, { sync: false });
       await log.append({ event: 'synced' });

@@ -2,7 +2,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuditLog, csvCell, formatRows, parseQuery, runQuery, type AuditEntry, type AuditRow } from '../src/audit/index.ts';
+import {
+  AuditLog,
+  csvCell,
+  formatRows,
+  parseQuery,
+  runQuery,
+  type AuditEntry,
+  type AuditRow,
+} from '../src/audit/index.ts';
 import { isWardenError } from '../src/errors.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 
@@ -62,15 +70,21 @@ describe('parseQuery', () => {
     expect(parseQuery('decision:allowed', NOW).decisions).toEqual(['allow', 'allowed']);
     expect(parseQuery('decision:approved', NOW).decisions).toEqual(['approved', 'approve']);
     expect(parseQuery('decision:Rejected', NOW).decisions).toEqual(['rejected', 'reject']);
-    for (const d of ['expired', 'error', 'ok', 'halted']) expect(parseQuery(`decision:${d}`, NOW).decisions).toEqual([d]);
+    for (const d of ['expired', 'error', 'ok', 'halted'])
+      expect(parseQuery(`decision:${d}`, NOW).decisions).toEqual([d]);
     expect(parseQuery('decision:cancelled', NOW).decisions).toContain('cancelled');
     expect(parseQuery('decision:denied,halted', NOW).decisions).toEqual(['deny', 'denied', 'halted']);
   });
 
   it('splits a qualified tool name into server and tool', () => {
     expect(parseQuery('tool:crm__refund_request', NOW)).toMatchObject({ server: 'crm', tool: 'refund_request' });
-    expect(parseQuery('tool:crm__refund_request server:crm', NOW)).toMatchObject({ server: 'crm', tool: 'refund_request' });
-    expect(queryError('tool:crm__refund_request server:tickets').message).toMatch(/server is given as both "crm" and "tickets"/);
+    expect(parseQuery('tool:crm__refund_request server:crm', NOW)).toMatchObject({
+      server: 'crm',
+      tool: 'refund_request',
+    });
+    expect(queryError('tool:crm__refund_request server:tickets').message).toMatch(
+      /server is given as both "crm" and "tickets"/,
+    );
   });
 
   it('accepts quoted values, Slack mentions and event prefixes', () => {
@@ -109,17 +123,74 @@ describe('runQuery against a seeded database', () => {
     db = openDb(join(dir, 'warden.db'));
     const log = new AuditLog(db);
     const entries: AuditEntry[] = [
-      { ts: NOW - 10 * DAY, event: 'call.decided', agent: 'support-triage', server: 'tickets', tool: 'send_customer_email', decision: 'deny', reason: 'old' },
-      { ts: NOW - 3 * DAY, event: 'call.decided', agent: 'support-triage', server: 'tickets', tool: 'send_customer_email', decision: 'deny', reason: 'recent' },
-      { ts: NOW - 2 * DAY, event: 'approval.decided', agent: 'support-triage', server: 'crm', tool: 'refund_request', decision: 'approved', approver: 'U0ALICE' },
-      { ts: NOW - 2 * DAY, event: 'approval.decided', agent: 'support-triage', server: 'crm', tool: 'refund_request', decision: 'rejected', approver: 'U0BOB' },
-      { ts: NOW - DAY, event: 'call.decided', agent: 'billing-bot', server: 'crm', tool: 'lookup_customer', decision: 'allow' },
-      { ts: NOW - DAY, event: 'call.completed', agent: 'billing-bot', server: 'crm', tool: 'lookup_customer', decision: 'ok', durationMs: 5 },
-      { ts: NOW - 60_000, event: 'call.decided', agent: 'billing-bot', tool: 'crm__refund_request', decision: 'halted' },
+      {
+        ts: NOW - 10 * DAY,
+        event: 'call.decided',
+        agent: 'support-triage',
+        server: 'tickets',
+        tool: 'send_customer_email',
+        decision: 'deny',
+        reason: 'old',
+      },
+      {
+        ts: NOW - 3 * DAY,
+        event: 'call.decided',
+        agent: 'support-triage',
+        server: 'tickets',
+        tool: 'send_customer_email',
+        decision: 'deny',
+        reason: 'recent',
+      },
+      {
+        ts: NOW - 2 * DAY,
+        event: 'approval.decided',
+        agent: 'support-triage',
+        server: 'crm',
+        tool: 'refund_request',
+        decision: 'approved',
+        approver: 'U0ALICE',
+      },
+      {
+        ts: NOW - 2 * DAY,
+        event: 'approval.decided',
+        agent: 'support-triage',
+        server: 'crm',
+        tool: 'refund_request',
+        decision: 'rejected',
+        approver: 'U0BOB',
+      },
+      {
+        ts: NOW - DAY,
+        event: 'call.decided',
+        agent: 'billing-bot',
+        server: 'crm',
+        tool: 'lookup_customer',
+        decision: 'allow',
+      },
+      {
+        ts: NOW - DAY,
+        event: 'call.completed',
+        agent: 'billing-bot',
+        server: 'crm',
+        tool: 'lookup_customer',
+        decision: 'ok',
+        durationMs: 5,
+      },
+      {
+        ts: NOW - 60_000,
+        event: 'call.decided',
+        agent: 'billing-bot',
+        tool: 'crm__refund_request',
+        decision: 'halted',
+      },
     ];
     for (const e of entries) await log.append(e);
     // A page-able block of rows.
-    await Promise.all(Array.from({ length: 120 }, (_, i) => log.append({ ts: NOW - 30_000, event: 'call.decided', agent: 'pager', decision: 'allow', callId: `p${i}` })));
+    await Promise.all(
+      Array.from({ length: 120 }, (_, i) =>
+        log.append({ ts: NOW - 30_000, event: 'call.decided', agent: 'pager', decision: 'allow', callId: `p${i}` }),
+      ),
+    );
   });
 
   afterAll(() => {
@@ -204,7 +275,9 @@ describe('formatRows', () => {
       'csv',
     );
     const lines = csv.split('\r\n');
-    expect(lines[0]).toBe('seq,ts,event,call_id,agent,owner,server,tool,decision,reason,approver,duration_ms,args,result,detail,prev_hash,hash');
+    expect(lines[0]).toBe(
+      'seq,ts,event,call_id,agent,owner,server,tool,decision,reason,approver,duration_ms,args,result,detail,prev_hash,hash',
+    );
     expect(csv).toContain('"said ""hi"", then\nleft"');
     expect(csv).toContain(`"'=HYPERLINK(""http://evil"")"`);
     expect(csv).toContain(",'+agent,");
@@ -222,12 +295,21 @@ describe('formatRows', () => {
   it('json: an array with JSON columns parsed, truncated text kept as text', () => {
     const parsed = JSON.parse(formatRows([row({ result: '{"a":1…[truncated 5 of 12 chars]' })], 'json'));
     expect(parsed).toHaveLength(1);
-    expect(parsed[0]).toMatchObject({ seq: 1, time: '2026-11-01T09:30:00.000Z', args: { to: 'a@b.c' }, result: '{"a":1…[truncated 5 of 12 chars]', decision: 'deny' });
+    expect(parsed[0]).toMatchObject({
+      seq: 1,
+      time: '2026-11-01T09:30:00.000Z',
+      args: { to: 'a@b.c' },
+      result: '{"a":1…[truncated 5 of 12 chars]',
+      decision: 'deny',
+    });
     expect(JSON.parse(formatRows([], 'json'))).toEqual([]);
   });
 
   it('table: fixed-width aligned columns, one line per row, long cells cut', () => {
-    const table = formatRows([row({ seq: 7, reason: 'x'.repeat(200) }), row({ seq: 12, reason: 'two\nlines', agent: 'a' })], 'table');
+    const table = formatRows(
+      [row({ seq: 7, reason: 'x'.repeat(200) }), row({ seq: 12, reason: 'two\nlines', agent: 'a' })],
+      'table',
+    );
     const lines = table.trimEnd().split('\n');
     expect(lines).toHaveLength(4);
     expect(lines[0]).toMatch(/^SEQ\s+TIME \(UTC\)\s+EVENT\s+AGENT\s+TOOL\s+DECISION/);

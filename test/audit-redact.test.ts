@@ -42,8 +42,12 @@ describe('redact: secret keys', () => {
   });
 
   it('works at any depth and inside arrays', () => {
-    const out = redact({ a: [{ b: { headers: { authorization: 'Bearer zzz', accept: 'json' } } }, [{ password: 'p' }]] });
-    expect(out).toEqual({ a: [{ b: { headers: { authorization: REDACTED, accept: 'json' } } }, [{ password: REDACTED }]] });
+    const out = redact({
+      a: [{ b: { headers: { authorization: 'Bearer zzz', accept: 'json' } } }, [{ password: 'p' }]],
+    });
+    expect(out).toEqual({
+      a: [{ b: { headers: { authorization: REDACTED, accept: 'json' } } }, [{ password: REDACTED }]],
+    });
   });
 
   it('names the key forms it treats as secret', () => {
@@ -81,12 +85,16 @@ describe('redact: secret-looking values', () => {
   }
 
   it('leaves ordinary text alone', () => {
-    const text = 'task-list for ask-me: the bearer of the token is on fire (ticket T-42), basic setup, skeleton key AKIA123';
+    const text =
+      'task-list for ask-me: the bearer of the token is on fire (ticket T-42), basic setup, skeleton key AKIA123';
     expect(redactString(text)).toBe(text);
   });
 
   it('redacts values inside nested arrays', () => {
-    expect(redact([['xoxb-1-2-3'], { list: ['ok', 'AKIAIOSFODNN7EXAMPLE'] }])).toEqual([[REDACTED], { list: ['ok', REDACTED] }]);
+    expect(redact([['xoxb-1-2-3'], { list: ['ok', 'AKIAIOSFODNN7EXAMPLE'] }])).toEqual([
+      [REDACTED],
+      { list: ['ok', REDACTED] },
+    ]);
   });
 });
 
@@ -107,7 +115,10 @@ describe('redact: awkward values', () => {
     const out = redact({
       big: 12345678901234567890n,
       when: new Date(0),
-      map: new Map<string, unknown>([['token', 'x'], ['k', 1n]]),
+      map: new Map<string, unknown>([
+        ['token', 'x'],
+        ['k', 1n],
+      ]),
       set: new Set(['a']),
       err: new Error('bad xoxb-1-2-3'),
       bin: Buffer.from('abc'),

@@ -36,14 +36,23 @@ function wardenDb(): Db {
 function attacker(): Database.Database {
   const d = new Database(dbPath);
   handles.push(d);
-  d.exec('DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete; DROP TRIGGER IF EXISTS audit_append_at_end;');
+  d.exec(
+    'DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete; DROP TRIGGER IF EXISTS audit_append_at_end;',
+  );
   return d;
 }
 
-const COLS = 'seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason, approver, duration_ms, detail, prev_hash, hash';
+const COLS =
+  'seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason, approver, duration_ms, detail, prev_hash, hash';
 const rowsOf = (d: Database.Database) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
 const insertRow = (d: Database.Database, r: AuditRow) =>
-  d.prepare(`INSERT INTO audit (${COLS}) VALUES (${COLS.split(', ').map((c) => `@${c}`).join(', ')})`).run(r);
+  d
+    .prepare(
+      `INSERT INTO audit (${COLS}) VALUES (${COLS.split(', ')
+        .map((c) => `@${c}`)
+        .join(', ')})`,
+    )
+    .run(r);
 
 /** Rewrites the table as `rows` (the attacker editing the file wholesale). */
 function rewrite(d: Database.Database, rows: AuditRow[]): void {
@@ -57,7 +66,15 @@ async function seed(n: number): Promise<void> {
   const d = wardenDb();
   const log = new AuditLog(d, { clock });
   for (let i = 1; i <= n; i++) {
-    await log.append({ event: 'call.decided', callId: `c${i}`, agent: 'support-triage', server: 'crm', tool: 'refund_request', args: { amount: i * 10 }, decision: i % 3 === 0 ? 'deny' : 'allow' });
+    await log.append({
+      event: 'call.decided',
+      callId: `c${i}`,
+      agent: 'support-triage',
+      server: 'crm',
+      tool: 'refund_request',
+      args: { amount: i * 10 },
+      decision: i % 3 === 0 ? 'deny' : 'allow',
+    });
   }
 }
 
@@ -78,7 +95,13 @@ describe('verifyChain', () => {
     const d = wardenDb();
     const last = rowsOf(d).at(-1)!;
     const report = verifyChain(d);
-    expect(report).toEqual({ ok: true, count: 10, head: { seq: 10, hash: last.hash }, checkpointsChecked: 0, firstProblem: undefined });
+    expect(report).toEqual({
+      ok: true,
+      count: 10,
+      head: { seq: 10, hash: last.hash },
+      checkpointsChecked: 0,
+      firstProblem: undefined,
+    });
   });
 
   it('detects an edited row (altered)', async () => {
@@ -96,7 +119,11 @@ describe('verifyChain', () => {
     const a = attacker();
     const row = rowsOf(a).find((r) => r.seq === 4)!;
     const forged = { ...row, decision: 'allow', reason: 'nothing to see' };
-    a.prepare('UPDATE audit SET decision = ?, reason = ?, hash = ? WHERE seq = 4').run(forged.decision, forged.reason, rowHash(forged));
+    a.prepare('UPDATE audit SET decision = ?, reason = ?, hash = ? WHERE seq = 4').run(
+      forged.decision,
+      forged.reason,
+      rowHash(forged),
+    );
     expect(verifyChain(wardenDb()).firstProblem).toMatchObject({ seq: 4, kind: 'altered' });
   });
 
@@ -111,7 +138,9 @@ describe('verifyChain', () => {
   it('detects a deleted row when the rest were renumbered to close the gap (missing)', async () => {
     await seed(10);
     const a = attacker();
-    const rows = rowsOf(a).filter((r) => r.seq !== 5).map((r) => (r.seq > 5 ? { ...r, seq: r.seq - 1 } : r));
+    const rows = rowsOf(a)
+      .filter((r) => r.seq !== 5)
+      .map((r) => (r.seq > 5 ? { ...r, seq: r.seq - 1 } : r));
     rewrite(a, rows);
     expect(verifyChain(wardenDb()).firstProblem).toMatchObject({ seq: 5, kind: 'missing' });
   });
@@ -129,7 +158,14 @@ describe('verifyChain', () => {
     const a = attacker();
     const rows = rowsOf(a);
     const before = rows[3]!; // seq 4
-    const forgedBase = { ...before, seq: 5, call_id: 'forged', decision: 'approved', approver: 'U0ATTACKER', prev_hash: before.hash };
+    const forgedBase = {
+      ...before,
+      seq: 5,
+      call_id: 'forged',
+      decision: 'approved',
+      approver: 'U0ATTACKER',
+      prev_hash: before.hash,
+    };
     const forged = { ...forgedBase, hash: rowHash(forgedBase) };
     rewrite(a, [...rows.slice(0, 4), forged, ...rows.slice(4).map((r) => ({ ...r, seq: r.seq + 1 }))]);
     const r = verifyChain(wardenDb());
@@ -151,7 +187,9 @@ describe('verifyChain', () => {
     await seed(10);
     const a = attacker();
     const rows = rowsOf(a);
-    const swapped = rows.map((r) => (r.seq === 3 ? { ...rows[3]!, seq: 3 } : r.seq === 4 ? { ...rows[2]!, seq: 4 } : r));
+    const swapped = rows.map((r) =>
+      r.seq === 3 ? { ...rows[3]!, seq: 3 } : r.seq === 4 ? { ...rows[2]!, seq: 4 } : r,
+    );
     rewrite(a, swapped);
     const r = verifyChain(wardenDb());
     expect(r.firstProblem).toMatchObject({ seq: 3, kind: 'reordered' });
@@ -188,7 +226,11 @@ describe('verifyChain', () => {
     const at6 = rowsOf(d).at(-1)!;
     const log = new AuditLog(d, { clock });
     await log.append({ event: 'later' });
-    expect(verifyChain(d, { checkpoints: [{ seq: 6, head_hash: at6.hash.toUpperCase() }] })).toMatchObject({ ok: true, count: 7, checkpointsChecked: 1 });
+    expect(verifyChain(d, { checkpoints: [{ seq: 6, head_hash: at6.hash.toUpperCase() }] })).toMatchObject({
+      ok: true,
+      count: 7,
+      checkpointsChecked: 1,
+    });
   });
 
   it('detects a tail cut and re-appended rows that differ from the checkpoint (truncated)', async () => {
@@ -208,7 +250,12 @@ describe('checkpoints', () => {
     const keys = generateCheckpointKeyPair();
     const d = wardenDb();
     const cp = createCheckpoint(d, keys.privateKeyPem, clock);
-    expect(cp).toMatchObject({ seq: 5, head_hash: rowsOf(d).at(-1)!.hash, ts: clock.now(), public_key: keys.publicKeyBase64 });
+    expect(cp).toMatchObject({
+      seq: 5,
+      head_hash: rowsOf(d).at(-1)!.hash,
+      ts: clock.now(),
+      public_key: keys.publicKeyBase64,
+    });
     expect(listCheckpoints(d)).toEqual([cp]);
     expect(verifyCheckpoint(cp)).toBe(true);
     expect(verifyCheckpoint(cp, keys.publicKeyPem)).toBe(true);

@@ -12,7 +12,11 @@ const logs: Array<Record<string, unknown>> = [];
 
 const seed = readFileSync('examples/seed-policy.yml', 'utf8');
 
-function waitForLog(match: (l: Record<string, unknown>) => boolean, what: string, timeoutMs = 20_000): Promise<Record<string, unknown>> {
+function waitForLog(
+  match: (l: Record<string, unknown>) => boolean,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const poll = () => {
@@ -30,10 +34,14 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-serve-'));
   policyPath = join(dir, 'policy.yml');
   writeFileSync(policyPath, seed);
-  child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', 'serve', '--policy', policyPath, '--db', join(dir, 'w.db'), '--port', '0'], {
-    env: { ...process.env, LOG_LEVEL: 'info', SLACK_BOT_TOKEN: '', SLACK_APP_TOKEN: '', SLACK_SIGNING_SECRET: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/cli/index.ts', 'serve', '--policy', policyPath, '--db', join(dir, 'w.db'), '--port', '0'],
+    {
+      env: { ...process.env, LOG_LEVEL: 'info', SLACK_BOT_TOKEN: '', SLACK_APP_TOKEN: '', SLACK_SIGNING_SECRET: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let buf = '';
   child.stderr!.on('data', (c: Buffer) => {
     buf += c.toString('utf8');
@@ -68,7 +76,10 @@ describe('warden serve', () => {
     writeFileSync(policyPath, seed.replace('agent: support-triage', 'agent: support-triage-v2'));
     await waitForLog((l) => l.msg === 'policy reloaded', 'reload after saving the file');
     writeFileSync(policyPath, seed.replace('mcp_scopes:', 'mcp_scope:'));
-    const failed = await waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('policy reload failed'), 'failed reload');
+    const failed = await waitForLog(
+      (l) => typeof l.msg === 'string' && l.msg.startsWith('policy reload failed'),
+      'failed reload',
+    );
     expect(JSON.stringify(failed.problems)).toMatch(/policy\.yml:\d+:\d+: .*mcp_scope/);
     expect(child.exitCode).toBeNull();
   });
@@ -77,7 +88,10 @@ describe('warden serve', () => {
     writeFileSync(policyPath, seed);
     const before = logs.filter((l) => l.msg === 'policy reloaded').length;
     // Give the file watcher its turn first, so the SIGHUP reload is counted on its own.
-    await waitForLog(() => logs.filter((l) => l.msg === 'policy reloaded').length > before, 'reload of the restored file');
+    await waitForLog(
+      () => logs.filter((l) => l.msg === 'policy reloaded').length > before,
+      'reload of the restored file',
+    );
     const afterSave = logs.filter((l) => l.msg === 'policy reloaded').length;
     child.kill('SIGHUP');
     await waitForLog(() => logs.filter((l) => l.msg === 'policy reloaded').length > afterSave, 'reload on SIGHUP');

@@ -69,11 +69,21 @@ describe('AnomalyDetector fed by the audit trail', () => {
     await decided('chatty', 'allow', T0 + 6000);
     await decided('chatty', 'allow', T0 + 7000);
     detector.tick();
-    expect(events).toEqual([expect.objectContaining({ agent: 'chatty', rule: 'rate', count: 6, limit: 5, autoHalted: false })]);
-    expect(alerts.alerts[0]).toMatchObject({ kind: 'anomaly', severity: 'warning', agent: 'chatty', text: expect.stringMatching(/6 calls in the last minute/) });
+    expect(events).toEqual([
+      expect.objectContaining({ agent: 'chatty', rule: 'rate', count: 6, limit: 5, autoHalted: false }),
+    ]);
+    expect(alerts.alerts[0]).toMatchObject({
+      kind: 'anomaly',
+      severity: 'warning',
+      agent: 'chatty',
+      text: expect.stringMatching(/6 calls in the last minute/),
+    });
     const row = db.prepare("SELECT decision, agent FROM audit WHERE event = 'anomaly'").get();
     await audit.flush();
-    expect(db.prepare("SELECT decision, agent FROM audit WHERE event = 'anomaly'").get() ?? row).toEqual({ decision: 'rate', agent: 'chatty' });
+    expect(db.prepare("SELECT decision, agent FROM audit WHERE event = 'anomaly'").get() ?? row).toEqual({
+      decision: 'rate',
+      agent: 'chatty',
+    });
   });
 
   it('does not count calls older than the minute', async () => {
@@ -98,11 +108,29 @@ describe('AnomalyDetector fed by the audit trail', () => {
 
   it('alerts on repeated human rejections', async () => {
     const { detector, events, alerts } = setup();
-    await audit.append({ event: 'approval.decided', agent: 'chatty', decision: 'rejected', approver: 'U0OWNER', ts: T0 });
+    await audit.append({
+      event: 'approval.decided',
+      agent: 'chatty',
+      decision: 'rejected',
+      approver: 'U0OWNER',
+      ts: T0,
+    });
     detector.tick();
     expect(events).toHaveLength(0);
-    await audit.append({ event: 'approval.decided', agent: 'chatty', decision: 'approved', approver: 'U0OWNER', ts: T0 + 1000 });
-    await audit.append({ event: 'approval.decided', agent: 'chatty', decision: 'rejected', approver: 'U0OWNER', ts: T0 + 2000 });
+    await audit.append({
+      event: 'approval.decided',
+      agent: 'chatty',
+      decision: 'approved',
+      approver: 'U0OWNER',
+      ts: T0 + 1000,
+    });
+    await audit.append({
+      event: 'approval.decided',
+      agent: 'chatty',
+      decision: 'rejected',
+      approver: 'U0OWNER',
+      ts: T0 + 2000,
+    });
     detector.tick();
     expect(events).toEqual([expect.objectContaining({ rule: 'rejections', count: 2, limit: 1 })]);
     expect(alerts.alerts[0]!.text).toMatch(/rejected by humans/);
@@ -119,12 +147,26 @@ describe('AnomalyDetector fed by the audit trail', () => {
     detector.tick();
     expect(events).toEqual([expect.objectContaining({ rule: 'long_run', callId: 'call-long' })]);
     // Its completion is not reported a second time.
-    await audit.append({ event: 'call.completed', agent: 'chatty', callId: 'call-long', decision: 'ok', durationMs: 45_000, ts: T0 + 45_000 });
+    await audit.append({
+      event: 'call.completed',
+      agent: 'chatty',
+      callId: 'call-long',
+      decision: 'ok',
+      durationMs: 45_000,
+      ts: T0 + 45_000,
+    });
     detector.tick();
     expect(events).toHaveLength(1);
 
     const other = setup();
-    await audit.append({ event: 'call.completed', agent: 'chatty', callId: 'call-2', decision: 'ok', durationMs: 40_000, ts: T0 + 50_000 });
+    await audit.append({
+      event: 'call.completed',
+      agent: 'chatty',
+      callId: 'call-2',
+      decision: 'ok',
+      durationMs: 40_000,
+      ts: T0 + 50_000,
+    });
     other.detector.tick();
     expect(other.events).toEqual([expect.objectContaining({ rule: 'long_run', count: 40_000, limit: 30_000 })]);
   });
@@ -132,7 +174,8 @@ describe('AnomalyDetector fed by the audit trail', () => {
   it('flags a spike over the baseline for an agent without explicit limits', async () => {
     const { detector, events } = setup();
     // Ten quiet minutes at 2 calls a minute, then a burst.
-    for (let m = 0; m < 10; m++) for (let k = 0; k < 2; k++) await decided('unlimited', 'allow', T0 + m * 60_000 + k * 1000);
+    for (let m = 0; m < 10; m++)
+      for (let k = 0; k < 2; k++) await decided('unlimited', 'allow', T0 + m * 60_000 + k * 1000);
     detector.tick();
     expect(events).toHaveLength(0);
     for (let k = 0; k < 31; k++) await decided('unlimited', 'allow', T0 + 10 * 60_000 + k * 100);
@@ -146,11 +189,17 @@ describe('AnomalyDetector fed by the audit trail', () => {
     for (let i = 0; i < 3; i++) await decided('guarded', 'deny', T0 + i * 1000);
     detector.tick();
     expect(events).toEqual([expect.objectContaining({ agent: 'guarded', rule: 'denials', autoHalted: true })]);
-    expect(alerts.alerts[0]).toMatchObject({ severity: 'critical', text: expect.stringMatching(/halted automatically/) });
+    expect(alerts.alerts[0]).toMatchObject({
+      severity: 'critical',
+      text: expect.stringMatching(/halted automatically/),
+    });
     await expect.poll(() => ks.check('guarded')).toMatchObject({ scope: 'agent', actor: 'warden:anomaly' });
     expect(ks.check('chatty')).toBeNull();
     await audit.flush();
-    const halt = db.prepare("SELECT agent, reason FROM audit WHERE event = 'control.halt'").get() as { agent: string; reason: string };
+    const halt = db.prepare("SELECT agent, reason FROM audit WHERE event = 'control.halt'").get() as {
+      agent: string;
+      reason: string;
+    };
     expect(halt.agent).toBe('guarded');
     expect(halt.reason).toMatch(/auto-halt on anomaly \(denials\)/);
   });
@@ -185,7 +234,13 @@ describe('AnomalyDetector behind the real gateway', () => {
 `),
     });
     const alerts = new MemoryAlertSink();
-    const detector = new AnomalyDetector({ policy: env.policy, alerts, killSwitch: env.ks, audit: env.audit, tickMs: 50 });
+    const detector = new AnomalyDetector({
+      policy: env.policy,
+      alerts,
+      killSwitch: env.ks,
+      audit: env.audit,
+      tickMs: 50,
+    });
     detector.watchAudit(env.db);
     detector.start();
     try {
@@ -195,7 +250,10 @@ describe('AnomalyDetector behind the real gateway', () => {
       // lands, which may be while the call itself still runs: then the halt stops it.
       // Either ending is right; which one comes first is the machine's business.
       const fourth = await greedy.call('slow__sleep', { ms: 0 });
-      if (fourth.isError) expect(fourth.text).toMatch(/slow__sleep was stopped: agent greedy halted by warden:anomaly: auto-halt on anomaly \(rate\)/);
+      if (fourth.isError)
+        expect(fourth.text).toMatch(
+          /slow__sleep was stopped: agent greedy halted by warden:anomaly: auto-halt on anomaly \(rate\)/,
+        );
       else expect(fourth.text).toMatch(/^slept 0ms/);
       await expect.poll(() => env.ks.check('greedy'), { timeout: 15_000 }).toMatchObject({ actor: 'warden:anomaly' });
       const refused = await greedy.call('slow__sleep', { ms: 0 });
@@ -206,11 +264,19 @@ describe('AnomalyDetector behind the real gateway', () => {
       const slowpoke = await connectAgent(env.db, env.gateway.url, 'slowpoke');
       // A minute-long call, cancelled by the test once checked: "still running" never depends on how fast the alert came.
       const cancel = new AbortController();
-      const running = slowpoke.client.callTool({ name: 'slow__sleep', arguments: { ms: 60_000, steps: 60 } }, undefined, { signal: cancel.signal, timeout: 120_000 });
+      const running = slowpoke.client.callTool(
+        { name: 'slow__sleep', arguments: { ms: 60_000, steps: 60 } },
+        undefined,
+        { signal: cancel.signal, timeout: 120_000 },
+      );
       running.catch(() => {});
-      await expect.poll(() => alerts.alerts.find((a) => a.agent === 'slowpoke'), { timeout: 15_000 }).toMatchObject({ kind: 'anomaly', detail: expect.objectContaining({ rule: 'long_run' }) });
+      await expect
+        .poll(() => alerts.alerts.find((a) => a.agent === 'slowpoke'), { timeout: 15_000 })
+        .toMatchObject({ kind: 'anomaly', detail: expect.objectContaining({ rule: 'long_run' }) });
       // Alerted while it was still running: the call has not completed yet.
-      expect(env.db.prepare("SELECT count(*) AS n FROM audit WHERE agent = 'slowpoke' AND event = 'call.completed'").get()).toEqual({ n: 0 });
+      expect(
+        env.db.prepare("SELECT count(*) AS n FROM audit WHERE agent = 'slowpoke' AND event = 'call.completed'").get(),
+      ).toEqual({ n: 0 });
       // No auto_halt for this agent: an alert only.
       expect(env.ks.check('slowpoke')).toBeNull();
       cancel.abort();

@@ -44,7 +44,10 @@ describe('auditAccess (pure)', () => {
     expect(auditAccess(p, slack('U0RESUME'))).toEqual({ ok: true, agents: 'all' });
     expect(auditAccess(p, slack('U0ALPHA'))).toEqual({ ok: true, agents: ['alpha'] });
     expect(auditAccess(p, slack('U0SHARED'))).toEqual({ ok: true, agents: ['alpha', 'beta'] });
-    expect(auditAccess(p, slack('U0NOBODY'))).toMatchObject({ ok: false, reason: expect.stringMatching(/<@U0NOBODY> owns or approves no agent.*control\.auditors is empty/) });
+    expect(auditAccess(p, slack('U0NOBODY'))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/<@U0NOBODY> owns or approves no agent.*control\.auditors is empty/),
+    });
   });
 
   it('an empty halters list (anyone may halt) opens no audit rows', () => {
@@ -55,9 +58,18 @@ describe('auditAccess (pure)', () => {
   it('scopeAuditQuery binds a scoped user to their agents and refuses naming another', () => {
     const p = parsePolicy(POLICY(''), 'p.yml', {});
     const access = auditAccess(p, slack('U0ALPHA'));
-    expect(scopeAuditQuery(parseQuery('since:7d', 0), access)).toMatchObject({ ok: true, query: { agents: ['alpha'] } });
-    expect(scopeAuditQuery(parseQuery('agent:alpha', 0), access)).toMatchObject({ ok: true, query: { agent: 'alpha', agents: ['alpha'] } });
-    expect(scopeAuditQuery(parseQuery('agent:beta', 0), access)).toMatchObject({ ok: false, reason: expect.stringMatching(/`agent:beta` is not one of them/) });
+    expect(scopeAuditQuery(parseQuery('since:7d', 0), access)).toMatchObject({
+      ok: true,
+      query: { agents: ['alpha'] },
+    });
+    expect(scopeAuditQuery(parseQuery('agent:alpha', 0), access)).toMatchObject({
+      ok: true,
+      query: { agent: 'alpha', agents: ['alpha'] },
+    });
+    expect(scopeAuditQuery(parseQuery('agent:beta', 0), access)).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/`agent:beta` is not one of them/),
+    });
     const all = scopeAuditQuery(parseQuery('agent:beta', 0), auditAccess(p, slack('U0HALT')));
     expect(all).toEqual({ ok: true, query: parseQuery('agent:beta', 0) });
     expect(canAuditAgent(access, 'alpha')).toEqual({ ok: true });
@@ -72,7 +84,8 @@ describe('runQuery honours the agents scope', () => {
     dir = mkdtempSync(join(tmpdir(), 'warden-audit-access-'));
     db = openDb(join(dir, 'w.db'));
     const log = new AuditLog(db);
-    for (const agent of ['alpha', 'beta', 'gamma', 'alpha']) await log.append({ event: 'call.decided', agent, decision: 'allow' });
+    for (const agent of ['alpha', 'beta', 'gamma', 'alpha'])
+      await log.append({ event: 'call.decided', agent, decision: 'allow' });
     await log.append({ event: 'control.halt', decision: 'halted', reason: 'org-wide' });
     await log.close();
   });
@@ -85,7 +98,11 @@ describe('runQuery honours the agents scope', () => {
     const q = parseQuery('', 0);
     expect(runQuery(db, q).rows).toHaveLength(5);
     expect(runQuery(db, { ...q, agents: ['alpha'] }).rows.map((r) => r.agent)).toEqual(['alpha', 'alpha']);
-    expect(runQuery(db, { ...q, agents: ['alpha', 'beta'] }).rows.map((r) => r.agent)).toEqual(['alpha', 'beta', 'alpha']);
+    expect(runQuery(db, { ...q, agents: ['alpha', 'beta'] }).rows.map((r) => r.agent)).toEqual([
+      'alpha',
+      'beta',
+      'alpha',
+    ]);
     // Agent-less rows (org-wide halts, refusals) are not any owner's.
     expect(runQuery(db, { ...q, event: 'control.halt', agents: ['alpha'] }).rows).toEqual([]);
     expect(runQuery(db, { ...q, agents: [] }).rows).toEqual([]);

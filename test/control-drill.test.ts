@@ -28,7 +28,15 @@ afterEach(() => {
  * not how fast: latency on a shared machine is noise, so the time-to-halt
  * bound is lifted here and measured by bench/halt.ts instead.
  */
-function runner(opts: { alerts?: MemoryAlertSink; reports?: DrillResult[]; ks?: KillSwitch; stepTimeoutMs?: number; maxTimeToHaltMs?: number } = {}) {
+function runner(
+  opts: {
+    alerts?: MemoryAlertSink;
+    reports?: DrillResult[];
+    ks?: KillSwitch;
+    stepTimeoutMs?: number;
+    maxTimeToHaltMs?: number;
+  } = {},
+) {
   return new DrillRunner({
     db: env.db,
     audit: env.audit,
@@ -57,7 +65,13 @@ describe('kill-switch drill through the real gateway', () => {
     off();
 
     expect(result.problems).toEqual([]);
-    expect(result).toMatchObject({ ok: true, mode: 'canary', agent: 'warden-canary', inflightCancelled: true, restored: true });
+    expect(result).toMatchObject({
+      ok: true,
+      mode: 'canary',
+      agent: 'warden-canary',
+      inflightCancelled: true,
+      restored: true,
+    });
     // A refusal was observed (and timed); how long it took is bench/halt.ts's business.
     expect(result.timeToHaltMs).toBeDefined();
     expect(result.timeToHaltMs).toBeGreaterThanOrEqual(0);
@@ -68,7 +82,9 @@ describe('kill-switch drill through the real gateway', () => {
     expect(after.cancelled).toBe(before.cancelled + 1);
     // The canary is running again and its drill token is gone.
     expect(env.ks.check('warden-canary')).toBeNull();
-    const live = env.db.prepare("SELECT count(*) AS n FROM agent_tokens WHERE agent = 'warden-canary' AND revoked_at IS NULL").get() as { n: number };
+    const live = env.db
+      .prepare("SELECT count(*) AS n FROM agent_tokens WHERE agent = 'warden-canary' AND revoked_at IS NULL")
+      .get() as { n: number };
     expect(live.n).toBe(0);
     // Only the canary was halted: the worker kept working through the drill.
     expect((await observer.call('slow__sleep', { ms: 0 })).isError).toBe(false);
@@ -77,21 +93,30 @@ describe('kill-switch drill through the real gateway', () => {
     expect(drill).toMatchObject({ id: result.id, ok: true, inflightCancelled: true });
     await env.audit.flush();
     const rows = env.db
-      .prepare("SELECT seq, event, agent, decision, detail FROM audit WHERE agent = 'warden-canary' AND event IN ('control.halt', 'control.resume', 'drill.completed') ORDER BY seq")
+      .prepare(
+        "SELECT seq, event, agent, decision, detail FROM audit WHERE agent = 'warden-canary' AND event IN ('control.halt', 'control.resume', 'drill.completed') ORDER BY seq",
+      )
       .all() as { seq: number; event: string; decision: string; detail: string }[];
     expect(rows.map((r) => r.event)).toEqual(['control.halt', 'control.resume', 'drill.completed']);
     expect(rows[2]!.decision).toBe('ok');
     // Zero calls forwarded while halted: no allow for the canary between the halt row and the resume row.
     const allowedWhileHalted = env.db
-      .prepare("SELECT count(*) AS n FROM audit WHERE agent = 'warden-canary' AND event = 'call.decided' AND decision = 'allow' AND seq > ? AND seq < ?")
+      .prepare(
+        "SELECT count(*) AS n FROM audit WHERE agent = 'warden-canary' AND event = 'call.decided' AND decision = 'allow' AND seq > ? AND seq < ?",
+      )
       .get(rows[0]!.seq, rows[1]!.seq) as { n: number };
     expect(allowedWhileHalted.n).toBe(0);
     const refused = env.db
-      .prepare("SELECT count(*) AS n FROM audit WHERE agent = 'warden-canary' AND event = 'call.decided' AND decision = 'halted' AND seq > ? AND seq < ?")
+      .prepare(
+        "SELECT count(*) AS n FROM audit WHERE agent = 'warden-canary' AND event = 'call.decided' AND decision = 'halted' AND seq > ? AND seq < ?",
+      )
       .get(rows[0]!.seq, rows[1]!.seq) as { n: number };
     expect(refused.n).toBeGreaterThanOrEqual(1);
     // The drill's own halt is announced as a drill, not as a page.
-    expect(alerts.alerts.find((a) => a.kind === 'halted')).toMatchObject({ severity: 'info', text: expect.stringMatching(/^Drill: agent warden-canary halted/) });
+    expect(alerts.alerts.find((a) => a.kind === 'halted')).toMatchObject({
+      severity: 'info',
+      text: expect.stringMatching(/^Drill: agent warden-canary halted/),
+    });
     expect(alerts.alerts.some((a) => a.kind === 'drill_failed')).toBe(false);
     await observer.close();
   });
@@ -104,7 +129,9 @@ describe('kill-switch drill through the real gateway', () => {
     expect(result.detail.refusal).toMatch(/all agents \(org-wide\) halted by drill:/);
     expect(env.ks.status()).toEqual([]);
     await env.audit.flush();
-    const halt = env.db.prepare("SELECT detail FROM audit WHERE event = 'control.halt' ORDER BY seq DESC LIMIT 1").get() as { detail: string };
+    const halt = env.db
+      .prepare("SELECT detail FROM audit WHERE event = 'control.halt' ORDER BY seq DESC LIMIT 1")
+      .get() as { detail: string };
     expect(JSON.parse(halt.detail)).toMatchObject({ scope: 'org' });
   });
 
@@ -141,7 +168,10 @@ describe('kill-switch drill through the real gateway', () => {
     const lonely = new KillSwitch({ db: db2, audit: new AuditLog(db2) });
     env.ks.stop();
     const since = (env.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
-    const tools = { slow: { name: 'slow__sleep', args: { ms: 60_000, steps: 60 } }, probe: { name: 'slow__sleep', args: { ms: 3_000, steps: 30 } } };
+    const tools = {
+      slow: { name: 'slow__sleep', args: { ms: 60_000, steps: 60 } },
+      probe: { name: 'slow__sleep', args: { ms: 3_000, steps: 30 } },
+    };
     const drill = new DrillRunner({
       db: env.db,
       audit: env.audit,
@@ -160,10 +190,14 @@ describe('kill-switch drill through the real gateway', () => {
       // A probe the gateway let through after the halt row…
       await vi.waitFor(
         () => {
-          const halt = env.db.prepare("SELECT seq FROM audit WHERE seq > ? AND event = 'control.halt' AND agent = 'warden-canary'").get(since) as { seq: number } | undefined;
+          const halt = env.db
+            .prepare("SELECT seq FROM audit WHERE seq > ? AND event = 'control.halt' AND agent = 'warden-canary'")
+            .get(since) as { seq: number } | undefined;
           expect(halt).toBeDefined();
           const forwarded = env.db
-            .prepare("SELECT count(*) AS n FROM audit WHERE seq > ? AND event = 'call.decided' AND decision = 'allow' AND agent = 'warden-canary'")
+            .prepare(
+              "SELECT count(*) AS n FROM audit WHERE seq > ? AND event = 'call.decided' AND decision = 'allow' AND agent = 'warden-canary'",
+            )
             .get(halt!.seq) as { n: number };
           expect(forwarded.n).toBeGreaterThanOrEqual(1);
         },
@@ -180,9 +214,13 @@ describe('kill-switch drill through the real gateway', () => {
       expect(result.detail.refusal).not.toMatch(/was stopped/);
       // The probe stopped mid-call is reported apart, as a cancelled in-flight call.
       expect(result.detail.probesStoppedInFlight).toBe(1);
-      expect(result.detail.probeStoppedInFlight).toMatch(/slow__sleep was stopped: agent warden-canary halted by drill:/);
+      expect(result.detail.probeStoppedInFlight).toMatch(
+        /slow__sleep was stopped: agent warden-canary halted by drill:/,
+      );
       await env.audit.flush();
-      const drillRow = env.db.prepare("SELECT detail FROM audit WHERE seq > ? AND event = 'drill.completed'").get(since) as { detail: string };
+      const drillRow = env.db
+        .prepare("SELECT detail FROM audit WHERE seq > ? AND event = 'drill.completed'")
+        .get(since) as { detail: string };
       expect(JSON.parse(drillRow.detail)).toMatchObject({ id: result.id, probesStoppedInFlight: 1 });
     } finally {
       env.ks.start();
@@ -215,7 +253,10 @@ describe('kill-switch drill through the real gateway', () => {
 describe('drill schedule (node-cron, fake timers)', () => {
   it('runs the monthly drill at its cron time and alerts when the last good drill is overdue', async () => {
     // Fake Date and timers, but let them advance with real time so the real gateway and child process keep working.
-    vi.useFakeTimers({ shouldAdvanceTime: true, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    vi.useFakeTimers({
+      shouldAdvanceTime: true,
+      toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'],
+    });
     // The first of next month (after every drill the tests above ran on real time), 10 s before 09:00:
     // fake time also advances with real time, so the margin must outlast a slow, busy machine.
     const real = new Date();
@@ -223,7 +264,14 @@ describe('drill schedule (node-cron, fake timers)', () => {
     vi.setSystemTime(firstOfMonth + 9 * 3_600_000 - 10_000);
     const alerts = new MemoryAlertSink();
     const reports: DrillResult[] = [];
-    const scheduler = new ControlScheduler({ db: env.db, policy: env.policy, alerts, drill: runner({ reports, alerts }), timezone: 'Etc/UTC', overdueCheckSchedule: '0 * * * *' });
+    const scheduler = new ControlScheduler({
+      db: env.db,
+      policy: env.policy,
+      alerts,
+      drill: runner({ reports, alerts }),
+      timezone: 'Etc/UTC',
+      overdueCheckSchedule: '0 * * * *',
+    });
     scheduler.start();
     try {
       expect(scheduler.jobs).toEqual(['drill', 'drill-overdue']);
@@ -287,7 +335,12 @@ control:
       }).run('canary');
       expect(result.problems).toEqual([]);
       expect(result.timeToHaltMs).toBeDefined();
-      expect(result).toMatchObject({ ok: true, inflightCancelled: true, restored: true, detail: expect.objectContaining({ tools: { slow: 'canary__sleep', probe: 'canary__sleep' } }) });
+      expect(result).toMatchObject({
+        ok: true,
+        inflightCancelled: true,
+        restored: true,
+        detail: expect.objectContaining({ tools: { slow: 'canary__sleep', probe: 'canary__sleep' } }),
+      });
     } finally {
       await own.close();
     }

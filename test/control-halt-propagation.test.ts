@@ -13,7 +13,9 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
  * does there. How fast (the 250 ms promise) is measured by bench/halt.ts.
  */
 const PROPAGATION = { timeout: 15_000, interval: 25 };
-const call0 = (c: { call(name: string, args?: Record<string, unknown>): Promise<{ isError: boolean; text: string }> }) => c.call('slow__sleep', { ms: 0 });
+const call0 = (c: {
+  call(name: string, args?: Record<string, unknown>): Promise<{ isError: boolean; text: string }>;
+}) => c.call('slow__sleep', { ms: 0 });
 
 let env: WardenEnv;
 let child: ChildGateway;
@@ -45,15 +47,36 @@ describe('halt across processes sharing one database', () => {
     let progressed = false;
     let ended: { isError: boolean; text: string } | undefined;
     const inflight = worker.client
-      .callTool({ name: 'slow__sleep', arguments: { ms: 60_000, steps: 600 } }, undefined, { timeout: 120_000, onprogress: () => (progressed = true) })
-      .then((res) => (ended = { isError: res.isError === true, text: (res.content as { text?: string }[]).map((c) => c.text ?? '').join(' ') }));
+      .callTool({ name: 'slow__sleep', arguments: { ms: 60_000, steps: 600 } }, undefined, {
+        timeout: 120_000,
+        onprogress: () => (progressed = true),
+      })
+      .then(
+        (res) =>
+          (ended = {
+            isError: res.isError === true,
+            text: (res.content as { text?: string }[]).map((c) => c.text ?? '').join(' '),
+          }),
+      );
     inflight.catch(() => {});
     // In flight: the other process has decided it (durable row), and the upstream is running it (its progress reached us).
-    await expect.poll(() => env.db.prepare("SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'allow' AND args LIKE '%60000%'").get(), PROPAGATION).toEqual({ n: 1 });
+    await expect
+      .poll(
+        () =>
+          env.db
+            .prepare(
+              "SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'allow' AND args LIKE '%60000%'",
+            )
+            .get(),
+        PROPAGATION,
+      )
+      .toEqual({ n: 1 });
     await expect.poll(() => progressed, PROPAGATION).toBe(true);
 
     await env.ks.halt({ scope: 'agent', agent: 'worker', reason: 'propagation test', actor: 'slack:U0ONCALL' });
-    const haltSeq = (env.db.prepare("SELECT max(seq) AS s FROM audit WHERE event = 'control.halt'").get() as { s: number }).s;
+    const haltSeq = (
+      env.db.prepare("SELECT max(seq) AS s FROM audit WHERE event = 'control.halt'").get() as { s: number }
+    ).s;
     // The other process cancels its in-flight call when it observes the halt: once that answer is
     // back, its switch is known to hold the halt, and no probe call had to be let through to learn it.
     await expect.poll(() => ended, PROPAGATION).toBeDefined();
@@ -74,10 +97,20 @@ describe('halt across processes sharing one database', () => {
     // From the audit trail (the other process writes its rows on its own schedule): the cancelled
     // in-flight call is the worker's only completion, and no worker call was allowed after the halt row.
     await expect
-      .poll(() => env.db.prepare("SELECT decision FROM audit WHERE agent = 'worker' AND event = 'call.completed' AND seq > ? ORDER BY seq").all(haltSeq), PROPAGATION)
+      .poll(
+        () =>
+          env.db
+            .prepare(
+              "SELECT decision FROM audit WHERE agent = 'worker' AND event = 'call.completed' AND seq > ? ORDER BY seq",
+            )
+            .all(haltSeq),
+        PROPAGATION,
+      )
       .toEqual([{ decision: 'cancelled' }]);
     const allowedAfter = env.db
-      .prepare("SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'allow' AND seq > ?")
+      .prepare(
+        "SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'allow' AND seq > ?",
+      )
       .get(haltSeq) as { n: number };
     expect(allowedAfter.n).toBe(0);
 
@@ -94,17 +127,23 @@ describe('halt across processes sharing one database', () => {
     expect(out.stdout).toMatch(/HALTED all agents \(org-wide\) .* by cli:\S+: maintenance window/);
     // Neither gateway made the halt: each must pick it up from the database.
     for (const c of [onChild, onParent]) {
-      await expect.poll(() => call0(c), PROPAGATION).toMatchObject({ isError: true, text: expect.stringMatching(/all agents \(org-wide\) halted by cli:/) });
+      await expect
+        .poll(() => call0(c), PROPAGATION)
+        .toMatchObject({ isError: true, text: expect.stringMatching(/all agents \(org-wide\) halted by cli:/) });
     }
     const status = await cli('agents', 'status', '--json');
-    const parsed = JSON.parse(status.stdout) as { orgHalt: { reason: string } | null; agents: { agent: string; state: string; denialsLastHour: number }[] };
+    const parsed = JSON.parse(status.stdout) as {
+      orgHalt: { reason: string } | null;
+      agents: { agent: string; state: string; denialsLastHour: number }[];
+    };
     expect(parsed.orgHalt?.reason).toBe('maintenance window');
     expect(parsed.agents.find((a) => a.agent === 'worker')).toMatchObject({ state: 'halted' });
     expect(parsed.agents.find((a) => a.agent === 'worker')!.denialsLastHour).toBeGreaterThanOrEqual(2);
 
     const resumed = await cli('agents', 'resume', 'all');
     expect(resumed.stdout).toMatch(/RESUMED org-wide halt/);
-    for (const c of [onChild, onParent]) await expect.poll(async () => (await call0(c)).isError, PROPAGATION).toBe(false);
+    for (const c of [onChild, onParent])
+      await expect.poll(async () => (await call0(c)).isError, PROPAGATION).toBe(false);
     await onChild.close();
     await onParent.close();
   });
@@ -123,23 +162,42 @@ describe('halt across processes sharing one database', () => {
     // Some calls through before the halt, and some refused after it: then the streams have crossed it.
     await expect.poll(() => results.filter((r) => !r.isError).length, PROPAGATION).toBeGreaterThanOrEqual(8);
     await env.ks.halt({ scope: 'agent', agent: 'worker', reason: 'stream test', actor: 'cli:test' });
-    await expect.poll(() => results.filter((r) => r.isError && /halted by cli:test: stream test/.test(r.text)).length, PROPAGATION).toBeGreaterThanOrEqual(8);
+    await expect
+      .poll(
+        () => results.filter((r) => r.isError && /halted by cli:test: stream test/.test(r.text)).length,
+        PROPAGATION,
+      )
+      .toBeGreaterThanOrEqual(8);
     stop = true;
     await Promise.all(streams);
     await env.audit.flush();
 
-    const haltSeq = (env.db.prepare("SELECT max(seq) AS s FROM audit WHERE event = 'control.halt'").get() as { s: number }).s;
-    const allowedAfter = env.db.prepare("SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'allow' AND seq > ?").get(haltSeq) as { n: number };
+    const haltSeq = (
+      env.db.prepare("SELECT max(seq) AS s FROM audit WHERE event = 'control.halt'").get() as { s: number }
+    ).s;
+    const allowedAfter = env.db
+      .prepare(
+        "SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'allow' AND seq > ?",
+      )
+      .get(haltSeq) as { n: number };
     expect(allowedAfter.n).toBe(0);
-    const refusedAfter = env.db.prepare("SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'halted' AND seq > ?").get(haltSeq) as { n: number };
+    const refusedAfter = env.db
+      .prepare(
+        "SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'halted' AND seq > ?",
+      )
+      .get(haltSeq) as { n: number };
     expect(refusedAfter.n).toBeGreaterThan(0);
     // Every sleep the upstream finished is a call the audit shows allowed (before the halt) and completed ok.
     const okCompleted = env.db
-      .prepare("SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.completed' AND decision = 'ok' AND seq > ?")
+      .prepare(
+        "SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.completed' AND decision = 'ok' AND seq > ?",
+      )
       .get(seqStart) as { n: number };
     const after = await upstreamCounters(observer);
     const allowed = env.db
-      .prepare("SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'allow' AND seq > ?")
+      .prepare(
+        "SELECT count(*) AS n FROM audit WHERE agent = 'worker' AND event = 'call.decided' AND decision = 'allow' AND seq > ?",
+      )
       .get(seqStart) as { n: number };
     expect(okCompleted.n).toBeGreaterThan(0);
     // Calls in flight at the halt were cancelled by Warden; a 1 ms sleep may still have finished upstream
@@ -161,7 +219,9 @@ describe('halt across processes sharing one database', () => {
     expect(out.stdout).toMatch(/time to first refused call: [\d.]+ ms/);
     expect(out.stdout).toMatch(/in-flight call cancelled: +yes/);
     expect(out.stdout).toMatch(/restored after resume: +yes/);
-    const row = env.db.prepare('SELECT ok, time_to_halt_ms, inflight_cancelled FROM drills ORDER BY started_at DESC LIMIT 1').get() as { ok: number; time_to_halt_ms: number | null; inflight_cancelled: number };
+    const row = env.db
+      .prepare('SELECT ok, time_to_halt_ms, inflight_cancelled FROM drills ORDER BY started_at DESC LIMIT 1')
+      .get() as { ok: number; time_to_halt_ms: number | null; inflight_cancelled: number };
     expect(row).toMatchObject({ ok: 1, inflight_cancelled: 1 });
     expect(row.time_to_halt_ms).not.toBeNull();
     expect(env.ks.check('warden-canary')).toBeNull();

@@ -63,9 +63,15 @@ describe('KillSwitch in one process', () => {
     expect(seen[0]!.origin).toBe('local');
     await pending;
 
-    const row = db.prepare("SELECT * FROM control_state WHERE scope = 'agent:support-triage'").get() as { halted: number; actor: string; reason: string };
+    const row = db.prepare("SELECT * FROM control_state WHERE scope = 'agent:support-triage'").get() as {
+      halted: number;
+      actor: string;
+      reason: string;
+    };
     expect(row).toMatchObject({ halted: 1, actor: 'slack:U0HALT', reason: 'runaway loop' });
-    const halts = db.prepare("SELECT agent, decision, reason, detail FROM audit WHERE event = 'control.halt'").all() as { agent: string; detail: string }[];
+    const halts = db
+      .prepare("SELECT agent, decision, reason, detail FROM audit WHERE event = 'control.halt'")
+      .all() as { agent: string; detail: string }[];
     expect(halts).toHaveLength(1);
     expect(halts[0]!.agent).toBe('support-triage');
     expect(JSON.parse(halts[0]!.detail)).toMatchObject({ scope: 'agent', actor: 'slack:U0HALT' });
@@ -149,9 +155,15 @@ describe('who may halt and resume', () => {
 
   it('lets listed halters halt, the CLI always, and only resumers resume', () => {
     expect(canHalt(policy.control, { kind: 'slack', userId: 'U0HALT' }).ok).toBe(true);
-    expect(canHalt(policy.control, { kind: 'slack', userId: 'U0RANDOM' })).toMatchObject({ ok: false, reason: expect.stringMatching(/halters/) });
+    expect(canHalt(policy.control, { kind: 'slack', userId: 'U0RANDOM' })).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/halters/),
+    });
     expect(canHalt(policy.control, { kind: 'cli', user: 'root' }).ok).toBe(true);
-    expect(canResume(policy.control, { kind: 'slack', userId: 'U0HALT' })).toMatchObject({ ok: false, reason: expect.stringMatching(/resumers/) });
+    expect(canResume(policy.control, { kind: 'slack', userId: 'U0HALT' })).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/resumers/),
+    });
     expect(canResume(policy.control, { kind: 'slack', userId: 'U0BOTH' }).ok).toBe(true);
     expect(canResume(policy.control, { kind: 'cli', user: 'root' }).ok).toBe(true);
     expect(canDrill(policy.control, { kind: 'slack', userId: 'U0HALT' }).ok).toBe(false);
@@ -161,13 +173,23 @@ describe('who may halt and resume', () => {
   it('with empty lists anyone may halt and nobody may resume from Slack', () => {
     const open = { ...policy.control, halters: [], resumers: [] };
     expect(canHalt(open, { kind: 'slack', userId: 'U0ANY' }).ok).toBe(true);
-    expect(canResume(open, { kind: 'slack', userId: 'U0ANY' })).toMatchObject({ ok: false, reason: expect.stringMatching(/CLI/) });
+    expect(canResume(open, { kind: 'slack', userId: 'U0ANY' })).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/CLI/),
+    });
   });
 
   it('routes alerts to the owner channel and on-call', () => {
-    expect(alertChannels(policy, { kind: 'anomaly', severity: 'warning', agent: 'support-triage', text: 'x' })).toEqual(['C0OWNER', 'C0ONCALL']);
-    expect(alertChannels(policy, { kind: 'review_due', severity: 'info', agent: 'support-triage', text: 'x' })).toEqual(['C0OWNER']);
-    expect(alertChannels(policy, { kind: 'halted', severity: 'info', agent: 'support-triage', text: 'x' })).toEqual(['C0OWNER', 'C0ONCALL']);
+    expect(alertChannels(policy, { kind: 'anomaly', severity: 'warning', agent: 'support-triage', text: 'x' })).toEqual(
+      ['C0OWNER', 'C0ONCALL'],
+    );
+    expect(alertChannels(policy, { kind: 'review_due', severity: 'info', agent: 'support-triage', text: 'x' })).toEqual(
+      ['C0OWNER'],
+    );
+    expect(alertChannels(policy, { kind: 'halted', severity: 'info', agent: 'support-triage', text: 'x' })).toEqual([
+      'C0OWNER',
+      'C0ONCALL',
+    ]);
     expect(alertChannels(policy, { kind: 'drill_failed', severity: 'critical', text: 'x' })).toEqual(['C0ONCALL']);
   });
 });
@@ -191,7 +213,11 @@ describe('halt effects', () => {
     await a.halt({ scope: 'org', reason: 'breach', actor: 'cli:dave' });
     vi.advanceTimersByTime(60);
     await vi.waitFor(() => expect(alertsB.alerts).toHaveLength(1));
-    expect(alertsA.alerts[0]).toMatchObject({ kind: 'halted', severity: 'critical', text: expect.stringMatching(/all agents.*cli:dave: breach/) });
+    expect(alertsA.alerts[0]).toMatchObject({
+      kind: 'halted',
+      severity: 'critical',
+      text: expect.stringMatching(/all agents.*cli:dave: breach/),
+    });
     expect(alertsB.alerts[0]!.detail).toMatchObject({ origin: 'remote', action: 'halt' });
     expect(alertsC.alerts).toHaveLength(0);
     b.stop();

@@ -6,7 +6,12 @@ import { AuditLog } from '../src/audit/log.ts';
 import { verifyChain } from '../src/audit/verify.ts';
 import { startWarden } from '../src/cli/runtime.ts';
 import { loadConfig } from '../src/config/index.ts';
-import { ABANDONED_CALL_REASON, DEFAULT_RECOVERY_GRACE_MS, recoverAbandonedCalls, recoveryGraceMs } from '../src/control/recovery.ts';
+import {
+  ABANDONED_CALL_REASON,
+  DEFAULT_RECOVERY_GRACE_MS,
+  recoverAbandonedCalls,
+  recoveryGraceMs,
+} from '../src/control/recovery.ts';
 import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
@@ -34,8 +39,28 @@ afterEach(async () => {
 
 /** A call as the gateway records it: decided (durable, before forwarding), and completed unless its process died. */
 async function call(callId: string, decision: string, ts: number, completed?: string): Promise<void> {
-  await audit.append({ event: 'call.decided', callId, agent: 'support-triage', owner: 'U0OWNER', server: 'crm', tool: 'refund_request', args: { amount: 5 }, decision, ts });
-  if (completed) await audit.append({ event: 'call.completed', callId, agent: 'support-triage', server: 'crm', tool: 'refund_request', decision: completed, durationMs: 20, ts: ts + 20 });
+  await audit.append({
+    event: 'call.decided',
+    callId,
+    agent: 'support-triage',
+    owner: 'U0OWNER',
+    server: 'crm',
+    tool: 'refund_request',
+    args: { amount: 5 },
+    decision,
+    ts,
+  });
+  if (completed)
+    await audit.append({
+      event: 'call.completed',
+      callId,
+      agent: 'support-triage',
+      server: 'crm',
+      tool: 'refund_request',
+      decision: completed,
+      durationMs: 20,
+      ts: ts + 20,
+    });
 }
 
 function approval(callId: string, status: string, decidedAt: number | null): void {
@@ -56,7 +81,11 @@ interface Completion {
 }
 
 function completions(callId: string): Completion[] {
-  return db.prepare("SELECT decision, reason, agent, server, tool, duration_ms, detail FROM audit WHERE event = 'call.completed' AND call_id = ? ORDER BY seq").all(callId) as Completion[];
+  return db
+    .prepare(
+      "SELECT decision, reason, agent, server, tool, duration_ms, detail FROM audit WHERE event = 'call.completed' AND call_id = ? ORDER BY seq",
+    )
+    .all(callId) as Completion[];
 }
 
 describe('recoverAbandonedCalls on a real SQLite file', () => {
@@ -81,15 +110,34 @@ describe('recoverAbandonedCalls on a real SQLite file', () => {
 
     const clock = new ManualClock(START);
     const recovered = await recoverAbandonedCalls({ db, audit, clock, logger: silentLogger() });
-    expect(recovered.map((r) => r.callId).sort()).toEqual(['abandoned-wait', 'dead-allow', 'dead-approved', 'no-approval-row']);
+    expect(recovered.map((r) => r.callId).sort()).toEqual([
+      'abandoned-wait',
+      'dead-allow',
+      'dead-approved',
+      'no-approval-row',
+    ]);
 
     const [row] = completions('dead-allow');
     expect(completions('dead-allow')).toHaveLength(1);
-    expect(row).toMatchObject({ decision: 'abandoned', reason: ABANDONED_CALL_REASON, agent: 'support-triage', server: 'crm', tool: 'refund_request', duration_ms: null });
-    expect(JSON.parse(row!.detail!)).toMatchObject({ recovered: true, decidedAt: old, graceMs: DEFAULT_RECOVERY_GRACE_MS });
+    expect(row).toMatchObject({
+      decision: 'abandoned',
+      reason: ABANDONED_CALL_REASON,
+      agent: 'support-triage',
+      server: 'crm',
+      tool: 'refund_request',
+      duration_ms: null,
+    });
+    expect(JSON.parse(row!.detail!)).toMatchObject({
+      recovered: true,
+      decidedAt: old,
+      graceMs: DEFAULT_RECOVERY_GRACE_MS,
+    });
     expect(completions('done-allow')).toEqual([expect.objectContaining({ decision: 'ok' })]);
-    for (const id of ['recent-allow', 'refused', 'halted', 'late-approved', 'waiting', 'before-lookback']) expect(completions(id)).toEqual([]);
-    expect(completions('no-approval-row')).toEqual([expect.objectContaining({ decision: 'abandoned', reason: ABANDONED_CALL_REASON })]);
+    for (const id of ['recent-allow', 'refused', 'halted', 'late-approved', 'waiting', 'before-lookback'])
+      expect(completions(id)).toEqual([]);
+    expect(completions('no-approval-row')).toEqual([
+      expect.objectContaining({ decision: 'abandoned', reason: ABANDONED_CALL_REASON }),
+    ]);
     // The rows join the hash chain like any other.
     expect(verifyChain(db)).toMatchObject({ ok: true });
 
@@ -109,13 +157,23 @@ describe('recoverAbandonedCalls on a real SQLite file', () => {
     const otherDb = openDb(dbPath);
     const other = new AuditLog(otherDb);
     try {
-      await other.append({ event: 'call.decided', callId: 'from-other', agent: 'a', server: 's', tool: 't', decision: 'allow', ts: START - 11 * MIN });
+      await other.append({
+        event: 'call.decided',
+        callId: 'from-other',
+        agent: 'a',
+        server: 's',
+        tool: 't',
+        decision: 'allow',
+        ts: START - 11 * MIN,
+      });
       await other.close();
     } finally {
       otherDb.close();
     }
     const recovered = await recoverAbandonedCalls({ db, audit, startedAt: START });
-    expect(recovered).toEqual([{ callId: 'from-other', agent: 'a', server: 's', tool: 't', decidedSeq: expect.any(Number) }]);
+    expect(recovered).toEqual([
+      { callId: 'from-other', agent: 'a', server: 's', tool: 't', decidedSeq: expect.any(Number) },
+    ]);
     expect(completions('from-other')).toEqual([expect.objectContaining({ decision: 'abandoned' })]);
   });
 
@@ -137,7 +195,9 @@ agents:
     expect(recoveryGraceMs(policy)).toBe(30 * MIN);
     await call('twenty-min', 'allow', START - 20 * MIN);
     expect(await recoverAbandonedCalls({ db, audit, policy, startedAt: START })).toEqual([]);
-    expect(await recoverAbandonedCalls({ db, audit, policy, startedAt: START + 11 * MIN })).toEqual([expect.objectContaining({ callId: 'twenty-min' })]);
+    expect(await recoverAbandonedCalls({ db, audit, policy, startedAt: START + 11 * MIN })).toEqual([
+      expect.objectContaining({ callId: 'twenty-min' }),
+    ]);
   });
 });
 
@@ -148,12 +208,20 @@ describe('startWarden', () => {
     await call('just-decided', 'allow', now - MIN);
     // The seed form: no upstream to start, so this checks start-up wiring only.
     const policyPath = 'examples/seed-policy.yml';
-    const config = loadConfig({ WARDEN_DB: dbPath, WARDEN_POLICY: policyPath, WARDEN_HOST: '127.0.0.1', WARDEN_PORT: '0', LOG_LEVEL: 'silent' });
+    const config = loadConfig({
+      WARDEN_DB: dbPath,
+      WARDEN_POLICY: policyPath,
+      WARDEN_HOST: '127.0.0.1',
+      WARDEN_PORT: '0',
+      LOG_LEVEL: 'silent',
+    });
     for (let i = 0; i < 2; i++) {
       const warden = await startWarden(config, { logger: silentLogger(), env: {} });
       await warden.close();
     }
-    expect(completions('left-running')).toEqual([expect.objectContaining({ decision: 'abandoned', reason: ABANDONED_CALL_REASON })]);
+    expect(completions('left-running')).toEqual([
+      expect.objectContaining({ decision: 'abandoned', reason: ABANDONED_CALL_REASON }),
+    ]);
     expect(completions('just-decided')).toEqual([]);
     expect(verifyChain(db)).toMatchObject({ ok: true });
   });
@@ -162,7 +230,13 @@ describe('startWarden', () => {
     const clock = new ManualClock(Date.now());
     const t0 = clock.now();
     await call('left-just-before', 'allow', t0 - MIN);
-    const config = loadConfig({ WARDEN_DB: dbPath, WARDEN_POLICY: 'examples/seed-policy.yml', WARDEN_HOST: '127.0.0.1', WARDEN_PORT: '0', LOG_LEVEL: 'silent' });
+    const config = loadConfig({
+      WARDEN_DB: dbPath,
+      WARDEN_POLICY: 'examples/seed-policy.yml',
+      WARDEN_HOST: '127.0.0.1',
+      WARDEN_PORT: '0',
+      LOG_LEVEL: 'silent',
+    });
     const warden = await startWarden(config, { logger: silentLogger(), env: {}, clock });
     try {
       // Too recent at start-up: it might still be running in another process.
@@ -170,7 +244,9 @@ describe('startWarden', () => {
       // This process's own call, decided after it started, must never be touched.
       await call('mine', 'allow', t0 + MIN);
       await clock.advanceTo(t0 + DEFAULT_RECOVERY_GRACE_MS + 2_000);
-      await expect.poll(() => completions('left-just-before')).toEqual([expect.objectContaining({ decision: 'abandoned', reason: ABANDONED_CALL_REASON })]);
+      await expect
+        .poll(() => completions('left-just-before'))
+        .toEqual([expect.objectContaining({ decision: 'abandoned', reason: ABANDONED_CALL_REASON })]);
       expect(completions('mine')).toEqual([]);
     } finally {
       await warden.close();

@@ -2,7 +2,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { AuditLog, generateCheckpointKeyPair, listCheckpoints, verifyChain, verifyCheckpoint } from '../src/audit/index.ts';
+import {
+  AuditLog,
+  generateCheckpointKeyPair,
+  listCheckpoints,
+  verifyChain,
+  verifyCheckpoint,
+} from '../src/audit/index.ts';
 import { ControlScheduler } from '../src/control/scheduler.ts';
 import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/index.ts';
@@ -58,7 +64,10 @@ afterEach(async () => {
 
 describe('control cron jobs (node-cron, fake timers)', () => {
   it('posts a signed audit head to the compliance channel on schedule, so truncation is visible outside the DB', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    vi.useFakeTimers({
+      shouldAdvanceTime: true,
+      toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'],
+    });
     vi.setSystemTime(new Date('2026-05-14T05:59:59Z'));
     for (let i = 0; i < 5; i++) await audit.append({ event: 'call.decided', agent: 'soon-bot', decision: 'allow' });
     const keys = generateCheckpointKeyPair();
@@ -86,7 +95,9 @@ describe('control cron jobs (node-cron, fake timers)', () => {
       expect(String(post.args.text)).toContain(cp!.signature);
       expect(String(post.args.text)).toContain(`warden audit verify --checkpoint 5:${cp!.head_hash}`);
       // Recorded once Slack has answered.
-      await vi.waitFor(() => expect(db.prepare('SELECT posted_to FROM audit_checkpoints').get()).toEqual({ posted_to: 'slack:C0COMPLY' }));
+      await vi.waitFor(() =>
+        expect(db.prepare('SELECT posted_to FROM audit_checkpoints').get()).toEqual({ posted_to: 'slack:C0COMPLY' }),
+      );
       // The posted head is what an auditor later checks the chain against.
       expect(verifyChain(db, { checkpoints: [{ seq: cp!.seq, head_hash: cp!.head_hash }] }).ok).toBe(true);
     } finally {
@@ -95,19 +106,30 @@ describe('control cron jobs (node-cron, fake timers)', () => {
   });
 
   it('reminds owners of reviews due within a week, flags overdue ones, leaves later ones alone', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    vi.useFakeTimers({
+      shouldAdvanceTime: true,
+      toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'],
+    });
     // Monday 2026-05-18, just before 09:00 UTC.
     vi.setSystemTime(new Date('2026-05-18T08:59:59Z'));
     const client = createSlackClient({ botToken: 'xoxb-test', apiUrl: slack.apiUrl }, silentLogger());
     const policy = parsePolicy(POLICY, 'p.yml');
     const alerts = new SlackAlertSink({ client, policy });
-    const scheduler = new ControlScheduler({ db, policy, alerts, timezone: 'Etc/UTC', overdueCheckSchedule: '0 0 1 1 *' });
+    const scheduler = new ControlScheduler({
+      db,
+      policy,
+      alerts,
+      timezone: 'Etc/UTC',
+      overdueCheckSchedule: '0 0 1 1 *',
+    });
     scheduler.start();
     try {
       await vi.advanceTimersByTimeAsync(1500);
       await vi.waitFor(() => expect(slack.callsOf('chat.postMessage').length).toBeGreaterThanOrEqual(3));
       await alerts.idle();
-      const posts = slack.callsOf('chat.postMessage').map((c) => ({ channel: c.args.channel, text: String(c.args.text) }));
+      const posts = slack
+        .callsOf('chat.postMessage')
+        .map((c) => ({ channel: c.args.channel, text: String(c.args.text) }));
       const overdue = posts.filter((p) => p.text.includes('overdue-bot'));
       // Overdue is a warning: owner channel and on-call.
       expect(overdue.map((p) => p.channel).sort()).toEqual(['C0ONCALL', 'C0OWNER']);
@@ -131,7 +153,14 @@ describe('control plane and policy reloads', () => {
     const file = join(dir, 'policy.yml');
     writeFileSync(file, POLICY);
     const store = new PolicyStore(file, { logger: silentLogger(), env: {} });
-    const plane = createControlPlane({ db, audit, policy: store, alerts: new MemoryAlertSink(), anomalies: false, timezone: 'Etc/UTC' });
+    const plane = createControlPlane({
+      db,
+      audit,
+      policy: store,
+      alerts: new MemoryAlertSink(),
+      anomalies: false,
+      timezone: 'Etc/UTC',
+    });
     plane.start();
     try {
       expect(plane.scheduler.jobs).toEqual(['drill-overdue', 'review-reminders']);

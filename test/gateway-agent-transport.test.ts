@@ -4,7 +4,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { CallToolRequestSchema, CallToolResultSchema, ListToolsRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CallToolRequestSchema,
+  CallToolResultSchema,
+  ListToolsRequestSchema,
+  ToolListChangedNotificationSchema,
+} from '@modelcontextprotocol/sdk/types.js';
 import { AgentTransport, SSE_KEEPALIVE_MS, STREAM_AFTER_MS } from '../src/gateway/agent-transport.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { waitFor } from './support/gateway-harness.ts';
@@ -18,7 +23,12 @@ import { waitFor } from './support/gateway-harness.ts';
 
 const AUTH = { token: 'token-id', clientId: 'agent-a', scopes: [], extra: { tokenId: 'token-id' } };
 const ACCEPT = 'application/json, text/event-stream';
-const INIT = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } };
+const INIT = {
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+};
 
 let clock: ManualClock;
 let http: HttpServer;
@@ -38,12 +48,20 @@ beforeEach(async () => {
     const name = req.params.name;
     if (name === 'now') return { content: [{ type: 'text', text: `now ${String(req.params.arguments?.n ?? '')}` }] };
     if (name === 'progress') {
-      await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: req.params._meta!.progressToken!, progress: 1 } });
+      await extra.sendNotification({
+        method: 'notifications/progress',
+        params: { progressToken: req.params._meta!.progressToken!, progress: 1 },
+      });
     }
     const text = await new Promise<string>((resolve) => (release = resolve));
     return { content: [{ type: 'text', text }] };
   });
-  transport = new AgentTransport({ clock, newSessionId: () => 'session-1', onInitialized: () => {}, onDeleted: () => {} });
+  transport = new AgentTransport({
+    clock,
+    newSessionId: () => 'session-1',
+    onInitialized: () => {},
+    onDeleted: () => {},
+  });
   await server.connect(transport);
   http = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -75,13 +93,17 @@ interface Answer {
 /** A raw request whose response is watched as it arrives (fetch would hide an SSE stream's pieces). */
 function send(method: string, body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method, headers: { Accept: ACCEPT, 'Content-Type': 'application/json', ...headers } }, (res) => {
-      const answer: Answer = { status: res.statusCode!, headers: res.headers, body: '', ended: false };
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (answer.body += c));
-      res.on('end', () => (answer.ended = true));
-      resolve(answer);
-    });
+    const req = httpRequest(
+      url,
+      { method, headers: { Accept: ACCEPT, 'Content-Type': 'application/json', ...headers } },
+      (res) => {
+        const answer: Answer = { status: res.statusCode!, headers: res.headers, body: '', ended: false };
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (answer.body += c));
+        res.on('end', () => (answer.ended = true));
+        resolve(answer);
+      },
+    );
     req.on('error', reject);
     req.end(body === undefined ? undefined : JSON.stringify(body));
   });
@@ -99,11 +121,18 @@ async function initialized(): Promise<Record<string, string>> {
   expect(init.headers['mcp-session-id']).toBe('session-1');
   expect(JSON.parse(init.body)).toMatchObject({ id: 1, result: { serverInfo: { name: 't' } } });
   const headers = { 'Mcp-Session-Id': 'session-1', 'Mcp-Protocol-Version': '2025-06-18' };
-  expect((await ended(await send('POST', { jsonrpc: '2.0', method: 'notifications/initialized' }, headers))).status).toBe(202);
+  expect(
+    (await ended(await send('POST', { jsonrpc: '2.0', method: 'notifications/initialized' }, headers))).status,
+  ).toBe(202);
   return headers;
 }
 
-const call = (id: number, name: string, extra: Record<string, unknown> = {}) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: {}, ...extra } });
+const call = (id: number, name: string, extra: Record<string, unknown> = {}) => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: { name, arguments: {}, ...extra },
+});
 
 /** The `data:` payloads of an SSE body. */
 function events(body: string): unknown[] {
@@ -121,7 +150,11 @@ describe('AgentTransport', () => {
     expect(a.status).toBe(200);
     expect(a.headers['content-type']).toBe('application/json');
     expect(a.headers['mcp-session-id']).toBe('session-1');
-    expect(JSON.parse(a.body)).toEqual({ jsonrpc: '2.0', id: 2, result: { content: [{ type: 'text', text: 'now ' }] } });
+    expect(JSON.parse(a.body)).toEqual({
+      jsonrpc: '2.0',
+      id: 2,
+      result: { content: [{ type: 'text', text: 'now ' }] },
+    });
     expect(seenTokenIds.at(-1)).toBe('token-id');
   });
 
@@ -140,12 +173,17 @@ describe('AgentTransport', () => {
       [3, 'now three'],
     ]);
     const one = await ended(await send('POST', [call(4, 'now')], headers));
-    expect(JSON.parse(one.body)).toEqual([{ jsonrpc: '2.0', id: 4, result: { content: [{ type: 'text', text: 'now ' }] } }]);
+    expect(JSON.parse(one.body)).toEqual([
+      { jsonrpc: '2.0', id: 4, result: { content: [{ type: 'text', text: 'now ' }] } },
+    ]);
   });
 
   it("keeps a request's id taken after its connection drops, until its answer comes (then dropped), so a reuse cannot get that answer", async () => {
     const headers = await initialized();
-    const dropped = httpRequest(url, { method: 'POST', headers: { Accept: ACCEPT, 'Content-Type': 'application/json', ...headers } });
+    const dropped = httpRequest(url, {
+      method: 'POST',
+      headers: { Accept: ACCEPT, 'Content-Type': 'application/json', ...headers },
+    });
     dropped.on('error', () => {});
     dropped.end(JSON.stringify(call(12, 'wait')));
     await waitFor(() => release, 'the call to reach its handler');
@@ -165,7 +203,10 @@ describe('AgentTransport', () => {
     const a = await send('POST', call(4, 'progress', { _meta: { progressToken: 'p4' } }), headers);
     expect(a.headers['content-type']).toBe('text/event-stream');
     await waitFor(() => events(a.body).length === 1, 'the progress event');
-    expect(events(a.body)[0]).toMatchObject({ method: 'notifications/progress', params: { progressToken: 'p4', progress: 1 } });
+    expect(events(a.body)[0]).toMatchObject({
+      method: 'notifications/progress',
+      params: { progressToken: 'p4', progress: 1 },
+    });
     expect(a.ended).toBe(false);
     release!('done');
     await ended(a);
@@ -202,7 +243,11 @@ describe('AgentTransport', () => {
     const a = await ended(await answering);
     expect(a.headers['content-type']).toBe('application/json');
     const answers = JSON.parse(a.body) as { id: number; error?: { code: number; message: string } }[];
-    expect(answers[0]).toEqual({ jsonrpc: '2.0', id: 6, error: { code: -32000, message: 'The session was closed before this request was answered' } });
+    expect(answers[0]).toEqual({
+      jsonrpc: '2.0',
+      id: 6,
+      error: { code: -32000, message: 'The session was closed before this request was answered' },
+    });
     expect(answers[1]).toMatchObject({ id: 8, result: { content: [{ text: 'now ' }] } });
     expect((await ended(await send('POST', call(9, 'now'), headers))).status).toBe(404);
   });
@@ -212,7 +257,13 @@ describe('AgentTransport', () => {
     let answer: Answer | undefined;
     void send('POST', call(11, 'wait'), headers).then((a) => (answer = a));
     await waitFor(() => release, 'the call to reach its handler');
-    const cancel = await ended(await send('POST', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 11, reason: 'changed my mind' } }, headers));
+    const cancel = await ended(
+      await send(
+        'POST',
+        { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 11, reason: 'changed my mind' } },
+        headers,
+      ),
+    );
     expect(cancel.status).toBe(202);
     const a = await ended(await waitFor(() => answer, 'the cancelled request to be answered'));
     // An event stream with nothing in it: there is no empty JSON-RPC answer.
@@ -231,8 +282,24 @@ describe('AgentTransport', () => {
     let answer: Answer | undefined;
     void send('POST', call(0, 'wait'), headers).then((a) => (answer = a));
     await waitFor(() => release, 'the call to reach its handler');
-    expect((await ended(await send('POST', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 0 } }, headers))).status).toBe(202);
-    expect((await ended(await send('POST', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 0, reason: 42 } }, headers))).status).toBe(202);
+    expect(
+      (
+        await ended(
+          await send('POST', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 0 } }, headers),
+        )
+      ).status,
+    ).toBe(202);
+    expect(
+      (
+        await ended(
+          await send(
+            'POST',
+            { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 0, reason: 42 } },
+            headers,
+          ),
+        )
+      ).status,
+    ).toBe(202);
     release!('still answered');
     const a = await ended(await waitFor(() => answer, 'the answer'));
     expect(JSON.parse(a.body)).toMatchObject({ id: 0, result: { content: [{ text: 'still answered' }] } });
@@ -244,7 +311,11 @@ describe('AgentTransport', () => {
     await waitFor(() => events(a.body).length === 1, 'the progress event');
     await transport.close();
     await ended(a);
-    expect(events(a.body)[1]).toEqual({ jsonrpc: '2.0', id: 13, error: { code: -32000, message: 'The session was closed before this request was answered' } });
+    expect(events(a.body)[1]).toEqual({
+      jsonrpc: '2.0',
+      id: 13,
+      error: { code: -32000, message: 'The session was closed before this request was answered' },
+    });
   });
 
   it("hands the handlers the request's headers without the agent's secret", async () => {
@@ -254,7 +325,14 @@ describe('AgentTransport', () => {
       seen = extra.requestInfo?.headers;
       return { content: [] };
     });
-    await ended(await send('POST', call(14, 'now'), { ...headers, Authorization: 'Bearer wdn_secret', Cookie: 'c=1', 'X-Trace': 't1' }));
+    await ended(
+      await send('POST', call(14, 'now'), {
+        ...headers,
+        Authorization: 'Bearer wdn_secret',
+        Cookie: 'c=1',
+        'X-Trace': 't1',
+      }),
+    );
     expect(seen).toMatchObject({ 'x-trace': 't1' });
     expect(seen).not.toHaveProperty('authorization');
     expect(seen).not.toHaveProperty('cookie');
@@ -276,35 +354,69 @@ describe('AgentTransport', () => {
       const a = await ended(await send(method, body, headers));
       return { status: a.status, message: (JSON.parse(a.body) as { error: { message: string } }).error.message };
     };
-    expect(await refused('POST', call(2, 'now'), {})).toEqual({ status: 400, message: 'Bad Request: Server not initialized' });
+    expect(await refused('POST', call(2, 'now'), {})).toEqual({
+      status: 400,
+      message: 'Bad Request: Server not initialized',
+    });
     const headers = await initialized();
-    expect(await refused('POST', INIT, {})).toEqual({ status: 400, message: 'Invalid Request: Server already initialized' });
-    expect(await refused('POST', call(2, 'now'), { ...headers, Accept: 'application/json' })).toMatchObject({ status: 406 });
-    expect(await refused('POST', call(2, 'now'), { ...headers, 'Content-Type': 'text/plain' })).toMatchObject({ status: 415 });
-    expect(await refused('POST', call(2, 'now'), { ...headers, 'Mcp-Protocol-Version': '1999-01-01' })).toMatchObject({ status: 400, message: expect.stringContaining('Unsupported protocol version: 1999-01-01') });
-    expect(await refused('POST', call(2, 'now'), { 'Mcp-Protocol-Version': '2025-06-18' })).toEqual({ status: 400, message: 'Bad Request: Mcp-Session-Id header is required' });
-    expect(await refused('POST', call(2, 'now'), { ...headers, 'Mcp-Session-Id': 'another' })).toEqual({ status: 404, message: 'Session not found' });
-    expect(await refused('POST', { jsonrpc: '2.0', id: 2 }, headers)).toEqual({ status: 400, message: 'Parse error: Invalid JSON-RPC message' });
+    expect(await refused('POST', INIT, {})).toEqual({
+      status: 400,
+      message: 'Invalid Request: Server already initialized',
+    });
+    expect(await refused('POST', call(2, 'now'), { ...headers, Accept: 'application/json' })).toMatchObject({
+      status: 406,
+    });
+    expect(await refused('POST', call(2, 'now'), { ...headers, 'Content-Type': 'text/plain' })).toMatchObject({
+      status: 415,
+    });
+    expect(await refused('POST', call(2, 'now'), { ...headers, 'Mcp-Protocol-Version': '1999-01-01' })).toMatchObject({
+      status: 400,
+      message: expect.stringContaining('Unsupported protocol version: 1999-01-01'),
+    });
+    expect(await refused('POST', call(2, 'now'), { 'Mcp-Protocol-Version': '2025-06-18' })).toEqual({
+      status: 400,
+      message: 'Bad Request: Mcp-Session-Id header is required',
+    });
+    expect(await refused('POST', call(2, 'now'), { ...headers, 'Mcp-Session-Id': 'another' })).toEqual({
+      status: 404,
+      message: 'Session not found',
+    });
+    expect(await refused('POST', { jsonrpc: '2.0', id: 2 }, headers)).toEqual({
+      status: 400,
+      message: 'Parse error: Invalid JSON-RPC message',
+    });
     expect(await refused('PUT', call(2, 'now'), headers)).toMatchObject({ status: 405 });
     // An id may not be reused while its first request is still waiting.
     void send('POST', call(10, 'wait'), headers);
     await waitFor(() => release, 'the call to reach its handler');
-    expect(await refused('POST', call(10, 'now'), headers)).toEqual({ status: 400, message: 'Invalid Request: request id 10 is still being answered in this session' });
+    expect(await refused('POST', call(10, 'now'), headers)).toEqual({
+      status: 400,
+      message: 'Invalid Request: request id 10 is still being answered in this session',
+    });
   });
 
   it("works with the SDK's own client: JSON answers, progress on a stream, list_changed on the GET stream, DELETE", async () => {
     let deleted: string | undefined;
     await server.close();
-    transport = new AgentTransport({ clock, newSessionId: () => 'session-2', onInitialized: () => {}, onDeleted: (id) => (deleted = id) });
+    transport = new AgentTransport({
+      clock,
+      newSessionId: () => 'session-2',
+      onInitialized: () => {},
+      onDeleted: (id) => (deleted = id),
+    });
     await server.connect(transport);
     const client = new Client({ name: 'sdk', version: '1' });
     const clientTransport = new StreamableHTTPClientTransport(new URL(url));
     await client.connect(clientTransport);
     let changed = 0;
     client.setNotificationHandler(ToolListChangedNotificationSchema, async () => void changed++);
-    expect(await client.callTool({ name: 'now', arguments: { n: 1 } })).toEqual({ content: [{ type: 'text', text: 'now 1' }] });
+    expect(await client.callTool({ name: 'now', arguments: { n: 1 } })).toEqual({
+      content: [{ type: 'text', text: 'now 1' }],
+    });
     const progress: number[] = [];
-    const running = client.callTool({ name: 'progress', arguments: {} }, CallToolResultSchema, { onprogress: (p) => progress.push(p.progress) });
+    const running = client.callTool({ name: 'progress', arguments: {} }, CallToolResultSchema, {
+      onprogress: (p) => progress.push(p.progress),
+    });
     await waitFor(() => progress.length === 1, 'progress through the SDK client');
     release!('after progress');
     expect(await running).toEqual({ content: [{ type: 'text', text: 'after progress' }] });

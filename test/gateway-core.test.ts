@@ -91,7 +91,10 @@ describe('tools/list', () => {
     expect(email.inputSchema.properties).toHaveProperty('ticket_id');
 
     const billing = await h.connect('billing-bot');
-    expect((await billing.listTools()).tools.map((t) => t.name).sort()).toEqual(['crm__lookup_customer', 'crm__refund_request']);
+    expect((await billing.listTools()).tools.map((t) => t.name).sort()).toEqual([
+      'crm__lookup_customer',
+      'crm__refund_request',
+    ]);
   });
 });
 
@@ -105,7 +108,13 @@ describe('tools/call', () => {
     const callId = callIdOfLast('call.completed', 'support-triage');
     const rows = h.rows({ callId });
     expect(rows.map((r) => r.event)).toEqual(['call.decided', 'call.completed']);
-    expect(rows[0]).toMatchObject({ decision: 'allow', server: 'tickets', tool: 'read_ticket', agent: 'support-triage', owner: 'U0123ABCD' });
+    expect(rows[0]).toMatchObject({
+      decision: 'allow',
+      server: 'tickets',
+      tool: 'read_ticket',
+      agent: 'support-triage',
+      owner: 'U0123ABCD',
+    });
     expect(JSON.parse(rows[0]!.args!)).toEqual({ id: 'T-1001' });
     expect(rows[1]).toMatchObject({ decision: 'ok' });
     expect(rows[1]!.result).toContain('Cannot log in');
@@ -151,7 +160,10 @@ describe('tools/call', () => {
     const c = await h.connect('support-triage');
     const progress: number[] = [];
     const pending = c.callTool(
-      { name: 'tickets__send_customer_email', arguments: { ticket_id: 'T-1002', to: 'grace@example.com', subject: 'Refund', body: 'Done.' } },
+      {
+        name: 'tickets__send_customer_email',
+        arguments: { ticket_id: 'T-1002', to: 'grace@example.com', subject: 'Refund', body: 'Done.' },
+      },
       CallToolResultSchema,
       { onprogress: (p) => progress.push(p.progress), resetTimeoutOnProgress: true },
     );
@@ -173,7 +185,10 @@ describe('tools/call', () => {
 
   it('refuses a rejected call with who rejected it and why', async () => {
     const c = await h.connect('support-triage');
-    const pending = c.callTool({ name: 'crm__refund_request', arguments: { customer_id: 'C-2', amount: 10, reason: 'dup' } });
+    const pending = c.callTool({
+      name: 'crm__refund_request',
+      arguments: { customer_id: 'C-2', amount: 10, reason: 'dup' },
+    });
     const waiting = await waitFor(() => h.approvals.pending({ agent: 'support-triage' })[0], 'a pending approval');
     await h.approvals.decide(waiting!.id, 'U0123ABCD', 'reject', 'not without a ticket');
     const res = await pending;
@@ -185,16 +200,25 @@ describe('tools/call', () => {
 
   it('refuses a call nobody decided once the approval times out', async () => {
     const c = await h.connect('support-triage');
-    const res = await c.callTool({ name: 'crm__refund_request', arguments: { customer_id: 'C-1', amount: 5, reason: 'late' } });
+    const res = await c.callTool({
+      name: 'crm__refund_request',
+      arguments: { customer_id: 'C-1', amount: 5, reason: 'late' },
+    });
     expect(res.isError).toBe(true);
     expect(textOf(res)).toMatch(/no decision within/);
     await h.flush();
-    expect(h.rows({ event: 'call.completed', agent: 'support-triage' }).at(-1)).toMatchObject({ decision: 'expired', tool: 'refund_request' });
+    expect(h.rows({ event: 'call.completed', agent: 'support-triage' }).at(-1)).toMatchObject({
+      decision: 'expired',
+      tool: 'refund_request',
+    });
   });
 
   it('cancels a call waiting for approval when the agent is halted', async () => {
     const c = await h.connect('support-triage');
-    const pending = c.callTool({ name: 'crm__refund_request', arguments: { customer_id: 'C-3', amount: 1, reason: 'test' } });
+    const pending = c.callTool({
+      name: 'crm__refund_request',
+      arguments: { customer_id: 'C-3', amount: 1, reason: 'test' },
+    });
     const waiting = await waitFor(() => h.approvals.pending({ agent: 'support-triage' })[0], 'a pending approval');
     await h.killSwitch.halt({ scope: 'agent', agent: 'support-triage', reason: 'runaway refunds', actor: 'U0123ABCD' });
     try {
@@ -202,7 +226,10 @@ describe('tools/call', () => {
       expect(res.isError).toBe(true);
       expect(textOf(res)).toMatch(/cancelled: .*runaway refunds/);
       await h.flush();
-      expect(h.rows({ callId: waiting.callId }).at(-1)).toMatchObject({ event: 'call.completed', decision: 'cancelled' });
+      expect(h.rows({ callId: waiting.callId }).at(-1)).toMatchObject({
+        event: 'call.completed',
+        decision: 'cancelled',
+      });
       expect(h.approvals.get(waiting.id)?.status).toBe('cancelled');
     } finally {
       await h.killSwitch.resume({ scope: 'agent', agent: 'support-triage', actor: 'U0123ABCD' });
@@ -259,7 +286,12 @@ describe('authentication', () => {
     return fetch(h.gateway.url, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', ...headers },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }),
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } },
+      }),
     });
   }
 
@@ -340,10 +372,19 @@ describe('authentication', () => {
     const url = new URL(h.gateway.url);
     const status = (headers: Record<string, string>) =>
       new Promise<number>((resolve, reject) => {
-        const req = httpRequest({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'Content-Type': 'application/json', ...headers } }, (res) => {
-          res.resume();
-          resolve(res.statusCode!);
-        });
+        const req = httpRequest(
+          {
+            host: url.hostname,
+            port: url.port,
+            path: url.pathname,
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json', ...headers },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          },
+        );
         req.on('error', reject);
         req.end('{}');
       });
@@ -355,18 +396,37 @@ describe('authentication', () => {
 
 describe('a flood of unauthenticated requests', () => {
   const bogus = 'wdn_' + 'B'.repeat(43);
-  const initialize = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } });
+  const initialize = JSON.stringify({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } },
+  });
 
   /** A gateway of its own on the harness's database, so its windows start empty; rows are read from `since` on. */
   async function floodGateway(clock?: ManualClock) {
     const since = (h.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
-    const gw = await startGateway({ policy: h.policy, db: h.db, audit: h.audit, approvals: h.approvals, halt: h.killSwitch, alerts: h.alerts, logger: silentLogger(), connectUpstreamsAtStart: false, clock });
+    const gw = await startGateway({
+      policy: h.policy,
+      db: h.db,
+      audit: h.audit,
+      approvals: h.approvals,
+      halt: h.killSwitch,
+      alerts: h.alerts,
+      logger: silentLogger(),
+      connectUpstreamsAtStart: false,
+      clock,
+    });
     const bad = async (n: number) => {
       const statuses = await Promise.all(
         Array.from({ length: n }, () =>
           fetch(gw.url, {
             method: 'POST',
-            headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', Authorization: `Bearer ${bogus}` },
+            headers: {
+              'Content-Type': 'application/json',
+              Accept: 'application/json, text/event-stream',
+              Authorization: `Bearer ${bogus}`,
+            },
             body: initialize,
           }).then((r) => r.status),
         ),
@@ -375,9 +435,18 @@ describe('a flood of unauthenticated requests', () => {
     };
     const rows = async () => {
       await h.audit.flush();
-      return (h.db.prepare("SELECT * FROM audit WHERE seq > ? AND event = 'auth.failed' ORDER BY seq").all(since) as Array<{ reason: string; detail: string }>).map((r) => ({
+      return (
+        h.db.prepare("SELECT * FROM audit WHERE seq > ? AND event = 'auth.failed' ORDER BY seq").all(since) as Array<{
+          reason: string;
+          detail: string;
+        }>
+      ).map((r) => ({
         reason: r.reason,
-        detail: JSON.parse(r.detail) as { code: string; count: number; window?: { from: number; to: number; ms: number } },
+        detail: JSON.parse(r.detail) as {
+          code: string;
+          count: number;
+          window?: { from: number; to: number; ms: number };
+        },
       }));
     };
     return { gw, bad, rows };
@@ -396,7 +465,9 @@ describe('a flood of unauthenticated requests', () => {
     expect(after.length).toBeLessThanOrEqual(2);
     expect(after.every((r) => r.detail.code === 'unknown')).toBe(true);
     expect(after.reduce((n, r) => n + r.detail.count, 0)).toBe(50);
-    expect(after[1]!.reason).toMatch(/^49 more requests from \S+ refused for the same cause \(unknown\) within 60 s of the first$/);
+    expect(after[1]!.reason).toMatch(
+      /^49 more requests from \S+ refused for the same cause \(unknown\) within 60 s of the first$/,
+    );
     for (const r of after) expect(JSON.stringify(r)).not.toContain(bogus);
   });
 
@@ -412,7 +483,11 @@ describe('a flood of unauthenticated requests', () => {
       // The window closed by its own timer, with no close() and no further request.
       await waitFor(async () => (await rows()).length === 2, 'the aggregated row');
       const [, aggregated] = await rows();
-      expect(aggregated!.detail).toMatchObject({ code: 'unknown', count: 19, window: { from: opened, to: opened + AUTH_FAILURE_WINDOW_MS, ms: AUTH_FAILURE_WINDOW_MS } });
+      expect(aggregated!.detail).toMatchObject({
+        code: 'unknown',
+        count: 19,
+        window: { from: opened, to: opened + AUTH_FAILURE_WINDOW_MS, ms: AUTH_FAILURE_WINDOW_MS },
+      });
 
       // A new window: its first failure is audited at once again.
       await bad(5);
@@ -440,7 +515,11 @@ describe('fail closed', () => {
     });
     try {
       const client = new Client({ name: 't', version: '1' });
-      await client.connect(new StreamableHTTPClientTransport(new URL(gw.url), { requestInit: { headers: { Authorization: `Bearer ${h.token('support-triage')}` } } }));
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(gw.url), {
+          requestInit: { headers: { Authorization: `Bearer ${h.token('support-triage')}` } },
+        }),
+      );
       const res = await client.callTool({ name: 'crm__lookup_customer', arguments: { email: 'ada@example.com' } });
       expect(res.isError).toBe(true);
       expect(textOf(res)).toMatch(/AUDIT_WRITE_FAILED/);
@@ -483,29 +562,34 @@ agents:
   it.each([
     ['fast', undefined, 1, true],
     ['strict', 'strict', 0, false],
-  ] as const)('%s: both rows are committed by the answer', async (_label, auditDurability, ownFsyncs, owedAfterAnswer) => {
-    const g = await startHarness(webOnly(echo.url), auditDurability ? { auditDurability } : {}, { syncWithinMs: 60_000 });
-    try {
-      const c = await g.connect('support-triage');
-      const before = g.audit.syncs;
-      const res = await c.callTool({ name: 'web__echo', arguments: { message: 'durable?' } });
-      expect(textOf(res)).toBe('durable?');
-      // No flush: both rows are committed by the time the agent has its answer.
-      const rows = g.rows({ agent: 'support-triage' }).filter((r) => r.event.startsWith('call.'));
-      expect(rows.map((r) => [r.event, r.decision])).toEqual([
-        ['call.decided', 'allow'],
-        ['call.completed', 'ok'],
-      ]);
-      // fast: the read's decision was fsynced by Warden itself, alongside the upstream call, and the
-      // completion's fsync is still owed. strict: both commits fsynced on their own, nothing owed.
-      expect(g.audit.syncs - before).toBe(ownFsyncs);
-      expect(g.audit.syncPending).toBe(owedAfterAnswer);
-      await g.audit.sync();
-      expect(g.audit.syncPending).toBe(false);
-    } finally {
-      await g.close();
-    }
-  });
+  ] as const)(
+    '%s: both rows are committed by the answer',
+    async (_label, auditDurability, ownFsyncs, owedAfterAnswer) => {
+      const g = await startHarness(webOnly(echo.url), auditDurability ? { auditDurability } : {}, {
+        syncWithinMs: 60_000,
+      });
+      try {
+        const c = await g.connect('support-triage');
+        const before = g.audit.syncs;
+        const res = await c.callTool({ name: 'web__echo', arguments: { message: 'durable?' } });
+        expect(textOf(res)).toBe('durable?');
+        // No flush: both rows are committed by the time the agent has its answer.
+        const rows = g.rows({ agent: 'support-triage' }).filter((r) => r.event.startsWith('call.'));
+        expect(rows.map((r) => [r.event, r.decision])).toEqual([
+          ['call.decided', 'allow'],
+          ['call.completed', 'ok'],
+        ]);
+        // fast: the read's decision was fsynced by Warden itself, alongside the upstream call, and the
+        // completion's fsync is still owed. strict: both commits fsynced on their own, nothing owed.
+        expect(g.audit.syncs - before).toBe(ownFsyncs);
+        expect(g.audit.syncPending).toBe(owedAfterAnswer);
+        await g.audit.sync();
+        expect(g.audit.syncPending).toBe(false);
+      } finally {
+        await g.close();
+      }
+    },
+  );
 
   it("withholds a read's answer, result or failure, when its record cannot be made durable, and records why", async () => {
     const own = await startEchoHttpServer();
@@ -621,7 +705,9 @@ agents:
         await g.flush();
         return g.rows({ event: 'call.decided' }).some((r) => r.tool === 'echo_request');
       }, 'the held call');
-      expect(textOf(await c.callTool({ name: 'web__echo', arguments: { message: 'beside a held call' } }))).toBe('beside a held call');
+      expect(textOf(await c.callTool({ name: 'web__echo', arguments: { message: 'beside a held call' } }))).toBe(
+        'beside a held call',
+      );
       expect(quiet).toEqual([true, false]);
     } finally {
       await g.close();

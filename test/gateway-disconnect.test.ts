@@ -66,7 +66,9 @@ async function slowCounts(client: Client): Promise<{ cancelled: number; complete
 describe('the agent goes away while its call waits for approval', () => {
   it('marks the approval abandoned when the agent process closes its connection, and audits how the call ended', async () => {
     const client = await h.connect(AGENT);
-    const call = client.callTool({ name: 'tickets__send_customer_email', arguments: EMAIL }).catch((err: unknown) => err);
+    const call = client
+      .callTool({ name: 'tickets__send_customer_email', arguments: EMAIL })
+      .catch((err: unknown) => err);
     const approval = await pendingApproval();
 
     // What an agent process that dies does: its sockets close, no cancel is sent.
@@ -80,7 +82,10 @@ describe('the agent goes away while its call waits for approval', () => {
     expect(settled.decisionReason).toMatch(/connection closed before the answer was sent/);
     expect(await call).toBeInstanceOf(Error);
 
-    await waitFor(async () => (await callRows(approval.callId)).some((r) => r.event === 'call.completed'), 'call.completed');
+    await waitFor(
+      async () => (await callRows(approval.callId)).some((r) => r.event === 'call.completed'),
+      'call.completed',
+    );
     const rows = await callRows(approval.callId);
     expect(rows.map((r) => [r.event, r.decision])).toEqual([
       ['call.decided', 'approve'],
@@ -112,7 +117,12 @@ describe('the agent goes away while its call waits for approval', () => {
     expect((await callRows(approval.callId)).at(-1)).toMatchObject({ event: 'call.completed', decision: 'abandoned' });
 
     // The session itself is still good for the next request.
-    const next = await raw.post({ jsonrpc: '2.0', id: 42, method: 'tools/call', params: { name: 'tickets__read_ticket', arguments: { id: 'T-1001' } } });
+    const next = await raw.post({
+      jsonrpc: '2.0',
+      id: 42,
+      method: 'tools/call',
+      params: { name: 'tickets__read_ticket', arguments: { id: 'T-1001' } },
+    });
     expect(next.status).toBe(200);
     expect(JSON.stringify(next.messages[0]!.result)).toContain('Cannot log in');
     expect(await raw.terminate()).toBe(200);
@@ -120,13 +130,18 @@ describe('the agent goes away while its call waits for approval', () => {
 
   it('marks the approval abandoned when the agent ends its session (DELETE) with the call still waiting', async () => {
     const client = await h.connect(AGENT);
-    const call = client.callTool({ name: 'tickets__send_customer_email', arguments: EMAIL }).catch((err: unknown) => err);
+    const call = client
+      .callTool({ name: 'tickets__send_customer_email', arguments: EMAIL })
+      .catch((err: unknown) => err);
     const approval = await pendingApproval();
     await (client.transport as StreamableHTTPClientTransport).terminateSession();
 
     await waitFor(() => h.approvals.get(approval.id)?.status === 'abandoned', 'the approval to be abandoned');
     expect(h.approvals.get(approval.id)!.decisionReason).toBe('the agent ended its session');
-    await waitFor(async () => (await callRows(approval.callId)).at(-1)?.decision === 'abandoned', 'call.completed abandoned');
+    await waitFor(
+      async () => (await callRows(approval.callId)).at(-1)?.decision === 'abandoned',
+      'call.completed abandoned',
+    );
     await client.close();
     await call;
   });
@@ -149,12 +164,18 @@ describe('the agent goes away while its call runs upstream', () => {
     await waitFor(() => progressed, 'upstream progress');
     destroy();
 
-    await waitFor(async () => (await slowCounts(observer)).cancelled > before.cancelled, 'the upstream to see the cancellation');
+    await waitFor(
+      async () => (await slowCounts(observer)).cancelled > before.cancelled,
+      'the upstream to see the cancellation',
+    );
     expect((await slowCounts(observer)).completed).toBe(before.completed);
     await h.flush();
     const completed = await waitFor(async () => {
       await h.flush();
-      return h.rows({ event: 'call.completed', agent: AGENT }).filter((r) => r.tool === 'sleep').at(-1);
+      return h
+        .rows({ event: 'call.completed', agent: AGENT })
+        .filter((r) => r.tool === 'sleep')
+        .at(-1);
     }, 'call.completed for sleep');
     expect(completed.decision).toBe('abandoned');
     expect(completed.reason).toMatch(/slow__sleep was abandoned: the agent's connection closed/);
@@ -168,12 +189,18 @@ describe('the agent goes away while its call runs upstream', () => {
     const client = await h.connect(AGENT);
     let progressed = false;
     const call = client
-      .callTool({ name: 'slow__sleep', arguments: { ms: 30_000, steps: 600 } }, CallToolResultSchema, { onprogress: () => (progressed = true), timeout: 60_000 })
+      .callTool({ name: 'slow__sleep', arguments: { ms: 30_000, steps: 600 } }, CallToolResultSchema, {
+        onprogress: () => (progressed = true),
+        timeout: 60_000,
+      })
       .catch((err: unknown) => err);
     await waitFor(() => progressed, 'upstream progress');
     await client.close();
     expect(await call).toBeInstanceOf(Error);
-    await waitFor(async () => (await slowCounts(observer)).cancelled > before.cancelled, 'the upstream to see the cancellation');
+    await waitFor(
+      async () => (await slowCounts(observer)).cancelled > before.cancelled,
+      'the upstream to see the cancellation',
+    );
   });
 });
 
@@ -192,16 +219,25 @@ describe('the gateway shuts down with calls waiting', () => {
     });
     const connect = async () => {
       const c = new Client({ name: 'shutdown', version: '1' });
-      await c.connect(new StreamableHTTPClientTransport(new URL(gw.url), { requestInit: { headers: { Authorization: `Bearer ${h.token(AGENT)}` } } }));
+      await c.connect(
+        new StreamableHTTPClientTransport(new URL(gw.url), {
+          requestInit: { headers: { Authorization: `Bearer ${h.token(AGENT)}` } },
+        }),
+      );
       return c;
     };
     const heldClient = await connect();
     const slowClient = await connect();
     // A request whose answer never comes fails at the client's own timeout (a dropped SSE stream is not an error to the SDK).
-    const held = heldClient.callTool({ name: 'tickets__send_customer_email', arguments: EMAIL }, CallToolResultSchema, { timeout: 10_000 }).catch((err: unknown) => err);
+    const held = heldClient
+      .callTool({ name: 'tickets__send_customer_email', arguments: EMAIL }, CallToolResultSchema, { timeout: 10_000 })
+      .catch((err: unknown) => err);
     let progressed = false;
     const slow = slowClient
-      .callTool({ name: 'slow__sleep', arguments: { ms: 30_000, steps: 600 } }, CallToolResultSchema, { onprogress: () => (progressed = true), timeout: 10_000 })
+      .callTool({ name: 'slow__sleep', arguments: { ms: 30_000, steps: 600 } }, CallToolResultSchema, {
+        onprogress: () => (progressed = true),
+        timeout: 10_000,
+      })
       .catch((err: unknown) => err);
     const approval = await pendingApproval();
     await waitFor(() => progressed, 'the slow call to run upstream');
@@ -209,12 +245,18 @@ describe('the gateway shuts down with calls waiting', () => {
     await gw.close();
 
     // Each agent got an answer that says why, not a dropped connection.
-    for (const [what, answer] of [['held', await held], ['slow', await slow]] as const) {
+    for (const [what, answer] of [
+      ['held', await held],
+      ['slow', await slow],
+    ] as const) {
       expect(answer, what).not.toBeInstanceOf(Error);
       expect((answer as { isError?: boolean }).isError, what).toBe(true);
       expect(textOf(answer), what).toMatch(/was abandoned: Warden is shutting down/);
     }
-    expect(h.approvals.get(approval.id)).toMatchObject({ status: 'abandoned', decisionReason: 'Warden is shutting down' });
+    expect(h.approvals.get(approval.id)).toMatchObject({
+      status: 'abandoned',
+      decisionReason: 'Warden is shutting down',
+    });
     await audit.flush();
     expect(h.rows({ callId: approval.callId }).map((r) => [r.event, r.decision])).toEqual([
       ['call.decided', 'approve'],
@@ -222,8 +264,14 @@ describe('the gateway shuts down with calls waiting', () => {
       ['approval.decided', 'abandoned'],
       ['call.completed', 'abandoned'],
     ]);
-    const sleep = h.rows({ event: 'call.completed', agent: AGENT }).filter((r) => r.tool === 'sleep').at(-1)!;
-    expect(sleep).toMatchObject({ decision: 'abandoned', reason: 'slow__sleep was abandoned: Warden is shutting down' });
+    const sleep = h
+      .rows({ event: 'call.completed', agent: AGENT })
+      .filter((r) => r.tool === 'sleep')
+      .at(-1)!;
+    expect(sleep).toMatchObject({
+      decision: 'abandoned',
+      reason: 'slow__sleep was abandoned: Warden is shutting down',
+    });
     expect(h.rows({ callId: sleep.call_id! }).map((r) => [r.event, r.decision])).toEqual([
       ['call.decided', 'allow'],
       ['call.completed', 'abandoned'],
@@ -258,7 +306,15 @@ agents:
     });
     killSwitch = new KillSwitch({ db: s.db, audit: s.audit, logger: silentLogger(), pollMs: 50 });
     killSwitch.start();
-    gateway = await startGateway({ policy: s.policy, db: s.db, audit: s.audit, approvals: s.approvals, halt: killSwitch, alerts: new MemoryAlertSink(), logger: silentLogger() });
+    gateway = await startGateway({
+      policy: s.policy,
+      db: s.db,
+      audit: s.audit,
+      approvals: s.approvals,
+      halt: killSwitch,
+      alerts: new MemoryAlertSink(),
+      logger: silentLogger(),
+    });
   });
 
   afterAll(async () => {
@@ -270,8 +326,14 @@ agents:
   it('is redrawn as abandoned, with no buttons left to click', async () => {
     const token = createAgentToken(s.db, AGENT, { policy: s.policy });
     const client = new Client({ name: AGENT, version: '1' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(gateway.url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
-    const call = client.callTool({ name: 'tickets__send_customer_email', arguments: EMAIL }).catch((err: unknown) => err);
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(gateway.url), {
+        requestInit: { headers: { Authorization: `Bearer ${token}` } },
+      }),
+    );
+    const call = client
+      .callTool({ name: 'tickets__send_customer_email', arguments: EMAIL })
+      .catch((err: unknown) => err);
     const card = await s.slack.waitForCall('chat.postMessage', (c) => Array.isArray(c.args.blocks), 30_000);
     const id = approvalIdOf(card);
     await client.close();

@@ -86,7 +86,10 @@ describe('malformed tools/call requests are JSON-RPC errors and never reach the 
     ['arguments as an array', { name: 'slow__sleep', arguments: [1, 2] }],
     ['arguments as a string', { name: 'slow__sleep', arguments: '{"ms":1}' }],
     ['arguments null', { name: 'slow__sleep', arguments: null }],
-    ['a task-augmented call (tasks are not offered)', { name: 'slow__sleep', arguments: { ms: 1 }, task: { ttl: 1000 } }],
+    [
+      'a task-augmented call (tasks are not offered)',
+      { name: 'slow__sleep', arguments: { ms: 1 }, task: { ttl: 1000 } },
+    ],
   ])('%s', async (_what, params) => {
     const runs = await upstreamRuns();
     const decided = await decidedRows();
@@ -148,7 +151,11 @@ describe('arguments Warden could not record or show whole are refused', () => {
   }
 
   it('a constructor.prototype path (a prototype-pollution payload)', async () => {
-    await refusedWith({ ms: 1, opts: { constructor: { prototype: { isAdmin: true } } } }, 'prototype_key', /arguments\.opts\.constructor\.prototype is a key Warden does not forward/);
+    await refusedWith(
+      { ms: 1, opts: { constructor: { prototype: { isAdmin: true } } } },
+      'prototype_key',
+      /arguments\.opts\.constructor\.prototype is a key Warden does not forward/,
+    );
   });
 
   it('nesting deeper than 32 levels', async () => {
@@ -168,7 +175,9 @@ describe('arguments Warden could not record or show whole are refused', () => {
   });
 
   it('a body over the request limit is refused before it is read whole', async () => {
-    const reply = await raw.post(call(202, { name: 'slow__sleep', arguments: { ms: 1, note: 'x'.repeat(5 * 1024 * 1024) } }));
+    const reply = await raw.post(
+      call(202, { name: 'slow__sleep', arguments: { ms: 1, note: 'x'.repeat(5 * 1024 * 1024) } }),
+    );
     expect(reply.status).toBe(413);
     expect(reply.messages[0]!.error.message).toMatch(/Payload too large/);
   });
@@ -198,7 +207,10 @@ describe('arguments Warden could not record or show whole are refused', () => {
 
   it('plain arguments with ordinary keys still go through', async () => {
     const runs = await upstreamRuns();
-    const res = await client.callTool({ name: 'slow__sleep', arguments: { ms: 1, constructor: 'a string is data', prototype: 1 } });
+    const res = await client.callTool({
+      name: 'slow__sleep',
+      arguments: { ms: 1, constructor: 'a string is data', prototype: 1 },
+    });
     expect(res.isError).toBeFalsy();
     expect(await upstreamRuns()).toBe(runs + 1);
   });
@@ -214,7 +226,9 @@ describe('an approval binds the exact arguments', () => {
     expect((await h.approvals.decide(approval.id, 'U0123ABCD', 'approve')).ok).toBe(true);
     const res = await held;
     expect(res.isError).toBe(true);
-    expect(textOf(res)).toMatch(/^Refused by Warden: tickets__send_customer_email was not run: the approval does not match these exact arguments/);
+    expect(textOf(res)).toMatch(
+      /^Refused by Warden: tickets__send_customer_email was not run: the approval does not match these exact arguments/,
+    );
     await h.flush();
     expect(h.rows({ callId: approval.callId }).at(-1)).toMatchObject({ event: 'call.completed', decision: 'blocked' });
 
@@ -233,7 +247,11 @@ describe('a check that breaks is a refusal, never a pass', () => {
    */
   async function withGateway(
     overrides: Partial<StartGatewayOptions>,
-    fn: (c: Client, runs: () => Promise<number>, connect: (agent: string, token?: string) => Promise<Client>) => Promise<void>,
+    fn: (
+      c: Client,
+      runs: () => Promise<number>,
+      connect: (agent: string, token?: string) => Promise<Client>,
+    ) => Promise<void>,
   ): Promise<void> {
     const gw = await startGateway({
       policy: { current: () => h.policy },
@@ -249,17 +267,25 @@ describe('a check that breaks is a refusal, never a pass', () => {
     const extra: Client[] = [];
     const connect = async (agent: string, token = h.token(agent)) => {
       const c = new Client({ name: `fault-${agent}`, version: '1' });
-      await c.connect(new StreamableHTTPClientTransport(new URL(gw.url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
+      await c.connect(
+        new StreamableHTTPClientTransport(new URL(gw.url), {
+          requestInit: { headers: { Authorization: `Bearer ${token}` } },
+        }),
+      );
       return c;
     };
     const c = await connect(AGENT);
     const obs = await connect(OBSERVER);
     try {
-      await fn(c, () => upstreamRuns(obs), async (agent, token) => {
-        const more = await connect(agent, token);
-        extra.push(more);
-        return more;
-      });
+      await fn(
+        c,
+        () => upstreamRuns(obs),
+        async (agent, token) => {
+          const more = await connect(agent, token);
+          extra.push(more);
+          return more;
+        },
+      );
     } finally {
       await Promise.allSettled([c, obs, ...extra].map((x) => x.close()));
       await gw.close();
@@ -268,7 +294,10 @@ describe('a check that breaks is a refusal, never a pass', () => {
 
   async function lastDecided(tool: string) {
     await h.flush();
-    return h.rows({ event: 'call.decided', agent: AGENT }).filter((r) => r.tool === tool).at(-1)!;
+    return h
+      .rows({ event: 'call.decided', agent: AGENT })
+      .filter((r) => r.tool === tool)
+      .at(-1)!;
   }
 
   async function expectRefused(c: Client, name: string, pattern: RegExp): Promise<void> {
@@ -291,7 +320,11 @@ describe('a check that breaks is a refusal, never a pass', () => {
       expect((await c.callTool({ name: 'slow__sleep', arguments: { ms: 1 } })).isError).toBeFalsy();
       const before = await runs();
       broken = true;
-      await expectRefused(c, 'slow__sleep', /^Refused by Warden: Warden could not decide this call because one of its checks failed \(INTERNAL\)/);
+      await expectRefused(
+        c,
+        'slow__sleep',
+        /^Refused by Warden: Warden could not decide this call because one of its checks failed \(INTERNAL\)/,
+      );
       expect(await runs()).toBe(before);
       const row = await lastDecided('sleep');
       expect(row.decision).toBe('error');
@@ -349,7 +382,9 @@ describe('a check that breaks is a refusal, never a pass', () => {
       broken = false;
       expect(res.isError).toBe(true);
       const text = textOf(res);
-      expect(text).toMatch(/^Refused by Warden: tickets__send_customer_email was not run: Warden's policy check after the approval failed \(INTERNAL\), so Warden refused the call/);
+      expect(text).toMatch(
+        /^Refused by Warden: tickets__send_customer_email was not run: Warden's policy check after the approval failed \(INTERNAL\), so Warden refused the call/,
+      );
       expect(text).not.toMatch(/upstream/);
       expect(text).not.toContain('policy store unavailable');
       await h.flush();
@@ -376,7 +411,9 @@ describe('a check that breaks is a refusal, never a pass', () => {
       expect((await h.approvals.decide(approval.id, 'U0123ABCD', 'approve')).ok).toBe(true);
       const res = await held;
       expect(res.isError).toBe(true);
-      expect(textOf(res)).toBe('Refused by Warden: tickets__send_customer_email was not run: the agent token it was made with has been revoked while it waited for approval');
+      expect(textOf(res)).toBe(
+        'Refused by Warden: tickets__send_customer_email was not run: the agent token it was made with has been revoked while it waited for approval',
+      );
       await h.flush();
       const last = h.rows({ callId: approval.callId }).at(-1)!;
       expect(last).toMatchObject({ event: 'call.completed', decision: 'deny', approver: 'U0123ABCD' });
@@ -412,7 +449,9 @@ describe('a check that breaks is a refusal, never a pass', () => {
     const audit = new AuditLog(h.db, { logger: silentLogger() });
     await audit.close();
     let broken = false;
-    const closedOrLive = { append: (e: Parameters<AuditLog['append']>[0]) => (broken ? audit.append(e) : h.audit.append(e)) };
+    const closedOrLive = {
+      append: (e: Parameters<AuditLog['append']>[0]) => (broken ? audit.append(e) : h.audit.append(e)),
+    };
     await withGateway({ audit: closedOrLive }, async (c, runs) => {
       const before = await runs();
       broken = true;
@@ -434,7 +473,10 @@ describe('argument checks (pure)', () => {
       code: 'prototype_key',
       message: expect.stringMatching(/^arguments\.a\[0\]\["odd key"\]\.constructor\.prototype /),
     });
-    expect(argumentProblem({ a: new Date(0) })).toMatchObject({ code: 'not_plain_json', message: expect.stringMatching(/^arguments\.a /) });
+    expect(argumentProblem({ a: new Date(0) })).toMatchObject({
+      code: 'not_plain_json',
+      message: expect.stringMatching(/^arguments\.a /),
+    });
     expect(argumentProblem({ a: Number.NaN })).toMatchObject({ code: 'not_plain_json' });
     expect(argumentProblem({ a: 'é'.repeat(40) }, { maxBytes: 64, maxDepth: 4 })).toMatchObject({ code: 'too_large' });
     expect(findProtoKey(JSON.parse('{"a":[{"b":{"__proto__":1}}]}'))).toBe('body.a[0].b.__proto__');

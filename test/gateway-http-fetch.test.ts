@@ -19,7 +19,9 @@ beforeAll(async () => {
       seen.push({ method: req.method ?? '', headers: req.headers, body });
       switch (req.url) {
         case '/json':
-          res.writeHead(200, { 'Content-Type': 'application/json', 'Mcp-Session-Id': 'sess-1' }).end(JSON.stringify({ echo: body }));
+          res
+            .writeHead(200, { 'Content-Type': 'application/json', 'Mcp-Session-Id': 'sess-1' })
+            .end(JSON.stringify({ echo: body }));
           return;
         case '/accepted':
           res.writeHead(202).end();
@@ -77,7 +79,11 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
   it('sends method, headers and body, and answers with status, headers and a JSON body', async () => {
     const f = httpFetch();
     try {
-      const res = await f(`${base}/json`, { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Upstream-Key': 'k1' }, body: '{"a":1}' });
+      const res = await f(`${base}/json`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Upstream-Key': 'k1' },
+        body: '{"a":1}',
+      });
       expect(res.status).toBe(200);
       expect(res.ok).toBe(true);
       expect(res.headers.get('mcp-session-id')).toBe('sess-1');
@@ -87,7 +93,11 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
       expect(req.headers['x-upstream-key']).toBe('k1');
       expect(req.headers['content-length']).toBe('7');
       // A Headers object works too (the SDK passes one).
-      const again = await f(`${base}/json`, { method: 'POST', headers: new Headers({ 'X-Upstream-Key': 'k2' }), body: 'x' });
+      const again = await f(`${base}/json`, {
+        method: 'POST',
+        headers: new Headers({ 'X-Upstream-Key': 'k2' }),
+        body: 'x',
+      });
       expect(await again.json()).toEqual({ echo: 'x' });
       expect(seen.at(-1)!.headers['x-upstream-key']).toBe('k2');
       // A body read whole is served from its bytes, by every reader.
@@ -189,7 +199,9 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
     try {
       const early = new AbortController();
       early.abort(new Error('gave up early'));
-      await expect(f(`${base}/json`, { method: 'POST', body: '{}', signal: early.signal })).rejects.toThrow('gave up early');
+      await expect(f(`${base}/json`, { method: 'POST', body: '{}', signal: early.signal })).rejects.toThrow(
+        'gave up early',
+      );
 
       const waiting = new AbortController();
       const hung = f(`${base}/hang`, { method: 'POST', body: '{}', signal: waiting.signal });
@@ -201,13 +213,16 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
       const reader = res.body!.getReader();
       await reader.read();
       streaming.abort(new Error('closing'));
-      await expect((async () => {
-        for (let r = await reader.read(); !r.done; r = await reader.read());
-      })()).rejects.toThrow();
+      await expect(
+        (async () => {
+          for (let r = await reader.read(); !r.done; r = await reader.read());
+        })(),
+      ).rejects.toThrow();
 
       // The SDK hands every request the transport's one signal.
       const shared = new AbortController();
-      for (let i = 0; i < 50; i++) await readAll(await f(`${base}/json`, { method: 'POST', body: '{}', signal: shared.signal }));
+      for (let i = 0; i < 50; i++)
+        await readAll(await f(`${base}/json`, { method: 'POST', body: '{}', signal: shared.signal }));
       await readAll(await f(`${base}/sse`, { method: 'POST', body: '{}', signal: shared.signal }));
       expect(getEventListeners(shared.signal, 'abort')).toHaveLength(0);
     } finally {
@@ -248,7 +263,9 @@ describe('httpFetch (node:http fetch for the SDK transports)', () => {
     const f = httpFetch();
     try {
       await expect(f('ftp://127.0.0.1/x')).rejects.toThrow(/ftp:/);
-      await expect(f(`${base}/json`, { method: 'POST', body: new Uint8Array([1]) })).rejects.toThrow(/string request bodies/);
+      await expect(f(`${base}/json`, { method: 'POST', body: new Uint8Array([1]) })).rejects.toThrow(
+        /string request bodies/,
+      );
     } finally {
       f.close();
     }

@@ -57,7 +57,13 @@ describe('upstream output in Warden’s log', () => {
   });
 
   it('scrubber masks exact configured values (and their bearer parts) before pattern redaction', () => {
-    const scrub = scrubber({ type: 'http', url: 'http://x', headers: { authorization: 'Bearer abcdef123456', 'x-flag': 'on' } });
-    expect(scrub('sent Bearer abcdef123456 and abcdef123456 alone; flag on')).toBe('sent [redacted] and [redacted] alone; flag on');
+    const scrub = scrubber({
+      type: 'http',
+      url: 'http://x',
+      headers: { authorization: 'Bearer abcdef123456', 'x-flag': 'on' },
+    });
+    expect(scrub('sent Bearer abcdef123456 and abcdef123456 alone; flag on')).toBe(
+      'sent [redacted] and [redacted] alone; flag on',
+    );
   });
 });

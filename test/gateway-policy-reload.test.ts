@@ -93,7 +93,11 @@ async function names(client: Client): Promise<string[]> {
 describe('policy reload', () => {
   it('tells connected agents their tools changed; tools/list and the very next call follow the new policy', async () => {
     const { client, changes } = await watchingClient();
-    expect(await names(client)).toEqual(['tickets__list_tickets', 'tickets__read_ticket', 'tickets__send_customer_email']);
+    expect(await names(client)).toEqual([
+      'tickets__list_tickets',
+      'tickets__read_ticket',
+      'tickets__send_customer_email',
+    ]);
     expect((await client.callTool({ name: 'tickets__read_ticket', arguments: { id: 'T-1001' } })).isError).toBeFalsy();
 
     await reloadUntilNotified(AFTER, changes);
@@ -137,7 +141,11 @@ describe('policy reload', () => {
     expect(res.isError).toBe(true);
     expect(textOf(res)).toMatch(/was approved but not run: the policy changed while it waited/);
     await h.flush();
-    expect(h.rows({ callId: approval.callId }).at(-1)).toMatchObject({ event: 'call.completed', decision: 'deny', approver: OWNER });
+    expect(h.rows({ callId: approval.callId }).at(-1)).toMatchObject({
+      event: 'call.completed',
+      decision: 'deny',
+      approver: OWNER,
+    });
     expect(h.approvals.get(approval.id)?.outcome).toMatchObject({ ok: false });
 
     // Proof the upstream never saw it: with the old policy back, the next approved email is its first.

@@ -5,7 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { CallToolResultSchema, ToolListChangedNotificationSchema, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CallToolResultSchema,
+  ToolListChangedNotificationSchema,
+  type JSONRPCMessage,
+} from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { systemClock } from '../src/clock.ts';
 import { STREAM_LINGER_MS, UpstreamHttpTransport, type UpstreamHttpOptions } from '../src/gateway/upstream-http.ts';
@@ -39,7 +43,9 @@ async function startStreamingUpstream(): Promise<Upstream> {
     const known = typeof sid === 'string' ? sessions.get(sid) : undefined;
     if (known) return void known.handleRequest(req, res);
     const server = new McpServer({ name: 'streaming', version: '1.0.0' });
-    server.registerTool('echo', { inputSchema: { message: z.string() } }, async ({ message }) => ({ content: [{ type: 'text', text: message }] }));
+    server.registerTool('echo', { inputSchema: { message: z.string() } }, async ({ message }) => ({
+      content: [{ type: 'text', text: message }],
+    }));
     server.registerTool('steps', {}, async (extra) => {
       const token = extra._meta?.progressToken;
       // Spaced out like real work: progress that comes before Warden has made the call's record
@@ -47,7 +53,10 @@ async function startStreamingUpstream(): Promise<Upstream> {
       // with the answer.
       for (let i = 1; i <= 2 && token !== undefined; i++) {
         await new Promise((r) => setTimeout(r, 30));
-        await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: 2 } });
+        await extra.sendNotification({
+          method: 'notifications/progress',
+          params: { progressToken: token, progress: i, total: 2 },
+        });
       }
       await new Promise((r) => setTimeout(r, 30));
       return { content: [{ type: 'text', text: 'stepped' }] };
@@ -81,28 +90,45 @@ const rawRoutes: Record<string, (res: ServerResponse) => void> = {
   '/500': (res) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end('boom'),
   '/text': (res) => res.writeHead(200, { 'Content-Type': 'text/plain' }).end('hello'),
   '/not-jsonrpc': (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"hello":"world"}'),
-  '/big-json': (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { pad: 'x'.repeat(10_000) } })),
+  '/big-json': (res) =>
+    res
+      .writeHead(200, { 'Content-Type': 'application/json' })
+      .end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { pad: 'x'.repeat(10_000) } })),
   '/big-sse': (res) => {
     res.writeHead(200, { 'Content-Type': 'text/event-stream' });
-    res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { pad: 'x'.repeat(10_000) } })}\n\n`);
+    res.write(
+      `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { pad: 'x'.repeat(10_000) } })}\n\n`,
+    );
   },
   '/hang': () => {},
   '/204': (res) => res.writeHead(204).end(),
   '/moved': (res) => res.writeHead(307, { Location: '/answer' }).end(),
   '/moved-away': (res) => res.writeHead(307, { Location: 'http://example.invalid/mcp' }).end(),
-  '/answer': (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })),
+  '/answer': (res) =>
+    res
+      .writeHead(200, { 'Content-Type': 'application/json' })
+      .end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })),
   // An id for resumption with no data, an event of another name, then the answer.
   '/primed': (res) =>
     res
       .writeHead(200, { 'Content-Type': 'text/event-stream' })
-      .end(`id: p1\ndata: \n\nevent: other\ndata: {"jsonrpc":"2.0","id":1,"result":{"wrong":true}}\n\nevent: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })}\n\n`),
+      .end(
+        `id: p1\ndata: \n\nevent: other\ndata: {"jsonrpc":"2.0","id":1,"result":{"wrong":true}}\n\nevent: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })}\n\n`,
+      ),
   // Progress, then the stream ends without the answer.
   '/cut': (res) =>
-    res.writeHead(200, { 'Content-Type': 'text/event-stream' }).end(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: 1 } })}\n\n`),
-  '/invalid-event': (res) => res.writeHead(200, { 'Content-Type': 'text/event-stream' }).write('data: {"jsonrpc":"2.0","id":1}\n\n'),
+    res
+      .writeHead(200, { 'Content-Type': 'text/event-stream' })
+      .end(
+        `data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: 1 } })}\n\n`,
+      ),
+  '/invalid-event': (res) =>
+    res.writeHead(200, { 'Content-Type': 'text/event-stream' }).write('data: {"jsonrpc":"2.0","id":1}\n\n'),
   // The answer, then the stream is held open.
   '/linger': (res) => {
-    res.writeHead(200, { 'Content-Type': 'text/event-stream' }).write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })}\n\n`);
+    res
+      .writeHead(200, { 'Content-Type': 'text/event-stream' })
+      .write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })}\n\n`);
     res.on('close', () => lingerClosed++);
   },
 };
@@ -118,14 +144,16 @@ beforeAll(async () => {
   streaming = await startStreamingUpstream();
   raw = createServer((req, res) => {
     req.resume();
-    if (req.url === '/401-echo') return void res.writeHead(401, { 'Content-Type': 'text/plain' }).end(`denied for ${String(req.headers.authorization)}`);
+    if (req.url === '/401-echo')
+      return void res
+        .writeHead(401, { 'Content-Type': 'text/plain' })
+        .end(`denied for ${String(req.headers.authorization)}`);
     if (req.url === '/gets') {
       if (req.method === 'POST') return void res.writeHead(202).end();
       if (++gets <= 2) return void res.writeHead(200, { 'Content-Type': 'text/event-stream' }).end();
       return void res.writeHead(gets === 3 ? 500 : 404).end();
     }
     (rawRoutes[req.url ?? ''] ?? ((r: ServerResponse) => r.writeHead(404).end()))(res);
-
   });
   await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
   rawBase = `http://127.0.0.1:${(raw.address() as AddressInfo).port}`;
@@ -139,7 +167,14 @@ afterAll(async () => {
 });
 
 function transportTo(url: string, options: Partial<UpstreamHttpOptions> = {}): UpstreamHttpTransport {
-  return new UpstreamHttpTransport({ url: new URL(url), headers: { 'X-Upstream-Key': 'k1' }, maxResponseBytes: 4_096, idleTimeoutMs: 60_000, clock: systemClock, ...options });
+  return new UpstreamHttpTransport({
+    url: new URL(url),
+    headers: { 'X-Upstream-Key': 'k1' },
+    maxResponseBytes: 4_096,
+    idleTimeoutMs: 60_000,
+    clock: systemClock,
+    ...options,
+  });
 }
 
 const REQUEST: JSONRPCMessage = { jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} };
@@ -153,16 +188,22 @@ describe('UpstreamHttpTransport', () => {
     await client.connect(transport);
     try {
       expect(transport.sessionId).toMatch(/^[0-9a-f-]{36}$/);
-      expect(await client.callTool({ name: 'echo', arguments: { message: 'hi' } })).toEqual({ content: [{ type: 'text', text: 'hi' }] });
+      expect(await client.callTool({ name: 'echo', arguments: { message: 'hi' } })).toEqual({
+        content: [{ type: 'text', text: 'hi' }],
+      });
       // What reaches the client, in order (the SDK's Client itself hands progress on a microtask
       // late, after a result that came right behind it; the gateway reads it off the transport).
       const arrived: string[] = [];
       const inner = transport.onmessage!;
       transport.onmessage = (m, extra) => {
-        arrived.push('method' in m ? `${m.method} ${String((m.params as { progress?: number } | undefined)?.progress)}` : 'answer');
+        arrived.push(
+          'method' in m ? `${m.method} ${String((m.params as { progress?: number } | undefined)?.progress)}` : 'answer',
+        );
         inner(m, extra);
       };
-      const stepped = await client.callTool({ name: 'steps', arguments: {} }, CallToolResultSchema, { onprogress: () => {} });
+      const stepped = await client.callTool({ name: 'steps', arguments: {} }, CallToolResultSchema, {
+        onprogress: () => {},
+      });
       expect(stepped).toEqual({ content: [{ type: 'text', text: 'stepped' }] });
       expect(arrived).toEqual(['notifications/progress 1', 'notifications/progress 2', 'answer']);
       transport.onmessage = inner;
@@ -191,7 +232,9 @@ describe('UpstreamHttpTransport', () => {
     await client.connect(transport);
     transport.onerror = (e) => void errors.push(e);
     try {
-      expect(await client.callTool({ name: 'echo', arguments: { message: 'plain' } })).toEqual({ content: [{ type: 'text', text: 'plain' }] });
+      expect(await client.callTool({ name: 'echo', arguments: { message: 'plain' } })).toEqual({
+        content: [{ type: 'text', text: 'plain' }],
+      });
       await waitFor(() => echo.seenHeaders.length >= 4, 'the GET attempt');
       await new Promise((r) => setTimeout(r, 50));
       expect(errors).toEqual([]);
@@ -209,7 +252,9 @@ describe('UpstreamHttpTransport', () => {
     await expect(send('/text').sent).rejects.toThrow('content type text/plain');
     await expect(send('/not-jsonrpc').sent).rejects.toThrow('not a JSON-RPC message');
     let exceeded = 0;
-    await expect(send('/big-json', { onExceeded: () => void exceeded++ }).sent).rejects.toThrow('upstream response exceeded 4096 bytes');
+    await expect(send('/big-json', { onExceeded: () => void exceeded++ }).sent).rejects.toThrow(
+      'upstream response exceeded 4096 bytes',
+    );
     expect(exceeded).toBe(1);
     // A stream is not awaited by anyone: its problems go to onerror.
     const stream = send('/big-sse', { onExceeded: () => void exceeded++ });
@@ -219,7 +264,10 @@ describe('UpstreamHttpTransport', () => {
     await waitFor(() => streamErrors.length > 0, 'the oversized stream to be cut');
     // Cut for the oversized event, it ends without the answer: the transport says so and closes.
     await waitFor(() => streamErrors.length === 2, 'both reports');
-    expect(streamErrors.map((e) => e.message).sort()).toEqual(['upstream ended its event stream before answering', 'upstream sent an event over 4096 bytes']);
+    expect(streamErrors.map((e) => e.message).sort()).toEqual([
+      'upstream ended its event stream before answering',
+      'upstream sent an event over 4096 bytes',
+    ]);
     expect(exceeded).toBe(2);
     await expect(send('/hang', { idleTimeoutMs: 100 }).sent).rejects.toThrow('upstream sent nothing for 100 ms');
     await stream.t.close();
@@ -242,18 +290,25 @@ describe('UpstreamHttpTransport', () => {
     await clock.tick(2_250);
     await waitFor(() => gets === 4 && errors.length === 2, 'the fourth GET, refused (404)');
     expect(clock.pending).toBe(0);
-    expect(errors).toEqual(['upstream could not open its event stream (HTTP 500)', 'upstream refused its event stream (HTTP 404); it is not asked again in this session']);
+    expect(errors).toEqual([
+      'upstream could not open its event stream (HTTP 500)',
+      'upstream refused its event stream (HTTP 404); it is not asked again in this session',
+    ]);
     await t.close();
   });
 
   it('takes any 2xx for a notification, follows a redirect within its origin only, and skips events that carry no message', async () => {
-    await expect(transportTo(`${rawBase}/204`).send({ jsonrpc: '2.0', method: 'notifications/initialized' })).resolves.toBeUndefined();
+    await expect(
+      transportTo(`${rawBase}/204`).send({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+    ).resolves.toBeUndefined();
     const got: JSONRPCMessage[] = [];
     const moved = transportTo(`${rawBase}/moved`);
     moved.onmessage = (m) => void got.push(m);
     await moved.send(REQUEST);
     expect(got).toEqual([{ jsonrpc: '2.0', id: 1, result: { tools: [] } }]);
-    await expect(transportTo(`${rawBase}/moved-away`).send(REQUEST)).rejects.toThrow('redirected to http://example.invalid/mcp, which is not followed');
+    await expect(transportTo(`${rawBase}/moved-away`).send(REQUEST)).rejects.toThrow(
+      'redirected to http://example.invalid/mcp, which is not followed',
+    );
     const primed = transportTo(`${rawBase}/primed`);
     const errors: Error[] = [];
     primed.onerror = (e) => void errors.push(e);
@@ -361,7 +416,9 @@ agents:
     try {
       const c = await h.connect('support-triage');
       const progress: number[] = [];
-      const stepped = await c.callTool({ name: 'stream__steps', arguments: {} }, CallToolResultSchema, { onprogress: (p) => progress.push(p.progress) });
+      const stepped = await c.callTool({ name: 'stream__steps', arguments: {} }, CallToolResultSchema, {
+        onprogress: (p) => progress.push(p.progress),
+      });
       expect(textOf(stepped)).toBe('stepped');
       expect(progress.length).toBe(2);
       const big = await c.callTool({ name: 'stream__big', arguments: {} });

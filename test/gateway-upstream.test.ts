@@ -5,7 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
 import { approveToolPin, PinStore } from '../src/gateway/pins.ts';
-import { everythingServer, fixtureServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
+import {
+  everythingServer,
+  fixtureServer,
+  startHarness,
+  textOf,
+  waitFor,
+  type Harness,
+} from './support/gateway-harness.ts';
 
 let h: Harness;
 let client: Client;
@@ -61,7 +68,10 @@ afterAll(async () => {
 
 async function completedRow(tool: string) {
   await h.flush();
-  return h.rows({ event: 'call.completed', agent: 'ops' }).filter((r) => r.tool === tool).at(-1);
+  return h
+    .rows({ event: 'call.completed', agent: 'ops' })
+    .filter((r) => r.tool === tool)
+    .at(-1);
 }
 
 describe('upstream failures', () => {
@@ -73,7 +83,10 @@ describe('upstream failures', () => {
     expect(res.isError).toBe(true);
     expect(textOf(res)).toMatch(/could not reach upstream "down"/);
     await h.flush();
-    expect(h.rows({ event: 'call.decided', agent: 'ops' }).at(-1)).toMatchObject({ tool: 'anything', decision: 'error' });
+    expect(h.rows({ event: 'call.decided', agent: 'ops' }).at(-1)).toMatchObject({
+      tool: 'anything',
+      decision: 'error',
+    });
     expect(h.alerts.alerts.some((a) => a.kind === 'upstream_failed' && a.text.includes('down'))).toBe(true);
   });
 
@@ -138,27 +151,41 @@ describe('progress and cancellation', () => {
 
   it('relays progress from server-everything as well', async () => {
     const seen: number[] = [];
-    const res = await client.callTool({ name: 'everything__trigger-long-running-operation', arguments: { duration: 0.2, steps: 2 } }, CallToolResultSchema, {
-      onprogress: (p) => seen.push(p.progress),
-    });
+    const res = await client.callTool(
+      { name: 'everything__trigger-long-running-operation', arguments: { duration: 0.2, steps: 2 } },
+      CallToolResultSchema,
+      {
+        onprogress: (p) => seen.push(p.progress),
+      },
+    );
     expect(textOf(res)).toMatch(/Long running operation completed/);
     expect(seen).toEqual([1, 2]);
   });
 
   it("relays the agent's cancellation to the upstream", async () => {
-    const before = JSON.parse(textOf(await client.callTool({ name: 'slow__cancellations', arguments: {} }))).cancelled as number;
+    const before = JSON.parse(textOf(await client.callTool({ name: 'slow__cancellations', arguments: {} })))
+      .cancelled as number;
     const controller = new AbortController();
     const call = client.callTool({ name: 'slow__sleep', arguments: { ms: 20_000, steps: 400 } }, CallToolResultSchema, {
       signal: controller.signal,
       onprogress: () => controller.abort('changed my mind'),
     });
     await expect(call).rejects.toThrow();
-    await waitFor(async () => JSON.parse(textOf(await client.callTool({ name: 'slow__cancellations', arguments: {} }))).cancelled > before, 'the upstream to see the cancel');
-    await waitFor(async () => (await completedRow('sleep'))?.decision === 'cancelled', 'the cancelled call to be audited');
+    await waitFor(
+      async () =>
+        JSON.parse(textOf(await client.callTool({ name: 'slow__cancellations', arguments: {} }))).cancelled > before,
+      'the upstream to see the cancel',
+    );
+    await waitFor(
+      async () => (await completedRow('sleep'))?.decision === 'cancelled',
+      'the cancelled call to be audited',
+    );
   });
 
   it('aborts in-flight calls when the agent is halted, with a readable reason', async () => {
-    const call = client.callTool({ name: 'slow__sleep', arguments: { ms: 20_000, steps: 400 } }, CallToolResultSchema, { timeout: 30_000 });
+    const call = client.callTool({ name: 'slow__sleep', arguments: { ms: 20_000, steps: 400 } }, CallToolResultSchema, {
+      timeout: 30_000,
+    });
     await waitFor(async () => {
       await h.flush();
       return h.rows({ event: 'call.decided', agent: 'ops' }).at(-1)?.tool === 'sleep';
@@ -167,7 +194,9 @@ describe('progress and cancellation', () => {
     try {
       const res = await call;
       expect(res.isError).toBe(true);
-      expect(textOf(res)).toMatch(/Refused by Warden: slow__sleep was stopped: all agents \(org-wide\) halted by U0123ABCD: drill in progress/);
+      expect(textOf(res)).toMatch(
+        /Refused by Warden: slow__sleep was stopped: all agents \(org-wide\) halted by U0123ABCD: drill in progress/,
+      );
       expect(await completedRow('sleep')).toMatchObject({ decision: 'cancelled' });
     } finally {
       await h.killSwitch.resume({ scope: 'org', actor: 'U0123ABCD' });
@@ -188,7 +217,9 @@ describe('tool pinning', () => {
     await h.flush();
     const changed = h.rows({ event: 'pin.changed' }).at(-1)!;
     expect(changed).toMatchObject({ server: 'crash', tool: 'ping', decision: 'blocked' });
-    expect(h.alerts.alerts.slice(alertsBefore).some((a) => a.kind === 'pin_changed' && a.text.includes('crash__ping'))).toBe(true);
+    expect(
+      h.alerts.alerts.slice(alertsBefore).some((a) => a.kind === 'pin_changed' && a.text.includes('crash__ping')),
+    ).toBe(true);
     // Hidden from tools/list: the new description must not reach the model.
     expect((await client.listTools()).tools.map((t) => t.name)).not.toContain('crash__ping');
     expect(new PinStore(h.db).get('crash', 'ping')).toMatchObject({ status: 'blocked' });

@@ -7,7 +7,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 const dir = mkdtempSync(join(tmpdir(), 'warden-policy-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
       env: { PATH: process.env.PATH, LOG_LEVEL: 'silent', ...env },
@@ -76,7 +79,10 @@ agents:
 
   it('a missing env var and a missing file exit 2', async () => {
     const path = join(dir, 'env.yml');
-    writeFileSync(path, 'servers:\n  kb:\n    command: node\n    env: { T: "${KB_TOKEN}" }\nagents:\n  - agent: a\n    mcp_scopes: { kb: [read] }\n');
+    writeFileSync(
+      path,
+      'servers:\n  kb:\n    command: node\n    env: { T: "${KB_TOKEN}" }\nagents:\n  - agent: a\n    mcp_scopes: { kb: [read] }\n',
+    );
     const missing = await runCli(['policy', 'check', path]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain(`${path}:4:15: servers.kb.env.T: environment variable KB_TOKEN is not set`);

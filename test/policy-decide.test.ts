@@ -18,9 +18,14 @@ const full = loadPolicyFile('examples/policy.yml', {});
 
 const CATALOGUE = helpdeskServersYaml(['tickets', 'kb', 'crm']);
 /** The seed as written, plus where its tools live: the seed form accepts a servers block. */
-const seedWithCatalogue = parsePolicy(readFileSync('examples/seed-policy.yml', 'utf8') + CATALOGUE, 'seed+catalogue.yml', {});
+const seedWithCatalogue = parsePolicy(
+  readFileSync('examples/seed-policy.yml', 'utf8') + CATALOGUE,
+  'seed+catalogue.yml',
+  {},
+);
 
-const kind = (d: Decision) => (d.kind === 'deny' ? `deny:${d.code}` : d.kind === 'approve' ? `approve:${d.rule}` : 'allow');
+const kind = (d: Decision) =>
+  d.kind === 'deny' ? `deny:${d.code}` : d.kind === 'approve' ? `approve:${d.rule}` : 'allow';
 
 describe('the seed story', () => {
   it('with its tools classified: support-triage reads everything; email and refunds need a human', () => {
@@ -34,7 +39,11 @@ describe('the seed story', () => {
       expect(kind(decide(p, 'support-triage', server, tool, {})), `${server}/${tool}`).toBe('allow');
     }
     const email = decide(p, 'support-triage', 'tickets', 'send_customer_email', { ticket_id: 'T-1' });
-    expect(email).toMatchObject({ kind: 'approve', rule: 'approval_required', tool: { scope: 'write', consequence: 'customer-facing' } });
+    expect(email).toMatchObject({
+      kind: 'approve',
+      rule: 'approval_required',
+      tool: { scope: 'write', consequence: 'customer-facing' },
+    });
     expect(kind(decide(p, 'support-triage', 'crm', 'refund_request', {}))).toBe('approve:approval_required');
     // Not in approval_required and beyond read scope: refused, with a reason a model can act on.
     const close = decide(p, 'support-triage', 'tickets', 'close_ticket', { id: 'T-1' });
@@ -46,13 +55,16 @@ describe('the seed story', () => {
   });
 
   it('as written (nothing classified): approval tools are held, everything else fails closed', () => {
-    expect(kind(decide(seed, 'support-triage', 'tickets', 'send_customer_email', {}))).toBe('approve:approval_required');
+    expect(kind(decide(seed, 'support-triage', 'tickets', 'send_customer_email', {}))).toBe(
+      'approve:approval_required',
+    );
     expect(kind(decide(seed, 'support-triage', 'crm', 'refund_request', {}))).toBe('approve:approval_required');
     const read = decide(seed, 'support-triage', 'tickets', 'read_ticket', {});
     expect(read).toEqual({
       kind: 'deny',
       code: 'out_of_scope',
-      reason: 'support-triage has read scope on tickets; read_ticket is not classified in the policy, so it counts as write (irreversible)',
+      reason:
+        'support-triage has read scope on tickets; read_ticket is not classified in the policy, so it counts as write (irreversible)',
     });
     expect(kind(decide(seed, 'support-triage', 'github', 'create_issue', {}))).toBe('deny:unknown_server');
   });
@@ -111,7 +123,10 @@ agents:
 describe('fail closed', () => {
   it('unknown agent, server and tool are denied', () => {
     expect(decide(full, 'mallory', 'kb', 'search_kb', {})).toMatchObject({ kind: 'deny', code: 'unknown_agent' });
-    expect(decide(full, 'support-triage', 'github', 'search_kb', {})).toMatchObject({ kind: 'deny', code: 'unknown_server' });
+    expect(decide(full, 'support-triage', 'github', 'search_kb', {})).toMatchObject({
+      kind: 'deny',
+      code: 'unknown_server',
+    });
     const upstream = new Set(['search_kb']);
     expect(decide(full, 'support-triage', 'kb', 'drop_kb', {}, { upstreamTools: upstream })).toEqual({
       kind: 'deny',
@@ -135,29 +150,46 @@ describe('fail closed', () => {
     const org = decide(full, 'nobody', 'nowhere', 'nothing', {}, { halted: { scope: 'org', reason: 'drill' } });
     expect(org).toMatchObject({ kind: 'deny', code: 'halted' });
     expect((org as { reason: string }).reason).toContain('org-wide');
-    const one = decide(full, 'support-triage', 'kb', 'search_kb', {}, { halted: { scope: 'agent', reason: 'runaway loop' } });
+    const one = decide(
+      full,
+      'support-triage',
+      'kb',
+      'search_kb',
+      {},
+      { halted: { scope: 'agent', reason: 'runaway loop' } },
+    );
     expect(one).toEqual({
       kind: 'deny',
       code: 'halted',
-      reason: 'support-triage is halted by the kill switch (reason: runaway loop); no tool calls run until an operator resumes it',
+      reason:
+        'support-triage is halted by the kill switch (reason: runaway loop); no tool calls run until an operator resumes it',
     });
   });
 });
 
 describe('annotations only tighten', () => {
   it('readOnlyHint:false makes a read tool write', () => {
-    expect(classifyTool(full, 'tickets', 'read_ticket', { readOnlyHint: false })).toEqual({ scope: 'write', consequence: 'reversible' });
+    expect(classifyTool(full, 'tickets', 'read_ticket', { readOnlyHint: false })).toEqual({
+      scope: 'write',
+      consequence: 'reversible',
+    });
     const d = decide(full, 'support-triage', 'tickets', 'read_ticket', {}, { annotations: { readOnlyHint: false } });
     expect(d).toEqual({
       kind: 'deny',
       code: 'out_of_scope',
-      reason: 'support-triage has read scope on tickets; read_ticket is write (reversible) because the upstream marks it readOnlyHint: false',
+      reason:
+        'support-triage has read scope on tickets; read_ticket is write (reversible) because the upstream marks it readOnlyHint: false',
     });
   });
 
   it('destructiveHint:true makes a tool irreversible', () => {
-    expect(classifyTool(full, 'tickets', 'close_ticket', { destructiveHint: true })).toEqual({ scope: 'write', consequence: 'irreversible' });
-    expect(kind(decide(full, 'billing-bot', 'crm', 'lookup_customer', {}, { annotations: { destructiveHint: true } }))).toBe('approve:consequential');
+    expect(classifyTool(full, 'tickets', 'close_ticket', { destructiveHint: true })).toEqual({
+      scope: 'write',
+      consequence: 'irreversible',
+    });
+    expect(
+      kind(decide(full, 'billing-bot', 'crm', 'lookup_customer', {}, { annotations: { destructiveHint: true } })),
+    ).toBe('approve:consequential');
     // customer-facing is already held for approval; it keeps its more specific label.
     expect(classifyTool(full, 'tickets', 'send_customer_email', { destructiveHint: true })).toEqual({
       scope: 'write',
@@ -170,11 +202,16 @@ describe('annotations only tighten', () => {
       scope: 'write',
       consequence: 'irreversible',
     });
-    expect(classifyTool(full, 'crm', 'mystery', { readOnlyHint: true })).toEqual({ scope: 'write', consequence: 'irreversible' });
-    expect(kind(decide(full, 'support-triage', 'crm', 'mystery', {}, { annotations: { readOnlyHint: true } }))).toBe('deny:out_of_scope');
-    expect(kind(decide(full, 'support-triage', 'tickets', 'close_ticket', {}, { annotations: { readOnlyHint: true } }))).toBe(
+    expect(classifyTool(full, 'crm', 'mystery', { readOnlyHint: true })).toEqual({
+      scope: 'write',
+      consequence: 'irreversible',
+    });
+    expect(kind(decide(full, 'support-triage', 'crm', 'mystery', {}, { annotations: { readOnlyHint: true } }))).toBe(
       'deny:out_of_scope',
     );
+    expect(
+      kind(decide(full, 'support-triage', 'tickets', 'close_ticket', {}, { annotations: { readOnlyHint: true } })),
+    ).toBe('deny:out_of_scope');
   });
 });
 
@@ -191,7 +228,11 @@ describe('names and tool lists', () => {
 
   it('visibleTools shows what decide would allow or hold, hides what it would deny', () => {
     const offered = ['list_tickets', 'read_ticket', 'close_ticket', 'send_customer_email', 'mystery'];
-    expect(visibleTools(full, 'support-triage', 'tickets', offered)).toEqual(['list_tickets', 'read_ticket', 'send_customer_email']);
+    expect(visibleTools(full, 'support-triage', 'tickets', offered)).toEqual([
+      'list_tickets',
+      'read_ticket',
+      'send_customer_email',
+    ]);
     expect(visibleTools(full, 'billing-bot', 'crm', ['lookup_customer', 'refund_request', 'mystery'])).toEqual([
       'lookup_customer',
       'refund_request',
@@ -200,7 +241,9 @@ describe('names and tool lists', () => {
     expect(visibleTools(full, 'warden-canary', 'crm', ['lookup_customer'])).toEqual([]);
     expect(visibleTools(full, 'mallory', 'kb', ['search_kb'])).toEqual([]);
     // An annotation that tightens a read tool to write hides it from a read-only agent.
-    expect(visibleTools(full, 'support-triage', 'kb', ['search_kb'], { search_kb: { readOnlyHint: false } })).toEqual([]);
+    expect(visibleTools(full, 'support-triage', 'kb', ['search_kb'], { search_kb: { readOnlyHint: false } })).toEqual(
+      [],
+    );
   });
 });
 
@@ -210,7 +253,10 @@ describe('names an agent controls are never inherited members', () => {
   it('denies prototype-named agents, servers and tools instead of throwing', () => {
     for (const n of names) {
       expect(decide(full, n, 'tickets', 'read_ticket', {})).toMatchObject({ kind: 'deny', code: 'unknown_agent' });
-      expect(decide(full, 'support-triage', n, 'read_ticket', {})).toMatchObject({ kind: 'deny', code: 'unknown_server' });
+      expect(decide(full, 'support-triage', n, 'read_ticket', {})).toMatchObject({
+        kind: 'deny',
+        code: 'unknown_server',
+      });
       // An unknown tool on a granted server is unclassified: write + irreversible, so a read-only agent is refused.
       expect(decide(full, 'support-triage', 'tickets', n, {})).toMatchObject({ kind: 'deny', code: 'out_of_scope' });
       expect(classifyTool(full, 'tickets', n)).toEqual({ scope: 'write', consequence: 'irreversible' });

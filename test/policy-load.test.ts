@@ -88,7 +88,10 @@ describe('full example', () => {
       refund_request: { scope: 'write', consequence: 'irreversible' },
     });
     // The drill canary's upstream is Warden's own `canary-server` command.
-    expect(p.servers.canary!.transport).toMatchObject({ type: 'stdio', args: ['--import', 'tsx', 'src/cli/index.ts', 'canary-server'] });
+    expect(p.servers.canary!.transport).toMatchObject({
+      type: 'stdio',
+      args: ['--import', 'tsx', 'src/cli/index.ts', 'canary-server'],
+    });
     expect(p.servers.canary!.tools).toEqual({ sleep: { scope: 'read', consequence: 'reversible' } });
     const st = p.agents['support-triage']!;
     expect(st).toMatchObject({
@@ -98,7 +101,14 @@ describe('full example', () => {
       reviewBy: '2027-06-30',
       approvalTimeoutMs: 15 * 60_000,
       scopes: { tickets: ['read'], kb: ['read'], crm: ['read'] },
-      limits: { callsPerMinute: 60, maxDenials: 5, denialWindowMs: 600_000, maxRejections: 3, maxCallDurationMs: 120_000, autoHalt: true },
+      limits: {
+        callsPerMinute: 60,
+        maxDenials: 5,
+        denialWindowMs: 600_000,
+        maxRejections: 3,
+        maxCallDurationMs: 120_000,
+        autoHalt: true,
+      },
     });
     expect(p.agents['billing-bot']!.scopes.crm).toEqual(['read', 'write']);
     expect(p.agents['billing-bot']!.approvalTimeoutMs).toBe(30 * 60_000);
@@ -143,7 +153,11 @@ servers:
     expect(p.agents.b!.approvalTimeoutMs).toBe(7 * 86_400_000);
     // A write tool with no stated consequence is taken at its worst.
     expect(p.servers.s!.tools.t).toEqual({ scope: 'write', consequence: 'irreversible' });
-    expect(p.servers.s!).toMatchObject({ timeoutMs: 30_000, maxResultBytes: 1_048_576, transport: { type: 'http', headers: {} } });
+    expect(p.servers.s!).toMatchObject({
+      timeoutMs: 30_000,
+      maxResultBytes: 1_048_576,
+      transport: { type: 'http', headers: {} },
+    });
   });
 
   it('resolves ${VAR} in server env and headers from the env given to the loader', () => {
@@ -162,7 +176,10 @@ agents:
       'env.yml',
       { HELPDESK_TOKEN: 'tok-123', CRM_TOKEN: 'crm-456' },
     );
-    expect(p.servers.helpdesk!.transport).toMatchObject({ type: 'stdio', env: { HELPDESK_TOKEN: 'tok-123', MODE: 'plain' } });
+    expect(p.servers.helpdesk!.transport).toMatchObject({
+      type: 'stdio',
+      env: { HELPDESK_TOKEN: 'tok-123', MODE: 'plain' },
+    });
     expect(p.servers.crm!.transport).toMatchObject({ type: 'http', headers: { Authorization: 'Bearer crm-456' } });
   });
 });
@@ -183,7 +200,9 @@ describe('invalid policies name file, line, column and field', () => {
     aproval_required: [x]
 `,
     );
-    expect(err.message).toBe(`${join(dir, 'typo2.yml')}:4:5: agents[0].aproval_required: unknown key (did you mean "approval_required"?)`);
+    expect(err.message).toBe(
+      `${join(dir, 'typo2.yml')}:4:5: agents[0].aproval_required: unknown key (did you mean "approval_required"?)`,
+    );
   });
 
   it('a bad scope names the list item and the allowed values', () => {
@@ -198,7 +217,9 @@ agents:
       tickets: [admin]
 `,
     );
-    expect(err.message).toBe(`${join(dir, 'bad.yml')}:7:17: agents[0].mcp_scopes.tickets[0]: expected one of read|write, got "admin"`);
+    expect(err.message).toBe(
+      `${join(dir, 'bad.yml')}:7:17: agents[0].mcp_scopes.tickets[0]: expected one of read|write, got "admin"`,
+    );
   });
 
   it('a bad owner id and channel id are refused', () => {
@@ -215,19 +236,32 @@ agents:
 
   it('control.auditors: defaults to empty, takes Slack user ids only, and a typo of the key is caught', () => {
     expect(parsePolicy(SEED, 'seed.yml', {}).control.auditors).toEqual([]);
-    expect(parsePolicy(`${SEED}control:\n  auditors: [U0AUDIT1, W0AUDIT2]\n`, 'ok.yml', {}).control.auditors).toEqual(['U0AUDIT1', 'W0AUDIT2']);
+    expect(parsePolicy(`${SEED}control:\n  auditors: [U0AUDIT1, W0AUDIT2]\n`, 'ok.yml', {}).control.auditors).toEqual([
+      'U0AUDIT1',
+      'W0AUDIT2',
+    ]);
     const f = join(dir, 'auditors.yml');
     const bad = loadError('auditors.yml', `${SEED}control:\n  auditors: [U0AUDIT1, compliance-team]\n`);
-    expect(bad.message).toBe(`${f}:13:24: control.auditors[1]: expected a Slack user id like U0123ABCD, got "compliance-team"`);
+    expect(bad.message).toBe(
+      `${f}:13:24: control.auditors[1]: expected a Slack user id like U0123ABCD, got "compliance-team"`,
+    );
     const notList = loadError('auditors2.yml', `${SEED}control:\n  auditors: U0AUDIT1\n`);
-    expect(notList.message).toBe(`${join(dir, 'auditors2.yml')}:13:13: control.auditors: expected a list, got "U0AUDIT1"`);
+    expect(notList.message).toBe(
+      `${join(dir, 'auditors2.yml')}:13:13: control.auditors: expected a list, got "U0AUDIT1"`,
+    );
     const typo = loadError('auditors3.yml', `${SEED}control:\n  auditor: [U0AUDIT1]\n`);
-    expect(typo.message).toBe(`${join(dir, 'auditors3.yml')}:13:3: control.auditor: unknown key (did you mean "auditors"?)`);
+    expect(typo.message).toBe(
+      `${join(dir, 'auditors3.yml')}:13:3: control.auditor: unknown key (did you mean "auditors"?)`,
+    );
   });
 
-  it('a bad cron expression is refused with node-cron\'s reason', () => {
+  it("a bad cron expression is refused with node-cron's reason", () => {
     const err = loadError('cron.yml', `${SEED}control:\n  drill:\n    schedule: '0 9 32 * *'\n`);
-    expect(err.message).toMatch(new RegExp(`^${escape(join(dir, 'cron.yml'))}:14:15: control\\.drill\\.schedule: expected a cron expression like "0 9 1 \\* \\*", got "0 9 32 \\* \\*"`));
+    expect(err.message).toMatch(
+      new RegExp(
+        `^${escape(join(dir, 'cron.yml'))}:14:15: control\\.drill\\.schedule: expected a cron expression like "0 9 1 \\* \\*", got "0 9 32 \\* \\*"`,
+      ),
+    );
   });
 
   it('a missing env var names the field and variable, never another value', () => {
@@ -242,7 +276,9 @@ agents:
     mcp_scopes: { crm: [read] }
 `;
     const err = loadError('env.yml', text, { OTHER_SECRET: 'sekrit-value' });
-    expect(err.message).toBe(`${join(dir, 'env.yml')}:5:22: servers.crm.headers.Authorization: environment variable CRM_TOKEN is not set`);
+    expect(err.message).toBe(
+      `${join(dir, 'env.yml')}:5:22: servers.crm.headers.Authorization: environment variable CRM_TOKEN is not set`,
+    );
     expect(JSON.stringify(err.details)).not.toContain('sekrit-value');
   });
 
@@ -265,7 +301,9 @@ agents:
   it('a YAML syntax error carries line and column', () => {
     const err = loadError('syntax.yml', 'agent: a\nmcp_scopes:\n  kb: [read\n  crm: : x\n');
     expect(err.code).toBe('POLICY_INVALID');
-    expect(err.message.split('\n')[0]).toMatch(new RegExp(`^${escape(join(dir, 'syntax.yml'))}:\\d+:\\d+: YAML syntax error: `));
+    expect(err.message.split('\n')[0]).toMatch(
+      new RegExp(`^${escape(join(dir, 'syntax.yml'))}:\\d+:\\d+: YAML syntax error: `),
+    );
     expect(problems(err)[0]!.line).toBeGreaterThanOrEqual(3);
   });
 
@@ -320,7 +358,9 @@ control:
       `${f}:9:26: control.drill.canary_agent: canary agent "nobody" is not a declared agent`,
     ]);
     const mixed = loadError('mixed.yml', `${SEED}agents: []\n`);
-    expect(mixed.message.split('\n')[0]).toBe(`${join(dir, 'mixed.yml')}:1:1: agent: agent fields belong inside an \`agents:\` entry when \`agents:\` is used`);
+    expect(mixed.message.split('\n')[0]).toBe(
+      `${join(dir, 'mixed.yml')}:1:1: agent: agent fields belong inside an \`agents:\` entry when \`agents:\` is used`,
+    );
   });
 
   it('servers: needs exactly one transport; names must survive <server>__<tool>', () => {
@@ -335,12 +375,18 @@ agents:
     mcp_scopes: { a: [read] }
 `,
     );
-    expect(problems(err).map((p) => `${p.line}:${p.field}`)).toEqual(['2:servers.a', '3:servers.b.url', '4:servers.c__d']);
+    expect(problems(err).map((p) => `${p.line}:${p.field}`)).toEqual([
+      '2:servers.a',
+      '3:servers.b.url',
+      '4:servers.c__d',
+    ]);
   });
 
   it('audit cannot be switched off', () => {
     const err = loadError('audit.yml', SEED.replace('audit: all_tool_calls', 'audit: none'));
-    expect(err.message).toBe(`${join(dir, 'audit.yml')}:10:8: audit: Warden always audits every tool call; expected all_tool_calls, got "none"`);
+    expect(err.message).toBe(
+      `${join(dir, 'audit.yml')}:10:8: audit: Warden always audits every tool call; expected all_tool_calls, got "none"`,
+    );
   });
 
   it('an empty file and a missing file', () => {

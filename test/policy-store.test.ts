@@ -62,7 +62,9 @@ describe('PolicyStore', () => {
     expect(bad.ok).toBe(false);
     if (bad.ok) throw new Error('unreachable');
     expect(bad.error.code).toBe('POLICY_INVALID');
-    expect(bad.error.message).toBe(`${path}:8:31: agents[0].mcp_scopes.crm[1]: expected one of read|write, got "wirte"`);
+    expect(bad.error.message).toBe(
+      `${path}:8:31: agents[0].mcp_scopes.crm[1]: expected one of read|write, got "wirte"`,
+    );
     expect(store.current()).toBe(good);
     expect(seen).toHaveLength(1);
 

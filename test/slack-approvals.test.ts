@@ -8,7 +8,17 @@ import { createSlackClient } from '../src/slack/client.ts';
 import { SlackNotifier } from '../src/slack/notifier.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import type { RecordedCall } from './support/slack-api-server.ts';
-import { APPROVER, BOT_TOKEN, CHANNEL, OWNER, STRANGER, approvalIdOf, heldCall, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
+import {
+  APPROVER,
+  BOT_TOKEN,
+  CHANNEL,
+  OWNER,
+  STRANGER,
+  approvalIdOf,
+  heldCall,
+  startSlackHarness,
+  type SlackHarness,
+} from './support/slack-harness.ts';
 import { signRequest, payloadBody, blockActionPayload } from './support/slack-sign.ts';
 
 const START = Date.parse('2026-03-02T09:00:00Z');
@@ -52,14 +62,37 @@ function status(id: string): string | undefined {
 
 describe('approval card', () => {
   it('is posted to the agent’s channel with who, what, why, the redacted arguments, times and the two buttons', async () => {
-    const { card, id } = await hold({ args: { ticket_id: 'T-1001', to: 'ada@example.com', subject: 'Refund', body: 'Hi <!channel> & team', password: 'hunter2' } });
+    const { card, id } = await hold({
+      args: {
+        ticket_id: 'T-1001',
+        to: 'ada@example.com',
+        subject: 'Refund',
+        body: 'Hi <!channel> & team',
+        password: 'hunter2',
+      },
+    });
     expect(card.args.channel).toBe(CHANNEL);
     expect(card.args.text).toBe('Approval needed: support-triage → tickets__send_customer_email');
     const blocks = card.args.blocks as any[];
     // header, who, why, arguments heading, the arguments, the redaction notice, times, buttons, status.
-    expect(blocks.map((b) => b.type)).toEqual(['header', 'section', 'section', 'section', 'section', 'section', 'context', 'actions', 'section']);
+    expect(blocks.map((b) => b.type)).toEqual([
+      'header',
+      'section',
+      'section',
+      'section',
+      'section',
+      'section',
+      'context',
+      'actions',
+      'section',
+    ]);
     expect(blocks[0].text).toMatchObject({ type: 'plain_text', text: 'Approval needed: tickets__send_customer_email' });
-    expect(blocks[1].fields.map((f: any) => f.text)).toEqual(['*Agent*\nsupport-triage', `*Owner*\n<@${OWNER}>`, '*Server*\ntickets', '*Tool*\nsend_customer_email']);
+    expect(blocks[1].fields.map((f: any) => f.text)).toEqual([
+      '*Agent*\nsupport-triage',
+      `*Owner*\n<@${OWNER}>`,
+      '*Server*\ntickets',
+      '*Tool*\nsend_customer_email',
+    ]);
     expect(blocks[2].text.text).toContain('send_customer_email is in approval_required for support-triage');
     expect(blocks[2].text.text).toContain('Consequence: *customer-facing*');
     expect(blocks[2].text.text).toContain('approval_required');
@@ -77,8 +110,20 @@ describe('approval card', () => {
     expect(context).toContain(`Requested <!date^${START / 1000}^{date_short_pretty} {time}|2026-03-02 09:00 UTC>`);
     expect(context).toContain(`Expires <!date^${START / 1000 + 900}^`);
     const [approve, reject] = blocks[7].elements;
-    expect(approve).toMatchObject({ type: 'button', action_id: 'approval_approve', style: 'primary', value: id, text: { type: 'plain_text', text: 'Approve' } });
-    expect(reject).toMatchObject({ type: 'button', action_id: 'approval_reject', style: 'danger', value: id, text: { type: 'plain_text', text: 'Reject' } });
+    expect(approve).toMatchObject({
+      type: 'button',
+      action_id: 'approval_approve',
+      style: 'primary',
+      value: id,
+      text: { type: 'plain_text', text: 'Approve' },
+    });
+    expect(reject).toMatchObject({
+      type: 'button',
+      action_id: 'approval_reject',
+      style: 'danger',
+      value: id,
+      text: { type: 'plain_text', text: 'Reject' },
+    });
   });
 
   it('stays within Block Kit limits for huge arguments (the local Slack rejects anything over)', async () => {
@@ -125,7 +170,12 @@ describe('arguments the card cannot show in full', () => {
       .replace(/&amp;/g, '&');
 
   it('a short `to` after a long body is on the card, under a warning, and the full arguments are in the card’s thread', async () => {
-    const args = { ticket_id: 'T-1001', subject: 'Your refund', body: 'Hello '.repeat(500), to: 'attacker@evil.example' };
+    const args = {
+      ticket_id: 'T-1001',
+      subject: 'Your refund',
+      body: 'Hello '.repeat(500),
+      to: 'attacker@evil.example',
+    };
     const { card, ts, id, outcome } = await hold({ args });
     const text = blocksText(card);
     expect(text).toContain('`to`\\n```attacker@evil.example```');
@@ -151,23 +201,37 @@ describe('arguments the card cannot show in full', () => {
       req.on('end', () => {
         const body = Buffer.concat(chunks);
         if (req.url?.endsWith('/chat.postMessage') && body.toString('utf8').includes('thread_ts')) {
-          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: false, error: 'msg_blocks_too_long' }));
+          res
+            .writeHead(200, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ ok: false, error: 'msg_blocks_too_long' }));
           return;
         }
-        const upstream = request(new URL(req.url!.replace(/^\/api\//, ''), h.slack.apiUrl), { method: req.method, headers: req.headers }, (up) => {
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
-        });
+        const upstream = request(
+          new URL(req.url!.replace(/^\/api\//, ''), h.slack.apiUrl),
+          { method: req.method, headers: req.headers },
+          (up) => {
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            up.pipe(res);
+          },
+        );
         upstream.end(body);
       });
     });
     await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
     const apiUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/api/`;
-    const notifier = new SlackNotifier({ client: createSlackClient({ botToken: BOT_TOKEN, apiUrl }, silentLogger()), clock });
+    const notifier = new SlackNotifier({
+      client: createSlackClient({ botToken: BOT_TOKEN, apiUrl }, silentLogger()),
+      clock,
+    });
     const approvals = new ApprovalService({ db: h.db, audit: h.audit, notifier, clock, policy: () => h.policy });
     try {
-      const outcome = await approvals.request(heldCall(h, { args: { body: 'x'.repeat(5000), to: 'attacker@evil.example' } }));
-      expect(outcome).toMatchObject({ status: 'failed', reason: expect.stringContaining("the full arguments could not be posted in the card's thread") });
+      const outcome = await approvals.request(
+        heldCall(h, { args: { body: 'x'.repeat(5000), to: 'attacker@evil.example' } }),
+      );
+      expect(outcome).toMatchObject({
+        status: 'failed',
+        reason: expect.stringContaining("the full arguments could not be posted in the card's thread"),
+      });
       expect(outcome.status !== 'approved' && outcome.reason).toContain('msg_blocks_too_long');
       const card = h.slack.callsOf('chat.postMessage').find((c) => c.args.thread_ts === undefined)!;
       const update = await h.slack.waitForCall('chat.update');
@@ -185,21 +249,40 @@ describe('arguments the card cannot show in full', () => {
 describe('clicks', () => {
   it('approve by the owner: ack, one decision, outcome approved, card redrawn from the database', async () => {
     const { outcome, id, ts } = await hold();
-    const res = await h.sender.blockAction({ user: OWNER, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts });
+    const res = await h.sender.blockAction({
+      user: OWNER,
+      actionId: 'approval_approve',
+      value: id,
+      channel: CHANNEL,
+      messageTs: ts,
+    });
     expect(res.status).toBe(200);
     expect(await outcome).toMatchObject({ status: 'approved', approver: OWNER });
     const update = await h.slack.waitForCall('chat.update');
     expect(update.args).toMatchObject({ channel: CHANNEL, ts });
     expect(blocksText(update)).toContain(`*Approved* by <@${OWNER}> at <!date^${START / 1000}^`);
     expect(blocksText(update)).not.toContain('approval_approve');
-    expect(h.slack.message(CHANNEL, ts)!.text).toBe(`Approved by <@${OWNER}>: support-triage → tickets__send_customer_email`);
+    expect(h.slack.message(CHANNEL, ts)!.text).toBe(
+      `Approved by <@${OWNER}>: support-triage → tickets__send_customer_email`,
+    );
     expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'approved', approver: OWNER }]);
   });
 
   it('reject opens a modal (views.open with the click’s trigger_id); submitting a reason rejects', async () => {
     const { outcome, id, ts } = await hold();
     const triggerId = 'trigger-abc-123';
-    expect((await h.sender.blockAction({ user: APPROVER, actionId: 'approval_reject', value: id, channel: CHANNEL, messageTs: ts, triggerId })).status).toBe(200);
+    expect(
+      (
+        await h.sender.blockAction({
+          user: APPROVER,
+          actionId: 'approval_reject',
+          value: id,
+          channel: CHANNEL,
+          messageTs: ts,
+          triggerId,
+        })
+      ).status,
+    ).toBe(200);
     const open = await h.slack.waitForCall('views.open');
     expect(open.args.trigger_id).toBe(triggerId);
     expect(open.response).toMatchObject({ ok: true });
@@ -208,9 +291,17 @@ describe('clicks', () => {
     expect(status(id)).toBe('pending');
 
     // An empty reason is refused inside the modal, and nothing is decided.
-    const empty = await h.sender.viewSubmission({ user: APPROVER, callbackId: view.callback_id, privateMetadata: view.private_metadata, values: { reject_reason: { reason: '   ' } } });
+    const empty = await h.sender.viewSubmission({
+      user: APPROVER,
+      callbackId: view.callback_id,
+      privateMetadata: view.private_metadata,
+      values: { reject_reason: { reason: '   ' } },
+    });
     expect(empty.status).toBe(200);
-    expect(JSON.parse(empty.body)).toMatchObject({ response_action: 'errors', errors: { reject_reason: expect.stringContaining('Give a reason') } });
+    expect(JSON.parse(empty.body)).toMatchObject({
+      response_action: 'errors',
+      errors: { reject_reason: expect.stringContaining('Give a reason') },
+    });
     expect(status(id)).toBe('pending');
 
     const submit = await h.sender.viewSubmission({
@@ -220,19 +311,37 @@ describe('clicks', () => {
       values: { reject_reason: { reason: 'Wrong customer <!here>' } },
     });
     expect(submit.status).toBe(200);
-    expect(await outcome).toMatchObject({ status: 'rejected', approver: APPROVER, reason: `rejected by ${APPROVER}: Wrong customer <!here>` });
+    expect(await outcome).toMatchObject({
+      status: 'rejected',
+      approver: APPROVER,
+      reason: `rejected by ${APPROVER}: Wrong customer <!here>`,
+    });
     const update = await h.slack.waitForCall('chat.update');
     expect(blocksText(update)).toContain(`*Rejected* by <@${APPROVER}>: Wrong customer &lt;!here&gt;`);
-    expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'rejected', approver: APPROVER, reason: 'Wrong customer <!here>' }]);
+    expect(h.auditRows('approval.decided')).toMatchObject([
+      { decision: 'rejected', approver: APPROVER, reason: 'Wrong customer <!here>' },
+    ]);
   });
 
   it('an unauthorised clicker gets an ephemeral refusal, the attempt is audited, and nothing is decided', async () => {
     const { id, ts } = await hold();
-    await h.sender.blockAction({ user: STRANGER, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts });
+    await h.sender.blockAction({
+      user: STRANGER,
+      actionId: 'approval_approve',
+      value: id,
+      channel: CHANNEL,
+      messageTs: ts,
+    });
     const eph = await h.slack.waitForCall('chat.postEphemeral');
     expect(eph.args).toMatchObject({ channel: CHANNEL, user: STRANGER });
     expect(eph.args.text).toContain('not the owner or an approver of support-triage');
-    await h.sender.blockAction({ user: STRANGER, actionId: 'approval_reject', value: id, channel: CHANNEL, messageTs: ts });
+    await h.sender.blockAction({
+      user: STRANGER,
+      actionId: 'approval_reject',
+      value: id,
+      channel: CHANNEL,
+      messageTs: ts,
+    });
     await vi.waitFor(() => expect(h.slack.callsOf('chat.postEphemeral')).toHaveLength(2));
     expect(h.slack.callsOf('views.open')).toHaveLength(0);
     expect(h.auditRows('approval.refused')).toMatchObject([
@@ -248,14 +357,25 @@ describe('clicks', () => {
     const { outcome, id, ts } = await hold();
     const users = [OWNER, APPROVER, STRANGER];
     const { private_metadata } = (await (async () => {
-      await h.sender.blockAction({ user: OWNER, actionId: 'approval_reject', value: id, channel: CHANNEL, messageTs: ts });
+      await h.sender.blockAction({
+        user: OWNER,
+        actionId: 'approval_reject',
+        value: id,
+        channel: CHANNEL,
+        messageTs: ts,
+      });
       return (await h.slack.waitForCall('views.open')).args.view;
     })()) as { private_metadata: string };
     const sends = Array.from({ length: 100 }, (_, i) => {
       const user = users[i % 3]!;
       return i % 2 === 0
         ? h.sender.blockAction({ user, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts })
-        : h.sender.viewSubmission({ user, callbackId: 'approval_reject_modal', privateMetadata: private_metadata, values: { reject_reason: { reason: `no (${i})` } } });
+        : h.sender.viewSubmission({
+            user,
+            callbackId: 'approval_reject_modal',
+            privateMetadata: private_metadata,
+            values: { reject_reason: { reason: `no (${i})` } },
+          });
     });
     const responses = await Promise.all(sends);
     expect(responses.every((r) => r.status === 200)).toBe(true);
@@ -285,7 +405,13 @@ describe('clicks', () => {
     const { outcome, id, ts } = await hold();
     await h.approvals.decide(id, APPROVER, 'approve');
     await outcome;
-    await h.sender.blockAction({ user: OWNER, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts });
+    await h.sender.blockAction({
+      user: OWNER,
+      actionId: 'approval_approve',
+      value: id,
+      channel: CHANNEL,
+      messageTs: ts,
+    });
     const eph = await h.slack.waitForCall('chat.postEphemeral');
     expect(eph.args.text).toBe(`This call was already approved by <@${APPROVER}>.`);
   });
@@ -297,7 +423,11 @@ describe('clicks', () => {
     }
     await vi.waitFor(() => expect(h.slack.callsOf('chat.postEphemeral')).toHaveLength(2));
     for (const eph of h.slack.callsOf('chat.postEphemeral')) {
-      expect(eph.args).toMatchObject({ channel: CHANNEL, user: OWNER, text: 'This button does not carry a valid approval id.' });
+      expect(eph.args).toMatchObject({
+        channel: CHANNEL,
+        user: OWNER,
+        text: 'This button does not carry a valid approval id.',
+      });
     }
     expect(h.slack.callsOf('views.open')).toHaveLength(0);
     expect(h.auditRows('approval.refused')).toHaveLength(0);
@@ -316,7 +446,9 @@ describe('request authenticity', () => {
     expect((await h.sender.blockAction(click, { timestampSec: now + 10 * 60 })).status).toBe(401);
     // A body altered after signing.
     const signed = signRequest(h.sender.secret, payloadBody(blockActionPayload(click)));
-    expect((await h.sender.send({ ...signed, body: payloadBody(blockActionPayload({ ...click, user: STRANGER })) })).status).toBe(401);
+    expect(
+      (await h.sender.send({ ...signed, body: payloadBody(blockActionPayload({ ...click, user: STRANGER })) })).status,
+    ).toBe(401);
 
     // Replay: a genuine stranger click is refused (and audited) once; the same bytes again are not processed.
     const genuine = await h.sender.blockAction({ ...click, user: STRANGER });

@@ -2,7 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApprovalRecord } from '../src/approvals/types.ts';
 import { silentLogger } from '../src/logger.ts';
 import { buildAlertMessage } from '../src/slack/blocks/alert.ts';
-import { buildApprovalCard, buildArgumentsThread, buildOutcomeReply, statusLine } from '../src/slack/blocks/approval-card.ts';
+import {
+  buildApprovalCard,
+  buildArgumentsThread,
+  buildOutcomeReply,
+  statusLine,
+} from '../src/slack/blocks/approval-card.ts';
 import { THREAD_MAX_MESSAGES } from '../src/slack/blocks/approval-arguments.ts';
 import { SlackLimits } from '../src/slack/blocks/limits.ts';
 import { buildRejectModal } from '../src/slack/blocks/reject-modal.ts';
@@ -73,10 +78,16 @@ describe('approval card states (redrawn from the stored record)', () => {
     expect(statusLine(record({ status: 'approved', decidedBy: 'U0OWNER1', decidedAt: T0 + 60_000 }))).toBe(
       `:white_check_mark: *Approved* by <@U0OWNER1> at ${slackDate(T0 + 60_000)}`,
     );
-    expect(statusLine(record({ status: 'rejected', decidedBy: 'U0APP2', decisionReason: 'wrong <customer>' }))).toBe(':no_entry: *Rejected* by <@U0APP2>: wrong &lt;customer&gt;');
+    expect(statusLine(record({ status: 'rejected', decidedBy: 'U0APP2', decisionReason: 'wrong <customer>' }))).toBe(
+      ':no_entry: *Rejected* by <@U0APP2>: wrong &lt;customer&gt;',
+    );
     expect(statusLine(record({ status: 'expired' }))).toContain('*Expired*');
-    expect(statusLine(record({ status: 'cancelled', decisionReason: 'agents halted' }))).toBe(':octagonal_sign: *Cancelled*: agents halted');
-    expect(statusLine(record({ status: 'abandoned', decisionReason: 'Warden restarted' }))).toBe(':warning: *Abandoned* (Warden restarted)');
+    expect(statusLine(record({ status: 'cancelled', decisionReason: 'agents halted' }))).toBe(
+      ':octagonal_sign: *Cancelled*: agents halted',
+    );
+    expect(statusLine(record({ status: 'abandoned', decisionReason: 'Warden restarted' }))).toBe(
+      ':warning: *Abandoned* (Warden restarted)',
+    );
     expect(statusLine(record({ status: 'failed', decisionReason: 'Slack down' }))).toBe(':x: *Failed*: Slack down');
   });
 
@@ -107,11 +118,18 @@ describe('approval card states (redrawn from the stored record)', () => {
     expect(validateBlocks(buildApprovalCard({ ...big, status: 'pending' }).blocks, 'message')).toEqual([]);
     expect(validateBlocks(buildOutcomeReply(big, { ok: false, summary: huge }).blocks, 'message')).toEqual([]);
     expect(validateView(buildRejectModal(big, { approvalId: big.id, channel: 'C1', messageTs: '1.2' }))).toEqual([]);
-    expect(validateBlocks(buildAlertMessage({ kind: 'anomaly', severity: 'critical', agent: huge, text: huge, detail: { huge } }).blocks, 'message')).toEqual([]);
+    expect(
+      validateBlocks(
+        buildAlertMessage({ kind: 'anomaly', severity: 'critical', agent: huge, text: huge, detail: { huge } }).blocks,
+        'message',
+      ),
+    ).toEqual([]);
     expect(buildApprovalCard(big).text.length).toBeLessThanOrEqual(SlackLimits.messageText);
     // Slack also refuses a message whose blocks hold too much text in total (msg_blocks_too_long).
     expect(blockText(buildApprovalCard(big).blocks)).toBeLessThanOrEqual(SlackLimits.messageBlocksTextSoft);
-    expect(blockText(buildApprovalCard({ ...big, status: 'pending' }).blocks)).toBeLessThanOrEqual(SlackLimits.messageBlocksTextSoft);
+    expect(blockText(buildApprovalCard({ ...big, status: 'pending' }).blocks)).toBeLessThanOrEqual(
+      SlackLimits.messageBlocksTextSoft,
+    );
     const thread = buildArgumentsThread({ ...big, status: 'pending' });
     expect(thread.length).toBeGreaterThan(0);
     for (const m of thread) {
@@ -130,10 +148,12 @@ function blockText(value: unknown): number {
 }
 
 function sectionTexts(blocks: unknown[]): string[] {
-  return (blocks as Array<{ type: string; text?: { text: string }; elements?: Array<{ text?: string }> }>).flatMap((b) => [
-    ...(b.text ? [b.text.text] : []),
-    ...(b.elements ?? []).flatMap((e) => (typeof e.text === 'string' ? [e.text] : [])),
-  ]);
+  return (blocks as Array<{ type: string; text?: { text: string }; elements?: Array<{ text?: string }> }>).flatMap(
+    (b) => [
+      ...(b.text ? [b.text.text] : []),
+      ...(b.elements ?? []).flatMap((e) => (typeof e.text === 'string' ? [e.text] : [])),
+    ],
+  );
 }
 
 /** The text inside the code fences of thread messages, unescaped: what a reader copies out. */
@@ -176,7 +196,14 @@ describe('approval card arguments: every key is visible, nothing is hidden silen
   });
 
   it('shows every key whole and posts nothing in the thread when everything fits', () => {
-    const args = { ticket_id: 'T-1', to: 'ada@example.com', subject: 'Hi', body: 'Short.', amount: 12.5, tags: ['a', 'b'] };
+    const args = {
+      ticket_id: 'T-1',
+      to: 'ada@example.com',
+      subject: 'Hi',
+      body: 'Short.',
+      amount: 12.5,
+      tags: ['a', 'b'],
+    };
     const card = buildApprovalCard(record({ args }));
     const all = sectionTexts(card.blocks).join('\n');
     expect(all).toContain('*Arguments* — 6 keys (secrets redacted)');
@@ -206,7 +233,9 @@ describe('approval card arguments: every key is visible, nothing is hidden silen
     // The first keys in order, each with its own (cut) value.
     expect(shown).toEqual(Object.keys(args).slice(0, shown.length));
     const hidden = 300 - shown.length;
-    expect(texts[1]).toContain(`*${hidden} of 300 keys are not shown at all*: \`field_${shown.length}\`, \`field_${shown.length + 1}\``);
+    expect(texts[1]).toContain(
+      `*${hidden} of 300 keys are not shown at all*: \`field_${shown.length}\`, \`field_${shown.length + 1}\``,
+    );
     expect(all).toContain(`*Arguments* — 300 keys, *only ${shown.length} shown*`);
     expect(validateBlocks(card.blocks, 'message')).toEqual([]);
     expect(blockText(card.blocks)).toBeLessThanOrEqual(SlackLimits.messageBlocksTextSoft);
@@ -214,7 +243,9 @@ describe('approval card arguments: every key is visible, nothing is hidden silen
   });
 
   it('the warning is never itself cut: long key names, many cut values and hidden keys together', () => {
-    const args = Object.fromEntries(Array.from({ length: 400 }, (_, i) => [`${'<&>'.repeat(60)}_${i}`, '&'.repeat(2000)]));
+    const args = Object.fromEntries(
+      Array.from({ length: 400 }, (_, i) => [`${'<&>'.repeat(60)}_${i}`, '&'.repeat(2000)]),
+    );
     const warning = sectionTexts(buildApprovalCard(record({ args })).blocks)[1]!;
     expect(warning.length).toBeLessThan(1500);
     expect(warning).not.toMatch(/…$/);
@@ -225,7 +256,12 @@ describe('approval card arguments: every key is visible, nothing is hidden silen
   });
 
   it('lists redacted keys and says their values are sent but not shown', () => {
-    const args = { to: 'ada@example.com', api_key: '[redacted]', auth: { password: '[redacted]', user: 'ada' }, note: 'use Bearer [redacted] please' };
+    const args = {
+      to: 'ada@example.com',
+      api_key: '[redacted]',
+      auth: { password: '[redacted]', user: 'ada' },
+      note: 'use Bearer [redacted] please',
+    };
     const card = buildApprovalCard(record({ args }));
     const all = sectionTexts(card.blocks).join('\n');
     expect(all).toContain('`api_key` :lock: _redacted: sent to the tool, not shown_');
@@ -238,7 +274,11 @@ describe('approval card arguments: every key is visible, nothing is hidden silen
   });
 
   it('keeps agent-controlled keys and values from pinging, linking or breaking out of code', () => {
-    const args = { '<!channel> `x`': '<!here> <@U123ABC> ``` *bold* <https://evil.example|ok>', to: 'a@b.example', long: '<!channel>'.repeat(1000) };
+    const args = {
+      '<!channel> `x`': '<!here> <@U123ABC> ``` *bold* <https://evil.example|ok>',
+      to: 'a@b.example',
+      long: '<!channel>'.repeat(1000),
+    };
     const card = buildApprovalCard(record({ args }));
     const json = JSON.stringify(card.blocks);
     expect(json).not.toMatch(/<!channel>|<!here>|<@U123ABC>|<https:/);
@@ -280,7 +320,10 @@ describe('local Slack API enforces the limits (so the tests above mean something
   });
 
   const section = (text: string) => ({ type: 'section', text: { type: 'mrkdwn', text } });
-  const button = (over: Record<string, unknown>) => ({ type: 'actions', elements: [{ type: 'button', action_id: 'a', text: { type: 'plain_text', text: 'ok' }, value: 'v', ...over }] });
+  const button = (over: Record<string, unknown>) => ({
+    type: 'actions',
+    elements: [{ type: 'button', action_id: 'a', text: { type: 'plain_text', text: 'ok' }, value: 'v', ...over }],
+  });
 
   it.each([
     ['51 blocks', Array.from({ length: 51 }, () => section('x'))],
@@ -291,12 +334,18 @@ describe('local Slack API enforces the limits (so the tests above mean something
     ['a 151-character header', [{ type: 'header', text: { type: 'plain_text', text: 'h'.repeat(151) } }]],
   ])('answers invalid_blocks for %s', async (_name, blocks) => {
     const client = createSlackClient({ botToken: 'xoxb-limits', apiUrl: slack.apiUrl }, silentLogger());
-    await expect(client.chat.postMessage({ channel: 'C1', text: 't', blocks: blocks as never })).rejects.toMatchObject({ data: { error: 'invalid_blocks' } });
+    await expect(client.chat.postMessage({ channel: 'C1', text: 't', blocks: blocks as never })).rejects.toMatchObject({
+      data: { error: 'invalid_blocks' },
+    });
   });
 
   it('accepts 50 blocks of 3000 characters, and rejects a bad token', async () => {
     const client = createSlackClient({ botToken: 'xoxb-limits', apiUrl: slack.apiUrl }, silentLogger());
-    const res = await client.chat.postMessage({ channel: 'C1', text: 't', blocks: Array.from({ length: 50 }, () => section('x'.repeat(3000))) as never });
+    const res = await client.chat.postMessage({
+      channel: 'C1',
+      text: 't',
+      blocks: Array.from({ length: 50 }, () => section('x'.repeat(3000))) as never,
+    });
     expect(res.ok).toBe(true);
     const wrong = createSlackClient({ botToken: 'xoxb-nope', apiUrl: slack.apiUrl }, silentLogger());
     await expect(wrong.auth.test()).rejects.toMatchObject({ data: { error: 'invalid_auth' } });
@@ -304,7 +353,12 @@ describe('local Slack API enforces the limits (so the tests above mean something
 
   it('supports the files.uploadV2 flow', async () => {
     const client = createSlackClient({ botToken: 'xoxb-limits', apiUrl: slack.apiUrl }, silentLogger());
-    await client.files.uploadV2({ channel_id: 'C1', filename: 'audit.csv', content: 'seq,event\n1,call.decided\n', title: 'Audit export' });
+    await client.files.uploadV2({
+      channel_id: 'C1',
+      filename: 'audit.csv',
+      content: 'seq,event\n1,call.decided\n',
+      title: 'Audit export',
+    });
     const [id, upload] = [...slack.uploads.entries()][0]!;
     expect(upload.completed).toBe(true);
     expect(upload.bytes.toString('utf8')).toBe('seq,event\n1,call.decided\n');

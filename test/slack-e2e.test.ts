@@ -8,7 +8,15 @@ import { createAgentToken, startGateway, type GatewayHandle } from '../src/gatew
 import { silentLogger } from '../src/logger.ts';
 import { textOf } from './support/gateway-harness.ts';
 import { helpdeskServersYaml } from './support/policies.ts';
-import { APPROVER, CHANNEL, OWNER, STRANGER, approvalIdOf, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
+import {
+  APPROVER,
+  CHANNEL,
+  OWNER,
+  STRANGER,
+  approvalIdOf,
+  startSlackHarness,
+  type SlackHarness,
+} from './support/slack-harness.ts';
 
 /**
  * The whole path: an agent (the MCP SDK's Client over Streamable HTTP, holding
@@ -60,7 +68,11 @@ afterAll(async () => {
 
 async function agent(): Promise<Client> {
   const client = new Client({ name: 'support-triage', version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(gateway.url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(gateway.url), {
+      requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    }),
+  );
   clients.push(client);
   return client;
 }
@@ -68,8 +80,15 @@ async function agent(): Promise<Client> {
 describe('end to end: agent → gateway → Slack approval → upstream', () => {
   it('an approved customer email is sent, the agent gets the result, and audit and thread record it', async () => {
     const client = await agent();
-    const args = { ticket_id: 'T-1001', to: 'ada@example.com', subject: 'Your refund', body: 'Hello Ada, the refund is on its way.' };
-    const call = client.callTool({ name: 'tickets__send_customer_email', arguments: args }, undefined, { timeout: 60_000 });
+    const args = {
+      ticket_id: 'T-1001',
+      to: 'ada@example.com',
+      subject: 'Your refund',
+      body: 'Hello Ada, the refund is on its way.',
+    };
+    const call = client.callTool({ name: 'tickets__send_customer_email', arguments: args }, undefined, {
+      timeout: 60_000,
+    });
 
     const card = await h.slack.waitForCall('chat.postMessage', (c) => Array.isArray(c.args.blocks), 30_000);
     expect(card.args.channel).toBe(CHANNEL);
@@ -78,10 +97,22 @@ describe('end to end: agent → gateway → Slack approval → upstream', () => 
     expect(JSON.stringify(card.args.blocks)).toContain('`to`\\n```ada@example.com```');
 
     // A stranger cannot approve it…
-    await h.sender.blockAction({ user: STRANGER, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts });
+    await h.sender.blockAction({
+      user: STRANGER,
+      actionId: 'approval_approve',
+      value: id,
+      channel: CHANNEL,
+      messageTs: ts,
+    });
     await h.slack.waitForCall('chat.postEphemeral', (c) => c.args.user === STRANGER);
     // …the owner can.
-    const click = await h.sender.blockAction({ user: OWNER, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts });
+    const click = await h.sender.blockAction({
+      user: OWNER,
+      actionId: 'approval_approve',
+      value: id,
+      channel: CHANNEL,
+      messageTs: ts,
+    });
     expect(click.status).toBe(200);
 
     const result = await call;
@@ -89,7 +120,9 @@ describe('end to end: agent → gateway → Slack approval → upstream', () => 
     expect(JSON.parse(textOf(result))).toMatchObject({ sent: true, to: 'ada@example.com', count: 1 });
 
     const callId = h.approvals.get(id)!.callId;
-    const rows = h.db.prepare('SELECT event, decision, approver FROM audit WHERE call_id = ? ORDER BY seq').all(callId) as Array<{ event: string; decision: string; approver: string | null }>;
+    const rows = h.db
+      .prepare('SELECT event, decision, approver FROM audit WHERE call_id = ? ORDER BY seq')
+      .all(callId) as Array<{ event: string; decision: string; approver: string | null }>;
     // In order: held (before anything else), asked, refused, decided, then run and completed.
     expect(rows).toEqual([
       { event: 'call.decided', decision: 'approve', approver: null },
@@ -113,7 +146,10 @@ describe('end to end: agent → gateway → Slack approval → upstream', () => 
     const client = await agent();
     const before = h.slack.callsOf('chat.postMessage').length;
     const call = client.callTool(
-      { name: 'tickets__send_customer_email', arguments: { ticket_id: 'T-1002', to: 'bob@example.com', subject: 'x', body: 'y' } },
+      {
+        name: 'tickets__send_customer_email',
+        arguments: { ticket_id: 'T-1002', to: 'bob@example.com', subject: 'x', body: 'y' },
+      },
       undefined,
       { timeout: 60_000 },
     );
@@ -122,25 +158,54 @@ describe('end to end: agent → gateway → Slack approval → upstream', () => 
     const id = approvalIdOf(posted);
     const ts = posted.response!.ts as string;
     const opens = h.slack.callsOf('views.open').length;
-    await h.sender.blockAction({ user: APPROVER, actionId: 'approval_reject', value: id, channel: CHANNEL, messageTs: ts });
+    await h.sender.blockAction({
+      user: APPROVER,
+      actionId: 'approval_reject',
+      value: id,
+      channel: CHANNEL,
+      messageTs: ts,
+    });
     await h.slack.waitForCall('views.open', () => h.slack.callsOf('views.open').length > opens);
     const view = h.slack.callsOf('views.open')[opens]!.args.view;
-    await h.sender.viewSubmission({ user: APPROVER, callbackId: view.callback_id, privateMetadata: view.private_metadata, values: { reject_reason: { reason: 'wrong customer' } } });
+    await h.sender.viewSubmission({
+      user: APPROVER,
+      callbackId: view.callback_id,
+      privateMetadata: view.private_metadata,
+      values: { reject_reason: { reason: 'wrong customer' } },
+    });
 
     const result = await call;
     expect(result.isError).toBe(true);
     expect(textOf(result)).toContain('wrong customer');
     const callId = h.approvals.get(id)!.callId;
-    const completed = h.db.prepare("SELECT decision FROM audit WHERE call_id = ? AND event = 'call.completed'").pluck().all(callId);
+    const completed = h.db
+      .prepare("SELECT decision FROM audit WHERE call_id = ? AND event = 'call.completed'")
+      .pluck()
+      .all(callId);
     expect(completed).not.toContain('ok');
-    expect(h.db.prepare("SELECT decision FROM audit WHERE call_id = ? AND event = 'approval.decided'").pluck().get(callId)).toBe('rejected');
+    expect(
+      h.db.prepare("SELECT decision FROM audit WHERE call_id = ? AND event = 'approval.decided'").pluck().get(callId),
+    ).toBe('rejected');
 
     // The upstream never saw the rejected email: the next approved one is its second, not its third.
     const next = h.slack.callsOf('chat.postMessage').length;
-    const again = client.callTool({ name: 'tickets__send_customer_email', arguments: { ticket_id: 'T-1003', to: 'cy@example.com', subject: 'x', body: 'y' } }, undefined, { timeout: 60_000 });
+    const again = client.callTool(
+      {
+        name: 'tickets__send_customer_email',
+        arguments: { ticket_id: 'T-1003', to: 'cy@example.com', subject: 'x', body: 'y' },
+      },
+      undefined,
+      { timeout: 60_000 },
+    );
     await h.slack.waitForCall('chat.postMessage', () => h.slack.callsOf('chat.postMessage').length > next, 30_000);
     const nextId = approvalIdOf(h.slack.callsOf('chat.postMessage')[next]!);
-    await h.sender.blockAction({ user: APPROVER, actionId: 'approval_approve', value: nextId, channel: CHANNEL, messageTs: '1.1' });
+    await h.sender.blockAction({
+      user: APPROVER,
+      actionId: 'approval_approve',
+      value: nextId,
+      channel: CHANNEL,
+      messageTs: '1.1',
+    });
     expect(JSON.parse(textOf(await again))).toMatchObject({ sent: true, to: 'cy@example.com', count: 2 });
   });
 });

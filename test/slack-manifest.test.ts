@@ -11,10 +11,20 @@ interface Manifest {
   display_information: { name: string; description: string };
   features: {
     bot_user: { display_name: string };
-    slash_commands: Array<{ command: string; url: string; description: string; usage_hint?: string; should_escape?: boolean }>;
+    slash_commands: Array<{
+      command: string;
+      url: string;
+      description: string;
+      usage_hint?: string;
+      should_escape?: boolean;
+    }>;
   };
   oauth_config: { scopes: { bot: string[] } };
-  settings: { interactivity: { is_enabled: boolean; request_url: string }; socket_mode_enabled: boolean; org_deploy_enabled: boolean };
+  settings: {
+    interactivity: { is_enabled: boolean; request_url: string };
+    socket_mode_enabled: boolean;
+    org_deploy_enabled: boolean;
+  };
 }
 
 const manifest = parse(readFileSync(new URL('../manifest.yml', import.meta.url), 'utf8')) as Manifest;
@@ -56,7 +66,8 @@ const registered = registrations();
 
 afterAll(() => vi.restoreAllMocks());
 
-const handles = (ids: Array<string | RegExp>, id: string) => ids.some((x) => (typeof x === 'string' ? x === id : x.test(id)));
+const handles = (ids: Array<string | RegExp>, id: string) =>
+  ids.some((x) => (typeof x === 'string' ? x === id : x.test(id)));
 
 describe('manifest.yml', () => {
   it('declares exactly the slash commands the app registers, each with a description and usage hint', () => {
@@ -95,7 +106,9 @@ describe('manifest.yml', () => {
       requestedAt: 0,
       expiresAt: 1,
     });
-    const ids = card.blocks.flatMap((b) => (b.type === 'actions' ? b.elements.map((e) => (e as { action_id: string }).action_id) : []));
+    const ids = card.blocks.flatMap((b) =>
+      b.type === 'actions' ? b.elements.map((e) => (e as { action_id: string }).action_id) : [],
+    );
     expect(ids.sort()).toEqual([APPROVE_ACTION_ID, REJECT_ACTION_ID].sort());
     for (const id of ids) expect(handles(registered.actions, id)).toBe(true);
     expect(handles(registered.views, REJECT_MODAL_CALLBACK_ID)).toBe(true);

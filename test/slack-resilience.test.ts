@@ -6,7 +6,16 @@ import { createSlackClient } from '../src/slack/client.ts';
 import { silentLogger } from '../src/logger.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { startSlackApiServer } from './support/slack-api-server.ts';
-import { BOT_TOKEN, CHANNEL, ONCALL, OWNER, approvalIdOf, heldCall, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
+import {
+  BOT_TOKEN,
+  CHANNEL,
+  ONCALL,
+  OWNER,
+  approvalIdOf,
+  heldCall,
+  startSlackHarness,
+  type SlackHarness,
+} from './support/slack-harness.ts';
 
 const START = Date.parse('2026-03-02T09:00:00Z');
 let h: SlackHarness | undefined;
@@ -72,7 +81,9 @@ describe('posting the card when Slack is in trouble', () => {
     const h = await harness();
     h.slack.fail({ mode: 'ratelimited', retryAfter: 120, methods: ['chat.postMessage'] });
     const outcome = await h.approvals.request(heldCall(h));
-    expect(outcome.status !== 'approved' && outcome.reason).toContain('Retry-After 120 s), longer than Warden waits (30 s)');
+    expect(outcome.status !== 'approved' && outcome.reason).toContain(
+      'Retry-After 120 s), longer than Warden waits (30 s)',
+    );
     expect(h.slack.callsOf('chat.postMessage')).toHaveLength(1);
   });
 
@@ -81,7 +92,9 @@ describe('posting the card when Slack is in trouble', () => {
     h.slack.fail({ mode: 'down' });
     const outcome = await clock.runUntil(h.approvals.request(heldCall(h)), { stepMs: 250 });
     expect(outcome.status).toBe('failed');
-    expect(outcome.status !== 'approved' && outcome.reason).toMatch(/Slack is unreachable \(.+\); gave up after 3 attempts/);
+    expect(outcome.status !== 'approved' && outcome.reason).toMatch(
+      /Slack is unreachable \(.+\); gave up after 3 attempts/,
+    );
     expect(h.slack.callsOf('chat.postMessage')).toHaveLength(3);
     expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'failed' }]);
   });
@@ -92,7 +105,10 @@ describe('posting the card when Slack is in trouble', () => {
     const ok = h.approvals.request(heldCall(h));
     await h.slack.waitForCall('chat.postMessage');
     // Move fake time only while waiting: the 1 s back-off is scheduled when the 503 has been read, which a busy machine may delay.
-    await clock.runUntil(vi.waitFor(() => expect(h.slack.callsOf('chat.postMessage')).toHaveLength(2)), { stepMs: 250 });
+    await clock.runUntil(
+      vi.waitFor(() => expect(h.slack.callsOf('chat.postMessage')).toHaveLength(2)),
+      { stepMs: 250 },
+    );
     const id = approvalIdOf(h.slack.callsOf('chat.postMessage')[1]!);
     await vi.waitFor(() => expect(h.approvals.get(id)?.messageTs).toBeDefined());
 
@@ -120,9 +136,17 @@ describe('posting the card when Slack is in trouble', () => {
 describe('SlackAlertSink', () => {
   it('posts to the agent’s channel and on-call, and never throws when Slack is down', async () => {
     const h = await harness();
-    const client = createSlackClient({ botToken: BOT_TOKEN, apiUrl: h.slack.apiUrl }, silentLogger(), { timeout: 2000 });
+    const client = createSlackClient({ botToken: BOT_TOKEN, apiUrl: h.slack.apiUrl }, silentLogger(), {
+      timeout: 2000,
+    });
     const sink = new SlackAlertSink({ client, policy: () => h.policy, clock, retry: { maxAttempts: 1 } });
-    sink.alert({ kind: 'denied', severity: 'warning', agent: 'support-triage', text: 'refused crm__refund_request <!channel>', detail: { token: 'xoxb-secret-1', tool: 'refund_request' } });
+    sink.alert({
+      kind: 'denied',
+      severity: 'warning',
+      agent: 'support-triage',
+      text: 'refused crm__refund_request <!channel>',
+      detail: { token: 'xoxb-secret-1', tool: 'refund_request' },
+    });
     await sink.idle();
     const posts = h.slack.callsOf('chat.postMessage');
     expect(posts.map((p) => p.args.channel).sort()).toEqual([CHANNEL, ONCALL].sort());
@@ -131,7 +155,9 @@ describe('SlackAlertSink', () => {
     expect(text).not.toContain('xoxb-secret-1');
 
     h.slack.fail({ mode: 'down' });
-    expect(() => sink.alert({ kind: 'anomaly', severity: 'critical', agent: 'support-triage', text: 'too many calls' })).not.toThrow();
+    expect(() =>
+      sink.alert({ kind: 'anomaly', severity: 'critical', agent: 'support-triage', text: 'too many calls' }),
+    ).not.toThrow();
     await sink.idle();
     expect(h.slack.callsOf('chat.postMessage')).toHaveLength(4);
   });
@@ -142,13 +168,30 @@ describe('createSlackApp', () => {
     const slack = await startSlackApiServer({ botToken: BOT_TOKEN });
     try {
       const base = { approvals: {} as never, policy: () => ({}) as never, audit: {} as never, logger: silentLogger() };
-      expect(createSlackApp({ ...base, config: { botToken: BOT_TOKEN, signingSecret: '', appToken: 'xapp-1-test', port: 0 } }).mode).toBe('socket');
-      expect(createSlackApp({ ...base, config: { botToken: BOT_TOKEN, signingSecret: 's', port: 0 } }).mode).toBe('http');
-      expect(() => createSlackApp({ ...base, config: { botToken: BOT_TOKEN, signingSecret: '', port: 0 } })).toThrow(/SLACK_SIGNING_SECRET is required/);
-      expect(() => createSlackApp({ ...base, config: { botToken: '', signingSecret: 's', port: 0 } })).toThrow(/slack\.botToken: SLACK_BOT_TOKEN is required/);
-      expect(() => createSlackApp({ ...base, config: { botToken: 'x', signingSecret: 's', port: 0, apiUrl: 'not a url' } })).toThrow(/SLACK_API_URL must be a URL/);
+      expect(
+        createSlackApp({
+          ...base,
+          config: { botToken: BOT_TOKEN, signingSecret: '', appToken: 'xapp-1-test', port: 0 },
+        }).mode,
+      ).toBe('socket');
+      expect(createSlackApp({ ...base, config: { botToken: BOT_TOKEN, signingSecret: 's', port: 0 } }).mode).toBe(
+        'http',
+      );
+      expect(() => createSlackApp({ ...base, config: { botToken: BOT_TOKEN, signingSecret: '', port: 0 } })).toThrow(
+        /SLACK_SIGNING_SECRET is required/,
+      );
+      expect(() => createSlackApp({ ...base, config: { botToken: '', signingSecret: 's', port: 0 } })).toThrow(
+        /slack\.botToken: SLACK_BOT_TOKEN is required/,
+      );
+      expect(() =>
+        createSlackApp({ ...base, config: { botToken: 'x', signingSecret: 's', port: 0, apiUrl: 'not a url' } }),
+      ).toThrow(/SLACK_API_URL must be a URL/);
       // Start-up with a token Slack rejects fails with a clear error instead of an unhandled rejection.
-      const bad = createSlackApp({ ...base, config: { botToken: 'xoxb-wrong', signingSecret: 's', port: 0, apiUrl: slack.apiUrl }, host: '127.0.0.1' });
+      const bad = createSlackApp({
+        ...base,
+        config: { botToken: 'xoxb-wrong', signingSecret: 's', port: 0, apiUrl: slack.apiUrl },
+        host: '127.0.0.1',
+      });
       await expect(bad.start()).rejects.toThrow(/SLACK_UNAVAILABLE|auth\.test/);
       expect(slack.callsOf('auth.test')).toHaveLength(1);
     } finally {

@@ -83,11 +83,16 @@ describe('Socket Mode connection', () => {
     const opens = slack.callsOf('apps.connections.open');
     expect(opens).toHaveLength(1);
     expect(opens[0]!.token).toBe(APP_TOKEN);
-    expect(opens[0]!.response).toMatchObject({ ok: true, url: expect.stringMatching(/^ws:\/\/127\.0\.0\.1:\d+\/link\?ticket=/) });
+    expect(opens[0]!.response).toMatchObject({
+      ok: true,
+      url: expect.stringMatching(/^ws:\/\/127\.0\.0\.1:\d+\/link\?ticket=/),
+    });
     expect(slack.socket.connections).toBe(1);
     // The bot's own calls (auth.test at start) keep using the bot token.
     expect(slack.callsOf('auth.test').map((c) => c.token)).toEqual([BOT_TOKEN]);
-    expect(slack.calls.filter((c) => c.method !== 'apps.connections.open').every((c) => c.token !== APP_TOKEN)).toBe(true);
+    expect(slack.calls.filter((c) => c.method !== 'apps.connections.open').every((c) => c.token !== APP_TOKEN)).toBe(
+      true,
+    );
   });
 });
 
@@ -109,7 +114,9 @@ describe('slash command over the socket', () => {
     const reply = await slack.waitForCall('response_url', (c) => c.args.responseUrlId === responseUrlId);
     expect(reply.args.response_type).toBe('ephemeral');
     expect(reply.args.text).toBe('2 agent(s), 1 halted, 0 review(s) overdue');
-    const sections = (reply.args.blocks as Array<{ type: string; text?: { text: string } }>).filter((b) => b.type === 'section').map((b) => b.text!.text);
+    const sections = (reply.args.blocks as Array<{ type: string; text?: { text: string } }>)
+      .filter((b) => b.type === 'section')
+      .map((b) => b.text!.text);
     expect(sections.find((t) => t.startsWith('*support-triage*'))).toMatch(new RegExp(`owner <@${OWNER}>`));
     expect(sections.find((t) => t.startsWith('*no-channel-bot*'))).toMatch(/halted/i);
     // Only one ack per envelope.
@@ -133,7 +140,13 @@ describe('approval card clicks over the socket', () => {
     const { outcome, id, ts } = await hold();
     const envelopeId = slack.socket.push({
       type: 'interactive',
-      payload: blockActionPayload({ user: OWNER, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts }),
+      payload: blockActionPayload({
+        user: OWNER,
+        actionId: 'approval_approve',
+        value: id,
+        channel: CHANNEL,
+        messageTs: ts,
+      }),
     });
     expect((await slack.socket.waitForAck(envelopeId)).raw).toEqual({ envelope_id: envelopeId, payload: {} });
     expect(await outcome).toMatchObject({ status: 'approved', approver: OWNER });
@@ -141,7 +154,9 @@ describe('approval card clicks over the socket', () => {
     expect(update.args).toMatchObject({ channel: CHANNEL, ts });
     expect(JSON.stringify(update.args.blocks)).toContain(`*Approved* by <@${OWNER}>`);
     expect(JSON.stringify(update.args.blocks)).not.toContain('approval_approve');
-    expect(slack.message(CHANNEL, ts)!.text).toBe(`Approved by <@${OWNER}>: support-triage → tickets__send_customer_email`);
+    expect(slack.message(CHANNEL, ts)!.text).toBe(
+      `Approved by <@${OWNER}>: support-triage → tickets__send_customer_email`,
+    );
     await audit.flush();
     expect(auditRows('approval.decided', id)).toMatchObject([{ decision: 'approved', approver: OWNER }]);
   });
@@ -151,14 +166,22 @@ describe('approval card clicks over the socket', () => {
     const updatesBefore = slack.callsOf('chat.update').length;
     const envelopeId = slack.socket.push({
       type: 'interactive',
-      payload: blockActionPayload({ user: STRANGER, actionId: 'approval_approve', value: id, channel: CHANNEL, messageTs: ts }),
+      payload: blockActionPayload({
+        user: STRANGER,
+        actionId: 'approval_approve',
+        value: id,
+        channel: CHANNEL,
+        messageTs: ts,
+      }),
     });
     await slack.socket.waitForAck(envelopeId);
     const eph = await slack.waitForCall('chat.postEphemeral', (c) => c.args.user === STRANGER);
     expect(eph.args).toMatchObject({ channel: CHANNEL, user: STRANGER });
     expect(eph.args.text).toContain('not the owner or an approver of support-triage');
     await audit.flush();
-    expect(auditRows('approval.refused', id)).toMatchObject([{ approver: STRANGER, decision: 'approve', agent: 'support-triage' }]);
+    expect(auditRows('approval.refused', id)).toMatchObject([
+      { approver: STRANGER, decision: 'approve', agent: 'support-triage' },
+    ]);
     expect(approvals.get(id)?.status).toBe('pending');
     expect(auditRows('approval.decided', id)).toHaveLength(0);
     expect(slack.callsOf('chat.update')).toHaveLength(updatesBefore);

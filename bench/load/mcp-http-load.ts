@@ -57,7 +57,13 @@ function post(body: string, sessionId?: string): Promise<Reply> {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => (text += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, sessionId: res.headers['mcp-session-id'] as string | undefined, body: text }));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            sessionId: res.headers['mcp-session-id'] as string | undefined,
+            body: text,
+          }),
+        );
         res.on('error', reject);
       },
     );
@@ -67,7 +73,10 @@ function post(body: string, sessionId?: string): Promise<Reply> {
 }
 
 /** The JSON-RPC answer with this id, from a JSON body or from the SSE events of the response. */
-function answerTo(reply: Reply, id: number): { result?: { isError?: boolean; content?: { type: string; text?: string }[] }; error?: unknown } {
+function answerTo(
+  reply: Reply,
+  id: number,
+): { result?: { isError?: boolean; content?: { type: string; text?: string }[] }; error?: unknown } {
   const messages = reply.body.startsWith('{')
     ? [reply.body]
     : reply.body
@@ -83,9 +92,15 @@ function answerTo(reply: Reply, id: number): { result?: { isError?: boolean; con
 
 async function openSession(): Promise<string> {
   const init = await post(
-    JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'bench-load', version: '1' } } }),
+    JSON.stringify({
+      jsonrpc: '2.0',
+      id: 0,
+      method: 'initialize',
+      params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'bench-load', version: '1' } },
+    }),
   );
-  if (init.status !== 200 || !init.sessionId) throw new Error(`initialize failed with ${init.status}: ${init.body.slice(0, 300)}`);
+  if (init.status !== 200 || !init.sessionId)
+    throw new Error(`initialize failed with ${init.status}: ${init.body.slice(0, 300)}`);
   answerTo(init, 0);
   const note = await post(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }), init.sessionId);
   if (note.status !== 202) throw new Error(`notifications/initialized got ${note.status}`);
@@ -99,10 +114,14 @@ let firstError: string | undefined;
 async function calls(sessionId: string, n: number, firstId: number): Promise<void> {
   for (let id = firstId; id < firstId + n; id++) {
     try {
-      const reply = await post(`{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":${JSON.stringify(tool)},"arguments":{"message":"${MESSAGE}"}}}`, sessionId);
+      const reply = await post(
+        `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":${JSON.stringify(tool)},"arguments":{"message":"${MESSAGE}"}}}`,
+        sessionId,
+      );
       const a = answerTo(reply, id);
       const text = a.result?.content?.[0]?.text ?? '';
-      if (a.error || a.result?.isError || !text.includes(MESSAGE)) throw new Error(`call ${id} did not succeed: ${reply.body.slice(0, 300)}`);
+      if (a.error || a.result?.isError || !text.includes(MESSAGE))
+        throw new Error(`call ${id} did not succeed: ${reply.body.slice(0, 300)}`);
       ok++;
     } catch (err) {
       failed++;

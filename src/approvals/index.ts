@@ -1,4 +1,11 @@
-export { ApprovalService, DEFAULT_APPROVAL_TIMEOUT_MS, DEFAULT_POLL_MS, UNAUDITED_APPROVAL_GRACE_MS, haltAbortReason, statusSentence } from './service.ts';
+export {
+  ApprovalService,
+  DEFAULT_APPROVAL_TIMEOUT_MS,
+  DEFAULT_POLL_MS,
+  UNAUDITED_APPROVAL_GRACE_MS,
+  haltAbortReason,
+  statusSentence,
+} from './service.ts';
 export type { ApprovalPolicySource, ApprovalServiceOptions } from './service.ts';
 export { argsHash, canonicalJson } from './canonical.ts';
 export type {

@@ -153,19 +153,42 @@ export class ApprovalService implements ApprovalGate {
         args: input.args,
         decision: 'pending',
         reason: input.reason,
-        detail: { approvalId: id, rule: input.rule, consequence: input.consequence, argsHash: hash, expiresAt: now + timeoutMs, approvers },
+        detail: {
+          approvalId: id,
+          rule: input.rule,
+          consequence: input.consequence,
+          argsHash: hash,
+          expiresAt: now + timeoutMs,
+          approvers,
+        },
       });
     } catch (err) {
       // Nobody may approve a request the audit trail does not know about.
-      this.logger.error({ err: describeError(err), approvalId: id }, 'approval.requested could not be audited; failing closed');
-      this.store.transition(id, { status: 'failed', at: this.clock.now(), reason: `audit write failed: ${describeError(err)}` });
+      this.logger.error(
+        { err: describeError(err), approvalId: id },
+        'approval.requested could not be audited; failing closed',
+      );
+      this.store.transition(id, {
+        status: 'failed',
+        at: this.clock.now(),
+        reason: `audit write failed: ${describeError(err)}`,
+      });
       return this.outcomeOf(this.store.get(id)!);
     }
 
     const outcome = new Promise<ApprovalOutcome>((resolve) => {
       const onAbort = () => void this.onAbort(id, input.signal.reason);
       const timer = this.clock.setTimeout(() => void this.expire(id), Math.max(0, now + timeoutMs - this.clock.now()));
-      this.waiters.set(id, { id, input, startedAt: now, lastNotified: now, timer, graceGiven: false, onAbort, resolve });
+      this.waiters.set(id, {
+        id,
+        input,
+        startedAt: now,
+        lastNotified: now,
+        timer,
+        graceGiven: false,
+        onAbort,
+        resolve,
+      });
       input.signal.addEventListener('abort', onAbort, { once: true });
       this.ensurePolling();
     });
@@ -183,7 +206,12 @@ export class ApprovalService implements ApprovalGate {
    * refused and audited), then one compare-and-set: of any number of
    * concurrent calls, exactly one returns ok.
    */
-  async decide(approvalId: string, userId: string, decision: 'approve' | 'reject', reason?: string): Promise<DecideResult> {
+  async decide(
+    approvalId: string,
+    userId: string,
+    decision: 'approve' | 'reject',
+    reason?: string,
+  ): Promise<DecideResult> {
     const checked = await this.precheck(approvalId, userId, decision);
     if (!checked.ok) return checked;
     const note = reason?.trim() ? reason.trim() : undefined;
@@ -290,7 +318,10 @@ export class ApprovalService implements ApprovalGate {
 
   private async postCard(id: string): Promise<void> {
     if (!this.notifier) {
-      this.logger.warn({ approvalId: id }, 'no approval notifier configured: the request waits for a decision via the CLI');
+      this.logger.warn(
+        { approvalId: id },
+        'no approval notifier configured: the request waits for a decision via the CLI',
+      );
       return;
     }
     try {
@@ -337,10 +368,15 @@ export class ApprovalService implements ApprovalGate {
     this.auditing.set(id, t.status);
     const record = this.store.get(id)!;
     try {
-      const { seq } = await this.audit.append(decidedEntry(record, { decision: t.status, approver: t.by, reason: t.reason }));
+      const { seq } = await this.audit.append(
+        decidedEntry(record, { decision: t.status, approver: t.by, reason: t.reason }),
+      );
       if (!this.store.setDecisionSeq(id, t.status, seq)) {
         // Failed meanwhile (its audit row was too slow past the deadline): that stands, the call does not run.
-        this.logger.warn({ approvalId: id, seq, status: this.store.status(id) }, 'decision audited after it was failed; the failure stands');
+        this.logger.warn(
+          { approvalId: id, seq, status: this.store.status(id) },
+          'decision audited after it was failed; the failure stands',
+        );
       }
     } catch (err) {
       this.logger.error({ approvalId: id, err: describeError(err) }, 'approval.decided could not be audited');
@@ -358,7 +394,14 @@ export class ApprovalService implements ApprovalGate {
   private async failUnaudited(id: string, reason: string): Promise<boolean> {
     if (!this.store.failUnaudited(id, reason)) return false;
     const record = this.store.get(id)!;
-    await this.auditSafely(decidedEntry(record, { decision: 'failed', approver: record.decidedBy, reason, detail: { failedApproval: true } }));
+    await this.auditSafely(
+      decidedEntry(record, {
+        decision: 'failed',
+        approver: record.decidedBy,
+        reason,
+        detail: { failedApproval: true },
+      }),
+    );
     this.wake(id);
     await this.redraw(record);
     return true;
@@ -414,7 +457,10 @@ export class ApprovalService implements ApprovalGate {
       return;
     }
     this.logger.error({ approvalId: id }, 'approval never reached the audit trail; failing it');
-    await this.failUnaudited(id, 'the approval was not recorded in the audit trail in time (the deciding process stopped or its audit write hung)');
+    await this.failUnaudited(
+      id,
+      'the approval was not recorded in the audit trail in time (the deciding process stopped or its audit write hung)',
+    );
   }
 
   /** Records the expiry of a pending request past its deadline whose timer has not fired (or lives in a dead process). */
@@ -480,10 +526,22 @@ export class ApprovalService implements ApprovalGate {
     const at = record.decidedAt ?? this.clock.now();
     if (record.status === 'approved' && record.decisionSeq !== undefined) {
       // The hash is the stored one, bound when the call was held: the gateway compares it with what it forwards.
-      return { approvalId: record.id, status: 'approved', approver: record.decidedBy ?? 'unknown', at, argsHash: record.argsHash };
+      return {
+        approvalId: record.id,
+        status: 'approved',
+        approver: record.decidedBy ?? 'unknown',
+        at,
+        argsHash: record.argsHash,
+      };
     }
     if (record.status === 'approved') {
-      return { approvalId: record.id, status: 'failed', approver: record.decidedBy, reason: 'approval failed: the approval is not recorded in the audit trail', at };
+      return {
+        approvalId: record.id,
+        status: 'failed',
+        approver: record.decidedBy,
+        reason: 'approval failed: the approval is not recorded in the audit trail',
+        at,
+      };
     }
     const status = record.status === 'pending' ? 'failed' : record.status;
     return { approvalId: record.id, status, approver: record.decidedBy, reason: outcomeReason(record), at };

@@ -33,7 +33,19 @@ interface ApprovalRow {
 export interface NewApproval
   extends Pick<
     ApprovalRecord,
-    'id' | 'callId' | 'agent' | 'owner' | 'server' | 'tool' | 'argsHash' | 'rule' | 'consequence' | 'approvers' | 'requestedAt' | 'expiresAt' | 'channel'
+    | 'id'
+    | 'callId'
+    | 'agent'
+    | 'owner'
+    | 'server'
+    | 'tool'
+    | 'argsHash'
+    | 'rule'
+    | 'consequence'
+    | 'approvers'
+    | 'requestedAt'
+    | 'expiresAt'
+    | 'channel'
   > {
   /** Already redacted; stored as the record's `args`. */
   displayArgs: unknown;
@@ -114,7 +126,9 @@ export class ApprovalStore {
       setMessage: db.prepare('UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?'),
       setOutcome: db.prepare('UPDATE approvals SET outcome = ? WHERE id = ?'),
       pending: db.prepare(`SELECT * FROM approvals WHERE status = 'pending' ORDER BY requested_at`),
-      pendingForAgent: db.prepare(`SELECT * FROM approvals WHERE status = 'pending' AND agent = ? ORDER BY requested_at`),
+      pendingForAgent: db.prepare(
+        `SELECT * FROM approvals WHERE status = 'pending' AND agent = ? ORDER BY requested_at`,
+      ),
     };
   }
 
@@ -154,7 +168,8 @@ export class ApprovalStore {
    * (`expires_at > t.at`); expiry, cancellation and failures do not.
    */
   transition(id: string, t: Transition): boolean {
-    const stmt = t.status === 'approved' || t.status === 'rejected' ? this.stmts.transitionBeforeDeadline : this.stmts.transition;
+    const stmt =
+      t.status === 'approved' || t.status === 'rejected' ? this.stmts.transitionBeforeDeadline : this.stmts.transition;
     const info = stmt.run({ id, status: t.status, at: t.at, by: t.by ?? null, reason: t.reason ?? null });
     return info.changes === 1;
   }
@@ -184,7 +199,9 @@ export class ApprovalStore {
   }
 
   pending(filter: { agent?: string | undefined } = {}): ApprovalRecord[] {
-    const rows = (filter.agent === undefined ? this.stmts.pending.all() : this.stmts.pendingForAgent.all(filter.agent)) as ApprovalRow[];
+    const rows = (
+      filter.agent === undefined ? this.stmts.pending.all() : this.stmts.pendingForAgent.all(filter.agent)
+    ) as ApprovalRow[];
     return rows.map(toRecord);
   }
 }

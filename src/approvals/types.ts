@@ -32,7 +32,13 @@ export type ApprovalOutcome =
        */
       argsHash?: string | undefined;
     }
-  | { approvalId: string; status: Exclude<ApprovalStatus, 'approved' | 'pending'>; approver?: string | undefined; reason: string; at: number };
+  | {
+      approvalId: string;
+      status: Exclude<ApprovalStatus, 'approved' | 'pending'>;
+      approver?: string | undefined;
+      reason: string;
+      at: number;
+    };
 
 /** What the gateway needs: hold a call until a human (or a timeout) decides. */
 export interface ApprovalGate {

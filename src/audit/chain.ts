@@ -44,7 +44,25 @@ export function chainWriter(db: Database.Database): ChainWriter {
       const unhashed: UnhashedRow = { ...row, seq: h.seq + 1, prev_hash: h.hash };
       const hash = rowHash(unhashed);
       const u = unhashed;
-      insert.run(u.seq, u.ts, u.event, u.call_id, u.agent, u.owner, u.server, u.tool, u.args, u.result, u.decision, u.reason, u.approver, u.duration_ms, u.detail, u.prev_hash, hash);
+      insert.run(
+        u.seq,
+        u.ts,
+        u.event,
+        u.call_id,
+        u.agent,
+        u.owner,
+        u.server,
+        u.tool,
+        u.args,
+        u.result,
+        u.decision,
+        u.reason,
+        u.approver,
+        u.duration_ms,
+        u.detail,
+        u.prev_hash,
+        hash,
+      );
       h = { seq: unhashed.seq, hash };
       hashes.push(hash);
     }

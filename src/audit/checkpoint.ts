@@ -42,11 +42,17 @@ export function loadPrivateKey(key: string | KeyObject): KeyObject {
         ? createPrivateKey(text)
         : createPrivateKey({ key: Buffer.from(text, 'base64'), format: 'der', type: 'pkcs8' });
     } catch {
-      throw new WardenError('CONFIG_INVALID', 'WARDEN_CHECKPOINT_KEY is not a readable private key (expected PEM or base64 PKCS#8 DER; make one with `warden audit keygen`)');
+      throw new WardenError(
+        'CONFIG_INVALID',
+        'WARDEN_CHECKPOINT_KEY is not a readable private key (expected PEM or base64 PKCS#8 DER; make one with `warden audit keygen`)',
+      );
     }
   }
   if (obj.type !== 'private' || obj.asymmetricKeyType !== 'ed25519') {
-    throw new WardenError('CONFIG_INVALID', `WARDEN_CHECKPOINT_KEY must be an Ed25519 private key, got ${obj.asymmetricKeyType ?? obj.type}`);
+    throw new WardenError(
+      'CONFIG_INVALID',
+      `WARDEN_CHECKPOINT_KEY must be an Ed25519 private key, got ${obj.asymmetricKeyType ?? obj.type}`,
+    );
   }
   return obj;
 }
@@ -111,7 +117,9 @@ export function createCheckpoint(db: Db, key: string | KeyObject, clock: Clock =
       const unsigned = { seq: head.seq, head_hash: head.hash, ts: Math.round(clock.now()) };
       const signature = sign(null, checkpointMessage(unsigned), privateKey).toString('base64');
       const cp: Checkpoint = { ...unsigned, signature, public_key: publicKey };
-      db.prepare('INSERT INTO audit_checkpoints (seq, head_hash, ts, signature, public_key) VALUES (@seq, @head_hash, @ts, @signature, @public_key)').run(cp);
+      db.prepare(
+        'INSERT INTO audit_checkpoints (seq, head_hash, ts, signature, public_key) VALUES (@seq, @head_hash, @ts, @signature, @public_key)',
+      ).run(cp);
       return cp;
     })
     .immediate();
@@ -119,7 +127,11 @@ export function createCheckpoint(db: Db, key: string | KeyObject, clock: Clock =
 
 /** Records where a checkpoint was published (e.g. a Slack permalink). Only this column may change. */
 export function markCheckpointPosted(db: Db, cp: Pick<Checkpoint, 'seq' | 'signature'>, postedTo: string): void {
-  db.prepare('UPDATE audit_checkpoints SET posted_to = ? WHERE seq = ? AND signature = ?').run(postedTo, cp.seq, cp.signature);
+  db.prepare('UPDATE audit_checkpoints SET posted_to = ? WHERE seq = ? AND signature = ?').run(
+    postedTo,
+    cp.seq,
+    cp.signature,
+  );
 }
 
 /**
@@ -130,7 +142,8 @@ export function markCheckpointPosted(db: Db, cp: Pick<Checkpoint, 'seq' | 'signa
  */
 export function verifyCheckpoint(cp: Checkpoint, trustedPublicKey?: string | KeyObject): boolean {
   try {
-    if (!Number.isInteger(cp.seq) || cp.seq < 0 || !/^[0-9a-f]{64}$/.test(cp.head_hash) || !Number.isFinite(cp.ts)) return false;
+    if (!Number.isInteger(cp.seq) || cp.seq < 0 || !/^[0-9a-f]{64}$/.test(cp.head_hash) || !Number.isFinite(cp.ts))
+      return false;
     const embedded = loadPublicKey(cp.public_key);
     if (trustedPublicKey !== undefined && publicKeyBase64(trustedPublicKey) !== publicKeyBase64(embedded)) return false;
     return verify(null, checkpointMessage(cp), embedded, Buffer.from(cp.signature, 'base64'));
@@ -149,6 +162,10 @@ export function listCheckpoints(db: Db): Checkpoint[] {
 /** Parses the CLI form `seq:hash` of an externally kept checkpoint. */
 export function parseCheckpointRef(text: string): CheckpointRef {
   const m = /^(\d+):([0-9a-fA-F]{64})$/.exec(text.trim());
-  if (!m) throw new WardenError('INVALID_INPUT', `--checkpoint must be SEQ:HASH with a 64-hex-digit hash, e.g. 1200:${'ab'.repeat(32)}; got "${text}"`);
+  if (!m)
+    throw new WardenError(
+      'INVALID_INPUT',
+      `--checkpoint must be SEQ:HASH with a 64-hex-digit hash, e.g. 1200:${'ab'.repeat(32)}; got "${text}"`,
+    );
   return { seq: Number(m[1]), head_hash: m[2]!.toLowerCase() };
 }

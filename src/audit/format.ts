@@ -103,7 +103,11 @@ const TABLE_COLUMNS: readonly TableColumn[] = [
   { title: 'TIME (UTC)', max: 19, cell: (r) => new Date(r.ts).toISOString().slice(0, 19).replace('T', ' ') },
   { title: 'EVENT', max: 20, cell: (r) => r.event },
   { title: 'AGENT', max: 24, cell: (r) => r.agent ?? '' },
-  { title: 'TOOL', max: 36, cell: (r) => (r.server && r.tool && !r.tool.includes('__') ? `${r.server}__${r.tool}` : (r.tool ?? r.server ?? '')) },
+  {
+    title: 'TOOL',
+    max: 36,
+    cell: (r) => (r.server && r.tool && !r.tool.includes('__') ? `${r.server}__${r.tool}` : (r.tool ?? r.server ?? '')),
+  },
   { title: 'DECISION', max: 10, cell: (r) => r.decision ?? '' },
   { title: 'APPROVER', max: 14, cell: (r) => r.approver ?? '' },
   { title: 'MS', max: 8, cell: (r) => (r.duration_ms === null ? '' : String(r.duration_ms)), right: true },
@@ -126,5 +130,8 @@ export function formatTable(rows: readonly AuditRow[]): string {
       .map((v, i) => (TABLE_COLUMNS[i]!.right ? v.padStart(widths[i]!) : v.padEnd(widths[i]!)))
       .join('  ')
       .trimEnd();
-  return [line(TABLE_COLUMNS.map((c) => c.title)), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n') + '\n';
+  return (
+    [line(TABLE_COLUMNS.map((c) => c.title)), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n') +
+    '\n'
+  );
 }

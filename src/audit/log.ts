@@ -144,7 +144,11 @@ export class AuditLog implements AuditSink {
     this.maxArgsChars = positiveInt(opts.maxArgsChars, DEFAULT_MAX_ARGS_CHARS, 'maxArgsChars');
     this.maxBatch = positiveInt(opts.maxBatch, DEFAULT_MAX_BATCH, 'maxBatch');
     const writer = opts.writer ?? 'inline';
-    if (writer !== 'worker' && writer !== 'inline') throw new WardenError('INVALID_INPUT', `AuditLog option writer must be 'worker' or 'inline', got ${String(writer)}`);
+    if (writer !== 'worker' && writer !== 'inline')
+      throw new WardenError(
+        'INVALID_INPUT',
+        `AuditLog option writer must be 'worker' or 'inline', got ${String(writer)}`,
+      );
     this.syncWithinMs = positiveInt(opts.syncWithinMs, DEFAULT_SYNC_WITHIN_MS, 'syncWithinMs');
     this.db = db;
     this.chain = chainWriter(db);
@@ -153,7 +157,10 @@ export class AuditLog implements AuditSink {
     this.readSynchronous = file !== undefined ? db.prepare<[], number>('PRAGMA synchronous').pluck() : undefined;
     // Skipping a commit's fsync is safe only in WAL mode: the WAL is append-only, so a power
     // loss can cut its tail but not corrupt it, and any later fsync of it covers earlier commits.
-    this.walFile = file !== undefined && String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal' ? `${file}-wal` : undefined;
+    this.walFile =
+      file !== undefined && String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal'
+        ? `${file}-wal`
+        : undefined;
     if (writer === 'worker' && file !== undefined) {
       this.readBusyTimeout = db.prepare<[], number>('PRAGMA busy_timeout').pluck();
       this.link = new WriterLink(file, (message) => this.logger?.warn({ err: message }, 'audit writer thread trouble'));
@@ -246,7 +253,10 @@ export class AuditLog implements AuditSink {
               `the audit trail could not be fsynced (${describeError(err)}): rows committed since the last good sync may not survive a power loss`,
               { cause: err },
             );
-            this.logger?.error({ err: describeError(err), rows: this.relaxedCommits - this.syncedThrough }, 'audit: fsync of the WAL failed; from now on every commit waits for its own fsync');
+            this.logger?.error(
+              { err: describeError(err), rows: this.relaxedCommits - this.syncedThrough },
+              'audit: fsync of the WAL failed; from now on every commit waits for its own fsync',
+            );
             throw this.durabilityLost;
           },
         )
@@ -341,10 +351,17 @@ export class AuditLog implements AuditSink {
       // Settings are read before writing or handing off: a closed connection fails here, as a write would.
       const synchronous = this.readSynchronous?.get() ?? SYNC_FULL;
       // Nobody in the batch waits for stable storage: commit without the fsync (see AppendOptions).
-      const relaxed = this.walFile !== undefined && this.durabilityLost === undefined && synchronous >= SYNC_FULL && !batch.some((p) => p.sync);
+      const relaxed =
+        this.walFile !== undefined &&
+        this.durabilityLost === undefined &&
+        synchronous >= SYNC_FULL &&
+        !batch.some((p) => p.sync);
       const kind: CommitKind = relaxed ? 'relaxed' : synchronous >= SYNC_FULL ? 'synced' : 'unsynced';
       if (this.link?.usable()) {
-        const settings: WriterSettings = { busyTimeout: this.readBusyTimeout!.get()!, synchronous: relaxed ? SYNC_NORMAL : synchronous };
+        const settings: WriterSettings = {
+          busyTimeout: this.readBusyTimeout!.get()!,
+          synchronous: relaxed ? SYNC_NORMAL : synchronous,
+        };
         this.link.submit(
           batch.map((p) => p.row),
           settings,
@@ -424,7 +441,8 @@ export class AuditLog implements AuditSink {
 
   /** Row i of the batch landed at seq firstSeq + i. */
   private resolveAll(batch: readonly Pending[], written: { firstSeq: number; hashes: readonly string[] }): void {
-    for (let i = 0; i < batch.length; i++) this.settled(batch[i]!).resolve({ seq: written.firstSeq + i, hash: written.hashes[i]! });
+    for (let i = 0; i < batch.length; i++)
+      this.settled(batch[i]!).resolve({ seq: written.firstSeq + i, hash: written.hashes[i]! });
   }
 
   private fail(batch: readonly Pending[], rows: number, message: string, cause: unknown): void {
@@ -457,9 +475,14 @@ export class AuditLog implements AuditSink {
     if (e === null || typeof e !== 'object') throw invalid('entry', 'must be an object');
     if (typeof e.event !== 'string' || e.event.trim() === '') throw invalid('event', 'must be a non-empty string');
     const ts = e.ts ?? this.clock.now();
-    if (typeof ts !== 'number' || !Number.isFinite(ts)) throw invalid('ts', 'must be a finite number of epoch milliseconds');
+    if (typeof ts !== 'number' || !Number.isFinite(ts))
+      throw invalid('ts', 'must be a finite number of epoch milliseconds');
     const duration = e.durationMs;
-    if (duration !== undefined && duration !== null && (typeof duration !== 'number' || !Number.isFinite(duration) || duration < 0)) {
+    if (
+      duration !== undefined &&
+      duration !== null &&
+      (typeof duration !== 'number' || !Number.isFinite(duration) || duration < 0)
+    ) {
       throw invalid('durationMs', 'must be a non-negative finite number');
     }
     return {
@@ -511,6 +534,7 @@ function optText(v: unknown, field: string, max: number): string | null {
 
 function positiveInt(v: number | undefined, dflt: number, field: string): number {
   if (v === undefined) return dflt;
-  if (!Number.isInteger(v) || v < 1) throw new WardenError('INVALID_INPUT', `AuditLog option ${field} must be a positive integer, got ${String(v)}`);
+  if (!Number.isInteger(v) || v < 1)
+    throw new WardenError('INVALID_INPUT', `AuditLog option ${field} must be a positive integer, got ${String(v)}`);
   return v;
 }

@@ -40,7 +40,19 @@ export interface AuditQuery {
 export const DEFAULT_QUERY_LIMIT = 50;
 export const MAX_QUERY_LIMIT = 1000;
 export const QUERY_EXAMPLE = 'agent:support-triage tool:send_customer_email decision:denied since:7d limit:100';
-export const QUERY_KEYS = ['agent', 'tool', 'server', 'decision', 'since', 'until', 'approver', 'event', 'call', 'limit', 'format'] as const;
+export const QUERY_KEYS = [
+  'agent',
+  'tool',
+  'server',
+  'decision',
+  'since',
+  'until',
+  'approver',
+  'event',
+  'call',
+  'limit',
+  'format',
+] as const;
 type QueryKey = (typeof QUERY_KEYS)[number];
 
 /** Words people type → the decision values Warden stores. */
@@ -66,7 +78,9 @@ const DURATION_UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_0
 const NAME = /^[A-Za-z0-9_.:@\-/]+$/;
 
 function fail(message: string, key?: string): never {
-  throw new WardenError('QUERY_INVALID', `${message}. Example: ${QUERY_EXAMPLE}`, { details: key ? { key } : undefined });
+  throw new WardenError('QUERY_INVALID', `${message}. Example: ${QUERY_EXAMPLE}`, {
+    details: key ? { key } : undefined,
+  });
 }
 
 /** Splits on whitespace, keeping key:"quoted value" together. */
@@ -88,7 +102,8 @@ export function parseQuery(text: string, now: number): AuditQuery {
     if (colon <= 0) fail(`"${token}" is not a key:value term (keys: ${QUERY_KEYS.join(', ')})`);
     const rawKey = token.slice(0, colon).toLowerCase();
     const value = token.slice(colon + 1);
-    if (!(QUERY_KEYS as readonly string[]).includes(rawKey)) fail(`unknown key "${rawKey}" (keys: ${QUERY_KEYS.join(', ')})`, rawKey);
+    if (!(QUERY_KEYS as readonly string[]).includes(rawKey))
+      fail(`unknown key "${rawKey}" (keys: ${QUERY_KEYS.join(', ')})`, rawKey);
     const key = rawKey as QueryKey;
     if (seen.has(key)) fail(`key "${key}" is given twice`, key);
     seen.add(key);
@@ -159,13 +174,17 @@ export function parseQuery(text: string, now: number): AuditQuery {
     }
   }
   if (q.since !== undefined && q.until !== undefined && q.since >= q.until) {
-    fail(`since (${new Date(q.since).toISOString()}) must be before until (${new Date(q.until).toISOString()})`, 'since');
+    fail(
+      `since (${new Date(q.since).toISOString()}) must be before until (${new Date(q.until).toISOString()})`,
+      'since',
+    );
   }
   return q;
 }
 
 function setServer(q: AuditQuery, server: string): void {
-  if (q.server !== undefined && q.server !== server) fail(`server is given as both "${q.server}" and "${server}"`, 'server');
+  if (q.server !== undefined && q.server !== server)
+    fail(`server is given as both "${q.server}" and "${server}"`, 'server');
   q.server = server;
 }
 
@@ -175,15 +194,22 @@ function parseTime(value: string, key: 'since' | 'until', now: number): number {
   if (dur) return now - Number(dur[1]) * DURATION_UNITS[dur[2]!]!;
   if (/^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(value)) {
     // A date-time without a zone is read as UTC, so the answer does not depend on the server's TZ.
-    const iso = value.length > 10 && !/(?:Z|[+-]\d{2}:?\d{2})$/.test(value) ? `${value.replace(' ', 'T')}Z` : value.replace(' ', 'T');
+    const iso =
+      value.length > 10 && !/(?:Z|[+-]\d{2}:?\d{2})$/.test(value)
+        ? `${value.replace(' ', 'T')}Z`
+        : value.replace(' ', 'T');
     const ms = Date.parse(iso);
     // Round-trip the date part so 2026-02-31 is refused rather than read as 3 March.
     const [y, mo, d] = value.slice(0, 10).split('-').map(Number) as [number, number, number];
     const day = new Date(Date.UTC(y, mo - 1, d));
-    if (Number.isFinite(ms) && day.getUTCFullYear() === y && day.getUTCMonth() === mo - 1 && day.getUTCDate() === d) return ms;
+    if (Number.isFinite(ms) && day.getUTCFullYear() === y && day.getUTCMonth() === mo - 1 && day.getUTCDate() === d)
+      return ms;
     fail(`${key}:"${value}" is not a real date`, key);
   }
-  fail(`${key}:"${value}" is neither a duration (30m, 12h, 7d, 2w; units s m h d w) nor an ISO date (2026-11-01 or 2026-11-01T09:30Z)`, key);
+  fail(
+    `${key}:"${value}" is neither a duration (30m, 12h, 7d, 2w; units s m h d w) nor an ISO date (2026-11-01 or 2026-11-01T09:30Z)`,
+    key,
+  );
 }
 
 export interface QueryPage {
@@ -242,7 +268,8 @@ export function runQuery(db: Db, q: AuditQuery, opts: { before?: number | undefi
     params.push(q.until);
   }
   if (opts.before !== undefined) {
-    if (!Number.isInteger(opts.before) || opts.before < 1) throw new WardenError('QUERY_INVALID', `cursor must be a positive row number, got ${String(opts.before)}`);
+    if (!Number.isInteger(opts.before) || opts.before < 1)
+      throw new WardenError('QUERY_INVALID', `cursor must be a positive row number, got ${String(opts.before)}`);
     where.push('seq < ?');
     params.push(opts.before);
   }

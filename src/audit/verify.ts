@@ -84,10 +84,16 @@ export function verifyChain(db: Db, opts: VerifyOptions = {}): VerifyReport {
       expect({ seq: cp.seq, hash: cp.head_hash, label });
     }
   }
-  for (const cp of opts.checkpoints ?? []) expect({ seq: cp.seq, hash: cp.head_hash.toLowerCase(), label: cp.label ?? `checkpoint ${cp.seq}:${short(cp.head_hash)}` });
+  for (const cp of opts.checkpoints ?? [])
+    expect({
+      seq: cp.seq,
+      hash: cp.head_hash.toLowerCase(),
+      label: cp.label ?? `checkpoint ${cp.seq}:${short(cp.head_hash)}`,
+    });
 
   for (const e of expectations.get(0) ?? []) {
-    if (e.hash !== GENESIS_HASH) candidates.push({ seq: 0, kind: 'truncated', message: `${e.label} names seq 0 with a non-genesis hash` });
+    if (e.hash !== GENESIS_HASH)
+      candidates.push({ seq: 0, kind: 'truncated', message: `${e.label} names seq 0 with a non-genesis hash` });
   }
 
   let prev: ChainHead = { seq: 0, hash: GENESIS_HASH };
@@ -125,7 +131,8 @@ export function verifyChain(db: Db, opts: VerifyOptions = {}): VerifyReport {
     });
   } else {
     let latest: Expectation | undefined;
-    for (const list of expectations.values()) for (const e of list) if (e.seq > prev.seq && (!latest || e.seq > latest.seq)) latest = e;
+    for (const list of expectations.values())
+      for (const e of list) if (e.seq > prev.seq && (!latest || e.seq > latest.seq)) latest = e;
     if (latest) {
       candidates.push({
         seq: prev.seq + 1,
@@ -142,24 +149,50 @@ export function verifyChain(db: Db, opts: VerifyOptions = {}): VerifyReport {
 function classify(db: Db, row: AuditRow, why: 'link' | 'hash', prev: ChainHead): VerifyProblem {
   const at = prev.seq + 1;
   if (why === 'hash') {
-    const next = db.prepare<[number], { seq: number; prev_hash: string }>('SELECT seq, prev_hash FROM audit WHERE seq > ? ORDER BY seq LIMIT 1').get(row.seq);
+    const next = db
+      .prepare<[number], { seq: number; prev_hash: string }>(
+        'SELECT seq, prev_hash FROM audit WHERE seq > ? ORDER BY seq LIMIT 1',
+      )
+      .get(row.seq);
     if (next && next.prev_hash === row.prev_hash) {
-      return { seq: row.seq, kind: 'inserted', message: `row ${row.seq} is not part of the chain: its hash does not match its content and row ${next.seq} links past it` };
+      return {
+        seq: row.seq,
+        kind: 'inserted',
+        message: `row ${row.seq} is not part of the chain: its hash does not match its content and row ${next.seq} links past it`,
+      };
     }
-    return { seq: row.seq, kind: 'altered', message: `row ${row.seq} does not match its hash (stored ${short(row.hash)}, computed ${short(rowHash(row))}): its content was changed` };
+    return {
+      seq: row.seq,
+      kind: 'altered',
+      message: `row ${row.seq} does not match its hash (stored ${short(row.hash)}, computed ${short(rowHash(row))}): its content was changed`,
+    };
   }
   if (row.prev_hash === prev.hash) {
     // Links, yet seq jumps: the seq column itself was edited.
-    return { seq: row.seq, kind: 'altered', message: `seq jumps from ${prev.seq} to ${row.seq} although row ${row.seq} links to row ${prev.seq}: its seq was changed` };
+    return {
+      seq: row.seq,
+      kind: 'altered',
+      message: `seq jumps from ${prev.seq} to ${row.seq} although row ${row.seq} links to row ${prev.seq}: its seq was changed`,
+    };
   }
-  const target = db.prepare<[string], { seq: number }>('SELECT seq FROM audit WHERE hash = ? ORDER BY seq LIMIT 1').get(row.prev_hash);
+  const target = db
+    .prepare<[string], { seq: number }>('SELECT seq FROM audit WHERE hash = ? ORDER BY seq LIMIT 1')
+    .get(row.prev_hash);
   if (!target) {
     if (row.prev_hash === GENESIS_HASH) {
-      return { seq: row.seq, kind: 'inserted', message: `row ${row.seq} claims to start the chain (genesis prev_hash) but follows row ${prev.seq}` };
+      return {
+        seq: row.seq,
+        kind: 'inserted',
+        message: `row ${row.seq} claims to start the chain (genesis prev_hash) but follows row ${prev.seq}`,
+      };
     }
     if (row.seq > at) {
       const range = row.seq - 1 > at ? `rows ${at}..${row.seq - 1} are` : `row ${at} is`;
-      return { seq: at, kind: 'missing', message: `${range} missing: row ${row.seq} links to ${short(row.prev_hash)}, which no row has` };
+      return {
+        seq: at,
+        kind: 'missing',
+        message: `${range} missing: row ${row.seq} links to ${short(row.prev_hash)}, which no row has`,
+      };
     }
     if (prev.seq > 0 && rowHash(row) === row.hash) {
       return {
@@ -176,10 +209,18 @@ function classify(db: Db, row: AuditRow, why: 'link' | 'hash', prev: ChainHead):
   }
   if (target.seq < prev.seq) {
     const range = prev.seq > target.seq + 1 ? `rows ${target.seq + 1}..${prev.seq} are` : `row ${prev.seq} is`;
-    return { seq: target.seq + 1, kind: 'inserted', message: `${range} not in the original chain: row ${row.seq} links straight to row ${target.seq}` };
+    return {
+      seq: target.seq + 1,
+      kind: 'inserted',
+      message: `${range} not in the original chain: row ${row.seq} links straight to row ${target.seq}`,
+    };
   }
   if (target.seq > row.seq) {
-    return { seq: at, kind: 'reordered', message: `row ${row.seq} is out of place: it links to row ${target.seq}, which comes after it` };
+    return {
+      seq: at,
+      kind: 'reordered',
+      message: `row ${row.seq} is out of place: it links to row ${target.seq}, which comes after it`,
+    };
   }
   return { seq: row.seq, kind: 'altered', message: `row ${row.seq} links to itself` };
 }

@@ -141,7 +141,8 @@ class WriterThread {
     if (!this.isReady) {
       // Never came up: do not retry for every batch; the inline path is correct, only slower.
       unavailable = message;
-      for (const l of links.values()) l.trouble(`audit writer thread could not start (${message}); writing on the main thread`);
+      for (const l of links.values())
+        l.trouble(`audit writer thread could not start (${message}); writing on the main thread`);
     } else {
       for (const l of this.#attached.values()) l.abandon(`the audit writer thread stopped: ${message}`);
     }
@@ -158,7 +159,8 @@ function currentThread(): WriterThread | undefined {
     thread = new WriterThread();
   } catch (err) {
     unavailable = describeError(err);
-    for (const l of links.values()) l.trouble(`audit writer thread could not start (${unavailable}); writing on the main thread`);
+    for (const l of links.values())
+      l.trouble(`audit writer thread could not start (${unavailable}); writing on the main thread`);
   }
   return thread;
 }
@@ -219,7 +221,8 @@ export class WriterLink {
       const b = this.#inflight.get(id);
       this.#inflight.delete(id);
       if (!b) continue;
-      if (m.t === 'committed') b.done({ ok: true, firstSeq: m.firstSeq + offset, hashes: m.hashes.slice(offset, offset + b.rows) });
+      if (m.t === 'committed')
+        b.done({ ok: true, firstSeq: m.firstSeq + offset, hashes: m.hashes.slice(offset, offset + b.rows) });
       else b.done({ ok: false, rows: m.rows, message: m.message, code: m.code });
       offset += b.rows;
     }

@@ -47,8 +47,10 @@ function open(path: string): Conn {
 
 function apply(conn: Conn, settings: WriterSettings): void {
   const cur = conn.settings;
-  if (cur?.busyTimeout !== settings.busyTimeout) conn.db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(settings.busyTimeout))}`);
-  if (cur?.synchronous !== settings.synchronous) conn.db.pragma(`synchronous = ${Math.min(3, Math.max(0, Math.trunc(settings.synchronous)))}`);
+  if (cur?.busyTimeout !== settings.busyTimeout)
+    conn.db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(settings.busyTimeout))}`);
+  if (cur?.synchronous !== settings.synchronous)
+    conn.db.pragma(`synchronous = ${Math.min(3, Math.max(0, Math.trunc(settings.synchronous)))}`);
   conn.settings = settings;
 }
 
@@ -87,7 +89,8 @@ function detach(log: number): void {
 
 function drain(first: ToWriter): void {
   const messages: ToWriter[] = [first];
-  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) messages.push(m.message as ToWriter);
+  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port))
+    messages.push(m.message as ToWriter);
   // One transaction per log for everything queued. A log only detaches after
   // its last batch settled, so running detaches after the commits keeps order.
   const groups = new Map<number, Group>();

@@ -17,7 +17,12 @@ const BAD_INPUT_CODES: ReadonlySet<ErrorCode> = new Set([
 /** The one error printer: a line on stderr, and an exit code from the error's code. */
 export function printError(err: unknown, stderr: NodeJS.WritableStream = process.stderr): number {
   stderr.write(`warden: ${describeError(err)}\n`);
-  if (isWardenError(err)) return BAD_INPUT_CODES.has(err.code) ? ExitCode.BAD_INPUT : err.code === 'AUDIT_CHAIN_BROKEN' ? ExitCode.CHECK_FAILED : ExitCode.FAILURE;
+  if (isWardenError(err))
+    return BAD_INPUT_CODES.has(err.code)
+      ? ExitCode.BAD_INPUT
+      : err.code === 'AUDIT_CHAIN_BROKEN'
+        ? ExitCode.CHECK_FAILED
+        : ExitCode.FAILURE;
   return ExitCode.FAILURE;
 }
 

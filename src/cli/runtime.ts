@@ -13,7 +13,14 @@ import { createAgentToken, revokeAgentToken, startGateway, type GatewayHandle } 
 import type { Logger } from '../logger.ts';
 import { PolicyStore } from '../policy/index.ts';
 import { buildDrillReport } from '../slack/blocks/drill.ts';
-import { createSlackApp, createSlackClient, SlackAlertSink, SlackChannelPoster, SlackNotifier, type SlackApp } from '../slack/index.ts';
+import {
+  createSlackApp,
+  createSlackClient,
+  SlackAlertSink,
+  SlackChannelPoster,
+  SlackNotifier,
+  type SlackApp,
+} from '../slack/index.ts';
 import { openDb, type Db } from '../store/db.ts';
 
 export interface Warden {
@@ -52,7 +59,10 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     const slackClient = config.slack ? createSlackClient(config.slack, logger) : undefined;
     const poster = slackClient ? new SlackChannelPoster(slackClient, { clock, logger }) : undefined;
     const alerts: AlertSink = slackClient
-      ? new FanOutAlertSink([new LogAlertSink(logger), new SlackAlertSink({ client: slackClient, policy, clock, logger })], logger)
+      ? new FanOutAlertSink(
+          [new LogAlertSink(logger), new SlackAlertSink({ client: slackClient, policy, clock, logger })],
+          logger,
+        )
       : new LogAlertSink(logger);
 
     const approvals = new ApprovalService({
@@ -69,7 +79,8 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     // After approvals.recover(): a held call whose approval it just abandoned is no longer "still waiting".
     const startedAt = clock.now();
     const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt });
-    if (dangling.length > 0) logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
+    if (dangling.length > 0)
+      logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
     // Calls a crashed process started just before this one are still inside the
     // grace window now; look again once it has passed, so they are closed too.
     const graceMs = recoveryGraceMs(policy);
@@ -78,7 +89,8 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       // a full grace window later belonged to a process that is gone.
       recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt: startedAt + graceMs, graceMs })
         .then((late) => {
-          if (late.length > 0) logger.warn({ calls: late.length }, 'calls left running by a stopped process were recorded as abandoned');
+          if (late.length > 0)
+            logger.warn({ calls: late.length }, 'calls left running by a stopped process were recorded as abandoned');
         })
         .catch((err: unknown) => logger.warn({ err: describeError(err) }, 'late call recovery failed'));
     }, graceMs + 1_000);

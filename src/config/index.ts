@@ -66,9 +66,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const e = parsed.data;
   let slack: Config['slack'];
   if (e.SLACK_BOT_TOKEN || e.SLACK_SIGNING_SECRET || e.SLACK_APP_TOKEN) {
-    if (!e.SLACK_BOT_TOKEN) throw new WardenError('CONFIG_INVALID', 'SLACK_BOT_TOKEN is required when Slack is configured');
+    if (!e.SLACK_BOT_TOKEN)
+      throw new WardenError('CONFIG_INVALID', 'SLACK_BOT_TOKEN is required when Slack is configured');
     if (!e.SLACK_APP_TOKEN && !e.SLACK_SIGNING_SECRET) {
-      throw new WardenError('CONFIG_INVALID', 'SLACK_SIGNING_SECRET is required for the HTTP receiver (or set SLACK_APP_TOKEN for Socket Mode)');
+      throw new WardenError(
+        'CONFIG_INVALID',
+        'SLACK_SIGNING_SECRET is required for the HTTP receiver (or set SLACK_APP_TOKEN for Socket Mode)',
+      );
     }
     slack = {
       botToken: e.SLACK_BOT_TOKEN,

@@ -62,7 +62,11 @@ export function alertChannels(policy: Policy, alert: Alert): string[] {
   if (agentChannel) channels.push(agentChannel);
   const oncall = policy.control.oncallChannel;
   const oncallKinds = new Set<Alert['kind']>(['halted', 'drill_failed', 'drill_overdue']);
-  if (oncall && (alert.severity !== 'info' || oncallKinds.has(alert.kind) || !agentChannel) && !channels.includes(oncall)) {
+  if (
+    oncall &&
+    (alert.severity !== 'info' || oncallKinds.has(alert.kind) || !agentChannel) &&
+    !channels.includes(oncall)
+  ) {
     channels.push(oncall);
   }
   return channels;

@@ -123,7 +123,13 @@ export class AnomalyDetector {
   }
 
   /** A decided call. `decision` as audited: allow | deny | approve | halted … */
-  recordCall(e: { agent: string; decision: string; callId?: string | undefined; durationMs?: number | undefined; ts?: number | undefined }): void {
+  recordCall(e: {
+    agent: string;
+    decision: string;
+    callId?: string | undefined;
+    durationMs?: number | undefined;
+    ts?: number | undefined;
+  }): void {
     const now = e.ts ?? this.#clock.now();
     const w = this.#window(e.agent, now);
     w.calls.push(now);
@@ -131,18 +137,32 @@ export class AnomalyDetector {
     w.minuteBuckets.set(minute, (w.minuteBuckets.get(minute) ?? 0) + 1);
     // Refusals because of a halt are not counted: on-call already knows, and they would page again for it.
     if (e.decision === 'deny' || e.decision === 'denied') w.denials.push(now);
-    if (e.decision === 'allow' && e.callId && e.durationMs === undefined) this.#open.set(e.callId, { agent: e.agent, start: now, alerted: false });
+    if (e.decision === 'allow' && e.callId && e.durationMs === undefined)
+      this.#open.set(e.callId, { agent: e.agent, start: now, alerted: false });
     this.#evaluate(e.agent, now);
-    if (e.durationMs !== undefined) this.recordCompletion({ agent: e.agent, callId: e.callId, durationMs: e.durationMs, ts: now });
+    if (e.durationMs !== undefined)
+      this.recordCompletion({ agent: e.agent, callId: e.callId, durationMs: e.durationMs, ts: now });
   }
 
   /** A forwarded call ended. */
-  recordCompletion(e: { agent: string; callId?: string | undefined; durationMs: number; ts?: number | undefined }): void {
+  recordCompletion(e: {
+    agent: string;
+    callId?: string | undefined;
+    durationMs: number;
+    ts?: number | undefined;
+  }): void {
     const open = e.callId ? this.#open.get(e.callId) : undefined;
     if (e.callId) this.#open.delete(e.callId);
     const limit = this.#limits(e.agent)?.maxCallDurationMs;
     if (limit !== undefined && e.durationMs > limit && !open?.alerted) {
-      this.#fire(e.agent, 'long_run', `a call ran ${Math.round(e.durationMs)} ms, over the ${limit} ms limit`, { count: e.durationMs, limit, callId: e.callId }, e.ts ?? this.#clock.now(), e.callId);
+      this.#fire(
+        e.agent,
+        'long_run',
+        `a call ran ${Math.round(e.durationMs)} ms, over the ${limit} ms limit`,
+        { count: e.durationMs, limit, callId: e.callId },
+        e.ts ?? this.#clock.now(),
+        e.callId,
+      );
     }
   }
 
@@ -156,14 +176,27 @@ export class AnomalyDetector {
   #readTail(): void {
     if (!this.#tail) return;
     const rows = this.#tail.db
-      .prepare('SELECT seq, ts, event, call_id, agent, decision, duration_ms FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000')
-      .all(this.#tail.seq) as { seq: number; ts: number; event: string; call_id: string | null; agent: string | null; decision: string | null; duration_ms: number | null }[];
+      .prepare(
+        'SELECT seq, ts, event, call_id, agent, decision, duration_ms FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000',
+      )
+      .all(this.#tail.seq) as {
+      seq: number;
+      ts: number;
+      event: string;
+      call_id: string | null;
+      agent: string | null;
+      decision: string | null;
+      duration_ms: number | null;
+    }[];
     for (const r of rows) {
       this.#tail.seq = r.seq;
       if (!r.agent) continue;
-      if (r.event === 'call.decided') this.recordCall({ agent: r.agent, decision: r.decision ?? '', callId: r.call_id ?? undefined, ts: r.ts });
-      else if (r.event === 'call.completed' && r.duration_ms !== null) this.recordCompletion({ agent: r.agent, callId: r.call_id ?? undefined, durationMs: r.duration_ms, ts: r.ts });
-      else if (r.event === 'approval.decided' && r.decision === 'rejected') this.recordRejection({ agent: r.agent, ts: r.ts });
+      if (r.event === 'call.decided')
+        this.recordCall({ agent: r.agent, decision: r.decision ?? '', callId: r.call_id ?? undefined, ts: r.ts });
+      else if (r.event === 'call.completed' && r.duration_ms !== null)
+        this.recordCompletion({ agent: r.agent, callId: r.call_id ?? undefined, durationMs: r.duration_ms, ts: r.ts });
+      else if (r.event === 'approval.decided' && r.decision === 'rejected')
+        this.recordRejection({ agent: r.agent, ts: r.ts });
     }
   }
 
@@ -173,7 +206,14 @@ export class AnomalyDetector {
       const limit = this.#limits(c.agent)?.maxCallDurationMs;
       if (limit === undefined || now - c.start <= limit) continue;
       c.alerted = true;
-      this.#fire(c.agent, 'long_run', `a call has been running ${now - c.start} ms, over the ${limit} ms limit`, { count: now - c.start, limit, callId }, now, callId);
+      this.#fire(
+        c.agent,
+        'long_run',
+        `a call has been running ${now - c.start} ms, over the ${limit} ms limit`,
+        { count: now - c.start, limit, callId },
+        now,
+        callId,
+      );
     }
     // Calls whose completion we never saw (process died) must not pile up forever.
     for (const [callId, c] of this.#open) if (now - c.start > 24 * 3_600_000) this.#open.delete(callId);
@@ -209,7 +249,13 @@ export class AnomalyDetector {
 
     if (limits?.callsPerMinute !== undefined) {
       if (w.calls.length > limits.callsPerMinute) {
-        this.#fire(agent, 'rate', `${w.calls.length} calls in the last minute, over the limit of ${limits.callsPerMinute}`, { count: w.calls.length, limit: limits.callsPerMinute, windowMs: MINUTE }, now);
+        this.#fire(
+          agent,
+          'rate',
+          `${w.calls.length} calls in the last minute, over the limit of ${limits.callsPerMinute}`,
+          { count: w.calls.length, limit: limits.callsPerMinute, windowMs: MINUTE },
+          now,
+        );
       }
     } else if (now - w.firstSeen >= 10 * MINUTE) {
       // Baseline: mean of the completed minutes we have seen in the last hour, gaps counted as zero.
@@ -219,18 +265,43 @@ export class AnomalyDetector {
       const mean = total / Math.max(1, minutes);
       const threshold = Math.max(this.#baselineFloor, mean * this.#baselineFactor);
       if (w.calls.length > threshold) {
-        this.#fire(agent, 'rate_baseline', `${w.calls.length} calls in the last minute, ${this.#baselineFactor}x over its hourly baseline of ${mean.toFixed(1)}/min`, { count: w.calls.length, limit: Math.ceil(threshold), windowMs: MINUTE }, now);
+        this.#fire(
+          agent,
+          'rate_baseline',
+          `${w.calls.length} calls in the last minute, ${this.#baselineFactor}x over its hourly baseline of ${mean.toFixed(1)}/min`,
+          { count: w.calls.length, limit: Math.ceil(threshold), windowMs: MINUTE },
+          now,
+        );
       }
     }
     if (limits?.maxDenials !== undefined && w.denials.length > limits.maxDenials) {
-      this.#fire(agent, 'denials', `${w.denials.length} refused calls within ${Math.round(denialWindow / 1000)} s, over the limit of ${limits.maxDenials}`, { count: w.denials.length, limit: limits.maxDenials, windowMs: denialWindow }, now);
+      this.#fire(
+        agent,
+        'denials',
+        `${w.denials.length} refused calls within ${Math.round(denialWindow / 1000)} s, over the limit of ${limits.maxDenials}`,
+        { count: w.denials.length, limit: limits.maxDenials, windowMs: denialWindow },
+        now,
+      );
     }
     if (limits?.maxRejections !== undefined && w.rejections.length > limits.maxRejections) {
-      this.#fire(agent, 'rejections', `${w.rejections.length} held calls rejected by humans within ${Math.round(denialWindow / 1000)} s, over the limit of ${limits.maxRejections}`, { count: w.rejections.length, limit: limits.maxRejections, windowMs: denialWindow }, now);
+      this.#fire(
+        agent,
+        'rejections',
+        `${w.rejections.length} held calls rejected by humans within ${Math.round(denialWindow / 1000)} s, over the limit of ${limits.maxRejections}`,
+        { count: w.rejections.length, limit: limits.maxRejections, windowMs: denialWindow },
+        now,
+      );
     }
   }
 
-  #fire(agent: string, rule: AnomalyRule, text: string, facts: { count?: number; limit?: number; windowMs?: number; callId?: string | undefined }, now: number, callId?: string): void {
+  #fire(
+    agent: string,
+    rule: AnomalyRule,
+    text: string,
+    facts: { count?: number; limit?: number; windowMs?: number; callId?: string | undefined },
+    now: number,
+    callId?: string,
+  ): void {
     const key = `${agent}\u0000${rule}`;
     const last = this.#lastFired.get(key);
     if (last !== undefined && now - last < this.#cooldownMs) return;
@@ -246,11 +317,25 @@ export class AnomalyDetector {
       text: `${text}${autoHalt ? '. The agent has been halted automatically (limits.auto_halt).' : '.'}`,
       detail: { rule, count: facts.count, limit: facts.limit, windowMs: facts.windowMs, autoHalted: autoHalt },
     });
-    this.#audit?.append({ event: 'anomaly', agent, callId, decision: rule, reason: text, detail: { count: facts.count, limit: facts.limit, windowMs: facts.windowMs, autoHalted: autoHalt } }).catch((err: unknown) => {
-      this.#logger.error({ err: describeError(err) }, 'auditing anomaly failed');
-    });
+    this.#audit
+      ?.append({
+        event: 'anomaly',
+        agent,
+        callId,
+        decision: rule,
+        reason: text,
+        detail: { count: facts.count, limit: facts.limit, windowMs: facts.windowMs, autoHalted: autoHalt },
+      })
+      .catch((err: unknown) => {
+        this.#logger.error({ err: describeError(err) }, 'auditing anomaly failed');
+      });
     if (autoHalt) {
-      this.#kill!.halt({ scope: 'agent', agent, reason: `auto-halt on anomaly (${rule}): ${text}`, actor: 'warden:anomaly' }).catch((err: unknown) => {
+      this.#kill!.halt({
+        scope: 'agent',
+        agent,
+        reason: `auto-halt on anomaly (${rule}): ${text}`,
+        actor: 'warden:anomaly',
+      }).catch((err: unknown) => {
         this.#logger.error({ err: describeError(err), agent }, 'auto-halt failed');
       });
     }

@@ -24,7 +24,11 @@ export function canHalt(control: ControlPolicy, actor: ControlActor): ControlAut
 /** Resuming re-opens the gate, so it is stricter: an empty resumers list means CLI only. */
 export function canResume(control: ControlPolicy, actor: ControlActor): ControlAuthz {
   if (actor.kind === 'cli') return { ok: true };
-  if (control.resumers.length === 0) return { ok: false, reason: 'no Slack user may resume (control.resumers is empty); use `warden agents resume` from the CLI' };
+  if (control.resumers.length === 0)
+    return {
+      ok: false,
+      reason: 'no Slack user may resume (control.resumers is empty); use `warden agents resume` from the CLI',
+    };
   if (control.resumers.includes(actor.userId)) return { ok: true };
   return { ok: false, reason: `<@${actor.userId}> is not in control.resumers` };
 }
@@ -76,11 +80,17 @@ export function auditAccess(policy: Pick<Policy, 'control' | 'agents'>, actor: C
  * step can leak a row. Naming an agent outside the scope is refused rather
  * than answered with an empty page, which would read as "nothing happened".
  */
-export function scopeAuditQuery(q: AuditQuery, access: AuditAccess): { ok: true; query: AuditQuery } | { ok: false; reason: string } {
+export function scopeAuditQuery(
+  q: AuditQuery,
+  access: AuditAccess,
+): { ok: true; query: AuditQuery } | { ok: false; reason: string } {
   if (!access.ok) return access;
   if (access.agents === 'all') return { ok: true, query: q };
   if (q.agent !== undefined && !access.agents.includes(q.agent)) {
-    return { ok: false, reason: `you may audit only ${describeAgents(access.agents)}; \`agent:${q.agent}\` is not one of them` };
+    return {
+      ok: false,
+      reason: `you may audit only ${describeAgents(access.agents)}; \`agent:${q.agent}\` is not one of them`,
+    };
   }
   return { ok: true, query: { ...q, agents: access.agents } };
 }

@@ -14,7 +14,11 @@ export type CanaryCallResult = { kind: 'ok'; text: string } | { kind: 'error'; t
 
 export interface CanaryConnection {
   listTools(): Promise<string[]>;
-  callTool(name: string, args: Record<string, unknown>, opts?: { signal?: AbortSignal; timeoutMs?: number }): Promise<CanaryCallResult>;
+  callTool(
+    name: string,
+    args: Record<string, unknown>,
+    opts?: { signal?: AbortSignal; timeoutMs?: number },
+  ): Promise<CanaryCallResult>;
   close(): Promise<void>;
 }
 
@@ -162,20 +166,33 @@ export class DrillRunner {
     const haltActor = `drill:${id}`;
     const scope = mode === 'org' ? ({ scope: 'org' } as const) : ({ scope: 'agent', agent } as const);
     try {
-      if (!policy.agents[agent]) throw new WardenError('NOT_FOUND', `canary agent "${agent}" is not declared in the policy`);
+      if (!policy.agents[agent])
+        throw new WardenError('NOT_FOUND', `canary agent "${agent}" is not declared in the policy`);
       const already = mode === 'org' ? ks.orgHalt() : ks.check(agent);
-      if (already) throw new WardenError('HALTED', `${mode === 'org' ? 'the org' : agent} is already halted (by ${already.actor}); a drill would resume it`);
+      if (already)
+        throw new WardenError(
+          'HALTED',
+          `${mode === 'org' ? 'the org' : agent} is already halted (by ${already.actor}); a drill would resume it`,
+        );
 
       token = this.#o.tokens.create(agent);
       const url = typeof this.#o.gatewayUrl === 'function' ? this.#o.gatewayUrl() : this.#o.gatewayUrl;
       conn = await this.#o.connector.connect(url, token);
       const plan = this.#o.tools ?? planDrillTools(await conn.listTools());
-      if (!plan) throw new WardenError('NOT_FOUND', `canary agent "${agent}" sees no slow read tool (a *__sleep or *__trigger-long-running-operation tool); grant it one`);
+      if (!plan)
+        throw new WardenError(
+          'NOT_FOUND',
+          `canary agent "${agent}" sees no slow read tool (a *__sleep or *__trigger-long-running-operation tool); grant it one`,
+        );
       planned = plan;
       detail.tools = { slow: plan.slow.name, probe: plan.probe.name };
 
       const before = await conn.callTool(plan.probe.name, plan.probe.args, { timeoutMs: stepMs });
-      if (before.kind !== 'ok') throw new WardenError('UPSTREAM_UNAVAILABLE', `canary probe failed before the halt: ${before.text.slice(0, 300)}`);
+      if (before.kind !== 'ok')
+        throw new WardenError(
+          'UPSTREAM_UNAVAILABLE',
+          `canary probe failed before the halt: ${before.text.slice(0, 300)}`,
+        );
 
       const seqBefore = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
       const slowStartedAt = this.#clock.monotonic();
@@ -187,13 +204,18 @@ export class DrillRunner {
       // In flight means the gateway has decided and is forwarding it: its call.decided row is durable.
       const inflight = await this.#waitFor(() => {
         const row = db
-          .prepare("SELECT seq FROM audit WHERE seq > ? AND event = 'call.decided' AND agent = ? AND tool IN (?, ?) AND decision = 'allow' LIMIT 1")
+          .prepare(
+            "SELECT seq FROM audit WHERE seq > ? AND event = 'call.decided' AND agent = ? AND tool IN (?, ?) AND decision = 'allow' LIMIT 1",
+          )
           .get(seqBefore, agent, plan.slow.name, bareTool(plan.slow.name));
         return row !== undefined || slowEndedAt !== undefined;
       }, stepMs);
       if (!inflight || slowEndedAt !== undefined) {
         const r = slowEndedAt !== undefined ? await slow : undefined;
-        throw new WardenError('UPSTREAM_UNAVAILABLE', `the slow canary call never got in flight${r ? `: ${r.text.slice(0, 300)}` : ''}`);
+        throw new WardenError(
+          'UPSTREAM_UNAVAILABLE',
+          `the slow canary call never got in flight${r ? `: ${r.text.slice(0, 300)}` : ''}`,
+        );
       }
       // Give the gateway a moment to have the upstream request actually on the wire.
       await this.#sleep(50);
@@ -221,7 +243,9 @@ export class DrillRunner {
         const r = await conn.callTool(plan.probe.name, plan.probe.args, { timeoutMs: stepMs });
         if (r.kind === 'error') {
           const at = this.#clock.monotonic();
-          const row = refusedBeforeForwarding.get(refusalCursor, agent, plan.probe.name, bareTool(plan.probe.name)) as { seq: number } | undefined;
+          const row = refusedBeforeForwarding.get(refusalCursor, agent, plan.probe.name, bareTool(plan.probe.name)) as
+            | { seq: number }
+            | undefined;
           if (row) {
             refusalCursor = row.seq;
             timeToHaltMs = at - t0;
@@ -238,10 +262,14 @@ export class DrillRunner {
       detail.probes = probes;
       detail.probesStoppedInFlight = probesStoppedInFlight;
       if (timeToHaltMs === undefined) problems.push(`calls were not refused within ${stepMs} ms of the halt`);
-      else if (timeToHaltMs > maxHaltMs) problems.push(`first refusal took ${Math.round(timeToHaltMs)} ms, over ${maxHaltMs} ms`);
+      else if (timeToHaltMs > maxHaltMs)
+        problems.push(`first refusal took ${Math.round(timeToHaltMs)} ms, over ${maxHaltMs} ms`);
 
       let timer: NodeJS.Timeout | undefined;
-      const ended = await Promise.race([slow, new Promise<undefined>((resolve) => (timer = this.#clock.setTimeout(() => resolve(undefined), stepMs)))]);
+      const ended = await Promise.race([
+        slow,
+        new Promise<undefined>((resolve) => (timer = this.#clock.setTimeout(() => resolve(undefined), stepMs))),
+      ]);
       // A pending timer would keep a finished `warden agents drill` process alive.
       if (timer) this.#clock.clearTimeout(timer);
       if (ended === undefined) problems.push(`the in-flight call was still running ${stepMs} ms after the halt`);
@@ -290,8 +318,22 @@ export class DrillRunner {
 
     const finishedAt = this.#clock.now();
     const ok = problems.length === 0;
-    const result: DrillResult = { id, mode, agent, ok, startedAt, finishedAt, timeToHaltMs, inflightCancelled, restored, problems, detail };
-    db.prepare('UPDATE drills SET finished_at = ?, ok = ?, time_to_halt_ms = ?, inflight_cancelled = ?, detail = ? WHERE id = ?').run(
+    const result: DrillResult = {
+      id,
+      mode,
+      agent,
+      ok,
+      startedAt,
+      finishedAt,
+      timeToHaltMs,
+      inflightCancelled,
+      restored,
+      problems,
+      detail,
+    };
+    db.prepare(
+      'UPDATE drills SET finished_at = ?, ok = ?, time_to_halt_ms = ?, inflight_cancelled = ?, detail = ? WHERE id = ?',
+    ).run(
       finishedAt,
       ok ? 1 : 0,
       timeToHaltMs ?? null,
@@ -306,10 +348,21 @@ export class DrillRunner {
         decision: ok ? 'ok' : 'failed',
         reason: ok ? undefined : problems.join('; ').slice(0, 2000),
         durationMs: finishedAt - startedAt,
-        detail: { id, mode, timeToHaltMs, inflightCancelled, probesStoppedInFlight: detail.probesStoppedInFlight, restored, actor },
+        detail: {
+          id,
+          mode,
+          timeToHaltMs,
+          inflightCancelled,
+          probesStoppedInFlight: detail.probesStoppedInFlight,
+          restored,
+          actor,
+        },
       })
       .catch((err: unknown) => this.#logger.error({ err: describeError(err) }, 'auditing drill failed'));
-    this.#logger.info({ id, mode, ok, timeToHaltMs, inflightCancelled, probesStoppedInFlight: detail.probesStoppedInFlight, restored }, 'drill finished');
+    this.#logger.info(
+      { id, mode, ok, timeToHaltMs, inflightCancelled, probesStoppedInFlight: detail.probesStoppedInFlight, restored },
+      'drill finished',
+    );
     if (!ok) {
       this.#o.alerts.alert({
         kind: 'drill_failed',
@@ -320,7 +373,9 @@ export class DrillRunner {
       });
     }
     if (this.#o.report) {
-      await this.#o.report(result).catch((err: unknown) => this.#logger.error({ err: describeError(err) }, 'posting drill report failed'));
+      await this.#o
+        .report(result)
+        .catch((err: unknown) => this.#logger.error({ err: describeError(err) }, 'posting drill report failed'));
     }
     return result;
   }

@@ -41,9 +41,15 @@ export function wireHaltEffects(opts: HaltEffectsOptions): () => void {
       let cancelled = 0;
       if (opts.approvals) {
         try {
-          cancelled = await opts.approvals.cancelPending(state.scope === 'org' ? {} : { agent: state.agent! }, `halted by ${state.actor}: ${state.reason}`);
+          cancelled = await opts.approvals.cancelPending(
+            state.scope === 'org' ? {} : { agent: state.agent! },
+            `halted by ${state.actor}: ${state.reason}`,
+          );
         } catch (err) {
-          logger.error({ err: describeError(err), scope: state.scope, agent: state.agent }, 'cancelling pending approvals after halt failed');
+          logger.error(
+            { err: describeError(err), scope: state.scope, agent: state.agent },
+            'cancelling pending approvals after halt failed',
+          );
         }
       }
       const drill = isDrillActor(state.actor);
@@ -52,7 +58,14 @@ export function wireHaltEffects(opts: HaltEffectsOptions): () => void {
         severity: drill ? 'info' : 'critical',
         agent: state.agent,
         text: `${drill ? 'Drill: ' : ''}${describe(state)} halted by ${state.actor}: ${state.reason}. New calls are refused, in-flight calls cancelled${cancelled ? `, ${cancelled} pending approval(s) cancelled` : ''}.`,
-        detail: { action: 'halt', scope: state.scope, actor: state.actor, at: state.at, approvalsCancelled: cancelled, origin: info.origin },
+        detail: {
+          action: 'halt',
+          scope: state.scope,
+          actor: state.actor,
+          at: state.at,
+          approvalsCancelled: cancelled,
+          origin: info.origin,
+        },
       });
     })();
   };

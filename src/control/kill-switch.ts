@@ -21,9 +21,17 @@ export interface HaltEventInfo {
 }
 
 export type HaltListener = (state: HaltState, info: HaltEventInfo) => void;
-export type ResumeListener = (resumed: { scope: 'org' | 'agent'; agent?: string | undefined; actor: string; at: number }, info: HaltEventInfo) => void;
+export type ResumeListener = (
+  resumed: { scope: 'org' | 'agent'; agent?: string | undefined; actor: string; at: number },
+  info: HaltEventInfo,
+) => void;
 
-const agentName = z.string().trim().min(1, 'agent is required').max(200).regex(/^[\w.:-]+$/, 'agent may contain letters, digits, _ . : - only');
+const agentName = z
+  .string()
+  .trim()
+  .min(1, 'agent is required')
+  .max(200)
+  .regex(/^[\w.:-]+$/, 'agent may contain letters, digits, _ . : - only');
 
 const haltSchema = z
   .object({
@@ -32,10 +40,18 @@ const haltSchema = z
     reason: z.string().trim().max(1000).optional(),
     actor: z.string().trim().min(1, 'actor is required').max(200),
   })
-  .refine((r) => r.scope === 'org' || r.agent !== undefined, { message: 'agent is required when scope is agent', path: ['agent'] });
+  .refine((r) => r.scope === 'org' || r.agent !== undefined, {
+    message: 'agent is required when scope is agent',
+    path: ['agent'],
+  });
 
 export type HaltRequest = z.input<typeof haltSchema>;
-export type ResumeRequest = { scope: 'org' | 'agent'; agent?: string | undefined; actor: string; reason?: string | undefined };
+export type ResumeRequest = {
+  scope: 'org' | 'agent';
+  agent?: string | undefined;
+  actor: string;
+  reason?: string | undefined;
+};
 
 interface Row {
   scope: string;
@@ -50,7 +66,13 @@ const scopeKey = (scope: 'org' | 'agent', agent?: string) => (scope === 'org' ? 
 function rowToState(row: Row): HaltState {
   return row.scope === 'org'
     ? { scope: 'org', reason: row.reason ?? '', actor: row.actor ?? '', at: row.at }
-    : { scope: 'agent', agent: row.scope.slice('agent:'.length), reason: row.reason ?? '', actor: row.actor ?? '', at: row.at };
+    : {
+        scope: 'agent',
+        agent: row.scope.slice('agent:'.length),
+        reason: row.reason ?? '',
+        actor: row.actor ?? '',
+        at: row.at,
+      };
 }
 
 function parseRequest(input: unknown): z.output<typeof haltSchema> {
@@ -119,7 +141,9 @@ export class KillSwitch implements HaltCheck {
 
   /** Every halt in force, org first. */
   status(): HaltState[] {
-    return [...this.#halted.values()].sort((a, b) => (a.scope === b.scope ? (a.agent ?? '').localeCompare(b.agent ?? '') : a.scope === 'org' ? -1 : 1));
+    return [...this.#halted.values()].sort((a, b) =>
+      a.scope === b.scope ? (a.agent ?? '').localeCompare(b.agent ?? '') : a.scope === 'org' ? -1 : 1,
+    );
   }
 
   onHalt(listener: HaltListener): () => void {
@@ -168,7 +192,11 @@ export class KillSwitch implements HaltCheck {
       ts: at,
     });
     if (persistError !== undefined) {
-      throw new WardenError('CONTROL_WRITE_FAILED', 'halt is in force in this process only: control_state could not be written', { cause: persistError });
+      throw new WardenError(
+        'CONTROL_WRITE_FAILED',
+        'halt is in force in this process only: control_state could not be written',
+        { cause: persistError },
+      );
     }
     return state;
   }
@@ -187,7 +215,10 @@ export class KillSwitch implements HaltCheck {
       .run(key, req.reason ?? null, req.actor, at);
     this.#halted.delete(key);
     if (previous) this.#emitResume({ scope: req.scope, agent: req.agent, actor: req.actor, at }, { origin: 'local' });
-    this.#logger.warn({ scope: req.scope, agent: req.agent, actor: req.actor, wasHalted: previous !== undefined }, 'resumed');
+    this.#logger.warn(
+      { scope: req.scope, agent: req.agent, actor: req.actor, wasHalted: previous !== undefined },
+      'resumed',
+    );
     await this.#audit.append({
       event: 'control.resume',
       agent: req.agent,
@@ -227,7 +258,11 @@ export class KillSwitch implements HaltCheck {
       if (seen.has(key)) continue;
       this.#halted.delete(key);
       const row = rows.find((r) => r.scope === key);
-      if (notify) this.#emitResume({ scope: state.scope, agent: state.agent, actor: row?.actor ?? '', at: row?.at ?? this.#clock.now() }, { origin: 'remote' });
+      if (notify)
+        this.#emitResume(
+          { scope: state.scope, agent: state.agent, actor: row?.actor ?? '', at: row?.at ?? this.#clock.now() },
+          { origin: 'remote' },
+        );
     }
   }
 

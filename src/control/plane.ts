@@ -26,7 +26,14 @@ export interface ControlPlaneOptions {
   /** Act on halts made by other processes (CLI): set in the one long-running process that owns Slack. Default true. */
   actOnRemote?: boolean | undefined;
   /** Drills need the gateway URL, a way to mint canary tokens and an MCP client. */
-  drill?: { gatewayUrl: string | (() => string); tokens: DrillTokens; connector: CanaryConnector; report?: ((r: DrillResult) => Promise<void>) | undefined } | undefined;
+  drill?:
+    | {
+        gatewayUrl: string | (() => string);
+        tokens: DrillTokens;
+        connector: CanaryConnector;
+        report?: ((r: DrillResult) => Promise<void>) | undefined;
+      }
+    | undefined;
   checkpoints?: { key: string | KeyObject; poster: ChannelPoster } | undefined;
   /** Tail the audit table for anomalies. Default true. */
   anomalies?: boolean | undefined;
@@ -50,11 +57,39 @@ export interface ControlPlane {
 export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
   const logger = o.logger ?? silentLogger();
   const killSwitch = new KillSwitch({ db: o.db, audit: o.audit, clock: o.clock, logger });
-  const anomaly = new AnomalyDetector({ policy: o.policy, alerts: o.alerts, killSwitch, audit: o.audit, clock: o.clock, logger });
+  const anomaly = new AnomalyDetector({
+    policy: o.policy,
+    alerts: o.alerts,
+    killSwitch,
+    audit: o.audit,
+    clock: o.clock,
+    logger,
+  });
   const drill = o.drill
-    ? new DrillRunner({ db: o.db, audit: o.audit, killSwitch, policy: o.policy, gatewayUrl: o.drill.gatewayUrl, tokens: o.drill.tokens, connector: o.drill.connector, alerts: o.alerts, report: o.drill.report, clock: o.clock, logger })
+    ? new DrillRunner({
+        db: o.db,
+        audit: o.audit,
+        killSwitch,
+        policy: o.policy,
+        gatewayUrl: o.drill.gatewayUrl,
+        tokens: o.drill.tokens,
+        connector: o.drill.connector,
+        alerts: o.alerts,
+        report: o.drill.report,
+        clock: o.clock,
+        logger,
+      })
     : undefined;
-  const scheduler = new ControlScheduler({ db: o.db, policy: o.policy, alerts: o.alerts, drill, checkpoints: o.checkpoints, clock: o.clock, logger, timezone: o.timezone });
+  const scheduler = new ControlScheduler({
+    db: o.db,
+    policy: o.policy,
+    alerts: o.alerts,
+    drill,
+    checkpoints: o.checkpoints,
+    clock: o.clock,
+    logger,
+    timezone: o.timezone,
+  });
   let offEffects: (() => void) | undefined;
   let offReload: (() => void) | undefined;
   // A PolicyStore tells of reloads: cron schedules are read when jobs start, so start them again.
@@ -66,7 +101,13 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     scheduler,
     start() {
       killSwitch.start();
-      offEffects ??= wireHaltEffects({ killSwitch, approvals: o.approvals, alerts: o.alerts, logger, actOnRemote: o.actOnRemote ?? true });
+      offEffects ??= wireHaltEffects({
+        killSwitch,
+        approvals: o.approvals,
+        alerts: o.alerts,
+        logger,
+        actOnRemote: o.actOnRemote ?? true,
+      });
       if (o.anomalies !== false) {
         anomaly.watchAudit(o.db);
         anomaly.start();
@@ -74,7 +115,11 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
       scheduler.start();
       if (typeof reloads.onChange === 'function') {
         offReload ??= reloads.onChange(() => {
-          scheduler.restart().catch((err: unknown) => logger.error({ err: describeError(err) }, 'restarting cron jobs after a policy reload failed'));
+          scheduler
+            .restart()
+            .catch((err: unknown) =>
+              logger.error({ err: describeError(err) }, 'restarting cron jobs after a policy reload failed'),
+            );
         });
       }
       // A Warden that starts with an overdue drill says so at once, not at the next hourly check.

@@ -89,7 +89,9 @@ export async function recoverAbandonedCalls(opts: CallRecoveryOptions): Promise<
   const { db } = opts;
 
   const completed = db.prepare("SELECT 1 FROM audit WHERE call_id = ? AND event = 'call.completed' LIMIT 1");
-  const approval = db.prepare('SELECT status, decided_at FROM approvals WHERE call_id = ? ORDER BY requested_at DESC LIMIT 1');
+  const approval = db.prepare(
+    'SELECT status, decided_at FROM approvals WHERE call_id = ? ORDER BY requested_at DESC LIMIT 1',
+  );
   const rows = db
     .prepare(
       `SELECT d.seq, d.ts, d.call_id, d.agent, d.owner, d.server, d.tool, d.decision
@@ -127,7 +129,13 @@ export async function recoverAbandonedCalls(opts: CallRecoveryOptions): Promise<
         detail: { recovered: true, decidedSeq: row.seq, decidedAt: row.ts, graceMs },
         ts: clock.now(),
       });
-      recovered.push({ callId: row.call_id, agent: row.agent, server: row.server, tool: row.tool, decidedSeq: row.seq });
+      recovered.push({
+        callId: row.call_id,
+        agent: row.agent,
+        server: row.server,
+        tool: row.tool,
+        decidedSeq: row.seq,
+      });
     } catch (err) {
       // One row that cannot be written must not stop start-up or the others; the next start retries it.
       logger.error({ err: describeError(err), callId: row.call_id }, 'recording an abandoned call failed');

@@ -79,9 +79,12 @@ export class ControlScheduler {
       this.checkDrillOverdue();
     });
     if (control.checkpointSchedule && !this.#o.checkpoints) {
-      this.#logger.warn('control.checkpoint_schedule is set but no checkpoint key/poster is configured (WARDEN_CHECKPOINT_KEY); checkpoints are not posted');
+      this.#logger.warn(
+        'control.checkpoint_schedule is set but no checkpoint key/poster is configured (WARDEN_CHECKPOINT_KEY); checkpoints are not posted',
+      );
     }
-    if (this.#o.checkpoints) add('checkpoint', control.checkpointSchedule, () => this.postCheckpoint().then(() => undefined));
+    if (this.#o.checkpoints)
+      add('checkpoint', control.checkpointSchedule, () => this.postCheckpoint().then(() => undefined));
     add('review-reminders', control.reviewReminderSchedule, async () => {
       this.remindReviews();
     });
@@ -105,7 +108,11 @@ export class ControlScheduler {
       await this.#o.drill.run('canary', 'warden:scheduler');
     } catch (err) {
       // The drill reports its own failures; this is a drill that could not even start.
-      this.#o.alerts.alert({ kind: 'drill_failed', severity: 'critical', text: `Scheduled kill-switch drill could not run: ${describeError(err)}` });
+      this.#o.alerts.alert({
+        kind: 'drill_failed',
+        severity: 'critical',
+        text: `Scheduled kill-switch drill could not run: ${describeError(err)}`,
+      });
     }
   }
 
@@ -144,7 +151,11 @@ export class ControlScheduler {
       markCheckpointPosted(this.#o.db, cp, `slack:${channel}`);
       return cp;
     } catch (err) {
-      this.#o.alerts.alert({ kind: 'upstream_failed', severity: 'warning', text: `Posting the audit checkpoint failed: ${describeError(err)}` });
+      this.#o.alerts.alert({
+        kind: 'upstream_failed',
+        severity: 'warning',
+        text: `Posting the audit checkpoint failed: ${describeError(err)}`,
+      });
       return undefined;
     }
   }

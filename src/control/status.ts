@@ -45,7 +45,9 @@ export function agentStatuses(db: Db, policy: Policy, halt: HaltCheck, now: numb
     )
     .all(since, only ?? null, only ?? null) as { agent: string; calls: number; denials: number }[];
   const pending = db
-    .prepare(`SELECT agent, count(*) AS n FROM approvals WHERE status = 'pending' AND (? IS NULL OR agent = ?) GROUP BY agent`)
+    .prepare(
+      `SELECT agent, count(*) AS n FROM approvals WHERE status = 'pending' AND (? IS NULL OR agent = ?) GROUP BY agent`,
+    )
     .all(only ?? null, only ?? null) as { agent: string; n: number }[];
   const byAgent = new Map(counts.map((c) => [c.agent, c]));
   const pendingBy = new Map(pending.map((p) => [p.agent, p.n]));

@@ -3,7 +3,15 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { MAX_BATCH_SIZE } from '@modelcontextprotocol/sdk/server/requestBody.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { CancelledNotificationSchema, ErrorCode, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CancelledNotificationSchema,
+  ErrorCode,
+  JSONRPCMessageSchema,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  type JSONRPCMessage,
+  type MessageExtraInfo,
+  type RequestId,
+} from '@modelcontextprotocol/sdk/types.js';
 import type { Clock } from '../clock.ts';
 import { isAnswer, isNotification, isRequest } from './jsonrpc.ts';
 
@@ -77,10 +85,18 @@ function write(res: ServerResponse, text: string): void {
 
 function json(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(value);
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers }).end(text);
+  res
+    .writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers })
+    .end(text);
 }
 
-function refuse(res: ServerResponse, status: number, code: number, message: string, headers: Record<string, string> = {}): void {
+function refuse(
+  res: ServerResponse,
+  status: number,
+  code: number,
+  message: string,
+  headers: Record<string, string> = {},
+): void {
   if (res.headersSent) return;
   json(res, status, { jsonrpc: '2.0', error: { code, message }, id: null }, headers);
 }
@@ -145,7 +161,8 @@ export class AgentTransport implements Transport {
       return refuse(res, 415, -32000, 'Unsupported Media Type: Content-Type must be application/json');
     }
     const raw = Array.isArray(body) ? body : [body];
-    if (raw.length > MAX_BATCH_SIZE) return refuse(res, 400, -32600, `Invalid Request: Batch must not exceed ${MAX_BATCH_SIZE} messages`);
+    if (raw.length > MAX_BATCH_SIZE)
+      return refuse(res, 400, -32600, `Invalid Request: Batch must not exceed ${MAX_BATCH_SIZE} messages`);
     const messages: JSONRPCMessage[] = [];
     for (const m of raw) {
       const parsed = JSONRPCMessageSchema.safeParse(m);
@@ -156,7 +173,8 @@ export class AgentTransport implements Transport {
     // Its params are the SDK Server's to check; the edge opens a session only for a valid one.
     if (messages.some((m) => isRequest(m) && m.method === 'initialize')) {
       if (this.sessionId !== undefined) return refuse(res, 400, -32600, 'Invalid Request: Server already initialized');
-      if (messages.length > 1) return refuse(res, 400, -32600, 'Invalid Request: Only one initialization request is allowed');
+      if (messages.length > 1)
+        return refuse(res, 400, -32600, 'Invalid Request: Only one initialization request is allowed');
       this.sessionId = this.#o.newSessionId();
       this.#o.onInitialized(this.sessionId);
     } else {
@@ -176,9 +194,25 @@ export class AgentTransport implements Transport {
     }
     const clash = this.clashingId(ids);
     if (clash !== undefined) {
-      return refuse(res, 400, -32600, `Invalid Request: request id ${JSON.stringify(clash)} is still being answered in this session`);
+      return refuse(
+        res,
+        400,
+        -32600,
+        `Invalid Request: request id ${JSON.stringify(clash)} is still being answered in this session`,
+      );
     }
-    const ex: Exchange = { res, ids, batch: Array.isArray(body), answers: new Map(), cancelled: new Set(), streaming: false, gone: false, finished: false, timer: undefined, keepAlive: undefined };
+    const ex: Exchange = {
+      res,
+      ids,
+      batch: Array.isArray(body),
+      answers: new Map(),
+      cancelled: new Set(),
+      streaming: false,
+      gone: false,
+      finished: false,
+      timer: undefined,
+      keepAlive: undefined,
+    };
     for (const id of ids) this.#pending.set(id, ex);
     ex.timer = this.#o.clock.setTimeout(() => this.#stream(ex), this.#streamAfterMs);
     // The agent went away first (the edge aborts its calls): their answers are dropped as they come.
@@ -211,7 +245,8 @@ export class AgentTransport implements Transport {
   }
 
   #get(req: IncomingMessage, res: ServerResponse): void {
-    if (!accepts(req, 'text/event-stream')) return refuse(res, 406, -32000, 'Not Acceptable: Client must accept text/event-stream');
+    if (!accepts(req, 'text/event-stream'))
+      return refuse(res, 406, -32000, 'Not Acceptable: Client must accept text/event-stream');
     const problem = this.#sessionProblem(req);
     if (problem) return problem(res);
     if (this.#standalone) return refuse(res, 409, -32000, 'Conflict: Only one SSE stream is allowed per session');
@@ -339,7 +374,14 @@ export class AgentTransport implements Transport {
       }
       for (const id of ex.ids) {
         if (ex.answers.has(id) || ex.cancelled.has(id)) continue;
-        const unanswered: JSONRPCMessage = { jsonrpc: '2.0', id, error: { code: ErrorCode.ConnectionClosed, message: 'The session was closed before this request was answered' } };
+        const unanswered: JSONRPCMessage = {
+          jsonrpc: '2.0',
+          id,
+          error: {
+            code: ErrorCode.ConnectionClosed,
+            message: 'The session was closed before this request was answered',
+          },
+        };
         ex.answers.set(id, unanswered);
         if (ex.streaming) write(ex.res, sseEvent(unanswered));
       }

@@ -36,7 +36,10 @@ interface Node {
 }
 
 /** Null when the arguments may be forwarded; otherwise the first problem found. */
-export function argumentProblem(args: unknown, limits: ArgumentLimits = DEFAULT_ARGUMENT_LIMITS): ArgumentProblem | null {
+export function argumentProblem(
+  args: unknown,
+  limits: ArgumentLimits = DEFAULT_ARGUMENT_LIMITS,
+): ArgumentProblem | null {
   if (args === undefined) return null;
   if (args === null || typeof args !== 'object' || Array.isArray(args)) {
     return { code: 'not_an_object', message: 'arguments must be a JSON object' };
@@ -59,10 +62,14 @@ export function argumentProblem(args: unknown, limits: ArgumentLimits = DEFAULT_
         return { code: 'not_plain_json', message: `${pathOf(node)} is not JSON (${typeof value})` };
     }
     if (depth > limits.maxDepth) {
-      return { code: 'too_deep', message: `${pathOf(node)} is nested deeper than ${limits.maxDepth} levels, more than Warden forwards` };
+      return {
+        code: 'too_deep',
+        message: `${pathOf(node)} is nested deeper than ${limits.maxDepth} levels, more than Warden forwards`,
+      };
     }
     if (Array.isArray(value)) {
-      for (let i = value.length - 1; i >= 0; i--) stack.push({ value: value[i], parent: node, key: i, depth: depth + 1 });
+      for (let i = value.length - 1; i >= 0; i--)
+        stack.push({ value: value[i], parent: node, key: i, depth: depth + 1 });
       continue;
     }
     const proto: unknown = Object.getPrototypeOf(value);
@@ -86,7 +93,10 @@ export function argumentProblem(args: unknown, limits: ArgumentLimits = DEFAULT_
   // Depth is bounded now, so serialising cannot overflow.
   const bytes = Buffer.byteLength(JSON.stringify(args), 'utf8');
   if (bytes > limits.maxBytes) {
-    return { code: 'too_large', message: `arguments are ${bytes} bytes of JSON, over Warden's limit of ${limits.maxBytes} bytes for one call` };
+    return {
+      code: 'too_large',
+      message: `arguments are ${bytes} bytes of JSON, over Warden's limit of ${limits.maxBytes} bytes for one call`,
+    };
   }
   return null;
 }

@@ -1,7 +1,13 @@
 import type { Readable, Writable } from 'node:stream';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { isInitializeRequest, isJSONRPCRequest, isJSONRPCResultResponse, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import {
+  isInitializeRequest,
+  isJSONRPCRequest,
+  isJSONRPCResultResponse,
+  type JSONRPCMessage,
+  type RequestId,
+} from '@modelcontextprotocol/sdk/types.js';
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { isWellFormedToken } from './tokens.ts';
@@ -27,7 +33,10 @@ export interface BridgeOptions {
 
 export async function runBridge(options: BridgeOptions): Promise<void> {
   if (!isWellFormedToken(options.token)) {
-    throw new WardenError('INVALID_INPUT', 'WARDEN_AGENT_TOKEN is not a Warden agent token (expected wdn_ followed by 43 characters); create one with `warden agents token create NAME`');
+    throw new WardenError(
+      'INVALID_INPUT',
+      'WARDEN_AGENT_TOKEN is not a Warden agent token (expected wdn_ followed by 43 characters); create one with `warden agents token create NAME`',
+    );
   }
   let url: URL;
   try {

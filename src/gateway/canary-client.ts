@@ -30,7 +30,9 @@ export const mcpCanaryConnector: CanaryConnector = {
             onprogress: () => {},
           });
           const text = Array.isArray(res.content)
-            ? res.content.map((c) => (c && typeof c === 'object' && 'text' in c && typeof c.text === 'string' ? c.text : '')).join(' ')
+            ? res.content
+                .map((c) => (c && typeof c === 'object' && 'text' in c && typeof c.text === 'string' ? c.text : ''))
+                .join(' ')
             : '';
           return res.isError ? { kind: 'error', text } : { kind: 'ok', text };
         } catch (err) {

@@ -94,10 +94,14 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     logger,
     clock,
     auditDurability: options.auditDurability,
-    argumentLimits: { ...DEFAULT_ARGUMENT_LIMITS, ...(options.maxArgumentBytes !== undefined ? { maxBytes: options.maxArgumentBytes } : {}) },
+    argumentLimits: {
+      ...DEFAULT_ARGUMENT_LIMITS,
+      ...(options.maxArgumentBytes !== undefined ? { maxBytes: options.maxArgumentBytes } : {}),
+    },
   });
   const p = pipeline;
-  const offPolicy = isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
+  const offPolicy =
+    isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
   const edge = new HttpEdge({
     pipeline,
     tokens: new TokenStore(options.db),

@@ -69,7 +69,8 @@ class BufferedResponse extends Response {
     this.json = async () => JSON.parse(utf8.decode(bytes));
     this.arrayBuffer = async () => new Uint8Array(bytes).buffer;
     this.blob = async () => new Blob([bytes], { type: this.headers.get('content-type') ?? '' });
-    this.clone = () => new BufferedResponse(bytes, { status: this.status, statusText: this.statusText, headers: this.headers });
+    this.clone = () =>
+      new BufferedResponse(bytes, { status: this.status, statusText: this.statusText, headers: this.headers });
   }
 }
 
@@ -82,10 +83,12 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
   const fetchImpl = (input: string | URL, init?: RequestInit): Promise<Response> =>
     new Promise<Response>((resolve, reject) => {
       const url = typeof input === 'string' ? new URL(input) : input;
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') return reject(new TypeError(`cannot fetch ${url.protocol} URLs`));
+      if (url.protocol !== 'http:' && url.protocol !== 'https:')
+        return reject(new TypeError(`cannot fetch ${url.protocol} URLs`));
       const method = (init?.method ?? 'GET').toUpperCase();
       const body = init?.body;
-      if (body !== undefined && body !== null && typeof body !== 'string') return reject(new TypeError('only string request bodies are supported'));
+      if (body !== undefined && body !== null && typeof body !== 'string')
+        return reject(new TypeError('only string request bodies are supported'));
       const headers: Record<string, string> = {};
       // The SDK passes a Headers already: read it as it is rather than copy it into another.
       const given = init?.headers;
@@ -97,7 +100,11 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
       if (signal?.aborted) return reject(signal.reason);
 
       const secure = url.protocol === 'https:';
-      const req = (secure ? httpsRequest : httpRequest)(url, { method, headers, agent: secure ? agents.https : agents.http });
+      const req = (secure ? httpsRequest : httpRequest)(url, {
+        method,
+        headers,
+        agent: secure ? agents.https : agents.http,
+      });
       let res: IncomingMessage | undefined;
       let settled = false;
       const fail = (err: unknown) => {
@@ -118,7 +125,8 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
       const onAbort = () => cut(signal!.reason);
       signal?.addEventListener('abort', onAbort, { once: true });
       const unlink = () => signal?.removeEventListener('abort', onAbort);
-      if (method !== 'GET') req.setTimeout(idleTimeoutMs, () => cut(new Error(`upstream sent nothing for ${idleTimeoutMs} ms`)));
+      if (method !== 'GET')
+        req.setTimeout(idleTimeoutMs, () => cut(new Error(`upstream sent nothing for ${idleTimeoutMs} ms`)));
       req.on('error', fail);
       req.on('response', (incoming) => {
         res = incoming;
@@ -133,9 +141,11 @@ export function httpFetch(options: HttpFetchOptions = {}): HttpFetch {
 
       function answer(incoming: IncomingMessage): void {
         const status = incoming.statusCode ?? 0;
-        if (status < MIN_STATUS || status > MAX_STATUS) throw new Error(`upstream answered with HTTP status ${status}, which is not a usable answer`);
+        if (status < MIN_STATUS || status > MAX_STATUS)
+          throw new Error(`upstream answered with HTTP status ${status}, which is not a usable answer`);
         const responseHeaders = new Headers();
-        for (let i = 0; i + 1 < incoming.rawHeaders.length; i += 2) responseHeaders.append(incoming.rawHeaders[i]!, incoming.rawHeaders[i + 1]!);
+        for (let i = 0; i + 1 < incoming.rawHeaders.length; i += 2)
+          responseHeaders.append(incoming.rawHeaders[i]!, incoming.rawHeaders[i + 1]!);
         const init = { status, statusText: incoming.statusMessage ?? '', headers: responseHeaders };
         const nullBody = NULL_BODY_STATUS.has(status) || method === 'HEAD';
         if (nullBody) {

@@ -120,7 +120,13 @@ function bearer(req: IncomingMessage): string | undefined {
   return m ? m[1] : '';
 }
 
-function jsonError(res: ServerResponse, status: number, code: number, message: string, headers: Record<string, string> = {}): void {
+function jsonError(
+  res: ServerResponse,
+  status: number,
+  code: number,
+  message: string,
+  headers: Record<string, string> = {},
+): void {
   if (res.headersSent) return;
   res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
   res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }));
@@ -272,7 +278,8 @@ export class HttpEdge {
       return jsonError(res, 403, -32000, 'Forbidden: Origin not allowed');
     }
     if (path !== MCP_PATH) return jsonError(res, 404, -32000, `Not found: the MCP endpoint is ${MCP_PATH}`);
-    if (this.#stopped) return jsonError(res, 503, -32000, 'Warden is shutting down; try again once it is back', { Connection: 'close' });
+    if (this.#stopped)
+      return jsonError(res, 503, -32000, 'Warden is shutting down; try again once it is back', { Connection: 'close' });
 
     const auth = this.#o.tokens.authenticate(bearer(req));
     if (!auth.ok) {
@@ -283,8 +290,17 @@ export class HttpEdge {
         revoked: 'a revoked token',
       }[auth.reason];
       await this.#authFailed(req, auth.reason, `request with ${reason}`);
-      const challenge = auth.reason === 'missing' ? 'Bearer realm="warden"' : 'Bearer realm="warden", error="invalid_token", error_description="The agent token is not valid"';
-      return jsonError(res, 401, -32001, 'Unauthorized: a valid Warden agent token is required (Authorization: Bearer wdn_…)', { 'WWW-Authenticate': challenge });
+      const challenge =
+        auth.reason === 'missing'
+          ? 'Bearer realm="warden"'
+          : 'Bearer realm="warden", error="invalid_token", error_description="The agent token is not valid"';
+      return jsonError(
+        res,
+        401,
+        -32001,
+        'Unauthorized: a valid Warden agent token is required (Authorization: Bearer wdn_…)',
+        { 'WWW-Authenticate': challenge },
+      );
     }
     const agent = auth.agent;
     // Travels with each message to its handler (SDK AuthInfo), so a call can
@@ -304,7 +320,13 @@ export class HttpEdge {
       try {
         text = await readBody(req, this.#o.maxBodyBytes);
       } catch (err) {
-        if (err instanceof BodyTooLarge) return jsonError(res, 413, -32000, `Payload too large: requests are limited to ${this.#o.maxBodyBytes} bytes`);
+        if (err instanceof BodyTooLarge)
+          return jsonError(
+            res,
+            413,
+            -32000,
+            `Payload too large: requests are limited to ${this.#o.maxBodyBytes} bytes`,
+          );
         throw err;
       }
       try {
@@ -318,7 +340,13 @@ export class HttpEdge {
         const reason = `${protoKey} is a key named "__proto__"; Warden does not accept such keys anywhere in a request`;
         this.#log.warn({ agent, path: protoKey }, 'refused a request carrying a __proto__ key');
         try {
-          await this.#o.audit.append({ event: 'request.refused', agent, decision: 'deny', reason, detail: { code: 'prototype_key', path: protoKey } });
+          await this.#o.audit.append({
+            event: 'request.refused',
+            agent,
+            decision: 'deny',
+            reason,
+            detail: { code: 'prototype_key', path: protoKey },
+          });
         } catch (err) {
           this.#log.error({ err: describeError(err) }, 'audit write failed for request.refused');
         }
@@ -331,20 +359,42 @@ export class HttpEdge {
       if (!session) return jsonError(res, 404, -32001, 'Session not found: initialize a new session');
       if (session.agent !== agent) {
         // Someone holds another agent's session id: refuse and make noise.
-        await this.#authFailed(req, 'session_mismatch', `agent ${agent} presented a session of agent ${session.agent}`, agent);
+        await this.#authFailed(
+          req,
+          'session_mismatch',
+          `agent ${agent} presented a session of agent ${session.agent}`,
+          agent,
+        );
         return jsonError(res, 403, -32000, 'Forbidden: this session belongs to a different agent');
       }
       return this.#serve(session, req, res, body, authInfo);
     }
 
     if (req.method !== 'POST' || !isInitializeRequest(body)) {
-      return jsonError(res, 400, -32000, 'Bad Request: send an initialize request first, then the Mcp-Session-Id header it returns');
+      return jsonError(
+        res,
+        400,
+        -32000,
+        'Bad Request: send an initialize request first, then the Mcp-Session-Id header it returns',
+      );
     }
     if (!this.#makeRoom(agent)) {
-      return jsonError(res, 429, -32000, `Too many sessions: agent ${agent} already has ${this.#o.maxSessionsPerAgent} active sessions`);
+      return jsonError(
+        res,
+        429,
+        -32000,
+        `Too many sessions: agent ${agent} already has ${this.#o.maxSessionsPerAgent} active sessions`,
+      );
     }
     const mcp = new SessionServer(this.#o.pipeline, agent, this.#log, (tokenId) => this.#o.tokens.isLive(tokenId));
-    const session: Session = { id: '', agent, transport: undefined as unknown as AgentTransport, mcp, lastSeen: this.#o.clock.now(), active: 0 };
+    const session: Session = {
+      id: '',
+      agent,
+      transport: undefined as unknown as AgentTransport,
+      mcp,
+      lastSeen: this.#o.clock.now(),
+      active: 0,
+    };
     session.transport = new AgentTransport({
       clock: this.#o.clock,
       newSessionId: () => randomUUID(),
@@ -366,7 +416,11 @@ export class HttpEdge {
     session.transport.onclose = () => {
       if (session.id) this.#sessions.delete(session.id);
       const n = mcp.abortCalls(new WardenError('CALL_ABANDONED', session.closing ?? 'the agent session ended'));
-      if (n > 0) this.#log.info({ agent, session: session.id, calls: n, why: session.closing }, 'session ended with calls running: abandoned them');
+      if (n > 0)
+        this.#log.info(
+          { agent, session: session.id, calls: n, why: session.closing },
+          'session ended with calls running: abandoned them',
+        );
     };
     await mcp.server.connect(session.transport);
     return this.#serve(session, req, res, body, authInfo);
@@ -389,8 +443,15 @@ export class HttpEdge {
       session.active--;
       session.lastSeen = this.#o.clock.now();
       if (!tracked || res.writableFinished) return;
-      const n = session.mcp.abortCalls(new WardenError('CALL_ABANDONED', "the agent's connection closed before the answer was sent"), ids);
-      if (n > 0) this.#log.info({ agent: session.agent, session: session.id, calls: n }, 'agent connection closed with calls running: abandoned them');
+      const n = session.mcp.abortCalls(
+        new WardenError('CALL_ABANDONED', "the agent's connection closed before the answer was sent"),
+        ids,
+      );
+      if (n > 0)
+        this.#log.info(
+          { agent: session.agent, session: session.id, calls: n },
+          'agent connection closed with calls running: abandoned them',
+        );
     });
     session.transport.handle(req, res, body, authInfo);
   }
@@ -440,13 +501,23 @@ export class HttpEdge {
       if (agent && w.agents.size < MAX_AUTH_FAILURE_AGENTS) w.agents.add(agent);
       return;
     }
-    if (this.#authWindows.size >= MAX_AUTH_FAILURE_WINDOWS) for (const old of [...this.#authWindows.values()]) this.#closeAuthWindow(old);
-    const opened: AuthFailureWindow = { key, remote, code, openedAt: now, more: 0, agents: new Set(), timer: undefined as unknown as NodeJS.Timeout };
+    if (this.#authWindows.size >= MAX_AUTH_FAILURE_WINDOWS)
+      for (const old of [...this.#authWindows.values()]) this.#closeAuthWindow(old);
+    const opened: AuthFailureWindow = {
+      key,
+      remote,
+      code,
+      openedAt: now,
+      more: 0,
+      agents: new Set(),
+      timer: undefined as unknown as NodeJS.Timeout,
+    };
     opened.timer = this.#o.clock.setTimeout(() => this.#closeAuthWindow(opened), AUTH_FAILURE_WINDOW_MS);
     opened.timer.unref?.();
     this.#authWindows.set(key, opened);
 
-    const userAgent = typeof req.headers['user-agent'] === 'string' ? req.headers['user-agent'].slice(0, 200) : undefined;
+    const userAgent =
+      typeof req.headers['user-agent'] === 'string' ? req.headers['user-agent'].slice(0, 200) : undefined;
     try {
       await this.#o.audit.append({
         event: 'auth.failed',
@@ -484,11 +555,21 @@ export class HttpEdge {
         agent: agents.length === 1 ? agents[0] : undefined,
         decision: 'deny',
         reason: `${w.more} more ${w.more === 1 ? 'request' : 'requests'} from ${w.remote} refused for the same cause (${w.code}) within ${AUTH_FAILURE_WINDOW_MS / 1000} s of the first`,
-        detail: { code: w.code, remote: w.remote, count: w.more, window: { from: w.openedAt, to, ms: AUTH_FAILURE_WINDOW_MS }, ...(agents.length > 1 ? { agents } : {}) },
+        detail: {
+          code: w.code,
+          remote: w.remote,
+          count: w.more,
+          window: { from: w.openedAt, to, ms: AUTH_FAILURE_WINDOW_MS },
+          ...(agents.length > 1 ? { agents } : {}),
+        },
       })
       .then(
         () => undefined,
-        (err: unknown) => this.#log.error({ err: describeError(err), count: w.more, code: w.code }, 'audit write failed for aggregated auth.failed'),
+        (err: unknown) =>
+          this.#log.error(
+            { err: describeError(err), count: w.more, code: w.code },
+            'audit write failed for aggregated auth.failed',
+          ),
       );
     this.#authWrites.add(write);
     void write.finally(() => this.#authWrites.delete(write));

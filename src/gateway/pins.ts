@@ -104,7 +104,9 @@ export class PinStore {
         if (row.hash === hash) {
           if (row.status === 'blocked') {
             this.#db
-              .prepare("UPDATE tool_pins SET status = 'approved', pending_hash = NULL, pending_definition = NULL, updated_at = ? WHERE server = ? AND tool = ?")
+              .prepare(
+                "UPDATE tool_pins SET status = 'approved', pending_hash = NULL, pending_definition = NULL, updated_at = ? WHERE server = ? AND tool = ?",
+              )
               .run(now, server, tool.name);
           }
           return { tool: tool.name, hash, state: 'approved', changed: false };
@@ -112,7 +114,9 @@ export class PinStore {
         const fresh = row.status !== 'blocked' || row.pending_hash !== hash;
         if (fresh) {
           this.#db
-            .prepare("UPDATE tool_pins SET status = 'blocked', pending_hash = ?, pending_definition = ?, updated_at = ? WHERE server = ? AND tool = ?")
+            .prepare(
+              "UPDATE tool_pins SET status = 'blocked', pending_hash = ?, pending_definition = ?, updated_at = ? WHERE server = ? AND tool = ?",
+            )
             .run(hash, definition, now, server, tool.name);
         }
         return { tool: tool.name, hash, state: 'blocked', changed: fresh, previousHash: row.hash };
@@ -165,20 +169,31 @@ export interface PinApproval {
  * Accepts a blocked tool's new definition. Refuses when nothing is pending,
  * so a typo cannot silently "approve" a tool that was never blocked.
  */
-export function approveToolPin(db: Db, server: string, tool: string, actor: string, options: { clock?: Clock | undefined } = {}): PinApproval {
+export function approveToolPin(
+  db: Db,
+  server: string,
+  tool: string,
+  actor: string,
+  options: { clock?: Clock | undefined } = {},
+): PinApproval {
   if (!server || !tool) throw new WardenError('INVALID_INPUT', 'server and tool are required');
   if (!actor) throw new WardenError('INVALID_INPUT', 'actor is required');
-  return db.transaction(() => {
-    const row = db.prepare('SELECT * FROM tool_pins WHERE server = ? AND tool = ?').get(server, tool) as DbPinRow | undefined;
-    if (!row) throw new WardenError('NOT_FOUND', `no pinned tool "${tool}" on server "${server}"; see \`warden tools list\``);
-    if (row.status !== 'blocked' || !row.pending_hash) {
-      throw new WardenError('INVALID_INPUT', `tool ${server}/${tool} is not blocked; nothing to approve`);
-    }
-    db.prepare(
-      `UPDATE tool_pins SET hash = pending_hash, definition = pending_definition, status = 'approved',
+  return db
+    .transaction(() => {
+      const row = db.prepare('SELECT * FROM tool_pins WHERE server = ? AND tool = ?').get(server, tool) as
+        | DbPinRow
+        | undefined;
+      if (!row)
+        throw new WardenError('NOT_FOUND', `no pinned tool "${tool}" on server "${server}"; see \`warden tools list\``);
+      if (row.status !== 'blocked' || !row.pending_hash) {
+        throw new WardenError('INVALID_INPUT', `tool ${server}/${tool} is not blocked; nothing to approve`);
+      }
+      db.prepare(
+        `UPDATE tool_pins SET hash = pending_hash, definition = pending_definition, status = 'approved',
          pending_hash = NULL, pending_definition = NULL, updated_at = ?, approved_by = ?
        WHERE server = ? AND tool = ? AND status = 'blocked' AND pending_hash = ?`,
-    ).run((options.clock ?? systemClock).now(), actor, server, tool, row.pending_hash);
-    return { server, tool, previousHash: row.hash, hash: row.pending_hash };
-  }).immediate();
+      ).run((options.clock ?? systemClock).now(), actor, server, tool, row.pending_hash);
+      return { server, tool, previousHash: row.hash, hash: row.pending_hash };
+    })
+    .immediate();
 }

@@ -187,7 +187,10 @@ export class GatewayPipeline {
       if (!obs.changed) continue;
       const qualified = qualifiedToolName(server, obs.tool);
       const text = `Tool ${qualified} changed its definition since it was approved; it is blocked for every agent until an operator runs \`warden tools approve ${server} ${obs.tool}\``;
-      this.#log.warn({ server, tool: obs.tool, previousHash: obs.previousHash, hash: obs.hash }, 'tool definition changed: blocked');
+      this.#log.warn(
+        { server, tool: obs.tool, previousHash: obs.previousHash, hash: obs.hash },
+        'tool definition changed: blocked',
+      );
       void this.#o.audit
         .append({
           event: 'pin.changed',
@@ -197,8 +200,15 @@ export class GatewayPipeline {
           reason: text,
           detail: { previousHash: obs.previousHash, hash: obs.hash },
         })
-        .catch((err) => this.#log.error({ err: describeError(err), server, tool: obs.tool }, 'audit write failed for pin.changed'));
-      this.#alert({ kind: 'pin_changed', severity: 'critical', text, detail: { server, tool: obs.tool, previousHash: obs.previousHash, hash: obs.hash } });
+        .catch((err) =>
+          this.#log.error({ err: describeError(err), server, tool: obs.tool }, 'audit write failed for pin.changed'),
+        );
+      this.#alert({
+        kind: 'pin_changed',
+        severity: 'critical',
+        text,
+        detail: { server, tool: obs.tool, previousHash: obs.previousHash, hash: obs.hash },
+      });
     }
     if (previous && previous.size !== state.size) changed = true;
     this.#pinState.set(server, state);
@@ -231,7 +241,10 @@ export class GatewayPipeline {
         return;
       }
       for (const tool of c.value.tools) {
-        const d = decide(policy, agent, server, tool.name, undefined, { annotations: annotationsOf(tool), upstreamTools: c.value.names });
+        const d = decide(policy, agent, server, tool.name, undefined, {
+          annotations: annotationsOf(tool),
+          upstreamTools: c.value.names,
+        });
         if (d.kind === 'deny') continue;
         // A blocked tool is hidden: its new description is exactly what must not reach the model yet.
         if (!this.#pinApproved(server, tool.name)) continue;
@@ -268,7 +281,13 @@ export class GatewayPipeline {
     const base: CallFacts = { callId, agent, server: split?.server, tool: split?.tool ?? name, args };
 
     if (this.#closing) {
-      return this.#refuse(base, 'abandoned', `${name} was not run: ${this.#closing.message}; try again once it is back`, { code: 'CALL_ABANDONED' }, false);
+      return this.#refuse(
+        base,
+        'abandoned',
+        `${name} was not run: ${this.#closing.message}; try again once it is back`,
+        { code: 'CALL_ABANDONED' },
+        false,
+      );
     }
 
     // 1–3. Everything that decides whether the call may run. A check that
@@ -277,7 +296,10 @@ export class GatewayPipeline {
     try {
       admission = await this.#admit(input, base, split);
     } catch (err) {
-      this.#log.error({ err: describeError(err), callId, agent, tool: name }, 'a check failed while deciding a call: refusing it');
+      this.#log.error(
+        { err: describeError(err), callId, agent, tool: name },
+        'a check failed while deciding a call: refusing it',
+      );
       return this.#refuse(
         base,
         'error',
@@ -296,7 +318,11 @@ export class GatewayPipeline {
     // once its record is committed: the fsync runs alongside the upstream
     // call, and the agent gets nothing until it is done.
     const read =
-      this.#o.auditDurability !== 'strict' && decision.kind === 'allow' && decision.tool.scope === 'read' && decision.tool.consequence === 'reversible' && this.#o.audit.sync !== undefined;
+      this.#o.auditDurability !== 'strict' &&
+      decision.kind === 'allow' &&
+      decision.tool.scope === 'read' &&
+      decision.tool.consequence === 'reversible' &&
+      this.#o.audit.sync !== undefined;
     let decidedDurable: Promise<void> | undefined;
     // Whether the agent may hear anything yet: progress before then is dropped (it is advisory).
     let durable = !read;
@@ -307,7 +333,10 @@ export class GatewayPipeline {
           event: 'call.decided',
           decision: decision.kind,
           reason: decision.kind === 'approve' ? decision.reason : undefined,
-          detail: decision.kind === 'approve' ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence } : { scope: decision.tool.scope, consequence: decision.tool.consequence },
+          detail:
+            decision.kind === 'approve'
+              ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence }
+              : { scope: decision.tool.scope, consequence: decision.tool.consequence },
         },
         { sync: !read },
       );
@@ -321,8 +350,13 @@ export class GatewayPipeline {
         );
       }
     } catch (err) {
-      this.#log.error({ err: describeError(err), callId, agent, server: sv, tool }, 'audit write failed: refusing the call');
-      return refusal(`Refused by Warden: the call could not be recorded in the audit trail (AUDIT_WRITE_FAILED), and Warden never runs a call it cannot record. Try again later.`);
+      this.#log.error(
+        { err: describeError(err), callId, agent, server: sv, tool },
+        'audit write failed: refusing the call',
+      );
+      return refusal(
+        `Refused by Warden: the call could not be recorded in the audit trail (AUDIT_WRITE_FAILED), and Warden never runs a call it cannot record. Try again later.`,
+      );
     }
 
     // One controller for the whole call: the agent's cancel or disconnect, a
@@ -344,7 +378,11 @@ export class GatewayPipeline {
         const outcome = await this.#requestApproval(callId, agentPolicy, sv, tool, args, decision, signal, progress);
         if (outcome.status !== 'approved') {
           const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason ?? outcome.status}`;
-          await this.#completed(base, outcome.status, started, { reason, approver: outcome.approver, detail: { approvalId: outcome.approvalId } });
+          await this.#completed(base, outcome.status, started, {
+            reason,
+            approver: outcome.approver,
+            detail: { approvalId: outcome.approvalId },
+          });
           return refusal(`Refused by Warden: ${reason}`);
         }
         approvalId = outcome.approvalId;
@@ -354,7 +392,11 @@ export class GatewayPipeline {
         if (outcome.argsHash === undefined || outcome.argsHash !== argsHash(args)) {
           const reason = `${name} was not run: the approval does not match these exact arguments`;
           this.#log.error({ callId, approvalId, agent }, 'approved arguments do not match the call: refusing it');
-          await this.#completed(base, 'blocked', started, { reason, approver, detail: { approvalId, code: 'approval_mismatch' } });
+          await this.#completed(base, 'blocked', started, {
+            reason,
+            approver,
+            detail: { approvalId, code: 'approval_mismatch' },
+          });
           await this.#reportOutcome(approvalId, false, reason);
           return refusal(`Refused by Warden: ${reason}`);
         }
@@ -362,10 +404,16 @@ export class GatewayPipeline {
         // tool away, and an approval does not outrank the policy in force.
         let now: Decision;
         try {
-          now = decide(this.#o.policy(), agent, sv, tool, args, { annotations, upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools });
+          now = decide(this.#o.policy(), agent, sv, tool, args, {
+            annotations,
+            upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools,
+          });
         } catch (err) {
           // Not the upstream's failure: Warden could not confirm the policy, so it refuses.
-          this.#log.error({ err: describeError(err), callId, approvalId, agent, tool: name }, 'the policy check after approval failed: refusing the call');
+          this.#log.error(
+            { err: describeError(err), callId, approvalId, agent, tool: name },
+            'the policy check after approval failed: refusing the call',
+          );
           throw new WardenError(
             'INTERNAL',
             "Warden's policy check after the approval failed (INTERNAL), so Warden refused the call rather than run it unchecked; try again later or ask an operator to look at the gateway log",
@@ -386,8 +434,15 @@ export class GatewayPipeline {
       // agent's authority over calls already made, not only over new requests.
       if (!this.#credentialStands(input, callId)) {
         const reason = `${name} was not run: the agent token it was made with has been revoked${approvalId ? ' while it waited for approval' : ''}`;
-        this.#log.warn({ callId, agent, tool: name, approvalId }, 'token revoked before the call was forwarded: refusing it');
-        await this.#completed(base, 'deny', started, { reason, approver, detail: { code: 'token_revoked', ...(approvalId ? { approvalId } : {}) } });
+        this.#log.warn(
+          { callId, agent, tool: name, approvalId },
+          'token revoked before the call was forwarded: refusing it',
+        );
+        await this.#completed(base, 'deny', started, {
+          reason,
+          approver,
+          detail: { code: 'token_revoked', ...(approvalId ? { approvalId } : {}) },
+        });
         if (approvalId) await this.#reportOutcome(approvalId, false, reason);
         return refusal(`Refused by Warden: ${reason}`);
       }
@@ -415,7 +470,10 @@ export class GatewayPipeline {
           await decidedDurable;
         } catch (err) {
           // Fail closed: an answer the trail might not keep is not given, whatever it was.
-          this.#log.error({ err: describeError(err), callId, agent, server: sv, tool }, 'could not fsync the audit trail: withholding the answer');
+          this.#log.error(
+            { err: describeError(err), callId, agent, server: sv, tool },
+            'could not fsync the audit trail: withholding the answer',
+          );
           const reason = `${name} ran, but Warden could not make its audit record durable (${describeError(err)}), so the answer was withheld`;
           await this.#completed(base, 'error', started, { reason, detail: { code: 'AUDIT_WRITE_FAILED' } });
           return refusal(`Refused by Warden: ${reason}. Try again later.`);
@@ -425,24 +483,37 @@ export class GatewayPipeline {
         const err = outcome.error;
         if (signal.aborted || !(err instanceof McpError)) throw err;
         // The upstream answered with a JSON-RPC error: record it, relay it as one.
-        await this.#completed(base, 'error', started, { approver, reason: err.message, detail: { approvalId, code: err.code } });
+        await this.#completed(base, 'error', started, {
+          approver,
+          reason: err.message,
+          detail: { approvalId, code: err.code },
+        });
         if (approvalId) await this.#reportOutcome(approvalId, false, err.message);
         throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
       }
       const result = outcome.result;
       const ok = result.isError !== true;
-      await this.#completed(base, ok ? 'ok' : 'error', started, { result, approver, detail: approvalId ? { approvalId } : undefined });
+      await this.#completed(base, ok ? 'ok' : 'error', started, {
+        result,
+        approver,
+        detail: approvalId ? { approvalId } : undefined,
+      });
       if (approvalId) await this.#reportOutcome(approvalId, ok, summarise(result));
       return result;
     } catch (err) {
       if (err instanceof McpError) throw err;
       const aborted = signal.aborted ? signal.reason : undefined;
       const haltedErr = isWardenError(aborted, 'HALTED') ? aborted : isWardenError(err, 'HALTED') ? err : undefined;
-      const abandoned = isWardenError(aborted, 'CALL_ABANDONED') ? aborted : isWardenError(err, 'CALL_ABANDONED') ? err : undefined;
+      const abandoned = isWardenError(aborted, 'CALL_ABANDONED')
+        ? aborted
+        : isWardenError(err, 'CALL_ABANDONED')
+          ? err
+          : undefined;
       const cancelledByAgent = !haltedErr && !abandoned && input.signal.aborted;
       const pinBlocked = isWardenError(err, 'TOOL_PIN_MISMATCH') ? err : undefined;
       const internal = isWardenError(err, 'INTERNAL') ? err : undefined;
-      const status = haltedErr || cancelledByAgent ? 'cancelled' : abandoned ? 'abandoned' : pinBlocked ? 'blocked' : 'error';
+      const status =
+        haltedErr || cancelledByAgent ? 'cancelled' : abandoned ? 'abandoned' : pinBlocked ? 'blocked' : 'error';
       const reason = haltedErr
         ? `${name} was stopped: ${haltedErr.message}`
         : abandoned
@@ -455,7 +526,11 @@ export class GatewayPipeline {
                 ? `${name} was not run: ${internal.message}`
                 : `${name} failed upstream: ${describeError(err)}`;
       const code = haltedErr ? 'HALTED' : abandoned ? 'CALL_ABANDONED' : isWardenError(err) ? err.code : undefined;
-      await this.#completed(base, status, started, { reason, approver, detail: { code, ...(approvalId ? { approvalId } : {}) } });
+      await this.#completed(base, status, started, {
+        reason,
+        approver,
+        detail: { code, ...(approvalId ? { approvalId } : {}) },
+      });
       if (approvalId) await this.#reportOutcome(approvalId, false, reason);
       return refusal(haltedErr || pinBlocked || internal ? `Refused by Warden: ${reason}` : reason);
     } finally {
@@ -474,7 +549,12 @@ export class GatewayPipeline {
     const policy = this.#o.policy();
     const agentPolicy = Object.hasOwn(policy.agents, agent) ? policy.agents[agent] : undefined;
     base.owner = agentPolicy?.owner;
-    const refused = async (decision: 'deny' | 'halted' | 'error' | 'cancelled' | 'abandoned', reason: string, detail: Record<string, unknown>, alert: boolean): Promise<Admission> => ({
+    const refused = async (
+      decision: 'deny' | 'halted' | 'error' | 'cancelled' | 'abandoned',
+      reason: string,
+      detail: Record<string, unknown>,
+      alert: boolean,
+    ): Promise<Admission> => ({
       kind: 'refused',
       result: await this.#refuse(base, decision, reason, detail, alert),
     });
@@ -482,22 +562,40 @@ export class GatewayPipeline {
     // 1. Kill switch: before anything else, from memory.
     const halted = this.#haltCheck(agent);
     if (halted) {
-      const d = decide(policy, agent, split?.server ?? '', split?.tool ?? name, args, { halted: { scope: halted.scope, reason: haltReason(halted) } });
+      const d = decide(policy, agent, split?.server ?? '', split?.tool ?? name, args, {
+        halted: { scope: halted.scope, reason: haltReason(halted) },
+      });
       const reason = d.kind === 'deny' ? d.reason : haltReason(halted);
       return refused('halted', reason, { code: 'halted', scope: halted.scope, actor: halted.actor }, false);
     }
     if (name.length > MAX_NAME_CHARS) {
       base.server = undefined;
       base.tool = `${name.slice(0, 64)}…`;
-      return refused('deny', `a tool name of ${name.length} characters is not a Warden tool name (at most ${MAX_NAME_CHARS}; see tools/list)`, { code: 'unknown_tool' }, true);
+      return refused(
+        'deny',
+        `a tool name of ${name.length} characters is not a Warden tool name (at most ${MAX_NAME_CHARS}; see tools/list)`,
+        { code: 'unknown_tool' },
+        true,
+      );
     }
     if (!split) {
-      return refused('deny', `"${name}" is not a Warden tool name; tools are named <server>__<tool>, e.g. tickets__read_ticket (see tools/list)`, { code: 'unknown_tool' }, true);
+      return refused(
+        'deny',
+        `"${name}" is not a Warden tool name; tools are named <server>__<tool>, e.g. tickets__read_ticket (see tools/list)`,
+        { code: 'unknown_tool' },
+        true,
+      );
     }
     const { server, tool } = split;
     // Arguments Warden could not record or show whole are not forwarded.
     const bad = argumentProblem(args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS);
-    if (bad) return refused('deny', `${name} was not run: ${bad.message}`, { code: 'invalid_arguments', problem: bad.code }, true);
+    if (bad)
+      return refused(
+        'deny',
+        `${name} was not run: ${bad.message}`,
+        { code: 'invalid_arguments', problem: bad.code },
+        true,
+      );
 
     // 2. Policy. Without the upstream's catalogue a denial is already final
     // (annotations can only tighten), so refuse before touching the upstream.
@@ -510,10 +608,20 @@ export class GatewayPipeline {
       } catch (err) {
         if (input.signal.aborted) {
           return isWardenError(input.signal.reason, 'CALL_ABANDONED')
-            ? refused('abandoned', `the agent went away before the call was decided (${input.signal.reason.message})`, { code: 'CALL_ABANDONED' }, false)
+            ? refused(
+                'abandoned',
+                `the agent went away before the call was decided (${input.signal.reason.message})`,
+                { code: 'CALL_ABANDONED' },
+                false,
+              )
             : refused('cancelled', 'the agent cancelled the call before it was decided', { code: 'cancelled' }, false);
         }
-        return refused('error', `Warden could not reach upstream "${server}": ${describeError(err)}`, { code: isWardenError(err) ? err.code : 'UPSTREAM_UNAVAILABLE' }, false);
+        return refused(
+          'error',
+          `Warden could not reach upstream "${server}": ${describeError(err)}`,
+          { code: isWardenError(err) ? err.code : 'UPSTREAM_UNAVAILABLE' },
+          false,
+        );
       }
     }
     const annotations = annotationsOf(catalogue.byName.get(tool));
@@ -526,7 +634,15 @@ export class GatewayPipeline {
       return refused('deny', reason, { code: 'pin_blocked' }, true);
     }
     // decide() only holds or allows a call for an agent in the policy.
-    return { kind: 'admitted', agentPolicy: agentPolicy!, server, tool, decision, annotations, upstreamTools: catalogue.names };
+    return {
+      kind: 'admitted',
+      agentPolicy: agentPolicy!,
+      server,
+      tool,
+      decision,
+      annotations,
+      upstreamTools: catalogue.names,
+    };
   }
 
   /** The call's credential, failing closed: a check that cannot answer is not a "still valid". */
@@ -535,8 +651,15 @@ export class GatewayPipeline {
     try {
       return input.stillAuthorized();
     } catch (err) {
-      this.#log.error({ err: describeError(err), callId, agent: input.agent }, 'the token check before forwarding failed: refusing the call');
-      throw new WardenError('INTERNAL', "Warden's token check before forwarding failed (INTERNAL), so Warden refused the call; try again later or ask an operator to look at the gateway log", { cause: err });
+      this.#log.error(
+        { err: describeError(err), callId, agent: input.agent },
+        'the token check before forwarding failed: refusing the call',
+      );
+      throw new WardenError(
+        'INTERNAL',
+        "Warden's token check before forwarding failed (INTERNAL), so Warden refused the call; try again later or ask an operator to look at the gateway log",
+        { cause: err },
+      );
     }
   }
 
@@ -582,7 +705,8 @@ export class GatewayPipeline {
   /** The upstream may have restarted since the decision: the definition about to be called must still be the approved one. */
   #verifyLive(server: string, tool: string, name: string, live: Catalogue | undefined): void {
     const def = live?.byName.get(tool);
-    if (!def) throw new WardenError('UPSTREAM_PROTOCOL', `upstream "${server}" no longer offers ${tool} after restarting`);
+    if (!def)
+      throw new WardenError('UPSTREAM_PROTOCOL', `upstream "${server}" no longer offers ${tool} after restarting`);
     const st = this.#pinState.get(server)?.get(tool);
     if (!st || st.hash !== def.pinHash || !this.#pinApproved(server, tool)) {
       throw new WardenError(
@@ -639,7 +763,12 @@ export class GatewayPipeline {
     base: CallFacts,
     decision: string,
     started: number,
-    extra: { result?: unknown; reason?: string | undefined; approver?: string | undefined; detail?: Record<string, unknown> | undefined },
+    extra: {
+      result?: unknown;
+      reason?: string | undefined;
+      approver?: string | undefined;
+      detail?: Record<string, unknown> | undefined;
+    },
   ): Promise<void> {
     const entry: AuditEntry = {
       ...base,
@@ -655,7 +784,8 @@ export class GatewayPipeline {
     return this.#o.audit.append(entry, { sync: this.#o.auditDurability === 'strict' }).then(
       () => undefined,
       // The call already happened; hiding its result would not undo it.
-      (err) => this.#log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
+      (err) =>
+        this.#log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
     );
   }
 

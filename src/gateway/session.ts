@@ -1,5 +1,11 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { CallToolRequestSchema, ErrorCode as McpErrorCode, ListToolsRequestSchema, McpError, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CallToolRequestSchema,
+  ErrorCode as McpErrorCode,
+  ListToolsRequestSchema,
+  McpError,
+  type RequestId,
+} from '@modelcontextprotocol/sdk/types.js';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { GatewayPipeline } from './pipeline.ts';
@@ -36,7 +42,8 @@ export class SessionServer {
   constructor(pipeline: GatewayPipeline, agent: string, logger: Logger, tokenLive: (tokenId: string) => boolean) {
     const server = new Server(GATEWAY_INFO, {
       capabilities: { tools: { listChanged: true } },
-      instructions: 'Tools are provided by Warden on behalf of your organisation. A refused call comes back as an error result that says why; calls that need a human wait for their decision.',
+      instructions:
+        'Tools are provided by Warden on behalf of your organisation. A refused call comes back as an error result that says why; calls that need a human wait for their decision.',
     });
     this.server = server;
     // e.g. an answer for an agent whose connection is already gone: nothing to deliver, nothing to fix.
@@ -71,12 +78,22 @@ export class SessionServer {
         call.abort(reason);
       }
       try {
-        return await pipeline.callTool({ agent, name: request.params.name, args: request.params.arguments, signal: call.signal, onProgress, stillAuthorized });
+        return await pipeline.callTool({
+          agent,
+          name: request.params.name,
+          args: request.params.arguments,
+          signal: call.signal,
+          onProgress,
+          stillAuthorized,
+        });
       } catch (err) {
         if (err instanceof McpError) throw err;
         // Never leak internals to the agent; the log has the details.
         logger.error({ err: describeError(err), agent, tool: request.params.name }, 'unexpected failure in tools/call');
-        throw new McpError(McpErrorCode.InternalError, 'Warden failed internally while handling this call; it was not completed');
+        throw new McpError(
+          McpErrorCode.InternalError,
+          'Warden failed internally while handling this call; it was not completed',
+        );
       } finally {
         extra.signal.removeEventListener('abort', follow);
         if (this.#calls.get(id) === call) this.#calls.delete(id);

@@ -23,7 +23,9 @@ export interface AgentTokenInfo {
   revokedAt: number | null;
 }
 
-export type AuthResult = { ok: true; agent: string; tokenId: string } | { ok: false; reason: 'missing' | 'malformed' | 'unknown' | 'revoked' };
+export type AuthResult =
+  | { ok: true; agent: string; tokenId: string }
+  | { ok: false; reason: 'missing' | 'malformed' | 'unknown' | 'revoked' };
 
 export function hashToken(token: string): string {
   return sha256Hex(token);
@@ -43,7 +45,10 @@ function assertAgent(agent: string, policy: Policy | undefined): void {
   if (!agent || typeof agent !== 'string') throw new WardenError('INVALID_INPUT', 'agent name is required');
   if (policy && !policy.agents[agent]) {
     const known = Object.keys(policy.agents).sort().join(', ') || '(none)';
-    throw new WardenError('NOT_FOUND', `agent "${agent}" is not defined in the policy ${policy.source}; known agents: ${known}`);
+    throw new WardenError(
+      'NOT_FOUND',
+      `agent "${agent}" is not defined in the policy ${policy.source}; known agents: ${known}`,
+    );
   }
 }
 
@@ -70,19 +75,27 @@ export function revokeAgentTokens(db: Db, agent: string, options: { clock?: Cloc
 }
 
 /** Revokes the agent's live tokens and creates a new one, atomically. */
-export function rotateAgentToken(db: Db, agent: string, options: TokenOptions = {}): { token: string; revoked: number } {
+export function rotateAgentToken(
+  db: Db,
+  agent: string,
+  options: TokenOptions = {},
+): { token: string; revoked: number } {
   assertAgent(agent, options.policy);
-  return db.transaction(() => {
-    const revoked = revokeAgentTokens(db, agent, options);
-    return { token: createAgentToken(db, agent, options), revoked };
-  }).immediate();
+  return db
+    .transaction(() => {
+      const revoked = revokeAgentTokens(db, agent, options);
+      return { token: createAgentToken(db, agent, options), revoked };
+    })
+    .immediate();
 }
 
 /** Token metadata, never the secret or its hash. */
 export function listAgentTokens(db: Db, agent?: string): AgentTokenInfo[] {
   const rows = (
     agent
-      ? db.prepare('SELECT id, agent, created_at, revoked_at FROM agent_tokens WHERE agent = ? ORDER BY created_at, id').all(agent)
+      ? db
+          .prepare('SELECT id, agent, created_at, revoked_at FROM agent_tokens WHERE agent = ? ORDER BY created_at, id')
+          .all(agent)
       : db.prepare('SELECT id, agent, created_at, revoked_at FROM agent_tokens ORDER BY agent, created_at, id').all()
   ) as Array<{ id: string; agent: string; created_at: number; revoked_at: number | null }>;
   return rows.map((r) => ({ id: r.id, agent: r.agent, createdAt: r.created_at, revokedAt: r.revoked_at }));

@@ -1,4 +1,10 @@
-import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import {
+  Agent as HttpAgent,
+  request as httpRequest,
+  type ClientRequest,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+} from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createParser } from 'eventsource-parser';
 import { mediaTypeEssence } from '@modelcontextprotocol/sdk/shared/mediaType.js';
@@ -62,7 +68,6 @@ const ERROR_TEXT_MAX = 500;
 /** Drops a leading byte-order mark, as fetch's text() does. */
 const utf8 = new TextDecoder();
 
-
 function sameOrigin(from: URL, location: string | undefined): URL | undefined {
   if (!location) return undefined;
   let to: URL;
@@ -112,10 +117,19 @@ export class UpstreamHttpTransport implements Transport {
       const id = (message.params as { requestId?: RequestId } | undefined)?.requestId;
       if (id !== undefined) this.#cancelled.add(id);
     }
-    return new Promise<void>((resolve, reject) => this.#post(this.#o.url, JSON.stringify(message), message, 0, resolve, reject));
+    return new Promise<void>((resolve, reject) =>
+      this.#post(this.#o.url, JSON.stringify(message), message, 0, resolve, reject),
+    );
   }
 
-  #post(url: URL, body: string, message: JSONRPCMessage, hops: number, resolve: () => void, reject: (err: Error) => void): void {
+  #post(
+    url: URL,
+    body: string,
+    message: JSONRPCMessage,
+    hops: number,
+    resolve: () => void,
+    reject: (err: Error) => void,
+  ): void {
     let settled = false;
     const settle = (err?: Error) => {
       if (settled) return;
@@ -123,8 +137,14 @@ export class UpstreamHttpTransport implements Transport {
       if (err) reject(err);
       else resolve();
     };
-    const req = this.#start('POST', url, { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'content-length': Buffer.byteLength(body) });
-    req.setTimeout(this.#o.idleTimeoutMs, () => req.destroy(new Error(`upstream sent nothing for ${this.#o.idleTimeoutMs} ms`)));
+    const req = this.#start('POST', url, {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'content-length': Buffer.byteLength(body),
+    });
+    req.setTimeout(this.#o.idleTimeoutMs, () =>
+      req.destroy(new Error(`upstream sent nothing for ${this.#o.idleTimeoutMs} ms`)),
+    );
     req.on('error', (err) => {
       if (!settled) settle(err);
       else if (!this.#closed) this.onerror?.(err);
@@ -137,10 +157,16 @@ export class UpstreamHttpTransport implements Transport {
         settled = true;
         const to = sameOrigin(url, res.headers.location);
         if (to && hops < MAX_REDIRECTS) return this.#post(to, body, message, hops + 1, resolve, reject);
-        return reject(new Error(`upstream redirected to ${String(res.headers.location)}, which is not followed (another origin, or too many redirects); set the server's url to where it should go`));
+        return reject(
+          new Error(
+            `upstream redirected to ${String(res.headers.location)}, which is not followed (another origin, or too many redirects); set the server's url to where it should go`,
+          ),
+        );
       }
       if (status < 200 || status > 299) {
-        void readText(res, ERROR_TEXT_MAX).then((text) => settle(new Error(`upstream answered HTTP ${status}${text ? `: ${text}` : ''}`)));
+        void readText(res, ERROR_TEXT_MAX).then((text) =>
+          settle(new Error(`upstream answered HTTP ${status}${text ? `: ${text}` : ''}`)),
+        );
         return;
       }
       const expected = isRequest(message) ? [message.id] : [];
@@ -160,7 +186,11 @@ export class UpstreamHttpTransport implements Transport {
       }
       if (type !== 'application/json') {
         res.resume();
-        settle(new Error(`upstream answered with content type ${String(res.headers['content-type'])}, neither JSON nor an event stream`));
+        settle(
+          new Error(
+            `upstream answered with content type ${String(res.headers['content-type'])}, neither JSON nor an event stream`,
+          ),
+        );
         return;
       }
       this.#readJson(res).then(
@@ -228,7 +258,8 @@ export class UpstreamHttpTransport implements Transport {
         const messages: JSONRPCMessage[] = [];
         for (const m of Array.isArray(parsed) ? parsed : [parsed]) {
           const valid = JSONRPCMessageSchema.safeParse(m);
-          if (!valid.success) return reject(new Error('upstream answered with something that is not a JSON-RPC message'));
+          if (!valid.success)
+            return reject(new Error('upstream answered with something that is not a JSON-RPC message'));
           messages.push(valid.data);
         }
         resolve(messages);
@@ -243,7 +274,10 @@ export class UpstreamHttpTransport implements Transport {
    * when the stream is over, with whether it carried any message and the
    * server's `retry:` hint.
    */
-  #readStream(res: IncomingMessage, expected: readonly RequestId[]): Promise<{ carried: boolean; retryMs: number | undefined }> {
+  #readStream(
+    res: IncomingMessage,
+    expected: readonly RequestId[],
+  ): Promise<{ carried: boolean; retryMs: number | undefined }> {
     const waiting = new Set(expected);
     let carried = false;
     let retryMs: number | undefined;
@@ -263,7 +297,11 @@ export class UpstreamHttpTransport implements Transport {
       onEvent: (event) => {
         if (cut) return;
         // The parser's own limit covers an event still arriving; this one an event that came whole.
-        if (event.data.length * 3 > this.#o.maxResponseBytes && Buffer.byteLength(event.data) > this.#o.maxResponseBytes) return tooBig();
+        if (
+          event.data.length * 3 > this.#o.maxResponseBytes &&
+          Buffer.byteLength(event.data) > this.#o.maxResponseBytes
+        )
+          return tooBig();
         // A priming event (an id for resumption, no data) carries no message.
         if (event.data === '' || (event.event !== undefined && event.event !== 'message')) return;
         let data: unknown;
@@ -320,7 +358,9 @@ export class UpstreamHttpTransport implements Transport {
     const req = this.#start('GET', this.#o.url, { accept: 'text/event-stream' });
     this.#get = req;
     // Until its answer starts; the stream itself lives as long as the session.
-    req.setTimeout(this.#o.idleTimeoutMs, () => req.destroy(new Error(`upstream did not answer its event stream request within ${this.#o.idleTimeoutMs} ms`)));
+    req.setTimeout(this.#o.idleTimeoutMs, () =>
+      req.destroy(new Error(`upstream did not answer its event stream request within ${this.#o.idleTimeoutMs} ms`)),
+    );
     const lost = (why: Error | undefined, retryMs?: number) => {
       if (this.#get !== req) return;
       this.#get = undefined;
@@ -345,7 +385,10 @@ export class UpstreamHttpTransport implements Transport {
         // 405 is how a server says it offers no stream; another refusal of the request itself means the same, said less well.
         if (status === 405 || (status >= 400 && status < 500 && status !== 408 && status !== 429)) {
           this.#get = undefined;
-          if (status !== 405) this.onerror?.(new Error(`upstream refused its event stream (HTTP ${status}); it is not asked again in this session`));
+          if (status !== 405)
+            this.onerror?.(
+              new Error(`upstream refused its event stream (HTTP ${status}); it is not asked again in this session`),
+            );
           return;
         }
         return lost(new Error(`upstream could not open its event stream (HTTP ${status})`));

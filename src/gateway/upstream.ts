@@ -72,7 +72,12 @@ export interface Upstreams {
   /** The catalogue of a live connection, without waiting; undefined when not connected. */
   cachedCatalogue(server: string): Catalogue | undefined;
   catalogue(server: string, signal?: AbortSignal): Promise<Catalogue>;
-  callTool(server: string, tool: string, args: Record<string, unknown> | undefined, options: UpstreamCallOptions): Promise<CallToolResult>;
+  callTool(
+    server: string,
+    tool: string,
+    args: Record<string, unknown> | undefined,
+    options: UpstreamCallOptions,
+  ): Promise<CallToolResult>;
 }
 
 const CLIENT_INFO = { name: 'warden-gateway', version: '0.1.0' };
@@ -152,7 +157,8 @@ export class UpstreamManager implements Upstreams {
   async catalogue(server: string, signal?: AbortSignal): Promise<Catalogue> {
     const conn = await this.#ready(server, signal);
     if (!conn.catalogue) {
-      if (!conn.client) throw new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${server}" went away while listing its tools`);
+      if (!conn.client)
+        throw new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${server}" went away while listing its tools`);
       await this.#refresh(conn, conn.client);
     }
     return conn.catalogue!;
@@ -162,23 +168,42 @@ export class UpstreamManager implements Upstreams {
   warm(): void {
     for (const name of Object.keys(this.#opts.policy().servers)) {
       if (!this.#opts.policy().servers[name]!.transport) continue;
-      this.catalogue(name).catch((err) => this.#log.warn({ server: name, err: describeError(err) }, 'upstream not available at start; will retry on demand'));
+      this.catalogue(name).catch((err) =>
+        this.#log.warn(
+          { server: name, err: describeError(err) },
+          'upstream not available at start; will retry on demand',
+        ),
+      );
     }
   }
 
-  async callTool(server: string, tool: string, args: Record<string, unknown> | undefined, options: UpstreamCallOptions): Promise<CallToolResult> {
+  async callTool(
+    server: string,
+    tool: string,
+    args: Record<string, unknown> | undefined,
+    options: UpstreamCallOptions,
+  ): Promise<CallToolResult> {
     const sp = this.#server(server);
     const controller = options.controller ?? follow(options.signal);
     const signal = controller.signal;
     const conn = await this.#ready(server, signal);
     const client = conn.client;
-    if (!client) throw new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${server}" went away before ${tool} could be sent; try again`);
+    if (!client)
+      throw new WardenError(
+        'UPSTREAM_UNAVAILABLE',
+        `upstream "${server}" went away before ${tool} could be sent; try again`,
+      );
     options.verify?.(conn.catalogue);
     const generation = conn.generation;
     // Our own timeout rather than the SDK's, so it can restart on progress
     // that we intercept ourselves (see #interceptProgress).
     const expire = () =>
-      controller.abort(new WardenError('UPSTREAM_TIMEOUT', `upstream "${server}" did not answer ${tool} within ${sp.timeoutMs} ms (timeoutMs); the call was cancelled`));
+      controller.abort(
+        new WardenError(
+          'UPSTREAM_TIMEOUT',
+          `upstream "${server}" did not answer ${tool} within ${sp.timeoutMs} ms (timeoutMs); the call was cancelled`,
+        ),
+      );
     let timer = this.#clock.setTimeout(expire, sp.timeoutMs);
     let token: string | undefined;
     if (options.onProgress) {
@@ -194,7 +219,10 @@ export class UpstreamManager implements Upstreams {
     let result: CallToolResult;
     try {
       result = await client.request(
-        { method: 'tools/call', params: { name: tool, arguments: args, ...(token ? { _meta: { progressToken: token } } : {}) } },
+        {
+          method: 'tools/call',
+          params: { name: tool, arguments: args, ...(token ? { _meta: { progressToken: token } } : {}) },
+        },
         CallToolResultSchema,
         { signal, timeout: NO_SDK_TIMEOUT },
       );
@@ -227,7 +255,10 @@ export class UpstreamManager implements Upstreams {
     const sp = this.#opts.policy().servers[server];
     if (!sp) throw new WardenError('NOT_FOUND', `no upstream server "${server}" in the policy`);
     if (!sp.transport) {
-      throw new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${server}" has no connection settings in the policy (servers.${server}: command or url)`);
+      throw new WardenError(
+        'UPSTREAM_UNAVAILABLE',
+        `upstream "${server}" has no connection settings in the policy (servers.${server}: command or url)`,
+      );
     }
     return sp;
   }
@@ -280,7 +311,10 @@ export class UpstreamManager implements Upstreams {
     };
     client.onclose = () => this.#onClosed(conn, generation);
     client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
-      if (conn.client === client) await this.#refresh(conn, client).catch((err) => this.#log.warn({ server: conn.name, err: describeError(err) }, 'tool list refresh failed'));
+      if (conn.client === client)
+        await this.#refresh(conn, client).catch((err) =>
+          this.#log.warn({ server: conn.name, err: describeError(err) }, 'tool list refresh failed'),
+        );
     });
     try {
       await client.connect(transport, { timeout: startTimeoutMs(sp) });
@@ -307,7 +341,10 @@ export class UpstreamManager implements Upstreams {
     const limit = transportBufferLimit(sp);
     const markOversized = () => {
       if (conn.generation === generation) {
-        conn.lastFault = { code: 'UPSTREAM_PAYLOAD_TOO_LARGE', message: `upstream "${conn.name}" sent a message over ${limit} bytes` };
+        conn.lastFault = {
+          code: 'UPSTREAM_PAYLOAD_TOO_LARGE',
+          message: `upstream "${conn.name}" sent a message over ${limit} bytes`,
+        };
       }
     };
     if (t.type === 'http') {
@@ -342,7 +379,8 @@ export class UpstreamManager implements Upstreams {
       while ((i = pending.indexOf('\n')) >= 0) {
         const line = pending.slice(0, i);
         pending = pending.slice(i + 1);
-        if (line.trim()) this.#log.info({ server: conn.name, stderr: truncate(scrub(line), STDERR_LINE_MAX) }, 'upstream stderr');
+        if (line.trim())
+          this.#log.info({ server: conn.name, stderr: truncate(scrub(line), STDERR_LINE_MAX) }, 'upstream stderr');
       }
       if (pending.length > STDERR_LINE_MAX) {
         this.#log.info({ server: conn.name, stderr: truncate(scrub(pending), STDERR_LINE_MAX) }, 'upstream stderr');
@@ -363,7 +401,8 @@ export class UpstreamManager implements Upstreams {
     transport.onmessage = (message, extra) => {
       if (isNotification(message) && message.method === 'notifications/progress') {
         const params = message.params as ({ progressToken?: unknown } & Progress) | undefined;
-        const listener = typeof params?.progressToken === 'string' ? conn.progress.get(params.progressToken) : undefined;
+        const listener =
+          typeof params?.progressToken === 'string' ? conn.progress.get(params.progressToken) : undefined;
         if (listener) {
           const { progressToken: _ignored, ...progress } = params!;
           void _ignored;
@@ -381,7 +420,11 @@ export class UpstreamManager implements Upstreams {
     let cursor: string | undefined;
     // Bounded: a server that pages forever is not going to be listed forever.
     for (let page = 0; page < 100; page++) {
-      const res = await client.request({ method: 'tools/list', params: cursor ? { cursor } : {} }, ListToolsResultSchema, { timeout: startTimeoutMs(sp) });
+      const res = await client.request(
+        { method: 'tools/list', params: cursor ? { cursor } : {} },
+        ListToolsResultSchema,
+        { timeout: startTimeoutMs(sp) },
+      );
       for (const tool of res.tools) tools.push({ ...tool, pinHash: pinHash(tool) });
       cursor = res.nextCursor;
       if (!cursor) break;
@@ -407,18 +450,36 @@ export class UpstreamManager implements Upstreams {
     this.#opts.onFailure?.(conn.name, message);
   }
 
-  #mapCallError(conn: Connection, generation: number, sp: ServerPolicy, tool: string, err: unknown, signal: AbortSignal | undefined): unknown {
+  #mapCallError(
+    conn: Connection,
+    generation: number,
+    sp: ServerPolicy,
+    tool: string,
+    err: unknown,
+    signal: AbortSignal | undefined,
+  ): unknown {
     if (signal?.aborted) return signal.reason;
     if (err instanceof McpError) {
       if (err.code === McpErrorCode.RequestTimeout) {
-        return new WardenError('UPSTREAM_TIMEOUT', `upstream "${conn.name}" did not answer ${tool} within ${sp.timeoutMs} ms (timeoutMs); the call was cancelled`, {
-          details: { server: conn.name, tool, timeoutMs: sp.timeoutMs },
-        });
+        return new WardenError(
+          'UPSTREAM_TIMEOUT',
+          `upstream "${conn.name}" did not answer ${tool} within ${sp.timeoutMs} ms (timeoutMs); the call was cancelled`,
+          {
+            details: { server: conn.name, tool, timeoutMs: sp.timeoutMs },
+          },
+        );
       }
       if (err.code === McpErrorCode.ConnectionClosed) {
         const fault = conn.generation === generation ? conn.lastFault : undefined;
-        if (fault) return new WardenError(fault.code, `${fault.message}; the call was abandoned and the server will be restarted`);
-        return new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${conn.name}" exited or closed the connection during ${tool}; it will be restarted on the next call`);
+        if (fault)
+          return new WardenError(
+            fault.code,
+            `${fault.message}; the call was abandoned and the server will be restarted`,
+          );
+        return new WardenError(
+          'UPSTREAM_UNAVAILABLE',
+          `upstream "${conn.name}" exited or closed the connection during ${tool}; it will be restarted on the next call`,
+        );
       }
       // The upstream answered with a JSON-RPC error: a protocol fault to relay as is.
       return err;
@@ -435,9 +496,17 @@ export class UpstreamManager implements Upstreams {
       // Only this connection's own fault: one from before a reconnect says nothing about this failure.
       const fault = conn.generation === generation ? conn.lastFault : undefined;
       if (fault) return new WardenError(fault.code, fault.message);
-      return new WardenError('UPSTREAM_UNAVAILABLE', `upstream "${conn.name}" could not be reached for ${tool}: ${scrubber(conn.transport)(describeError(err))}`, { cause: err });
+      return new WardenError(
+        'UPSTREAM_UNAVAILABLE',
+        `upstream "${conn.name}" could not be reached for ${tool}: ${scrubber(conn.transport)(describeError(err))}`,
+        { cause: err },
+      );
     }
-    return new WardenError('UPSTREAM_PROTOCOL', `upstream "${conn.name}" gave an unusable answer to ${tool}: ${truncate(describeError(err), 500)}`, { cause: err });
+    return new WardenError(
+      'UPSTREAM_PROTOCOL',
+      `upstream "${conn.name}" gave an unusable answer to ${tool}: ${truncate(describeError(err), 500)}`,
+      { cause: err },
+    );
   }
 
   async #dispose(conn: Connection): Promise<void> {

@@ -39,7 +39,12 @@ export interface ClassifiedTool {
   tightenedBy: string[];
 }
 
-export function classifyToolDetailed(policy: Policy, server: string, tool: string, annotations?: ToolAnnotations): ClassifiedTool {
+export function classifyToolDetailed(
+  policy: Policy,
+  server: string,
+  tool: string,
+  annotations?: ToolAnnotations,
+): ClassifiedTool {
   const declared = own(own(policy.servers, server)?.tools, tool);
   let scope = declared?.scope ?? 'write';
   let consequence: Consequence = declared?.consequence ?? 'irreversible';
@@ -68,7 +73,14 @@ export function matchesApprovalRule(entry: string, server: string, tool: string)
   return entry === tool || entry === qualifiedToolName(server, tool);
 }
 
-export function decide(policy: Policy, agent: string, server: string, tool: string, args: unknown, ctx: DecideContext = {}): Decision {
+export function decide(
+  policy: Policy,
+  agent: string,
+  server: string,
+  tool: string,
+  args: unknown,
+  ctx: DecideContext = {},
+): Decision {
   // Arguments do not change the decision today; they are part of the signature
   // so argument-level rules can arrive without touching every caller.
   void args;
@@ -85,14 +97,26 @@ export function decide(policy: Policy, agent: string, server: string, tool: stri
   }
   const a = own(policy.agents, agent);
   if (a === undefined) {
-    return { kind: 'deny', code: 'unknown_agent', reason: `agent "${agent}" is not in the policy, so it may call no tools` };
+    return {
+      kind: 'deny',
+      code: 'unknown_agent',
+      reason: `agent "${agent}" is not in the policy, so it may call no tools`,
+    };
   }
   if (own(policy.servers, server) === undefined) {
-    return { kind: 'deny', code: 'unknown_server', reason: `server "${server}" is not in the policy, so no agent may call its tools` };
+    return {
+      kind: 'deny',
+      code: 'unknown_server',
+      reason: `server "${server}" is not in the policy, so no agent may call its tools`,
+    };
   }
   const scopes = own(a.scopes, server) ?? [];
   if (scopes.length === 0) {
-    return { kind: 'deny', code: 'out_of_scope', reason: `${agent} has no scope on ${server}, so it may call none of its tools` };
+    return {
+      kind: 'deny',
+      code: 'out_of_scope',
+      reason: `${agent} has no scope on ${server}, so it may call none of its tools`,
+    };
   }
   if (ctx.upstreamTools !== undefined && !ctx.upstreamTools.has(tool)) {
     return { kind: 'deny', code: 'unknown_tool', reason: `${server} offers no tool "${tool}"` };
@@ -130,7 +154,8 @@ function needsApproval(agent: AgentPolicy, server: string, tool: string): boolea
 
 function describeClass(tool: string, c: ClassifiedTool): string {
   const base = `${tool} is ${c.tool.scope} (${c.tool.consequence})`;
-  if (!c.classified) return `${tool} is not classified in the policy, so it counts as ${c.tool.scope} (${c.tool.consequence})`;
+  if (!c.classified)
+    return `${tool} is not classified in the policy, so it counts as ${c.tool.scope} (${c.tool.consequence})`;
   if (c.tightenedBy.length > 0) return `${base} because the upstream marks it ${c.tightenedBy.join(', ')}`;
   return base;
 }

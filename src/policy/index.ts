@@ -1,5 +1,12 @@
 export type * from './types.ts';
-export { parsePolicy, loadPolicyFile, formatFieldPath, formatProblem, POLICY_DEFAULTS, type PolicyProblem } from './load.ts';
+export {
+  parsePolicy,
+  loadPolicyFile,
+  formatFieldPath,
+  formatProblem,
+  POLICY_DEFAULTS,
+  type PolicyProblem,
+} from './load.ts';
 export {
   decide,
   classifyTool,

@@ -78,7 +78,11 @@ export function parsePolicy(text: string, source: string, env: NodeJS.ProcessEnv
           const path = [...issue.path, key] as PathSegment[];
           const hint = suggestKey(key);
           problems.push(
-            at(offsetOf(doc, path, true), formatFieldPath(path), `unknown key${hint ? ` (did you mean "${hint}"?)` : ''}`),
+            at(
+              offsetOf(doc, path, true),
+              formatFieldPath(path),
+              `unknown key${hint ? ` (did you mean "${hint}"?)` : ''}`,
+            ),
           );
         }
         continue;
@@ -135,7 +139,9 @@ function offsetOf(doc: Document, path: readonly PathSegment[], wantKey: boolean)
     const seg = path[i];
     const last = i === path.length - 1;
     if (isMap(node)) {
-      const pair = node.items.find((p) => isPair(p) && (isScalar(p.key) ? String(p.key.value) : String(p.key)) === String(seg));
+      const pair = node.items.find(
+        (p) => isPair(p) && (isScalar(p.key) ? String(p.key.value) : String(p.key)) === String(seg),
+      );
       if (!pair) return best;
       if (last && wantKey) return rangeStart(pair.key) ?? best;
       node = pair.value;
@@ -190,10 +196,13 @@ function describeIssue(issue: z.core.$ZodIssue, path: readonly PathSegment[]): s
 function friendly(issue: z.core.$ZodIssue): string {
   // Custom messages (e.g. the Slack id format) are already readable; zod's own start with "Too"/"Invalid".
   if (issue.code === 'too_small' && issue.origin === 'number') {
-    return issue.minimum === 0 && !issue.inclusive ? 'expected a positive number' : `expected a number >= ${issue.minimum}`;
+    return issue.minimum === 0 && !issue.inclusive
+      ? 'expected a positive number'
+      : `expected a number >= ${issue.minimum}`;
   }
   if (issue.code === 'too_small' && issue.origin === 'string') return 'expected a non-empty string';
-  if (issue.code === 'invalid_type' || /^(Too|Invalid)/.test(issue.message)) return issue.message.replace(/^Invalid input: /, '');
+  if (issue.code === 'invalid_type' || /^(Too|Invalid)/.test(issue.message))
+    return issue.message.replace(/^Invalid input: /, '');
   return issue.message;
 }
 
@@ -293,7 +302,11 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
       }
       if (declaredServers && servers[serverName] === undefined) {
         const known = Object.keys(servers);
-        report(scopePath, `unknown server "${serverName}"; servers declares ${known.length ? known.join(', ') : 'none'}`, true);
+        report(
+          scopePath,
+          `unknown server "${serverName}"; servers declares ${known.length ? known.join(', ') : 'none'}`,
+          true,
+        );
       } else if (!declaredServers && servers[serverName] === undefined) {
         // Seed form: a server named in scopes exists, with nothing classified,
         // so every tool on it counts as write + irreversible until classified.
@@ -316,7 +329,10 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
       channel: block.channel,
       approvers: block.approvers ?? [],
       reviewBy: block.review_by,
-      scopes: Object.assign(dict<Scope[]>(), Object.fromEntries(Object.entries(block.mcp_scopes).map(([s, list]) => [s, [...new Set(list)]]))),
+      scopes: Object.assign(
+        dict<Scope[]>(),
+        Object.fromEntries(Object.entries(block.mcp_scopes).map(([s, list]) => [s, [...new Set(list)]])),
+      ),
       approvalRequired: block.approval_required ?? [],
       approvalTimeoutMs: numberOr(block.approval_timeout, POLICY_DEFAULTS.approvalTimeoutMs),
       limits: {
@@ -350,18 +366,27 @@ function numberOr(value: unknown, fallback: number): number {
   return typeof value === 'number' ? value : fallback;
 }
 
-function normaliseServers(raw: Record<string, ServerBlock> | undefined, env: NodeJS.ProcessEnv, report: Report): Record<string, ServerPolicy> {
+function normaliseServers(
+  raw: Record<string, ServerBlock> | undefined,
+  env: NodeJS.ProcessEnv,
+  report: Report,
+): Record<string, ServerPolicy> {
   const servers: Record<string, ServerPolicy> = dict();
   for (const [name, s] of Object.entries(raw ?? {})) {
     const path: PathSegment[] = ['servers', name];
     if (!SERVER_NAME_RE.test(name)) {
-      report(path, 'server names are letters and digits joined by single "-" or "_" (they prefix tool names as <server>__<tool>)', true);
+      report(
+        path,
+        'server names are letters and digits joined by single "-" or "_" (they prefix tool names as <server>__<tool>)',
+        true,
+      );
     }
     let transport: Transport | undefined;
     if (s.command !== undefined && s.url !== undefined) {
       report([...path, 'url'], 'a server has either `command` (stdio) or `url` (HTTP), not both', true);
     } else if (s.command !== undefined) {
-      if (s.headers !== undefined) report([...path, 'headers'], '`headers` is for HTTP servers (`url`); use `env` for a stdio server', true);
+      if (s.headers !== undefined)
+        report([...path, 'headers'], '`headers` is for HTTP servers (`url`); use `env` for a stdio server', true);
       transport = {
         type: 'stdio',
         command: s.command,
@@ -373,15 +398,23 @@ function normaliseServers(raw: Record<string, ServerBlock> | undefined, env: Nod
       for (const k of ['args', 'env', 'cwd'] as const) {
         if (s[k] !== undefined) report([...path, k], `\`${k}\` is for stdio servers (\`command\`)`, true);
       }
-      transport = { type: 'http', url: s.url, headers: resolveRefs(s.headers ?? {}, [...path, 'headers'], env, report) };
+      transport = {
+        type: 'http',
+        url: s.url,
+        headers: resolveRefs(s.headers ?? {}, [...path, 'headers'], env, report),
+      };
     } else {
       report(path, 'a server needs `command` (stdio child) or `url` (Streamable HTTP)');
     }
     const tools: Record<string, ToolClass> = dict();
     for (const [tool, t] of Object.entries(s.tools ?? {})) {
-      if (!TOOL_NAME_RE.test(tool)) report([...path, 'tools', tool], 'tool names are letters, digits, "_", "-" or "."', true);
+      if (!TOOL_NAME_RE.test(tool))
+        report([...path, 'tools', tool], 'tool names are letters, digits, "_", "-" or "."', true);
       // A write tool without a stated consequence is taken at its worst.
-      tools[tool] = { scope: t.scope, consequence: t.consequence ?? (t.scope === 'read' ? 'reversible' : 'irreversible') };
+      tools[tool] = {
+        scope: t.scope,
+        consequence: t.consequence ?? (t.scope === 'read' ? 'reversible' : 'irreversible'),
+      };
     }
     servers[name] = {
       name,
@@ -397,7 +430,12 @@ function normaliseServers(raw: Record<string, ServerBlock> | undefined, env: Nod
 const REF_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 /** Resolves `${VAR}` from `env`. Reports name the field and variable, never a value. */
-function resolveRefs(values: Record<string, string>, path: PathSegment[], env: NodeJS.ProcessEnv, report: Report): Record<string, string> {
+function resolveRefs(
+  values: Record<string, string>,
+  path: PathSegment[],
+  env: NodeJS.ProcessEnv,
+  report: Report,
+): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [key, value] of Object.entries(values)) {
     out[key] = value.replace(REF_RE, (_match, name: string) => {
@@ -412,14 +450,21 @@ function resolveRefs(values: Record<string, string>, path: PathSegment[], env: N
   return out;
 }
 
-function normaliseControl(raw: PolicyFile['control'], agents: Record<string, AgentPolicy>, report: Report): ControlPolicy {
+function normaliseControl(
+  raw: PolicyFile['control'],
+  agents: Record<string, AgentPolicy>,
+  report: Report,
+): ControlPolicy {
   const drill = raw?.drill;
   const canaryAgent = drill?.canary_agent ?? POLICY_DEFAULTS.canaryAgent;
   // A drill against an agent the gateway does not know would "pass" for the wrong reason.
   if (drill?.canary_agent !== undefined && agents[canaryAgent] === undefined) {
     report(['control', 'drill', 'canary_agent'], `canary agent "${canaryAgent}" is not a declared agent`);
   } else if (drill?.schedule !== undefined && agents[canaryAgent] === undefined) {
-    report(['control', 'drill', 'schedule'], `drills need the canary agent "${canaryAgent}" declared under agents (or set drill.canary_agent)`);
+    report(
+      ['control', 'drill', 'schedule'],
+      `drills need the canary agent "${canaryAgent}" declared under agents (or set drill.canary_agent)`,
+    );
   }
   return {
     halters: raw?.halters ?? [],

@@ -35,7 +35,9 @@ const duration = z.unknown().transform((value, ctx) => {
 
 const cron = z.string().superRefine((expr, ctx) => {
   if (validateCron(expr)) return;
-  const detail = validateCronDetailed(expr).errors.map((e) => e.message).join('; ');
+  const detail = validateCronDetailed(expr)
+    .errors.map((e) => e.message)
+    .join('; ');
   ctx.addIssue({
     code: 'custom',
     message: `expected a cron expression like "0 9 1 * *", got ${JSON.stringify(expr)}${detail ? ` (${detail})` : ''}`,
@@ -73,7 +75,9 @@ export const agentFields = {
   approval_required: z.array(z.string().min(1)).optional(),
   // Warden audits every call whatever the file says; the field exists so the
   // seed loads, and anything else would be a promise Warden does not keep.
-  audit: z.literal('all_tool_calls', { error: 'Warden always audits every tool call; expected all_tool_calls' }).optional(),
+  audit: z
+    .literal('all_tool_calls', { error: 'Warden always audits every tool call; expected all_tool_calls' })
+    .optional(),
   kill_switch: z.string().optional(),
   owner: slackUser.optional(),
   channel: slackChannel.optional(),

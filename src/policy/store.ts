@@ -35,9 +35,14 @@ export class PolicyStore {
       next = loadPolicyFile(this.path, this.env);
     } catch (err) {
       const error =
-        err instanceof WardenError ? err : new WardenError('POLICY_INVALID', `${this.path}: ${describeError(err)}`, { cause: err });
+        err instanceof WardenError
+          ? err
+          : new WardenError('POLICY_INVALID', `${this.path}: ${describeError(err)}`, { cause: err });
       // The message carries positions and field paths, never resolved credentials.
-      this.logger.error({ policy: this.path, code: error.code, problems: error.message.split('\n') }, 'policy reload failed; keeping the last good policy');
+      this.logger.error(
+        { policy: this.path, code: error.code, problems: error.message.split('\n') },
+        'policy reload failed; keeping the last good policy',
+      );
       return { ok: false, error };
     }
     this.policy = next;

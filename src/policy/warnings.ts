@@ -14,14 +14,18 @@ export function policyWarnings(policy: Policy, now: number): string[] {
       out.push(`agent ${a.name}: review_by ${a.reviewBy} has passed; review its access and set a new date`);
     }
     if (a.owner === undefined || a.channel === undefined) {
-      const missing = [a.owner === undefined ? 'owner' : '', a.channel === undefined ? 'channel' : ''].filter(Boolean).join(' and ');
+      const missing = [a.owner === undefined ? 'owner' : '', a.channel === undefined ? 'channel' : '']
+        .filter(Boolean)
+        .join(' and ');
       out.push(`agent ${a.name}: no ${missing}, so approval cards and alerts for it have nowhere to go`);
     }
     for (const entry of a.approvalRequired) {
       const q = splitQualifiedName(entry);
       if (q !== null && policy.servers[q.server] !== undefined) {
         if ((a.scopes[q.server] ?? []).length === 0) {
-          out.push(`agent ${a.name}: approval_required ${entry} names server ${q.server}, where ${a.name} has no scope, so it is always denied`);
+          out.push(
+            `agent ${a.name}: approval_required ${entry} names server ${q.server}, where ${a.name} has no scope, so it is always denied`,
+          );
         } else if (policy.servers[q.server]!.tools[q.tool] === undefined) {
           out.push(`agent ${a.name}: approval_required ${entry}: server ${q.server} classifies no tool ${q.tool}`);
         }
@@ -40,7 +44,8 @@ export function policyWarnings(policy: Policy, now: number): string[] {
   for (const s of Object.values(policy.servers)) {
     const granted = Object.values(policy.agents).some((a) => (a.scopes[s.name] ?? []).length > 0);
     if (!granted) out.push(`server ${s.name}: no agent has a scope on it`);
-    if (s.transport === undefined) out.push(`server ${s.name}: no command or url, so the gateway cannot reach it (add it under servers:)`);
+    if (s.transport === undefined)
+      out.push(`server ${s.name}: no command or url, so the gateway cannot reach it (add it under servers:)`);
     if (Object.keys(s.tools).length === 0) {
       out.push(`server ${s.name}: no tools classified, so every tool on it counts as write (irreversible)`);
     }

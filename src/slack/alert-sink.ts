@@ -14,7 +14,10 @@ import { withSlackRetry, type SlackRetryOptions } from './retry.ts';
 export class SlackChannelPoster implements ChannelPoster {
   constructor(
     private readonly client: WebClient,
-    private readonly ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined } = { clock: systemClock, logger: silentLogger() },
+    private readonly ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined } = {
+      clock: systemClock,
+      logger: silentLogger(),
+    },
   ) {}
 
   async post(channel: string, message: { text: string; blocks?: unknown[] | undefined }): Promise<void> {
@@ -54,17 +57,26 @@ export class SlackAlertSink implements AlertSink {
   constructor(opts: SlackAlertSinkOptions) {
     this.logger = opts.logger ?? silentLogger();
     this.policy = policyGetter(opts.policy);
-    this.poster = new SlackChannelPoster(opts.client, { clock: opts.clock ?? systemClock, logger: this.logger, retry: opts.retry });
+    this.poster = new SlackChannelPoster(opts.client, {
+      clock: opts.clock ?? systemClock,
+      logger: this.logger,
+      retry: opts.retry,
+    });
   }
 
   alert(alert: Alert): void {
     try {
-      const safe: Alert = { ...alert, detail: alert.detail ? (redact(alert.detail) as Record<string, unknown>) : undefined };
+      const safe: Alert = {
+        ...alert,
+        detail: alert.detail ? (redact(alert.detail) as Record<string, unknown>) : undefined,
+      };
       const message = buildAlertMessage(safe);
       for (const channel of alertChannels(this.policy(), safe)) {
         const p = this.poster
           .post(channel, message)
-          .catch((err: unknown) => this.logger.error({ channel, kind: alert.kind, err: describeError(err) }, 'Slack alert not delivered'))
+          .catch((err: unknown) =>
+            this.logger.error({ channel, kind: alert.kind, err: describeError(err) }, 'Slack alert not delivered'),
+          )
           .finally(() => this.inFlight.delete(p));
         this.inFlight.add(p);
       }

@@ -1,5 +1,12 @@
 import type { AddressInfo } from 'node:net';
-import { App, HTTPModuleFunctions, HTTPReceiver, SocketModeReceiver, type AnyMiddlewareArgs, type Middleware } from '@slack/bolt';
+import {
+  App,
+  HTTPModuleFunctions,
+  HTTPReceiver,
+  SocketModeReceiver,
+  type AnyMiddlewareArgs,
+  type Middleware,
+} from '@slack/bolt';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.ts';
 import { describeError, WardenError } from '../errors.ts';
@@ -60,7 +67,10 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
   const config = parsed.data;
   const socketMode = config.appToken !== undefined;
   if (!socketMode && config.signingSecret.length === 0) {
-    throw new WardenError('CONFIG_INVALID', 'SLACK_SIGNING_SECRET is required for the HTTP receiver (or set SLACK_APP_TOKEN for Socket Mode)');
+    throw new WardenError(
+      'CONFIG_INVALID',
+      'SLACK_SIGNING_SECRET is required for the HTTP receiver (or set SLACK_APP_TOKEN for Socket Mode)',
+    );
   }
   const clock = opts.clock ?? systemClock;
   const logger = opts.logger;
@@ -75,7 +85,9 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
         // The receiver's SocketModeClient calls apps.connections.open with its
         // own Web API client, built from installerOptions.clientOptions, not
         // the app's clientOptions: without this it would ignore SLACK_API_URL.
-        ...(clientOptions.slackApiUrl ? { installerOptions: { clientOptions: { slackApiUrl: clientOptions.slackApiUrl } } } : {}),
+        ...(clientOptions.slackApiUrl
+          ? { installerOptions: { clientOptions: { slackApiUrl: clientOptions.slackApiUrl } } }
+          : {}),
       })
     : new HTTPReceiver({
         signingSecret: config.signingSecret,
@@ -120,7 +132,10 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
 
   if (!socketMode) {
     const replayGuard: Middleware<AnyMiddlewareArgs> = async ({ context, next }) => {
-      const refusal = guard.check(context.slackSignature as string | undefined, context.slackRequestTimestamp as number);
+      const refusal = guard.check(
+        context.slackSignature as string | undefined,
+        context.slackRequestTimestamp as number,
+      );
       if (refusal !== null) {
         logger.warn({ reason: refusal }, 'Slack request refused');
         throw new ReplayedRequestError(refusal);
@@ -131,7 +146,15 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
   }
 
   const policy = policyGetter(opts.policy);
-  const deps: SlackDeps = { approvals: opts.approvals, policy, audit: opts.audit, logger, clock, db: opts.db, control: opts.control };
+  const deps: SlackDeps = {
+    approvals: opts.approvals,
+    policy,
+    audit: opts.audit,
+    logger,
+    clock,
+    db: opts.db,
+    control: opts.control,
+  };
   registerListeners(app, deps);
 
   let started = false;
@@ -143,14 +166,20 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
       try {
         await app.init();
       } catch (err) {
-        throw new WardenError('SLACK_UNAVAILABLE', `Slack rejected or did not answer auth.test for the bot token: ${describeError(err)}`, { cause: err });
+        throw new WardenError(
+          'SLACK_UNAVAILABLE',
+          `Slack rejected or did not answer auth.test for the bot token: ${describeError(err)}`,
+          { cause: err },
+        );
       }
       if (socketMode) {
         await app.start();
         started = true;
         return {};
       }
-      const server = (await app.start({ port: config.port, ...(opts.host ? { host: opts.host } : {}) })) as { address(): AddressInfo | string | null };
+      const server = (await app.start({ port: config.port, ...(opts.host ? { host: opts.host } : {}) })) as {
+        address(): AddressInfo | string | null;
+      };
       started = true;
       const addr = server.address();
       return { port: typeof addr === 'object' && addr ? addr.port : config.port };

@@ -8,7 +8,8 @@ import type { Logger } from '../logger.ts';
 export function boltLogger(logger: Logger): BoltLogger {
   let level: LogLevel = LogLevel.INFO;
   let child = logger.child({ component: 'slack' });
-  const text = (msg: unknown[]) => msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : safeJson(m))).join(' ');
+  const text = (msg: unknown[]) =>
+    msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : safeJson(m))).join(' ');
   return {
     debug: (...msg) => child.debug(text(msg)),
     info: (...msg) => child.info(text(msg)),

@@ -18,7 +18,11 @@ export interface SlackClientConfig {
  * an agent's call hostage. Warden retries itself, bounded and on the injected
  * clock (see retry.ts).
  */
-export function slackClientOptions(config: Pick<SlackClientConfig, 'apiUrl'>, logger: Logger, extra: Partial<WebClientOptions> = {}): WebClientOptions {
+export function slackClientOptions(
+  config: Pick<SlackClientConfig, 'apiUrl'>,
+  logger: Logger,
+  extra: Partial<WebClientOptions> = {},
+): WebClientOptions {
   return {
     ...(config.apiUrl ? { slackApiUrl: config.apiUrl } : {}),
     logger: boltLogger(logger),
@@ -29,6 +33,10 @@ export function slackClientOptions(config: Pick<SlackClientConfig, 'apiUrl'>, lo
   };
 }
 
-export function createSlackClient(config: SlackClientConfig, logger: Logger, extra: Partial<WebClientOptions> = {}): WebClient {
+export function createSlackClient(
+  config: SlackClientConfig,
+  logger: Logger,
+  extra: Partial<WebClientOptions> = {},
+): WebClient {
   return new webApi.WebClient(config.botToken, slackClientOptions(config, logger, extra));
 }

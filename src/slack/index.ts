@@ -1,5 +1,11 @@
 export { createSlackApp, type CreateSlackAppOptions, type SlackApp, type SlackAppConfig } from './app.ts';
-export { createSlackClient, slackClientOptions, type SlackClientConfig, type WebClient, type WebClientOptions } from './client.ts';
+export {
+  createSlackClient,
+  slackClientOptions,
+  type SlackClientConfig,
+  type WebClient,
+  type WebClientOptions,
+} from './client.ts';
 export { SlackNotifier, type SlackNotifierOptions } from './notifier.ts';
 export { SlackAlertSink, SlackChannelPoster, type SlackAlertSinkOptions } from './alert-sink.ts';
 export { withSlackRetry, classifySlackError, type SlackRetryOptions } from './retry.ts';

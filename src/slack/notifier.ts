@@ -26,12 +26,22 @@ export class SlackNotifier implements ApprovalNotifier {
   async postCard(record: ApprovalRecord): Promise<{ channel: string; ts: string }> {
     const channel = record.channel;
     if (!channel) {
-      throw new WardenError('SLACK_UNAVAILABLE', `agent ${record.agent} has no Slack channel in the policy, so nobody can be asked to approve`);
+      throw new WardenError(
+        'SLACK_UNAVAILABLE',
+        `agent ${record.agent} has no Slack channel in the policy, so nobody can be asked to approve`,
+      );
     }
     const message = buildApprovalCard(record);
     const res = await withSlackRetry(
       'posting the approval card (chat.postMessage)',
-      () => this.client.chat.postMessage({ channel, text: message.text, blocks: message.blocks, unfurl_links: false, unfurl_media: false }),
+      () =>
+        this.client.chat.postMessage({
+          channel,
+          text: message.text,
+          blocks: message.blocks,
+          unfurl_links: false,
+          unfurl_media: false,
+        }),
       this.ctx,
     );
     if (!res.ts) throw new WardenError('SLACK_UNAVAILABLE', 'chat.postMessage returned no message ts');
@@ -42,7 +52,11 @@ export class SlackNotifier implements ApprovalNotifier {
     if (!record.channel || !record.messageTs) return;
     const message = buildApprovalCard(record);
     const { channel, messageTs } = record;
-    await withSlackRetry('redrawing the approval card (chat.update)', () => this.client.chat.update({ channel, ts: messageTs, text: message.text, blocks: message.blocks }), this.ctx);
+    await withSlackRetry(
+      'redrawing the approval card (chat.update)',
+      () => this.client.chat.update({ channel, ts: messageTs, text: message.text, blocks: message.blocks }),
+      this.ctx,
+    );
   }
 
   /**
@@ -58,7 +72,15 @@ export class SlackNotifier implements ApprovalNotifier {
     for (const [i, message] of messages.entries()) {
       await withSlackRetry(
         `posting the full arguments, part ${i + 1} of ${messages.length} (chat.postMessage)`,
-        () => this.client.chat.postMessage({ channel, thread_ts: messageTs, text: message.text, blocks: message.blocks, unfurl_links: false, unfurl_media: false }),
+        () =>
+          this.client.chat.postMessage({
+            channel,
+            thread_ts: messageTs,
+            text: message.text,
+            blocks: message.blocks,
+            unfurl_links: false,
+            unfurl_media: false,
+          }),
         this.ctx,
       );
     }
@@ -70,7 +92,14 @@ export class SlackNotifier implements ApprovalNotifier {
     const { channel, messageTs } = record;
     await withSlackRetry(
       'posting the outcome (chat.postMessage)',
-      () => this.client.chat.postMessage({ channel, thread_ts: messageTs, text: message.text, blocks: message.blocks, unfurl_links: false }),
+      () =>
+        this.client.chat.postMessage({
+          channel,
+          thread_ts: messageTs,
+          text: message.text,
+          blocks: message.blocks,
+          unfurl_links: false,
+        }),
       this.ctx,
     );
   }

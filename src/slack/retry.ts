@@ -11,15 +11,28 @@ export interface SlackRetryOptions {
   backoffMs?: number | undefined;
 }
 
-type Failure = { kind: 'ratelimited'; retryAfterMs: number; message: string } | { kind: 'transient' | 'fatal'; message: string };
+type Failure =
+  | { kind: 'ratelimited'; retryAfterMs: number; message: string }
+  | { kind: 'transient' | 'fatal'; message: string };
 
 /** Sorts a Web API client error into: wait and retry, back off and retry, or give up. */
 export function classifySlackError(err: unknown): Failure {
-  const e = err as { code?: string; retryAfter?: number; data?: { error?: string }; statusCode?: number; original?: Error; message?: string };
+  const e = err as {
+    code?: string;
+    retryAfter?: number;
+    data?: { error?: string };
+    statusCode?: number;
+    original?: Error;
+    message?: string;
+  };
   switch (e?.code) {
     case 'slack_webapi_rate_limited_error': {
       const seconds = typeof e.retryAfter === 'number' && e.retryAfter >= 0 ? e.retryAfter : 1;
-      return { kind: 'ratelimited', retryAfterMs: seconds * 1000, message: `Slack rate-limited the request (Retry-After ${seconds} s)` };
+      return {
+        kind: 'ratelimited',
+        retryAfterMs: seconds * 1000,
+        message: `Slack rate-limited the request (Retry-After ${seconds} s)`,
+      };
     }
     case 'slack_webapi_platform_error':
       return { kind: 'fatal', message: `Slack refused the request: ${e.data?.error ?? 'unknown error'}` };
@@ -28,7 +41,10 @@ export function classifySlackError(err: unknown): Failure {
         ? { kind: 'transient', message: `Slack answered HTTP ${e.statusCode}` }
         : { kind: 'fatal', message: `Slack answered HTTP ${e.statusCode}` };
     case 'slack_webapi_request_error':
-      return { kind: 'transient', message: `Slack is unreachable (${e.original?.message ?? e.message ?? 'request failed'})` };
+      return {
+        kind: 'transient',
+        message: `Slack is unreachable (${e.original?.message ?? e.message ?? 'request failed'})`,
+      };
     default:
       return { kind: 'fatal', message: e?.message ?? String(err) };
   }
@@ -45,7 +61,11 @@ function sleep(clock: Clock, ms: number): Promise<void> {
  * channel_not_found…). The final error is a WardenError SLACK_UNAVAILABLE
  * whose message says why.
  */
-export async function withSlackRetry<T>(what: string, fn: () => Promise<T>, ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined }): Promise<T> {
+export async function withSlackRetry<T>(
+  what: string,
+  fn: () => Promise<T>,
+  ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined },
+): Promise<T> {
   const maxAttempts = Math.max(1, ctx.retry?.maxAttempts ?? 3);
   const maxRetryAfterMs = ctx.retry?.maxRetryAfterMs ?? 30_000;
   const backoffMs = ctx.retry?.backoffMs ?? 1000;
@@ -54,12 +74,19 @@ export async function withSlackRetry<T>(what: string, fn: () => Promise<T>, ctx:
       return await fn();
     } catch (err) {
       const failure = classifySlackError(err);
-      if (failure.kind === 'fatal') throw new WardenError('SLACK_UNAVAILABLE', `${what}: ${failure.message}`, { cause: err });
+      if (failure.kind === 'fatal')
+        throw new WardenError('SLACK_UNAVAILABLE', `${what}: ${failure.message}`, { cause: err });
       if (failure.kind === 'ratelimited' && failure.retryAfterMs > maxRetryAfterMs) {
-        throw new WardenError('SLACK_UNAVAILABLE', `${what}: ${failure.message}, longer than Warden waits (${maxRetryAfterMs / 1000} s)`, { cause: err });
+        throw new WardenError(
+          'SLACK_UNAVAILABLE',
+          `${what}: ${failure.message}, longer than Warden waits (${maxRetryAfterMs / 1000} s)`,
+          { cause: err },
+        );
       }
       if (attempt >= maxAttempts) {
-        throw new WardenError('SLACK_UNAVAILABLE', `${what}: ${failure.message}; gave up after ${attempt} attempts`, { cause: err });
+        throw new WardenError('SLACK_UNAVAILABLE', `${what}: ${failure.message}; gave up after ${attempt} attempts`, {
+          cause: err,
+        });
       }
       const waitMs = failure.kind === 'ratelimited' ? failure.retryAfterMs : backoffMs * 2 ** (attempt - 1);
       ctx.logger.warn({ what, attempt, waitMs, reason: failure.message }, 'Slack call failed; retrying');

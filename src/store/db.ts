@@ -54,7 +54,10 @@ function readMigrations(dir: string): Migration[] {
     .sort((a, b) => a.version - b.version);
   for (let i = 0; i < migrations.length; i++) {
     if (migrations[i]!.version !== i + 1) {
-      throw new WardenError('STORE_MIGRATION', `migrations in ${dir} must be numbered 1..n without gaps; found ${migrations[i]!.version} at position ${i + 1}`);
+      throw new WardenError(
+        'STORE_MIGRATION',
+        `migrations in ${dir} must be numbered 1..n without gaps; found ${migrations[i]!.version} at position ${i + 1}`,
+      );
     }
   }
   return migrations;
@@ -79,7 +82,9 @@ export function migrate(db: Db, dir: string = DEFAULT_MIGRATIONS_DIR): number {
       try {
         db.exec(m.sql);
       } catch (err) {
-        throw new WardenError('STORE_MIGRATION', `migration ${m.version}_${m.name} failed: ${(err as Error).message}`, { cause: err });
+        throw new WardenError('STORE_MIGRATION', `migration ${m.version}_${m.name} failed: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
       insert.run(m.version, m.name, Date.now());
     }).immediate();

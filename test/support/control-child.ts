@@ -12,10 +12,18 @@ export interface ChildGateway {
 }
 
 /** Starts another Warden gateway process on the same database and waits for its URL. */
-export async function spawnChildGateway(env: { dbPath: string; policyPath: string }, timeoutMs = 20_000): Promise<ChildGateway> {
+export async function spawnChildGateway(
+  env: { dbPath: string; policyPath: string },
+  timeoutMs = 20_000,
+): Promise<ChildGateway> {
   const proc = spawn(process.execPath, ['--import', 'tsx', CHILD], {
     cwd: ROOT,
-    env: { ...process.env, WARDEN_DB: env.dbPath, WARDEN_POLICY: env.policyPath, LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'error' },
+    env: {
+      ...process.env,
+      WARDEN_DB: env.dbPath,
+      WARDEN_POLICY: env.policyPath,
+      LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'error',
+    },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((resolve, reject) => {

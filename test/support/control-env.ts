@@ -78,7 +78,9 @@ export interface WardenEnv {
   close(): Promise<void>;
 }
 
-export async function startWardenEnv(opts: { policyText?: string; clock?: Clock; startKillSwitch?: boolean } = {}): Promise<WardenEnv> {
+export async function startWardenEnv(
+  opts: { policyText?: string; clock?: Clock; startKillSwitch?: boolean } = {},
+): Promise<WardenEnv> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-control-'));
   const dbPath = join(dir, 'warden.db');
   const policyPath = join(dir, 'policy.yml');
@@ -92,7 +94,18 @@ export async function startWardenEnv(opts: { policyText?: string; clock?: Clock;
   if (opts.startKillSwitch !== false) ks.start();
   const approvals = new ApprovalService({ db, audit, policy, clock: opts.clock, logger });
   const alerts = new MemoryAlertSink();
-  const gateway = await startGateway({ policy, db, audit, approvals, halt: ks, alerts, logger, clock: opts.clock, host: '127.0.0.1', port: 0 });
+  const gateway = await startGateway({
+    policy,
+    db,
+    audit,
+    approvals,
+    halt: ks,
+    alerts,
+    logger,
+    clock: opts.clock,
+    host: '127.0.0.1',
+    port: 0,
+  });
   return {
     dir,
     dbPath,
@@ -115,10 +128,20 @@ export async function startWardenEnv(opts: { policyText?: string; clock?: Clock;
 }
 
 /** An agent as a real MCP client over Streamable HTTP with a fresh token. */
-export async function connectAgent(db: Db, url: string, agent: string): Promise<{ client: Client; call(name: string, args?: Record<string, unknown>): Promise<{ isError: boolean; text: string }>; close(): Promise<void> }> {
+export async function connectAgent(
+  db: Db,
+  url: string,
+  agent: string,
+): Promise<{
+  client: Client;
+  call(name: string, args?: Record<string, unknown>): Promise<{ isError: boolean; text: string }>;
+  close(): Promise<void>;
+}> {
   const token = createAgentToken(db, agent);
   const client = new Client({ name: `test-${agent}`, version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+  );
   return {
     client,
     async call(name, args = {}) {
@@ -131,7 +154,9 @@ export async function connectAgent(db: Db, url: string, agent: string): Promise<
 }
 
 /** The slow fixture's own counters: proof of what reached (or was cancelled at) the upstream. */
-export async function upstreamCounters(agent: { call(name: string): Promise<{ text: string }> }): Promise<{ cancelled: number; completed: number }> {
+export async function upstreamCounters(agent: {
+  call(name: string): Promise<{ text: string }>;
+}): Promise<{ cancelled: number; completed: number }> {
   const r = await agent.call('slow__cancellations');
   return JSON.parse(r.text) as { cancelled: number; completed: number };
 }

@@ -25,7 +25,17 @@ const audit = new AuditLog(db, { logger });
 const ks = new KillSwitch({ db, audit, logger, pollMs: 50 });
 ks.start();
 const approvals = new ApprovalService({ db, audit, policy, logger });
-const gateway = await startGateway({ policy, db, audit, approvals, halt: ks, alerts: new LogAlertSink(logger), logger, host: '127.0.0.1', port: 0 });
+const gateway = await startGateway({
+  policy,
+  db,
+  audit,
+  approvals,
+  halt: ks,
+  alerts: new LogAlertSink(logger),
+  logger,
+  host: '127.0.0.1',
+  port: 0,
+});
 process.stdout.write(JSON.stringify({ url: gateway.url, pid: process.pid }) + '\n');
 
 let closing = false;

@@ -50,7 +50,13 @@ export interface SentCommand {
 }
 
 /** Sends a signed slash command through a harness and waits on its response_url posts. */
-export async function sendSlashCommand(h: SlackHarness, user: string, command: string, text: string, channel = 'C0TEST'): Promise<SentCommand> {
+export async function sendSlashCommand(
+  h: SlackHarness,
+  user: string,
+  command: string,
+  text: string,
+  channel = 'C0TEST',
+): Promise<SentCommand> {
   const url = h.slack.responseUrl();
   const id = url.slice(url.lastIndexOf('/') + 1);
   const res = await h.sender.command({ command, text, user, channel, responseUrl: url });
@@ -71,7 +77,13 @@ export async function sendSlashCommand(h: SlackHarness, user: string, command: s
 }
 
 /** Clicks a button as `user` and waits for the post to that click's response_url. */
-export async function clickButton(h: SlackHarness, user: string, actionId: string, value: string, blockId = 'x'): Promise<RecordedCall> {
+export async function clickButton(
+  h: SlackHarness,
+  user: string,
+  actionId: string,
+  value: string,
+  blockId = 'x',
+): Promise<RecordedCall> {
   const url = h.slack.responseUrl();
   const id = url.slice(url.lastIndexOf('/') + 1);
   await h.sender.blockAction({ user, actionId, value, blockId, responseUrl: url });
@@ -102,7 +114,17 @@ export async function startControlSlack(opts: { policyText?: string } = {}): Pro
   const { parsePolicy } = await import('../../src/policy/index.ts');
   const policy = parsePolicy(policyText, 'policy.yml');
   const gwApprovals = new ApprovalService({ db, audit, policy, logger: silentLogger() });
-  const gateway = await startGateway({ policy, db, audit, approvals: gwApprovals, halt: ks, alerts: { alert() {} }, logger: silentLogger(), host: '127.0.0.1', port: 0 });
+  const gateway = await startGateway({
+    policy,
+    db,
+    audit,
+    approvals: gwApprovals,
+    halt: ks,
+    alerts: { alert() {} },
+    logger: silentLogger(),
+    host: '127.0.0.1',
+    port: 0,
+  });
   let poster: SlackChannelPoster | undefined;
   const drill = new DrillRunner({
     db,
@@ -117,7 +139,11 @@ export async function startControlSlack(opts: { policyText?: string } = {}): Pro
     // Tests check what the drill reports, not its latency (bench/halt.ts measures that).
     maxTimeToHaltMs: Infinity,
   });
-  const h = await startSlackHarness({ dbPath, policyYaml: policyText, appOptions: { control: { killSwitch: ks, drill } } });
+  const h = await startSlackHarness({
+    dbPath,
+    policyYaml: policyText,
+    appOptions: { control: { killSwitch: ks, drill } },
+  });
   poster = new SlackChannelPoster(h.app.client);
   const alerts = new SlackAlertSink({ client: h.app.client, policy });
   const offEffects = wireHaltEffects({ killSwitch: ks, approvals: h.approvals, alerts, actOnRemote: true });

@@ -49,7 +49,11 @@ export function parseReply(status: number, contentType: string | null, text: str
 }
 
 export async function rawPost(url: string, token: string, body: unknown, sessionId?: string): Promise<RawReply> {
-  const res = await fetch(url, { method: 'POST', headers: headers(token, sessionId), body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: headers(token, sessionId),
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   return parseReply(res.status, res.headers.get('content-type'), await res.text());
 }
 
@@ -57,7 +61,12 @@ export async function openRawSession(url: string, token: string): Promise<RawSes
   const init = await fetch(url, {
     method: 'POST',
     headers: headers(token),
-    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 0,
+      method: 'initialize',
+      params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+    }),
   });
   const sessionId = init.headers.get('mcp-session-id');
   await init.text();
@@ -70,10 +79,19 @@ export async function openRawSession(url: string, token: string): Promise<RawSes
     post: (message) => rawPost(url, token, message, sessionId),
     start: (message) =>
       new Promise((resolve, reject) => {
-        const req = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers: headers(token, sessionId) }, (res) => {
-          res.on('error', () => {});
-          resolve({ req, res, destroy: () => req.destroy() });
-        });
+        const req = httpRequest(
+          {
+            host: target.hostname,
+            port: target.port,
+            path: target.pathname,
+            method: 'POST',
+            headers: headers(token, sessionId),
+          },
+          (res) => {
+            res.on('error', () => {});
+            resolve({ req, res, destroy: () => req.destroy() });
+          },
+        );
         req.on('error', (err) => {
           if ((err as NodeJS.ErrnoException).code !== 'ECONNRESET') reject(err);
         });

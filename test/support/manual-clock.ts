@@ -115,7 +115,14 @@ export class ManualClock implements Clock {
   private add(fn: () => void, ms: number, every: number | undefined): NodeJS.Timeout {
     const id = this.nextId++;
     this.timers.set(id, { id, at: this.t + Math.max(0, ms), fn, every });
-    const handle = { id, unref: () => handle, ref: () => handle, hasRef: () => false, refresh: () => handle, [Symbol.toPrimitive]: () => id };
+    const handle = {
+      id,
+      unref: () => handle,
+      ref: () => handle,
+      hasRef: () => false,
+      refresh: () => handle,
+      [Symbol.toPrimitive]: () => id,
+    };
     return handle as unknown as NodeJS.Timeout;
   }
 }

@@ -63,6 +63,8 @@ const HELPDESK_TOOLS: Record<HelpdeskRole, string> = {
  *   agents: …`
  */
 export function helpdeskServersYaml(roles: readonly HelpdeskRole[]): string {
-  const entries = roles.map((role) => `  ${role}:\n    ${fixtureServer('helpdesk-server.ts', [role])}\n    tools:${HELPDESK_TOOLS[role]}`);
+  const entries = roles.map(
+    (role) => `  ${role}:\n    ${fixtureServer('helpdesk-server.ts', [role])}\n    tools:${HELPDESK_TOOLS[role]}`,
+  );
   return ['servers:', ...entries].join('\n');
 }

@@ -112,7 +112,10 @@ export interface SlackApiServer {
   /** The message as Slack would show it now (after updates). */
   message(channel: string, ts: string): StoredMessage | undefined;
   messages(): StoredMessage[];
-  uploads: Map<string, { filename: string; length: number; bytes: Buffer; completed: boolean; channel?: string; title?: string }>;
+  uploads: Map<
+    string,
+    { filename: string; length: number; bytes: Buffer; completed: boolean; channel?: string; title?: string }
+  >;
   responseUrl(): string;
   /** Socket Mode: the WebSocket side of apps.connections.open. */
   socket: SocketModeServer;
@@ -162,12 +165,16 @@ function checkElement(errors: string[], where: string, el: any): void {
   checkId(errors, `${where}.action_id`, el.action_id);
   if (el.type === 'button') {
     checkText(errors, `${where}.text`, el.text, 75, true);
-    if (el.value !== undefined && (typeof el.value !== 'string' || el.value.length > 2000)) errors.push(`${where}.value: must be at most 2000 characters`);
-    if (el.url !== undefined && (typeof el.url !== 'string' || el.url.length > 3000)) errors.push(`${where}.url: must be at most 3000 characters`);
-    if (el.style !== undefined && el.style !== 'primary' && el.style !== 'danger') errors.push(`${where}.style: must be primary or danger`);
+    if (el.value !== undefined && (typeof el.value !== 'string' || el.value.length > 2000))
+      errors.push(`${where}.value: must be at most 2000 characters`);
+    if (el.url !== undefined && (typeof el.url !== 'string' || el.url.length > 3000))
+      errors.push(`${where}.url: must be at most 3000 characters`);
+    if (el.style !== undefined && el.style !== 'primary' && el.style !== 'danger')
+      errors.push(`${where}.style: must be primary or danger`);
   }
   if (el.type === 'plain_text_input') {
-    if (el.max_length !== undefined && (typeof el.max_length !== 'number' || el.max_length > 3000)) errors.push(`${where}.max_length: must be at most 3000`);
+    if (el.max_length !== undefined && (typeof el.max_length !== 'number' || el.max_length > 3000))
+      errors.push(`${where}.max_length: must be at most 3000`);
   }
   if (el.placeholder !== undefined) checkText(errors, `${where}.placeholder`, el.placeholder, 150, true);
 }
@@ -198,10 +205,12 @@ export function validateBlocks(blocks: unknown, surface: 'message' | 'modal'): s
         checkText(errors, `${where}.text`, b.text, 150, true);
         break;
       case 'context':
-        if (!Array.isArray(b.elements) || b.elements.length === 0 || b.elements.length > 10) errors.push(`${where}.elements: 1-10 items`);
+        if (!Array.isArray(b.elements) || b.elements.length === 0 || b.elements.length > 10)
+          errors.push(`${where}.elements: 1-10 items`);
         break;
       case 'actions':
-        if (!Array.isArray(b.elements) || b.elements.length === 0 || b.elements.length > 25) errors.push(`${where}.elements: 1-25 items`);
+        if (!Array.isArray(b.elements) || b.elements.length === 0 || b.elements.length > 25)
+          errors.push(`${where}.elements: 1-25 items`);
         else b.elements.forEach((el: any, j: number) => checkElement(errors, `${where}.elements[${j}]`, el));
         break;
       case 'input':
@@ -232,7 +241,10 @@ export function validateView(view: any): string[] {
   }
   if (view.submit !== undefined) checkText(errors, 'view.submit', view.submit, 24, true);
   if (view.close !== undefined) checkText(errors, 'view.close', view.close, 24, true);
-  if (view.private_metadata !== undefined && (typeof view.private_metadata !== 'string' || view.private_metadata.length > 3000)) {
+  if (
+    view.private_metadata !== undefined &&
+    (typeof view.private_metadata !== 'string' || view.private_metadata.length > 3000)
+  ) {
     errors.push('view.private_metadata: must be at most 3000 characters');
   }
   checkId(errors, 'view.callback_id', view.callback_id);
@@ -289,8 +301,14 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
     return `${Math.floor(Date.now() / 1000)}.${String(seq).padStart(6, '0')}`;
   };
   const opened = new Set<string>();
-  const channelExists = (c: unknown) => typeof c === 'string' && c.length > 0 && (!channels || channels.has(c) || opened.has(c));
-  const invalidBlocks = (errors: string[]) => ({ ok: false, error: 'invalid_blocks', errors, response_metadata: { messages: errors.map((e) => `[ERROR] ${e}`) } });
+  const channelExists = (c: unknown) =>
+    typeof c === 'string' && c.length > 0 && (!channels || channels.has(c) || opened.has(c));
+  const invalidBlocks = (errors: string[]) => ({
+    ok: false,
+    error: 'invalid_blocks',
+    errors,
+    response_metadata: { messages: errors.map((e) => `[ERROR] ${e}`) },
+  });
 
   function takeFailure(method: string): FailureSpec | undefined {
     const i = failures.findIndex((f) => !f.methods || f.methods.includes(method));
@@ -314,7 +332,15 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
     if (!token || !tokens.has(token)) return { ok: false, error: token ? 'invalid_auth' : 'not_authed' };
     switch (method) {
       case 'auth.test':
-        return { ok: true, url: 'https://warden-test.slack.com/', team: 'Warden Test', user: 'warden', team_id: teamId, user_id: botUserId, bot_id: 'BWARDEN' };
+        return {
+          ok: true,
+          url: 'https://warden-test.slack.com/',
+          team: 'Warden Test',
+          user: 'warden',
+          team_id: teamId,
+          user_id: botUserId,
+          bot_id: 'BWARDEN',
+        };
       case 'chat.postMessage': {
         if (!channelExists(args.channel)) return { ok: false, error: 'channel_not_found' };
         if (!args.text && !args.blocks && !args.attachments) return { ok: false, error: 'no_text' };
@@ -322,11 +348,24 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
           const errors = validateBlocks(args.blocks, 'message');
           if (errors.length) return invalidBlocks(errors);
         }
-        if (args.thread_ts !== undefined && !store.has(`${args.channel}:${args.thread_ts}`)) return { ok: false, error: 'thread_not_found' };
+        if (args.thread_ts !== undefined && !store.has(`${args.channel}:${args.thread_ts}`))
+          return { ok: false, error: 'thread_not_found' };
         const ts = nextTs();
-        const m: StoredMessage = { channel: args.channel, ts, text: args.text, blocks: args.blocks, threadTs: args.thread_ts, updates: 0 };
+        const m: StoredMessage = {
+          channel: args.channel,
+          ts,
+          text: args.text,
+          blocks: args.blocks,
+          threadTs: args.thread_ts,
+          updates: 0,
+        };
         store.set(`${args.channel}:${ts}`, m);
-        return { ok: true, channel: args.channel, ts, message: { type: 'message', text: args.text, blocks: args.blocks, ts, thread_ts: args.thread_ts } };
+        return {
+          ok: true,
+          channel: args.channel,
+          ts,
+          message: { type: 'message', text: args.text, blocks: args.blocks, ts, thread_ts: args.thread_ts },
+        };
       }
       case 'chat.update': {
         const m = store.get(`${args.channel}:${args.ts}`);
@@ -364,18 +403,33 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       }
       case 'conversations.info':
         if (!channelExists(args.channel)) return { ok: false, error: 'channel_not_found' };
-        return { ok: true, channel: { id: args.channel, name: `channel-${String(args.channel).toLowerCase()}`, is_channel: true, is_member: true } };
+        return {
+          ok: true,
+          channel: {
+            id: args.channel,
+            name: `channel-${String(args.channel).toLowerCase()}`,
+            is_channel: true,
+            is_member: true,
+          },
+        };
       case 'conversations.open': {
         // Slack: `users` (comma-separated ids) opens or finds a DM; `channel` resumes one already opened.
         if (typeof args.channel === 'string' && args.channel) {
           if (!opened.has(args.channel)) return { ok: false, error: 'channel_not_found' };
           return { ok: true, no_op: true, already_open: true, channel: { id: args.channel } };
         }
-        const ids = typeof args.users === 'string' ? args.users.split(',').map((u) => u.trim()).filter(Boolean) : [];
+        const ids =
+          typeof args.users === 'string'
+            ? args.users
+                .split(',')
+                .map((u) => u.trim())
+                .filter(Boolean)
+            : [];
         if (ids.length === 0) return { ok: false, error: 'users_list_not_supplied' };
         if (ids.length > 8) return { ok: false, error: 'too_many_users' };
         for (const id of ids) {
-          if (!/^[UW][A-Z0-9]{2,}$/.test(id) || (options.users && !users[id])) return { ok: false, error: 'user_not_found' };
+          if (!/^[UW][A-Z0-9]{2,}$/.test(id) || (options.users && !users[id]))
+            return { ok: false, error: 'user_not_found' };
         }
         const sorted = [...new Set(ids)].sort();
         const id = sorted.length === 1 ? dmChannelId(sorted[0]!) : `G${sorted.join('')}`;
@@ -386,7 +440,18 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       case 'users.info': {
         const u = users[args.user as string];
         if (!u) return { ok: false, error: 'user_not_found' };
-        return { ok: true, user: { id: args.user, team_id: teamId, name: u.name ?? args.user, real_name: u.real_name ?? u.name ?? args.user, tz: u.tz ?? 'UTC', is_bot: u.is_bot ?? false, profile: { real_name: u.real_name ?? u.name ?? args.user } } };
+        return {
+          ok: true,
+          user: {
+            id: args.user,
+            team_id: teamId,
+            name: u.name ?? args.user,
+            real_name: u.real_name ?? u.name ?? args.user,
+            tz: u.tz ?? 'UTC',
+            is_bot: u.is_bot ?? false,
+            profile: { real_name: u.real_name ?? u.name ?? args.user },
+          },
+        };
       }
       case 'files.getUploadURLExternal': {
         const length = Number(args.length);
@@ -398,7 +463,8 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       case 'files.completeUploadExternal': {
         const files = Array.isArray(args.files) ? (args.files as Array<{ id: string; title?: string }>) : undefined;
         if (!files || files.length === 0) return { ok: false, error: 'invalid_arguments' };
-        if (args.channel_id !== undefined && !channelExists(args.channel_id)) return { ok: false, error: 'channel_not_found' };
+        if (args.channel_id !== undefined && !channelExists(args.channel_id))
+          return { ok: false, error: 'channel_not_found' };
         const out = [];
         for (const f of files) {
           const up = uploads.get(f.id);
@@ -427,11 +493,24 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       const up = uploads.get(id);
       let bytes = raw;
       if (contentType?.startsWith('multipart/form-data')) {
-        const form = await new Request('http://localhost/', { method: 'POST', headers: { 'content-type': contentType }, body: raw }).formData();
+        const form = await new Request('http://localhost/', {
+          method: 'POST',
+          headers: { 'content-type': contentType },
+          body: raw,
+        }).formData();
         const file = [...form.values()].find((v) => typeof v !== 'string') as Blob | undefined;
         if (file) bytes = Buffer.from(await file.arrayBuffer());
       }
-      const call: RecordedCall = { method: 'upload', args: { fileId: id, length: bytes.length }, authorization, token: bearer, contentType, at: now(), response: undefined, httpStatus: up ? 200 : 404 };
+      const call: RecordedCall = {
+        method: 'upload',
+        args: { fileId: id, length: bytes.length },
+        authorization,
+        token: bearer,
+        contentType,
+        at: now(),
+        response: undefined,
+        httpStatus: up ? 200 : 404,
+      };
       calls.push(call);
       if (up) up.bytes = bytes;
       res.writeHead(up ? 200 : 404, { 'content-type': 'text/plain' });
@@ -446,7 +525,16 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       } catch {
         args = { raw: raw.toString('utf8') };
       }
-      calls.push({ method: 'response_url', args: { ...args, responseUrlId: url.pathname.slice('/response/'.length) }, authorization, token: bearer, contentType, at: now(), response: { ok: true }, httpStatus: 200 });
+      calls.push({
+        method: 'response_url',
+        args: { ...args, responseUrlId: url.pathname.slice('/response/'.length) },
+        authorization,
+        token: bearer,
+        contentType,
+        at: now(),
+        response: { ok: true },
+        httpStatus: 200,
+      });
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{"ok":true}');
       return;
@@ -465,7 +553,16 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       args = {};
     }
     const token = bearer ?? (typeof args.token === 'string' ? args.token : undefined);
-    const call: RecordedCall = { method, args, authorization, token, contentType, at: now(), response: undefined, httpStatus: undefined };
+    const call: RecordedCall = {
+      method,
+      args,
+      authorization,
+      token,
+      contentType,
+      at: now(),
+      response: undefined,
+      httpStatus: undefined,
+    };
     calls.push(call);
 
     const failure = takeFailure(method);

@@ -112,7 +112,15 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
   const slack = await startSlackApiServer({ botToken: BOT_TOKEN, ...(clock ? { now: () => clock.now() } : {}) });
   const client = createSlackClient({ botToken: BOT_TOKEN, apiUrl: slack.apiUrl }, logger, { timeout: 5000 });
   const notifier = new SlackNotifier({ client, clock: opts.clock, logger, retry: opts.retry });
-  const approvals = new ApprovalService({ db, audit, notifier, clock: opts.clock, logger, policy: () => policy, ...opts.approvals });
+  const approvals = new ApprovalService({
+    db,
+    audit,
+    notifier,
+    clock: opts.clock,
+    logger,
+    policy: () => policy,
+    ...opts.approvals,
+  });
   const app = createSlackApp({
     config: { botToken: BOT_TOKEN, signingSecret: SIGNING_SECRET, port: 0, apiUrl: slack.apiUrl },
     approvals,
@@ -157,14 +165,22 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
 let callSeq = 0;
 
 /** A call held for approval, as the gateway would hand it over. */
-export function heldCall(h: Pick<SlackHarness, 'policy'>, overrides: Partial<ApprovalRequestInput> & { agentName?: string } = {}): ApprovalRequestInput {
+export function heldCall(
+  h: Pick<SlackHarness, 'policy'>,
+  overrides: Partial<ApprovalRequestInput> & { agentName?: string } = {},
+): ApprovalRequestInput {
   const { agentName, ...rest } = overrides;
   return {
     callId: `call-${++callSeq}`,
     agent: h.policy.agents[agentName ?? 'support-triage']!,
     server: 'tickets',
     tool: 'send_customer_email',
-    args: { ticket_id: 'T-1001', to: 'ada@example.com', subject: 'Your refund', body: 'Hello Ada, your refund is on its way.' },
+    args: {
+      ticket_id: 'T-1001',
+      to: 'ada@example.com',
+      subject: 'Your refund',
+      body: 'Hello Ada, your refund is on its way.',
+    },
     rule: 'approval_required',
     consequence: 'customer-facing',
     reason: 'send_customer_email is in approval_required for support-triage',
@@ -175,7 +191,9 @@ export function heldCall(h: Pick<SlackHarness, 'policy'>, overrides: Partial<App
 
 /** The approval id carried by a posted card's Approve button. */
 export function approvalIdOf(call: RecordedCall): string {
-  const actions = (call.args.blocks as Array<{ type: string; elements?: Array<{ action_id: string; value: string }> }>).find((b) => b.type === 'actions');
+  const actions = (
+    call.args.blocks as Array<{ type: string; elements?: Array<{ action_id: string; value: string }> }>
+  ).find((b) => b.type === 'actions');
   const approve = actions?.elements?.find((e) => e.action_id === 'approval_approve');
   if (!approve) throw new Error('card has no approve button');
   return approve.value;

@@ -47,7 +47,12 @@ export function slackSignature(secret: string, timestampSec: number, body: strin
   return `v0=${createHmac('sha256', secret).update(`v0:${timestampSec}:${body}`).digest('hex')}`;
 }
 
-export function signRequest(secret: string, body: string, contentType: string = FORM, opts: SignOptions = {}): SignedRequest {
+export function signRequest(
+  secret: string,
+  body: string,
+  contentType: string = FORM,
+  opts: SignOptions = {},
+): SignedRequest {
   const ts = opts.timestampSec ?? Math.floor(Date.now() / 1000);
   return {
     body,
@@ -120,7 +125,12 @@ export function blockActionPayload(input: BlockActionInput): Record<string, unkn
     api_app_id: 'A0WARDEN',
     token: 'legacy-verification-token',
     team: { id: input.team ?? 'T0WARDEN', domain: 'warden-test' },
-    user: { id: input.user, username: input.user.toLowerCase(), name: input.user.toLowerCase(), team_id: input.team ?? 'T0WARDEN' },
+    user: {
+      id: input.user,
+      username: input.user.toLowerCase(),
+      name: input.user.toLowerCase(),
+      team_id: input.team ?? 'T0WARDEN',
+    },
     container: { type: 'message', message_ts: ts, channel_id: channel, is_ephemeral: false },
     trigger_id: input.triggerId ?? `trigger-${randomUUID()}`,
     channel: { id: channel, name: 'test' },
@@ -157,7 +167,12 @@ export function viewSubmissionPayload(input: ViewSubmissionInput): Record<string
   return {
     type: 'view_submission',
     team: { id: input.team ?? 'T0WARDEN', domain: 'warden-test' },
-    user: { id: input.user, username: input.user.toLowerCase(), name: input.user.toLowerCase(), team_id: input.team ?? 'T0WARDEN' },
+    user: {
+      id: input.user,
+      username: input.user.toLowerCase(),
+      name: input.user.toLowerCase(),
+      team_id: input.team ?? 'T0WARDEN',
+    },
     api_app_id: 'A0WARDEN',
     token: 'legacy-verification-token',
     trigger_id: `trigger-${randomUUID()}`,

@@ -160,7 +160,12 @@ export function attachSocketModeServer(opts: AttachSocketModeOptions): SocketMod
     push(envelope) {
       if (open.size === 0) throw new Error('no Socket Mode connection to push an envelope on');
       const envelope_id = envelope.envelope_id ?? randomUUID();
-      const frame = JSON.stringify({ envelope_id, type: envelope.type, payload: envelope.payload, accepts_response_payload: envelope.accepts_response_payload ?? false });
+      const frame = JSON.stringify({
+        envelope_id,
+        type: envelope.type,
+        payload: envelope.payload,
+        accepts_response_payload: envelope.accepts_response_payload ?? false,
+      });
       for (const ws of open) ws.send(frame);
       return envelope_id;
     },
@@ -168,11 +173,13 @@ export function attachSocketModeServer(opts: AttachSocketModeOptions): SocketMod
       return poll(
         () => acks.find((a) => a.envelope_id === envelopeId),
         timeoutMs,
-        () => `no ack for envelope ${envelopeId} within ${timeoutMs} ms (acks so far: ${acks.map((a) => a.envelope_id).join(', ') || 'none'})`,
+        () =>
+          `no ack for envelope ${envelopeId} within ${timeoutMs} ms (acks so far: ${acks.map((a) => a.envelope_id).join(', ') || 'none'})`,
       );
     },
     sendDisconnect(reason = 'refresh_requested') {
-      for (const ws of open) ws.send(JSON.stringify({ type: 'disconnect', reason, debug_info: { host: 'applink-local' } }));
+      for (const ws of open)
+        ws.send(JSON.stringify({ type: 'disconnect', reason, debug_info: { host: 'applink-local' } }));
     },
     reset() {
       acks.length = 0;

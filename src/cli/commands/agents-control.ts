@@ -5,7 +5,13 @@ import { AuditLog } from '../../audit/log.ts';
 import { loadConfig } from '../../config/index.ts';
 import { actorLabel, canDrill, canHalt, canResume, type ControlActor } from '../../control/authorize.ts';
 import { LogAlertSink } from '../../control/alerts.ts';
-import { DEFAULT_MAX_TIME_TO_HALT_MS, DrillRunner, type DrillMode, type DrillResult, type DrillTokens } from '../../control/drill.ts';
+import {
+  DEFAULT_MAX_TIME_TO_HALT_MS,
+  DrillRunner,
+  type DrillMode,
+  type DrillResult,
+  type DrillTokens,
+} from '../../control/drill.ts';
 import { KillSwitch } from '../../control/kill-switch.ts';
 import { agentStatuses, type AgentStatus } from '../../control/status.ts';
 import { WardenError } from '../../errors.ts';
@@ -37,7 +43,10 @@ export function drillTokensFromDb(db: Db): DrillTokens {
 }
 
 /** `all` (or nothing) means the whole org; anything else must be an agent the policy knows. */
-export function parseTarget(policy: Policy, target: string | undefined): { scope: 'org' } | { scope: 'agent'; agent: string } {
+export function parseTarget(
+  policy: Policy,
+  target: string | undefined,
+): { scope: 'org' } | { scope: 'agent'; agent: string } {
   if (target === undefined || target === 'all') return { scope: 'org' };
   if (policy.agents[target]) return { scope: 'agent', agent: target };
   const known = Object.keys(policy.agents).sort().join(', ') || '(none)';
@@ -77,7 +86,11 @@ function open(opts: { db?: string; policy?: string }): Ctx {
 /** Milliseconds, positive; a looser bound suits a loaded staging host, a tighter one a tuned deployment. */
 export function parseMaxTimeToHalt(text: string): number {
   const ms = /^\d+(\.\d+)?$/.test(text.trim()) ? Number(text) : NaN;
-  if (!(ms > 0)) throw new WardenError('INVALID_INPUT', `--max-time-to-halt must be a positive number of milliseconds, got "${text}"`);
+  if (!(ms > 0))
+    throw new WardenError(
+      'INVALID_INPUT',
+      `--max-time-to-halt must be a positive number of milliseconds, got "${text}"`,
+    );
   return ms;
 }
 
@@ -108,9 +121,17 @@ export function formatDrillResult(r: DrillResult): string {
 
 export function registerAgentsControl(program: Command): void {
   const agents = agentsCommand(program);
-  const common = (c: Command) => c.option('--db <path>', 'database file (default: WARDEN_DB)').option('--policy <path>', 'policy file (default: WARDEN_POLICY)');
+  const common = (c: Command) =>
+    c
+      .option('--db <path>', 'database file (default: WARDEN_DB)')
+      .option('--policy <path>', 'policy file (default: WARDEN_POLICY)');
 
-  common(agents.command('halt').argument('[target]', '"all" for the whole org, or an agent name', 'all').argument('[reason...]', 'why, recorded in the audit trail'))
+  common(
+    agents
+      .command('halt')
+      .argument('[target]', '"all" for the whole org, or an agent name', 'all')
+      .argument('[reason...]', 'why, recorded in the audit trail'),
+  )
     .description('Halt the org or one agent: new calls refused, in-flight calls cancelled, pending approvals cancelled')
     .action(async (target: string, reason: string[], opts: { db?: string; policy?: string }) => {
       const ctx = open(opts);
@@ -128,7 +149,12 @@ export function registerAgentsControl(program: Command): void {
       }
     });
 
-  common(agents.command('resume').argument('[target]', '"all" for the org-wide halt, or an agent name', 'all').argument('[reason...]', 'why'))
+  common(
+    agents
+      .command('resume')
+      .argument('[target]', '"all" for the org-wide halt, or an agent name', 'all')
+      .argument('[reason...]', 'why'),
+  )
     .description('Resume after a halt ("all" lifts the org-wide halt; agent halts stay until resumed by name)')
     .action(async (target: string, reason: string[], opts: { db?: string; policy?: string }) => {
       const ctx = open(opts);
@@ -140,7 +166,8 @@ export function registerAgentsControl(program: Command): void {
         const what = t.scope === 'org' ? 'org-wide halt' : t.agent;
         process.stdout.write(r.resumed ? `RESUMED ${what}\n` : `${what} was not halted; nothing to resume\n`);
         const still = ctx.ks.status();
-        if (still.length > 0) process.stdout.write(`Still halted: ${still.map((s) => (s.scope === 'org' ? 'org' : s.agent)).join(', ')}\n`);
+        if (still.length > 0)
+          process.stdout.write(`Still halted: ${still.map((s) => (s.scope === 'org' ? 'org' : s.agent)).join(', ')}\n`);
       } finally {
         await ctx.close();
       }
@@ -157,7 +184,8 @@ export function registerAgentsControl(program: Command): void {
         const org = ctx.ks.orgHalt();
         if (opts.json) process.stdout.write(JSON.stringify({ orgHalt: org ?? null, agents: rows }, null, 2) + '\n');
         else {
-          if (org) process.stdout.write(`ORG HALTED by ${org.actor} at ${new Date(org.at).toISOString()}: ${org.reason}\n`);
+          if (org)
+            process.stdout.write(`ORG HALTED by ${org.actor} at ${new Date(org.at).toISOString()}: ${org.reason}\n`);
           process.stdout.write(formatStatusTable(rows));
         }
       } finally {
@@ -165,34 +193,44 @@ export function registerAgentsControl(program: Command): void {
       }
     });
 
-  common(agents.command('drill').argument('[mode]', 'canary (default) or org (halts every agent: maintenance windows only)', 'canary'))
+  common(
+    agents
+      .command('drill')
+      .argument('[mode]', 'canary (default) or org (halts every agent: maintenance windows only)', 'canary'),
+  )
     .option('--gateway-url <url>', 'the running gateway (default: http://WARDEN_HOST:WARDEN_PORT/mcp)')
-    .option('--max-time-to-halt <ms>', `fail the drill when the first refused call comes later than this after the halt (default ${DEFAULT_MAX_TIME_TO_HALT_MS})`)
+    .option(
+      '--max-time-to-halt <ms>',
+      `fail the drill when the first refused call comes later than this after the halt (default ${DEFAULT_MAX_TIME_TO_HALT_MS})`,
+    )
     .description('Drill the kill switch through the running gateway and record the result')
-    .action(async (mode: string, opts: { db?: string; policy?: string; gatewayUrl?: string; maxTimeToHalt?: string }) => {
-      if (mode !== 'canary' && mode !== 'org') throw new WardenError('INVALID_INPUT', `drill mode must be "canary" or "org", got "${mode}"`);
-      const maxTimeToHaltMs = opts.maxTimeToHalt === undefined ? undefined : parseMaxTimeToHalt(opts.maxTimeToHalt);
-      const ctx = open(opts);
-      try {
-        const authz = canDrill(ctx.policy.control, ctx.actor);
-        if (!authz.ok) throw new WardenError('FORBIDDEN', authz.reason);
-        const config = loadConfig(process.env);
-        const runner = new DrillRunner({
-          db: ctx.db,
-          audit: ctx.audit,
-          killSwitch: ctx.ks,
-          policy: ctx.policy,
-          gatewayUrl: opts.gatewayUrl ?? `http://${config.host}:${config.port}/mcp`,
-          tokens: drillTokensFromDb(ctx.db),
-          connector: mcpCanaryConnector,
-          alerts: new LogAlertSink(createLogger({ level: config.logLevel })),
-          maxTimeToHaltMs,
-        });
-        const result = await runner.run(mode as DrillMode, actorLabel(ctx.actor));
-        process.stdout.write(formatDrillResult(result));
-        if (!result.ok) process.exitCode = 1;
-      } finally {
-        await ctx.close();
-      }
-    });
+    .action(
+      async (mode: string, opts: { db?: string; policy?: string; gatewayUrl?: string; maxTimeToHalt?: string }) => {
+        if (mode !== 'canary' && mode !== 'org')
+          throw new WardenError('INVALID_INPUT', `drill mode must be "canary" or "org", got "${mode}"`);
+        const maxTimeToHaltMs = opts.maxTimeToHalt === undefined ? undefined : parseMaxTimeToHalt(opts.maxTimeToHalt);
+        const ctx = open(opts);
+        try {
+          const authz = canDrill(ctx.policy.control, ctx.actor);
+          if (!authz.ok) throw new WardenError('FORBIDDEN', authz.reason);
+          const config = loadConfig(process.env);
+          const runner = new DrillRunner({
+            db: ctx.db,
+            audit: ctx.audit,
+            killSwitch: ctx.ks,
+            policy: ctx.policy,
+            gatewayUrl: opts.gatewayUrl ?? `http://${config.host}:${config.port}/mcp`,
+            tokens: drillTokensFromDb(ctx.db),
+            connector: mcpCanaryConnector,
+            alerts: new LogAlertSink(createLogger({ level: config.logLevel })),
+            maxTimeToHaltMs,
+          });
+          const result = await runner.run(mode as DrillMode, actorLabel(ctx.actor));
+          process.stdout.write(formatDrillResult(result));
+          if (!result.ok) process.exitCode = 1;
+        } finally {
+          await ctx.close();
+        }
+      },
+    );
 }

@@ -47,17 +47,29 @@ function open(opts: Opts): Ctx {
 }
 
 async function record(ctx: Ctx, agent: string, action: string, detail: Record<string, unknown> = {}): Promise<void> {
-  await ctx.audit.append({ event: 'token.' + action, agent, decision: action, detail: { actor: ctx.actor, ...detail } });
+  await ctx.audit.append({
+    event: 'token.' + action,
+    agent,
+    decision: action,
+    detail: { actor: ctx.actor, ...detail },
+  });
 }
 
 const printSecret = (token: string, agent: string, note: string) => {
   process.stdout.write(`${token}\n`);
-  process.stderr.write(`${note} for agent ${agent}. It is shown only now: store it where the agent reads WARDEN_AGENT_TOKEN.\n`);
+  process.stderr.write(
+    `${note} for agent ${agent}. It is shown only now: store it where the agent reads WARDEN_AGENT_TOKEN.\n`,
+  );
 };
 
 export function registerAgentsToken(program: Command): void {
-  const token = agentsCommand(program).command('token').description('Agent tokens: how agents authenticate to the gateway');
-  const common = (c: Command) => c.option('--db <path>', 'database file (default: WARDEN_DB)').option('--policy <path>', 'policy file (default: WARDEN_POLICY)');
+  const token = agentsCommand(program)
+    .command('token')
+    .description('Agent tokens: how agents authenticate to the gateway');
+  const common = (c: Command) =>
+    c
+      .option('--db <path>', 'database file (default: WARDEN_DB)')
+      .option('--policy <path>', 'policy file (default: WARDEN_POLICY)');
 
   common(token.command('create').argument('<agent>', 'agent name, as in the policy'))
     .description('Create a token for an agent and print it once')
@@ -86,7 +98,7 @@ export function registerAgentsToken(program: Command): void {
     });
 
   common(token.command('revoke').argument('<agent>', 'agent name'))
-    .description("Revoke every token of an agent (its next request is refused)")
+    .description('Revoke every token of an agent (its next request is refused)')
     .action(async (agent: string, opts: Opts) => {
       const ctx = open(opts);
       try {
@@ -105,7 +117,12 @@ export function registerAgentsToken(program: Command): void {
       try {
         const rows = listAgentTokens(ctx.db, agent);
         const head = ['ID', 'AGENT', 'CREATED', 'STATUS'];
-        const body = rows.map((r) => [r.id, r.agent, new Date(r.createdAt).toISOString(), r.revokedAt === null ? 'active' : `revoked ${new Date(r.revokedAt).toISOString()}`]);
+        const body = rows.map((r) => [
+          r.id,
+          r.agent,
+          new Date(r.createdAt).toISOString(),
+          r.revokedAt === null ? 'active' : `revoked ${new Date(r.revokedAt).toISOString()}`,
+        ]);
         process.stdout.write(formatColumns(head, body));
       } finally {
         await ctx.close();

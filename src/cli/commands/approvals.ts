@@ -27,7 +27,9 @@ export function registerApprovals(program: Command): void {
   const group = program.command('approvals').description('Held calls: list, approve or reject from the terminal');
 
   const withDb = (c: Command) =>
-    c.option('--db <file>', 'SQLite database (default WARDEN_DB)').option('--policy <file>', 'policy file (default WARDEN_POLICY)');
+    c
+      .option('--db <file>', 'SQLite database (default WARDEN_DB)')
+      .option('--policy <file>', 'policy file (default WARDEN_POLICY)');
 
   withDb(group.command('list').description('Pending approvals, oldest first')).action(async (opts: Opts) => {
     await withService(opts, async (service) => {
@@ -40,11 +42,14 @@ export function registerApprovals(program: Command): void {
     withDb(
       group
         .command(`${verb} <id>`)
-        .description(verb === 'approve' ? 'Approve a held call (it then runs)' : 'Reject a held call (the agent gets the reason)')
+        .description(
+          verb === 'approve' ? 'Approve a held call (it then runs)' : 'Reject a held call (the agent gets the reason)',
+        )
         .requiredOption('--as <user>', 'your Slack user id; it must be the agent’s owner or a listed approver')
         .option('--reason <text>', verb === 'reject' ? 'why (required)' : 'a note for the audit trail'),
     ).action(async (id: string, opts: Opts & { as: string; reason?: string }) => {
-      if (verb === 'reject' && !opts.reason?.trim()) throw new WardenError('INVALID_INPUT', '--reason is required to reject: the agent and the audit trail get it');
+      if (verb === 'reject' && !opts.reason?.trim())
+        throw new WardenError('INVALID_INPUT', '--reason is required to reject: the agent and the audit trail get it');
       await withService(opts, async (service, audit) => {
         const result = await service.decide(id, opts.as, verb, opts.reason?.trim());
         // Who sat at the terminal is for the audit trail, not for the agent's refusal text.
@@ -58,7 +63,10 @@ export function registerApprovals(program: Command): void {
           detail: { approvalId: id, osUser: userInfo().username },
         });
         if (!result.ok) {
-          throw new WardenError(result.code === 'not_found' ? 'NOT_FOUND' : result.code === 'forbidden' ? 'FORBIDDEN' : 'APPROVAL_CONFLICT', result.message);
+          throw new WardenError(
+            result.code === 'not_found' ? 'NOT_FOUND' : result.code === 'forbidden' ? 'FORBIDDEN' : 'APPROVAL_CONFLICT',
+            result.message,
+          );
         }
         process.stdout.write(`${id}: ${result.record.status} by ${opts.as}\n`);
       });
@@ -66,7 +74,10 @@ export function registerApprovals(program: Command): void {
   }
 }
 
-async function withService(opts: Opts, run: (service: ApprovalService, audit: AuditLog) => Promise<void>): Promise<void> {
+async function withService(
+  opts: Opts,
+  run: (service: ApprovalService, audit: AuditLog) => Promise<void>,
+): Promise<void> {
   const config = loadConfig(process.env);
   const policy = loadPolicyFile(opts.policy ?? config.policyPath);
   const db = openDb(opts.db ?? config.dbPath);

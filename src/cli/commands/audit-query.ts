@@ -21,7 +21,8 @@ export function registerAuditQuery(program: Command): void {
       }
       let before: number | undefined;
       if (opts.before !== undefined) {
-        if (!/^\d+$/.test(opts.before) || Number(opts.before) < 1) throw new WardenError('INVALID_INPUT', `--before must be a row number (seq), got "${opts.before}"`);
+        if (!/^\d+$/.test(opts.before) || Number(opts.before) < 1)
+          throw new WardenError('INVALID_INPUT', `--before must be a row number (seq), got "${opts.before}"`);
         before = Number(opts.before);
       }
       const db = openExistingDb(resolveDbPath(opts.db), { readonly: true });

@@ -20,7 +20,8 @@ export function resolveDbPath(opt: string | undefined): string {
  * can never change it; a missing file is bad input, not an empty trail.
  */
 export function openExistingDb(path: string, opts: { readonly: boolean }): Db {
-  if (!existsSync(path)) throw new WardenError('NOT_FOUND', `no Warden database at ${path} (set WARDEN_DB or pass --db PATH)`);
+  if (!existsSync(path))
+    throw new WardenError('NOT_FOUND', `no Warden database at ${path} (set WARDEN_DB or pass --db PATH)`);
   return openDb(path, { readonly: opts.readonly });
 }
 
@@ -31,6 +32,9 @@ export function readInlineOrFile(value: string, what: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
-    throw new WardenError('INVALID_INPUT', `cannot read ${what} from ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new WardenError(
+      'INVALID_INPUT',
+      `cannot read ${what} from ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
   }
 }

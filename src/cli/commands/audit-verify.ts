@@ -18,7 +18,10 @@ export function registerAuditVerify(program: Command): void {
       (v: string, acc: CheckpointRef[]) => [...acc, parseCheckpointRef(v)],
       [] as CheckpointRef[],
     )
-    .option('--public-key <key>', 'require stored checkpoints to be signed by this Ed25519 public key (PEM, base64 SPKI, or @file)')
+    .option(
+      '--public-key <key>',
+      'require stored checkpoints to be signed by this Ed25519 public key (PEM, base64 SPKI, or @file)',
+    )
     .action((opts: { db?: string; checkpoint: CheckpointRef[]; publicKey?: string }) => {
       const db = openExistingDb(resolveDbPath(opts.db), { readonly: true });
       try {
@@ -30,9 +33,13 @@ export function registerAuditVerify(program: Command): void {
           process.stdout.write(`OK: ${report.count} rows, head ${report.head.hash}\n`);
           // Say what the OK does not cover, so nobody reads more into it.
           if (report.checkpointsChecked === 0) {
-            process.stderr.write('note: no checkpoint was checked, so a cut tail cannot be detected; pass --checkpoint SEQ:HASH from the compliance channel\n');
+            process.stderr.write(
+              'note: no checkpoint was checked, so a cut tail cannot be detected; pass --checkpoint SEQ:HASH from the compliance channel\n',
+            );
           } else if (opts.publicKey === undefined) {
-            process.stderr.write('note: stored checkpoints were checked against the keys they carry; pass --public-key to require your signing key\n');
+            process.stderr.write(
+              'note: stored checkpoints were checked against the keys they carry; pass --public-key to require your signing key\n',
+            );
           }
         } else {
           const p = report.firstProblem!;

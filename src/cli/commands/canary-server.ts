@@ -26,7 +26,8 @@ export function createCanaryServer(): McpServer {
   server.registerTool(
     'sleep',
     {
-      description: 'Wait ms milliseconds in steps (progress after each), then answer. Stops when cancelled. For kill-switch drills.',
+      description:
+        'Wait ms milliseconds in steps (progress after each), then answer. Stops when cancelled. For kill-switch drills.',
       inputSchema: { ms: z.number().int().min(0).max(600_000), steps: z.number().int().min(1).max(600).default(1) },
       annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     },
@@ -37,7 +38,10 @@ export function createCanaryServer(): McpServer {
         const finished = await sleep(ms / steps, true, { signal: extra.signal }).catch(() => false);
         if (!finished) return { content: [{ type: 'text', text: 'cancelled' }], isError: true };
         if (token !== undefined) {
-          await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: steps } });
+          await extra.sendNotification({
+            method: 'notifications/progress',
+            params: { progressToken: token, progress: i, total: steps },
+          });
         }
       }
       return { content: [{ type: 'text', text: `slept ${ms} ms` }] };

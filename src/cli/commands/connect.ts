@@ -17,10 +17,15 @@ export function registerConnect(program: Command): void {
     .option('--url <url>', 'gateway endpoint (default: WARDEN_URL, else http://WARDEN_HOST:WARDEN_PORT/mcp)')
     .action(async (opts: { agent: string; url?: string }) => {
       const token = process.env.WARDEN_AGENT_TOKEN;
-      if (!token) throw new WardenError('INVALID_INPUT', 'WARDEN_AGENT_TOKEN is not set; create a token with `warden agents token create NAME` and export it');
+      if (!token)
+        throw new WardenError(
+          'INVALID_INPUT',
+          'WARDEN_AGENT_TOKEN is not set; create a token with `warden agents token create NAME` and export it',
+        );
       const config = loadConfig(process.env);
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-      const url = opts.url ?? process.env.WARDEN_URL ?? `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${config.port}/mcp`;
+      const url =
+        opts.url ?? process.env.WARDEN_URL ?? `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${config.port}/mcp`;
       const logger = createLogger({ level: config.logLevel, name: 'warden-connect' });
       await runBridge({ url, token, agent: opts.agent, logger });
     });

@@ -30,11 +30,17 @@ export function summarisePolicy(p: Policy, clock: Clock): string {
       .join(', ');
     lines.push(`  ${a.name}  scopes ${scopes || 'none'}`);
     if (a.approvalRequired.length) lines.push(`    approval required: ${a.approvalRequired.join(', ')}`);
-    const who = [a.owner && `owner ${a.owner}`, a.channel && `channel ${a.channel}`, a.approvers.length && `approvers ${a.approvers.join(', ')}`]
+    const who = [
+      a.owner && `owner ${a.owner}`,
+      a.channel && `channel ${a.channel}`,
+      a.approvers.length && `approvers ${a.approvers.join(', ')}`,
+    ]
       .filter(Boolean)
       .join(', ');
     if (who) lines.push(`    ${who}`);
-    lines.push(`    approval timeout ${formatDuration(a.approvalTimeoutMs)}${a.reviewBy ? `, review by ${a.reviewBy}` : ''}`);
+    lines.push(
+      `    approval timeout ${formatDuration(a.approvalTimeoutMs)}${a.reviewBy ? `, review by ${a.reviewBy}` : ''}`,
+    );
   }
   const servers = Object.values(p.servers);
   let classified = 0;
@@ -42,9 +48,15 @@ export function summarisePolicy(p: Policy, clock: Clock): string {
   for (const s of servers) {
     const tools = Object.entries(s.tools);
     classified += tools.length;
-    const how = s.transport === undefined ? 'not configured' : s.transport.type === 'stdio' ? `stdio: ${s.transport.command}` : `http: ${s.transport.url}`;
+    const how =
+      s.transport === undefined
+        ? 'not configured'
+        : s.transport.type === 'stdio'
+          ? `stdio: ${s.transport.command}`
+          : `http: ${s.transport.url}`;
     lines.push(`  ${s.name}  (${how})  ${tools.length} tool${tools.length === 1 ? '' : 's'} classified`);
-    for (const [name, t] of tools) lines.push(`    ${name}: ${t.scope}${t.scope === 'write' ? ` (${t.consequence})` : ''}`);
+    for (const [name, t] of tools)
+      lines.push(`    ${name}: ${t.scope}${t.scope === 'write' ? ` (${t.consequence})` : ''}`);
   }
   lines.push(`tools classified: ${classified}`);
   const c = p.control;

@@ -24,7 +24,9 @@ export function registerTools(program: Command): void {
       try {
         const rows = new PinStore(db).list(server);
         if (rows.length === 0) {
-          process.stdout.write('no pinned tools yet (the gateway pins each tool the first time it lists an upstream)\n');
+          process.stdout.write(
+            'no pinned tools yet (the gateway pins each tool the first time it lists an upstream)\n',
+          );
           return;
         }
         const head = ['SERVER', 'TOOL', 'STATUS', 'PINNED HASH', 'PENDING HASH', 'UPDATED', 'APPROVED BY'];
@@ -39,7 +41,10 @@ export function registerTools(program: Command): void {
         ]);
         process.stdout.write(formatColumns(head, body));
         const blocked = rows.filter((r) => r.status === 'blocked');
-        if (blocked.length) process.stdout.write(`\n${blocked.length} blocked; review the change, then: warden tools approve <server> <tool>\n`);
+        if (blocked.length)
+          process.stdout.write(
+            `\n${blocked.length} blocked; review the change, then: warden tools approve <server> <tool>\n`,
+          );
       } finally {
         db.close();
       }
@@ -65,7 +70,9 @@ export function registerTools(program: Command): void {
           approver: actor,
           detail: { previousHash: approved.previousHash, hash: approved.hash },
         });
-        process.stdout.write(`approved ${server}/${tool}: new definition ${approved.hash.slice(0, 12)} replaces ${approved.previousHash.slice(0, 12)}\n`);
+        process.stdout.write(
+          `approved ${server}/${tool}: new definition ${approved.hash.slice(0, 12)} replaces ${approved.previousHash.slice(0, 12)}\n`,
+        );
       } finally {
         await audit.close();
         db.close();

@@ -34,17 +34,33 @@ export function agentStatusLine(r: AgentStatus): string {
  * `/agents status`: one section per agent. More agents than fit one message
  * are counted, not dropped silently, and the CLI has the full list.
  */
-export function buildAgentsStatus(rows: AgentStatus[], opts: { orgHalt?: HaltState | undefined; now: number }): SlackMessage {
+export function buildAgentsStatus(
+  rows: AgentStatus[],
+  opts: { orgHalt?: HaltState | undefined; now: number },
+): SlackMessage {
   const blocks: KnownBlock[] = [{ type: 'header', text: plainText('Agents', SlackLimits.headerText) }];
-  if (opts.orgHalt) blocks.push({ type: 'section', text: mrkdwnText(`:rotating_light: *All agents are halted.* ${haltLine(opts.orgHalt)}`) });
+  if (opts.orgHalt)
+    blocks.push({
+      type: 'section',
+      text: mrkdwnText(`:rotating_light: *All agents are halted.* ${haltLine(opts.orgHalt)}`),
+    });
   if (rows.length === 0) blocks.push({ type: 'section', text: mrkdwnText('No agents in the policy.') });
-  for (const r of rows.slice(0, MAX_AGENT_SECTIONS)) blocks.push({ type: 'section', text: mrkdwnText(agentStatusLine(r)) });
+  for (const r of rows.slice(0, MAX_AGENT_SECTIONS))
+    blocks.push({ type: 'section', text: mrkdwnText(agentStatusLine(r)) });
   const more = rows.length - MAX_AGENT_SECTIONS;
-  const footer = [`As of ${slackDate(opts.now)}.`, more > 0 ? `${more} more agent(s) not shown: \`warden agents status\`.` : ''].filter(Boolean).join(' ');
+  const footer = [
+    `As of ${slackDate(opts.now)}.`,
+    more > 0 ? `${more} more agent(s) not shown: \`warden agents status\`.` : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
   blocks.push({ type: 'context', elements: [mrkdwnText(footer, SlackLimits.contextText)] });
   const halted = rows.filter((r) => r.state === 'halted').length;
   const overdue = rows.filter((r) => r.reviewOverdue).length;
-  return { text: `${rows.length} agent(s), ${halted} halted, ${overdue} review(s) overdue${opts.orgHalt ? ' — ORG HALTED' : ''}`, blocks };
+  return {
+    text: `${rows.length} agent(s), ${halted} halted, ${overdue} review(s) overdue${opts.orgHalt ? ' — ORG HALTED' : ''}`,
+    blocks,
+  };
 }
 
 /** A one-line ephemeral answer: what happened, or why not. */

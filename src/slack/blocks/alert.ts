@@ -12,7 +12,9 @@ const SEVERITY_ICON: Record<Alert['severity'], string> = {
 /** An alert as a message: headline, the sentence, and (redacted upstream) detail. */
 export function buildAlertMessage(alert: Alert): SlackMessage {
   const headline = `${SEVERITY_ICON[alert.severity]} *${escapeMrkdwn(alert.kind)}*${alert.agent ? ` · agent *${escapeMrkdwn(truncate(alert.agent, 200))}*` : ''}`;
-  const blocks: SlackMessage['blocks'] = [{ type: 'section', text: mrkdwnText(`${headline}\n${escapeMrkdwn(truncate(alert.text, 2500))}`) }];
+  const blocks: SlackMessage['blocks'] = [
+    { type: 'section', text: mrkdwnText(`${headline}\n${escapeMrkdwn(truncate(alert.text, 2500))}`) },
+  ];
   if (alert.detail && Object.keys(alert.detail).length > 0) {
     let detail: string;
     try {

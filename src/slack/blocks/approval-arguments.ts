@@ -77,7 +77,8 @@ function segment(key: string): string {
 /** Leaves of nested objects, in order; arrays and deep values stay whole. */
 function flatten(value: unknown, path: string, depth: number, out: Leaf[]): void {
   if (isPlainObject(value) && depth < FLATTEN_DEPTH && Object.keys(value).length > 0) {
-    for (const [k, v] of Object.entries(value)) flatten(v, path === '' ? segment(k) : `${path}.${segment(k)}`, depth + 1, out);
+    for (const [k, v] of Object.entries(value))
+      flatten(v, path === '' ? segment(k) : `${path}.${segment(k)}`, depth + 1, out);
     return;
   }
   out.push({ path, value });
@@ -102,7 +103,9 @@ function prettyJsonText(value: unknown, what: string): string {
 
 /** Inline code that content cannot break out of. */
 function inlineCode(text: string, max: number): { text: string; cut: boolean } {
-  const body = escapeMrkdwn(revealInvisible(text)).replace(/`/g, 'ˋ').replace(/[\r\n]+/g, ' ');
+  const body = escapeMrkdwn(revealInvisible(text))
+    .replace(/`/g, 'ˋ')
+    .replace(/[\r\n]+/g, ' ');
   const cut = truncate(body, max);
   return { text: `\`${cut}\``, cut: cut.length < body.length };
 }
@@ -120,7 +123,14 @@ interface Planned {
 function plan(leaf: Leaf): Planned {
   const key = inlineCode(leaf.path === '' ? '(arguments)' : leaf.path, KEY_LABEL_MAX);
   if (leaf.value === REDACTED) {
-    return { leaf, label: `${key.text} :lock: _redacted: sent to the tool, not shown_`, keyCut: key.cut, redacted: 'full', text: '', need: 0 };
+    return {
+      leaf,
+      label: `${key.text} :lock: _redacted: sent to the tool, not shown_`,
+      keyCut: key.cut,
+      redacted: 'full',
+      text: '',
+      need: 0,
+    };
   }
   const partial = typeof leaf.value === 'string' && leaf.value.includes(REDACTED);
   const text = valueText(leaf.value);
@@ -247,7 +257,9 @@ export function argumentsWarning(view: ArgumentsView, thread: ArgumentsThreadPla
   // Most important first: the whole text is bounded (about 1,300 characters), and the details come last.
   const lines = [':rotating_light: *Not every argument is shown in full on this card.*'];
   if (view.hiddenPaths.length > 0) {
-    lines.push(`• *${view.hiddenPaths.length} of ${view.totalKeys} keys are not shown at all*: ${pathList(view.hiddenPaths, 400)}`);
+    lines.push(
+      `• *${view.hiddenPaths.length} of ${view.totalKeys} keys are not shown at all*: ${pathList(view.hiddenPaths, 400)}`,
+    );
   }
   lines.push(
     thread.complete
@@ -257,7 +269,9 @@ export function argumentsWarning(view: ArgumentsView, thread: ArgumentsThreadPla
   );
   const cut = view.shown.filter((v) => v.cut);
   if (cut.length > 0) {
-    const sizes = cut.slice(0, 8).map((v) => `${inlineCode(v.path, 40).text} (${v.chars.toLocaleString('en-US')} chars)`);
+    const sizes = cut
+      .slice(0, 8)
+      .map((v) => `${inlineCode(v.path, 40).text} (${v.chars.toLocaleString('en-US')} chars)`);
     lines.push(`• Values cut to fit: ${sizes.join(', ')}${cut.length > 8 ? ` and ${cut.length - 8} more` : ''}`);
   }
   const keyCut = view.shown.filter((v) => v.keyCut).length;
@@ -268,9 +282,12 @@ export function argumentsWarning(view: ArgumentsView, thread: ArgumentsThreadPla
 /** The redaction notice, or null when nothing was redacted. */
 export function redactionNotice(view: ArgumentsView): string | null {
   const lines: string[] = [];
-  if (view.redacted.length > 0) lines.push(`:lock: *Redacted* — sent to the tool but not shown here: ${pathList(view.redacted, 450)}`);
+  if (view.redacted.length > 0)
+    lines.push(`:lock: *Redacted* — sent to the tool but not shown here: ${pathList(view.redacted, 450)}`);
   if (view.partlyRedacted.length > 0) {
-    lines.push(`:lock: Credential-like text shown as ${REDACTED} here, sent to the tool unchanged: ${pathList(view.partlyRedacted, 300)}`);
+    lines.push(
+      `:lock: Credential-like text shown as ${REDACTED} here, sent to the tool unchanged: ${pathList(view.partlyRedacted, 300)}`,
+    );
   }
   return lines.length > 0 ? lines.join('\n') : null;
 }

@@ -1,6 +1,12 @@
 import type { types } from '@slack/bolt';
 import type { ApprovalRecord, ApprovalResultReport } from '../../approvals/types.ts';
-import { argumentsWarning, planArgumentsThread, redactionNotice, renderArguments, THREAD_SECTIONS_PER_MESSAGE } from './approval-arguments.ts';
+import {
+  argumentsWarning,
+  planArgumentsThread,
+  redactionNotice,
+  renderArguments,
+  THREAD_SECTIONS_PER_MESSAGE,
+} from './approval-arguments.ts';
 import { SlackLimits } from './limits.ts';
 import { codeBlock, escapeMrkdwn, mrkdwnText, plainText, slackDate, truncate, userMention } from './text.ts';
 
@@ -92,7 +98,10 @@ export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
   const blocks: KnownBlock[] = [
     {
       type: 'header',
-      text: plainText(`${pending ? 'Approval needed' : 'Approval request'}: ${qualified(record)}`, SlackLimits.headerText),
+      text: plainText(
+        `${pending ? 'Approval needed' : 'Approval request'}: ${qualified(record)}`,
+        SlackLimits.headerText,
+      ),
     },
   ];
   if (warning) blocks.push({ type: 'section', text: mrkdwnText(warning, 1500) });
@@ -101,7 +110,10 @@ export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
       type: 'section',
       fields: [
         mrkdwnText(`*Agent*\n${shown(record.agent, 200)}`, SlackLimits.sectionFieldText),
-        mrkdwnText(`*Owner*\n${record.owner ? userMention(truncate(record.owner, 100)) : userMention(undefined)}`, SlackLimits.sectionFieldText),
+        mrkdwnText(
+          `*Owner*\n${record.owner ? userMention(truncate(record.owner, 100)) : userMention(undefined)}`,
+          SlackLimits.sectionFieldText,
+        ),
         mrkdwnText(`*Server*\n${shown(record.server, 200)}`, SlackLimits.sectionFieldText),
         mrkdwnText(`*Tool*\n${shown(record.tool, 200)}`, SlackLimits.sectionFieldText),
       ],
@@ -134,8 +146,20 @@ export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
       type: 'actions',
       block_id: APPROVAL_ACTIONS_BLOCK_ID,
       elements: [
-        { type: 'button', action_id: APPROVE_ACTION_ID, text: plainText('Approve', SlackLimits.buttonText), style: 'primary', value: record.id },
-        { type: 'button', action_id: REJECT_ACTION_ID, text: plainText('Reject', SlackLimits.buttonText), style: 'danger', value: record.id },
+        {
+          type: 'button',
+          action_id: APPROVE_ACTION_ID,
+          text: plainText('Approve', SlackLimits.buttonText),
+          style: 'primary',
+          value: record.id,
+        },
+        {
+          type: 'button',
+          action_id: REJECT_ACTION_ID,
+          text: plainText('Reject', SlackLimits.buttonText),
+          style: 'danger',
+          value: record.id,
+        },
       ],
     });
   }

@@ -31,7 +31,8 @@ export function encodePageState(s: AuditPageState): string | undefined {
 export function decodePageState(value: string): AuditPageState | undefined {
   try {
     const v = JSON.parse(value) as Partial<AuditPageState>;
-    if (typeof v.q !== 'string' || !Number.isInteger(v.before) || (v.before as number) < 1 || !Number.isInteger(v.page)) return undefined;
+    if (typeof v.q !== 'string' || !Number.isInteger(v.before) || (v.before as number) < 1 || !Number.isInteger(v.page))
+      return undefined;
     return { q: v.q, before: v.before as number, page: v.page as number };
   } catch {
     return undefined;
@@ -39,8 +40,16 @@ export function decodePageState(value: string): AuditPageState | undefined {
 }
 
 function what(row: AuditRow): string {
-  const tool = row.tool ? (row.server && !row.tool.includes('__') ? `${row.server}__${row.tool}` : row.tool) : undefined;
-  return [`\`${escapeMrkdwn(row.event)}\``, tool ? `\`${escapeMrkdwn(truncate(tool, 150))}\`` : '', row.decision ? `→ *${escapeMrkdwn(truncate(row.decision, 40))}*` : '']
+  const tool = row.tool
+    ? row.server && !row.tool.includes('__')
+      ? `${row.server}__${row.tool}`
+      : row.tool
+    : undefined;
+  return [
+    `\`${escapeMrkdwn(row.event)}\``,
+    tool ? `\`${escapeMrkdwn(truncate(tool, 150))}\`` : '',
+    row.decision ? `→ *${escapeMrkdwn(truncate(row.decision, 40))}*` : '',
+  ]
     .filter(Boolean)
     .join(' ');
 }
@@ -48,7 +57,9 @@ function what(row: AuditRow): string {
 /** One row: when, what, who (agent and its owner — the first hop), why. */
 export function auditRowText(row: AuditRow, policy?: Policy): string {
   const owner = row.owner ?? (row.agent ? policy?.agents[row.agent]?.owner : undefined);
-  const who = row.agent ? `agent *${escapeMrkdwn(truncate(row.agent, 100))}* · owner ${userMention(owner ?? undefined)}` : '_no agent_';
+  const who = row.agent
+    ? `agent *${escapeMrkdwn(truncate(row.agent, 100))}* · owner ${userMention(owner ?? undefined)}`
+    : '_no agent_';
   const extra = [
     row.approver ? `by ${userMention(row.approver)}` : '',
     row.duration_ms !== null ? `${row.duration_ms} ms` : '',
@@ -73,10 +84,23 @@ export function buildAuditResults(opts: {
   const rows = opts.rows.slice(0, AUDIT_PAGE_SIZE);
   const blocks: KnownBlock[] = [
     { type: 'header', text: plainText(`Audit${opts.page > 1 ? ` — page ${opts.page}` : ''}`, SlackLimits.headerText) },
-    { type: 'context', elements: [mrkdwnText(`Query: \`${escapeMrkdwn(truncate(opts.query || '(everything)', 1500))}\` · ${rows.length} row(s), newest first`, SlackLimits.contextText)] },
+    {
+      type: 'context',
+      elements: [
+        mrkdwnText(
+          `Query: \`${escapeMrkdwn(truncate(opts.query || '(everything)', 1500))}\` · ${rows.length} row(s), newest first`,
+          SlackLimits.contextText,
+        ),
+      ],
+    },
   ];
   if (opts.scope) {
-    blocks.push({ type: 'context', elements: [mrkdwnText(`Limited to the agents you own or approve: ${scopeList(opts.scope)}`, SlackLimits.contextText)] });
+    blocks.push({
+      type: 'context',
+      elements: [
+        mrkdwnText(`Limited to the agents you own or approve: ${scopeList(opts.scope)}`, SlackLimits.contextText),
+      ],
+    });
   }
   if (rows.length === 0) blocks.push({ type: 'section', text: mrkdwnText('No audit rows match.') });
   for (const row of rows) {
@@ -92,15 +116,33 @@ export function buildAuditResults(opts: {
     blocks.push(section);
   }
   if (opts.nextCursor !== undefined) {
-    const value = opts.query.length <= MAX_PAGINATED_QUERY_CHARS ? encodePageState({ q: opts.query, before: opts.nextCursor, page: opts.page + 1 }) : undefined;
+    const value =
+      opts.query.length <= MAX_PAGINATED_QUERY_CHARS
+        ? encodePageState({ q: opts.query, before: opts.nextCursor, page: opts.page + 1 })
+        : undefined;
     if (value) {
       blocks.push({
         type: 'actions',
         block_id: 'audit_pagination',
-        elements: [{ type: 'button', action_id: AUDIT_NEXT_PAGE_ACTION_ID, text: plainText('Next page', SlackLimits.buttonText), value }],
+        elements: [
+          {
+            type: 'button',
+            action_id: AUDIT_NEXT_PAGE_ACTION_ID,
+            text: plainText('Next page', SlackLimits.buttonText),
+            value,
+          },
+        ],
       });
     } else {
-      blocks.push({ type: 'context', elements: [mrkdwnText('More rows match, but the query is too long to page through here: narrow it, or use `warden audit query`.', SlackLimits.contextText)] });
+      blocks.push({
+        type: 'context',
+        elements: [
+          mrkdwnText(
+            'More rows match, but the query is too long to page through here: narrow it, or use `warden audit query`.',
+            SlackLimits.contextText,
+          ),
+        ],
+      });
     }
   }
   return { text: `Audit: ${rows.length} row(s) for ${truncate(opts.query || '(everything)', 200)}`, blocks };
@@ -112,7 +154,15 @@ export function buildAuditError(message: string, example: string): SlackMessage 
     text: `Bad audit query: ${truncate(message, 500)}`,
     blocks: [
       { type: 'section', text: mrkdwnText(`:x: ${escapeMrkdwn(truncate(message, 2000))}`) },
-      { type: 'context', elements: [mrkdwnText(`Example: \`/audit ${escapeMrkdwn(example)}\` · add \`format:csv\` for a file`, SlackLimits.contextText)] },
+      {
+        type: 'context',
+        elements: [
+          mrkdwnText(
+            `Example: \`/audit ${escapeMrkdwn(example)}\` · add \`format:csv\` for a file`,
+            SlackLimits.contextText,
+          ),
+        ],
+      },
     ],
   };
 }
@@ -127,7 +177,15 @@ export function buildAuditRefusal(reason: string): SlackMessage {
     text: `Not allowed: ${truncate(reason, 500)}`,
     blocks: [
       { type: 'section', text: mrkdwnText(`:no_entry: Not allowed: ${truncate(reason, 2500)}`) },
-      { type: 'context', elements: [mrkdwnText('Who may read the audit trail from Slack is set by `control.auditors` in the policy.', SlackLimits.contextText)] },
+      {
+        type: 'context',
+        elements: [
+          mrkdwnText(
+            'Who may read the audit trail from Slack is set by `control.auditors` in the policy.',
+            SlackLimits.contextText,
+          ),
+        ],
+      },
     ],
   };
 }

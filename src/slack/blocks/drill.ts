@@ -16,7 +16,10 @@ export function buildDrillReport(r: DrillResult): SlackMessage {
     {
       type: 'section',
       fields: [
-        mrkdwnText(`*Mode*\n${r.mode === 'org' ? 'org-wide (maintenance window)' : `canary \`${escapeMrkdwn(truncate(r.agent, 100))}\``}`, SlackLimits.sectionFieldText),
+        mrkdwnText(
+          `*Mode*\n${r.mode === 'org' ? 'org-wide (maintenance window)' : `canary \`${escapeMrkdwn(truncate(r.agent, 100))}\``}`,
+          SlackLimits.sectionFieldText,
+        ),
         mrkdwnText(`*Halt → first refusal*\n${tth}`, SlackLimits.sectionFieldText),
         mrkdwnText(`*In-flight call cancelled*\n${r.inflightCancelled ? 'yes' : '*no*'}`, SlackLimits.sectionFieldText),
         mrkdwnText(`*Restored after resume*\n${r.restored ? 'yes' : '*no*'}`, SlackLimits.sectionFieldText),
@@ -24,8 +27,24 @@ export function buildDrillReport(r: DrillResult): SlackMessage {
     },
   ];
   if (r.problems.length > 0) {
-    blocks.push({ type: 'section', text: mrkdwnText(`${icon} *Problems*\n${r.problems.map((p) => `• ${escapeMrkdwn(truncate(p, 500))}`).join('\n')}`) });
+    blocks.push({
+      type: 'section',
+      text: mrkdwnText(
+        `${icon} *Problems*\n${r.problems.map((p) => `• ${escapeMrkdwn(truncate(p, 500))}`).join('\n')}`,
+      ),
+    });
   }
-  blocks.push({ type: 'context', elements: [mrkdwnText(`\`${r.id}\` · started ${slackDate(r.startedAt)} · took ${((r.finishedAt - r.startedAt) / 1000).toFixed(1)} s`, SlackLimits.contextText)] });
-  return { text: `${icon} Kill-switch drill (${r.mode}) ${verdict}: halt→refusal ${tth}, in-flight cancelled ${r.inflightCancelled ? 'yes' : 'no'}`, blocks };
+  blocks.push({
+    type: 'context',
+    elements: [
+      mrkdwnText(
+        `\`${r.id}\` · started ${slackDate(r.startedAt)} · took ${((r.finishedAt - r.startedAt) / 1000).toFixed(1)} s`,
+        SlackLimits.contextText,
+      ),
+    ],
+  });
+  return {
+    text: `${icon} Kill-switch drill (${r.mode}) ${verdict}: halt→refusal ${tth}, in-flight cancelled ${r.inflightCancelled ? 'yes' : 'no'}`,
+    blocks,
+  };
 }

@@ -76,7 +76,8 @@ export function codeBlockBody(text: string): string {
 // controls (tab, newline and carriage return excepted), soft hyphen, zero-width characters,
 // bidi embeddings/overrides/isolates, word joiners, BOM. An agent could use
 // them to make `evil.example` read as `example.com` on a card.
-const INVISIBLE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u00AD\u061C\u180E\u200B-\u200F\u2028-\u202E\u2060-\u2069\uFEFF]/g;
+const INVISIBLE =
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u00AD\u061C\u180E\u200B-\u200F\u2028-\u202E\u2060-\u2069\uFEFF]/g;
 
 /** Shows invisible and direction-changing characters as `⟦U+202E⟧`, so what people read is what runs. */
 export function revealInvisible(text: string): string {

@@ -34,7 +34,9 @@ export function parseAgentsCommand(text: string, policy: Policy): AgentsCommand 
       const w = words[1];
       if (w === undefined) return { verb: 'status' };
       const t = target(w);
-      return typeof t === 'string' ? { verb: 'help', error: t } : { verb: 'status', agent: t.scope === 'agent' ? t.agent : undefined };
+      return typeof t === 'string'
+        ? { verb: 'help', error: t }
+        : { verb: 'status', agent: t.scope === 'agent' ? t.agent : undefined };
     }
     case 'halt': {
       const t = target(words[1]);
@@ -47,7 +49,11 @@ export function parseAgentsCommand(text: string, policy: Policy): AgentsCommand 
     }
     case 'drill': {
       const mode = (words[1] ?? 'canary').toLowerCase();
-      if (mode !== 'canary' && mode !== 'org') return { verb: 'help', error: `Drill mode must be \`canary\` or \`org\`, not \`${escapeMrkdwn(truncate(mode, 50))}\`.` };
+      if (mode !== 'canary' && mode !== 'org')
+        return {
+          verb: 'help',
+          error: `Drill mode must be \`canary\` or \`org\`, not \`${escapeMrkdwn(truncate(mode, 50))}\`.`,
+        };
       return { verb: 'drill', mode };
     }
     case 'help':
@@ -57,7 +63,8 @@ export function parseAgentsCommand(text: string, policy: Policy): AgentsCommand 
   }
 }
 
-const describeTarget = (t: { scope: 'org' } | { scope: 'agent'; agent: string }) => (t.scope === 'org' ? 'all agents (org-wide)' : `agent \`${t.agent}\``);
+const describeTarget = (t: { scope: 'org' } | { scope: 'agent'; agent: string }) =>
+  t.scope === 'org' ? 'all agents (org-wide)' : `agent \`${t.agent}\``;
 
 /**
  * `/agents status|halt|resume|drill`. Ack at once, authorise against
@@ -102,7 +109,11 @@ export function registerAgentsCommand(app: App, deps: SlackDeps): void {
         case 'halt': {
           const authz = canHalt(policy.control, actor);
           if (!authz.ok) return await refuse('halt', authz.reason, { target: cmd.target });
-          const state = await ks.halt({ ...cmd.target, reason: cmd.reason ?? `halted from Slack by ${command.user_id}`, actor: actorLabel(actor) });
+          const state = await ks.halt({
+            ...cmd.target,
+            reason: cmd.reason ?? `halted from Slack by ${command.user_id}`,
+            actor: actorLabel(actor),
+          });
           await reply(
             `Halted ${describeTarget(cmd.target)}: ${escapeMrkdwn(truncate(state.reason, 500))}. New calls are refused and in-flight calls cancelled; pending approvals are being cancelled and on-call notified. Resume with \`/agents resume ${cmd.target.scope === 'org' ? 'all' : cmd.target.agent}\`.`,
             ':octagonal_sign:',
@@ -115,8 +126,12 @@ export function registerAgentsCommand(app: App, deps: SlackDeps): void {
           const r = await ks.resume({ ...cmd.target, actor: actorLabel(actor) });
           const still = ks.status();
           await reply(
-            (r.resumed ? `Resumed ${describeTarget(cmd.target)}.` : `${describeTarget(cmd.target)} was not halted; nothing to resume.`) +
-              (still.length > 0 ? ` Still halted: ${still.map((s) => (s.scope === 'org' ? 'org-wide' : `\`${s.agent}\``)).join(', ')}.` : ''),
+            (r.resumed
+              ? `Resumed ${describeTarget(cmd.target)}.`
+              : `${describeTarget(cmd.target)} was not halted; nothing to resume.`) +
+              (still.length > 0
+                ? ` Still halted: ${still.map((s) => (s.scope === 'org' ? 'org-wide' : `\`${s.agent}\``)).join(', ')}.`
+                : ''),
             r.resumed ? ':large_green_circle:' : ':information_source:',
           );
           return;

@@ -17,7 +17,13 @@ export function slackAuditAccess(deps: SlackDeps, userId: string): { actor: Cont
 }
 
 /** Records a refused /audit attempt as `audit.refused`, in the shape /agents uses for `control.refused`. */
-export async function auditRefusal(deps: SlackDeps, actor: ControlActor, action: AuditAction, reason: string, detail: Record<string, unknown> = {}): Promise<void> {
+export async function auditRefusal(
+  deps: SlackDeps,
+  actor: ControlActor,
+  action: AuditAction,
+  reason: string,
+  detail: Record<string, unknown> = {},
+): Promise<void> {
   await recordRefusal(deps, 'audit.refused', actor, action, reason, detail);
 }
 
@@ -26,7 +32,12 @@ export async function auditRefusal(deps: SlackDeps, actor: ControlActor, action:
  * row, so compliance can see access to the trail, not only changes to it.
  * The query text is kept, the rows returned are counted, not copied.
  */
-export async function auditAccessRecord(deps: SlackDeps, actor: ControlActor, action: AuditAction, detail: Record<string, unknown>): Promise<void> {
+export async function auditAccessRecord(
+  deps: SlackDeps,
+  actor: ControlActor,
+  action: AuditAction,
+  detail: Record<string, unknown>,
+): Promise<void> {
   await deps.audit
     .append({ event: 'audit.queried', decision: action, detail: { actor: actorLabel(actor), ...detail } })
     .catch((err: unknown) => deps.logger.error({ err: describeError(err), action }, 'recording an /audit read failed'));

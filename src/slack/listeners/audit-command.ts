@@ -8,7 +8,6 @@ import type { SlackDeps } from '../deps.ts';
 import { ephemeral } from './respond.ts';
 import { auditAccessRecord, auditRefusal, slackAuditAccess } from './audit-access.ts';
 
-
 /**
  * `/audit <query>` in the audit query language. The asker is authorised
  * first (control.auditors, or owner/approver scope; see auditAccess) and the
@@ -54,10 +53,16 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
           const opened = await client.conversations.open({ users: command.user_id });
           dm = opened.channel?.id;
         } catch (err) {
-          deps.logger.warn({ err: describeError(err), user: command.user_id }, 'opening a DM for an /audit export failed');
+          deps.logger.warn(
+            { err: describeError(err), user: command.user_id },
+            'opening a DM for an /audit export failed',
+          );
         }
         if (!dm) {
-          await respond({ response_type: 'ephemeral', text: 'Could not open a direct message with you to send the CSV, so nothing was uploaded. Try again, or use `warden audit query … --format csv`.' });
+          await respond({
+            response_type: 'ephemeral',
+            text: 'Could not open a direct message with you to send the CSV, so nothing was uploaded. Try again, or use `warden audit query … --format csv`.',
+          });
           return;
         }
         const stamp = new Date(deps.clock.now()).toISOString().replace(/[:.]/g, '-');
@@ -68,19 +73,42 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
           content: formatRows(rows, 'csv'),
           initial_comment: `Your audit export: \`${escapeMrkdwn(truncate(text, 500))}\` (${rows.length} rows${scope ? `, limited to ${scope.map((a) => `\`${a}\``).join(', ')}` : ''})`,
         });
-        await auditAccessRecord(deps, actor, 'export', { query: truncate(text, 500), rows: rows.length, channel: dm, ...(scope ? { limitedTo: scope } : {}) });
-        const more = nextCursor !== undefined ? ` More rows match: raise \`limit:\` (up to 1000) or narrow with \`since:\`/\`until:\`.` : '';
-        await respond({ response_type: 'ephemeral', text: `Sent ${rows.length} audit row(s) as CSV to your direct messages with Warden (not to this channel).${more}` });
+        await auditAccessRecord(deps, actor, 'export', {
+          query: truncate(text, 500),
+          rows: rows.length,
+          channel: dm,
+          ...(scope ? { limitedTo: scope } : {}),
+        });
+        const more =
+          nextCursor !== undefined
+            ? ` More rows match: raise \`limit:\` (up to 1000) or narrow with \`since:\`/\`until:\`.`
+            : '';
+        await respond({
+          response_type: 'ephemeral',
+          text: `Sent ${rows.length} audit row(s) as CSV to your direct messages with Warden (not to this channel).${more}`,
+        });
         return;
       }
       const page = runQuery(deps.db, { ...q, limit: Math.min(q.limit, AUDIT_PAGE_SIZE) });
-      await auditAccessRecord(deps, actor, 'query', { query: truncate(text, 500), rows: page.rows.length, channel: command.channel_id, ...(scope ? { limitedTo: scope } : {}) });
+      await auditAccessRecord(deps, actor, 'query', {
+        query: truncate(text, 500),
+        rows: page.rows.length,
+        channel: command.channel_id,
+        ...(scope ? { limitedTo: scope } : {}),
+      });
       // limit: is the total across pages: offer Next only while some of it is left.
       const nextCursor = q.limit > AUDIT_PAGE_SIZE ? page.nextCursor : undefined;
-      await respond(ephemeral(buildAuditResults({ query: text, rows: page.rows, nextCursor, page: 1, policy: deps.policy(), scope })));
+      await respond(
+        ephemeral(
+          buildAuditResults({ query: text, rows: page.rows, nextCursor, page: 1, policy: deps.policy(), scope }),
+        ),
+      );
     } catch (err) {
       deps.logger.error({ err: describeError(err), user: command.user_id }, '/audit failed');
-      await respond({ response_type: 'ephemeral', text: `The audit query failed: ${truncate(describeError(err), 500)}` }).catch(() => {});
+      await respond({
+        response_type: 'ephemeral',
+        text: `The audit query failed: ${truncate(describeError(err), 500)}`,
+      }).catch(() => {});
     }
   });
 }

@@ -23,7 +23,12 @@ export async function tellUser(
     return;
   }
   try {
-    await client.chat.postEphemeral({ channel: where.channel, user: where.user, text, ...(where.threadTs ? { thread_ts: where.threadTs } : {}) });
+    await client.chat.postEphemeral({
+      channel: where.channel,
+      user: where.user,
+      text,
+      ...(where.threadTs ? { thread_ts: where.threadTs } : {}),
+    });
   } catch (err) {
     logger.warn({ user: where.user, err: describeError(err) }, 'ephemeral message not delivered');
   }
@@ -58,7 +63,11 @@ export async function readApprovalClick(
 }
 
 /** A built message (text and blocks) as an answer only the asker sees. */
-export const ephemeral = (m: { text: string; blocks: unknown[] }): RespondArguments => ({ response_type: 'ephemeral', text: m.text, blocks: m.blocks as never });
+export const ephemeral = (m: { text: string; blocks: unknown[] }): RespondArguments => ({
+  response_type: 'ephemeral',
+  text: m.text,
+  blocks: m.blocks as never,
+});
 
 /**
  * Records a refused command or button (`control.refused`, `audit.refused`):
@@ -75,5 +84,7 @@ export async function recordRefusal(
 ): Promise<void> {
   await deps.audit
     .append({ event, decision: 'forbidden', reason, detail: { action, actor: actorLabel(actor), ...detail } })
-    .catch((err: unknown) => deps.logger.error({ err: describeError(err), event, action }, 'auditing a refusal failed'));
+    .catch((err: unknown) =>
+      deps.logger.error({ err: describeError(err), event, action }, 'auditing a refusal failed'),
+    );
 }
