@@ -171,7 +171,7 @@ describe('warden connect', () => {
   });
 
   it('fails with the gateway’s reason when the token is wrong or belongs to another agent', async () => {
-    await expect(bridge({ WARDEN_AGENT_TOKEN: 'wdn_' + 'Z'.repeat(43) })).rejects.toThrow(/401|Unauthorized/);
+    await expect(bridge({ WARDEN_AGENT_TOKEN: `wdn_${'Z'.repeat(43)}` })).rejects.toThrow(/401|Unauthorized/);
     await expect(bridge({ WARDEN_AGENT_TOKEN: h.token('support-triage') }, 'billing-bot')).rejects.toThrow(
       /403|does not belong/,
     );

@@ -297,7 +297,7 @@ describe('authentication', () => {
 
   it('answers 401 with WWW-Authenticate for a missing, malformed, unknown or revoked token, audited without the token', async () => {
     const alertsBefore = h.alerts.alerts.length;
-    const bogus = 'wdn_' + 'A'.repeat(43);
+    const bogus = `wdn_${'A'.repeat(43)}`;
     const missing = await post({});
     expect(missing.status).toBe(401);
     expect(missing.headers.get('www-authenticate')).toMatch(/^Bearer realm="warden"/);
@@ -395,7 +395,7 @@ describe('authentication', () => {
 });
 
 describe('a flood of unauthenticated requests', () => {
-  const bogus = 'wdn_' + 'B'.repeat(43);
+  const bogus = `wdn_${'B'.repeat(43)}`;
   const initialize = JSON.stringify({
     jsonrpc: '2.0',
     id: 1,

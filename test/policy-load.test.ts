@@ -259,7 +259,7 @@ agents:
     const err = loadError('cron.yml', `${SEED}control:\n  drill:\n    schedule: '0 9 32 * *'\n`);
     expect(err.message).toMatch(
       new RegExp(
-        `^${escape(join(dir, 'cron.yml'))}:14:15: control\\.drill\\.schedule: expected a cron expression like "0 9 1 \\* \\*", got "0 9 32 \\* \\*"`,
+        `^${escapeRegExp(join(dir, 'cron.yml'))}:14:15: control\\.drill\\.schedule: expected a cron expression like "0 9 1 \\* \\*", got "0 9 32 \\* \\*"`,
       ),
     );
   });
@@ -302,7 +302,7 @@ agents:
     const err = loadError('syntax.yml', 'agent: a\nmcp_scopes:\n  kb: [read\n  crm: : x\n');
     expect(err.code).toBe('POLICY_INVALID');
     expect(err.message.split('\n')[0]).toMatch(
-      new RegExp(`^${escape(join(dir, 'syntax.yml'))}:\\d+:\\d+: YAML syntax error: `),
+      new RegExp(`^${escapeRegExp(join(dir, 'syntax.yml'))}:\\d+:\\d+: YAML syntax error: `),
     );
     expect(problems(err)[0]!.line).toBeGreaterThanOrEqual(3);
   });
@@ -401,6 +401,6 @@ agents:
   });
 });
 
-function escape(s: string): string {
+function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

@@ -87,8 +87,7 @@ function fail(message: string, key?: string): never {
 function tokenize(text: string): string[] {
   const tokens: string[] = [];
   const re = /(\S+?:)"([^"]*)"|\S+/g;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(text)) !== null) tokens.push(m[1] !== undefined ? m[1] + m[2] : m[0]);
+  for (const m of text.matchAll(re)) tokens.push(m[1] !== undefined ? m[1] + m[2] : m[0]);
   return tokens;
 }
 

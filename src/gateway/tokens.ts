@@ -56,7 +56,7 @@ function assertAgent(agent: string, policy: Policy | undefined): void {
 export function createAgentToken(db: Db, agent: string, options: TokenOptions = {}): string {
   assertAgent(agent, options.policy);
   const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
-  const id = 'tok_' + randomBytes(6).toString('hex');
+  const id = `tok_${randomBytes(6).toString('hex')}`;
   db.prepare('INSERT INTO agent_tokens (id, agent, token_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, NULL)').run(
     id,
     agent,

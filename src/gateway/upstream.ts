@@ -149,7 +149,7 @@ export class UpstreamManager implements Upstreams {
   cachedCatalogue(server: string): Catalogue | undefined {
     const sp = this.#opts.policy().servers[server];
     const conn = this.#conns.get(server);
-    if (!sp || !conn || !conn.client || conn.transport !== sp.transport) return undefined;
+    if (!sp || !conn?.client || conn.transport !== sp.transport) return undefined;
     return conn.catalogue;
   }
 
@@ -375,8 +375,7 @@ export class UpstreamManager implements Upstreams {
     const scrub = scrubber(t);
     transport.stderr?.on('data', (chunk: Buffer) => {
       pending += chunk.toString('utf8');
-      let i: number;
-      while ((i = pending.indexOf('\n')) >= 0) {
+      for (let i = pending.indexOf('\n'); i >= 0; i = pending.indexOf('\n')) {
         const line = pending.slice(0, i);
         pending = pending.slice(i + 1);
         if (line.trim())

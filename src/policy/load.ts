@@ -275,7 +275,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
     for (const k of topLevelAgentKeys) {
       report([k], 'agent fields belong inside an `agents:` entry when `agents:` is used', true);
     }
-    file.agents.forEach((block, i) => blocks.push({ block, path: ['agents', i] }));
+    for (const [i, block] of file.agents.entries()) blocks.push({ block, path: ['agents', i] });
   } else if (file.agent !== undefined) {
     if (file.mcp_scopes === undefined) report(['mcp_scopes'], 'required (expected a mapping of server → [read|write])');
     blocks.push({ block: { ...file, agent: file.agent, mcp_scopes: file.mcp_scopes ?? {} }, path: [] });

@@ -36,7 +36,7 @@ const gateway = await startGateway({
   host: '127.0.0.1',
   port: 0,
 });
-process.stdout.write(JSON.stringify({ url: gateway.url, pid: process.pid }) + '\n');
+process.stdout.write(`${JSON.stringify({ url: gateway.url, pid: process.pid })}\n`);
 
 let closing = false;
 async function shutdown(): Promise<void> {

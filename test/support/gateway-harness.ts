@@ -113,9 +113,18 @@ export async function startHarness(
     rows(filter = {}) {
       const where: string[] = [];
       const params: unknown[] = [];
-      if (filter.event) where.push('event = ?'), params.push(filter.event);
-      if (filter.callId) where.push('call_id = ?'), params.push(filter.callId);
-      if (filter.agent) where.push('agent = ?'), params.push(filter.agent);
+      if (filter.event) {
+        where.push('event = ?');
+        params.push(filter.event);
+      }
+      if (filter.callId) {
+        where.push('call_id = ?');
+        params.push(filter.callId);
+      }
+      if (filter.agent) {
+        where.push('agent = ?');
+        params.push(filter.agent);
+      }
       return db
         .prepare(`SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq`)
         .all(...params) as AuditRow[];

@@ -197,7 +197,8 @@ export function validateBlocks(blocks: unknown, surface: 'message' | 'modal'): s
         checkText(errors, `${where}.text`, b.text, 3000);
         if (b.fields !== undefined) {
           if (!Array.isArray(b.fields) || b.fields.length > 10) errors.push(`${where}.fields: at most 10 items`);
-          else b.fields.forEach((f: TextObj, j: number) => checkText(errors, `${where}.fields[${j}]`, f, 2000));
+          else
+            for (const [j, f] of (b.fields as TextObj[]).entries()) checkText(errors, `${where}.fields[${j}]`, f, 2000);
         }
         if (b.accessory !== undefined) checkElement(errors, `${where}.accessory`, b.accessory);
         break;
@@ -211,7 +212,7 @@ export function validateBlocks(blocks: unknown, surface: 'message' | 'modal'): s
       case 'actions':
         if (!Array.isArray(b.elements) || b.elements.length === 0 || b.elements.length > 25)
           errors.push(`${where}.elements: 1-25 items`);
-        else b.elements.forEach((el: any, j: number) => checkElement(errors, `${where}.elements[${j}]`, el));
+        else for (const [j, el] of (b.elements as any[]).entries()) checkElement(errors, `${where}.elements[${j}]`, el);
         break;
       case 'input':
         checkText(errors, `${where}.label`, b.label, 2000, true);

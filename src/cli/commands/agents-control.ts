@@ -116,7 +116,7 @@ export function formatDrillResult(r: DrillResult): string {
     `  restored after resume:      ${r.restored ? 'yes' : 'no'}`,
     ...r.problems.map((p) => `  problem: ${p}`),
   ];
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 export function registerAgentsControl(program: Command): void {
@@ -182,7 +182,7 @@ export function registerAgentsControl(program: Command): void {
         if (agent !== undefined) parseTarget(ctx.policy, agent);
         const rows = agentStatuses(ctx.db, ctx.policy, ctx.ks, systemClock.now(), agent);
         const org = ctx.ks.orgHalt();
-        if (opts.json) process.stdout.write(JSON.stringify({ orgHalt: org ?? null, agents: rows }, null, 2) + '\n');
+        if (opts.json) process.stdout.write(`${JSON.stringify({ orgHalt: org ?? null, agents: rows }, null, 2)}\n`);
         else {
           if (org)
             process.stdout.write(`ORG HALTED by ${org.actor} at ${new Date(org.at).toISOString()}: ${org.reason}\n`);

@@ -48,7 +48,7 @@ function open(opts: Opts): Ctx {
 
 async function record(ctx: Ctx, agent: string, action: string, detail: Record<string, unknown> = {}): Promise<void> {
   await ctx.audit.append({
-    event: 'token.' + action,
+    event: `token.${action}`,
     agent,
     decision: action,
     detail: { actor: ctx.actor, ...detail },

@@ -96,5 +96,5 @@ function formatPending(rows: ApprovalRecord[]): string {
     (r) =>
       `${r.id}  ${r.agent}  ${r.server}__${r.tool}  requested ${new Date(r.requestedAt).toISOString()}  expires ${new Date(r.expiresAt).toISOString()}\n    args ${JSON.stringify(r.args)}`,
   );
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

@@ -11,14 +11,12 @@ export function commandGroup(program: Command, name: string, description: string
 /** A plain-text table: columns padded to their widest cell, two spaces apart, a newline at the end. */
 export function formatColumns(head: readonly string[], body: readonly (readonly string[])[]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  return (
-    [head, ...body]
-      .map((cols) =>
-        cols
-          .map((c, i) => c.padEnd(widths[i]!))
-          .join('  ')
-          .trimEnd(),
-      )
-      .join('\n') + '\n'
-  );
+  return `${[head, ...body]
+    .map((cols) =>
+      cols
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
 }

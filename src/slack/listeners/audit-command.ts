@@ -1,5 +1,6 @@
 import type { App } from '@slack/bolt';
 import { formatRows, parseQuery, runQuery, QUERY_EXAMPLE } from '../../audit/index.ts';
+import type { AuditQuery } from '../../audit/index.ts';
 import { scopeAuditQuery } from '../../control/authorize.ts';
 import { describeError, isWardenError } from '../../errors.ts';
 import { AUDIT_PAGE_SIZE, buildAuditError, buildAuditRefusal, buildAuditResults } from '../blocks/audit.ts';
@@ -32,7 +33,7 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
       };
       // Before parsing: someone with no access learns nothing, not even whether their query was valid.
       if (!access.ok) return await refuse(/\bformat:csv\b/i.test(text) ? 'export' : 'query', access.reason);
-      let parsed;
+      let parsed: AuditQuery;
       try {
         parsed = parseQuery(text, deps.clock.now());
       } catch (err) {
