@@ -2,8 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { describeError, isWardenError, type ErrorCode } from '../errors.ts';
 import { registerCommands } from './commands/index.ts';
 
-/** Exit codes: 0 ok, 1 a check failed (e.g. audit chain broken), 2 bad input, 3 runtime failure. */
-export const ExitCode = { OK: 0, CHECK_FAILED: 1, BAD_INPUT: 2, FAILURE: 3 } as const;
+import { ExitCode } from './exit-codes.ts';
 
 const BAD_INPUT_CODES: ReadonlySet<ErrorCode> = new Set([
   'CONFIG_INVALID',

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { parseCheckpointRef, verifyChain, type CheckpointRef } from '../../audit/index.ts';
-import { ExitCode } from '../index.ts';
+import { ExitCode } from '../exit-codes.ts';
 import { auditCommand, openExistingDb, readInlineOrFile, resolveDbPath } from './audit-shared.ts';
 
 /**
