@@ -12,6 +12,10 @@ import { isWardenError } from '../src/errors.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { walCommits } from './support/wal-commits.ts';
 
+import type { AuditEvent } from '../src/audit/types.ts';
+/** These tests exercise the chain itself: any label will do as an event name. */
+const label = (name: string) => name as AuditEvent;
+
 /**
  * What only the writer-thread path has: commits off the main thread, batches
  * that grow while a commit waits, a shared thread that stops with the last
@@ -57,16 +61,16 @@ describe('AuditLog on the writer thread', () => {
   it('keeps the main thread free while a commit waits, and merges the batches that queue meanwhile', async () => {
     const d = db();
     const log = await workerLog(d);
-    await log.append({ event: 'warm-up' });
+    await log.append({ event: label('warm-up') });
     const c0 = walCommits(dbPath);
     // Another connection holds the write lock, so the writer thread's commit has to wait.
     const blocker = db();
     blocker.exec('BEGIN IMMEDIATE');
-    const first = log.append({ event: 'a' });
+    const first = log.append({ event: label('a') });
     await nextTick();
-    const second = log.append({ event: 'b' });
+    const second = log.append({ event: label('b') });
     await nextTick();
-    const third = log.append({ event: 'c' });
+    const third = log.append({ event: label('c') });
     await nextTick();
     // Inline, the first batch would have blocked this very thread until busy_timeout,
     // so the lock could never be released from here.
@@ -96,10 +100,10 @@ describe('AuditLog on the writer thread', () => {
     expect(allRows(d).length).toBeLessThanOrEqual(300);
     await closing;
     expect((await Promise.all(work)).map((p) => p.seq)).toEqual(Array.from({ length: 350 }, (_, i) => i + 1));
-    await expect(a.append({ event: 'late' })).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED'));
+    await expect(a.append({ event: label('late') })).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED'));
     // Another log still uses the thread.
     expect(writerThreadState()).toBe('ready');
-    await expect(b.append({ event: 'from b' })).resolves.toMatchObject({ seq: 351 });
+    await expect(b.append({ event: label('from b') })).resolves.toMatchObject({ seq: 351 });
     await b.close();
     expect(writerThreadState()).toBe('stopped');
     d.close();
@@ -136,10 +140,10 @@ describe('AuditLog on the writer thread', () => {
   it('a crash of the thread fails the rows in flight with AUDIT_WRITE_FAILED; later rows go on, inline and then on a new thread', async () => {
     const d = db();
     const log = await workerLog(d);
-    await log.append({ event: 'before' });
+    await log.append({ event: label('before') });
     const blocker = db();
     blocker.exec('BEGIN IMMEDIATE');
-    const inFlight = log.append({ event: 'in flight' });
+    const inFlight = log.append({ event: label('in flight') });
     await nextTick();
     const crashing = crashWriterThread();
     blocker.exec('ROLLBACK');
@@ -149,10 +153,10 @@ describe('AuditLog on the writer thread', () => {
     );
     // The next batch does not wait for a new thread: it is written here while one starts.
     expect(log.writer).toBe('inline');
-    await expect(log.append({ event: 'after, inline' })).resolves.toBeDefined();
+    await expect(log.append({ event: label('after, inline') })).resolves.toBeDefined();
     expect(await writerReady()).toBe(true);
     expect(log.writer).toBe('worker');
-    await expect(log.append({ event: 'after, worker' })).resolves.toBeDefined();
+    await expect(log.append({ event: label('after, worker') })).resolves.toBeDefined();
     const events = allRows(d).map((r) => r.event);
     expect(events.slice(-2)).toEqual(['after, inline', 'after, worker']);
     expect(verifyChain(d).ok).toBe(true);
@@ -164,9 +168,9 @@ describe('AuditLog on the writer thread', () => {
     const log = new AuditLog(mem, { writer: 'worker' });
     logs.push(log);
     expect(log.writer).toBe('inline');
-    await expect(log.append({ event: 'x' })).resolves.toMatchObject({ seq: 1 });
+    await expect(log.append({ event: label('x') })).resolves.toMatchObject({ seq: 1 });
     // Nothing of it reaches a disk: no commit skips an fsync, none is owed.
-    await expect(log.append({ event: 'y' }, { sync: false })).resolves.toMatchObject({ seq: 2 });
+    await expect(log.append({ event: label('y') }, { sync: false })).resolves.toMatchObject({ seq: 2 });
     expect(log.syncPending).toBe(false);
     expect(verifyChain(mem)).toMatchObject({ ok: true, count: 2 });
   });
@@ -176,7 +180,7 @@ describe('AuditLog on the writer thread', () => {
     logs.push(log);
     expect(log.writer).toBe('inline');
     expect(writerThreadState()).toBe('stopped');
-    await expect(log.append({ event: 'x' })).resolves.toMatchObject({ seq: 1 });
+    await expect(log.append({ event: label('x') })).resolves.toMatchObject({ seq: 1 });
     expect(writerThreadState()).toBe('stopped');
   });
 
@@ -191,8 +195,8 @@ describe('AuditLog on the writer thread', () => {
       const { writerReady } = await import(${JSON.stringify(join(root, 'src/audit/writer-thread.ts'))});
       const log = new AuditLog(openDb(process.argv[1]), { writer: 'worker' });
       if (!(await writerReady()) || log.writer !== 'worker') throw new Error('writer thread did not start');
-      await log.append({ event: 'awaited' });
-      for (let i = 0; i < 3; i++) void log.append({ event: 'not awaited' });
+      await log.append({ event: label('awaited') });
+      for (let i = 0; i < 3; i++) void log.append({ event: label('not awaited') });
       // Neither the log nor the database is closed: the process must still end by itself.
     `;
     await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath], {
@@ -210,7 +214,7 @@ describe('AuditLog on the writer thread', () => {
       const { openDb } = await import(${JSON.stringify(join(root, 'src/store/db.ts'))});
       const { writerThreadState } = await import(${JSON.stringify(join(root, 'src/audit/writer-thread.ts'))});
       const log = new AuditLog(openDb(process.argv[1]), { writer: 'worker' });
-      await log.append({ event: 'one-shot' });
+      await log.append({ event: label('one-shot') });
       process.stdout.write(writerThreadState());
     `;
     const { stdout } = await promisify(execFile)(

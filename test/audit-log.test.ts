@@ -22,6 +22,10 @@ import { isWardenError } from '../src/errors.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { walCommits } from './support/wal-commits.ts';
 
+import type { AuditEvent } from '../src/audit/types.ts';
+/** These tests exercise the chain itself: any label will do as an event name. */
+const label = (name: string) => name as AuditEvent;
+
 const root = fileURLToPath(new URL('..', import.meta.url));
 let dir: string;
 let dbPath: string;
@@ -209,16 +213,16 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
   it('rejects an invalid entry with INVALID_INPUT naming the field, and writes nothing', async () => {
     const d = db();
     const log = await makeLog(d);
-    await expect(log.append({ event: '' })).rejects.toThrow(/"event"/);
-    await expect(log.append({ event: 'x', durationMs: -1 })).rejects.toThrow(/"durationMs"/);
-    await expect(log.append({ event: 'x', agent: 42 as unknown as string })).rejects.toThrow(/"agent"/);
+    await expect(log.append({ event: label('') })).rejects.toThrow(/"event"/);
+    await expect(log.append({ event: label('x'), durationMs: -1 })).rejects.toThrow(/"durationMs"/);
+    await expect(log.append({ event: label('x'), agent: 42 as unknown as string })).rejects.toThrow(/"agent"/);
     expect(allRows(d)).toHaveLength(0);
   });
 
   it('group-commits rows appended in the same tick into one transaction', async () => {
     const d = db();
     const log = await makeLog(d);
-    await log.append({ event: 'warm-up' });
+    await log.append({ event: label('warm-up') });
     const c0 = walCommits(dbPath);
     const results = await Promise.all(
       Array.from({ length: 200 }, (_, i) => log.append({ event: 'call.decided', callId: `c${i}` })),
@@ -226,8 +230,8 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     expect(walCommits(dbPath) - c0).toBe(1);
     expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
     // And rows appended in separate, awaited ticks are separate commits (the counter can tell).
-    await log.append({ event: 'one' });
-    await log.append({ event: 'two' });
+    await log.append({ event: label('one') });
+    await log.append({ event: label('two') });
     expect(walCommits(dbPath) - c0).toBe(3);
   });
 
@@ -258,19 +262,23 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     const pending = log.append({ event: 'call.decided' });
     await log.close();
     await expect(pending).resolves.toMatchObject({ seq: 1 });
-    await expect(log.append({ event: 'late' })).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED'));
+    await expect(log.append({ event: label('late') })).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED'));
     expect(allRows(d)).toHaveLength(1);
   });
 
   it('a failed flush rejects every promise in the batch with AUDIT_WRITE_FAILED and writes none of it', async () => {
     const d = db();
     const log = await makeLog(d);
-    await log.append({ event: 'before' });
+    await log.append({ event: label('before') });
     // A real failure mid-batch: a trigger refuses one of the rows.
     d.exec(
       "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'boom' BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
     );
-    const batch = [log.append({ event: 'a' }), log.append({ event: 'boom' }), log.append({ event: 'c' })];
+    const batch = [
+      log.append({ event: label('a') }),
+      log.append({ event: label('boom') }),
+      log.append({ event: label('c') }),
+    ];
     const settled = await Promise.allSettled(batch);
     for (const s of settled) {
       expect(s.status).toBe('rejected');
@@ -280,7 +288,7 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     }
     expect(allRows(d).map((r) => r.event)).toEqual(['before']);
     d.exec('DROP TRIGGER test_refuse');
-    await expect(log.append({ event: 'after' })).resolves.toMatchObject({ seq: 2 });
+    await expect(log.append({ event: label('after') })).resolves.toMatchObject({ seq: 2 });
     expect(verifyChain(d)).toMatchObject({ ok: true, count: 2 });
   });
 
@@ -290,18 +298,18 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     const log = await makeLog(d);
     const other = db();
     other.exec('BEGIN IMMEDIATE');
-    const settled = await Promise.allSettled([log.append({ event: 'x' }), log.append({ event: 'y' })]);
+    const settled = await Promise.allSettled([log.append({ event: label('x') }), log.append({ event: label('y') })]);
     other.exec('ROLLBACK');
     expect(settled.every((s) => s.status === 'rejected' && isWardenError(s.reason, 'AUDIT_WRITE_FAILED'))).toBe(true);
     await expect(log.flush()).resolves.toBeUndefined();
-    await log.append({ event: 'z' });
+    await log.append({ event: label('z') });
     expect(allRows(d).map((r) => r.event)).toEqual(['z']);
   });
 
   it('flush() commits at once and resolves after the batch is on disk', async () => {
     const d = db();
     const log = await makeLog(d);
-    const p = log.append({ event: 'x' });
+    const p = log.append({ event: label('x') });
     await log.flush();
     expect(allRows(db())).toHaveLength(1);
     await p;
@@ -327,18 +335,21 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
   it('a synced commit covers the relaxed ones before it; a batch with any synced row is synced', async () => {
     const d = db();
     const log = await makeLog(d, { syncWithinMs: 60_000 });
-    await log.append({ event: 'relaxed' }, { sync: false });
+    await log.append({ event: label('relaxed') }, { sync: false });
     expect(log.syncPending).toBe(true);
-    await log.append({ event: 'synced' });
+    await log.append({ event: label('synced') });
     expect(log.syncPending).toBe(false);
-    await log.append({ event: 'relaxed' }, { sync: false });
+    await log.append({ event: label('relaxed') }, { sync: false });
     expect(log.syncPending).toBe(true);
     // Same tick, one transaction: the row that waits for stable storage decides.
-    await Promise.all([log.append({ event: 'relaxed' }, { sync: false }), log.append({ event: 'synced' })]);
+    await Promise.all([
+      log.append({ event: label('relaxed') }, { sync: false }),
+      log.append({ event: label('synced') }),
+    ]);
     expect(log.syncPending).toBe(false);
     await Promise.all([
-      log.append({ event: 'relaxed' }, { sync: false }),
-      log.append({ event: 'relaxed' }, { sync: false }),
+      log.append({ event: label('relaxed') }, { sync: false }),
+      log.append({ event: label('relaxed') }, { sync: false }),
     ]);
     expect(log.syncPending).toBe(true);
     await log.sync();
@@ -353,7 +364,7 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     const clock: Clock = { ...fixedClock(1_700_000_000_000), monotonic: () => (mono += step) };
     const log = await makeLog(db(), { syncWithinMs: 60_000, clock });
     const quietSync = async () => {
-      await log.append({ event: 'relaxed' }, { sync: false });
+      await log.append({ event: label('relaxed') }, { sync: false });
       await log.sync({ quiet: true });
       expect(log.syncPending).toBe(false);
     };
@@ -363,7 +374,7 @@ describe.each(WRITERS)('AuditLog (%s writer)', (writer) => {
     await quietSync();
     expect([log.syncs, log.loopSyncs]).toEqual([2, 1]);
     // Not quiet: the pool, whatever the timings.
-    await log.append({ event: 'relaxed' }, { sync: false });
+    await log.append({ event: label('relaxed') }, { sync: false });
     await log.sync();
     expect([log.syncs, log.loopSyncs]).toEqual([3, 1]);
     // A slow disk: the fsync that finds out still ran on the loop; the next ones do not.
@@ -464,7 +475,7 @@ describe('AuditLog when the WAL cannot be synced', () => {
     const d = db();
     const log = new AuditLog(d, { syncWithinMs: 60_000 });
     logs.push(log);
-    await log.append({ event: 'relaxed' }, { sync: false });
+    await log.append({ event: label('relaxed') }, { sync: false });
     expect(log.syncPending).toBe(true);
     // A real failure of the log's own fsync: the WAL's name now leads to a
     // directory (SQLite keeps writing the file it has open, under its new name).
@@ -476,8 +487,8 @@ describe('AuditLog when the WAL cannot be synced', () => {
         (e) => isWardenError(e, 'AUDIT_WRITE_FAILED') && /could not be fsynced/.test(String((e as Error).message)),
       );
       // Sticky: the next commits wait for their own fsync, and even a synced one does not vouch for the earlier rows.
-      await log.append({ event: 'asked to skip the fsync' }, { sync: false });
-      await log.append({ event: 'synced' });
+      await log.append({ event: label('asked to skip the fsync') }, { sync: false });
+      await log.append({ event: label('synced') });
       expect(log.syncPending).toBe(true);
       await expect(log.sync()).rejects.toSatisfy((e) => isWardenError(e, 'AUDIT_WRITE_FAILED'));
       expect(allRows(d).map((r) => r.event)).toEqual(['relaxed', 'asked to skip the fsync', 'synced']);
@@ -492,9 +503,9 @@ describe('AuditLog when the WAL cannot be synced', () => {
     const d = db();
     const log = new AuditLog(d, { syncWithinMs: 60_000 });
     logs.push(log);
-    await log.append({ event: 'relaxed' }, { sync: false });
+    await log.append({ event: label('relaxed') }, { sync: false });
     d.pragma('synchronous = NORMAL');
-    await log.append({ event: 'committed without fsync' });
+    await log.append({ event: label('committed without fsync') });
     expect(log.syncPending).toBe(true);
     d.pragma('synchronous = FULL');
     await log.sync();
@@ -509,7 +520,7 @@ describe.each(WRITERS)('AuditLog under fake timers (%s writer)', (writer) => {
     try {
       const d = db();
       const log = await newLog(d, { clock: fixedClock(5), writer });
-      await expect(log.append({ event: 'x' })).resolves.toMatchObject({ seq: 1 });
+      await expect(log.append({ event: label('x') })).resolves.toMatchObject({ seq: 1 });
       expect(allRows(d)[0]!.ts).toBe(5);
     } finally {
       vi.useRealTimers();

@@ -42,7 +42,7 @@ describe('parseQuery', () => {
       agent: 'support-triage',
       tool: 'send_customer_email',
       server: 'tickets',
-      decisions: ['deny', 'denied'],
+      decisions: ['deny'],
       since: NOW - 7 * DAY,
       until: Date.parse('2026-11-19T00:00:00Z'),
       approver: 'U012ABC',
@@ -66,14 +66,22 @@ describe('parseQuery', () => {
   });
 
   it('maps decision words to stored values', () => {
-    expect(parseQuery('decision:deny', NOW).decisions).toEqual(['deny', 'denied']);
-    expect(parseQuery('decision:allowed', NOW).decisions).toEqual(['allow', 'allowed']);
+    expect(parseQuery('decision:deny', NOW).decisions).toEqual(['deny']);
+    expect(parseQuery('decision:allowed', NOW).decisions).toEqual(['allow']);
+    expect(parseQuery('decision:blocked,failed', NOW).decisions).toEqual(['blocked', 'failed']);
     expect(parseQuery('decision:approved', NOW).decisions).toEqual(['approved', 'approve']);
     expect(parseQuery('decision:Rejected', NOW).decisions).toEqual(['rejected', 'reject']);
     for (const d of ['expired', 'error', 'ok', 'halted'])
       expect(parseQuery(`decision:${d}`, NOW).decisions).toEqual([d]);
     expect(parseQuery('decision:cancelled', NOW).decisions).toContain('cancelled');
-    expect(parseQuery('decision:denied,halted', NOW).decisions).toEqual(['deny', 'denied', 'halted']);
+    expect(parseQuery('decision:denied,halted', NOW).decisions).toEqual(['deny', 'halted']);
+    expect(() => parseQuery('decision:maybe', NOW)).toThrow(/decision:"maybe" is not a decision Warden records/);
+  });
+
+  it('accepts only events Warden records, or a prefix of one', () => {
+    expect(parseQuery('event:approval.*', NOW)).toMatchObject({ event: 'approval.', eventPrefix: true });
+    expect(() => parseQuery('event:call.decide', NOW)).toThrow(/event:"call.decide" is not an event Warden records/);
+    expect(() => parseQuery('event:tool.*', NOW)).toThrow(/is not an event Warden records/);
   });
 
   it('splits a qualified tool name into server and tool', () => {
@@ -239,7 +247,8 @@ describe('runQuery against a seeded database', () => {
   it('treats LIKE wildcards in names literally', () => {
     // _ is a LIKE wildcard: unescaped, these would match refund_request and call.decided.
     expect(seqs('tool:refund_reques_')).toEqual([]);
-    expect(seqs('event:call_*')).toEqual([]);
+    // No event has a LIKE wildcard in its name, so such a prefix is refused before it reaches SQL.
+    expect(() => seqs('event:call_*')).toThrow(/is not an event Warden records/);
     expect(seqs('event:call.*').length).toBeGreaterThan(0);
   });
 });

@@ -1,3 +1,4 @@
+import type { AuditDecision } from '../src/audit/types.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,7 +58,7 @@ function setup(opts: { killSwitch?: KillSwitch } = {}) {
   return { alerts, clock, detector, events };
 }
 
-const decided = (agent: string, decision: string, ts: number, callId = `c-${Math.random()}`) =>
+const decided = (agent: string, decision: AuditDecision, ts: number, callId = `c-${Math.random()}`) =>
   audit.append({ event: 'call.decided', agent, server: 'tickets', tool: 'read_ticket', callId, decision, ts });
 
 describe('AnomalyDetector fed by the audit trail', () => {

@@ -1,3 +1,4 @@
+import type { AuditDecision } from '../src/audit/types.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,7 +39,7 @@ afterEach(async () => {
 });
 
 /** A call as the gateway records it: decided (durable, before forwarding), and completed unless its process died. */
-async function call(callId: string, decision: string, ts: number, completed?: string): Promise<void> {
+async function call(callId: string, decision: AuditDecision, ts: number, completed?: AuditDecision): Promise<void> {
   await audit.append({
     event: 'call.decided',
     callId,

@@ -96,7 +96,7 @@ describe('/agents over signed Slack requests', () => {
 
   it('status: owner, state, calls and denials in the last hour, pending approvals, review date with overdue flagged', async () => {
     const now = Date.now();
-    for (const decision of ['allow', 'allow', 'allow', 'deny'])
+    for (const decision of ['allow', 'allow', 'allow', 'deny'] as const)
       await c.audit.append({
         event: 'call.decided',
         agent: 'worker',

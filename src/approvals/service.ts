@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { redact } from '../audit/index.ts';
-import type { AuditEntry, AuditSink } from '../audit/types.ts';
+import type { AuditDecision, AuditEntry, AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { describeError, isWardenError, WardenError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
@@ -564,7 +564,12 @@ function heldCallFields(r: ApprovalRecord): Pick<AuditEntry, 'callId' | 'agent' 
 /** An `approval.decided` entry; its detail always binds the approval id and the exact arguments' hash. */
 function decidedEntry(
   r: ApprovalRecord,
-  d: { decision: string; approver: string | undefined; reason: string | undefined; detail?: Record<string, unknown> },
+  d: {
+    decision: AuditDecision;
+    approver: string | undefined;
+    reason: string | undefined;
+    detail?: Record<string, unknown>;
+  },
 ): AuditEntry {
   return {
     event: 'approval.decided',

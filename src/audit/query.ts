@@ -1,6 +1,6 @@
 import { WardenError } from '../errors.ts';
 import type { Db } from '../store/db.ts';
-import type { AuditRow } from './types.ts';
+import { AUDIT_DECISIONS, AUDIT_EVENTS, type AuditDecision, type AuditEvent, type AuditRow } from './types.ts';
 
 /**
  * The audit query language, shared by `/audit` in Slack and `warden audit
@@ -16,14 +16,14 @@ export interface AuditQuery {
   /** Bare tool name; `server` is set too when the query named `server__tool`. */
   tool?: string | undefined;
   /** Stored decision values to match (any of). */
-  decisions?: string[] | undefined;
+  decisions?: AuditDecision[] | undefined;
   /** Inclusive lower bound, epoch ms. */
   since?: number | undefined;
   /** Exclusive upper bound, epoch ms. */
   until?: number | undefined;
   approver?: string | undefined;
   /** Exact event, or a prefix when the query ended it with `*` (e.g. `call.*`). */
-  event?: string | undefined;
+  event?: AuditEvent | string | undefined;
   eventPrefix?: boolean | undefined;
   callId?: string | undefined;
   limit: number;
@@ -55,24 +55,20 @@ export const QUERY_KEYS = [
 ] as const;
 type QueryKey = (typeof QUERY_KEYS)[number];
 
-/** Words people type → the decision values Warden stores. */
-const DECISIONS: Record<string, string[]> = {
-  denied: ['deny', 'denied'],
-  deny: ['deny', 'denied'],
-  allowed: ['allow', 'allowed'],
-  allow: ['allow', 'allowed'],
-  approved: ['approved', 'approve'],
+/** Words people type → the decision values Warden stores: each stored value as itself, plus the words people use. */
+const DECISIONS: Readonly<Record<string, readonly AuditDecision[]>> = {
+  ...Object.fromEntries(AUDIT_DECISIONS.map((d) => [d, [d]])),
+  denied: ['deny'],
+  allowed: ['allow'],
   approve: ['approved', 'approve'],
-  rejected: ['rejected', 'reject'],
+  approved: ['approved', 'approve'],
   reject: ['rejected', 'reject'],
-  expired: ['expired'],
-  cancelled: ['cancelled', 'canceled'],
-  canceled: ['cancelled', 'canceled'],
-  abandoned: ['abandoned'],
-  error: ['error'],
-  ok: ['ok'],
-  halted: ['halted'],
+  rejected: ['rejected', 'reject'],
+  canceled: ['cancelled'],
 };
+
+/** The policy decisions and outcomes a person is likely to ask for, named in the error for an unknown word. */
+const COMMON_DECISION_WORDS = 'denied, allowed, approved, rejected, expired, cancelled, abandoned, halted, error, ok';
 
 const DURATION_UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 const NAME = /^[A-Za-z0-9_.:@\-/]+$/;
@@ -122,6 +118,15 @@ export function parseQuery(text: string, now: number): AuditQuery {
         if (key === 'agent') q.agent = v;
         else if (key === 'server') setServer(q, v);
         else if (key === 'event') {
+          // Only what Warden writes: a typo would otherwise match nothing and look like a clean trail.
+          const known = prefix
+            ? AUDIT_EVENTS.some((e) => e.startsWith(v))
+            : (AUDIT_EVENTS as readonly string[]).includes(v);
+          if (!known)
+            fail(
+              `event:"${value}" is not an event Warden records (one of: ${AUDIT_EVENTS.join(', ')}; end with * for a prefix)`,
+              key,
+            );
           q.event = v;
           q.eventPrefix = prefix;
         } else q.callId = v;
@@ -144,10 +149,10 @@ export function parseQuery(text: string, now: number): AuditQuery {
         break;
       }
       case 'decision': {
-        const values = new Set<string>();
+        const values = new Set<AuditDecision>();
         for (const word of value.toLowerCase().split(',')) {
-          const mapped = DECISIONS[word];
-          if (!mapped) fail(`decision:"${word}" is not a decision (one of: ${Object.keys(DECISIONS).join(', ')})`, key);
+          const mapped = Object.hasOwn(DECISIONS, word) ? DECISIONS[word] : undefined;
+          if (!mapped) fail(`decision:"${word}" is not a decision Warden records (e.g. ${COMMON_DECISION_WORDS})`, key);
           for (const d of mapped) values.add(d);
         }
         q.decisions = [...values];

@@ -1,9 +1,86 @@
+/**
+ * Every event Warden writes to the trail. The list is the vocabulary: the
+ * compiler checks each write against it, the query language accepts only
+ * these (or a prefix of them), and a test checks that the README documents
+ * each one.
+ */
+export const AUDIT_EVENTS = [
+  'call.decided',
+  'call.completed',
+  'auth.failed',
+  'request.refused',
+  'token.created',
+  'token.rotated',
+  'token.revoked',
+  'approval.requested',
+  'approval.decided',
+  'approval.refused',
+  'approval.cli',
+  'control.halt',
+  'control.resume',
+  'control.refused',
+  'audit.queried',
+  'audit.refused',
+  'drill.completed',
+  'pin.changed',
+  'pin.approved',
+  'anomaly',
+] as const;
+
+export type AuditEvent = (typeof AUDIT_EVENTS)[number];
+
+/**
+ * Every value of the `decision` column. What a value means depends on the
+ * event: a policy decision (allow, deny, approve), how a call or approval
+ * ended, a control action's result, the anomaly rule that fired, or the kind
+ * of read of the trail.
+ */
+export const AUDIT_DECISIONS = [
+  // call.decided: the policy's decision, or why the call was refused before it
+  'allow',
+  'deny',
+  'approve',
+  'halted',
+  // call.completed, approval.decided, drill.completed: how it ended
+  'ok',
+  'error',
+  'blocked',
+  'pending',
+  'approved',
+  'rejected',
+  'expired',
+  'cancelled',
+  'abandoned',
+  'failed',
+  // approval.refused, approval.cli, control.refused, audit.refused
+  'reject',
+  'refused',
+  'forbidden',
+  // control.resume
+  'resumed',
+  'not_halted',
+  // token.*
+  'created',
+  'rotated',
+  'revoked',
+  // anomaly: the rule that fired
+  'rate',
+  'rate_baseline',
+  'denials',
+  'rejections',
+  'long_run',
+  // audit.queried: what was read
+  'query',
+  'export',
+  'next_page',
+  'agent_status',
+] as const;
+
+export type AuditDecision = (typeof AUDIT_DECISIONS)[number];
+
 /** What callers hand to the audit log. Redaction happens inside `append`. */
 export interface AuditEntry {
-  /** e.g. call.decided, call.completed, auth.failed, approval.requested, approval.decided,
-   *  approval.refused, control.halt, control.resume, drill.completed, pin.changed, pin.approved,
-   *  anomaly, checkpoint */
-  event: string;
+  event: AuditEvent;
   callId?: string | undefined;
   agent?: string | undefined;
   owner?: string | undefined;
@@ -11,8 +88,7 @@ export interface AuditEntry {
   tool?: string | undefined;
   args?: unknown;
   result?: unknown;
-  /** allow | deny | approve | approved | rejected | expired | cancelled | abandoned | ok | error | halted … */
-  decision?: string | undefined;
+  decision?: AuditDecision | undefined;
   reason?: string | undefined;
   approver?: string | undefined;
   durationMs?: number | undefined;

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
 import type { ApprovalGate, ApprovalOutcome } from '../approvals/types.ts';
-import type { AuditEntry, AuditSink } from '../audit/types.ts';
+import type { AuditDecision, AuditEntry, AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { AlertSink, HaltCheck, HaltState, Alert } from '../control/types.ts';
 import { WardenError, describeError, isWardenError } from '../errors.ts';
@@ -761,7 +761,7 @@ export class GatewayPipeline {
    */
   #completed(
     base: CallFacts,
-    decision: string,
+    decision: AuditDecision,
     started: number,
     extra: {
       result?: unknown;

@@ -46,9 +46,14 @@ function open(opts: Opts): Ctx {
   };
 }
 
-async function record(ctx: Ctx, agent: string, action: string, detail: Record<string, unknown> = {}): Promise<void> {
+async function record(
+  ctx: Ctx,
+  agent: string,
+  action: 'created' | 'rotated' | 'revoked',
+  detail: Record<string, unknown> = {},
+): Promise<void> {
   await ctx.audit.append({
-    event: `token.${action}`,
+    event: `token.${action}` as const,
     agent,
     decision: action,
     detail: { actor: ctx.actor, ...detail },
