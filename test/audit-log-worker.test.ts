@@ -195,8 +195,8 @@ describe('AuditLog on the writer thread', () => {
       const { writerReady } = await import(${JSON.stringify(join(root, 'src/audit/writer-thread.ts'))});
       const log = new AuditLog(openDb(process.argv[1]), { writer: 'worker' });
       if (!(await writerReady()) || log.writer !== 'worker') throw new Error('writer thread did not start');
-      await log.append({ event: label('awaited') });
-      for (let i = 0; i < 3; i++) void log.append({ event: label('not awaited') });
+      await log.append({ event: 'awaited' });
+      for (let i = 0; i < 3; i++) void log.append({ event: 'not awaited' });
       // Neither the log nor the database is closed: the process must still end by itself.
     `;
     await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dbPath], {
@@ -214,7 +214,7 @@ describe('AuditLog on the writer thread', () => {
       const { openDb } = await import(${JSON.stringify(join(root, 'src/store/db.ts'))});
       const { writerThreadState } = await import(${JSON.stringify(join(root, 'src/audit/writer-thread.ts'))});
       const log = new AuditLog(openDb(process.argv[1]), { writer: 'worker' });
-      await log.append({ event: label('one-shot') });
+      await log.append({ event: 'one-shot' });
       process.stdout.write(writerThreadState());
     `;
     const { stdout } = await promisify(execFile)(
