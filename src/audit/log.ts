@@ -91,31 +91,31 @@ const MAX_REASON_CHARS = 4096;
  * does not close the connection.
  */
 export class AuditLog implements AuditSink {
-  private readonly clock: Clock;
-  private readonly logger: Logger | undefined;
-  private readonly maxResultChars: number;
-  private readonly maxArgsChars: number;
-  private readonly maxBatch: number;
-  private readonly chain: ChainWriter;
-  private readonly link: WriterLink | undefined;
-  private readonly db: Db;
-  private readonly readBusyTimeout: Statement<[], number> | undefined;
-  private readonly readSynchronous: Statement<[], number> | undefined;
+  readonly #clock: Clock;
+  readonly #logger: Logger | undefined;
+  readonly #maxResultChars: number;
+  readonly #maxArgsChars: number;
+  readonly #maxBatch: number;
+  readonly #chain: ChainWriter;
+  readonly #link: WriterLink | undefined;
+  readonly #db: Db;
+  readonly #readBusyTimeout: Statement<[], number> | undefined;
+  readonly #readSynchronous: Statement<[], number> | undefined;
   /** Prepared `PRAGMA synchronous = n`, by n: set twice per relaxed commit, and db.pragma() would compile it each time. */
-  private readonly synchronousSetters = new Map<number, Statement<[]>>();
+  readonly #synchronousSetters = new Map<number, Statement<[]>>();
   /** The WAL file, when batches may skip their fsync (a file-backed database in WAL mode). */
-  private readonly walFile: string | undefined;
-  private readonly syncWithinMs: number;
+  readonly #walFile: string | undefined;
+  readonly #syncWithinMs: number;
   /** Relaxed commits so far, and how many of them are known to be on stable storage. */
-  private relaxedCommits = 0;
-  private syncedThrough = 0;
-  private syncTimer: NodeJS.Timeout | undefined;
-  private syncing: Promise<void> | undefined;
-  private walSyncs = 0;
-  private loopWalSyncs = 0;
+  #relaxedCommits = 0;
+  #syncedThrough = 0;
+  #syncTimer: NodeJS.Timeout | undefined;
+  #syncing: Promise<void> | undefined;
+  #walSyncs = 0;
+  #loopWalSyncs = 0;
   /** How long the last fsyncs of the WAL took (ms), newest last; none yet means not on the loop. */
-  private readonly recentFsyncMs: number[] = [];
-  private walFd: number | undefined;
+  readonly #recentFsyncMs: number[] = [];
+  #walFd: number | undefined;
   /**
    * Set for good when an fsync of the WAL fails. After an I/O error the OS
    * may have dropped the pages it could not write and marked them clean, so
@@ -124,79 +124,81 @@ export class AuditLog implements AuditSink {
    * and no batch skips its own fsync any more (SQLite then reports faults
    * on the commit itself).
    */
-  private durabilityLost: WardenError | undefined;
+  #durabilityLost: WardenError | undefined;
   /** close() has finished: no timer or fsync may touch the file again. */
-  private finished = false;
-  private pending: Pending[] = [];
+  #finished = false;
+  #pending: Pending[] = [];
   /** The last row appended and not yet settled: flush() waits for it. */
-  private tail: Pending | undefined;
+  #tail: Pending | undefined;
   /** A batch is with the writer thread: later rows wait here and go together when it settles. */
-  private inFlight = false;
+  #inFlight = false;
   // From node:timers, not the global: group commit is I/O scheduling, not
   // time, so a test that fakes timers must not stall every audit write.
-  private scheduled: NodeJS.Immediate | undefined;
-  private closed = false;
+  #scheduled: NodeJS.Immediate | undefined;
+  #closed = false;
 
   constructor(db: Db, opts: AuditLogOptions = {}) {
-    this.clock = opts.clock ?? systemClock;
-    this.logger = opts.logger;
-    this.maxResultChars = positiveInt(opts.maxResultChars, DEFAULT_MAX_RESULT_CHARS, 'maxResultChars');
-    this.maxArgsChars = positiveInt(opts.maxArgsChars, DEFAULT_MAX_ARGS_CHARS, 'maxArgsChars');
-    this.maxBatch = positiveInt(opts.maxBatch, DEFAULT_MAX_BATCH, 'maxBatch');
+    this.#clock = opts.clock ?? systemClock;
+    this.#logger = opts.logger;
+    this.#maxResultChars = positiveInt(opts.maxResultChars, DEFAULT_MAX_RESULT_CHARS, 'maxResultChars');
+    this.#maxArgsChars = positiveInt(opts.maxArgsChars, DEFAULT_MAX_ARGS_CHARS, 'maxArgsChars');
+    this.#maxBatch = positiveInt(opts.maxBatch, DEFAULT_MAX_BATCH, 'maxBatch');
     const writer = opts.writer ?? 'inline';
     if (writer !== 'worker' && writer !== 'inline')
       throw new WardenError(
         'INVALID_INPUT',
         `AuditLog option writer must be 'worker' or 'inline', got ${String(writer)}`,
       );
-    this.syncWithinMs = positiveInt(opts.syncWithinMs, DEFAULT_SYNC_WITHIN_MS, 'syncWithinMs');
-    this.db = db;
-    this.chain = chainWriter(db);
+    this.#syncWithinMs = positiveInt(opts.syncWithinMs, DEFAULT_SYNC_WITHIN_MS, 'syncWithinMs');
+    this.#db = db;
+    this.#chain = chainWriter(db);
     const file = sharableFile(db);
     // Read per batch: the settings this connection has now decide how a batch commits.
-    this.readSynchronous = file !== undefined ? db.prepare<[], number>('PRAGMA synchronous').pluck() : undefined;
+    this.#readSynchronous = file !== undefined ? db.prepare<[], number>('PRAGMA synchronous').pluck() : undefined;
     // Skipping a commit's fsync is safe only in WAL mode: the WAL is append-only, so a power
     // loss can cut its tail but not corrupt it, and any later fsync of it covers earlier commits.
-    this.walFile =
+    this.#walFile =
       file !== undefined && String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal'
         ? `${file}-wal`
         : undefined;
     if (writer === 'worker' && file !== undefined) {
-      this.readBusyTimeout = db.prepare<[], number>('PRAGMA busy_timeout').pluck();
-      this.link = new WriterLink(file, (message) => this.logger?.warn({ err: message }, 'audit writer thread trouble'));
+      this.#readBusyTimeout = db.prepare<[], number>('PRAGMA busy_timeout').pluck();
+      this.#link = new WriterLink(file, (message) =>
+        this.#logger?.warn({ err: message }, 'audit writer thread trouble'),
+      );
     }
   }
 
   /** Where the next batch will be committed: 'worker' once the writer thread is up, else 'inline'. */
   get writer(): AuditWriter {
-    return this.link?.usable() ? 'worker' : 'inline';
+    return this.#link?.usable() ? 'worker' : 'inline';
   }
 
   /** True while some committed rows (appended with `sync: false`) are not yet known to be on stable storage. */
   get syncPending(): boolean {
-    return this.syncedThrough < this.relaxedCommits;
+    return this.#syncedThrough < this.#relaxedCommits;
   }
 
   append(entry: AuditEntry, options?: AppendOptions): Promise<ChainHead> {
-    if (this.closed) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
+    if (this.#closed) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
     let row: ChainRow;
     try {
-      row = this.prepare(entry);
+      row = this.#prepare(entry);
     } catch (err) {
       return Promise.reject(err);
     }
     return new Promise<ChainHead>((resolve, reject) => {
       const p: Pending = { row, sync: options?.sync !== false, resolve, reject };
-      this.pending.push(p);
-      this.tail = p;
-      if (this.pending.length >= this.maxBatch) this.flushNow();
-      else this.scheduled ??= setImmediate(() => this.flushNow());
+      this.#pending.push(p);
+      this.#tail = p;
+      if (this.#pending.length >= this.#maxBatch) this.#flushNow();
+      else this.#scheduled ??= setImmediate(() => this.#flushNow());
     });
   }
 
   /** Commits everything queued so far; rejects if that batch failed. */
   flush(): Promise<void> {
-    const last = this.tail;
+    const last = this.#tail;
     if (last === undefined) return Promise.resolve();
     // Observe the last appended row: batches commit in order, so when it settles all have.
     const settled = new Promise<void>((resolve, reject) => {
@@ -210,18 +212,18 @@ export class AuditLog implements AuditSink {
         reject(err);
       };
     });
-    this.flushNow();
+    this.#flushNow();
     return settled;
   }
 
   /** How many times the log fsynced the WAL itself (commits that sync on their own are not counted). */
   get syncs(): number {
-    return this.walSyncs;
+    return this.#walSyncs;
   }
 
   /** How many of those fsyncs ran on the event loop (see SyncOptions.quiet). */
   get loopSyncs(): number {
-    return this.loopWalSyncs;
+    return this.#loopWalSyncs;
   }
 
   /**
@@ -231,39 +233,39 @@ export class AuditLog implements AuditSink {
    * callers share one fsync).
    */
   async sync(options: SyncOptions = {}): Promise<void> {
-    const target = this.relaxedCommits;
-    while (this.syncedThrough < target) {
-      if (this.durabilityLost) throw this.durabilityLost;
-      if (this.syncing) {
-        await this.syncing;
+    const target = this.#relaxedCommits;
+    while (this.#syncedThrough < target) {
+      if (this.#durabilityLost) throw this.#durabilityLost;
+      if (this.#syncing) {
+        await this.#syncing;
         continue;
       }
-      this.cancelSyncTimer();
-      const through = this.relaxedCommits;
-      this.syncing = this.fsyncWal(options.quiet === true)
+      this.#cancelSyncTimer();
+      const through = this.#relaxedCommits;
+      this.#syncing = this.#fsyncWal(options.quiet === true)
         .then(
           () => {
-            this.syncedThrough = Math.max(this.syncedThrough, through);
+            this.#syncedThrough = Math.max(this.#syncedThrough, through);
             // Rows committed while this fsync ran are owed one too.
-            if (this.syncPending) this.scheduleSync(this.syncWithinMs);
+            if (this.syncPending) this.#scheduleSync(this.#syncWithinMs);
           },
           (err: unknown) => {
-            this.durabilityLost ??= new WardenError(
+            this.#durabilityLost ??= new WardenError(
               'AUDIT_WRITE_FAILED',
               `the audit trail could not be fsynced (${describeError(err)}): rows committed since the last good sync may not survive a power loss`,
               { cause: err },
             );
-            this.logger?.error(
-              { err: describeError(err), rows: this.relaxedCommits - this.syncedThrough },
+            this.#logger?.error(
+              { err: describeError(err), rows: this.#relaxedCommits - this.#syncedThrough },
               'audit: fsync of the WAL failed; from now on every commit waits for its own fsync',
             );
-            throw this.durabilityLost;
+            throw this.#durabilityLost;
           },
         )
         .finally(() => {
-          this.syncing = undefined;
+          this.#syncing = undefined;
         });
-      await this.syncing;
+      await this.#syncing;
     }
   }
 
@@ -275,33 +277,33 @@ export class AuditLog implements AuditSink {
    * The file stays open: SQLite keeps the same WAL file (resetting it in
    * place) for as long as any connection, this log's own included, is open.
    */
-  private fsyncWal(quiet: boolean): Promise<void> {
-    if (this.finished) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
-    if (this.walFd === undefined) {
+  #fsyncWal(quiet: boolean): Promise<void> {
+    if (this.#finished) return Promise.reject(new WardenError('AUDIT_WRITE_FAILED', 'audit log is closed'));
+    if (this.#walFd === undefined) {
       try {
-        this.walFd = openSync(this.walFile!, 'r+');
+        this.#walFd = openSync(this.#walFile!, 'r+');
       } catch (err) {
         // No WAL file: the last connection checkpointed it into the database (synced) and removed it.
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return Promise.resolve();
         return Promise.reject(err);
       }
     }
-    const fd = this.walFd;
-    const onLoop = quiet && this.recentFsyncMs.length > 0 && Math.max(...this.recentFsyncMs) <= LOOP_FSYNC_MAX_MS;
+    const fd = this.#walFd;
+    const onLoop = quiet && this.#recentFsyncMs.length > 0 && Math.max(...this.#recentFsyncMs) <= LOOP_FSYNC_MAX_MS;
     return new Promise<void>((resolve, reject) => {
-      let started = this.clock.monotonic();
+      let started = this.#clock.monotonic();
       const done = (err: unknown) => {
         // On the pool this includes the wait for a thread: it can only err towards the pool.
-        this.recentFsyncMs.push(this.clock.monotonic() - started);
-        if (this.recentFsyncMs.length > RECENT_FSYNCS) this.recentFsyncMs.shift();
+        this.#recentFsyncMs.push(this.#clock.monotonic() - started);
+        if (this.#recentFsyncMs.length > RECENT_FSYNCS) this.#recentFsyncMs.shift();
         if (err) return reject(err);
-        this.walSyncs++;
-        if (onLoop) this.loopWalSyncs++;
+        this.#walSyncs++;
+        if (onLoop) this.#loopWalSyncs++;
         resolve();
       };
       if (!onLoop) return fsync(fd, done);
       setImmediate(() => {
-        started = this.clock.monotonic();
+        started = this.#clock.monotonic();
         try {
           fsyncSync(fd);
         } catch (err) {
@@ -314,92 +316,92 @@ export class AuditLog implements AuditSink {
 
   /** Flushes and syncs, then refuses further appends and lets go of the writer thread (stopping it if no log is left). */
   async close(): Promise<void> {
-    this.closed = true;
+    this.#closed = true;
     try {
       await this.flush();
       await this.sync();
     } finally {
-      this.cancelSyncTimer();
+      this.#cancelSyncTimer();
       // A timer's fsync may still be running on the thread pool: let it end before its descriptor goes.
-      await this.syncing?.catch(() => {});
-      this.finished = true;
-      if (this.walFd !== undefined) closeSync(this.walFd);
-      this.walFd = undefined;
-      await this.link?.close();
+      await this.#syncing?.catch(() => {});
+      this.#finished = true;
+      if (this.#walFd !== undefined) closeSync(this.#walFd);
+      this.#walFd = undefined;
+      await this.#link?.close();
     }
   }
 
   /** The committed head of the chain as the database has it now (all processes), seq 0 when empty. */
   head(): ChainHead {
-    return this.chain.head();
+    return this.#chain.head();
   }
 
-  private flushNow(): void {
-    if (this.scheduled !== undefined) {
-      clearImmediate(this.scheduled);
-      this.scheduled = undefined;
+  #flushNow(): void {
+    if (this.#scheduled !== undefined) {
+      clearImmediate(this.#scheduled);
+      this.#scheduled = undefined;
     }
     // One batch at a time with the thread: waking it costs more than the
     // message (~50 µs a round trip on a busy VM), and rows that wait for the
     // reply simply join the next, larger transaction.
-    if (this.inFlight) return;
-    const batch = this.pending;
+    if (this.#inFlight) return;
+    const batch = this.#pending;
     if (batch.length === 0) return;
-    this.pending = [];
+    this.#pending = [];
     let written: { firstSeq: number; hashes: string[] };
     try {
       // Settings are read before writing or handing off: a closed connection fails here, as a write would.
-      const synchronous = this.readSynchronous?.get() ?? SYNC_FULL;
+      const synchronous = this.#readSynchronous?.get() ?? SYNC_FULL;
       // Nobody in the batch waits for stable storage: commit without the fsync (see AppendOptions).
       const relaxed =
-        this.walFile !== undefined &&
-        this.durabilityLost === undefined &&
+        this.#walFile !== undefined &&
+        this.#durabilityLost === undefined &&
         synchronous >= SYNC_FULL &&
         !batch.some((p) => p.sync);
       const kind: CommitKind = relaxed ? 'relaxed' : synchronous >= SYNC_FULL ? 'synced' : 'unsynced';
-      if (this.link?.usable()) {
+      if (this.#link?.usable()) {
         const settings: WriterSettings = {
-          busyTimeout: this.readBusyTimeout!.get()!,
+          busyTimeout: this.#readBusyTimeout!.get()!,
           synchronous: relaxed ? SYNC_NORMAL : synchronous,
         };
-        this.link.submit(
+        this.#link.submit(
           batch.map((p) => p.row),
           settings,
           (result) => {
-            this.inFlight = false;
-            this.settle(batch, result, kind);
-            this.flushNow();
+            this.#inFlight = false;
+            this.#settle(batch, result, kind);
+            this.#flushNow();
           },
         );
-        this.inFlight = true;
+        this.#inFlight = true;
         return;
       }
       const rows = batch.map((p) => p.row);
       if (relaxed) {
         // Only for this transaction: everything else on the connection keeps its setting.
-        this.setSynchronous(SYNC_NORMAL);
+        this.#setSynchronous(SYNC_NORMAL);
         try {
-          written = this.chain.write(rows);
+          written = this.#chain.write(rows);
         } finally {
-          this.setSynchronous(synchronous);
+          this.#setSynchronous(synchronous);
         }
-      } else written = this.chain.write(rows);
-      this.committed(kind);
+      } else written = this.#chain.write(rows);
+      this.#committed(kind);
     } catch (err) {
-      this.fail(batch, batch.length, describeError(err), err);
+      this.#fail(batch, batch.length, describeError(err), err);
       return;
     }
-    this.resolveAll(batch, written);
+    this.#resolveAll(batch, written);
   }
 
-  private settle(batch: readonly Pending[], outcome: BatchOutcome, kind: CommitKind): void {
+  #settle(batch: readonly Pending[], outcome: BatchOutcome, kind: CommitKind): void {
     if (!outcome.ok) {
       const cause = Object.assign(new Error(outcome.message), outcome.code !== undefined ? { code: outcome.code } : {});
-      this.fail(batch, outcome.rows, outcome.message, cause);
+      this.#fail(batch, outcome.rows, outcome.message, cause);
       return;
     }
-    this.committed(kind);
-    this.resolveAll(batch, outcome);
+    this.#committed(kind);
+    this.#resolveAll(batch, outcome);
   }
 
   /**
@@ -409,72 +411,72 @@ export class AuditLog implements AuditSink {
    * within syncWithinMs unless a synced commit comes first. A commit on a
    * connection set below FULL covers nothing.
    */
-  private committed(kind: CommitKind): void {
+  #committed(kind: CommitKind): void {
     if (kind === 'unsynced') return;
     if (kind === 'synced') {
-      if (this.durabilityLost === undefined) this.syncedThrough = this.relaxedCommits;
-      this.cancelSyncTimer();
+      if (this.#durabilityLost === undefined) this.#syncedThrough = this.#relaxedCommits;
+      this.#cancelSyncTimer();
       return;
     }
-    this.relaxedCommits++;
-    this.scheduleSync(this.syncWithinMs);
+    this.#relaxedCommits++;
+    this.#scheduleSync(this.#syncWithinMs);
   }
 
-  private cancelSyncTimer(): void {
-    if (this.syncTimer === undefined) return;
-    clearTimeout(this.syncTimer);
-    this.syncTimer = undefined;
+  #cancelSyncTimer(): void {
+    if (this.#syncTimer === undefined) return;
+    clearTimeout(this.#syncTimer);
+    this.#syncTimer = undefined;
   }
 
-  private scheduleSync(ms: number): void {
-    if (this.syncTimer !== undefined || this.finished || this.durabilityLost) return;
+  #scheduleSync(ms: number): void {
+    if (this.#syncTimer !== undefined || this.#finished || this.#durabilityLost) return;
     // From node:timers, like group commit: this is I/O scheduling, and a test
     // that fakes the clock must not stop rows from reaching the disk.
-    this.syncTimer = setTimeout(() => {
-      this.syncTimer = undefined;
+    this.#syncTimer = setTimeout(() => {
+      this.#syncTimer = undefined;
       // A failure is logged and made sticky by sync() itself; there is nothing to retry.
       this.sync().catch(() => {});
     }, ms);
     // An exiting process has nothing left to lose but power; close() syncs anyway.
-    this.syncTimer.unref?.();
+    this.#syncTimer.unref?.();
   }
 
   /** Row i of the batch landed at seq firstSeq + i. */
-  private resolveAll(batch: readonly Pending[], written: { firstSeq: number; hashes: readonly string[] }): void {
+  #resolveAll(batch: readonly Pending[], written: { firstSeq: number; hashes: readonly string[] }): void {
     for (let i = 0; i < batch.length; i++)
-      this.settled(batch[i]!).resolve({ seq: written.firstSeq + i, hash: written.hashes[i]! });
+      this.#settled(batch[i]!).resolve({ seq: written.firstSeq + i, hash: written.hashes[i]! });
   }
 
-  private fail(batch: readonly Pending[], rows: number, message: string, cause: unknown): void {
+  #fail(batch: readonly Pending[], rows: number, message: string, cause: unknown): void {
     const failure = new WardenError('AUDIT_WRITE_FAILED', `audit write of ${rows} row(s) failed: ${message}`, {
       cause,
       details: { rows },
     });
-    this.logger?.error({ err: message, rows }, 'audit batch failed; every caller in it is told');
-    for (const p of batch) this.settled(p).reject(failure);
+    this.#logger?.error({ err: message, rows }, 'audit batch failed; every caller in it is told');
+    for (const p of batch) this.#settled(p).reject(failure);
   }
 
-  private setSynchronous(level: number): void {
+  #setSynchronous(level: number): void {
     // Prepared on first use, right before it runs: SQLite applies this PRAGMA
     // when it compiles it (and again on each run), so preparing every level
     // up front would leave the connection at whichever came last.
-    let set = this.synchronousSetters.get(level);
+    let set = this.#synchronousSetters.get(level);
     if (!set) {
-      set = this.db.prepare<[]>(`PRAGMA synchronous = ${Math.trunc(level)}`);
-      this.synchronousSetters.set(level, set);
+      set = this.#db.prepare<[]>(`PRAGMA synchronous = ${Math.trunc(level)}`);
+      this.#synchronousSetters.set(level, set);
     }
     set.run();
   }
 
-  private settled(p: Pending): Pending {
-    if (this.tail === p) this.tail = undefined;
+  #settled(p: Pending): Pending {
+    if (this.#tail === p) this.#tail = undefined;
     return p;
   }
 
-  private prepare(e: AuditEntry): ChainRow {
+  #prepare(e: AuditEntry): ChainRow {
     if (e === null || typeof e !== 'object') throw invalid('entry', 'must be an object');
     if (typeof e.event !== 'string' || e.event.trim() === '') throw invalid('event', 'must be a non-empty string');
-    const ts = e.ts ?? this.clock.now();
+    const ts = e.ts ?? this.#clock.now();
     if (typeof ts !== 'number' || !Number.isFinite(ts))
       throw invalid('ts', 'must be a finite number of epoch milliseconds');
     const duration = e.durationMs;
@@ -493,13 +495,13 @@ export class AuditLog implements AuditSink {
       owner: optName(e.owner, 'owner'),
       server: optName(e.server, 'server'),
       tool: optName(e.tool, 'tool'),
-      args: serialiseRedacted(e.args, this.maxArgsChars),
-      result: serialiseRedacted(e.result, this.maxResultChars),
+      args: serialiseRedacted(e.args, this.#maxArgsChars),
+      result: serialiseRedacted(e.result, this.#maxResultChars),
       decision: optName(e.decision, 'decision'),
       reason: optText(e.reason, 'reason', MAX_REASON_CHARS),
       approver: optName(e.approver, 'approver'),
       duration_ms: duration === undefined || duration === null ? null : Math.round(duration),
-      detail: serialiseRedacted(e.detail, this.maxArgsChars),
+      detail: serialiseRedacted(e.detail, this.#maxArgsChars),
     };
   }
 }

@@ -12,46 +12,46 @@ export type ReloadResult = { ok: true } | { ok: false; error: WardenError };
  */
 export class PolicyStore {
   readonly path: string;
-  private readonly logger: Logger;
-  private readonly env: NodeJS.ProcessEnv;
-  private policy: Policy;
-  private readonly listeners = new Set<(policy: Policy) => void>();
+  readonly #logger: Logger;
+  readonly #env: NodeJS.ProcessEnv;
+  #policy: Policy;
+  readonly #listeners = new Set<(policy: Policy) => void>();
 
   constructor(path: string, opts: { logger: Logger; env?: NodeJS.ProcessEnv }) {
     this.path = path;
-    this.logger = opts.logger;
-    this.env = opts.env ?? process.env;
-    this.policy = loadPolicyFile(path, this.env);
-    this.logger.info({ policy: path, ...counts(this.policy) }, 'policy loaded');
+    this.#logger = opts.logger;
+    this.#env = opts.env ?? process.env;
+    this.#policy = loadPolicyFile(path, this.#env);
+    this.#logger.info({ policy: path, ...counts(this.#policy) }, 'policy loaded');
   }
 
   current(): Policy {
-    return this.policy;
+    return this.#policy;
   }
 
   reload(): ReloadResult {
     let next: Policy;
     try {
-      next = loadPolicyFile(this.path, this.env);
+      next = loadPolicyFile(this.path, this.#env);
     } catch (err) {
       const error =
         err instanceof WardenError
           ? err
           : new WardenError('POLICY_INVALID', `${this.path}: ${describeError(err)}`, { cause: err });
       // The message carries positions and field paths, never resolved credentials.
-      this.logger.error(
+      this.#logger.error(
         { policy: this.path, code: error.code, problems: error.message.split('\n') },
         'policy reload failed; keeping the last good policy',
       );
       return { ok: false, error };
     }
-    this.policy = next;
-    this.logger.info({ policy: this.path, ...counts(next) }, 'policy reloaded');
-    for (const listener of this.listeners) {
+    this.#policy = next;
+    this.#logger.info({ policy: this.path, ...counts(next) }, 'policy reloaded');
+    for (const listener of this.#listeners) {
       try {
         listener(next);
       } catch (err) {
-        this.logger.error({ err: describeError(err) }, 'policy change listener failed');
+        this.#logger.error({ err: describeError(err) }, 'policy change listener failed');
       }
     }
     return { ok: true };
@@ -59,8 +59,8 @@ export class PolicyStore {
 
   /** Called after each successful reload (e.g. to tell agents their tool list changed). Returns an unsubscribe. */
   onChange(listener: (policy: Policy) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 }
 

@@ -12,25 +12,31 @@ import { withSlackRetry, type SlackRetryOptions } from './retry.ts';
 
 /** chat.postMessage with Warden's bounded retry; what control's ChannelAlertSink and checkpoint posting need. */
 export class SlackChannelPoster implements ChannelPoster {
+  readonly #client: WebClient;
+  readonly #ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined };
+
   constructor(
-    private readonly client: WebClient,
-    private readonly ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined } = {
+    client: WebClient,
+    ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined } = {
       clock: systemClock,
       logger: silentLogger(),
     },
-  ) {}
+  ) {
+    this.#client = client;
+    this.#ctx = ctx;
+  }
 
   async post(channel: string, message: { text: string; blocks?: unknown[] | undefined }): Promise<void> {
     await withSlackRetry(
       `posting to ${channel} (chat.postMessage)`,
       () =>
-        this.client.chat.postMessage({
+        this.#client.chat.postMessage({
           channel,
           text: message.text,
           ...(message.blocks ? { blocks: message.blocks as never } : {}),
           unfurl_links: false,
         }),
-      this.ctx,
+      this.#ctx,
     );
   }
 }
@@ -49,17 +55,17 @@ export interface SlackAlertSinkOptions {
  * the background and failures are logged. `idle()` waits for posts in flight.
  */
 export class SlackAlertSink implements AlertSink {
-  private readonly poster: SlackChannelPoster;
-  private readonly policy: () => Policy;
-  private readonly logger: Logger;
-  private readonly inFlight = new Set<Promise<void>>();
+  readonly #poster: SlackChannelPoster;
+  readonly #policy: () => Policy;
+  readonly #logger: Logger;
+  readonly #inFlight = new Set<Promise<void>>();
 
   constructor(opts: SlackAlertSinkOptions) {
-    this.logger = opts.logger ?? silentLogger();
-    this.policy = policyGetter(opts.policy);
-    this.poster = new SlackChannelPoster(opts.client, {
+    this.#logger = opts.logger ?? silentLogger();
+    this.#policy = policyGetter(opts.policy);
+    this.#poster = new SlackChannelPoster(opts.client, {
       clock: opts.clock ?? systemClock,
-      logger: this.logger,
+      logger: this.#logger,
       retry: opts.retry,
     });
   }
@@ -71,22 +77,22 @@ export class SlackAlertSink implements AlertSink {
         detail: alert.detail ? (redact(alert.detail) as Record<string, unknown>) : undefined,
       };
       const message = buildAlertMessage(safe);
-      for (const channel of alertChannels(this.policy(), safe)) {
-        const p = this.poster
+      for (const channel of alertChannels(this.#policy(), safe)) {
+        const p = this.#poster
           .post(channel, message)
           .catch((err: unknown) =>
-            this.logger.error({ channel, kind: alert.kind, err: describeError(err) }, 'Slack alert not delivered'),
+            this.#logger.error({ channel, kind: alert.kind, err: describeError(err) }, 'Slack alert not delivered'),
           )
-          .finally(() => this.inFlight.delete(p));
-        this.inFlight.add(p);
+          .finally(() => this.#inFlight.delete(p));
+        this.#inFlight.add(p);
       }
     } catch (err) {
-      this.logger.error({ kind: alert.kind, err: describeError(err) }, 'Slack alert could not be prepared');
+      this.#logger.error({ kind: alert.kind, err: describeError(err) }, 'Slack alert could not be prepared');
     }
   }
 
   /** Resolves when every alert posted so far has been delivered or given up on. */
   async idle(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 }
