@@ -116,14 +116,14 @@ const isStoppedInFlight = (r: CanaryCallResult) => r.kind === 'error' && /\bwas 
  * drill alerts loudly.
  */
 export class DrillRunner {
-  readonly #o: DrillOptions;
+  readonly #options: DrillOptions;
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #policy: ReturnType<typeof policyGetter>;
   #running: Promise<DrillResult> | undefined;
 
   constructor(opts: DrillOptions) {
-    this.#o = opts;
+    this.#options = opts;
     this.#clock = opts.clock ?? systemClock;
     this.#logger = opts.logger ?? silentLogger();
     this.#policy = policyGetter(opts.policy);
@@ -150,10 +150,10 @@ export class DrillRunner {
     const startedAt = this.#clock.now();
     const problems: string[] = [];
     const detail: Record<string, unknown> = { actor, agent };
-    const stepMs = this.#o.stepTimeoutMs ?? 5000;
-    const maxHaltMs = this.#o.maxTimeToHaltMs ?? DEFAULT_MAX_TIME_TO_HALT_MS;
-    const ks = this.#o.killSwitch;
-    const db = this.#o.db;
+    const stepMs = this.#options.stepTimeoutMs ?? 5000;
+    const maxHaltMs = this.#options.maxTimeToHaltMs ?? DEFAULT_MAX_TIME_TO_HALT_MS;
+    const ks = this.#options.killSwitch;
+    const db = this.#options.db;
     db.prepare('INSERT INTO drills (id, mode, started_at) VALUES (?, ?, ?)').run(id, mode, startedAt);
 
     let timeToHaltMs: number | undefined;
@@ -175,10 +175,11 @@ export class DrillRunner {
           `${mode === 'org' ? 'the org' : agent} is already halted (by ${already.actor}); a drill would resume it`,
         );
 
-      token = this.#o.tokens.create(agent);
-      const url = typeof this.#o.gatewayUrl === 'function' ? this.#o.gatewayUrl() : this.#o.gatewayUrl;
-      conn = await this.#o.connector.connect(url, token);
-      const plan = this.#o.tools ?? planDrillTools(await conn.listTools());
+      token = this.#options.tokens.create(agent);
+      const url =
+        typeof this.#options.gatewayUrl === 'function' ? this.#options.gatewayUrl() : this.#options.gatewayUrl;
+      conn = await this.#options.connector.connect(url, token);
+      const plan = this.#options.tools ?? planDrillTools(await conn.listTools());
       if (!plan)
         throw new WardenError(
           'NOT_FOUND',
@@ -310,7 +311,7 @@ export class DrillRunner {
     await conn?.close().catch(() => {});
     if (token) {
       try {
-        this.#o.tokens.revoke(token);
+        this.#options.tokens.revoke(token);
       } catch (err) {
         problems.push(`revoking the drill token failed: ${describeError(err)}`);
       }
@@ -341,7 +342,7 @@ export class DrillRunner {
       JSON.stringify({ ...detail, restored, problems }),
       id,
     );
-    await this.#o.audit
+    await this.#options.audit
       .append({
         event: 'drill.completed',
         agent,
@@ -364,7 +365,7 @@ export class DrillRunner {
       'drill finished',
     );
     if (!ok) {
-      this.#o.alerts.alert({
+      this.#options.alerts.alert({
         kind: 'drill_failed',
         severity: 'critical',
         agent,
@@ -372,8 +373,8 @@ export class DrillRunner {
         detail: { id, mode, timeToHaltMs, inflightCancelled, restored },
       });
     }
-    if (this.#o.report) {
-      await this.#o
+    if (this.#options.report) {
+      await this.#options
         .report(result)
         .catch((err: unknown) => this.#logger.error({ err: describeError(err) }, 'posting drill report failed'));
     }

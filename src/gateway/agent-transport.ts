@@ -111,7 +111,7 @@ export class AgentTransport implements Transport {
   onclose?: (() => void) | undefined;
   onerror?: ((error: Error) => void) | undefined;
   onmessage?: Transport['onmessage'];
-  readonly #o: AgentTransportOptions;
+  readonly #options: AgentTransportOptions;
   readonly #streamAfterMs: number;
   readonly #keepAliveMs: number;
   /**
@@ -126,7 +126,7 @@ export class AgentTransport implements Transport {
   #closed = false;
 
   constructor(options: AgentTransportOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#streamAfterMs = options.streamAfterMs ?? STREAM_AFTER_MS;
     this.#keepAliveMs = options.keepAliveMs ?? SSE_KEEPALIVE_MS;
   }
@@ -175,8 +175,8 @@ export class AgentTransport implements Transport {
       if (this.sessionId !== undefined) return refuse(res, 400, -32600, 'Invalid Request: Server already initialized');
       if (messages.length > 1)
         return refuse(res, 400, -32600, 'Invalid Request: Only one initialization request is allowed');
-      this.sessionId = this.#o.newSessionId();
-      this.#o.onInitialized(this.sessionId);
+      this.sessionId = this.#options.newSessionId();
+      this.#options.onInitialized(this.sessionId);
     } else {
       const problem = this.#sessionProblem(req);
       if (problem) return problem(res);
@@ -214,7 +214,7 @@ export class AgentTransport implements Transport {
       keepAlive: undefined,
     };
     for (const id of ids) this.#pending.set(id, ex);
-    ex.timer = this.#o.clock.setTimeout(() => this.#stream(ex), this.#streamAfterMs);
+    ex.timer = this.#options.clock.setTimeout(() => this.#stream(ex), this.#streamAfterMs);
     // The agent went away first (the edge aborts its calls): their answers are dropped as they come.
     res.once('close', () => {
       if (ex.finished) return;
@@ -255,7 +255,7 @@ export class AgentTransport implements Transport {
     const standalone = { res, keepAlive: this.#keepAlive(res) };
     this.#standalone = standalone;
     res.once('close', () => {
-      this.#o.clock.clearInterval(standalone.keepAlive);
+      this.#options.clock.clearInterval(standalone.keepAlive);
       if (this.#standalone === standalone) this.#standalone = undefined;
     });
   }
@@ -263,7 +263,7 @@ export class AgentTransport implements Transport {
   #delete(req: IncomingMessage, res: ServerResponse): void {
     const problem = this.#sessionProblem(req);
     if (problem) return problem(res);
-    this.#o.onDeleted(this.sessionId!);
+    this.#options.onDeleted(this.sessionId!);
     res.writeHead(200).end();
     this.close().catch((err: unknown) => this.onerror?.(err instanceof Error ? err : new Error(String(err))));
   }
@@ -319,7 +319,7 @@ export class AgentTransport implements Transport {
   #stream(ex: Exchange): void {
     if (ex.streaming || ex.res.headersSent) return;
     ex.streaming = true;
-    if (ex.timer) this.#o.clock.clearTimeout(ex.timer);
+    if (ex.timer) this.#options.clock.clearTimeout(ex.timer);
     ex.res.writeHead(200, { ...SSE_HEADERS, 'mcp-session-id': this.sessionId! });
     ex.res.flushHeaders();
     for (const a of ex.answers.values()) write(ex.res, sseEvent(a));
@@ -346,14 +346,14 @@ export class AgentTransport implements Transport {
   }
 
   #stopTimers(ex: Exchange): void {
-    if (ex.timer) this.#o.clock.clearTimeout(ex.timer);
-    if (ex.keepAlive) this.#o.clock.clearInterval(ex.keepAlive);
+    if (ex.timer) this.#options.clock.clearTimeout(ex.timer);
+    if (ex.keepAlive) this.#options.clock.clearInterval(ex.keepAlive);
     ex.timer = ex.keepAlive = undefined;
   }
 
   #keepAlive(res: ServerResponse): NodeJS.Timeout {
     // Only when the line is idle anyway: an agent that does not read gets no pile of them.
-    const t = this.#o.clock.setInterval(() => {
+    const t = this.#options.clock.setInterval(() => {
       if (!res.writableNeedDrain) write(res, ': keepalive\n\n');
     }, this.#keepAliveMs);
     t.unref?.();
@@ -388,7 +388,7 @@ export class AgentTransport implements Transport {
       this.#finish(ex);
     }
     if (this.#standalone) {
-      this.#o.clock.clearInterval(this.#standalone.keepAlive);
+      this.#options.clock.clearInterval(this.#standalone.keepAlive);
       this.#standalone.res.end();
       this.#standalone = undefined;
     }

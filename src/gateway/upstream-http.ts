@@ -85,7 +85,7 @@ export class UpstreamHttpTransport implements Transport {
   onclose?: (() => void) | undefined;
   onerror?: ((error: Error) => void) | undefined;
   onmessage?: Transport['onmessage'];
-  readonly #o: UpstreamHttpOptions;
+  readonly #options: UpstreamHttpOptions;
   readonly #agent: HttpAgent;
   readonly #request: typeof httpRequest;
   readonly #open = new Set<ClientRequest>();
@@ -98,7 +98,7 @@ export class UpstreamHttpTransport implements Transport {
   #closed = false;
 
   constructor(options: UpstreamHttpOptions) {
-    this.#o = options;
+    this.#options = options;
     const secure = options.url.protocol === 'https:';
     this.#agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
     this.#request = secure ? httpsRequest : httpRequest;
@@ -118,7 +118,7 @@ export class UpstreamHttpTransport implements Transport {
       if (id !== undefined) this.#cancelled.add(id);
     }
     return new Promise<void>((resolve, reject) =>
-      this.#post(this.#o.url, JSON.stringify(message), message, 0, resolve, reject),
+      this.#post(this.#options.url, JSON.stringify(message), message, 0, resolve, reject),
     );
   }
 
@@ -142,8 +142,8 @@ export class UpstreamHttpTransport implements Transport {
       accept: 'application/json, text/event-stream',
       'content-length': Buffer.byteLength(body),
     });
-    req.setTimeout(this.#o.idleTimeoutMs, () =>
-      req.destroy(new Error(`upstream sent nothing for ${this.#o.idleTimeoutMs} ms`)),
+    req.setTimeout(this.#options.idleTimeoutMs, () =>
+      req.destroy(new Error(`upstream sent nothing for ${this.#options.idleTimeoutMs} ms`)),
     );
     req.on('error', (err) => {
       if (!settled) settle(err);
@@ -208,7 +208,7 @@ export class UpstreamHttpTransport implements Transport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#getRetry) this.#o.clock.clearTimeout(this.#getRetry);
+    if (this.#getRetry) this.#options.clock.clearTimeout(this.#getRetry);
     this.#getRetry = undefined;
     const gone = new Error('the upstream connection is closed');
     for (const req of this.#open) req.destroy(gone);
@@ -218,7 +218,7 @@ export class UpstreamHttpTransport implements Transport {
   }
 
   #start(method: 'POST' | 'GET', url: URL, extra: OutgoingHttpHeaders): ClientRequest {
-    const headers: OutgoingHttpHeaders = { ...this.#o.headers, ...extra };
+    const headers: OutgoingHttpHeaders = { ...this.#options.headers, ...extra };
     if (this.sessionId) headers['mcp-session-id'] = this.sessionId;
     if (this.#protocolVersion) headers['mcp-protocol-version'] = this.#protocolVersion;
     const req = this.#request(url, { method, headers, agent: this.#agent });
@@ -239,10 +239,10 @@ export class UpstreamHttpTransport implements Transport {
       let size = 0;
       res.on('data', (chunk: Buffer) => {
         size += chunk.length;
-        if (size > this.#o.maxResponseBytes) {
-          this.#o.onExceeded?.();
+        if (size > this.#options.maxResponseBytes) {
+          this.#options.onExceeded?.();
           res.destroy();
-          reject(new Error(`upstream response exceeded ${this.#o.maxResponseBytes} bytes`));
+          reject(new Error(`upstream response exceeded ${this.#options.maxResponseBytes} bytes`));
           return;
         }
         chunks.push(chunk);
@@ -285,11 +285,11 @@ export class UpstreamHttpTransport implements Transport {
     let cut = false;
     const tooBig = () => {
       cut = true;
-      this.#o.onExceeded?.();
-      res.destroy(new Error(`upstream sent an event over ${this.#o.maxResponseBytes} bytes`));
+      this.#options.onExceeded?.();
+      res.destroy(new Error(`upstream sent an event over ${this.#options.maxResponseBytes} bytes`));
     };
     const parser = createParser({
-      maxBufferSize: this.#o.maxResponseBytes,
+      maxBufferSize: this.#options.maxResponseBytes,
       onRetry: (ms) => (retryMs = ms),
       onError: (err) => {
         if (err.type === 'max-buffer-size-exceeded' && !cut) tooBig();
@@ -298,8 +298,8 @@ export class UpstreamHttpTransport implements Transport {
         if (cut) return;
         // The parser's own limit covers an event still arriving; this one an event that came whole.
         if (
-          event.data.length * 3 > this.#o.maxResponseBytes &&
-          Buffer.byteLength(event.data) > this.#o.maxResponseBytes
+          event.data.length * 3 > this.#options.maxResponseBytes &&
+          Buffer.byteLength(event.data) > this.#options.maxResponseBytes
         )
           return tooBig();
         // A priming event (an id for resumption, no data) carries no message.
@@ -317,7 +317,7 @@ export class UpstreamHttpTransport implements Transport {
         this.#deliver(valid.data);
         if (expected.length > 0 && waiting.size === 0 && !linger) {
           // All answered: the stream should end now; one that lingers would hold a socket for nothing.
-          linger = this.#o.clock.setTimeout(() => res.destroy(), STREAM_LINGER_MS);
+          linger = this.#options.clock.setTimeout(() => res.destroy(), STREAM_LINGER_MS);
           linger.unref?.();
         }
       },
@@ -331,7 +331,7 @@ export class UpstreamHttpTransport implements Transport {
         if (!this.#closed && waiting.size === 0) this.onerror?.(err);
       });
       res.on('close', () => {
-        if (linger) this.#o.clock.clearTimeout(linger);
+        if (linger) this.#options.clock.clearTimeout(linger);
         for (const id of waiting) if (this.#cancelled.delete(id)) waiting.delete(id);
         if (waiting.size > 0 && !this.#closed) {
           // Not resumed: fail the calls now, and let the next one start afresh.
@@ -355,11 +355,13 @@ export class UpstreamHttpTransport implements Transport {
   /** The GET stream, for messages the server sends on its own; a server without one answers 405. */
   #openGet(): void {
     if (this.#closed || this.#get) return;
-    const req = this.#start('GET', this.#o.url, { accept: 'text/event-stream' });
+    const req = this.#start('GET', this.#options.url, { accept: 'text/event-stream' });
     this.#get = req;
     // Until its answer starts; the stream itself lives as long as the session.
-    req.setTimeout(this.#o.idleTimeoutMs, () =>
-      req.destroy(new Error(`upstream did not answer its event stream request within ${this.#o.idleTimeoutMs} ms`)),
+    req.setTimeout(this.#options.idleTimeoutMs, () =>
+      req.destroy(
+        new Error(`upstream did not answer its event stream request within ${this.#options.idleTimeoutMs} ms`),
+      ),
     );
     const lost = (why: Error | undefined, retryMs?: number) => {
       if (this.#get !== req) return;
@@ -369,7 +371,7 @@ export class UpstreamHttpTransport implements Transport {
       this.#getFailures++;
       const base = Math.max(retryMs ?? GET_RETRY_FIRST_MS, GET_RETRY_FIRST_MS);
       const delay = Math.min(base * 1.5 ** (this.#getFailures - 1), GET_RETRY_MAX_MS);
-      this.#getRetry = this.#o.clock.setTimeout(() => {
+      this.#getRetry = this.#options.clock.setTimeout(() => {
         this.#getRetry = undefined;
         this.#openGet();
       }, delay);
@@ -393,9 +395,9 @@ export class UpstreamHttpTransport implements Transport {
         }
         return lost(new Error(`upstream could not open its event stream (HTTP ${status})`));
       }
-      const opened = this.#o.clock.monotonic();
+      const opened = this.#options.clock.monotonic();
       void this.#readStream(res, []).then(({ carried, retryMs }) => {
-        if (carried || this.#o.clock.monotonic() - opened >= GET_HEALTHY_MS) this.#getFailures = 0;
+        if (carried || this.#options.clock.monotonic() - opened >= GET_HEALTHY_MS) this.#getFailures = 0;
         lost(undefined, retryMs);
       });
     });

@@ -103,14 +103,14 @@ export function upstreamEnv(transport: Extract<Transport, { type: 'stdio' }>): R
 }
 
 /** Starting a child (node + a loader, on a busy machine) can take longer than a call may. */
-function startTimeoutMs(sp: ServerPolicy): number {
-  return Math.max(sp.timeoutMs, 15_000);
+function startTimeoutMs(serverPolicy: ServerPolicy): number {
+  return Math.max(serverPolicy.timeoutMs, 15_000);
 }
 
-function transportBufferLimit(sp: ServerPolicy): number {
+function transportBufferLimit(serverPolicy: ServerPolicy): number {
   // Room for one maximal result plus JSON-RPC framing and escaping; anything
   // larger is refused while reading instead of being buffered whole.
-  return Math.max(sp.maxResultBytes * 2 + 64 * 1024, 1024 * 1024);
+  return Math.max(serverPolicy.maxResultBytes * 2 + 64 * 1024, 1024 * 1024);
 }
 
 class Connection {
@@ -147,9 +147,9 @@ export class UpstreamManager implements Upstreams {
   }
 
   cachedCatalogue(server: string): Catalogue | undefined {
-    const sp = this.#opts.policy().servers[server];
+    const serverPolicy = this.#opts.policy().servers[server];
     const conn = this.#conns.get(server);
-    if (!sp || !conn?.client || conn.transport !== sp.transport) return undefined;
+    if (!serverPolicy || !conn?.client || conn.transport !== serverPolicy.transport) return undefined;
     return conn.catalogue;
   }
 
@@ -183,7 +183,7 @@ export class UpstreamManager implements Upstreams {
     args: Record<string, unknown> | undefined,
     options: UpstreamCallOptions,
   ): Promise<CallToolResult> {
-    const sp = this.#server(server);
+    const serverPolicy = this.#server(server);
     const controller = options.controller ?? follow(options.signal);
     const signal = controller.signal;
     const conn = await this.#ready(server, signal);
@@ -201,10 +201,10 @@ export class UpstreamManager implements Upstreams {
       controller.abort(
         new WardenError(
           'UPSTREAM_TIMEOUT',
-          `upstream "${server}" did not answer ${tool} within ${sp.timeoutMs} ms (timeoutMs); the call was cancelled`,
+          `upstream "${server}" did not answer ${tool} within ${serverPolicy.timeoutMs} ms (timeoutMs); the call was cancelled`,
         ),
       );
-    let timer = this.#clock.setTimeout(expire, sp.timeoutMs);
+    let timer = this.#clock.setTimeout(expire, serverPolicy.timeoutMs);
     let token: string | undefined;
     if (options.onProgress) {
       const onProgress = options.onProgress;
@@ -212,7 +212,7 @@ export class UpstreamManager implements Upstreams {
       conn.progress.set(token, (p) => {
         // A hang is silence; a server that keeps reporting progress is working.
         this.#clock.clearTimeout(timer);
-        timer = this.#clock.setTimeout(expire, sp.timeoutMs);
+        timer = this.#clock.setTimeout(expire, serverPolicy.timeoutMs);
         onProgress(p);
       });
     }
@@ -227,17 +227,17 @@ export class UpstreamManager implements Upstreams {
         { signal, timeout: NO_SDK_TIMEOUT },
       );
     } catch (err) {
-      throw this.#mapCallError(conn, generation, sp, tool, err, signal);
+      throw this.#mapCallError(conn, generation, serverPolicy, tool, err, signal);
     } finally {
       this.#clock.clearTimeout(timer);
       if (token) conn.progress.delete(token);
     }
     const size = Buffer.byteLength(JSON.stringify(result));
-    if (size > sp.maxResultBytes) {
+    if (size > serverPolicy.maxResultBytes) {
       throw new WardenError(
         'UPSTREAM_PAYLOAD_TOO_LARGE',
-        `upstream "${server}" answered ${tool} with ${size} bytes, over this server's limit of ${sp.maxResultBytes} bytes (maxResultBytes); the result was discarded`,
-        { details: { server, tool, size, limit: sp.maxResultBytes } },
+        `upstream "${server}" answered ${tool} with ${size} bytes, over this server's limit of ${serverPolicy.maxResultBytes} bytes (maxResultBytes); the result was discarded`,
+        { details: { server, tool, size, limit: serverPolicy.maxResultBytes } },
       );
     }
     conn.failures = 0;
@@ -252,36 +252,40 @@ export class UpstreamManager implements Upstreams {
   }
 
   #server(server: string): ServerPolicy {
-    const sp = this.#opts.policy().servers[server];
-    if (!sp) throw new WardenError('NOT_FOUND', `no upstream server "${server}" in the policy`);
-    if (!sp.transport) {
+    const serverPolicy = this.#opts.policy().servers[server];
+    if (!serverPolicy) throw new WardenError('NOT_FOUND', `no upstream server "${server}" in the policy`);
+    if (!serverPolicy.transport) {
       throw new WardenError(
         'UPSTREAM_UNAVAILABLE',
         `upstream "${server}" has no connection settings in the policy (servers.${server}: command or url)`,
       );
     }
-    return sp;
+    return serverPolicy;
   }
 
   async #ready(server: string, signal: AbortSignal | undefined): Promise<Connection> {
     if (this.#closed) throw new WardenError('UPSTREAM_UNAVAILABLE', 'the gateway is shutting down');
-    const sp = this.#server(server);
+    const serverPolicy = this.#server(server);
     let conn = this.#conns.get(server);
-    if (conn && conn.transport !== sp.transport && JSON.stringify(conn.transport) !== JSON.stringify(sp.transport)) {
+    if (
+      conn &&
+      conn.transport !== serverPolicy.transport &&
+      JSON.stringify(conn.transport) !== JSON.stringify(serverPolicy.transport)
+    ) {
       // The policy now says to reach this server differently: start over.
       this.#conns.delete(server);
       void this.#dispose(conn);
       conn = undefined;
     }
     if (!conn) {
-      conn = new Connection(server, sp.transport!);
+      conn = new Connection(server, serverPolicy.transport!);
       this.#conns.set(server, conn);
     }
     if (conn.client) return conn;
     if (!conn.connecting) {
       const c = conn;
       // Not tied to this caller's signal: other calls may be waiting on the same start.
-      c.connecting = this.#connect(c, sp).finally(() => {
+      c.connecting = this.#connect(c, serverPolicy).finally(() => {
         c.connecting = undefined;
       });
     }
@@ -289,10 +293,10 @@ export class UpstreamManager implements Upstreams {
     return conn;
   }
 
-  async #connect(conn: Connection, sp: ServerPolicy): Promise<Client> {
+  async #connect(conn: Connection, serverPolicy: ServerPolicy): Promise<Client> {
     const wait = conn.retryAt - this.#clock.now();
     if (wait > 0) {
-      if (wait > sp.timeoutMs) {
+      if (wait > serverPolicy.timeoutMs) {
         throw new WardenError(
           'UPSTREAM_UNAVAILABLE',
           `upstream "${conn.name}" failed ${conn.failures} times in a row and is backing off; next attempt in ${Math.ceil(wait / 1000)}s${conn.lastFault ? ` (last problem: ${conn.lastFault.message})` : ''}`,
@@ -302,7 +306,7 @@ export class UpstreamManager implements Upstreams {
     }
     const generation = ++conn.generation;
     const client = new Client(CLIENT_INFO, { capabilities: {} });
-    const transport = this.#makeTransport(conn, sp, generation);
+    const transport = this.#makeTransport(conn, serverPolicy, generation);
     const scrub = scrubber(conn.transport);
     client.onerror = (err) => {
       // Junk on a stdio server's stdout surfaces here one line at a time; the
@@ -317,7 +321,7 @@ export class UpstreamManager implements Upstreams {
         );
     });
     try {
-      await client.connect(transport, { timeout: startTimeoutMs(sp) });
+      await client.connect(transport, { timeout: startTimeoutMs(serverPolicy) });
       this.#interceptProgress(conn, transport);
       conn.client = client;
       conn.lastFault = undefined;
@@ -336,9 +340,9 @@ export class UpstreamManager implements Upstreams {
     }
   }
 
-  #makeTransport(conn: Connection, sp: ServerPolicy, generation: number): McpTransport {
+  #makeTransport(conn: Connection, serverPolicy: ServerPolicy, generation: number): McpTransport {
     const t = conn.transport;
-    const limit = transportBufferLimit(sp);
+    const limit = transportBufferLimit(serverPolicy);
     const markOversized = () => {
       if (conn.generation === generation) {
         conn.lastFault = {
@@ -354,7 +358,7 @@ export class UpstreamManager implements Upstreams {
         headers: { ...t.headers },
         maxResponseBytes: limit,
         onExceeded: markOversized,
-        idleTimeoutMs: Math.max(300_000, sp.timeoutMs + 5_000),
+        idleTimeoutMs: Math.max(300_000, serverPolicy.timeoutMs + 5_000),
         clock: this.#clock,
       });
     }
@@ -414,7 +418,7 @@ export class UpstreamManager implements Upstreams {
   }
 
   async #refresh(conn: Connection, client: Client): Promise<void> {
-    const sp = this.#server(conn.name);
+    const serverPolicy = this.#server(conn.name);
     const tools: UpstreamTool[] = [];
     let cursor: string | undefined;
     // Bounded: a server that pages forever is not going to be listed forever.
@@ -422,7 +426,7 @@ export class UpstreamManager implements Upstreams {
       const res = await client.request(
         { method: 'tools/list', params: cursor ? { cursor } : {} },
         ListToolsResultSchema,
-        { timeout: startTimeoutMs(sp) },
+        { timeout: startTimeoutMs(serverPolicy) },
       );
       for (const tool of res.tools) tools.push({ ...tool, pinHash: pinHash(tool) });
       cursor = res.nextCursor;
@@ -452,7 +456,7 @@ export class UpstreamManager implements Upstreams {
   #mapCallError(
     conn: Connection,
     generation: number,
-    sp: ServerPolicy,
+    serverPolicy: ServerPolicy,
     tool: string,
     err: unknown,
     signal: AbortSignal | undefined,
@@ -462,9 +466,9 @@ export class UpstreamManager implements Upstreams {
       if (err.code === McpErrorCode.RequestTimeout) {
         return new WardenError(
           'UPSTREAM_TIMEOUT',
-          `upstream "${conn.name}" did not answer ${tool} within ${sp.timeoutMs} ms (timeoutMs); the call was cancelled`,
+          `upstream "${conn.name}" did not answer ${tool} within ${serverPolicy.timeoutMs} ms (timeoutMs); the call was cancelled`,
           {
-            details: { server: conn.name, tool, timeoutMs: sp.timeoutMs },
+            details: { server: conn.name, tool, timeoutMs: serverPolicy.timeoutMs },
           },
         );
       }
