@@ -175,6 +175,7 @@ export class ApprovalService implements ApprovalGate {
       });
       return this.outcomeOf(this.store.get(id)!);
     }
+    input.onRequested?.({ approvalId: id, expiresAt: now + timeoutMs, channel: agent.channel });
 
     const outcome = new Promise<ApprovalOutcome>((resolve) => {
       const onAbort = () => void this.onAbort(id, input.signal.reason);
@@ -295,6 +296,44 @@ export class ApprovalService implements ApprovalGate {
       // The call already ran; a missing thread reply must not turn into a failure for the agent.
       this.logger.warn({ approvalId, err: describeError(err) }, 'could not post the outcome in the card thread');
     }
+  }
+
+  async deferred(approvalId: string, info: { agent: string; callId: string }): Promise<void> {
+    const record = this.store.get(approvalId);
+    await this.auditSafely({
+      event: 'approval.deferred',
+      callId: info.callId,
+      agent: info.agent,
+      server: record?.server,
+      tool: record?.tool,
+      decision: 'pending',
+      reason: 'the agent was answered "not run yet" and told to check back; the approval goes on',
+      detail: { approvalId, expiresAt: record?.expiresAt },
+    });
+    if (!this.notifier || !record?.messageTs) return;
+    try {
+      await this.notifier.postNote(
+        record,
+        'The agent was told the call has not run yet and to check back. A decision here still counts: on approval the call runs at once, and the agent collects the result.',
+      );
+    } catch (err) {
+      // The card itself still stands and still decides; only the note is missing.
+      this.logger.warn({ approvalId, err: describeError(err) }, 'could not post the deferral note in the card thread');
+    }
+  }
+
+  async collected(approvalId: string, info: { agent: string; callId: string; how: 'await' | 'repeat' }): Promise<void> {
+    const record = this.store.get(approvalId);
+    await this.auditSafely({
+      event: 'approval.collected',
+      callId: info.callId,
+      agent: info.agent,
+      server: record?.server,
+      tool: record?.tool,
+      decision: record?.status ?? 'failed',
+      reason: info.how === 'await' ? 'collected with warden__await_approval' : 'collected by repeating the same call',
+      detail: { approvalId, how: info.how },
+    });
   }
 
   /** Stops polling and abandons this process's waiting requests (their callers get an answer). */

@@ -15,6 +15,10 @@ export interface ApprovalRequestInput {
   signal: AbortSignal;
   /** Called periodically while waiting, so the edge can send MCP progress notifications. */
   onWaiting?: ((elapsedMs: number) => void) | undefined;
+  /** Called once the request is stored and audited, before its card is posted: the id a deferred answer names. */
+  onRequested?:
+    | ((requested: { approvalId: string; expiresAt: number; channel: string | undefined }) => void)
+    | undefined;
 }
 
 export type ApprovalOutcome =
@@ -45,6 +49,13 @@ export interface ApprovalGate {
   request(input: ApprovalRequestInput): Promise<ApprovalOutcome>;
   /** After an approved call ran: tell the humans how it ended (thread reply). */
   reportOutcome(approvalId: string, outcome: { ok: boolean; summary: string }): Promise<void>;
+  /**
+   * The agent's request was answered "not run yet, check back" while the
+   * approval goes on: audited (`approval.deferred`) and said in the card's thread.
+   */
+  deferred(approvalId: string, info: { agent: string; callId: string }): Promise<void>;
+  /** The agent collected how a deferred call ended (`approval.collected`). */
+  collected(approvalId: string, info: { agent: string; callId: string; how: 'await' | 'repeat' }): Promise<void>;
 }
 
 /** How an approved call ended, for the humans who approved it. */
@@ -115,6 +126,8 @@ export interface ApprovalNotifier {
   updateCard(record: ApprovalRecord): Promise<void>;
   /** Reply in the card's thread with how the approved call ended. */
   postOutcome(record: ApprovalRecord, outcome: ApprovalResultReport): Promise<void>;
+  /** Reply in the card's thread with a line for the approvers (e.g. that the agent was told to check back). */
+  postNote(record: ApprovalRecord, text: string): Promise<void>;
   /**
    * After the card is posted: put in its thread whatever the card could not
    * show (e.g. the full redacted arguments when a value was cut or keys were

@@ -16,6 +16,8 @@ export const AUDIT_EVENTS = [
   'approval.decided',
   'approval.refused',
   'approval.cli',
+  'approval.deferred',
+  'approval.collected',
   'control.halt',
   'control.resume',
   'control.refused',

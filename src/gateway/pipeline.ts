@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
-import type { ApprovalGate, ApprovalOutcome } from '../approvals/types.ts';
+import type { ApprovalGate, ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
+import { RESERVED_SERVER } from '../policy/load.ts';
 import type { AuditDecision, AuditEntry, AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { AlertSink, HaltCheck, HaltState, Alert } from '../control/types.ts';
@@ -10,6 +11,14 @@ import type { Logger } from '../logger.ts';
 import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.ts';
 import type { AgentPolicy, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from './arguments.ts';
+import {
+  AWAIT_TOOL,
+  AWAIT_TOOL_NAME,
+  DeferredCalls,
+  pendingAnswer,
+  type DeferredCall,
+  type DeferredFacts,
+} from './deferred.ts';
 import type { PinStore } from './pins.ts';
 import type { Catalogue, Upstreams } from './upstream.ts';
 
@@ -118,6 +127,7 @@ export class GatewayPipeline {
   readonly #running = new Set<Promise<CallToolResult>>();
   readonly #pinState = new Map<string, Map<string, PinState>>();
   readonly #toolsChanged = new Set<() => void>();
+  readonly #deferred: DeferredCalls;
   readonly #lastUpstreamAlert = new Map<string, number>();
   readonly #offHalt: () => void;
   /** Set by close(): calls still starting are abandoned with it instead of being forwarded. */
@@ -127,6 +137,7 @@ export class GatewayPipeline {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger.child({ module: 'gateway' });
+    this.#deferred = new DeferredCalls(this.#clock);
     this.#offHalt = options.halt.onHalt((state) => this.#abortForHalt(state));
   }
 
@@ -233,6 +244,7 @@ export class GatewayPipeline {
     const servers = Object.keys(a.scopes).filter((s) => (a.scopes[s]?.length ?? 0) > 0 && policy.servers[s]?.transport);
     const catalogues = await Promise.allSettled(servers.map((s) => this.#o.upstreams.catalogue(s)));
     const tools: Tool[] = [];
+    let holds = false;
     catalogues.forEach((c, i) => {
       const server = servers[i]!;
       if (c.status === 'rejected') {
@@ -248,6 +260,7 @@ export class GatewayPipeline {
         if (d.kind === 'deny') continue;
         // A blocked tool is hidden: its new description is exactly what must not reach the model yet.
         if (!this.#pinApproved(server, tool.name)) continue;
+        if (d.kind === 'approve') holds = true;
         tools.push({
           name: qualifiedToolName(server, tool.name),
           ...(tool.title !== undefined ? { title: tool.title } : {}),
@@ -258,6 +271,8 @@ export class GatewayPipeline {
         });
       }
     });
+    // Only an agent that can be told "not run yet" needs the way to collect.
+    if (holds && a.answerWithinMs !== undefined) tools.push(AWAIT_TOOL);
     return tools;
   }
 
@@ -266,14 +281,108 @@ export class GatewayPipeline {
    * is forwarded) come back as isError results; only protocol faults throw.
    */
   callTool(input: CallInput): Promise<CallToolResult> {
-    const run = this.#call(input);
+    if (input.name === AWAIT_TOOL_NAME) return this.#track(this.#awaitApproval(input));
+    // The same call again while it is held or its ending uncollected: attach to it, never a second card or run.
+    const repeat = this.#deferred.findRepeat(input.agent, input.name, argsHash(input.args));
+    if (repeat) return this.#track(this.#collect(input, repeat, 'repeat'));
+    let run: Promise<CallToolResult> | undefined;
+    let answerEarly: (answer: CallToolResult) => void = () => {};
+    const early = new Promise<CallToolResult>((resolve) => {
+      answerEarly = resolve;
+    });
+    const defer = (facts: DeferredFacts) => {
+      // run is set: defer() is only called once #call has gone past its first await.
+      this.#deferred.add(facts, run!);
+      answerEarly(pendingAnswer(facts, this.#clock));
+    };
+    run = this.#track(this.#call(input, defer));
+    return Promise.race([run, early]);
+  }
+
+  #track(run: Promise<CallToolResult>): Promise<CallToolResult> {
     this.#running.add(run);
     const untrack = () => this.#running.delete(run);
     run.then(untrack, untrack);
     return run;
   }
 
-  async #call(input: CallInput): Promise<CallToolResult> {
+  /** `warden__await_approval`: governed and audited like any call; an agent collects only its own approvals. */
+  async #awaitApproval(input: CallInput): Promise<CallToolResult> {
+    const id = typeof input.args?.id === 'string' ? input.args.id : undefined;
+    const base: CallFacts = {
+      callId: `call_${randomUUID()}`,
+      agent: input.agent,
+      server: RESERVED_SERVER,
+      tool: 'await_approval',
+      args: input.args,
+    };
+    if (id === undefined) {
+      return this.#refuse(
+        base,
+        'deny',
+        `${AWAIT_TOOL_NAME} needs {"id": "<approval id>"}, the id from the "not run yet" answer`,
+        { code: 'invalid_arguments' },
+        false,
+      );
+    }
+    const call = this.#deferred.get(id, input.agent);
+    if (!call) {
+      return this.#refuse(
+        base,
+        'deny',
+        `there is no held call ${id} for ${input.agent} to collect (it was collected already, its approval expired, or it is not this agent's)`,
+        { code: 'not_found', approvalId: id },
+        false,
+      );
+    }
+    return this.#collect(input, call, 'await');
+  }
+
+  /** Waits up to answer_within for a deferred call's ending and hands it over, once; otherwise "not run yet" again. */
+  async #collect(input: CallInput, call: DeferredCall, how: 'await' | 'repeat'): Promise<CallToolResult> {
+    const base: CallFacts = {
+      callId: call.callId,
+      agent: input.agent,
+      server: RESERVED_SERVER,
+      tool: 'await_approval',
+      args: { id: call.approvalId },
+    };
+    const halted = this.#haltCheck(input.agent);
+    if (halted) {
+      return this.#refuse(base, 'halted', haltReason(halted), { code: 'halted', approvalId: call.approvalId }, false);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const waited = await Promise.race([
+      call.result.then(
+        () => 'ended' as const,
+        () => 'ended' as const,
+      ),
+      new Promise<'waiting'>((resolve) => {
+        timer = this.#clock.setTimeout(() => resolve('waiting'), call.answerWithinMs);
+        input.signal.addEventListener('abort', () => resolve('waiting'), { once: true });
+      }),
+    ]);
+    if (timer) this.#clock.clearTimeout(timer);
+    if (call.discarded) {
+      return this.#refuse(base, 'cancelled', call.discarded, { code: 'halted', approvalId: call.approvalId }, false);
+    }
+    if (waited === 'waiting') return pendingAnswer(call, this.#clock);
+    if (!this.#deferred.take(call)) {
+      return this.#refuse(
+        base,
+        'deny',
+        `the result of ${call.name} (approval ${call.approvalId}) was already collected`,
+        { code: 'not_found', approvalId: call.approvalId },
+        false,
+      );
+    }
+    await this.#o.approvals
+      .collected(call.approvalId, { agent: input.agent, callId: call.callId, how })
+      .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not audit approval.collected'));
+    return call.result;
+  }
+
+  async #call(input: CallInput, defer: (facts: DeferredFacts) => void): Promise<CallToolResult> {
     const started = this.#clock.monotonic();
     const callId = `call_${randomUUID()}`;
     const { agent, name, args } = input;
@@ -375,7 +484,34 @@ export class GatewayPipeline {
     try {
       // 5. A human decides, when the policy says so.
       if (decision.kind === 'approve') {
-        const outcome = await this.#requestApproval(callId, agentPolicy, sv, tool, args, decision, signal, progress);
+        let requested: { approvalId: string; expiresAt: number; channel: string | undefined } | undefined;
+        const approval = this.#requestApproval(callId, agentPolicy, sv, tool, args, decision, signal, progress, (r) => {
+          requested = r;
+        });
+        let outcome: Awaited<typeof approval>;
+        const answerWithinMs = agentPolicy.answerWithinMs;
+        if (answerWithinMs === undefined) outcome = await approval;
+        else {
+          let timer: NodeJS.Timeout | undefined;
+          const first = await Promise.race([
+            approval,
+            new Promise<'answer_now'>((resolve) => {
+              timer = this.#clock.setTimeout(() => resolve('answer_now'), answerWithinMs);
+            }),
+          ]);
+          if (timer) this.#clock.clearTimeout(timer);
+          if (first === 'answer_now' && requested) {
+            // The agent's request is answered now; the call itself goes on. From here the agent going
+            // away no longer abandons it (a halt, the expiry and Warden's shutdown still end it).
+            input.signal.removeEventListener('abort', onAgentAbort);
+            progress.mute();
+            defer({ ...requested, callId, agent, name, argsHash: argsHash(args), answerWithinMs });
+            void this.#o.approvals
+              .deferred(requested.approvalId, { agent, callId })
+              .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not record the deferral'));
+            outcome = await approval;
+          } else outcome = first === 'answer_now' ? await approval : first;
+        }
         if (outcome.status !== 'approved') {
           const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason ?? outcome.status}`;
           await this.#completed(base, outcome.status, started, {
@@ -681,6 +817,7 @@ export class GatewayPipeline {
     decision: Extract<Decision, { kind: 'approve' }>,
     signal: AbortSignal,
     progress: ProgressRelay,
+    onRequested: NonNullable<ApprovalRequestInput['onRequested']>,
   ): Promise<ApprovalOutcome | { status: 'error'; approvalId?: undefined; approver?: undefined; reason: string }> {
     try {
       return await this.#o.approvals.request({
@@ -694,6 +831,7 @@ export class GatewayPipeline {
         reason: decision.reason,
         signal,
         onWaiting: (elapsedMs) => progress.waiting(elapsedMs),
+        onRequested,
       });
     } catch (err) {
       if (signal.aborted) throw signal.reason;
@@ -798,6 +936,7 @@ export class GatewayPipeline {
   }
 
   #abortForHalt(state: HaltState): void {
+    this.#deferred.discardFor(state, `the result was discarded: ${haltReason(state)}`);
     for (const f of this.#inFlight.values()) {
       if (state.scope === 'org' || f.agent === state.agent) f.controller.abort(haltError(state));
     }
@@ -818,7 +957,19 @@ export class GatewayPipeline {
  */
 class ProgressRelay {
   #ticks = 0;
-  constructor(readonly send: ((p: Progress) => void) | undefined) {}
+  #send: ((p: Progress) => void) | undefined;
+  constructor(send: ((p: Progress) => void) | undefined) {
+    this.#send = send;
+  }
+
+  /** The request was answered: nothing more may be sent for it. */
+  mute(): void {
+    this.#send = undefined;
+  }
+
+  get send(): ((p: Progress) => void) | undefined {
+    return this.#send;
+  }
 
   waiting(elapsedMs: number): void {
     if (!this.send) return;

@@ -13,8 +13,13 @@ import {
 } from './schema.ts';
 import type { AgentPolicy, ControlPolicy, Policy, Scope, ServerPolicy, ToolClass, Transport } from './types.ts';
 
+/** The namespace of Warden's own tools (`warden__await_approval`): no upstream may take it. */
+export const RESERVED_SERVER = 'warden';
+
 export const POLICY_DEFAULTS = {
   approvalTimeoutMs: 15 * 60_000,
+  /** Under the 60 s after which the MCP SDK's client, and most clients built on it, give up on a request. */
+  answerWithinMs: 45_000,
   denialWindowMs: 10 * 60_000,
   timeoutMs: 30_000,
   maxResultBytes: 1_048_576,
@@ -265,6 +270,7 @@ const AGENT_ONLY_KEYS = [
   'review_by',
   'limits',
   'approval_timeout',
+  'answer_within',
 ] as const;
 
 function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, report: Report): Policy {
@@ -296,6 +302,10 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
     }
     for (const [serverName, scopes] of Object.entries(block.mcp_scopes)) {
       const scopePath = [...path, 'mcp_scopes', serverName];
+      if (serverName === RESERVED_SERVER) {
+        report(scopePath, `"${RESERVED_SERVER}" is reserved for Warden's own tools, not an upstream server`, true);
+        continue;
+      }
       if (!SERVER_NAME_RE.test(serverName)) {
         report(scopePath, 'server names are letters and digits joined by single "-" or "_"', true);
         continue;
@@ -335,6 +345,8 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
       ),
       approvalRequired: block.approval_required ?? [],
       approvalTimeoutMs: numberOr(block.approval_timeout, POLICY_DEFAULTS.approvalTimeoutMs),
+      answerWithinMs:
+        block.answer_within === 'never' ? undefined : numberOr(block.answer_within, POLICY_DEFAULTS.answerWithinMs),
       limits: {
         callsPerMinute: limits.calls_per_minute,
         maxDenials: limits.max_denials,
@@ -374,6 +386,14 @@ function normaliseServers(
   const servers: Record<string, ServerPolicy> = dict();
   for (const [name, s] of Object.entries(raw ?? {})) {
     const path: PathSegment[] = ['servers', name];
+    if (name === RESERVED_SERVER) {
+      report(
+        path,
+        `"${RESERVED_SERVER}" is reserved for Warden's own tools (${RESERVED_SERVER}__await_approval)`,
+        true,
+      );
+      continue;
+    }
     if (!SERVER_NAME_RE.test(name)) {
       report(
         path,

@@ -85,6 +85,12 @@ export const agentFields = {
   review_by: isoDate.optional(),
   limits: limitsSchema.optional(),
   approval_timeout: duration.optional(),
+  /**
+   * How long a held call keeps the agent's request open before Warden answers
+   * "not run yet, check back" (most MCP clients give up on a request at 60 s).
+   * `never` holds the request open until the decision.
+   */
+  answer_within: z.union([z.literal('never'), duration]).optional(),
 };
 
 export const agentSchema = z.strictObject(agentFields);

@@ -54,6 +54,12 @@ export interface AgentPolicy {
   /** Tool names (bare `send_customer_email` or qualified `crm__send_customer_email`) held for approval. */
   approvalRequired: string[];
   approvalTimeoutMs: number;
+  /**
+   * A held call still undecided after this long is answered as pending (the
+   * approval goes on; the agent collects the result later). Undefined: `never`,
+   * the request is held open until the decision.
+   */
+  answerWithinMs: number | undefined;
   limits: AgentLimits;
   audit: string;
   sandbox?: string | undefined;

@@ -5,6 +5,7 @@ import { silentLogger, type Logger } from '../logger.ts';
 import { buildApprovalCard, buildArgumentsThread, buildOutcomeReply } from './blocks/approval-card.ts';
 import type { WebClient } from './client.ts';
 import { withSlackRetry, type SlackRetryOptions } from './retry.ts';
+import { truncate } from './blocks/text.ts';
 
 export interface SlackNotifierOptions {
   client: WebClient;
@@ -98,6 +99,22 @@ export class SlackNotifier implements ApprovalNotifier {
           thread_ts: messageTs,
           text: message.text,
           blocks: message.blocks,
+          unfurl_links: false,
+        }),
+      this.ctx,
+    );
+  }
+
+  async postNote(record: ApprovalRecord, text: string): Promise<void> {
+    if (!record.channel || !record.messageTs) return;
+    const { channel, messageTs } = record;
+    await withSlackRetry(
+      'posting a note in the card thread (chat.postMessage)',
+      () =>
+        this.client.chat.postMessage({
+          channel,
+          thread_ts: messageTs,
+          text: truncate(text, 3000),
           unfurl_links: false,
         }),
       this.ctx,
