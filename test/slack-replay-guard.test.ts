@@ -66,6 +66,15 @@ describe('ReplayGuard', () => {
     expect(guard.check('v0=new', sec(START))).toBe('x-slack-request-timestamp is stale');
   });
 
+  it('refuses a replay at the very last millisecond its request would still pass (the edge of the window)', async () => {
+    const { clock, guard } = guardAt();
+    expect(guard.check('v0=aaa', sec(START))).toBeNull();
+    await clock.tick(SIGNATURE_WINDOW_MS);
+    // Not stale yet (the edge is accepted), so it must still be remembered.
+    expect(guard.check('v0=fresh', sec(START))).toBeNull();
+    expect(guard.check('v0=aaa', sec(START))).toBe('replayed request (signature already seen)');
+  });
+
   it('forgets a signature once its request could no longer pass, so memory stays bounded', async () => {
     const { clock, guard } = guardAt();
     for (let i = 0; i < 10; i++) expect(guard.check(`v0=${i}`, sec(START))).toBeNull();
