@@ -82,18 +82,17 @@ describe('agent tokens', () => {
     expect((err as Error).message).toBe(
       'agent "ghost" is not defined in the policy tokens-policy.yml; known agents: billing-bot, support-triage',
     );
-    expect(
-      isWardenError(
-        thrown(() => createAgentToken(db, '')),
-        'INVALID_INPUT',
-      ),
-    ).toBe(true);
-    expect(
-      isWardenError(
-        thrown(() => revokeAgentTokens(db, '')),
-        'INVALID_INPUT',
-      ),
-    ).toBe(true);
+    for (const err of [
+      thrown(() => createAgentToken(db, '')),
+      // A caller outside TypeScript (a JSON body, a loosely parsed argument) could pass a non-string.
+      thrown(() => createAgentToken(db, 42 as unknown as string)),
+      thrown(() => revokeAgentTokens(db, '')),
+    ]) {
+      expect(isWardenError(err, 'INVALID_INPUT')).toBe(true);
+      expect((err as Error).message).toBe('agent name is required');
+    }
+    const none = thrown(() => createAgentToken(db, 'ghost', { policy: { ...policy, agents: {} } }));
+    expect((none as Error).message).toMatch(/known agents: \(none\)$/);
     expect(
       isWardenError(
         thrown(() => rotateAgentToken(db, 'ghost', { policy })),
