@@ -38,7 +38,8 @@ export class ReplayGuard {
 
   private prune(now: number): void {
     for (const [signature, expires] of this.seen) {
-      if (expires <= now) this.seen.delete(signature);
+      // Strictly past: at expires itself the request is still at the window's edge, which passes.
+      if (expires < now) this.seen.delete(signature);
     }
   }
 }
