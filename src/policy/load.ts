@@ -335,6 +335,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
       ),
       approvalRequired: block.approval_required ?? [],
       approvalTimeoutMs: numberOr(block.approval_timeout, POLICY_DEFAULTS.approvalTimeoutMs),
+      onRedacted: block.on_redacted ?? 'hold_and_warn',
       limits: {
         callsPerMinute: limits.calls_per_minute,
         maxDenials: limits.max_denials,

@@ -85,6 +85,8 @@ export const agentFields = {
   review_by: isoDate.optional(),
   limits: limitsSchema.optional(),
   approval_timeout: duration.optional(),
+  // What to do with a held call whose card hides values (redacted secrets): show it with a warning, or refuse it.
+  on_redacted: z.enum(['hold_and_warn', 'refuse']).optional(),
 };
 
 export const agentSchema = z.strictObject(agentFields);

@@ -39,6 +39,8 @@ export interface AgentLimits {
   autoHalt: boolean;
 }
 
+export type OnRedacted = 'hold_and_warn' | 'refuse';
+
 export interface AgentPolicy {
   name: string;
   /** Slack user id of the owner, e.g. U012ABC. */
@@ -54,6 +56,8 @@ export interface AgentPolicy {
   /** Tool names (bare `send_customer_email` or qualified `crm__send_customer_email`) held for approval. */
   approvalRequired: string[];
   approvalTimeoutMs: number;
+  /** A held call whose card would hide values: hold it with a warning on the card, or refuse it outright. */
+  onRedacted: OnRedacted;
   limits: AgentLimits;
   audit: string;
   sandbox?: string | undefined;
