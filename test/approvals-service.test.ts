@@ -134,6 +134,30 @@ describe('ApprovalService', () => {
     expect(cardText(update.args.blocks)).not.toContain('approval_approve');
   });
 
+  it('max_pending: held calls beyond the limit are refused with a clear reason and audited; the others all get cards', async () => {
+    const h = await harness();
+    expect(h.policy.agents['support-triage']!.maxPending).toBe(20);
+    const agent = { ...h.policy.agents['support-triage']!, maxPending: 3 };
+    const outcomes = Array.from({ length: 5 }, (_, i) =>
+      h.approvals.request(heldCall(h, { agent, callId: `call-storm-${i}` })),
+    );
+    const refused = await Promise.all(outcomes.slice(3));
+    for (const o of refused) {
+      expect(o.status).toBe('failed');
+      expect(o.status !== 'approved' && o.reason).toContain(
+        'already has 3 calls waiting for approval (max_pending: 3)',
+      );
+    }
+    await vi.waitFor(() => expect(h.slack.calls.filter((c) => c.method === 'chat.postMessage')).toHaveLength(3));
+    expect(h.approvals.pending({ agent: 'support-triage' })).toHaveLength(3);
+    expect(
+      h
+        .auditRows('approval.decided')
+        .map((r) => r.call_id)
+        .sort(),
+    ).toEqual(['call-storm-3', 'call-storm-4']);
+  });
+
   it('on_redacted: refuse fails a held call whose card would hide a value, audited, with no card posted; hold_and_warn holds it', async () => {
     const h = await harness();
     const strict = { ...h.policy.agents['support-triage']!, onRedacted: 'refuse' as const };

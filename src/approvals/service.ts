@@ -141,6 +141,8 @@ export class ApprovalService implements ApprovalGate {
       channel: agent.channel,
       processId: this.processId,
     });
+    // Counted at once, with this request in: concurrent requests each see those inserted before them.
+    const waiting = this.store.pending({ agent: agent.name }).length;
 
     try {
       await this.audit.append({
@@ -172,6 +174,15 @@ export class ApprovalService implements ApprovalGate {
         status: 'failed',
         at: this.clock.now(),
         reason: `audit write failed: ${describeError(err)}`,
+      });
+      return this.outcomeOf(this.store.get(id)!);
+    }
+
+    if (waiting > agent.maxPending) {
+      await this.settle(id, {
+        status: 'failed',
+        at: this.clock.now(),
+        reason: `${agent.name} already has ${agent.maxPending} calls waiting for approval (max_pending: ${agent.maxPending}); decide or wait for those first`,
       });
       return this.outcomeOf(this.store.get(id)!);
     }

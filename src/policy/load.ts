@@ -13,6 +13,9 @@ import {
 } from './schema.ts';
 import type { AgentPolicy, ControlPolicy, Policy, Scope, ServerPolicy, ToolClass, Transport } from './types.ts';
 
+/** Held calls per agent pending at once, unless the policy says otherwise. */
+export const DEFAULT_MAX_PENDING = 20;
+
 export const POLICY_DEFAULTS = {
   approvalTimeoutMs: 15 * 60_000,
   denialWindowMs: 10 * 60_000,
@@ -336,6 +339,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
       approvalRequired: block.approval_required ?? [],
       approvalTimeoutMs: numberOr(block.approval_timeout, POLICY_DEFAULTS.approvalTimeoutMs),
       onRedacted: block.on_redacted ?? 'hold_and_warn',
+      maxPending: block.max_pending ?? DEFAULT_MAX_PENDING,
       limits: {
         callsPerMinute: limits.calls_per_minute,
         maxDenials: limits.max_denials,

@@ -58,6 +58,8 @@ export interface AgentPolicy {
   approvalTimeoutMs: number;
   /** A held call whose card would hide values: hold it with a warning on the card, or refuse it outright. */
   onRedacted: OnRedacted;
+  /** Held calls of this agent pending at once; the next one is refused with a reason. */
+  maxPending: number;
   limits: AgentLimits;
   audit: string;
   sandbox?: string | undefined;
