@@ -134,6 +134,52 @@ describe('ApprovalService', () => {
     expect(cardText(update.args.blocks)).not.toContain('approval_approve');
   });
 
+  it('max_pending: held calls beyond the limit are refused with a clear reason and audited; the others all get cards', async () => {
+    const h = await harness();
+    expect(h.policy.agents['support-triage']!.maxPending).toBe(20);
+    const agent = { ...h.policy.agents['support-triage']!, maxPending: 3 };
+    const outcomes = Array.from({ length: 5 }, (_, i) =>
+      h.approvals.request(heldCall(h, { agent, callId: `call-storm-${i}` })),
+    );
+    const refused = await Promise.all(outcomes.slice(3));
+    for (const o of refused) {
+      expect(o.status).toBe('failed');
+      expect(o.status !== 'approved' && o.reason).toContain(
+        'already has 3 calls waiting for approval (max_pending: 3)',
+      );
+    }
+    await vi.waitFor(() => expect(h.slack.calls.filter((c) => c.method === 'chat.postMessage')).toHaveLength(3));
+    expect(h.approvals.pending({ agent: 'support-triage' })).toHaveLength(3);
+    expect(
+      h
+        .auditRows('approval.decided')
+        .map((r) => r.call_id)
+        .sort(),
+    ).toEqual(['call-storm-3', 'call-storm-4']);
+  });
+
+  it('on_redacted: refuse fails a held call whose card would hide a value, audited, with no card posted; hold_and_warn holds it', async () => {
+    const h = await harness();
+    const strict = { ...h.policy.agents['support-triage']!, onRedacted: 'refuse' as const };
+    const args = { to: 'ada@example.com', body: 'log in at https://ops:hunter2pass@db.example.com' };
+    const outcome = await h.approvals.request(heldCall(h, { agent: strict, args, callId: 'call-refuse-1' }));
+    expect(outcome.status).toBe('failed');
+    expect(outcome.status !== 'approved' && outcome.reason).toContain('1 value in the arguments would be hidden');
+    expect(outcome.status !== 'approved' && outcome.reason).toContain('on_redacted: refuse');
+    const decided = h.auditRows('approval.decided');
+    expect(decided).toHaveLength(1);
+    expect(decided[0]).toMatchObject({ decision: 'failed', call_id: 'call-refuse-1' });
+    expect(String(decided[0]!.reason)).toContain('on_redacted: refuse');
+    expect(h.slack.calls.filter((c) => c.method === 'chat.postMessage')).toHaveLength(0);
+
+    // The default holds the same call and the card says what is hidden.
+    expect(h.policy.agents['support-triage']!.onRedacted).toBe('hold_and_warn');
+    void h.approvals.request(heldCall(h, { args, callId: 'call-warn-1' }));
+    const post = await h.slack.waitForCall('chat.postMessage');
+    expect(cardText(post.args.blocks)).toContain('*1 value is hidden from you*');
+    expect(cardText(post.args.blocks)).not.toContain('hunter2pass');
+  });
+
   it('refuses and audits a decision by someone who is not an approver, then takes a listed approver’s rejection with its reason', async () => {
     const h = await harness();
     const pending = h.approvals.request(heldCall(h));

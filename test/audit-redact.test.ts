@@ -76,6 +76,19 @@ describe('redact: secret-looking values', () => {
       'tok eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U',
       `tok ${REDACTED}`,
     ],
+    [
+      'password in a url',
+      'clone https://deploy:hunter2pass@git.example.com/repo.git now',
+      `clone https://deploy:${REDACTED}@git.example.com/repo.git now`,
+    ],
+    ['password= pair', 'login with user=ann password=Tr0ub4dor3 then', `login with user=ann password=${REDACTED} then`],
+    ['secret: pair', 'config:\n  secret: s3cr3t-value\n  region: eu', `config:\n  secret: ${REDACTED}\n  region: eu`],
+    ['quoted api_key pair', 'set api_key = "abc def" ok', `set api_key = ${REDACTED} ok`],
+    [
+      'private key block in an email body',
+      'Hi, here it is:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nabc\n-----END RSA PRIVATE KEY-----\nThanks',
+      `Hi, here it is:\n${REDACTED}\nThanks`,
+    ],
   ];
   for (const [name, input, expected] of cases) {
     it(`replaces a ${name} in place`, () => {

@@ -312,6 +312,21 @@ agents:
     expect(err.message).toBe(`${join(dir, 'dup.yml')}:12:1: YAML syntax error: Map keys must be unique`);
   });
 
+  it('reads on_redacted and max_pending, and names the field when either is wrong', () => {
+    const policy = loadPolicyFile(
+      write('held.yml', 'agents:\n  - agent: a\n    mcp_scopes: {}\n    on_redacted: refuse\n    max_pending: 5\n'),
+      {},
+    );
+    expect(policy.agents.a).toMatchObject({ onRedacted: 'refuse', maxPending: 5 });
+    const err = loadError(
+      'held-bad.yml',
+      'agents:\n  - agent: a\n    mcp_scopes: {}\n    on_redacted: ignore\n    max_pending: 0\n',
+    );
+    const text = err.message;
+    expect(text).toContain('agents[0].on_redacted');
+    expect(text).toContain('agents[0].max_pending');
+  });
+
   it('reports every problem, one a line, in file order', () => {
     const err = loadError(
       'many.yml',

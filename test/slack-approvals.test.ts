@@ -102,7 +102,10 @@ describe('approval card', () => {
     expect(blocks[4].text.text).toContain('`to`\n```ada@example.com```');
     expect(blocks[4].text.text).toContain('`password` :lock: _redacted: sent to the tool, not shown_');
     expect(blocks[4].text.text).toContain('Hi &lt;!channel&gt; &amp; team');
-    expect(blocks[5].text.text).toBe(':lock: *Redacted* — sent to the tool but not shown here: `password`');
+    expect(blocks[5].text.text).toBe(
+      ':warning: *1 value is hidden from you*: 1 under a secret-named key. The tool receives what the agent sent, unredacted.\n' +
+        ':lock: *Redacted* — sent to the tool but not shown here: `password`',
+    );
     expect(JSON.stringify(blocks)).not.toContain('hunter2');
     // Everything fitted: no warning, no thread.
     expect(JSON.stringify(blocks)).not.toContain('Not every argument');

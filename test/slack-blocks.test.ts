@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApprovalRecord } from '../src/approvals/types.ts';
+import { redact } from '../src/audit/index.ts';
 import { silentLogger } from '../src/logger.ts';
 import { buildAlertMessage } from '../src/slack/blocks/alert.ts';
 import {
@@ -255,6 +256,19 @@ describe('approval card arguments: every key is visible, nothing is hidden silen
     expect(warning).toMatch(/\n• \d+ key names are cut$/);
   });
 
+  it('counts a JWT and a private key hidden inside an email body, straight from the redactor', () => {
+    const body =
+      'Hi, the session is eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLXN0dWZm and the key:\n' +
+      '-----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY-----\nand https://ann:pw1234@db.example.com';
+    const card = buildApprovalCard(
+      record({ args: redact({ to: 'ada@example.com', body }) as Record<string, unknown> }),
+    );
+    const all = sectionTexts(card.blocks).join('\n');
+    expect(all).toContain(':warning: *3 values are hidden from you*: 3 credential-like text inside a value');
+    expect(all).not.toContain('pw1234');
+    expect(all).not.toContain('MIIEvQ');
+  });
+
   it('lists redacted keys and says their values are sent but not shown', () => {
     const args = {
       to: 'ada@example.com',
@@ -267,6 +281,9 @@ describe('approval card arguments: every key is visible, nothing is hidden silen
     expect(all).toContain('`api_key` :lock: _redacted: sent to the tool, not shown_');
     expect(all).toContain(':lock: *Redacted* — sent to the tool but not shown here: `api_key`, `auth.password`');
     expect(all).toContain('sent to the tool unchanged: `note`');
+    expect(all).toContain(
+      ':warning: *3 values are hidden from you*: 2 under a secret-named key; 1 credential-like text inside a value',
+    );
     expect(all).toContain('`auth.user`\n```ada```');
     // Redaction alone hides nothing the thread could add.
     expect(all).not.toContain('Not every argument');

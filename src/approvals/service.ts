@@ -141,6 +141,8 @@ export class ApprovalService implements ApprovalGate {
       channel: agent.channel,
       processId: this.processId,
     });
+    // Counted at once, with this request in: concurrent requests each see those inserted before them.
+    const waiting = this.store.pending({ agent: agent.name }).length;
 
     try {
       await this.audit.append({
@@ -176,6 +178,26 @@ export class ApprovalService implements ApprovalGate {
       return this.outcomeOf(this.store.get(id)!);
     }
     input.onRequested?.({ approvalId: id, expiresAt: now + timeoutMs, channel: agent.channel });
+
+    if (waiting > agent.maxPending) {
+      await this.settle(id, {
+        status: 'failed',
+        at: this.clock.now(),
+        reason: `${agent.name} already has ${agent.maxPending} calls waiting for approval (max_pending: ${agent.maxPending}); decide or wait for those first`,
+      });
+      return this.outcomeOf(this.store.get(id)!);
+    }
+
+    const hidden = countRedacted(this.store.get(id)?.args);
+    if (hidden > 0 && agent.onRedacted === 'refuse') {
+      // The human would approve content they cannot see; this agent's policy says not to ask.
+      await this.settle(id, {
+        status: 'failed',
+        at: this.clock.now(),
+        reason: `${hidden} ${hidden === 1 ? 'value' : 'values'} in the arguments would be hidden from the approver (redacted secrets) and ${agent.name} has on_redacted: refuse`,
+      });
+      return this.outcomeOf(this.store.get(id)!);
+    }
 
     const outcome = new Promise<ApprovalOutcome>((resolve) => {
       const onAbort = () => void this.onAbort(id, input.signal.reason);
@@ -593,6 +615,11 @@ export class ApprovalService implements ApprovalGate {
       this.logger.error({ err: describeError(err), event: entry.event }, 'audit write failed');
     }
   }
+}
+
+/** How many values the stored (redacted) arguments hide from people. */
+function countRedacted(displayArgs: unknown): number {
+  return (JSON.stringify(displayArgs ?? null).match(/\[redacted\]/g) ?? []).length;
 }
 
 /** The audit fields naming the held call an approval event is about. */

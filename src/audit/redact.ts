@@ -46,6 +46,11 @@ const SECRET_VALUE_PATTERNS: readonly RegExp[] = [
 // Keeps the scheme so the auditor still sees what kind of header it was.
 // 8+ characters so prose like "the bearer of" survives; Basic only as a header.
 const BEARER = /\b(Bearer|Authorization:\s*Basic)\s+[A-Za-z0-9\-._~+/]{8,}=*/gi;
+// A password in a URL's userinfo (`scheme://user:password@host`): the user and host stay.
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@]+:)[^\s@/]+@/gi;
+// `password=…`, `secret: …` and the like inside prose or a config snippet: the name stays, the value goes.
+const SECRET_PAIR =
+  /\b(passwords?|passwd|pwd|passphrase|secret|client_secret|api[_-]?key|access[_-]?token)(\s*[=:]\s*)(?!\[redacted\])("[^"]*"|'[^']*'|[^\s&,;"']+)/gi;
 
 /** Replaces credential-looking substrings with [redacted]. */
 export function redactString(s: string): string {
@@ -62,6 +67,8 @@ export function redactString(s: string): string {
     BEARER.lastIndex = 0;
     out = out.replace(BEARER, (_m, scheme: string) => `${scheme} ${REDACTED}`);
   }
+  out = out.replace(URL_USERINFO, (_m, prefix: string) => `${prefix}${REDACTED}@`);
+  out = out.replace(SECRET_PAIR, (_m, name: string, sep: string) => `${name}${sep}${REDACTED}`);
   return out;
 }
 

@@ -15,6 +15,8 @@ import type { AgentPolicy, ControlPolicy, Policy, Scope, ServerPolicy, ToolClass
 
 /** The namespace of Warden's own tools (`warden__await_approval`): no upstream may take it. */
 export const RESERVED_SERVER = 'warden';
+/** Held calls per agent pending at once, unless the policy says otherwise. */
+export const DEFAULT_MAX_PENDING = 20;
 
 export const POLICY_DEFAULTS = {
   approvalTimeoutMs: 15 * 60_000,
@@ -271,6 +273,8 @@ const AGENT_ONLY_KEYS = [
   'limits',
   'approval_timeout',
   'answer_within',
+  'on_redacted',
+  'max_pending',
 ] as const;
 
 function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, report: Report): Policy {
@@ -347,6 +351,8 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
       approvalTimeoutMs: numberOr(block.approval_timeout, POLICY_DEFAULTS.approvalTimeoutMs),
       answerWithinMs:
         block.answer_within === 'never' ? undefined : numberOr(block.answer_within, POLICY_DEFAULTS.answerWithinMs),
+      onRedacted: block.on_redacted ?? 'hold_and_warn',
+      maxPending: block.max_pending ?? DEFAULT_MAX_PENDING,
       limits: {
         callsPerMinute: limits.calls_per_minute,
         maxDenials: limits.max_denials,

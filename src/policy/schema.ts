@@ -91,6 +91,10 @@ export const agentFields = {
    * `never` holds the request open until the decision.
    */
   answer_within: z.union([z.literal('never'), duration]).optional(),
+  // What to do with a held call whose card hides values (redacted secrets): show it with a warning, or refuse it.
+  on_redacted: z.enum(['hold_and_warn', 'refuse']).optional(),
+  // Held calls waiting for a decision at once; further ones are refused (an approval storm must not bury the channel).
+  max_pending: z.number().int().min(1).max(10_000).optional(),
 };
 
 export const agentSchema = z.strictObject(agentFields);

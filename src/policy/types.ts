@@ -39,6 +39,8 @@ export interface AgentLimits {
   autoHalt: boolean;
 }
 
+export type OnRedacted = 'hold_and_warn' | 'refuse';
+
 export interface AgentPolicy {
   name: string;
   /** Slack user id of the owner, e.g. U012ABC. */
@@ -60,6 +62,10 @@ export interface AgentPolicy {
    * the request is held open until the decision.
    */
   answerWithinMs: number | undefined;
+  /** A held call whose card would hide values: hold it with a warning on the card, or refuse it outright. */
+  onRedacted: OnRedacted;
+  /** Held calls of this agent pending at once; the next one is refused with a reason. */
+  maxPending: number;
   limits: AgentLimits;
   audit: string;
   sandbox?: string | undefined;

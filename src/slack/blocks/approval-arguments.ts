@@ -57,6 +57,8 @@ export interface ArgumentsView {
   /** Redacted keys (whole value) and keys whose text had credential-like parts replaced. */
   redacted: string[];
   partlyRedacted: string[];
+  /** Values hidden from people, over all keys (shown or not): whole values under secret-named keys, and credential-like pieces replaced inside text. */
+  hiddenValues: { secretKeys: number; inText: number };
   /** Anything cut or left out: the card shows a warning and the thread carries the full arguments. */
   incomplete: boolean;
 }
@@ -231,6 +233,7 @@ export function renderArguments(args: unknown): ArgumentsView {
     redacted: views.filter((v) => v.redacted === 'full').map((v) => v.path),
     partlyRedacted: views.filter((v) => v.redacted === 'partial').map((v) => v.path),
     incomplete: hiddenPaths.length > 0 || views.some((v) => v.cut || v.keyCut),
+    hiddenValues: countHidden(leaves),
   };
 }
 
@@ -279,9 +282,35 @@ export function argumentsWarning(view: ArgumentsView, thread: ArgumentsThreadPla
   return lines.join('\n');
 }
 
+function countHidden(leaves: Leaf[]): { secretKeys: number; inText: number } {
+  let secretKeys = 0;
+  let inText = 0;
+  for (const leaf of leaves) {
+    if (leaf.value === REDACTED) secretKeys++;
+    else inText += valueText(leaf.value).split(REDACTED).length - 1;
+  }
+  return { secretKeys, inText };
+}
+
+/** How many values the approver cannot see and why; null when none. */
+export function hiddenValuesLine(view: ArgumentsView): string | null {
+  const { secretKeys, inText } = view.hiddenValues;
+  const total = secretKeys + inText;
+  if (total === 0) return null;
+  const why: string[] = [];
+  if (secretKeys > 0) why.push(`${secretKeys} under a secret-named key`);
+  if (inText > 0)
+    why.push(
+      `${inText} credential-like text inside a value (private key, token, JWT, URL password, password=/secret: pair)`,
+    );
+  return `:warning: *${total} ${total === 1 ? 'value is' : 'values are'} hidden from you*: ${why.join('; ')}. The tool receives what the agent sent, unredacted.`;
+}
+
 /** The redaction notice, or null when nothing was redacted. */
 export function redactionNotice(view: ArgumentsView): string | null {
   const lines: string[] = [];
+  const hidden = hiddenValuesLine(view);
+  if (hidden) lines.push(hidden);
   if (view.redacted.length > 0)
     lines.push(`:lock: *Redacted* — sent to the tool but not shown here: ${pathList(view.redacted, 450)}`);
   if (view.partlyRedacted.length > 0) {
