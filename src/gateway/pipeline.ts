@@ -283,7 +283,7 @@ export class GatewayPipeline {
   callTool(input: CallInput): Promise<CallToolResult> {
     if (input.name === AWAIT_TOOL_NAME) return this.#track(this.#awaitApproval(input));
     // The same call again while it is held or its ending uncollected: attach to it, never a second card or run.
-    const repeat = this.#deferred.findRepeat(input.agent, input.name, argsHash(input.args));
+    const repeat = this.#repeatOf(input);
     if (repeat) return this.#track(this.#collect(input, repeat, 'repeat'));
     let run: Promise<CallToolResult> | undefined;
     let answerEarly: (answer: CallToolResult) => void = () => {};
@@ -297,6 +297,17 @@ export class GatewayPipeline {
     };
     run = this.#track(this.#call(input, defer));
     return Promise.race([run, early]);
+  }
+
+  /**
+   * Only hashes the arguments when something is deferred; arguments the
+   * pipeline will refuse (too deep to hash) are never a repeat.
+   */
+  #repeatOf(input: CallInput): DeferredCall | undefined {
+    if (this.#deferred.size === 0 || argumentProblem(input.args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS)) {
+      return undefined;
+    }
+    return this.#deferred.findRepeat(input.agent, input.name, argsHash(input.args));
   }
 
   #track(run: Promise<CallToolResult>): Promise<CallToolResult> {
