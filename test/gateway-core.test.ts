@@ -81,6 +81,8 @@ describe('tools/list', () => {
         'tickets__send_customer_email',
         'web__echo',
         'web__echo_request',
+        // It has held tools, so it also gets the way to collect them.
+        'warden__await_approval',
       ].sort(),
     );
     // close_ticket is a write and support-triage only reads tickets; everything's
@@ -94,6 +96,7 @@ describe('tools/list', () => {
     expect((await billing.listTools()).tools.map((t) => t.name).sort()).toEqual([
       'crm__lookup_customer',
       'crm__refund_request',
+      'warden__await_approval',
     ]);
   });
 });

@@ -97,6 +97,8 @@ describe('policy reload', () => {
       'tickets__list_tickets',
       'tickets__read_ticket',
       'tickets__send_customer_email',
+      // send_customer_email may be held, so the agent can collect it.
+      'warden__await_approval',
     ]);
     expect((await client.callTool({ name: 'tickets__read_ticket', arguments: { id: 'T-1001' } })).isError).toBeFalsy();
 
