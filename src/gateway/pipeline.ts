@@ -256,6 +256,7 @@ export class GatewayPipeline {
         const d = decide(policy, agent, server, tool.name, undefined, {
           annotations: annotationsOf(tool),
           upstreamTools: c.value.names,
+          listing: true,
         });
         if (d.kind === 'deny') continue;
         // A blocked tool is hidden: its new description is exactly what must not reach the model yet.
@@ -453,10 +454,12 @@ export class GatewayPipeline {
           event: 'call.decided',
           decision: decision.kind,
           reason: decision.kind === 'approve' ? decision.reason : undefined,
-          detail:
+          detail: ruleDetail(
+            decision,
             decision.kind === 'approve'
               ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence }
               : { scope: decision.tool.scope, consequence: decision.tool.consequence },
+          ),
         },
         { sync: !read },
       );
@@ -552,6 +555,7 @@ export class GatewayPipeline {
         let now: Decision;
         try {
           now = decide(this.#o.policy(), agent, sv, tool, args, {
+            now: this.#clock.now(),
             annotations,
             upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools,
           });
@@ -748,8 +752,8 @@ export class GatewayPipeline {
     // (annotations can only tighten), so refuse before touching the upstream.
     let catalogue = this.#o.upstreams.cachedCatalogue(server);
     if (!catalogue) {
-      const pre = decide(policy, agent, server, tool, args);
-      if (pre.kind === 'deny') return refused('deny', pre.reason, { code: pre.code }, true);
+      const pre = decide(policy, agent, server, tool, args, { now: this.#clock.now() });
+      if (pre.kind === 'deny') return refused('deny', pre.reason, ruleDetail(pre, { code: pre.code }), true);
       try {
         catalogue = await this.#o.upstreams.catalogue(server, input.signal);
       } catch (err) {
@@ -772,8 +776,13 @@ export class GatewayPipeline {
       }
     }
     const annotations = annotationsOf(catalogue.byName.get(tool));
-    const decision = decide(policy, agent, server, tool, args, { annotations, upstreamTools: catalogue.names });
-    if (decision.kind === 'deny') return refused('deny', decision.reason, { code: decision.code }, true);
+    const decision = decide(policy, agent, server, tool, args, {
+      annotations,
+      upstreamTools: catalogue.names,
+      now: this.#clock.now(),
+    });
+    if (decision.kind === 'deny')
+      return refused('deny', decision.reason, ruleDetail(decision, { code: decision.code }), true);
 
     // 3. Pin: a changed definition is refused until re-approved.
     if (!this.#pinApproved(server, tool)) {
@@ -1020,4 +1029,21 @@ function summarise(result: CallToolResult): string {
   const text = result.content?.find((c) => c.type === 'text');
   const s = text && 'text' in text ? String(text.text) : `${result.content?.length ?? 0} content item(s)`;
   return (result.isError ? 'error: ' : 'ok: ') + (s.length > 300 ? `${s.slice(0, 300)}…` : s);
+}
+
+/** The audit detail of a decision, plus which of the agent's `rules:` decided it, when one did. */
+function ruleDetail(decision: Decision, detail: Record<string, unknown>): Record<string, unknown> {
+  const r = decision.policyRule;
+  if (r === undefined) return detail;
+  return {
+    ...detail,
+    policy_rule: {
+      index: r.index,
+      tool: r.tool,
+      effect: r.effect,
+      ...(r.when !== undefined ? { when: r.when } : {}),
+      ...(r.reason !== undefined ? { reason: r.reason } : {}),
+      ...(r.error !== undefined ? { error: r.error } : {}),
+    },
+  };
 }

@@ -1,4 +1,13 @@
-import type { AgentPolicy, Consequence, DecideContext, Decision, Policy, ToolAnnotations, ToolClass } from './types.ts';
+import type {
+  AgentPolicy,
+  Consequence,
+  DecideContext,
+  Decision,
+  Policy,
+  RuleRef,
+  ToolAnnotations,
+  ToolClass,
+} from './types.ts';
 
 /**
  * The policy decision: pure, no I/O, fail closed. Order (see BRIEF):
@@ -10,6 +19,8 @@ import type { AgentPolicy, Consequence, DecideContext, Decision, Policy, ToolAnn
  *   6. read tool                                     → allow
  *   7. write tool, agent has write: reversible       → allow; irreversible / customer-facing → approve (consequential)
  *   8. write tool, agent has read only               → deny out_of_scope
+ * Then the agent's rules, first match wins (applyRules): deny and approve
+ * tighten; allow waives a hold from 5 or 7; none turns a deny from 3–8 around.
  * Classification: the policy's, else write + irreversible; upstream annotations only tighten.
  */
 
@@ -81,9 +92,6 @@ export function decide(
   args: unknown,
   ctx: DecideContext = {},
 ): Decision {
-  // Arguments do not change the decision today; they are part of the signature
-  // so argument-level rules can arrive without touching every caller.
-  void args;
   if (ctx.halted) {
     const why = ctx.halted.reason ? ` (reason: ${ctx.halted.reason})` : '';
     return {
@@ -122,6 +130,20 @@ export function decide(
     return { kind: 'deny', code: 'unknown_tool', reason: `${server} offers no tool "${tool}"` };
   }
 
+  const base = scopeDecision(policy, a, server, tool, scopes, ctx);
+  return applyRules(a, server, tool, args, ctx, base);
+}
+
+/** Steps 5–8: the decision from scopes, classification and approval_required alone. */
+function scopeDecision(
+  policy: Policy,
+  a: AgentPolicy,
+  server: string,
+  tool: string,
+  scopes: readonly string[],
+  ctx: DecideContext,
+): Decision {
+  const agent = a.name;
   const c = classifyToolDetailed(policy, server, tool, ctx.annotations);
   // Only refusals and holds carry a sentence; an allowed call (the common case) skips building it.
   const cls = () => describeClass(tool, c);
@@ -146,6 +168,87 @@ export function decide(
     reason: `${agent} has write scope on ${server}; ${cls()}, so a human must approve it`,
     tool: c.tool,
   };
+}
+
+/**
+ * The agent's rules, first match wins. A rule may refuse or hold a call the
+ * scopes would allow, and `allow` may waive a hold, but no rule reaches a tool
+ * the scopes refuse: a rule is a condition on access, never a grant of it.
+ * A condition that cannot be evaluated fails closed: it matches a deny or
+ * approve rule and does not match an allow rule.
+ */
+function applyRules(
+  a: AgentPolicy,
+  server: string,
+  tool: string,
+  args: unknown,
+  ctx: DecideContext,
+  base: Decision,
+): Decision {
+  for (const rule of a.rules) {
+    if (!matchesApprovalRule(rule.tool, server, tool)) continue;
+    let error: string | undefined;
+    if (rule.condition !== undefined && ctx.listing) {
+      // Without arguments a conditional rule may or may not match: the tool stays
+      // listed, and one that some calls hold is listed as held (so the agent
+      // also gets warden__await_approval).
+      if (rule.effect !== 'approve') continue;
+    } else if (rule.condition !== undefined) {
+      const result = rule.condition.evaluate({ args, agent: a.name, server, tool, now: ctx.now });
+      if (result.ok && !result.value) continue;
+      if (!result.ok) {
+        if (rule.effect === 'allow') continue;
+        error = result.error;
+      }
+    }
+    const ref: RuleRef = {
+      index: rule.index,
+      tool: rule.tool,
+      when: rule.when,
+      effect: rule.effect,
+      reason: rule.reason,
+      ...(error !== undefined ? { error } : {}),
+    };
+    if (rule.effect === 'deny') {
+      return {
+        kind: 'deny',
+        code: 'rule',
+        reason: `${a.name} may not call ${tool} on ${server}: ${describeRule(ref)}`,
+        policyRule: ref,
+      };
+    }
+    if (base.kind === 'deny') {
+      return {
+        ...base,
+        reason: `${base.reason} (${ruleName(ref)} cannot widen what the scopes allow)`,
+        policyRule: ref,
+      };
+    }
+    if (rule.effect === 'approve') {
+      return {
+        kind: 'approve',
+        rule: 'approval_required',
+        reason: `${a.name} may call ${tool} on ${server} only with a human's approval: ${describeRule(ref)}`,
+        tool: base.tool,
+        policyRule: ref,
+      };
+    }
+    return { kind: 'allow', tool: base.tool, policyRule: ref };
+  }
+  return base;
+}
+
+function ruleName(ref: RuleRef): string {
+  return `rules[${ref.index}]${ref.when !== undefined ? ` (when ${ref.when})` : ''}`;
+}
+
+/** `rules[0] (when args.amount > 5000): refunds over 5,000 go through finance`, naming an evaluation failure. */
+export function describeRule(ref: RuleRef): string {
+  const why = ref.reason ?? `then: ${ref.effect}`;
+  if (ref.error !== undefined) {
+    return `${ruleName(ref)}: the condition could not be evaluated (${ref.error}), so the rule applies: ${why}`;
+  }
+  return `${ruleName(ref)}: ${why}`;
 }
 
 function needsApproval(agent: AgentPolicy, server: string, tool: string): boolean {
@@ -174,7 +277,7 @@ export function visibleTools(
 ): string[] {
   const out: string[] = [];
   for (const tool of toolNames) {
-    const d = decide(policy, agent, server, tool, undefined, { annotations: annotations?.[tool] });
+    const d = decide(policy, agent, server, tool, undefined, { annotations: annotations?.[tool], listing: true });
     if (d.kind !== 'deny') out.push(tool);
   }
   return out;

@@ -11,7 +11,17 @@ import {
   type PolicyFile,
   type ServerBlock,
 } from './schema.ts';
-import type { AgentPolicy, ControlPolicy, Policy, Scope, ServerPolicy, ToolClass, Transport } from './types.ts';
+import { compileCondition, type CompiledCondition } from './rules.ts';
+import type {
+  AgentPolicy,
+  ControlPolicy,
+  Policy,
+  PolicyRule,
+  Scope,
+  ServerPolicy,
+  ToolClass,
+  Transport,
+} from './types.ts';
 
 /** The namespace of Warden's own tools (`warden__await_approval`): no upstream may take it. */
 export const RESERVED_SERVER = 'warden';
@@ -275,6 +285,7 @@ const AGENT_ONLY_KEYS = [
   'answer_within',
   'on_redacted',
   'max_pending',
+  'rules',
 ] as const;
 
 function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, report: Report): Policy {
@@ -336,6 +347,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
     (block.approval_required ?? []).forEach((entry, i) => {
       if (!TOOL_NAME_RE.test(entry)) report([...path, 'approval_required', i], `"${entry}" is not a tool name`);
     });
+    const rules = normaliseRules(block.rules ?? [], [...path, 'rules'], report);
     const limits = block.limits ?? {};
     agents[block.agent] = {
       name: block.agent,
@@ -348,6 +360,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
         Object.fromEntries(Object.entries(block.mcp_scopes).map(([s, list]) => [s, [...new Set(list)]])),
       ),
       approvalRequired: block.approval_required ?? [],
+      rules,
       approvalTimeoutMs: numberOr(block.approval_timeout, POLICY_DEFAULTS.approvalTimeoutMs),
       answerWithinMs:
         block.answer_within === 'never' ? undefined : numberOr(block.answer_within, POLICY_DEFAULTS.answerWithinMs),
@@ -369,6 +382,20 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
 
   const control = normaliseControl(file.control, agents, report);
   return { servers, agents, control, source };
+}
+
+/** Compiles each rule's condition; a syntax or name error is reported at the `when` field. */
+function normaliseRules(raw: NonNullable<AgentBlock['rules']>, path: PathSegment[], report: Report): PolicyRule[] {
+  return raw.map((r, index) => {
+    if (!TOOL_NAME_RE.test(r.tool)) report([...path, index, 'tool'], `"${r.tool}" is not a tool name`);
+    let condition: CompiledCondition | undefined;
+    if (r.when !== undefined) {
+      const compiled = compileCondition(r.when);
+      if (compiled.ok) condition = compiled.condition;
+      else report([...path, index, 'when'], `invalid condition: ${compiled.error}`);
+    }
+    return { index, tool: r.tool, when: r.when, condition, effect: r.then, reason: r.reason };
+  });
 }
 
 /**

@@ -67,12 +67,22 @@ export const limitsSchema = z.strictObject({
   auto_halt: z.boolean().optional(),
 });
 
+/** One argument rule; `when` is CEL, compiled in load.ts so errors carry the field's position. */
+export const ruleSchema = z.strictObject({
+  tool: z.string().min(1),
+  when: z.string().min(1).optional(),
+  // biome-ignore lint/suspicious/noThenProperty: the policy file's key, as the issue and README spell it; load.ts maps it to `effect`.
+  then: z.enum(['allow', 'approve', 'deny']),
+  reason: z.string().min(1).max(500).optional(),
+});
+
 /** One agent, in the seed's shape plus the full form's extras. */
 export const agentFields = {
   agent: z.string().regex(AGENT_NAME_RE, 'expected an agent name of letters, digits, "_", "-" or "."'),
   sandbox: z.string().optional(),
   mcp_scopes: z.record(z.string(), z.array(scopeSchema)),
   approval_required: z.array(z.string().min(1)).optional(),
+  rules: z.array(ruleSchema).optional(),
   // Warden audits every call whatever the file says; the field exists so the
   // seed loads, and anything else would be a promise Warden does not keep.
   audit: z
@@ -164,6 +174,7 @@ export const KNOWN_KEYS: readonly string[] = [
     ...Object.keys(toolSchema.shape),
     ...Object.keys(serverSchema.shape),
     ...Object.keys(controlSchema.shape),
+    ...Object.keys(ruleSchema.shape),
     'schedule',
     'canary_agent',
     'overdue_after_days',

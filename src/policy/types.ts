@@ -1,3 +1,5 @@
+import type { CompiledCondition } from './rules.ts';
+
 /**
  * The normalised policy: what `loadPolicy` produces from YAML and what
  * `decide` reads. Both the seed (single agent) form and the full form load into
@@ -39,6 +41,34 @@ export interface AgentLimits {
   autoHalt: boolean;
 }
 
+/** What a rule does when it matches. */
+export type RuleEffect = 'allow' | 'approve' | 'deny';
+
+/** One entry of an agent's `rules:`, with its condition compiled at load. */
+export interface PolicyRule {
+  /** Position in the agent's list (0-based), so reasons and audit rows can name it. */
+  index: number;
+  /** Bare `send_customer_email` (any server) or qualified `crm__refund_request`, as in approval_required. */
+  tool: string;
+  /** The CEL source; absent, the rule matches every call of the tool. */
+  when?: string | undefined;
+  condition?: CompiledCondition | undefined;
+  /** The file's `then:` (named otherwise here: an object with `then` looks like a promise to `await`). */
+  effect: RuleEffect;
+  reason?: string | undefined;
+}
+
+/** The rule that decided a call, as reasons and the audit trail name it. */
+export interface RuleRef {
+  index: number;
+  tool: string;
+  when?: string | undefined;
+  effect: RuleEffect;
+  reason?: string | undefined;
+  /** Set when the condition could not be evaluated (the rule then failed closed). */
+  error?: string | undefined;
+}
+
 export type OnRedacted = 'hold_and_warn' | 'refuse';
 
 export interface AgentPolicy {
@@ -55,6 +85,8 @@ export interface AgentPolicy {
   scopes: Record<string, Scope[]>;
   /** Tool names (bare `send_customer_email` or qualified `crm__send_customer_email`) held for approval. */
   approvalRequired: string[];
+  /** Ordered argument rules, first match wins; they may tighten, or waive a hold, never widen scope. */
+  rules: PolicyRule[];
   approvalTimeoutMs: number;
   /**
    * A held call still undecided after this long is answered as pending (the
@@ -122,11 +154,26 @@ export interface DecideContext {
   annotations?: ToolAnnotations | undefined;
   /** When known, the tools the upstream actually offers; a tool outside it is unknown. */
   upstreamTools?: ReadonlySet<string> | undefined;
+  /** The time of the call (ms since the epoch), for conditions that read `now`. */
+  now?: number | undefined;
+  /**
+   * Deciding what tools/list shows, not a call: there are no arguments, so
+   * only rules without a condition apply (a conditional deny must not hide
+   * a tool that most calls may use).
+   */
+  listing?: boolean | undefined;
 }
 
-export type DenyCode = 'halted' | 'unknown_agent' | 'unknown_server' | 'unknown_tool' | 'out_of_scope';
+export type DenyCode = 'halted' | 'unknown_agent' | 'unknown_server' | 'unknown_tool' | 'out_of_scope' | 'rule';
 
 export type Decision =
-  | { kind: 'allow'; tool: ToolClass }
-  | { kind: 'deny'; code: DenyCode; reason: string }
-  | { kind: 'approve'; rule: 'approval_required' | 'consequential'; reason: string; tool: ToolClass };
+  | { kind: 'allow'; tool: ToolClass; policyRule?: RuleRef | undefined }
+  | { kind: 'deny'; code: DenyCode; reason: string; policyRule?: RuleRef | undefined }
+  | {
+      kind: 'approve';
+      // A rule's hold is an explicit requirement of the policy, so it travels as approval_required.
+      rule: 'approval_required' | 'consequential';
+      reason: string;
+      tool: ToolClass;
+      policyRule?: RuleRef | undefined;
+    };

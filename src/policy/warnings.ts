@@ -1,5 +1,5 @@
-import { matchesApprovalRule, splitQualifiedName } from './decide.ts';
-import type { Policy } from './types.ts';
+import { decide, matchesApprovalRule, splitQualifiedName } from './decide.ts';
+import type { AgentPolicy, Policy } from './types.ts';
 
 /**
  * Things that load but are probably not what the author meant. Never errors:
@@ -41,6 +41,8 @@ export function policyWarnings(policy: Policy, now: number): string[] {
     }
   }
 
+  for (const a of Object.values(policy.agents)) out.push(...ruleWarnings(policy, a));
+
   for (const s of Object.values(policy.servers)) {
     const granted = Object.values(policy.agents).some((a) => (a.scopes[s.name] ?? []).length > 0);
     if (!granted) out.push(`server ${s.name}: no agent has a scope on it`);
@@ -54,6 +56,46 @@ export function policyWarnings(policy: Policy, now: number): string[] {
   const canary = policy.agents[policy.control.drill.canaryAgent];
   if (canary !== undefined && Object.values(canary.scopes).some((s) => s.includes('write'))) {
     out.push(`agent ${canary.name}: the drill canary has a write scope; a canary should only read`);
+  }
+  return out;
+}
+
+/**
+ * Rules that can never change a decision: a tool the agent cannot reach (a
+ * rule never widens scope), a tool nothing offers, an allow for a tool that
+ * is already allowed. Decided by asking `decide` without the agent's rules.
+ */
+function ruleWarnings(policy: Policy, agent: AgentPolicy): string[] {
+  const out: string[] = [];
+  const reachable = Object.keys(agent.scopes).filter((server) => (agent.scopes[server] ?? []).length > 0);
+  // Servers nobody classified could offer any tool; there is nothing to check against.
+  if (reachable.some((server) => Object.keys(policy.servers[server]?.tools ?? {}).length === 0)) return out;
+  const bare: Policy = { ...policy, agents: { ...policy.agents, [agent.name]: { ...agent, rules: [] } } };
+  for (const rule of agent.rules) {
+    const label = `agent ${agent.name}: rules[${rule.index}] (${rule.tool}, then: ${rule.effect})`;
+    const targets = Object.keys(policy.servers).flatMap((server) =>
+      Object.keys(policy.servers[server]?.tools ?? {})
+        .filter((tool) => matchesApprovalRule(rule.tool, server, tool))
+        .map((tool) => ({ server, tool })),
+    );
+    const inReach = targets.filter((t) => reachable.includes(t.server));
+    if (inReach.length === 0) {
+      out.push(
+        targets.length === 0
+          ? `${label} names a tool no server in its scopes offers`
+          : `${label} can never apply: ${agent.name} has no scope on ${[...new Set(targets.map((t) => t.server))].join(', ')}`,
+      );
+      continue;
+    }
+    if (rule.effect === 'deny') continue;
+    const kinds = inReach.map((t) => decide(bare, agent.name, t.server, t.tool, undefined, { listing: true }).kind);
+    if (kinds.every((k) => k === 'deny')) {
+      out.push(
+        `${label} can never apply: ${agent.name} cannot reach ${rule.tool} through its scopes or approval_required, and a rule never widens scope`,
+      );
+    } else if (rule.effect === 'allow' && kinds.every((k) => k === 'allow')) {
+      out.push(`${label} changes nothing: the tool is already allowed without approval`);
+    }
   }
   return out;
 }

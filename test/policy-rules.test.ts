@@ -1,0 +1,287 @@
+import { describe, expect, it } from 'vitest';
+import { isWardenError } from '../src/errors.ts';
+import { decide, parsePolicy, policyWarnings, visibleTools, type Decision } from '../src/policy/index.ts';
+import { helpdeskServersYaml } from './support/policies.ts';
+
+const SERVERS = helpdeskServersYaml(['tickets', 'kb', 'crm']);
+
+/** support-triage from the seed, with write on crm and tickets so rules have something to waive. */
+function policyWith(rules: string, scopes = '{ tickets: [read, write], kb: [read], crm: [read, write] }') {
+  return parsePolicy(
+    `${SERVERS}
+agents:
+  - agent: support-triage
+    mcp_scopes: ${scopes}
+    approval_required: [send_customer_email, refund_request]
+    rules:
+${rules}
+`,
+    'rules.yml',
+    {},
+  );
+}
+
+const STORY = policyWith(`      - tool: crm__refund_request
+        when: "args.amount > 5000"
+        then: deny
+        reason: refunds over 5,000 go through finance
+      - tool: crm__refund_request
+        when: "args.amount <= 50"
+        then: allow
+      - tool: send_customer_email
+        when: "!args.to.endsWith('@example.com')"
+        then: approve
+        reason: mail outside the company
+      - tool: send_customer_email
+        then: allow`);
+
+const kind = (d: Decision) => (d.kind === 'deny' ? `deny:${d.code}` : d.kind);
+const call = (tool: string, args: unknown, p = STORY, now?: number) => {
+  const [server, name] = tool.split('__') as [string, string];
+  return decide(p, 'support-triage', server, name, args, { now });
+};
+
+function loadError(yaml: string): string {
+  try {
+    parsePolicy(yaml, 'bad.yml', {});
+  } catch (err) {
+    if (isWardenError(err, 'POLICY_INVALID')) return err.message;
+    throw err;
+  }
+  throw new Error('expected the policy to be refused');
+}
+
+describe('CEL rules decide on arguments, first match wins', () => {
+  it('deny, allow and approve as the story says', () => {
+    const big = call('crm__refund_request', { amount: 6000 });
+    expect(big).toMatchObject({ kind: 'deny', code: 'rule', policyRule: { index: 0, effect: 'deny' } });
+    expect((big as { reason: string }).reason).toBe(
+      'support-triage may not call refund_request on crm: rules[0] (when args.amount > 5000): refunds over 5,000 go through finance',
+    );
+    expect(call('crm__refund_request', { amount: 20 })).toMatchObject({
+      kind: 'allow',
+      policyRule: { index: 1, effect: 'allow' },
+    });
+    // Between the two: no rule matches, approval_required holds it as before.
+    const mid = call('crm__refund_request', { amount: 500 });
+    expect(mid).toMatchObject({ kind: 'approve', rule: 'approval_required' });
+    expect(mid.kind === 'approve' && mid.policyRule).toBeUndefined();
+  });
+
+  it('integer literals compare with whole and fractional JSON numbers alike', () => {
+    expect(kind(call('crm__refund_request', { amount: 10 }))).toBe('allow');
+    expect(kind(call('crm__refund_request', { amount: 10.5 }))).toBe('allow');
+    expect(kind(call('crm__refund_request', { amount: 50 }))).toBe('allow');
+    expect(kind(call('crm__refund_request', { amount: 50.01 }))).toBe('approve');
+    expect(kind(call('crm__refund_request', { amount: 5000.5 }))).toBe('deny:rule');
+    const arith = policyWith(`      - tool: refund_request
+        when: "args.amount + 1 == 11 && args.amount * 2 > 19"
+        then: deny`);
+    expect(kind(call('crm__refund_request', { amount: 10 }, arith))).toBe('deny:rule');
+  });
+
+  it('first match wins: an earlier allow beats a later deny', () => {
+    const p = policyWith(`      - tool: refund_request
+        when: "args.amount < 100"
+        then: allow
+      - tool: refund_request
+        then: deny`);
+    expect(kind(call('crm__refund_request', { amount: 5 }, p))).toBe('allow');
+    expect(kind(call('crm__refund_request', { amount: 500 }, p))).toBe('deny:rule');
+  });
+
+  it('a bare tool name matches on any server, a qualified one only there', () => {
+    expect(call('tickets__send_customer_email', { to: 'x@customer.org' })).toMatchObject({
+      kind: 'approve',
+      policyRule: { index: 2 },
+    });
+    expect(call('tickets__send_customer_email', { to: 'x@example.com' })).toMatchObject({
+      kind: 'allow',
+      policyRule: { index: 3 },
+    });
+    // crm__refund_request does not name a refund_request elsewhere: it is not a rule about tickets.
+    const p = policyWith(`      - tool: tickets__refund_request
+        then: allow`);
+    expect(kind(call('crm__refund_request', { amount: 1 }, p))).toBe('approve');
+  });
+
+  it('can read agent, server, tool and now', () => {
+    const p = policyWith(`      - tool: close_ticket
+        when: "agent == 'support-triage' && server == 'tickets' && tool == 'close_ticket' && now < timestamp('2027-01-01T00:00:00Z')"
+        then: deny
+        reason: frozen until the new year`);
+    expect(kind(call('tickets__close_ticket', {}, p, Date.UTC(2026, 11, 3)))).toBe('deny:rule');
+    expect(kind(call('tickets__close_ticket', {}, p, Date.UTC(2027, 0, 2)))).toBe('allow');
+  });
+});
+
+describe('evaluation fails closed', () => {
+  it('a missing field matches deny and approve, and never allow', () => {
+    const denied = call('crm__refund_request', { currency: 'EUR' });
+    expect(denied).toMatchObject({ kind: 'deny', code: 'rule', policyRule: { index: 0 } });
+    expect((denied as { reason: string }).reason).toContain('the condition could not be evaluated');
+    expect((denied as { reason: string }).reason).toContain('amount');
+
+    // No `to`: the approve rule fails closed (holds); the unconditional allow after it is never reached.
+    const held = call('tickets__send_customer_email', { subject: 'hi' });
+    expect(held).toMatchObject({ kind: 'approve', policyRule: { index: 2 } });
+    expect((held as { reason: string }).reason).toContain('could not be evaluated');
+
+    // Only an allow rule, failing to evaluate: no match, the usual hold stands.
+    const p = policyWith(`      - tool: refund_request
+        when: "args.amount <= 50"
+        then: allow`);
+    expect(kind(call('crm__refund_request', {}, p))).toBe('approve');
+  });
+
+  it('a wrong type fails closed too', () => {
+    const d = call('crm__refund_request', { amount: '6000' });
+    expect(d).toMatchObject({ kind: 'deny', code: 'rule' });
+    expect((d as { reason: string }).reason).toContain('no matching overload');
+    const p = policyWith(`      - tool: refund_request
+        when: "args.amount <= 50"
+        then: allow`);
+    expect(kind(call('crm__refund_request', { amount: '20' }, p))).toBe('approve');
+  });
+
+  it('a condition that reads now without a time fails closed', () => {
+    const p = policyWith(`      - tool: close_ticket
+        when: "now > timestamp('2020-01-01T00:00:00Z')"
+        then: approve`);
+    expect(kind(call('tickets__close_ticket', {}, p))).toBe('approve');
+  });
+
+  it('a non-boolean result is an error, not a truthy value', () => {
+    const p = policyWith(`      - tool: close_ticket
+        when: "args.note"
+        then: allow
+      - tool: close_ticket
+        when: "args.note"
+        then: deny`);
+    const d = call('tickets__close_ticket', { note: 'yes' }, p);
+    expect(d).toMatchObject({ kind: 'deny', policyRule: { index: 1 } });
+    expect((d as { reason: string }).reason).toContain('not true or false');
+  });
+});
+
+describe('rules never widen scope', () => {
+  it('allow cannot reach a tool the scopes refuse', () => {
+    const p = policyWith(
+      `      - tool: close_ticket
+        then: allow`,
+      '{ tickets: [read], kb: [read], crm: [read] }',
+    );
+    const d = call('tickets__close_ticket', { id: 'T-1' }, p);
+    expect(d).toMatchObject({ kind: 'deny', code: 'out_of_scope' });
+    expect((d as { reason: string }).reason).toContain('cannot widen');
+    // approve cannot either.
+    const q = policyWith(
+      `      - tool: close_ticket
+        then: approve`,
+      '{ tickets: [read], kb: [read], crm: [read] }',
+    );
+    expect(kind(call('tickets__close_ticket', {}, q))).toBe('deny:out_of_scope');
+  });
+
+  it('allow waives approval_required for a tool reachable through it', () => {
+    // Read-only on crm: refund_request is reachable only through approval_required, and allow waives that hold.
+    const p = policyWith(
+      `      - tool: refund_request
+        when: "args.amount <= 50"
+        then: allow`,
+      '{ tickets: [read], kb: [read], crm: [read] }',
+    );
+    expect(kind(call('crm__refund_request', { amount: 5 }, p))).toBe('allow');
+  });
+
+  it('policy check warns about rules that can never apply', () => {
+    const p = policyWith(
+      `      - tool: close_ticket
+        then: allow
+      - tool: nosuch__thing
+        then: deny
+      - tool: lookup_customer
+        then: allow`,
+      '{ tickets: [read], kb: [read], crm: [read] }',
+    );
+    const warnings = policyWarnings(p, Date.UTC(2026, 0, 1)).filter((w) => w.includes('rules['));
+    expect(warnings).toEqual([
+      'agent support-triage: rules[0] (close_ticket, then: allow) can never apply: support-triage cannot reach close_ticket through its scopes or approval_required, and a rule never widens scope',
+      'agent support-triage: rules[1] (nosuch__thing, then: deny) names a tool no server in its scopes offers',
+      'agent support-triage: rules[2] (lookup_customer, then: allow) changes nothing: the tool is already allowed without approval',
+    ]);
+  });
+});
+
+describe('tools/list with rules', () => {
+  it('a conditional deny does not hide a tool; an unconditional one does; a conditional approve marks it held', () => {
+    const p = policyWith(`      - tool: close_ticket
+        when: "args.id == 'T-1'"
+        then: deny
+      - tool: list_tickets
+        then: deny
+      - tool: read_ticket
+        when: "args.id == 'T-1'"
+        then: approve`);
+    expect(visibleTools(p, 'support-triage', 'tickets', ['close_ticket', 'list_tickets', 'read_ticket'])).toEqual([
+      'close_ticket',
+      'read_ticket',
+    ]);
+    expect(decide(p, 'support-triage', 'tickets', 'read_ticket', undefined, { listing: true }).kind).toBe('approve');
+  });
+});
+
+describe('conditions are compiled at load', () => {
+  const bad = (when: string) =>
+    loadError(`${SERVERS}
+agents:
+  - agent: support-triage
+    mcp_scopes: { crm: [read] }
+    rules:
+      - tool: refund_request
+        then: allow
+      - tool: refund_request
+        when: ${JSON.stringify(when)}
+        then: deny
+`);
+  // The agents entry starts on the line after SERVERS; `when` of rules[1] is 8 lines below `agents:`.
+  const whenLine = SERVERS.split('\n').length + 8;
+
+  it('a syntax error names file, line, column and field', () => {
+    expect(bad('args.amount >')).toMatch(
+      new RegExp(
+        `^bad\\.yml:${whenLine}:15: agents\\[0\\]\\.rules\\[1\\]\\.when: invalid condition: at 1:\\d+ of the expression: `,
+      ),
+    );
+  });
+
+  it('an unknown name, an unknown function and a constant type error are load errors', () => {
+    expect(bad('amount > 5')).toContain(
+      `bad.yml:${whenLine}:15: agents[0].rules[1].when: invalid condition: unknown name "amount"; a condition may read args, agent, server, tool, now`,
+    );
+    expect(bad('lookup(args.x)')).toContain('invalid condition: unknown function "lookup"');
+    expect(bad("args.amount > 1 + 'a'")).toContain("invalid condition: found no matching overload for '_+_'");
+    expect(bad('1 + 2')).toContain('invalid condition: the condition is always a number, not true or false');
+  });
+
+  it('macros may use their own variables', () => {
+    const p = policyWith(`      - tool: close_ticket
+        when: "args.tags.exists(t, t == 'vip')"
+        then: approve`);
+    expect(kind(call('tickets__close_ticket', { tags: ['a', 'vip'] }, p))).toBe('approve');
+    expect(kind(call('tickets__close_ticket', { tags: ['a'] }, p))).toBe('allow');
+  });
+
+  it('rule fields are checked like the rest of the file', () => {
+    expect(
+      loadError(`${SERVERS}
+agents:
+  - agent: support-triage
+    mcp_scopes: { crm: [read] }
+    rules:
+      - tool: refund_request
+        then: maybe
+`),
+    ).toContain('agents[0].rules[0].then: expected one of allow|approve|deny');
+  });
+});
