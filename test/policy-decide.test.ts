@@ -85,7 +85,9 @@ describe('the full example', () => {
   });
 
   it('a qualified approval_required entry matches only its server', () => {
-    expect(kind(decide(full, 'support-triage', 'crm', 'refund_request', {}))).toBe('approve:approval_required');
+    expect(kind(decide(full, 'support-triage', 'crm', 'refund_request', { amount: 500 }))).toBe(
+      'approve:approval_required',
+    );
     // Same bare name on another server is not covered by crm__refund_request.
     const p = parsePolicy(
       `servers:

@@ -9,6 +9,7 @@ export {
 } from './load.ts';
 export {
   decide,
+  describeRule,
   classifyTool,
   classifyToolDetailed,
   matchesApprovalRule,
@@ -21,3 +22,5 @@ export { PolicyStore, type ReloadResult } from './store.ts';
 export { policyWarnings } from './warnings.ts';
 export { parseDuration, formatDuration } from './duration.ts';
 export { policyGetter, type PolicySource } from './source.ts';
+export { diffPolicies, describeRuleEntry } from './diff.ts';
+export { compileCondition, toCel, CONDITION_VARIABLES, type CompiledCondition } from './rules.ts';

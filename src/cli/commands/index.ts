@@ -9,6 +9,8 @@ import { registerAuditVerify } from './audit-verify.ts';
 import { registerCanaryServer } from './canary-server.ts';
 import { registerConnect } from './connect.ts';
 import { registerPolicyCheck } from './policy-check.ts';
+import { registerPolicyDiff } from './policy-diff.ts';
+import { registerPolicyTest } from './policy-test.ts';
 import { registerServe } from './serve.ts';
 import { registerTools } from './tools.ts';
 
@@ -27,6 +29,8 @@ export function registerCommands(program: Command): void {
   registerCanaryServer(program);
   registerConnect(program);
   registerPolicyCheck(program);
+  registerPolicyDiff(program);
+  registerPolicyTest(program);
   registerServe(program);
   registerTools(program);
 }

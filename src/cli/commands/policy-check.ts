@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { commandGroup } from './shared.ts';
 import { systemClock, type Clock } from '../../clock.ts';
-import { formatDuration, loadPolicyFile, policyWarnings, type Policy } from '../../policy/index.ts';
+import { describeRuleEntry, formatDuration, loadPolicyFile, policyWarnings, type Policy } from '../../policy/index.ts';
 
 /**
  * `warden policy check FILE`: load, validate and summarise a policy; exit 0.
@@ -30,6 +30,7 @@ export function summarisePolicy(p: Policy, clock: Clock): string {
       .join(', ');
     lines.push(`  ${a.name}  scopes ${scopes || 'none'}`);
     if (a.approvalRequired.length) lines.push(`    approval required: ${a.approvalRequired.join(', ')}`);
+    for (const rule of a.rules) lines.push(`    rules[${rule.index}]: ${describeRuleEntry(rule)}`);
     const who = [
       a.owner && `owner ${a.owner}`,
       a.channel && `channel ${a.channel}`,
