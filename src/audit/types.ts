@@ -27,6 +27,7 @@ export const AUDIT_EVENTS = [
   'pin.changed',
   'pin.approved',
   'anomaly',
+  'policy.changed',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];

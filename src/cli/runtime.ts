@@ -3,6 +3,7 @@ import { AuditLog } from '../audit/index.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Config } from '../config/index.ts';
 import { FanOutAlertSink, LogAlertSink } from '../control/alerts.ts';
+import { reportPolicyChanges } from '../control/policy-changes.ts';
 import { drillReportPoster } from '../control/drill.ts';
 import { createControlPlane, type ControlPlane } from '../control/plane.ts';
 import { recoverAbandonedCalls, recoveryGraceMs } from '../control/recovery.ts';
@@ -122,6 +123,8 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     });
     control.start();
     closers.push(() => control.stop());
+    // A reload that widens (or narrows) what agents may do is audited and posted on-call, never silent.
+    closers.push(reportPolicyChanges({ policy, audit, alerts, logger }));
 
     gateway = await startGateway({
       policy,

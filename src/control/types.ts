@@ -22,7 +22,8 @@ export type AlertKind =
   | 'drill_failed'
   | 'drill_overdue'
   | 'halted'
-  | 'review_due';
+  | 'review_due'
+  | 'policy_changed';
 
 export interface Alert {
   kind: AlertKind;

@@ -15,7 +15,7 @@ export class PolicyStore {
   readonly #logger: Logger;
   readonly #env: NodeJS.ProcessEnv;
   #policy: Policy;
-  readonly #listeners = new Set<(policy: Policy) => void>();
+  readonly #listeners = new Set<(policy: Policy, previous: Policy) => void>();
 
   constructor(path: string, opts: { logger: Logger; env?: NodeJS.ProcessEnv }) {
     this.path = path;
@@ -45,11 +45,12 @@ export class PolicyStore {
       );
       return { ok: false, error };
     }
+    const previous = this.#policy;
     this.#policy = next;
     this.#logger.info({ policy: this.path, ...counts(next) }, 'policy reloaded');
     for (const listener of this.#listeners) {
       try {
-        listener(next);
+        listener(next, previous);
       } catch (err) {
         this.#logger.error({ err: describeError(err) }, 'policy change listener failed');
       }
@@ -57,8 +58,11 @@ export class PolicyStore {
     return { ok: true };
   }
 
-  /** Called after each successful reload (e.g. to tell agents their tool list changed). Returns an unsubscribe. */
-  onChange(listener: (policy: Policy) => void): () => void {
+  /**
+   * Called after each successful reload with the new and the replaced policy
+   * (e.g. to tell agents their tool list changed, or to report what changed). Returns an unsubscribe.
+   */
+  onChange(listener: (policy: Policy, previous: Policy) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }
