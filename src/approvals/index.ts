@@ -18,3 +18,4 @@ export type {
   ApprovalStatus,
   DecideResult,
 } from './types.ts';
+export { GRANT_APPROVAL_PREFIX, GRANT_CHOICES_MS, GrantService, type Grant, type GrantEndReason } from './grants.ts';

@@ -8,7 +8,9 @@ import { silentLogger, type Logger } from '../logger.ts';
 import { policyGetter, type PolicySource } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
+import { formatDuration as formatPolicyDuration } from '../policy/duration.ts';
 import { argsHash } from './canonical.ts';
+import { GRANT_APPROVAL_PREFIX, GrantService } from './grants.ts';
 import { ApprovalStore, type Transition } from './store.ts';
 import type {
   ApprovalGate,
@@ -94,6 +96,8 @@ export class ApprovalService implements ApprovalGate {
    */
   private readonly auditing = new Map<string, Exclude<ApprovalStatus, 'pending'>>();
   private poller: NodeJS.Timeout | undefined;
+  /** Time-boxed grants (`grants:` in the policy), owned here with the approvals they come from. */
+  readonly grants: GrantService;
 
   constructor(opts: ApprovalServiceOptions) {
     this.store = new ApprovalStore(opts.db);
@@ -105,6 +109,30 @@ export class ApprovalService implements ApprovalGate {
     this.pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
     this.waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
     this.processId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.grants = new GrantService(opts.db, { audit: opts.audit, clock: this.clock, logger: this.logger });
+  }
+
+  /**
+   * A call a grant in force covers runs without a card: approved by the
+   * grant's approver, for exactly these arguments, named in the trail
+   * (`grant.used`). If that row cannot be written the call is held as usual.
+   */
+  async #underGrant(input: ApprovalRequestInput): Promise<ApprovalOutcome | undefined> {
+    try {
+      const grant = await this.grants.covering(input.agent.name, input.server, input.tool);
+      if (grant === undefined) return undefined;
+      await this.grants.used(grant, input.callId);
+      return {
+        approvalId: `${GRANT_APPROVAL_PREFIX}${grant.id}`,
+        status: 'approved',
+        approver: grant.grantedBy,
+        at: this.clock.now(),
+        argsHash: argsHash(input.args),
+      };
+    } catch (err) {
+      this.logger.error({ err: describeError(err), callId: input.callId }, 'grant check failed; holding the call');
+      return undefined;
+    }
   }
 
   /** The stored state of an approval (what cards are drawn from). */
@@ -117,6 +145,8 @@ export class ApprovalService implements ApprovalGate {
   }
 
   async request(input: ApprovalRequestInput): Promise<ApprovalOutcome> {
+    const covered = input.grantable === false ? undefined : await this.#underGrant(input);
+    if (covered !== undefined) return covered;
     const agent = input.agent;
     const now = this.clock.now();
     const timeoutMs = agent.approvalTimeoutMs > 0 ? agent.approvalTimeoutMs : DEFAULT_APPROVAL_TIMEOUT_MS;
@@ -140,6 +170,7 @@ export class ApprovalService implements ApprovalGate {
       expiresAt: now + timeoutMs,
       channel: agent.channel,
       processId: this.processId,
+      grantable: input.grantable !== false,
     });
     // Counted at once, with this request in: concurrent requests each see those inserted before them.
     const waiting = this.store.pending({ agent: agent.name }).length;
@@ -234,9 +265,12 @@ export class ApprovalService implements ApprovalGate {
     userId: string,
     decision: 'approve' | 'reject',
     reason?: string,
+    options: { forMs?: number | undefined } = {},
   ): Promise<DecideResult> {
     const checked = await this.precheck(approvalId, userId, decision);
     if (!checked.ok) return checked;
+    // A grant that could not be given must not leave a one-off approval behind: check before deciding.
+    if (options.forMs !== undefined) this.#grantableOrThrow(checked.record!, options.forMs);
     const note = reason?.trim() ? reason.trim() : undefined;
     const status = decision === 'approve' ? 'approved' : 'rejected';
     const won = await this.settle(approvalId, { status, at: this.clock.now(), by: userId, reason: note });
@@ -246,7 +280,39 @@ export class ApprovalService implements ApprovalGate {
     if (!won) return { ok: false, code: 'not_pending', message: statusSentence(record), record };
     // Won, but the decision did not stand (its audit row could not be written): tell the clicker.
     if (record.status !== status) return { ok: false, code: 'not_pending', message: statusSentence(record), record };
+    if (options.forMs !== undefined && status === 'approved') {
+      const grant = await this.grants.create(this.policy!(), {
+        agent: record.agent,
+        server: record.server,
+        tool: record.tool,
+        by: userId,
+        forMs: options.forMs,
+        approvalId,
+      });
+      return { ok: true, record, grant };
+    }
     return { ok: true, record };
+  }
+
+  #grantableOrThrow(record: ApprovalRecord, forMs: number): void {
+    if (record.grantable === false) {
+      throw new WardenError('INVALID_INPUT', `for: ${record.tool} is held by a rule with grant: never; approve once`, {
+        details: { field: 'for' },
+      });
+    }
+    const max = this.policy?.().agents[record.agent]?.grantMaxMs;
+    if (max === undefined) {
+      throw new WardenError('INVALID_INPUT', `for: agent ${record.agent} has no grants in the policy; approve once`, {
+        details: { field: 'for' },
+      });
+    }
+    if (!(forMs > 0) || forMs > max) {
+      throw new WardenError(
+        'INVALID_INPUT',
+        `for: a grant for ${record.agent} lasts at most ${formatPolicyDuration(max)} (grants.max), got ${formatPolicyDuration(forMs)}`,
+        { details: { field: 'for' } },
+      );
+    }
   }
 
   /**
@@ -274,6 +340,11 @@ export class ApprovalService implements ApprovalGate {
     }
     if (record.status !== 'pending') return { ok: false, code: 'not_pending', message: statusSentence(record), record };
     return { ok: true, record };
+  }
+
+  /** Ends the grants of a halted agent (undefined: every agent). Returns how many it ended. */
+  async endGrantsOnHalt(agent: string | undefined, by: string): Promise<number> {
+    return (await this.grants.halted(agent, by)).length;
   }
 
   /** Cancels pending approvals (all, or one agent's), e.g. when agents are halted. Returns how many it cancelled. */
@@ -305,6 +376,8 @@ export class ApprovalService implements ApprovalGate {
   }
 
   async reportOutcome(approvalId: string, outcome: ApprovalResultReport): Promise<void> {
+    // A call under a grant has no card of its own; its rows name the grant.
+    if (approvalId.startsWith(GRANT_APPROVAL_PREFIX)) return;
     const record = this.store.get(approvalId);
     if (!record) {
       this.logger.warn({ approvalId }, 'reportOutcome for an unknown approval');

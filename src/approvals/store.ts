@@ -27,6 +27,7 @@ interface ApprovalRow {
   process_id: string | null;
   outcome: string | null;
   decision_seq: number | null;
+  grantable: number;
 }
 
 /** A held call as inserted: the record's request fields, pending by definition, with nothing decided yet. */
@@ -46,6 +47,7 @@ export interface NewApproval
     | 'requestedAt'
     | 'expiresAt'
     | 'channel'
+    | 'grantable'
   > {
   /** Already redacted; stored as the record's `args`. */
   displayArgs: unknown;
@@ -95,6 +97,7 @@ function toRecord(row: ApprovalRow): ApprovalRecord {
     messageTs: row.message_ts ?? undefined,
     processId: row.process_id ?? undefined,
     outcome: parseJson<ApprovalResultReport | undefined>(row.outcome, undefined),
+    grantable: row.grantable !== 0,
   };
 }
 
@@ -105,9 +108,9 @@ export class ApprovalStore {
     this.stmts = {
       insert: db.prepare(`INSERT INTO approvals
         (id, call_id, agent, owner, server, tool, args, args_hash, rule, consequence, request_reason, approvers,
-         status, requested_at, expires_at, channel, process_id)
+         status, requested_at, expires_at, channel, process_id, grantable)
         VALUES (@id, @callId, @agent, @owner, @server, @tool, @args, @argsHash, @rule, @consequence, @requestReason, @approvers,
-         'pending', @requestedAt, @expiresAt, @channel, @processId)`),
+         'pending', @requestedAt, @expiresAt, @channel, @processId, @grantable)`),
       get: db.prepare('SELECT * FROM approvals WHERE id = ?'),
       status: db.prepare('SELECT status FROM approvals WHERE id = ?').pluck(),
       // The one place a decision is made: it succeeds for exactly one caller.
@@ -150,6 +153,7 @@ export class ApprovalStore {
       expiresAt: a.expiresAt,
       channel: a.channel ?? null,
       processId: a.processId,
+      grantable: a.grantable ? 1 : 0,
     });
   }
 

@@ -1,3 +1,4 @@
+import type { Grant } from './grants.ts';
 import type { AgentPolicy, Consequence } from '../policy/types.ts';
 
 export type ApprovalStatus = 'pending' | 'approved' | 'rejected' | 'expired' | 'cancelled' | 'abandoned' | 'failed';
@@ -11,6 +12,8 @@ export interface ApprovalRequestInput {
   rule: 'approval_required' | 'consequential';
   consequence: Consequence;
   reason: string;
+  /** False for a call a `grant: never` rule holds: no grant covers it, and none may be given from its card. */
+  grantable?: boolean | undefined;
   /** Aborted when the agent cancels or disconnects, or the agent is halted. */
   signal: AbortSignal;
   /** Called periodically while waiting, so the edge can send MCP progress notifications. */
@@ -102,10 +105,12 @@ export interface ApprovalRecord {
   messageTs?: string | undefined;
   processId?: string | undefined;
   outcome?: ApprovalResultReport | undefined;
+  /** False when the rule that held the call says `grant: never`: approve once only (absent: true). */
+  grantable?: boolean | undefined;
 }
 
 export type DecideResult =
-  | { ok: true; record: ApprovalRecord }
+  | { ok: true; record: ApprovalRecord; grant?: Grant | undefined }
   | {
       ok: false;
       /** not_found: no such approval; forbidden: the user may not decide it; not_pending: someone (or something) decided first. */

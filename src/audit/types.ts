@@ -28,6 +28,9 @@ export const AUDIT_EVENTS = [
   'pin.approved',
   'anomaly',
   'policy.changed',
+  'grant.created',
+  'grant.used',
+  'grant.ended',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];

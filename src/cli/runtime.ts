@@ -125,6 +125,14 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     closers.push(() => control.stop());
     // A reload that widens (or narrows) what agents may do is audited and posted on-call, never silent.
     closers.push(reportPolicyChanges({ policy, audit, alerts, logger }));
+    // A reload that takes a tool (or an agent's grants:) away ends the grants that covered it.
+    closers.push(
+      policy.onChange((next) => {
+        approvals.grants
+          .policyChanged(next)
+          .catch((err: unknown) => logger.error({ err: describeError(err) }, 'ending grants after a reload failed'));
+      }),
+    );
 
     gateway = await startGateway({
       policy,

@@ -6,6 +6,8 @@ import type { KillSwitch } from './kill-switch.ts';
 /** The slice of ApprovalService a halt needs; structural so control never imports approvals' internals. */
 export interface PendingApprovalCanceller {
   cancelPending(filter: { agent?: string }, reason: string): Promise<number>;
+  /** Ends the time-boxed grants of the halted agent (or all): a grant never outlives a halt. */
+  endGrantsOnHalt?(agent: string | undefined, by: string): Promise<number>;
 }
 
 export interface HaltEffectsOptions {
@@ -50,6 +52,11 @@ export function wireHaltEffects(opts: HaltEffectsOptions): () => void {
             { err: describeError(err), scope: state.scope, agent: state.agent },
             'cancelling pending approvals after halt failed',
           );
+        }
+        try {
+          await opts.approvals.endGrantsOnHalt?.(state.scope === 'org' ? undefined : state.agent, state.actor);
+        } catch (err) {
+          logger.error({ err: describeError(err), agent: state.agent }, 'ending grants after halt failed');
         }
       }
       const drill = isDrillActor(state.actor);

@@ -849,6 +849,7 @@ export class GatewayPipeline {
         rule: decision.rule,
         consequence: decision.tool.consequence,
         reason: decision.reason,
+        grantable: decision.policyRule?.grantNever !== true,
         signal,
         onWaiting: (elapsedMs) => progress.waiting(elapsedMs),
         onRequested,

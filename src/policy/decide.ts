@@ -208,6 +208,7 @@ function applyRules(
       effect: rule.effect,
       reason: rule.reason,
       ...(error !== undefined ? { error } : {}),
+      ...(rule.grantNever ? { grantNever: true } : {}),
     };
     if (rule.effect === 'deny') {
       return {

@@ -286,6 +286,7 @@ const AGENT_ONLY_KEYS = [
   'on_redacted',
   'max_pending',
   'rules',
+  'grants',
 ] as const;
 
 function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, report: Report): Policy {
@@ -361,6 +362,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
       ),
       approvalRequired: block.approval_required ?? [],
       rules,
+      grantMaxMs: typeof block.grants?.max === 'number' ? block.grants.max : undefined,
       approvalTimeoutMs: numberOr(block.approval_timeout, POLICY_DEFAULTS.approvalTimeoutMs),
       answerWithinMs:
         block.answer_within === 'never' ? undefined : numberOr(block.answer_within, POLICY_DEFAULTS.answerWithinMs),
@@ -394,7 +396,18 @@ function normaliseRules(raw: NonNullable<AgentBlock['rules']>, path: PathSegment
       if (compiled.ok) condition = compiled.condition;
       else report([...path, index, 'when'], `invalid condition: ${compiled.error}`);
     }
-    return { index, tool: r.tool, when: r.when, condition, effect: r.then, reason: r.reason };
+    if (r.grant !== undefined && r.then !== 'approve') {
+      report([...path, index, 'grant'], '`grant: never` applies to `then: approve` rules only');
+    }
+    return {
+      index,
+      tool: r.tool,
+      when: r.when,
+      condition,
+      effect: r.then,
+      reason: r.reason,
+      grantNever: r.grant === 'never',
+    };
   });
 }
 

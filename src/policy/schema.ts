@@ -74,6 +74,8 @@ export const ruleSchema = z.strictObject({
   // biome-ignore lint/suspicious/noThenProperty: the policy file's key, as the issue and README spell it; load.ts maps it to `effect`.
   then: z.enum(['allow', 'approve', 'deny']),
   reason: z.string().min(1).max(500).optional(),
+  // `never`: a call this rule holds is always seen; an approver cannot grant it for a while.
+  grant: z.literal('never').optional(),
 });
 
 /** One agent, in the seed's shape plus the full form's extras. */
@@ -83,6 +85,8 @@ export const agentFields = {
   mcp_scopes: z.record(z.string(), z.array(scopeSchema)),
   approval_required: z.array(z.string().min(1)).optional(),
   rules: z.array(ruleSchema).optional(),
+  // Time-boxed grants: an approver may say "yes for the next N minutes", up to `max`. Absent: approve once only.
+  grants: z.strictObject({ max: duration }).optional(),
   // Warden audits every call whatever the file says; the field exists so the
   // seed loads, and anything else would be a promise Warden does not keep.
   audit: z
@@ -178,5 +182,6 @@ export const KNOWN_KEYS: readonly string[] = [
     'schedule',
     'canary_agent',
     'overdue_after_days',
+    'max',
   ]),
 ];

@@ -56,6 +56,8 @@ export interface PolicyRule {
   /** The file's `then:` (named otherwise here: an object with `then` looks like a promise to `await`). */
   effect: RuleEffect;
   reason?: string | undefined;
+  /** `grant: never`: a call this rule holds is never covered by a time-boxed grant. */
+  grantNever: boolean;
 }
 
 /** The rule that decided a call, as reasons and the audit trail name it. */
@@ -67,6 +69,7 @@ export interface RuleRef {
   reason?: string | undefined;
   /** Set when the condition could not be evaluated (the rule then failed closed). */
   error?: string | undefined;
+  grantNever?: boolean | undefined;
 }
 
 export type OnRedacted = 'hold_and_warn' | 'refuse';
@@ -87,6 +90,8 @@ export interface AgentPolicy {
   approvalRequired: string[];
   /** Ordered argument rules, first match wins; they may tighten, or waive a hold, never widen scope. */
   rules: PolicyRule[];
+  /** Longest time-boxed grant an approver may give (ms); undefined: approvals are for one call only. */
+  grantMaxMs: number | undefined;
   approvalTimeoutMs: number;
   /**
    * A held call still undecided after this long is answered as pending (the

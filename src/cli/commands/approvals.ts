@@ -5,7 +5,7 @@ import type { ApprovalRecord } from '../../approvals/types.ts';
 import { AuditLog } from '../../audit/index.ts';
 import { loadConfig } from '../../config/index.ts';
 import { WardenError } from '../../errors.ts';
-import { loadPolicyFile } from '../../policy/index.ts';
+import { loadPolicyFile, parseDuration } from '../../policy/index.ts';
 import { openDb } from '../../store/db.ts';
 
 interface Opts {
@@ -46,12 +46,26 @@ export function registerApprovals(program: Command): void {
           verb === 'approve' ? 'Approve a held call (it then runs)' : 'Reject a held call (the agent gets the reason)',
         )
         .requiredOption('--as <user>', 'your Slack user id; it must be the agent’s owner or a listed approver')
-        .option('--reason <text>', verb === 'reject' ? 'why (required)' : 'a note for the audit trail'),
-    ).action(async (id: string, opts: Opts & { as: string; reason?: string }) => {
+        .option('--reason <text>', verb === 'reject' ? 'why (required)' : 'a note for the audit trail')
+        .option(
+          '--for <duration>',
+          'approve only: also grant the agent this tool for a while (e.g. 30m), up to its grants.max',
+        ),
+    ).action(async (id: string, opts: Opts & { as: string; reason?: string; for?: string }) => {
       if (verb === 'reject' && !opts.reason?.trim())
         throw new WardenError('INVALID_INPUT', '--reason is required to reject: the agent and the audit trail get it');
+      let forMs: number | undefined;
+      if (opts.for !== undefined) {
+        if (verb === 'reject') throw new WardenError('INVALID_INPUT', '--for: a grant comes only with approve');
+        forMs = parseDuration(opts.for);
+        if (forMs === undefined)
+          throw new WardenError(
+            'INVALID_INPUT',
+            `--for: expected a duration like 15m or 1h, got ${JSON.stringify(opts.for)}`,
+          );
+      }
       await withService(opts, async (service, audit) => {
-        const result = await service.decide(id, opts.as, verb, opts.reason?.trim());
+        const result = await service.decide(id, opts.as, verb, opts.reason?.trim(), { forMs });
         // Who sat at the terminal is for the audit trail, not for the agent's refusal text.
         await audit.append({
           event: 'approval.cli',
@@ -68,10 +82,51 @@ export function registerApprovals(program: Command): void {
             result.message,
           );
         }
-        process.stdout.write(`${id}: ${result.record.status} by ${opts.as}\n`);
+        process.stdout.write(
+          `${id}: ${result.record.status} by ${opts.as}${result.grant ? `; ${result.grant.id} lets ${result.grant.agent} call ${result.grant.server}__${result.grant.tool} without a card until ${new Date(result.grant.expiresAt).toISOString()}` : ''}\n`,
+        );
       });
     });
   }
+}
+
+/** `warden grants list|revoke`: time-boxed grants in force, and ending them from a terminal. */
+export function registerGrants(program: Command): void {
+  const group = program.command('grants').description('Time-boxed grants: list or revoke');
+  const withDb = (c: Command) =>
+    c
+      .option('--db <file>', 'SQLite database (default WARDEN_DB)')
+      .option('--policy <file>', 'policy file (default WARDEN_POLICY)');
+  withDb(group.command('list').description('Grants in force')).action(async (opts: Opts) => {
+    await withService(opts, async (service) => {
+      const grants = await service.grants.list();
+      process.stdout.write(
+        grants.length === 0
+          ? 'no grants in force\n'
+          : `${grants
+              .map(
+                (g) =>
+                  `${g.id}  ${g.agent}  ${g.server}__${g.tool}  by ${g.grantedBy}  until ${new Date(g.expiresAt).toISOString()}`,
+              )
+              .join('\n')}\n`,
+      );
+    });
+  });
+  withDb(
+    group
+      .command('revoke <agent> [tool]')
+      .description('End an agent’s grants (all, or one tool’s: bare or SERVER__TOOL)')
+      .requiredOption('--as <user>', 'who revokes, for the audit trail'),
+  ).action(async (agent: string, tool: string | undefined, opts: Opts & { as: string }) => {
+    await withService(opts, async (service) => {
+      const ended = await service.grants.revoke({ agent, tool }, opts.as);
+      process.stdout.write(
+        ended.length === 0
+          ? `no grants in force for ${agent}${tool ? ` and ${tool}` : ''}\n`
+          : `revoked ${ended.length} grant${ended.length === 1 ? '' : 's'}: ${ended.map((g) => `${g.server}__${g.tool}`).join(', ')}\n`,
+      );
+    });
+  });
 }
 
 async function withService(

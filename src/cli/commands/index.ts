@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { registerAgentsControl } from './agents-control.ts';
-import { registerApprovals } from './approvals.ts';
+import { registerApprovals, registerGrants } from './approvals.ts';
 import { registerAgentsToken } from './agents-token.ts';
 import { registerAuditCheckpoint } from './audit-checkpoint.ts';
 import { registerAuditKeygen } from './audit-keygen.ts';
@@ -28,6 +28,7 @@ export function registerCommands(program: Command): void {
   registerAuditVerify(program);
   registerCanaryServer(program);
   registerConnect(program);
+  registerGrants(program);
   registerPolicyCheck(program);
   registerPolicyDiff(program);
   registerPolicyTest(program);
