@@ -38,7 +38,7 @@ export function diffPolicies(before: Policy, after: Policy): string[] {
 
 /** `crm__refund_request when args.amount > 5000 then deny (refunds over 5,000 go through finance)` */
 export function describeRuleEntry(rule: PolicyRule): string {
-  return `${rule.tool}${rule.when !== undefined ? ` when ${rule.when}` : ''} then ${rule.effect}${rule.reason !== undefined ? ` (${rule.reason})` : ''}`;
+  return `${rule.tool}${rule.when !== undefined ? ` when ${rule.when}` : ''} then ${rule.effect}${rule.grantNever ? ' (grant: never)' : ''}${rule.reason !== undefined ? ` (${rule.reason})` : ''}`;
 }
 
 type Change = [string, string, string];
@@ -122,6 +122,7 @@ function agentFields(a: AgentPolicy, b: AgentPolicy): Change[] {
     ],
     ['on_redacted', a.onRedacted, b.onRedacted],
     ['max_pending', String(a.maxPending), String(b.maxPending)],
+    ['grants.max', ms(a.grantMaxMs), ms(b.grantMaxMs)],
     ['limits.calls_per_minute', opt(a.limits.callsPerMinute), opt(b.limits.callsPerMinute)],
     ['limits.max_denials', opt(a.limits.maxDenials), opt(b.limits.maxDenials)],
     ['limits.denial_window', ms(a.limits.denialWindowMs), ms(b.limits.denialWindowMs)],

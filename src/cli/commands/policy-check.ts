@@ -40,7 +40,7 @@ export function summarisePolicy(p: Policy, clock: Clock): string {
       .join(', ');
     if (who) lines.push(`    ${who}`);
     lines.push(
-      `    approval timeout ${formatDuration(a.approvalTimeoutMs)}${a.reviewBy ? `, review by ${a.reviewBy}` : ''}`,
+      `    approval timeout ${formatDuration(a.approvalTimeoutMs)}${a.grantMaxMs !== undefined ? `, grants up to ${formatDuration(a.grantMaxMs)}` : ''}${a.reviewBy ? `, review by ${a.reviewBy}` : ''}`,
     );
   }
   const servers = Object.values(p.servers);
