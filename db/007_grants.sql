@@ -20,3 +20,6 @@ CREATE INDEX grants_open ON grants (agent, server, tool) WHERE ended_at IS NULL;
 
 -- 0 when the rule that held the call says `grant: never`: it may be approved once, never for a while.
 ALTER TABLE approvals ADD COLUMN grantable INTEGER NOT NULL DEFAULT 1;
+-- The agent's grants.max when the call was held (NULL: none, or not grantable), so the card
+-- offers "Approve for …" from the record alone.
+ALTER TABLE approvals ADD COLUMN grant_max_ms INTEGER;

@@ -171,6 +171,7 @@ export class ApprovalService implements ApprovalGate {
       channel: agent.channel,
       processId: this.processId,
       grantable: input.grantable !== false,
+      grantMaxMs: agent.grantMaxMs,
     });
     // Counted at once, with this request in: concurrent requests each see those inserted before them.
     const waiting = this.store.pending({ agent: agent.name }).length;

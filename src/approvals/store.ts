@@ -28,6 +28,7 @@ interface ApprovalRow {
   outcome: string | null;
   decision_seq: number | null;
   grantable: number;
+  grant_max_ms: number | null;
 }
 
 /** A held call as inserted: the record's request fields, pending by definition, with nothing decided yet. */
@@ -48,6 +49,7 @@ export interface NewApproval
     | 'expiresAt'
     | 'channel'
     | 'grantable'
+    | 'grantMaxMs'
   > {
   /** Already redacted; stored as the record's `args`. */
   displayArgs: unknown;
@@ -98,6 +100,7 @@ function toRecord(row: ApprovalRow): ApprovalRecord {
     processId: row.process_id ?? undefined,
     outcome: parseJson<ApprovalResultReport | undefined>(row.outcome, undefined),
     grantable: row.grantable !== 0,
+    grantMaxMs: row.grant_max_ms ?? undefined,
   };
 }
 
@@ -108,9 +111,9 @@ export class ApprovalStore {
     this.stmts = {
       insert: db.prepare(`INSERT INTO approvals
         (id, call_id, agent, owner, server, tool, args, args_hash, rule, consequence, request_reason, approvers,
-         status, requested_at, expires_at, channel, process_id, grantable)
+         status, requested_at, expires_at, channel, process_id, grantable, grant_max_ms)
         VALUES (@id, @callId, @agent, @owner, @server, @tool, @args, @argsHash, @rule, @consequence, @requestReason, @approvers,
-         'pending', @requestedAt, @expiresAt, @channel, @processId, @grantable)`),
+         'pending', @requestedAt, @expiresAt, @channel, @processId, @grantable, @grantMaxMs)`),
       get: db.prepare('SELECT * FROM approvals WHERE id = ?'),
       status: db.prepare('SELECT status FROM approvals WHERE id = ?').pluck(),
       // The one place a decision is made: it succeeds for exactly one caller.
@@ -153,7 +156,8 @@ export class ApprovalStore {
       expiresAt: a.expiresAt,
       channel: a.channel ?? null,
       processId: a.processId,
-      grantable: a.grantable ? 1 : 0,
+      grantable: a.grantable === false ? 0 : 1,
+      grantMaxMs: a.grantable === false ? null : (a.grantMaxMs ?? null),
     });
   }
 

@@ -107,6 +107,8 @@ export interface ApprovalRecord {
   outcome?: ApprovalResultReport | undefined;
   /** False when the rule that held the call says `grant: never`: approve once only (absent: true). */
   grantable?: boolean | undefined;
+  /** The agent's grants.max when held; absent: the card offers "Approve once" only. */
+  grantMaxMs?: number | undefined;
 }
 
 export type DecideResult =

@@ -1,4 +1,5 @@
 import type { types } from '@slack/bolt';
+import { GRANT_CHOICES_MS } from '../../approvals/grants.ts';
 import type { ApprovalRecord, ApprovalResultReport } from '../../approvals/types.ts';
 import {
   argumentsWarning,
@@ -16,6 +17,22 @@ type KnownBlock = types.KnownBlock;
 export const APPROVE_ACTION_ID = 'approval_approve';
 export const REJECT_ACTION_ID = 'approval_reject';
 export const APPROVAL_ACTIONS_BLOCK_ID = 'approval_actions';
+/** "Approve for 15 min / 1 h": value `<approval id>|<ms>`. */
+export const APPROVE_FOR_ACTION_ID_PREFIX = 'approval_approve_for_';
+
+/** The grant lengths a card offers: the standard ones up to max, or max itself when it is shorter. */
+export function grantChoices(record: ApprovalRecord): number[] {
+  const max = record.grantable === false ? undefined : record.grantMaxMs;
+  if (max === undefined || max <= 0) return [];
+  const fit = GRANT_CHOICES_MS.filter((ms) => ms <= max);
+  return fit.length > 0 ? fit : [max];
+}
+
+function grantLabel(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000} h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000} min`;
+  return `${Math.round(ms / 1000)} s`;
+}
 
 export interface SlackMessage {
   /** Notification and accessibility fallback. */
@@ -149,10 +166,16 @@ export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
         {
           type: 'button',
           action_id: APPROVE_ACTION_ID,
-          text: plainText('Approve', SlackLimits.buttonText),
+          text: plainText(grantChoices(record).length > 0 ? 'Approve once' : 'Approve', SlackLimits.buttonText),
           style: 'primary',
           value: record.id,
         },
+        ...grantChoices(record).map((ms) => ({
+          type: 'button' as const,
+          action_id: `${APPROVE_FOR_ACTION_ID_PREFIX}${ms}`,
+          text: plainText(`Approve for ${grantLabel(ms)}`, SlackLimits.buttonText),
+          value: `${record.id}|${ms}`,
+        })),
         {
           type: 'button',
           action_id: REJECT_ACTION_ID,
