@@ -21,6 +21,22 @@ export function canHalt(control: ControlPolicy, actor: ControlActor): ControlAut
   return { ok: false, reason: `<@${actor.userId}> is not in control.halters` };
 }
 
+/**
+ * Revoking a grant only takes access away, like a halt: whoever may halt may
+ * revoke, and so may the agent's owner and approvers (who give grants).
+ */
+export function canRevokeGrants(policy: Policy, agent: string, actor: ControlActor): ControlAuthz {
+  if (canHalt(policy.control, actor).ok) return { ok: true };
+  const a = policy.agents[agent];
+  if (actor.kind === 'slack' && a !== undefined && (a.owner === actor.userId || a.approvers.includes(actor.userId))) {
+    return { ok: true };
+  }
+  return {
+    ok: false,
+    reason: `<@${actor.kind === 'slack' ? actor.userId : actor.user}> is not in control.halters, nor ${agent}'s owner or an approver`,
+  };
+}
+
 /** Resuming re-opens the gate, so it is stricter: an empty resumers list means CLI only. */
 export function canResume(control: ControlPolicy, actor: ControlActor): ControlAuthz {
   if (actor.kind === 'cli') return { ok: true };

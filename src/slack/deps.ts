@@ -17,7 +17,10 @@ import type { Db } from '../store/db.ts';
  * field here and check it at registration.
  */
 export interface SlackDeps {
-  approvals: Pick<ApprovalService, 'decide' | 'precheck' | 'get'>;
+  approvals: Pick<ApprovalService, 'decide' | 'precheck' | 'get'> & {
+    /** Time-boxed grants, for /agents status and /agents revoke; absent in processes without them. */
+    grants?: ApprovalService['grants'] | undefined;
+  };
   /** The live policy (PolicyStore.current), read on every use so reloads apply. */
   policy: () => Policy;
   audit: AuditSink;

@@ -1,5 +1,6 @@
 import type { types } from '@slack/bolt';
 import type { AgentStatus } from '../../control/status.ts';
+import type { Grant } from '../../approvals/grants.ts';
 import type { HaltState } from '../../control/types.ts';
 import type { SlackMessage } from './approval-card.ts';
 import { SlackLimits } from './limits.ts';
@@ -36,7 +37,7 @@ export function agentStatusLine(r: AgentStatus): string {
  */
 export function buildAgentsStatus(
   rows: AgentStatus[],
-  opts: { orgHalt?: HaltState | undefined; now: number },
+  opts: { orgHalt?: HaltState | undefined; now: number; grants?: readonly Grant[] | undefined },
 ): SlackMessage {
   const blocks: KnownBlock[] = [{ type: 'header', text: plainText('Agents', SlackLimits.headerText) }];
   if (opts.orgHalt)
@@ -47,6 +48,8 @@ export function buildAgentsStatus(
   if (rows.length === 0) blocks.push({ type: 'section', text: mrkdwnText('No agents in the policy.') });
   for (const r of rows.slice(0, MAX_AGENT_SECTIONS))
     blocks.push({ type: 'section', text: mrkdwnText(agentStatusLine(r)) });
+  if (opts.grants !== undefined && opts.grants.length > 0)
+    blocks.push({ type: 'section', text: mrkdwnText(grantsText(opts.grants)) });
   const more = rows.length - MAX_AGENT_SECTIONS;
   const footer = [
     `As of ${slackDate(opts.now)}.`,
@@ -63,10 +66,19 @@ export function buildAgentsStatus(
   };
 }
 
+/** Grants in force, one line each, cut to fit one section. */
+export function grantsText(grants: readonly Grant[]): string {
+  const lines = grants.map(
+    (g) =>
+      `• *${escapeMrkdwn(truncate(g.agent, 100))}* may call \`${escapeMrkdwn(truncate(`${g.server}__${g.tool}`, 200))}\` without a card until ${slackDate(g.expiresAt)} (granted by ${userMention(g.grantedBy)})`,
+  );
+  return truncate([':key: *Grants in force* (`/agents revoke AGENT [TOOL]` ends them)', ...lines].join('\n'), 2900);
+}
+
 /** A one-line ephemeral answer: what happened, or why not. */
 export function buildControlReply(text: string, icon = ':information_source:'): SlackMessage {
   return { text: truncate(text, 1000), blocks: [{ type: 'section', text: mrkdwnText(`${icon} ${text}`) }] };
 }
 
 export const AGENTS_USAGE =
-  'Usage: `/agents status [AGENT]` · `/agents halt [all|AGENT] [reason]` · `/agents resume [all|AGENT]` · `/agents drill [canary|org]`';
+  'Usage: `/agents status [AGENT]` · `/agents halt [all|AGENT] [reason]` · `/agents resume [all|AGENT]` · `/agents drill [canary|org]` · `/agents revoke AGENT [TOOL]`';

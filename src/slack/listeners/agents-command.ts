@@ -1,5 +1,12 @@
 import type { App } from '@slack/bolt';
-import { actorLabel, canDrill, canHalt, canResume, type ControlActor } from '../../control/authorize.ts';
+import {
+  actorLabel,
+  canDrill,
+  canHalt,
+  canResume,
+  canRevokeGrants,
+  type ControlActor,
+} from '../../control/authorize.ts';
 import { agentStatuses } from '../../control/status.ts';
 import { describeError } from '../../errors.ts';
 import type { Policy } from '../../policy/types.ts';
@@ -14,6 +21,7 @@ export type AgentsCommand =
   | { verb: 'halt'; target: { scope: 'org' } | { scope: 'agent'; agent: string }; reason?: string | undefined }
   | { verb: 'resume'; target: { scope: 'org' } | { scope: 'agent'; agent: string } }
   | { verb: 'drill'; mode: 'canary' | 'org' }
+  | { verb: 'revoke'; agent: string; tool?: string | undefined }
   | { verb: 'help'; error?: string | undefined };
 
 /**
@@ -55,6 +63,12 @@ export function parseAgentsCommand(text: string, policy: Policy): AgentsCommand 
           error: `Drill mode must be \`canary\` or \`org\`, not \`${escapeMrkdwn(truncate(mode, 50))}\`.`,
         };
       return { verb: 'drill', mode };
+    }
+    case 'revoke': {
+      const t = target(words[1]);
+      if (typeof t === 'string') return { verb: 'help', error: t };
+      if (t.scope === 'org') return { verb: 'help', error: 'Revoke names an agent: `/agents revoke AGENT [TOOL]`.' };
+      return { verb: 'revoke', agent: t.agent, tool: words[2] };
     }
     case 'help':
       return { verb: 'help' };
@@ -103,7 +117,26 @@ export function registerAgentsCommand(app: App, deps: SlackDeps): void {
           }
           const now = deps.clock.now();
           const rows = agentStatuses(deps.db, policy, ks, now, cmd.agent);
-          await respond(ephemeral(buildAgentsStatus(rows, { orgHalt: ks.orgHalt(), now })));
+          const grants = (await deps.approvals.grants?.list())?.filter(
+            (g) => cmd.agent === undefined || g.agent === cmd.agent,
+          );
+          await respond(ephemeral(buildAgentsStatus(rows, { orgHalt: ks.orgHalt(), now, grants })));
+          return;
+        }
+        case 'revoke': {
+          const authz = canRevokeGrants(policy, cmd.agent, actor);
+          if (!authz.ok) return await refuse('revoke', authz.reason, { agent: cmd.agent, tool: cmd.tool });
+          if (!deps.approvals.grants) {
+            await reply('Grants are not available in this Warden process.', ':x:');
+            return;
+          }
+          const ended = await deps.approvals.grants.revoke({ agent: cmd.agent, tool: cmd.tool }, command.user_id);
+          await reply(
+            ended.length === 0
+              ? `No grants in force for \`${cmd.agent}\`${cmd.tool ? ` and \`${escapeMrkdwn(truncate(cmd.tool, 200))}\`` : ''}.`
+              : `Revoked ${ended.length} grant(s) of \`${cmd.agent}\`: ${ended.map((g) => `\`${g.server}__${g.tool}\``).join(', ')}. Its next calls of ${ended.length === 1 ? 'that tool' : 'those tools'} are held for approval again.`,
+            ended.length === 0 ? ':information_source:' : ':no_entry_sign:',
+          );
           return;
         }
         case 'halt': {
