@@ -272,6 +272,48 @@ agents:
     expect(kind(call('tickets__close_ticket', { tags: ['a'] }, p))).toBe('allow');
   });
 
+  it('grant: never only on approve rules; grants.max is a duration', () => {
+    const text = loadError(`${SERVERS}
+agents:
+  - agent: support-triage
+    mcp_scopes: { crm: [read] }
+    grants: { max: soon }
+    rules:
+      - tool: refund_request
+        then: allow
+        grant: never
+`);
+    expect(text).toContain('agents[0].grants.max: expected a duration like 30s, 15m, 1h, 7d');
+    const p = parsePolicy(
+      `${SERVERS}
+agents:
+  - agent: support-triage
+    mcp_scopes: { crm: [read] }
+    approval_required: [refund_request]
+    grants: { max: 45m }
+    rules:
+      - tool: refund_request
+        then: approve
+        grant: never
+`,
+      'ok.yml',
+      {},
+    );
+    expect(p.agents['support-triage']).toMatchObject({ grantMaxMs: 45 * 60_000, rules: [{ grantNever: true }] });
+    expect(call('crm__refund_request', {}, p)).toMatchObject({ kind: 'approve', policyRule: { grantNever: true } });
+    expect(
+      loadError(`${SERVERS}
+agents:
+  - agent: support-triage
+    mcp_scopes: { crm: [read] }
+    rules:
+      - tool: refund_request
+        then: allow
+        grant: never
+`),
+    ).toContain('agents[0].rules[0].grant: `grant: never` applies to `then: approve` rules only');
+  });
+
   it('rule fields are checked like the rest of the file', () => {
     expect(
       loadError(`${SERVERS}
