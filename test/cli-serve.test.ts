@@ -74,6 +74,13 @@ describe('warden serve', () => {
   it('reloads the policy when the file is saved, and keeps the last good one when the new file is bad', async () => {
     writeFileSync(policyPath, seed.replace('agent: support-triage', 'agent: support-triage-v2'));
     await waitForLog((l) => l.msg === 'policy reloaded', 'reload after saving the file');
+    // The change is summarised as `policy diff` would, and alerted (here to the log: no Slack).
+    const changed = await waitForLog(
+      (l) => (l.alert as { kind?: string } | undefined)?.kind === 'policy_changed',
+      'the policy_changed alert',
+    );
+    expect(String(changed.msg)).toContain('support-triage-v2  agent added');
+    expect(String(changed.msg)).toContain('support-triage  agent removed');
     writeFileSync(policyPath, seed.replace('mcp_scopes:', 'mcp_scope:'));
     const failed = await waitForLog(
       (l) => typeof l.msg === 'string' && l.msg.startsWith('policy reload failed'),
