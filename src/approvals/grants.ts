@@ -60,6 +60,20 @@ function fromRow(r: GrantRow): Grant {
   };
 }
 
+/** The `grants` table's statements: the only SQL that touches it. */
+function prepareGrantSql(db: Db) {
+  return {
+    insert: db.prepare(`INSERT INTO grants (id, agent, server, tool, approval_id, granted_by, created_at, expires_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+    open: db.prepare('SELECT * FROM grants WHERE ended_at IS NULL ORDER BY created_at'),
+    openFor: db.prepare(
+      'SELECT * FROM grants WHERE ended_at IS NULL AND agent = ? AND server = ? AND tool = ? ORDER BY expires_at DESC LIMIT 1',
+    ),
+    // Ending is a compare-and-set: of two processes ending one grant, one writes (and audits) it.
+    end: db.prepare('UPDATE grants SET ended_at = ?, ended_by = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL'),
+  };
+}
+
 /**
  * Time-boxed grants: "yes, for the next 30 minutes" for one agent and one
  * tool. The only reader and writer of the `grants` table. Every start and end
@@ -72,27 +86,13 @@ export class GrantService {
   readonly #audit: Pick<AuditSink, 'append'>;
   readonly #clock: Clock;
   readonly #logger: Logger;
-  readonly #sql: {
-    insert: { run(...args: unknown[]): unknown };
-    open: { all(...args: unknown[]): unknown[] };
-    openFor: { get(...args: unknown[]): unknown };
-    end: { run(...args: unknown[]): { changes: number } };
-  };
+  readonly #sql: ReturnType<typeof prepareGrantSql>;
 
   constructor(db: Db, deps: { audit: Pick<AuditSink, 'append'>; clock: Clock; logger: Logger }) {
     this.#audit = deps.audit;
     this.#clock = deps.clock;
     this.#logger = deps.logger;
-    this.#sql = {
-      insert: db.prepare(`INSERT INTO grants (id, agent, server, tool, approval_id, granted_by, created_at, expires_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-      open: db.prepare('SELECT * FROM grants WHERE ended_at IS NULL ORDER BY created_at'),
-      openFor: db.prepare(
-        'SELECT * FROM grants WHERE ended_at IS NULL AND agent = ? AND server = ? AND tool = ? ORDER BY expires_at DESC LIMIT 1',
-      ),
-      // Ending is a compare-and-set: of two processes ending one grant, one writes (and audits) it.
-      end: db.prepare('UPDATE grants SET ended_at = ?, ended_by = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL'),
-    };
+    this.#sql = prepareGrantSql(db);
   }
 
   /**
