@@ -60,7 +60,7 @@ describe('posting the card when Slack is in trouble', () => {
     const outcome = await clock.runUntil(h.approvals.request(heldCall(h, { callId: 'call-rl' })), { stepMs: 250 });
     expect(outcome.status).toBe('failed');
     expect(outcome.status !== 'approved' && outcome.reason).toBe(
-      'approval failed: the approval card could not be posted: SLACK_UNAVAILABLE: posting the approval card (chat.postMessage): Slack rate-limited the request (Retry-After 1 s); gave up after 3 attempts',
+      'failed: the approval card could not be posted: SLACK_UNAVAILABLE: posting the approval card (chat.postMessage): Slack rate-limited the request (Retry-After 1 s); gave up after 3 attempts',
     );
     expect(h.slack.callsOf('chat.postMessage')).toHaveLength(3);
     // Each retry came no sooner than the Retry-After (times on the fake clock).

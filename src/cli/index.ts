@@ -3,6 +3,7 @@ import { describeError, isWardenError, type ErrorCode } from '../errors.ts';
 import { registerCommands } from './commands/index.ts';
 
 import { ExitCode } from './exit-codes.ts';
+import { plainText } from './plain-text.ts';
 
 const BAD_INPUT_CODES: ReadonlySet<ErrorCode> = new Set([
   'CONFIG_INVALID',
@@ -13,13 +14,16 @@ const BAD_INPUT_CODES: ReadonlySet<ErrorCode> = new Set([
   'NOT_FOUND',
 ]);
 
+/** The command ran and the answer is no: a check failed, or a decision was refused or lost to another. */
+const REFUSED_CODES: ReadonlySet<ErrorCode> = new Set(['AUDIT_CHAIN_BROKEN', 'FORBIDDEN', 'APPROVAL_CONFLICT']);
+
 /** The one error printer: a line on stderr, and an exit code from the error's code. */
 export function printError(err: unknown, stderr: NodeJS.WritableStream = process.stderr): number {
-  stderr.write(`warden: ${describeError(err)}\n`);
+  stderr.write(`warden: ${plainText(describeError(err))}\n`);
   if (isWardenError(err))
     return BAD_INPUT_CODES.has(err.code)
       ? ExitCode.BAD_INPUT
-      : err.code === 'AUDIT_CHAIN_BROKEN'
+      : REFUSED_CODES.has(err.code)
         ? ExitCode.CHECK_FAILED
         : ExitCode.FAILURE;
   return ExitCode.FAILURE;
