@@ -29,18 +29,18 @@ export function printError(err: unknown, stderr: NodeJS.WritableStream = process
   return ExitCode.FAILURE;
 }
 
-export function buildProgram(): Command {
+export async function buildProgram(argv: readonly string[]): Promise<Command> {
   const program = new Command('warden')
     .description('Governance for AI agents that use MCP tools')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  registerCommands(program);
+  await registerCommands(program, argv);
   return program;
 }
 
 export async function main(argv: string[] = process.argv): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv);
+    await (await buildProgram(argv)).parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.OK;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? ExitCode.OK : ExitCode.BAD_INPUT;
@@ -49,7 +49,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
 }
 
 // Run when executed directly (tsx src/cli/index.ts …), not when imported by tests.
-if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/cli/index.ts')) {
+if (import.meta.url === `file://${process.argv[1]}` || /\/cli\/index\.[jt]s$/.test(process.argv[1] ?? '')) {
   main().then((code) => {
     process.exitCode = code;
   });

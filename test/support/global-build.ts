@@ -1,0 +1,15 @@
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Vitest global setup: compiles src/ to dist/ (incremental, ~2 s when little changed), so the
+ * tests that run `bin/warden.js` as `npm start` does exercise the code under test, not a stale build.
+ */
+export default function setup(): void {
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
+    cwd: fileURLToPath(new URL('../..', import.meta.url)),
+    stdio: 'inherit',
+  });
+}
