@@ -1,4 +1,7 @@
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -17,10 +20,7 @@ const AGENT = 'mailer';
 const OWNER = 'U0123ABCD';
 let h: Harness;
 const clock = new ManualClock(Date.now());
-
-beforeAll(async () => {
-  h = await startHarness(
-    `
+const POLICY = `
 servers:
   tickets:
     ${fixtureServer('helpdesk-server.ts', ['tickets'])}
@@ -31,9 +31,10 @@ agents:
   - agent: ${AGENT}
     mcp_scopes: { tickets: [read, write] }
     owner: ${OWNER}
-`,
-    { clock },
-  );
+`;
+
+beforeAll(async () => {
+  h = await startHarness(POLICY, { clock });
 });
 
 afterAll(async () => {
@@ -51,10 +52,12 @@ async function sent(body: string): Promise<number> {
     .filter((r) => r.tool === 'send_customer_email' && r.decision === 'ok' && String(r.args).includes(body)).length;
 }
 
-async function heldCallWithDefaults(client: Client, body: string): Promise<void> {
-  const args = { ticket_id: 'T-1001', to: 'ada@example.com', subject: 'Refund', body };
+const emailArgs = (body: string) => ({ ticket_id: 'T-1001', to: 'ada@example.com', subject: 'Refund', body });
+
+/** A held call with no client options, answered "not run yet" once the default answer_within passes. */
+async function deferWithDefaults(client: Client, body: string): Promise<{ id: string; status: string }> {
   // No options: the client's own defaults.
-  const pendingAnswer = client.callTool({ name: 'tickets__send_customer_email', arguments: args });
+  const pendingAnswer = client.callTool({ name: 'tickets__send_customer_email', arguments: emailArgs(body) });
   await waitFor(() => h.approvals.pending().some((p) => p.agent === AGENT), 'the call to be held');
   // answer_within, by default 45 s, passes on the gateway's clock.
   await clock.tick(45_000);
@@ -64,6 +67,11 @@ async function heldCallWithDefaults(client: Client, body: string): Promise<void>
   const meta = approvalMeta(res);
   expect(meta).toMatchObject({ status: 'pending' });
   expect(await sent(body)).toBe(0);
+  return meta!;
+}
+
+async function heldCallWithDefaults(client: Client, body: string): Promise<void> {
+  const meta = await deferWithDefaults(client, body);
 
   expect((await h.approvals.decide(meta!.id, OWNER, 'approve')).ok).toBe(true);
   await waitFor(async () => (await sent(body)) === 1, 'the approved call to run');
@@ -98,5 +106,28 @@ describe('held calls with clients at their default settings', () => {
     } finally {
       await client.close();
     }
+  });
+
+  it('approved from the terminal (`warden approvals approve`), collected by repeating the same call', async () => {
+    const client = await h.connect(AGENT);
+    const meta = await deferWithDefaults(client, 'from the cli');
+    const policyPath = join(h.dir, 'policy.yml');
+    writeFileSync(policyPath, POLICY);
+    const cli = await promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'src/cli/index.ts'), 'approvals', 'approve', meta.id, '--as', OWNER],
+      { cwd: ROOT, env: { ...process.env, WARDEN_DB: join(h.dir, 'warden.db'), WARDEN_POLICY: policyPath } },
+    );
+    expect(cli.stdout).toContain(`${meta.id}: approved by ${OWNER}`);
+    // The gateway's process sees the decision in the database and runs the call, once.
+    await waitFor(async () => (await sent('from the cli')) === 1, 'the approved call to run');
+    const repeat = (await client.callTool({
+      name: 'tickets__send_customer_email',
+      arguments: emailArgs('from the cli'),
+    })) as CallToolResult;
+    expect(repeat.isError).toBeFalsy();
+    expect(JSON.parse(textOf(repeat))).toMatchObject({ sent: true });
+    expect(await sent('from the cli')).toBe(1);
+    expect(h.approvals.pending()).toHaveLength(0);
   });
 });
