@@ -184,7 +184,14 @@ describe('createSlackApp', () => {
   it('uses Socket Mode when an app token is set, the HTTP receiver otherwise, and names bad config', async () => {
     const slack = await startSlackApiServer({ botToken: BOT_TOKEN });
     try {
-      const base = { approvals: {} as never, policy: () => ({}) as never, audit: {} as never, logger: silentLogger() };
+      const base = {
+        approvals: {} as never,
+        policy: () => ({}) as never,
+        audit: {} as never,
+        auditReader: {} as never,
+        control: {} as never,
+        logger: silentLogger(),
+      };
       expect(
         createSlackApp({
           ...base,

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ApprovalService } from '../src/approvals/index.ts';
-import { AuditLog } from '../src/audit/index.ts';
+import { AuditLog, AuditReader } from '../src/audit/index.ts';
 import type { AuditRow } from '../src/audit/types.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
 import { silentLogger } from '../src/logger.ts';
@@ -59,7 +59,7 @@ beforeAll(async () => {
     policy: () => policy,
     audit,
     logger,
-    db,
+    auditReader: new AuditReader(db),
     control: { killSwitch: ks },
     clientOptions: { timeout: 5000 },
   });

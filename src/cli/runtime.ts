@@ -1,5 +1,5 @@
 import { ApprovalService } from '../approvals/index.ts';
-import { AuditLog } from '../audit/index.ts';
+import { AuditLog, AuditReader } from '../audit/index.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Config } from '../config/index.ts';
 import { FanOutAlertSink, LogAlertSink } from '../control/alerts.ts';
@@ -78,7 +78,8 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     if (abandoned > 0) logger.warn({ abandoned }, 'approvals left pending by a previous process were marked abandoned');
     // After approvals.recover(): a held call whose approval it just abandoned is no longer "still waiting".
     const startedAt = clock.now();
-    const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt });
+    const auditReader = new AuditReader(db);
+    const dangling = await recoverAbandonedCalls({ auditReader, approvals, audit, policy, clock, logger, startedAt });
     if (dangling.length > 0)
       logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
     // Calls a crashed process started just before this one are still inside the
@@ -87,7 +88,16 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     const secondPass = clock.setTimeout(() => {
       // Cut-off = our own start: every call decided before it that is still open
       // a full grace window later belonged to a process that is gone.
-      recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt: startedAt + graceMs, graceMs })
+      recoverAbandonedCalls({
+        auditReader,
+        approvals,
+        audit,
+        policy,
+        clock,
+        logger,
+        startedAt: startedAt + graceMs,
+        graceMs,
+      })
         .then((late) => {
           if (late.length > 0)
             logger.warn({ calls: late.length }, 'calls left running by a stopped process were recorded as abandoned');
@@ -151,7 +161,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         audit,
         logger,
         clock,
-        db,
+        auditReader,
         control: { killSwitch: control.killSwitch, drill: control.drill },
       });
       slackPort = (await slack.start()).port;

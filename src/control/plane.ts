@@ -3,6 +3,7 @@ import type { Clock } from '../clock.ts';
 import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
+import { AuditReader } from '../audit/reader.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AlertSink } from './types.ts';
 import type { ChannelPoster } from './alerts.ts';
@@ -57,6 +58,7 @@ export interface ControlPlane {
 export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
   const logger = o.logger ?? silentLogger();
   const killSwitch = new KillSwitch({ db: o.db, audit: o.audit, clock: o.clock, logger });
+  const auditReader = new AuditReader(o.db);
   const anomaly = new AnomalyDetector({
     policy: o.policy,
     alerts: o.alerts,
@@ -69,6 +71,7 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     ? new DrillRunner({
         db: o.db,
         audit: o.audit,
+        auditReader,
         killSwitch,
         policy: o.policy,
         gatewayUrl: o.drill.gatewayUrl,
@@ -109,7 +112,7 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
         actOnRemote: o.actOnRemote ?? true,
       });
       if (o.anomalies !== false) {
-        anomaly.watchAudit(o.db);
+        anomaly.watchAudit(auditReader);
         anomaly.start();
       }
       scheduler.start();

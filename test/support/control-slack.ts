@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApprovalService } from '../../src/approvals/index.ts';
 import { AuditLog } from '../../src/audit/log.ts';
+import { AuditReader } from '../../src/audit/reader.ts';
 import { drillTokensFromDb } from '../../src/cli/commands/agents-control.ts';
 import { DrillRunner, drillReportPoster } from '../../src/control/drill.ts';
 import { wireHaltEffects } from '../../src/control/halt-effects.ts';
@@ -129,6 +130,7 @@ export async function startControlSlack(opts: { policyText?: string } = {}): Pro
   const drill = new DrillRunner({
     db,
     audit,
+    auditReader: new AuditReader(db),
     killSwitch: ks,
     policy,
     gatewayUrl: gateway.url,
