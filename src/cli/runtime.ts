@@ -118,7 +118,10 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         connector: mcpCanaryConnector,
         report: poster ? drillReportPoster(poster, policy, buildDrillReport) : undefined,
       },
-      checkpoints: config.checkpointKey && poster ? { key: config.checkpointKey, poster } : undefined,
+      // Without Slack the witness file alone still takes checkpoints out of the database.
+      checkpoints: config.checkpointKey
+        ? { key: config.checkpointKey, poster, witness: config.checkpointWitness }
+        : undefined,
     });
     control.start();
     closers.push(() => control.stop());
