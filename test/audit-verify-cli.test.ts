@@ -179,6 +179,17 @@ describe('audit verify --witness / WARDEN_CHECKPOINT_WITNESS', () => {
     const viaFlag = await cli(['audit', 'verify', '--db', dbPath, '--policy', policyPath, '--witness', witness]);
     expect(viaFlag.code).toBe(1);
 
+    // Named only by the environment and not there yet: verify still runs, and says so.
+    const absent = join(dir, 'absent.jsonl');
+    const notYet = await cli(['audit', 'verify', '--db', dbPath, '--policy', policyPath], {
+      WARDEN_CHECKPOINT_WITNESS: absent,
+    });
+    expect(notYet.code).toBe(0);
+    expect(notYet.stderr).toContain(`warning: the witness ${absent} (WARDEN_CHECKPOINT_WITNESS) does not exist`);
+    const asked = await cli(['audit', 'verify', '--db', dbPath, '--witness', absent]);
+    expect(asked.code).toBe(2);
+    expect(asked.stderr).toMatch(/cannot use the checkpoint witness .*absent\.jsonl: ENOENT/);
+
     const bad = join(dir, 'bad.jsonl');
     writeFileSync(bad, '{"seq": -1}\n');
     const unreadable = await cli(['audit', 'verify', '--db', dbPath, '--witness', bad]);

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import {
   parseCheckpointRef,
@@ -77,7 +78,13 @@ export function registerAuditVerify(program: Command): void {
 
       const external: ExternalCheckpoint[] = [];
       const witness = opts.witness ?? config.checkpointWitness;
-      if (witness) {
+      if (witness && opts.witness === undefined && !existsSync(witness)) {
+        // Named by the environment, not asked for: a setup that has not taken its first checkpoint yet
+        // must still verify. Said out loud, since a deleted witness looks the same.
+        warn(
+          `the witness ${witness} (WARDEN_CHECKPOINT_WITNESS) does not exist: no checkpoint was written there yet, or it was deleted`,
+        );
+      } else if (witness) {
         const lines = readWitness(witness);
         external.push(...lines);
         note(`checked ${lines.length} checkpoint(s) from the witness ${witness}`);
@@ -90,7 +97,11 @@ export function registerAuditVerify(program: Command): void {
             `--from-slack: no channel given and ${policy ? `${policyPath} sets no control.compliance_channel` : `the policy ${policyPath} could not be read (${describeError(policyError)})`}; pass --from-slack CHANNEL_ID`,
           );
         }
-        const client = createSlackClient(slackReaderConfig(process.env), silentLogger());
+        // A person is waiting, not an agent's call: sleeping on Slack's Retry-After is right here.
+        const client = createSlackClient(slackReaderConfig(process.env), silentLogger(), {
+          rejectRateLimitedCalls: false,
+          retryConfig: { retries: 5 },
+        });
         const posted = await fetchPostedCheckpoints(client, channel);
         external.push(...posted.checkpoints);
         note(
