@@ -233,7 +233,7 @@ control:
     ).toThrow(/control\.checkpoint_every_rows/);
   });
 
-  it('says once, not on every policy reload, that checkpoints are configured without a key', async () => {
+  it('says once, not on every policy reload, that checkpoints have no key, or nowhere outside the database to go', async () => {
     const lines: string[] = [];
     const stream = new Writable({
       write(chunk, _enc, cb) {
@@ -253,5 +253,20 @@ control:
     await scheduler.restart();
     await scheduler.stop();
     expect(lines.filter((l) => l.includes('no checkpoint key is configured'))).toHaveLength(1);
+
+    // With a key but nowhere outside the database to put checkpoints: said once too.
+    lines.length = 0;
+    const dbOnly = new ControlScheduler({
+      db,
+      policy: parsePolicy(ROWS_POLICY, 'p.yml'),
+      alerts: new MemoryAlertSinkForTest(),
+      checkpoints: { key: generateCheckpointKeyPair().privateKeyPem },
+      logger: pino({ level: 'warn' }, stream),
+      overdueCheckSchedule: '0 0 1 1 *',
+    });
+    dbOnly.start();
+    await dbOnly.restart();
+    await dbOnly.stop();
+    expect(lines.filter((l) => l.includes('checkpoints are kept only in the database'))).toHaveLength(1);
   });
 });

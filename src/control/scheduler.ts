@@ -85,6 +85,7 @@ export class ControlScheduler {
   #lastOverdueAlert: number | undefined;
   // start() runs again on every policy reload; a configuration warning is worth saying once.
   #warnedNoKey = false;
+  #warnedDbOnly = false;
 
   constructor(opts: ControlSchedulerOptions) {
     this.#options = opts;
@@ -121,7 +122,14 @@ export class ControlScheduler {
         'control.checkpoint_schedule or checkpoint_every_rows is set but no checkpoint key is configured (WARDEN_CHECKPOINT_KEY); no checkpoints are taken',
       );
     }
-    if (this.#options.checkpoints) {
+    const targets = this.#options.checkpoints;
+    if (targets && !targets.poster && !targets.witness && !this.#warnedDbOnly) {
+      this.#warnedDbOnly = true;
+      this.#logger.warn(
+        'checkpoints are kept only in the database, where whoever cuts the trail can delete them too; configure Slack (control.compliance_channel) or WARDEN_CHECKPOINT_WITNESS',
+      );
+    }
+    if (targets) {
       add('checkpoint', control.checkpointSchedule, () => this.postCheckpoint().then(() => undefined));
       if (control.checkpointEveryRows) {
         this.#rowTimer = this.#clock.setInterval(() => this.checkRows(), this.#options.rowCheckMs ?? 1000);
