@@ -121,8 +121,8 @@ export function registerAuditVerify(program: Command): void {
         db.close();
       }
       if (!report.ok) {
-        const p = report.firstProblem!;
-        process.stdout.write(`BROKEN at seq ${p.seq} (${p.kind}): ${p.message}\n`);
+        const problem = report.firstProblem!;
+        process.stdout.write(`BROKEN at seq ${problem.seq} (${problem.kind}): ${problem.message}\n`);
         process.exitCode = ExitCode.CHECK_FAILED;
         return;
       }
@@ -143,7 +143,10 @@ export function registerAuditVerify(program: Command): void {
         note(
           `rows ${newest.seq + 1}..${report.head.seq} come after the newest signed checkpoint (${newest.label}): until the next one, nothing shows whether they were cut or rewritten`,
         );
-      if (newest) warnIfStale(newest, readPolicy(), policyPath, policyError);
+      if (newest) {
+        const current = readPolicy();
+        warnIfStale(newest, current, policyPath, policyError);
+      }
     });
 }
 
