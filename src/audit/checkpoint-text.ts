@@ -12,7 +12,7 @@ export function checkpointText(cp: Checkpoint): string {
     `hash \`${cp.head_hash}\``,
     `signature \`${cp.signature}\``,
     `public key \`${cp.public_key}\``,
-    `Verify later with \`warden audit verify --checkpoint ${cp.seq}:${cp.head_hash}\`: a chain shorter than this, or with a different hash here, was truncated or rewritten.`,
+    `Verify later with \`warden audit verify --from-slack --public-key KEY\` (reads this message back) or \`warden audit verify --checkpoint ${cp.seq}:${cp.head_hash}\`: a chain shorter than this, or with a different hash here, was truncated or rewritten.`,
   ].join('\n');
 }
 
