@@ -4,6 +4,7 @@ import { SlackAlertSink } from '../src/slack/alert-sink.ts';
 import { createSlackApp } from '../src/slack/app.ts';
 import { createSlackClient } from '../src/slack/client.ts';
 import { silentLogger } from '../src/logger.ts';
+import { openDb } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { startSlackApiServer } from './support/slack-api-server.ts';
 import {
@@ -184,7 +185,13 @@ describe('createSlackApp', () => {
   it('uses Socket Mode when an app token is set, the HTTP receiver otherwise, and names bad config', async () => {
     const slack = await startSlackApiServer({ botToken: BOT_TOKEN });
     try {
-      const base = { approvals: {} as never, policy: () => ({}) as never, audit: {} as never, logger: silentLogger() };
+      const base = {
+        approvals: {} as never,
+        policy: () => ({}) as never,
+        audit: {} as never,
+        logger: silentLogger(),
+        db: openDb(':memory:'),
+      };
       expect(
         createSlackApp({
           ...base,

@@ -7,7 +7,7 @@ import { policyGetter } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
-import { HttpEdge } from './http.ts';
+import { DEFAULT_EDGE_LIMITS, HttpEdge, type EdgeLimits } from './http.ts';
 import { PinStore } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
 import { TokenStore } from './tokens.ts';
@@ -44,6 +44,8 @@ export interface StartGatewayOptions {
   maxSessionsPerAgent?: number | undefined;
   /** Largest accepted POST body. Default 4 MiB. */
   maxBodyBytes?: number | undefined;
+  /** Connection caps and request timeouts at the HTTP edge; each unset field keeps DEFAULT_EDGE_LIMITS. */
+  limits?: Partial<EdgeLimits> | undefined;
   /** How much of a call's record is on stable storage before each step (see PipelineOptions). Default 'fast'. */
   auditDurability?: AuditDurability | undefined;
   /**
@@ -116,6 +118,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     sessionIdleMs: options.sessionIdleMs ?? 30 * 60_000,
     maxSessionsPerAgent: options.maxSessionsPerAgent ?? 32,
     maxBodyBytes: options.maxBodyBytes ?? 4 * 1024 * 1024,
+    limits: { ...DEFAULT_EDGE_LIMITS, ...options.limits },
   });
   let listening: { url: string; port: number };
   try {
