@@ -10,6 +10,7 @@ import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { HttpEdge } from './http.ts';
 import { PinStore } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
+import { HeldTasks } from './tasks.ts';
 import { TokenStore } from './tokens.ts';
 import { UpstreamManager } from './upstream.ts';
 
@@ -52,6 +53,8 @@ export interface StartGatewayOptions {
    * the trail always holds what was forwarded.
    */
   maxArgumentBytes?: number | undefined;
+  /** The interval between polls suggested to clients of MCP tasks. Default 1 s. */
+  taskPollMs?: number | undefined;
 }
 
 export interface GatewayHandle {
@@ -102,8 +105,10 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const p = pipeline;
   const offPolicy =
     isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
+  const tasks = new HeldTasks({ clock, pollIntervalMs: options.taskPollMs });
   const edge = new HttpEdge({
     pipeline,
+    tasks,
     tokens: new TokenStore(options.db),
     audit: options.audit,
     alerts: options.alerts,
@@ -140,6 +145,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
         edge.stopAccepting();
         await p.close();
         await edge.close();
+        tasks.close();
         await upstreams.close();
       })()),
   };

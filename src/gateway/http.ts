@@ -12,6 +12,7 @@ import type { GatewayPipeline } from './pipeline.ts';
 import { AgentTransport } from './agent-transport.ts';
 import { findProtoKey } from './arguments.ts';
 import { SessionServer } from './session.ts';
+import type { HeldTasks } from './tasks.ts';
 import type { TokenStore } from './tokens.ts';
 
 /**
@@ -22,6 +23,8 @@ import type { TokenStore } from './tokens.ts';
 
 export interface HttpEdgeOptions {
   pipeline: GatewayPipeline;
+  /** Tasks outlive sessions, so they are kept here for all of them. */
+  tasks: HeldTasks;
   tokens: TokenStore;
   audit: AuditSink;
   alerts: AlertSink;
@@ -386,7 +389,9 @@ export class HttpEdge {
         `Too many sessions: agent ${agent} already has ${this.#o.maxSessionsPerAgent} active sessions`,
       );
     }
-    const mcp = new SessionServer(this.#o.pipeline, agent, this.#log, (tokenId) => this.#o.tokens.isLive(tokenId));
+    const mcp = new SessionServer(this.#o.pipeline, this.#o.tasks, agent, this.#log, (tokenId) =>
+      this.#o.tokens.isLive(tokenId),
+    );
     const session: Session = {
       id: '',
       agent,

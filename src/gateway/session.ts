@@ -8,7 +8,8 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { GatewayPipeline } from './pipeline.ts';
+import type { CallInput, GatewayPipeline } from './pipeline.ts';
+import type { HeldTasks } from './tasks.ts';
 
 export const GATEWAY_INFO = { name: 'warden', version: '0.1.0' };
 
@@ -39,9 +40,20 @@ export class SessionServer {
    * again just before it is forwarded, so a token revoked while the call was
    * held for approval does not get it run.
    */
-  constructor(pipeline: GatewayPipeline, agent: string, logger: Logger, tokenLive: (tokenId: string) => boolean) {
+  constructor(
+    pipeline: GatewayPipeline,
+    tasks: HeldTasks,
+    agent: string,
+    logger: Logger,
+    tokenLive: (tokenId: string) => boolean,
+  ) {
     const server = new Server(GATEWAY_INFO, {
-      capabilities: { tools: { listChanged: true } },
+      // Task-augmented tools/call (MCP 2025-11-25): the SDK serves tasks/* from this agent's view of the registry.
+      capabilities: {
+        tools: { listChanged: true },
+        tasks: { list: {}, cancel: {}, requests: { tools: { call: {} } } },
+      },
+      taskStore: tasks.storeFor(agent),
       instructions:
         'Tools are provided by Warden on behalf of your organisation. A refused call comes back as an error result that says why; calls that need a human wait for their decision.',
     });
@@ -52,6 +64,24 @@ export class SessionServer {
     server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await pipeline.listTools(agent) }));
 
     server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+      const tokenId = extra.authInfo?.extra?.tokenId;
+      // A message without the edge's token id cannot be vouched for: fail closed.
+      const stillAuthorized = () => typeof tokenId === 'string' && tokenLive(tokenId);
+      if (request.params.task) {
+        // Answered at once with the task; the call goes on without this request (nor its connection).
+        const { task, signal } = tasks.create(agent, request.params.task.ttl);
+        void runTask(pipeline, tasks, task.taskId, logger, {
+          agent,
+          name: request.params.name,
+          args: request.params.arguments,
+          signal,
+          stillAuthorized,
+          holdOpen: true,
+          onHeld: (held) => tasks.held(task.taskId, held),
+        });
+        logger.info({ agent, tool: request.params.name, taskId: task.taskId }, 'tools/call started as a task');
+        return { task };
+      }
       const token = request.params._meta?.progressToken;
       const onProgress =
         token === undefined
@@ -67,9 +97,6 @@ export class SessionServer {
       const follow = () => call.abort(extra.signal.reason);
       if (extra.signal.aborted) follow();
       else extra.signal.addEventListener('abort', follow, { once: true });
-      const tokenId = extra.authInfo?.extra?.tokenId;
-      // A message without the edge's token id cannot be vouched for: fail closed.
-      const stillAuthorized = () => typeof tokenId === 'string' && tokenLive(tokenId);
       const id = extra.requestId;
       this.#calls.set(id, call);
       if (this.#early.has(id)) {
@@ -134,5 +161,34 @@ export class SessionServer {
       }
     }
     return n;
+  }
+}
+
+/** Runs a task's call to its end and keeps the ending for tasks/result; never throws. */
+async function runTask(
+  pipeline: GatewayPipeline,
+  tasks: HeldTasks,
+  taskId: string,
+  logger: Logger,
+  input: CallInput,
+): Promise<void> {
+  try {
+    tasks.end(taskId, { result: await pipeline.callTool(input) });
+  } catch (err) {
+    if (err instanceof McpError) {
+      tasks.end(taskId, { error: err });
+      return;
+    }
+    // Never leak internals to the agent; the log has the details.
+    logger.error(
+      { err: describeError(err), agent: input.agent, tool: input.name, taskId },
+      'unexpected failure in a task',
+    );
+    tasks.end(taskId, {
+      error: new McpError(
+        McpErrorCode.InternalError,
+        'Warden failed internally while handling this call; it was not completed',
+      ),
+    });
   }
 }

@@ -1,0 +1,255 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { ResponseMessage } from '@modelcontextprotocol/sdk/experimental/tasks';
+import { CallToolResultSchema, type CallToolResult, type Task } from '@modelcontextprotocol/sdk/types.js';
+import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
+
+/**
+ * Held calls as MCP tasks (spec 2025-11-25), driven by the SDK's own task
+ * client (`client.experimental.tasks`): the tools/call is answered at once
+ * with a task, the client polls tasks/get and collects with tasks/result, and
+ * the task ends with the real result or the refusal. The agents here have
+ * answer_within: 1s, which a task must not be cut short by.
+ */
+
+const AGENT = 'mailer';
+const OTHER = 'snoop';
+const OWNER = 'U0123ABCD';
+const CHANNEL = 'C0APPROVALS';
+/** Requests of the task client are short; the task outlives every one of them. */
+const SHORT = { timeout: 3_000 };
+const TASK_CAPABLE = { capabilities: { tasks: { list: {}, cancel: {} } } };
+let h: Harness;
+let client: Client;
+let other: Client;
+
+beforeAll(async () => {
+  h = await startHarness(
+    `
+servers:
+  tickets:
+    ${fixtureServer('helpdesk-server.ts', ['tickets'])}
+    tools:
+      read_ticket:         { scope: read }
+      send_customer_email: { scope: write, consequence: customer-facing }
+agents:
+  - agent: ${AGENT}
+    mcp_scopes: { tickets: [read, write] }
+    approval_timeout: 10m
+    answer_within: 1s
+    owner: ${OWNER}
+    channel: ${CHANNEL}
+  - agent: ${OTHER}
+    mcp_scopes: { tickets: [read, write] }
+    approval_timeout: 10m
+    answer_within: 1s
+    owner: ${OWNER}
+`,
+    { taskPollMs: 50 },
+  );
+  client = await h.connect(AGENT, TASK_CAPABLE);
+  other = await h.connect(OTHER, TASK_CAPABLE);
+  // The SDK's client asks for a task only for tools it has seen listed with task support.
+  await client.listTools();
+  await other.listTools();
+});
+
+afterAll(async () => {
+  await h?.close();
+});
+
+let emails = 0;
+const email = () => ({ ticket_id: 'T-1001', to: 'ada@example.com', subject: 'Refund', body: `Hello (${++emails})` });
+
+interface Started {
+  taskId: string;
+  /** Every message the SDK's stream yielded, once it ended (with a result or an error). */
+  done: Promise<ResponseMessage<CallToolResult>[]>;
+}
+
+/** Calls the held tool the way a task-capable SDK client does, and returns once the task exists. */
+async function startTask(via: Client, args: Record<string, unknown>): Promise<Started> {
+  const stream = via.experimental.tasks.callToolStream(
+    { name: 'tickets__send_customer_email', arguments: args },
+    CallToolResultSchema,
+    SHORT,
+  );
+  let created: (taskId: string) => void = () => {};
+  const taskId = new Promise<string>((resolve) => {
+    created = resolve;
+  });
+  const done = (async () => {
+    const messages: ResponseMessage<CallToolResult>[] = [];
+    for await (const message of stream) {
+      messages.push(message as ResponseMessage<CallToolResult>);
+      if (message.type === 'taskCreated') created(message.task.taskId);
+    }
+    created('');
+    return messages;
+  })();
+  const id = await taskId;
+  if (!id) throw new Error(`no task was created: ${JSON.stringify(await done)}`);
+  return { taskId: id, done };
+}
+
+/** Waits until the task says it is held for a human in the agent's channel. */
+async function held(via: Client, taskId: string): Promise<Task> {
+  return waitFor(async () => {
+    const task = await via.experimental.tasks.getTask(taskId, SHORT);
+    return task.statusMessage?.includes(CHANNEL) ? task : undefined;
+  }, 'the task to be held for approval');
+}
+
+function approvalIdOf(task: Task): string {
+  const id = /approval (apr_[0-9a-f-]+)/.exec(task.statusMessage ?? '')?.[1];
+  if (!id) throw new Error(`no approval id in ${task.statusMessage}`);
+  return id;
+}
+
+function finalResult(messages: ResponseMessage<CallToolResult>[]): CallToolResult {
+  const last = messages.at(-1);
+  if (last?.type !== 'result') throw new Error(`the task did not end with a result: ${JSON.stringify(last)}`);
+  return last.result;
+}
+
+async function sentCount(): Promise<number> {
+  await h.flush();
+  return h
+    .rows({ event: 'call.completed', agent: AGENT })
+    .filter((r) => r.tool === 'send_customer_email' && r.decision === 'ok').length;
+}
+
+describe('tools/list and capabilities', () => {
+  it('advertises task support on the tools that may be held, and the tasks capability', async () => {
+    expect(client.getServerCapabilities()?.tasks).toMatchObject({ requests: { tools: { call: {} } }, cancel: {} });
+    const tools = (await client.listTools()).tools;
+    const held = tools.find((t) => t.name === 'tickets__send_customer_email');
+    const read = tools.find((t) => t.name === 'tickets__read_ticket');
+    expect(held?.execution).toEqual({ taskSupport: 'optional' });
+    expect(read?.execution).toBeUndefined();
+  });
+});
+
+describe('a held call as a task', () => {
+  it('is working while it waits, names the channel, outlasts answer_within, and ends with the real result', async () => {
+    const before = await sentCount();
+    const started = await startTask(client, email());
+    expect(started.taskId).toMatch(/^task_[0-9a-f-]{36}$/);
+    const task = await held(client, started.taskId);
+    expect(task.status).toBe('working');
+    expect(task.statusMessage).toMatch(/waiting for a human's approval in the Slack channel C0APPROVALS/);
+    const approvalId = approvalIdOf(task);
+    expect(h.approvals.get(approvalId)?.status).toBe('pending');
+
+    // Past answer_within (1 s): a task is not answered "not run yet"; it simply goes on working.
+    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    expect((await client.experimental.tasks.getTask(started.taskId, SHORT)).status).toBe('working');
+    await h.flush();
+    expect(h.rows({ event: 'approval.deferred', agent: AGENT }).filter((r) => r.detail?.includes(approvalId))).toEqual(
+      [],
+    );
+
+    expect((await h.approvals.decide(approvalId, OWNER, 'approve')).ok).toBe(true);
+    const messages = await started.done;
+    const result = finalResult(messages);
+    expect(result.isError).toBeFalsy();
+    expect(JSON.parse(textOf(result))).toMatchObject({ sent: true, to: 'ada@example.com' });
+    expect(messages.filter((m) => m.type === 'taskStatus').at(-1)).toMatchObject({ task: { status: 'completed' } });
+    // Exactly once, and tasks/result hands out the same ending again while the task is kept.
+    expect(await sentCount()).toBe(before + 1);
+    const again = await client.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
+    expect(JSON.parse(textOf(again))).toMatchObject({ sent: true });
+    expect(await sentCount()).toBe(before + 1);
+  });
+
+  it('a rejection ends the task with the refusal; the call never runs', async () => {
+    const before = await sentCount();
+    const started = await startTask(client, email());
+    const approvalId = approvalIdOf(await held(client, started.taskId));
+    await h.approvals.decide(approvalId, OWNER, 'reject', 'wrong customer');
+    const result = finalResult(await started.done);
+    expect(result.isError).toBe(true);
+    expect(textOf(result)).toMatch(/was not run: .*rejected by U0123ABCD: wrong customer/);
+    const task = await client.experimental.tasks.getTask(started.taskId, SHORT);
+    // A refusal is a tool result (isError), so the task completed; its status message says why too.
+    expect(task.status).toBe('completed');
+    expect(task.statusMessage).toMatch(/wrong customer/);
+    expect(await sentCount()).toBe(before);
+  });
+
+  it('tasks/cancel cancels the pending approval (audited), and the call never runs', async () => {
+    const before = await sentCount();
+    const started = await startTask(client, email());
+    const approvalId = approvalIdOf(await held(client, started.taskId));
+    const cancelled = await client.experimental.tasks.cancelTask(started.taskId, SHORT);
+    expect(cancelled.status).toBe('cancelled');
+    await waitFor(() => h.approvals.get(approvalId)?.status === 'cancelled', 'the approval to be cancelled');
+    expect(h.approvals.get(approvalId)?.decisionReason).toMatch(/the agent cancelled its task/);
+    await h.flush();
+    expect(
+      h.rows({ event: 'approval.decided', agent: AGENT }).find((r) => r.detail?.includes(approvalId)),
+    ).toMatchObject({ decision: 'cancelled' });
+
+    // The stream sees the cancel; tasks/result says what became of the call.
+    const last = (await started.done).at(-1);
+    expect(last?.type).toBe('error');
+    const result = await client.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
+    expect(result.isError).toBe(true);
+    expect(textOf(result)).toMatch(/was not run: .*cancelled: the agent cancelled its task/);
+    // Too late for a human to approve it now.
+    expect((await h.approvals.decide(approvalId, OWNER, 'approve')).ok).toBe(false);
+    expect(await sentCount()).toBe(before);
+    await expect(client.experimental.tasks.cancelTask(started.taskId, SHORT)).rejects.toThrow(/terminal status/);
+  });
+
+  it('another agent cannot read, collect, cancel or list it', async () => {
+    const started = await startTask(client, email());
+    const approvalId = approvalIdOf(await held(client, started.taskId));
+    await expect(other.experimental.tasks.getTask(started.taskId, SHORT)).rejects.toThrow(/Task not found/);
+    await expect(other.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT)).rejects.toThrow(
+      /Task not found/,
+    );
+    await expect(other.experimental.tasks.cancelTask(started.taskId, SHORT)).rejects.toThrow(/Task not found/);
+    expect((await other.experimental.tasks.listTasks(undefined, SHORT)).tasks.map((t) => t.taskId)).not.toContain(
+      started.taskId,
+    );
+    // Untouched for its own agent.
+    expect((await client.experimental.tasks.listTasks(undefined, SHORT)).tasks.map((t) => t.taskId)).toContain(
+      started.taskId,
+    );
+    expect((await client.experimental.tasks.getTask(started.taskId, SHORT)).status).toBe('working');
+    expect(h.approvals.get(approvalId)?.status).toBe('pending');
+    await h.approvals.decide(approvalId, OWNER, 'approve');
+    expect(finalResult(await started.done).isError).toBeFalsy();
+  });
+
+  it('outlives the session that created it: collected from a new session', async () => {
+    const first = await h.connect(AGENT, TASK_CAPABLE);
+    // The SDK's client asks for a task only for tools it has seen listed with task support.
+    await first.listTools();
+    const started = await startTask(first, email());
+    const approvalId = approvalIdOf(await held(first, started.taskId));
+    await first.close();
+    await started.done.catch(() => []);
+    await h.approvals.decide(approvalId, OWNER, 'approve');
+    const later = await h.connect(AGENT, TASK_CAPABLE);
+    await waitFor(
+      async () => (await later.experimental.tasks.getTask(started.taskId, SHORT)).status === 'completed',
+      'the task to complete',
+    );
+    const result = await later.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
+    expect(JSON.parse(textOf(result))).toMatchObject({ sent: true });
+  });
+
+  it('a call that is not held completes as a task at once', async () => {
+    const stream = client.experimental.tasks.callToolStream(
+      { name: 'tickets__read_ticket', arguments: { id: 'T-1001' } },
+      CallToolResultSchema,
+      { ...SHORT, task: {} },
+    );
+    const messages: ResponseMessage<CallToolResult>[] = [];
+    for await (const message of stream) messages.push(message as ResponseMessage<CallToolResult>);
+    expect(messages[0]?.type).toBe('taskCreated');
+    expect(finalResult(messages).isError).toBeFalsy();
+  });
+});
