@@ -241,6 +241,41 @@ describe('a held call as a task', () => {
     expect(JSON.parse(textOf(result))).toMatchObject({ sent: true });
   });
 
+  it('as the same call again after a "not run yet" answer, the task attaches to the held call: one card, one run', async () => {
+    const args = email();
+    const plain = (await client.callTool(
+      { name: 'tickets__send_customer_email', arguments: args },
+      undefined,
+      SHORT,
+    )) as CallToolResult;
+    expect(textOf(plain)).toMatch(/has NOT run yet/);
+    const approvalId = (plain._meta as Record<string, { id: string }>)['warden/approval']!.id;
+    const before = await sentCount();
+    const started = await startTask(client, args);
+    expect(approvalIdOf(await held(client, started.taskId))).toBe(approvalId);
+    expect(h.approvals.pending({ agent: AGENT }).map((a) => a.id)).toEqual([approvalId]);
+    await h.approvals.decide(approvalId, OWNER, 'approve');
+    expect(JSON.parse(textOf(finalResult(await started.done)))).toMatchObject({ sent: true });
+    expect(await sentCount()).toBe(before + 1);
+    expect(h.rows({ event: 'approval.collected', agent: AGENT }).at(-1)?.reason).toMatch(/repeating the same call/);
+  });
+
+  it('a halt while the task is held ends it with the halt, and the call never runs', async () => {
+    const before = await sentCount();
+    const started = await startTask(client, email());
+    const approvalId = approvalIdOf(await held(client, started.taskId));
+    await h.killSwitch.halt({ scope: 'agent', agent: AGENT, reason: 'drill', actor: 'cli:test' });
+    try {
+      const result = finalResult(await started.done);
+      expect(result.isError).toBe(true);
+      expect(textOf(result)).toMatch(/halted/);
+      expect(h.approvals.get(approvalId)?.status).toBe('cancelled');
+    } finally {
+      await h.killSwitch.resume({ scope: 'agent', agent: AGENT, actor: 'cli:test' });
+    }
+    expect(await sentCount()).toBe(before);
+  });
+
   it('a call that is not held completes as a task at once', async () => {
     const stream = client.experimental.tasks.callToolStream(
       { name: 'tickets__read_ticket', arguments: { id: 'T-1001' } },
