@@ -2,7 +2,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { ResponseMessage } from '@modelcontextprotocol/sdk/experimental/tasks';
 import { CallToolResultSchema, type CallToolResult, type Task } from '@modelcontextprotocol/sdk/types.js';
+import { Client as SdkClient } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { MemoryAlertSink } from '../src/control/alerts.ts';
+import { KillSwitch } from '../src/control/kill-switch.ts';
+import { createAgentToken, startGateway, type GatewayHandle } from '../src/gateway/index.ts';
+import { silentLogger } from '../src/logger.ts';
 import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
+import { helpdeskServersYaml } from './support/policies.ts';
+import { OWNER as SLACK_OWNER, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
 
 /**
  * Held calls as MCP tasks (spec 2025-11-25), driven by the SDK's own task
@@ -286,5 +294,95 @@ describe('a held call as a task', () => {
     for await (const message of stream) messages.push(message as ResponseMessage<CallToolResult>);
     expect(messages[0]?.type).toBe('taskCreated');
     expect(finalResult(messages).isError).toBeFalsy();
+  });
+});
+
+describe('a task held for a decision in Slack', () => {
+  let slack: SlackHarness;
+  let killSwitch: KillSwitch;
+  let gateway: GatewayHandle;
+  let agent: SdkClient;
+
+  beforeAll(async () => {
+    slack = await startSlackHarness({
+      policyYaml: `
+${helpdeskServersYaml(['tickets'])}
+agents:
+  - agent: support-triage
+    mcp_scopes: { tickets: [read] }
+    approval_required: [send_customer_email]
+    owner: ${SLACK_OWNER}
+    channel: ${CHANNEL}
+    approval_timeout: 15m
+`,
+      approvals: { pollMs: 50 },
+    });
+    killSwitch = new KillSwitch({ db: slack.db, audit: slack.audit, logger: silentLogger(), pollMs: 50 });
+    killSwitch.start();
+    gateway = await startGateway({
+      policy: { current: () => slack.policy },
+      db: slack.db,
+      audit: slack.audit,
+      approvals: slack.approvals,
+      halt: killSwitch,
+      alerts: new MemoryAlertSink(),
+      logger: silentLogger(),
+      port: 0,
+      taskPollMs: 50,
+    });
+    const token = createAgentToken(slack.db, 'support-triage', { policy: slack.policy });
+    agent = new SdkClient({ name: 'support-triage', version: '1.0.0' }, TASK_CAPABLE);
+    await agent.connect(
+      new StreamableHTTPClientTransport(new URL(gateway.url), {
+        requestInit: { headers: { Authorization: `Bearer ${token}` } },
+      }),
+    );
+    await agent.listTools();
+  });
+
+  afterAll(async () => {
+    await agent?.close();
+    await gateway?.close();
+    killSwitch?.stop();
+    await slack?.close();
+  });
+
+  /** The card Slack got for this approval. */
+  async function cardOf(approvalId: string) {
+    return slack.slack.waitForCall(
+      'chat.postMessage',
+      (c) => Array.isArray(c.args.blocks) && JSON.stringify(c.args.blocks).includes(approvalId),
+    );
+  }
+
+  it('approved by a signed click on the card: the task ends with the real result', async () => {
+    const started = await startTask(agent, email());
+    const approvalId = approvalIdOf(await held(agent, started.taskId));
+    const card = await cardOf(approvalId);
+    expect(card.args.channel).toBe(CHANNEL);
+    const click = await slack.sender.blockAction({
+      user: SLACK_OWNER,
+      actionId: 'approval_approve',
+      value: approvalId,
+      channel: CHANNEL,
+      messageTs: card.response!.ts as string,
+    });
+    expect(click.status).toBe(200);
+    const result = finalResult(await started.done);
+    expect(result.isError).toBeFalsy();
+    expect(JSON.parse(textOf(result))).toMatchObject({ sent: true, to: 'ada@example.com' });
+  });
+
+  it('tasks/cancel redraws the card as cancelled by the agent', async () => {
+    const started = await startTask(agent, email());
+    const approvalId = approvalIdOf(await held(agent, started.taskId));
+    const card = await cardOf(approvalId);
+    await agent.experimental.tasks.cancelTask(started.taskId, SHORT);
+    const redrawn = await slack.slack.waitForCall(
+      'chat.update',
+      (c) => c.args.ts === card.response!.ts && JSON.stringify(c.args.blocks).includes('Cancelled'),
+    );
+    expect(JSON.stringify(redrawn.args.blocks)).toContain('the agent cancelled its task');
+    await started.done;
   });
 });
