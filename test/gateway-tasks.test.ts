@@ -7,9 +7,11 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { MemoryAlertSink } from '../src/control/alerts.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
 import { createAgentToken, startGateway, type GatewayHandle } from '../src/gateway/index.ts';
+import { HeldTasks, MAX_TASKS_PER_AGENT, MIN_KEEP_AFTER_END_MS } from '../src/gateway/tasks.ts';
 import { silentLogger } from '../src/logger.ts';
 import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
 import { helpdeskServersYaml } from './support/policies.ts';
+import { ManualClock } from './support/manual-clock.ts';
 import { OWNER as SLACK_OWNER, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
 
 /**
@@ -384,5 +386,45 @@ agents:
     );
     expect(JSON.stringify(redrawn.args.blocks)).toContain('the agent cancelled its task');
     await started.done;
+  });
+});
+
+describe('how long tasks are kept', () => {
+  const ok: CallToolResult = { content: [{ type: 'text', text: 'done' }] };
+
+  it('a running task is never dropped; an ended one is kept for its ttl, and at least a minute after it ends', async () => {
+    const clock = new ManualClock(Date.parse('2026-01-01T00:00:00Z'));
+    const tasks = new HeldTasks({ clock });
+    const { task } = tasks.create('a', 5 * 60_000);
+    expect(task.ttl).toBe(5 * 60_000);
+    await clock.tick(60 * 60_000);
+    expect(tasks.get(task.taskId, 'a')?.status).toBe('working');
+    tasks.end(task.taskId, { result: ok });
+    // Its ttl from creation is long past: kept for the minimum after its end.
+    await clock.tick(MIN_KEEP_AFTER_END_MS - 1_000);
+    expect(tasks.get(task.taskId, 'a')?.status).toBe('completed');
+    await clock.tick(2_000);
+    expect(tasks.get(task.taskId, 'a')).toBeUndefined();
+    await expect(tasks.result(task.taskId, 'a')).rejects.toThrow(/Task not found/);
+  });
+
+  it('clamps the ttl a client asks for', () => {
+    const tasks = new HeldTasks({ clock: new ManualClock() });
+    expect(tasks.create('a', 10 * 24 * 60 * 60_000).task.ttl).toBe(24 * 60 * 60_000);
+    expect(tasks.create('a', 0).task.ttl).toBe(MIN_KEEP_AFTER_END_MS);
+    expect(tasks.create('a', undefined).task.ttl).toBe(60 * 60_000);
+    tasks.close();
+  });
+
+  it("one agent's full set of running tasks refuses another; an ended one makes room; other agents are not affected", () => {
+    const tasks = new HeldTasks({ clock: new ManualClock() });
+    const ids = Array.from({ length: MAX_TASKS_PER_AGENT }, () => tasks.create('a', undefined).task.taskId);
+    expect(() => tasks.create('a', undefined)).toThrow(/already has 256 tasks running/);
+    expect(tasks.create('b', undefined).task.status).toBe('working');
+    tasks.end(ids[7]!, { result: ok });
+    expect(tasks.create('a', undefined).task.status).toBe('working');
+    expect(tasks.get(ids[7]!, 'a')).toBeUndefined();
+    expect(tasks.get(ids[8]!, 'a')?.status).toBe('working');
+    tasks.close();
   });
 });
