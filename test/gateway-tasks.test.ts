@@ -172,6 +172,19 @@ describe('a held call as a task', () => {
     expect(await sentCount()).toBe(before + 1);
   });
 
+  it('tasks/result asked before the decision waits for it and answers when the task ends', async () => {
+    const started = await startTask(client, email());
+    const approvalId = approvalIdOf(await held(client, started.taskId));
+    // Asked while the call is still held: an early answer would be an error (nothing to hand over yet).
+    const waiting = client.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, { timeout: 10_000 });
+    expect((await client.experimental.tasks.getTask(started.taskId, SHORT)).status).toBe('working');
+    await h.approvals.decide(approvalId, OWNER, 'approve');
+    const result = await waiting;
+    expect(JSON.parse(textOf(result))).toMatchObject({ sent: true });
+    expect(result._meta?.['io.modelcontextprotocol/related-task']).toEqual({ taskId: started.taskId });
+    await started.done;
+  });
+
   it('a rejection ends the task with the refusal; the call never runs', async () => {
     const before = await sentCount();
     const started = await startTask(client, email());

@@ -1,6 +1,8 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import {
   CallToolRequestSchema,
+  GetTaskPayloadRequestSchema,
+  RELATED_TASK_META_KEY,
   ErrorCode as McpErrorCode,
   ListToolsRequestSchema,
   McpError,
@@ -91,19 +93,7 @@ export class SessionServer {
                 .sendNotification({ method: 'notifications/progress', params: { progressToken: token, ...p } })
                 .catch((err) => logger.debug({ err: describeError(err) }, 'progress notification not delivered'));
             };
-      // Our own controller, following the SDK's (agent cancel, transport close),
-      // so the edge can abort this one call with a reason of its own.
-      const call = new AbortController();
-      const follow = () => call.abort(extra.signal.reason);
-      if (extra.signal.aborted) follow();
-      else extra.signal.addEventListener('abort', follow, { once: true });
-      const id = extra.requestId;
-      this.#calls.set(id, call);
-      if (this.#early.has(id)) {
-        const reason = this.#early.get(id);
-        this.#early.delete(id);
-        call.abort(reason);
-      }
+      const call = this.#track(extra);
       try {
         return await pipeline.callTool({
           agent,
@@ -122,13 +112,52 @@ export class SessionServer {
           'Warden failed internally while handling this call; it was not completed',
         );
       } finally {
-        extra.signal.removeEventListener('abort', follow);
-        if (this.#calls.get(id) === call) this.#calls.delete(id);
+        call.done();
+      }
+    });
+
+    // In place of the SDK's own tasks/result, which looks again every poll
+    // interval (on real timers) and goes on looking after the agent's
+    // connection is gone: this one answers the moment the task ends, and is
+    // aborted with the connection like a tools/call.
+    server.setRequestHandler(GetTaskPayloadRequestSchema, async (request, extra) => {
+      const wait = this.#track(extra);
+      try {
+        const result = await tasks.result(request.params.taskId, agent, wait.signal);
+        return { ...result, _meta: { ...result._meta, [RELATED_TASK_META_KEY]: { taskId: request.params.taskId } } };
+      } finally {
+        wait.done();
       }
     });
   }
 
-  /** How many tools/call handlers are running in this session. */
+  /**
+   * Our own controller for one request, following the SDK's (agent cancel,
+   * transport close) and registered by JSON-RPC id, so the edge can abort it
+   * with a reason of its own when its connection goes away.
+   */
+  #track(extra: { signal: AbortSignal; requestId: RequestId }): { signal: AbortSignal; done: () => void } {
+    const call = new AbortController();
+    const follow = () => call.abort(extra.signal.reason);
+    if (extra.signal.aborted) follow();
+    else extra.signal.addEventListener('abort', follow, { once: true });
+    const id = extra.requestId;
+    this.#calls.set(id, call);
+    if (this.#early.has(id)) {
+      const reason = this.#early.get(id);
+      this.#early.delete(id);
+      call.abort(reason);
+    }
+    return {
+      signal: call.signal,
+      done: () => {
+        extra.signal.removeEventListener('abort', follow);
+        if (this.#calls.get(id) === call) this.#calls.delete(id);
+      },
+    };
+  }
+
+  /** How many tools/call (and tasks/result) handlers are running in this session. */
   get runningCalls(): number {
     return this.#calls.size;
   }

@@ -172,14 +172,25 @@ export class HeldTasks {
     return true;
   }
 
-  /** What tasks/result hands over: the ending (waiting for it after a cancel), or the JSON-RPC error. */
-  async result(taskId: string, agent: string): Promise<CallToolResult> {
+  /**
+   * What tasks/result hands over: the ending, or the JSON-RPC error it was.
+   * Before the ending it waits for it (as the spec says tasks/result does),
+   * until `signal` aborts; after a cancel the ending follows within moments.
+   */
+  async result(taskId: string, agent: string, signal?: AbortSignal): Promise<CallToolResult> {
     const entry = this.#entry(taskId, agent);
     if (!entry) throw notFound(taskId);
-    if (!isTerminal(entry.task.status)) {
-      throw new McpError(McpErrorCode.InvalidRequest, `Task ${taskId} has not ended yet (${entry.task.status})`);
+    if (!entry.ending) {
+      let onAbort = () => {};
+      const aborted = new Promise<'aborted'>((resolve) => {
+        onAbort = () => resolve('aborted');
+        if (signal?.aborted) onAbort();
+        else signal?.addEventListener('abort', onAbort, { once: true });
+      });
+      const waited = await Promise.race([entry.ended, aborted]);
+      signal?.removeEventListener('abort', onAbort);
+      if (waited === 'aborted') throw new McpError(McpErrorCode.InvalidRequest, 'Request cancelled');
     }
-    await entry.ended;
     const ending = entry.ending!;
     if ('error' in ending) throw ending.error;
     return ending.result;
