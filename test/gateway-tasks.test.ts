@@ -7,6 +7,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { MemoryAlertSink } from '../src/control/alerts.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
 import { createAgentToken, startGateway, type GatewayHandle } from '../src/gateway/index.ts';
+import { revokeAgentToken } from '../src/gateway/tokens.ts';
 import { HeldTasks, MAX_TASKS_PER_AGENT, MIN_KEEP_AFTER_END_MS } from '../src/gateway/tasks.ts';
 import { silentLogger } from '../src/logger.ts';
 import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
@@ -281,6 +282,26 @@ describe('a held call as a task', () => {
     expect(JSON.parse(textOf(finalResult(await started.done)))).toMatchObject({ sent: true });
     expect(await sentCount()).toBe(before + 1);
     expect(h.rows({ event: 'approval.collected', agent: AGENT }).at(-1)?.reason).toMatch(/repeating the same call/);
+  });
+
+  it('belongs to the agent, not the token: polled with another token, refused if its own token is revoked meanwhile', async () => {
+    const second = createAgentToken(h.db, AGENT, { policy: h.policy });
+    const via = await h.connect(AGENT, { ...TASK_CAPABLE, token: second });
+    await via.listTools();
+    const before = await sentCount();
+    const started = await startTask(via, email());
+    const approvalId = approvalIdOf(await held(client, started.taskId));
+    revokeAgentToken(h.db, second);
+    await started.done.catch(() => []);
+    await h.approvals.decide(approvalId, OWNER, 'approve');
+    await waitFor(
+      async () => (await client.experimental.tasks.getTask(started.taskId, SHORT)).status === 'completed',
+      'the task to end',
+    );
+    const result = await client.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
+    expect(result.isError).toBe(true);
+    expect(textOf(result)).toMatch(/agent token it was made with has been revoked/);
+    expect(await sentCount()).toBe(before);
   });
 
   it('a halt while the task is held ends it with the halt, and the call never runs', async () => {
