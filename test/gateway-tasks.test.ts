@@ -320,6 +320,25 @@ describe('a held call as a task', () => {
     expect(await sentCount()).toBe(before);
   });
 
+  it('a task for a tool out of scope is refused and audited like any call', async () => {
+    const stream = client.experimental.tasks.callToolStream(
+      { name: 'crm__refund_request', arguments: { id: 'T-1001' } },
+      CallToolResultSchema,
+      { ...SHORT, task: {} },
+    );
+    const messages: ResponseMessage<CallToolResult>[] = [];
+    for await (const message of stream) messages.push(message as ResponseMessage<CallToolResult>);
+    const result = finalResult(messages);
+    expect(result.isError).toBe(true);
+    expect(textOf(result)).toMatch(/Refused by Warden/);
+    await h.flush();
+    expect(h.rows({ event: 'call.decided', agent: AGENT }).at(-1)).toMatchObject({
+      server: 'crm',
+      tool: 'refund_request',
+      decision: 'deny',
+    });
+  });
+
   it('a call that is not held completes as a task at once', async () => {
     const stream = client.experimental.tasks.callToolStream(
       { name: 'tickets__read_ticket', arguments: { id: 'T-1001' } },
