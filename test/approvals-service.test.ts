@@ -234,7 +234,10 @@ describe('ApprovalService', () => {
     expect(row(h, id).status).toBe('pending');
     await clock.tick(1);
     const outcome = await pending;
-    expect(outcome).toMatchObject({ status: 'expired', reason: 'no decision within 15 min; the call was not made' });
+    expect(outcome).toMatchObject({
+      status: 'expired',
+      reason: 'left without a decision for 15 min and expired; the call was not made',
+    });
     expect(h.auditRows('approval.decided')[0]).toMatchObject({ decision: 'expired', approver: null });
     const update = await h.slack.waitForCall('chat.update');
     expect(cardText(update.args.blocks)).toContain('*Expired*');
@@ -424,7 +427,7 @@ describe('ApprovalService', () => {
       audit.held[0]!.fail(new Error('disk I/O error'));
       expect(await pending).toMatchObject({
         status: 'failed',
-        reason: 'approval failed: audit write failed: disk I/O error',
+        reason: 'failed: audit write failed: disk I/O error',
       });
       expect(await deciding).toMatchObject({
         ok: false,
@@ -477,7 +480,7 @@ describe('ApprovalService', () => {
       await clock.tick(500);
       expect(await b).toMatchObject({
         status: 'failed',
-        reason: 'approval failed: audit write failed: database is locked',
+        reason: 'failed: audit write failed: database is locked',
       });
     } finally {
       await otherAudit.close();

@@ -600,7 +600,7 @@ export class ApprovalService implements ApprovalGate {
         approvalId: record.id,
         status: 'failed',
         approver: record.decidedBy,
-        reason: 'approval failed: the approval is not recorded in the audit trail',
+        reason: 'failed: the approval is not recorded in the audit trail',
         at,
       };
     }
@@ -687,13 +687,13 @@ function outcomeReason(record: ApprovalRecord): string {
     case 'rejected':
       return `rejected by ${record.decidedBy ?? 'an approver'}${record.decisionReason ? `: ${record.decisionReason}` : ''}`;
     case 'expired':
-      return `no decision within ${formatDuration(record.expiresAt - record.requestedAt)}; the call was not made`;
+      return `left without a decision for ${formatDuration(record.expiresAt - record.requestedAt)} and expired; the call was not made`;
     case 'cancelled':
       return `cancelled: ${record.decisionReason ?? 'agents halted'}`;
     case 'abandoned':
       return `abandoned: ${record.decisionReason ?? 'Warden restarted'}`;
     case 'failed':
-      return `approval failed: ${record.decisionReason ?? 'unknown reason'}`;
+      return `failed: ${record.decisionReason ?? 'unknown reason'}`;
     default:
       return record.status;
   }
