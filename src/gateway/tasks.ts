@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { isTerminal, type CreateTaskOptions, type TaskStore } from '@modelcontextprotocol/sdk/experimental/tasks';
+import { isTerminal, type TaskStore } from '@modelcontextprotocol/sdk/experimental/tasks';
 import {
   ErrorCode as McpErrorCode,
   McpError,
@@ -274,8 +274,9 @@ class AgentTaskStore implements TaskStore {
     this.#agent = agent;
   }
 
-  async createTask(params: CreateTaskOptions): Promise<Task> {
-    return this.#tasks.create(this.#agent, params.ttl).task;
+  /** A task is created with the call it runs (session.ts); one created here would have no call to end it. */
+  async createTask(): Promise<Task> {
+    throw new McpError(McpErrorCode.InvalidRequest, 'Warden creates a task only for a task-augmented tools/call');
   }
 
   async getTask(taskId: string): Promise<Task | null> {
