@@ -339,6 +339,27 @@ describe('a held call as a task', () => {
     });
   });
 
+  it('a halt discards what an ended task returned, as for a deferred call', async () => {
+    const started = await startTask(client, email());
+    const approvalId = approvalIdOf(await held(client, started.taskId));
+    await h.approvals.decide(approvalId, OWNER, 'approve');
+    expect(finalResult(await started.done).isError).toBeFalsy();
+    await h.killSwitch.halt({ scope: 'agent', agent: AGENT, reason: 'drill', actor: 'cli:test' });
+    try {
+      await waitFor(
+        async () =>
+          /discarded/.test((await client.experimental.tasks.getTask(started.taskId, SHORT)).statusMessage ?? ''),
+        'the halt to reach the task',
+      );
+      const result = await client.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
+      expect(result.isError).toBe(true);
+      expect(textOf(result)).toMatch(/the result was discarded: agent mailer halted by cli:test: drill/);
+      expect(textOf(result)).not.toMatch(/"sent":true/);
+    } finally {
+      await h.killSwitch.resume({ scope: 'agent', agent: AGENT, actor: 'cli:test' });
+    }
+  });
+
   it('a call that is not held completes as a task at once', async () => {
     const stream = client.experimental.tasks.callToolStream(
       { name: 'tickets__read_ticket', arguments: { id: 'T-1001' } },

@@ -106,6 +106,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const offPolicy =
     isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
   const tasks = new HeldTasks({ clock, pollIntervalMs: options.taskPollMs });
+  const offHaltTasks = options.halt.onHalt((state) => tasks.discardFor(state));
   const edge = new HttpEdge({
     pipeline,
     tasks,
@@ -126,6 +127,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   try {
     listening = await edge.listen();
   } catch (err) {
+    offHaltTasks();
     await p.close();
     await upstreams.close();
     throw err;
@@ -145,6 +147,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
         edge.stopAccepting();
         await p.close();
         await edge.close();
+        offHaltTasks();
         tasks.close();
         await upstreams.close();
       })()),

@@ -8,6 +8,7 @@ import {
   type Task,
 } from '@modelcontextprotocol/sdk/types.js';
 import { isoTime, type Clock } from '../clock.ts';
+import type { HaltState } from '../control/types.ts';
 import { WardenError } from '../errors.ts';
 import type { HeldCall } from './pipeline.ts';
 
@@ -204,6 +205,23 @@ export class HeldTasks {
     const page = mine.slice(from, from + LIST_PAGE).map((t) => ({ ...t }));
     const more = from + LIST_PAGE < mine.length;
     return more ? { tasks: page, nextCursor: page.at(-1)!.taskId } : { tasks: page };
+  }
+
+  /**
+   * A halt discards what the halted agents' ended tasks returned, as it does
+   * for deferred calls: a result is not handed to an agent that was stopped.
+   * Tasks still running end with the halt's refusal from the pipeline itself.
+   */
+  discardFor(state: HaltState): void {
+    const who = state.scope === 'org' ? 'all agents (org-wide)' : `agent ${state.agent}`;
+    const text = `Refused by Warden: the result was discarded: ${who} halted by ${state.actor}${state.reason ? `: ${state.reason}` : ''}`;
+    for (const entry of this.#entries.values()) {
+      if (state.scope !== 'org' && entry.agent !== state.agent) continue;
+      if (!entry.ending || 'error' in entry.ending || entry.ending.result.isError === true) continue;
+      entry.ending = { result: { content: [{ type: 'text', text }], isError: true } };
+      entry.task.statusMessage = text;
+      entry.task.lastUpdatedAt = isoTime(this.#clock.now());
+    }
   }
 
   get size(): number {
