@@ -123,6 +123,21 @@ function finalResult(messages: ResponseMessage<CallToolResult>[]): CallToolResul
   return last.result;
 }
 
+/**
+ * A refusal fails the task (spec 2025-11-25: a tool result with isError), so the SDK's stream ends
+ * with an error; tasks/result then hands over the refusal itself, as the call would have returned it.
+ */
+async function refusalOf(via: Client, started: Started): Promise<{ result: CallToolResult; task: Task }> {
+  const last = (await started.done).at(-1);
+  expect(last?.type).toBe('error');
+  const task = await via.experimental.tasks.getTask(started.taskId, SHORT);
+  expect(task.status).toBe('failed');
+  const result = await via.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
+  expect(result.isError).toBe(true);
+  expect(task.statusMessage).toBe(textOf(result));
+  return { result, task };
+}
+
 async function sentCount(): Promise<number> {
   await h.flush();
   return h
@@ -191,13 +206,8 @@ describe('a held call as a task', () => {
     const started = await startTask(client, email());
     const approvalId = approvalIdOf(await held(client, started.taskId));
     await h.approvals.decide(approvalId, OWNER, 'reject', 'wrong customer');
-    const result = finalResult(await started.done);
-    expect(result.isError).toBe(true);
+    const { result } = await refusalOf(client, started);
     expect(textOf(result)).toMatch(/was not run: .*rejected by U0123ABCD: wrong customer/);
-    const task = await client.experimental.tasks.getTask(started.taskId, SHORT);
-    // A refusal is a tool result (isError), so the task completed; its status message says why too.
-    expect(task.status).toBe('completed');
-    expect(task.statusMessage).toMatch(/wrong customer/);
     expect(await sentCount()).toBe(before);
   });
 
@@ -295,7 +305,7 @@ describe('a held call as a task', () => {
     await started.done.catch(() => []);
     await h.approvals.decide(approvalId, OWNER, 'approve');
     await waitFor(
-      async () => (await client.experimental.tasks.getTask(started.taskId, SHORT)).status === 'completed',
+      async () => (await client.experimental.tasks.getTask(started.taskId, SHORT)).status === 'failed',
       'the task to end',
     );
     const result = await client.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
@@ -310,8 +320,7 @@ describe('a held call as a task', () => {
     const approvalId = approvalIdOf(await held(client, started.taskId));
     await h.killSwitch.halt({ scope: 'agent', agent: AGENT, reason: 'drill', actor: 'cli:test' });
     try {
-      const result = finalResult(await started.done);
-      expect(result.isError).toBe(true);
+      const { result } = await refusalOf(client, started);
       expect(textOf(result)).toMatch(/halted/);
       expect(h.approvals.get(approvalId)?.status).toBe('cancelled');
     } finally {
@@ -326,9 +335,10 @@ describe('a held call as a task', () => {
       CallToolResultSchema,
       { ...SHORT, task: {} },
     );
-    const messages: ResponseMessage<CallToolResult>[] = [];
-    for await (const message of stream) messages.push(message as ResponseMessage<CallToolResult>);
-    const result = finalResult(messages);
+    let taskId = '';
+    for await (const message of stream) if (message.type === 'taskCreated') taskId = message.task.taskId;
+    expect((await client.experimental.tasks.getTask(taskId, SHORT)).status).toBe('failed');
+    const result = await client.experimental.tasks.getTaskResult(taskId, CallToolResultSchema, SHORT);
     expect(result.isError).toBe(true);
     expect(textOf(result)).toMatch(/Refused by Warden/);
     await h.flush();

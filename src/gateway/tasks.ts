@@ -148,8 +148,10 @@ export class HeldTasks {
     if (!entry || entry.ending) return;
     entry.ending = ending;
     if (!isTerminal(entry.task.status)) {
-      // A refusal is a tool result like any other (isError): completed. Failed is for JSON-RPC errors.
-      this.#update(entry, 'error' in ending ? 'failed' : 'completed', endingMessage(ending));
+      // The spec (2025-11-25): a tool result with isError (a refusal) fails the task, as a JSON-RPC error does;
+      // tasks/result still hands over exactly that result.
+      const failed = 'error' in ending || ending.result.isError === true;
+      this.#update(entry, failed ? 'failed' : 'completed', endingMessage(ending));
       this.#scheduleForget(taskId, entry);
     }
     entry.markEnded();
@@ -301,13 +303,10 @@ class AgentTaskStore implements TaskStore {
     return this.#tasks.get(taskId, this.#agent) ?? null;
   }
 
-  async storeTaskResult(taskId: string, status: 'completed' | 'failed', result: Result): Promise<void> {
+  async storeTaskResult(taskId: string, _status: 'completed' | 'failed', result: Result): Promise<void> {
     if (!this.#tasks.get(taskId, this.#agent)) throw notFound(taskId);
-    const ending: TaskEnding =
-      status === 'failed'
-        ? { error: new McpError(McpErrorCode.InternalError, endingMessage({ result: result as CallToolResult })) }
-        : { result: result as CallToolResult };
-    this.#tasks.end(taskId, ending);
+    // The status follows from the result (isError fails it), as for every task here.
+    this.#tasks.end(taskId, { result: result as CallToolResult });
   }
 
   getTaskResult(taskId: string): Promise<Result> {
