@@ -1,7 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { ResponseMessage } from '@modelcontextprotocol/sdk/experimental/tasks';
-import { CallToolResultSchema, type CallToolResult, type Task } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CallToolResultSchema,
+  CreateTaskResultSchema,
+  type CallToolResult,
+  type Task,
+} from '@modelcontextprotocol/sdk/types.js';
 import { Client as SdkClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { MemoryAlertSink } from '../src/control/alerts.ts';
@@ -368,6 +373,21 @@ describe('a held call as a task', () => {
     } finally {
       await h.killSwitch.resume({ scope: 'agent', agent: AGENT, actor: 'cli:test' });
     }
+  });
+
+  it('the task creation carries a sentence for the model meanwhile', async () => {
+    const created = await client.request(
+      {
+        method: 'tools/call',
+        params: { name: 'tickets__read_ticket', arguments: { id: 'T-1001' }, task: { ttl: 60_000 } },
+      },
+      CreateTaskResultSchema,
+      SHORT,
+    );
+    expect(created.task).toMatchObject({ status: 'working', ttl: 60_000, pollInterval: 50 });
+    expect(created._meta?.['io.modelcontextprotocol/model-immediate-response']).toMatch(
+      /tickets__read_ticket is running as task task_.*do not assume it ran/,
+    );
   });
 
   it('a call that is not held completes as a task at once', async () => {

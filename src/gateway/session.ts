@@ -82,7 +82,13 @@ export class SessionServer {
           onHeld: (held) => tasks.held(task.taskId, held),
         });
         logger.info({ agent, tool: request.params.name, taskId: task.taskId }, 'tools/call started as a task');
-        return { task };
+        return {
+          task,
+          // For hosts that hand the model something while the task runs (the spec's provisional key).
+          _meta: {
+            'io.modelcontextprotocol/model-immediate-response': `${request.params.name} is running as task ${task.taskId}. If it needs a human's approval it waits for that decision; do not assume it ran until the task completes with its result.`,
+          },
+        };
       }
       const token = request.params._meta?.progressToken;
       const onProgress =
