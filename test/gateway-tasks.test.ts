@@ -13,7 +13,7 @@ import { MemoryAlertSink } from '../src/control/alerts.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
 import { createAgentToken, startGateway, type GatewayHandle } from '../src/gateway/index.ts';
 import { revokeAgentToken } from '../src/gateway/tokens.ts';
-import { HeldTasks, MAX_TASKS_PER_AGENT, MIN_KEEP_AFTER_END_MS } from '../src/gateway/tasks.ts';
+import { TaskRegistry, MAX_TASKS_PER_AGENT, MIN_KEEP_AFTER_END_MS } from '../src/gateway/tasks.ts';
 import { silentLogger } from '../src/logger.ts';
 import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
 import { helpdeskServersYaml } from './support/policies.ts';
@@ -498,7 +498,7 @@ describe('how long tasks are kept', () => {
 
   it('a running task is never dropped; an ended one is kept for its ttl, and at least a minute after it ends', async () => {
     const clock = new ManualClock(Date.parse('2026-01-01T00:00:00Z'));
-    const tasks = new HeldTasks({ clock });
+    const tasks = new TaskRegistry({ clock });
     const { task } = tasks.create('a', 5 * 60_000);
     expect(task.ttl).toBe(5 * 60_000);
     await clock.tick(60 * 60_000);
@@ -513,7 +513,7 @@ describe('how long tasks are kept', () => {
   });
 
   it('clamps the ttl a client asks for', () => {
-    const tasks = new HeldTasks({ clock: new ManualClock() });
+    const tasks = new TaskRegistry({ clock: new ManualClock() });
     expect(tasks.create('a', 10 * 24 * 60 * 60_000).task.ttl).toBe(24 * 60 * 60_000);
     expect(tasks.create('a', 0).task.ttl).toBe(MIN_KEEP_AFTER_END_MS);
     expect(tasks.create('a', undefined).task.ttl).toBe(60 * 60_000);
@@ -521,7 +521,7 @@ describe('how long tasks are kept', () => {
   });
 
   it("one agent's full set of running tasks refuses another; an ended one makes room; other agents are not affected", () => {
-    const tasks = new HeldTasks({ clock: new ManualClock() });
+    const tasks = new TaskRegistry({ clock: new ManualClock() });
     const ids = Array.from({ length: MAX_TASKS_PER_AGENT }, () => tasks.create('a', undefined).task.taskId);
     expect(() => tasks.create('a', undefined)).toThrow(/already has 256 tasks running/);
     expect(tasks.create('b', undefined).task.status).toBe('working');

@@ -10,7 +10,7 @@ import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { HttpEdge } from './http.ts';
 import { PinStore } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
-import { HeldTasks } from './tasks.ts';
+import { TaskRegistry } from './tasks.ts';
 import { TokenStore } from './tokens.ts';
 import { UpstreamManager } from './upstream.ts';
 
@@ -105,7 +105,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const p = pipeline;
   const offPolicy =
     isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
-  const tasks = new HeldTasks({ clock, pollIntervalMs: options.taskPollMs });
+  const tasks = new TaskRegistry({ clock, pollIntervalMs: options.taskPollMs });
   const offHaltTasks = options.halt.onHalt((state) => tasks.discardFor(state));
   const edge = new HttpEdge({
     pipeline,

@@ -12,7 +12,7 @@ import type { GatewayPipeline } from './pipeline.ts';
 import { AgentTransport } from './agent-transport.ts';
 import { findProtoKey } from './arguments.ts';
 import { SessionServer } from './session.ts';
-import type { HeldTasks } from './tasks.ts';
+import type { TaskRegistry } from './tasks.ts';
 import type { TokenStore } from './tokens.ts';
 
 /**
@@ -24,7 +24,7 @@ import type { TokenStore } from './tokens.ts';
 export interface HttpEdgeOptions {
   pipeline: GatewayPipeline;
   /** Tasks outlive sessions, so they are kept here for all of them. */
-  tasks: HeldTasks;
+  tasks: TaskRegistry;
   tokens: TokenStore;
   audit: AuditSink;
   alerts: AlertSink;

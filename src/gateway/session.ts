@@ -11,7 +11,7 @@ import {
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { CallInput, GatewayPipeline } from './pipeline.ts';
-import type { HeldTasks } from './tasks.ts';
+import type { TaskRegistry } from './tasks.ts';
 
 export const GATEWAY_INFO = { name: 'warden', version: '0.1.0' };
 
@@ -44,7 +44,7 @@ export class SessionServer {
    */
   constructor(
     pipeline: GatewayPipeline,
-    tasks: HeldTasks,
+    tasks: TaskRegistry,
     agent: string,
     logger: Logger,
     tokenLive: (tokenId: string) => boolean,
@@ -202,7 +202,7 @@ export class SessionServer {
 /** Runs a task's call to its end and keeps the ending for tasks/result; never throws. */
 async function runTask(
   pipeline: GatewayPipeline,
-  tasks: HeldTasks,
+  tasks: TaskRegistry,
   taskId: string,
   logger: Logger,
   input: CallInput,

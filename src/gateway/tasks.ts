@@ -54,7 +54,7 @@ interface TaskEntry {
   timer: NodeJS.Timeout | undefined;
 }
 
-export interface HeldTasksOptions {
+export interface TaskRegistryOptions {
   clock: Clock;
   /** The poll interval suggested to clients (default TASK_POLL_MS). */
   pollIntervalMs?: number | undefined;
@@ -78,12 +78,12 @@ function notFound(taskId: string): McpError {
   return new McpError(McpErrorCode.InvalidParams, `Task not found: ${taskId}`);
 }
 
-export class HeldTasks {
+export class TaskRegistry {
   readonly #clock: Clock;
   readonly #pollIntervalMs: number;
   readonly #entries = new Map<string, TaskEntry>();
 
-  constructor(options: HeldTasksOptions) {
+  constructor(options: TaskRegistryOptions) {
     this.#clock = options.clock;
     this.#pollIntervalMs = options.pollIntervalMs ?? TASK_POLL_MS;
   }
@@ -286,10 +286,10 @@ export class HeldTasks {
  * the agent may poll it from a new session after the first one ended.
  */
 class AgentTaskStore implements TaskStore {
-  readonly #tasks: HeldTasks;
+  readonly #tasks: TaskRegistry;
   readonly #agent: string;
 
-  constructor(tasks: HeldTasks, agent: string) {
+  constructor(tasks: TaskRegistry, agent: string) {
     this.#tasks = tasks;
     this.#agent = agent;
   }
