@@ -22,11 +22,12 @@ import type { HeldCall } from './pipeline.ts';
  * session and connection that created it. Each task belongs to the agent
  * that created it; for any other agent it does not exist (the same answer as
  * for an id that never existed), so task ids say nothing across agents. The
- * SDK's Server serves tasks/get, tasks/result, tasks/list and tasks/cancel
- * from the per-agent TaskStore view (`storeFor`).
+ * SDK's Server serves tasks/get, tasks/list and tasks/cancel from the
+ * per-agent TaskStore view (`storeFor`); tasks/result is session.ts's own,
+ * waiting on `result()`.
  */
 
-/** Suggested to clients between tasks/get polls; the SDK's tasks/result also waits this long between looks. */
+/** Suggested to clients between tasks/get polls. */
 export const TASK_POLL_MS = 1_000;
 /** How long a task is kept from its creation when the client asks for no ttl. */
 export const DEFAULT_TASK_TTL_MS = 60 * 60_000;
