@@ -32,6 +32,8 @@ export const ErrorCodes = {
   DRILL_IN_PROGRESS: 'DRILL_IN_PROGRESS',
   /** The agent's connection or session went away while its call was held or running. */
   CALL_ABANDONED: 'CALL_ABANDONED',
+  /** The agent cancelled its call on purpose (tasks/cancel): a held call's approval is cancelled, not abandoned. */
+  CALL_CANCELLED: 'CALL_CANCELLED',
   /** A Warden component failed unexpectedly; the operation was refused, not guessed. */
   INTERNAL: 'INTERNAL',
 } as const;

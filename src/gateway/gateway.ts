@@ -10,6 +10,7 @@ import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { DEFAULT_EDGE_LIMITS, HttpEdge, type EdgeLimits } from './http.ts';
 import { PinStore } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
+import { TaskRegistry } from './tasks.ts';
 import { TokenStore } from './tokens.ts';
 import { UpstreamManager } from './upstream.ts';
 
@@ -54,6 +55,8 @@ export interface StartGatewayOptions {
    * the trail always holds what was forwarded.
    */
   maxArgumentBytes?: number | undefined;
+  /** The interval between polls suggested to clients of MCP tasks. Default 1 s. */
+  taskPollMs?: number | undefined;
 }
 
 export interface GatewayHandle {
@@ -104,8 +107,11 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const p = pipeline;
   const offPolicy =
     isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
+  const tasks = new TaskRegistry({ clock, pollIntervalMs: options.taskPollMs });
+  const offHaltTasks = options.halt.onHalt((state) => tasks.discardFor(state));
   const edge = new HttpEdge({
     pipeline,
+    tasks,
     tokens: new TokenStore(options.db),
     audit: options.audit,
     alerts: options.alerts,
@@ -124,6 +130,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   try {
     listening = await edge.listen();
   } catch (err) {
+    offHaltTasks();
     await p.close();
     await upstreams.close();
     throw err;
@@ -143,6 +150,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
         edge.stopAccepting();
         await p.close();
         await edge.close();
+        offHaltTasks();
+        tasks.close();
         await upstreams.close();
       })()),
   };

@@ -15,6 +15,7 @@ import { AgentTransport } from './agent-transport.ts';
 import { findProtoKey } from './arguments.ts';
 import { RefusalRecorder, type AuthFailureCode, type EdgeRefusal } from './refusals.ts';
 import { SessionServer } from './session.ts';
+import type { TaskRegistry } from './tasks.ts';
 import type { TokenStore } from './tokens.ts';
 
 /**
@@ -25,6 +26,8 @@ import type { TokenStore } from './tokens.ts';
 
 export interface HttpEdgeOptions {
   pipeline: GatewayPipeline;
+  /** Tasks outlive sessions, so they are kept here for all of them. */
+  tasks: TaskRegistry;
   tokens: TokenStore;
   audit: AuditSink;
   alerts: AlertSink;
@@ -571,7 +574,7 @@ export class HttpEdge {
         `Too many sessions: agent ${agent} already has ${this.#options.maxSessionsPerAgent} active sessions`,
       );
     }
-    const mcp = new SessionServer(this.#options.pipeline, agent, this.#log, (tokenId) =>
+    const mcp = new SessionServer(this.#options.pipeline, this.#options.tasks, agent, this.#log, (tokenId) =>
       this.#options.tokens.isLive(tokenId),
     );
     const session: Session = {

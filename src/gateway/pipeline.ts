@@ -77,6 +77,21 @@ export interface CallInput {
    * meanwhile does not get its call run. Absent: nothing to re-check.
    */
   stillAuthorized?: (() => boolean) | undefined;
+  /**
+   * The agent's request was answered already (an MCP task: the client polls
+   * for the ending), so a held call waits for its decision however long it
+   * takes and is never answered "not run yet" at answer_within.
+   */
+  holdOpen?: boolean | undefined;
+  /** Called once the call is held for a human, with where and until when it waits. */
+  onHeld?: ((held: HeldCall) => void) | undefined;
+}
+
+/** A call held for a human: its approval, the channel its card is in, and the approval's expiry. */
+export interface HeldCall {
+  approvalId: string;
+  expiresAt: number;
+  channel: string | undefined;
 }
 
 export type AuditDurability = 'fast' | 'strict';
@@ -268,6 +283,8 @@ export class GatewayPipeline {
           inputSchema: tool.inputSchema,
           ...(tool.outputSchema !== undefined ? { outputSchema: tool.outputSchema } : {}),
           ...(tool.annotations !== undefined ? { annotations: tool.annotations } : {}),
+          // A held call may take a human's minutes: a client that can poll a task need not keep a request open.
+          ...(d.kind === 'approve' ? { execution: { taskSupport: 'optional' as const } } : {}),
         });
       }
     });
@@ -362,6 +379,8 @@ export class GatewayPipeline {
     if (halted) {
       return this.#refuse(base, 'halted', haltReason(halted), { code: 'halted', approvalId: call.approvalId }, false);
     }
+    if (!call.settled)
+      input.onHeld?.({ approvalId: call.approvalId, expiresAt: call.expiresAt, channel: call.channel });
     let timer: NodeJS.Timeout | undefined;
     const waited = await Promise.race([
       call.result.then(
@@ -369,7 +388,8 @@ export class GatewayPipeline {
         () => 'ended' as const,
       ),
       new Promise<'waiting'>((resolve) => {
-        timer = this.#clock.setTimeout(() => resolve('waiting'), call.answerWithinMs);
+        // A task waits for the ending however long it takes (only its cancel stops the wait).
+        if (!input.holdOpen) timer = this.#clock.setTimeout(() => resolve('waiting'), call.answerWithinMs);
         input.signal.addEventListener('abort', () => resolve('waiting'), { once: true });
       }),
     ]);
@@ -495,12 +515,13 @@ export class GatewayPipeline {
     try {
       // 5. A human decides, when the policy says so.
       if (decision.kind === 'approve') {
-        let requested: { approvalId: string; expiresAt: number; channel: string | undefined } | undefined;
+        let requested: HeldCall | undefined;
         const approval = this.#requestApproval(callId, agentPolicy, sv, tool, args, decision, signal, progress, (r) => {
           requested = r;
+          input.onHeld?.(r);
         });
         let outcome: Awaited<typeof approval>;
-        const answerWithinMs = agentPolicy.answerWithinMs;
+        const answerWithinMs = input.holdOpen ? undefined : agentPolicy.answerWithinMs;
         if (answerWithinMs === undefined) outcome = await approval;
         else {
           let timer: NodeJS.Timeout | undefined;
