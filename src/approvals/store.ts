@@ -99,10 +99,10 @@ function toRecord(row: ApprovalRow): ApprovalRecord {
 }
 
 export class ApprovalStore {
-  private readonly stmts;
+  readonly #stmts;
 
   constructor(db: Db) {
-    this.stmts = {
+    this.#stmts = {
       insert: db.prepare(`INSERT INTO approvals
         (id, call_id, agent, owner, server, tool, args, args_hash, rule, consequence, request_reason, approvers,
          status, requested_at, expires_at, channel, process_id)
@@ -133,7 +133,7 @@ export class ApprovalStore {
   }
 
   insert(a: NewApproval): void {
-    this.stmts.insert.run({
+    this.#stmts.insert.run({
       id: a.id,
       callId: a.callId,
       agent: a.agent,
@@ -154,12 +154,12 @@ export class ApprovalStore {
   }
 
   get(id: string): ApprovalRecord | undefined {
-    const row = this.stmts.get.get(id) as ApprovalRow | undefined;
+    const row = this.#stmts.get.get(id) as ApprovalRow | undefined;
     return row ? toRecord(row) : undefined;
   }
 
   status(id: string): ApprovalStatus | undefined {
-    return this.stmts.status.get(id) as ApprovalStatus | undefined;
+    return this.#stmts.status.get(id) as ApprovalStatus | undefined;
   }
 
   /**
@@ -169,7 +169,9 @@ export class ApprovalStore {
    */
   transition(id: string, t: Transition): boolean {
     const stmt =
-      t.status === 'approved' || t.status === 'rejected' ? this.stmts.transitionBeforeDeadline : this.stmts.transition;
+      t.status === 'approved' || t.status === 'rejected'
+        ? this.#stmts.transitionBeforeDeadline
+        : this.#stmts.transition;
     const info = stmt.run({ id, status: t.status, at: t.at, by: t.by ?? null, reason: t.reason ?? null });
     return info.changes === 1;
   }
@@ -179,7 +181,7 @@ export class ApprovalStore {
    * the row has moved on meanwhile (e.g. an unaudited approval was failed).
    */
   setDecisionSeq(id: string, status: Exclude<ApprovalStatus, 'pending'>, seq: number): boolean {
-    return this.stmts.setDecisionSeq.run({ id, status, seq }).changes === 1;
+    return this.#stmts.setDecisionSeq.run({ id, status, seq }).changes === 1;
   }
 
   /**
@@ -187,20 +189,20 @@ export class ApprovalStore {
    * an approval the trail does not hold is not an approval. True when it moved.
    */
   failUnaudited(id: string, reason: string): boolean {
-    return this.stmts.failUnaudited.run({ id, reason }).changes === 1;
+    return this.#stmts.failUnaudited.run({ id, reason }).changes === 1;
   }
 
   setMessage(id: string, channel: string, ts: string): void {
-    this.stmts.setMessage.run(channel, ts, id);
+    this.#stmts.setMessage.run(channel, ts, id);
   }
 
   setOutcome(id: string, outcome: ApprovalResultReport): void {
-    this.stmts.setOutcome.run(JSON.stringify(outcome), id);
+    this.#stmts.setOutcome.run(JSON.stringify(outcome), id);
   }
 
   pending(filter: { agent?: string | undefined } = {}): ApprovalRecord[] {
     const rows = (
-      filter.agent === undefined ? this.stmts.pending.all() : this.stmts.pendingForAgent.all(filter.agent)
+      filter.agent === undefined ? this.#stmts.pending.all() : this.#stmts.pendingForAgent.all(filter.agent)
     ) as ApprovalRow[];
     return rows.map(toRecord);
   }
