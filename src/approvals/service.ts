@@ -9,7 +9,7 @@ import { policyGetter, type PolicySource } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { argsHash } from './canonical.ts';
-import { ApprovalStore, type Transition } from './store.ts';
+import { ApprovalStore, HeldCallStore, type Transition } from './store.ts';
 import type {
   ApprovalGate,
   ApprovalNotifier,
@@ -19,6 +19,7 @@ import type {
   ApprovalResultReport,
   ApprovalStatus,
   DecideResult,
+  HeldCall,
 } from './types.ts';
 
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 15 * 60_000;
@@ -55,7 +56,13 @@ export interface ApprovalServiceOptions {
 
 interface Waiter {
   id: string;
-  input: ApprovalRequestInput;
+  signal: AbortSignal;
+  onWaiting?: ((elapsedMs: number) => void) | undefined;
+  /**
+   * Its agent was told to check back and the held call is stored: when this
+   * process shuts down the approval stays pending, for the next process to take over.
+   */
+  deferred: boolean;
   startedAt: number;
   lastNotified: number;
   timer: NodeJS.Timeout;
@@ -78,6 +85,8 @@ interface Waiter {
 export class ApprovalService implements ApprovalGate {
   /** Identifies this service's rows, so a restarted Warden can tell orphans from live requests. */
   readonly processId: string;
+  /** Deferred held calls: their exact arguments until they end, their endings until collected. */
+  readonly heldCalls: HeldCallStore;
   readonly #store: ApprovalStore;
   readonly #audit: AuditSink;
   readonly #notifier: ApprovalNotifier | undefined;
@@ -105,6 +114,7 @@ export class ApprovalService implements ApprovalGate {
     this.#pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
     this.#waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
     this.processId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.heldCalls = new HeldCallStore(opts.db, this.#clock);
   }
 
   /** The stored state of an approval (what cards are drawn from). */
@@ -207,7 +217,9 @@ export class ApprovalService implements ApprovalGate {
       );
       this.#waiters.set(id, {
         id,
-        input,
+        signal: input.signal,
+        onWaiting: input.onWaiting,
+        deferred: false,
         startedAt: now,
         lastNotified: now,
         timer,
@@ -299,7 +311,10 @@ export class ApprovalService implements ApprovalGate {
    */
   async recover(): Promise<number> {
     let n = 0;
+    // A deferred call's agent is not waiting on the request: it checks back, so the approval goes on (adoptHeldCalls).
+    const deferred = new Set(this.heldCalls.waiting().map((call) => call.approvalId));
     for (const record of this.#store.pending()) {
+      if (deferred.has(record.id)) continue;
       if (this.#waiters.has(record.id) || record.processId === this.processId) continue;
       if (record.expiresAt > this.#clock.now() && ownerMayBeWaiting(record.processId)) continue;
       if (await this.#settle(record.id, { status: 'abandoned', at: this.#clock.now(), reason: 'Warden restarted' }))
@@ -325,6 +340,8 @@ export class ApprovalService implements ApprovalGate {
   }
 
   async deferred(approvalId: string, info: { agent: string; callId: string }): Promise<void> {
+    const waiter = this.#waiters.get(approvalId);
+    if (waiter) waiter.deferred = true;
     const record = this.#store.get(approvalId);
     await this.#auditSafely({
       event: 'approval.deferred',
@@ -362,8 +379,95 @@ export class ApprovalService implements ApprovalGate {
     });
   }
 
+  /**
+   * At start-up, before serving: takes over the deferred held calls of a
+   * process that is gone (the same test as `recover()`), each claimed by one
+   * compare-and-set so two starting processes do not both run it. The caller
+   * waits for each decision with `awaitDecision()` and runs the call on approval.
+   *
+   * A held call whose approval is no longer pending and that has no ending was
+   * approved and may have run when its process stopped: it is ended as unknown
+   * and its arguments erased, never run a second time.
+   */
+  async adoptHeldCalls(): Promise<HeldCall[]> {
+    this.heldCalls.sweep();
+    const adopted: HeldCall[] = [];
+    for (const call of this.heldCalls.waiting()) {
+      const record = this.#store.get(call.approvalId);
+      if (this.#waiters.has(call.approvalId) || record?.processId === this.processId) continue;
+      // Another live process holds it: it runs the call (or is writing how it ended).
+      const ownerAlive = ownerMayBeWaiting(record?.processId);
+      if (record?.status !== 'pending') {
+        if (ownerAlive) continue;
+        this.heldCalls.end(call.approvalId, {
+          kind: 'result',
+          result: {
+            content: [
+              {
+                type: 'text',
+                text:
+                  record?.status === 'approved'
+                    ? `${call.name} was approved, but Warden stopped while it was running: whether it ran is unknown, so Warden will not run it again. Check before repeating it.`
+                    : `${call.name} was not run: ${record ? outcomeReason(record) : 'its approval is gone'}`,
+              },
+            ],
+            isError: true,
+          },
+        });
+        continue;
+      }
+      if (record.expiresAt > this.#clock.now() && ownerAlive) continue;
+      if (!this.#store.claim(record.id, record.processId, this.processId)) continue;
+      adopted.push(call);
+    }
+    return adopted;
+  }
+
+  /**
+   * Waits for the decision on a held call this process adopted, with the
+   * expiry re-armed; resolves like `request()` does. An abort (a halt) cancels it.
+   */
+  awaitDecision(approvalId: string, signal: AbortSignal): Promise<ApprovalOutcome> {
+    const record = this.#store.get(approvalId);
+    if (!record) {
+      return Promise.resolve({
+        approvalId,
+        status: 'failed',
+        reason: 'approval failed: the approval is gone',
+        at: this.#clock.now(),
+      });
+    }
+    if (record.status !== 'pending' && this.#isFinal(record)) return Promise.resolve(this.#outcomeOf(record));
+    const now = this.#clock.now();
+    const outcome = new Promise<ApprovalOutcome>((resolve) => {
+      const onAbort = () => void this.#onAbort(approvalId, signal.reason);
+      const timer = this.#clock.setTimeout(() => void this.#expire(approvalId), Math.max(0, record.expiresAt - now));
+      this.#waiters.set(approvalId, {
+        id: approvalId,
+        signal,
+        deferred: true,
+        startedAt: now,
+        lastNotified: now,
+        timer,
+        graceGiven: false,
+        onAbort,
+        resolve,
+      });
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#ensurePolling();
+    });
+    if (signal.aborted) void this.#onAbort(approvalId, signal.reason);
+    // Decided between the read and the waiter (another process): resolve now rather than at the next poll.
+    else this.#wake(approvalId);
+    return outcome;
+  }
+
   /** Stops polling and abandons this process's waiting requests (their callers get an answer). */
   async close(): Promise<void> {
+    for (const waiter of [...this.#waiters.values()]) {
+      // Stays pending: the next Warden takes it over and still runs it on approval. Its caller was detached already.
+      if (waiter.deferred) this.#drop(waiter);
+    }
     for (const id of [...this.#waiters.keys()]) {
       await this.#settle(id, { status: 'abandoned', at: this.#clock.now(), reason: 'Warden shut down' });
     }
@@ -483,11 +587,16 @@ export class ApprovalService implements ApprovalGate {
   }
 
   #release(waiter: Waiter, outcome: ApprovalOutcome): void {
+    this.#drop(waiter);
+    waiter.resolve(outcome);
+  }
+
+  /** Stops waiting, without an answer. */
+  #drop(waiter: Waiter): void {
     this.#waiters.delete(waiter.id);
     this.#clock.clearTimeout(waiter.timer);
-    waiter.input.signal.removeEventListener('abort', waiter.onAbort);
+    waiter.signal.removeEventListener('abort', waiter.onAbort);
     if (this.#waiters.size === 0) this.#stopPolling();
-    waiter.resolve(outcome);
   }
 
   /** Whether a waiter may act on this stored state. */
@@ -562,10 +671,10 @@ export class ApprovalService implements ApprovalGate {
         if (record) void this.#redraw(record);
         continue;
       }
-      if (waiter.input.onWaiting && now - waiter.lastNotified >= this.#waitingNotifyMs) {
+      if (waiter.onWaiting && now - waiter.lastNotified >= this.#waitingNotifyMs) {
         waiter.lastNotified = now;
         try {
-          waiter.input.onWaiting(now - waiter.startedAt);
+          waiter.onWaiting(now - waiter.startedAt);
         } catch (err) {
           this.#logger.warn({ approvalId: waiter.id, err: describeError(err) }, 'onWaiting threw');
         }

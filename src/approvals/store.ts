@@ -1,6 +1,16 @@
+import { z } from 'zod';
+import type { Clock } from '../clock.ts';
 import type { Db } from '../store/db.ts';
 import type { Consequence } from '../policy/types.ts';
-import type { ApprovalRecord, ApprovalResultReport, ApprovalStatus } from './types.ts';
+import type {
+  ApprovalRecord,
+  ApprovalResultReport,
+  ApprovalStatus,
+  HeldCall,
+  HeldCallBook,
+  HeldCallEnding,
+  NewHeldCall,
+} from './types.ts';
 
 /** Typed queries on the `approvals` table. All synchronous (better-sqlite3). */
 interface ApprovalRow {
@@ -126,6 +136,9 @@ export class ApprovalStore {
       setMessage: db.prepare('UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?'),
       setOutcome: db.prepare('UPDATE approvals SET outcome = ? WHERE id = ?'),
       pending: db.prepare(`SELECT * FROM approvals WHERE status = 'pending' ORDER BY requested_at`),
+      // Taking a row over from a process that is gone: one starting process wins it.
+      claim: db.prepare(`UPDATE approvals SET process_id = @to
+        WHERE id = @id AND status = 'pending' AND process_id IS @from`),
       pendingForAgent: db.prepare(
         `SELECT * FROM approvals WHERE status = 'pending' AND agent = ? ORDER BY requested_at`,
       ),
@@ -200,10 +213,157 @@ export class ApprovalStore {
     this.#stmts.setOutcome.run(JSON.stringify(outcome), id);
   }
 
+  /** Makes a pending row this process's; false when it is no longer pending or another process took it first. */
+  claim(id: string, from: string | undefined, to: string): boolean {
+    return this.#stmts.claim.run({ id, from: from ?? null, to }).changes === 1;
+  }
+
   pending(filter: { agent?: string | undefined } = {}): ApprovalRecord[] {
     const rows = (
       filter.agent === undefined ? this.#stmts.pending.all() : this.#stmts.pendingForAgent.all(filter.agent)
     ) as ApprovalRow[];
     return rows.map(toRecord);
+  }
+}
+
+interface HeldCallRow {
+  approval_id: string;
+  call_id: string;
+  agent: string;
+  name: string;
+  server: string;
+  tool: string;
+  args_hash: string;
+  args: string | null;
+  channel: string | null;
+  answer_within_ms: number;
+  expires_at: number;
+  ending: string | null;
+  ended_at: number | null;
+}
+
+/** The stored ending is read back through this: a row that does not parse is not handed to an agent. */
+const endingSchema: z.ZodType<HeldCallEnding> = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('result'), result: z.record(z.string(), z.unknown()) }),
+  z.object({ kind: z.literal('error'), code: z.number().int(), message: z.string(), data: z.unknown().optional() }),
+]);
+
+function toHeldCall(row: HeldCallRow): HeldCall {
+  const ending = row.ending === null ? undefined : endingSchema.safeParse(parseJson<unknown>(row.ending, null));
+  return {
+    approvalId: row.approval_id,
+    callId: row.call_id,
+    agent: row.agent,
+    name: row.name,
+    server: row.server,
+    tool: row.tool,
+    argsHash: row.args_hash,
+    ...(row.args === null ? {} : { args: parseJson<unknown>(row.args, null) }),
+    channel: row.channel ?? undefined,
+    answerWithinMs: row.answer_within_ms,
+    expiresAt: row.expires_at,
+    ending:
+      ending === undefined
+        ? undefined
+        : ending.success
+          ? ending.data
+          : { kind: 'error', code: -32603, message: 'the stored result of this held call could not be read' },
+  };
+}
+
+/**
+ * Typed queries on the `held_calls` table (db/005): deferred held calls, their
+ * exact arguments until they end, and their endings until collected or expired.
+ * A row past its expiry is treated as gone, whether or not it was deleted yet.
+ */
+export class HeldCallStore implements HeldCallBook {
+  readonly #clock: Clock;
+  readonly #stmts;
+
+  constructor(db: Db, clock: Clock) {
+    this.#clock = clock;
+    this.#stmts = {
+      insert: db.prepare(`INSERT INTO held_calls
+        (approval_id, call_id, agent, name, server, tool, args_hash, args, channel, answer_within_ms, expires_at)
+        VALUES (@approvalId, @callId, @agent, @name, @server, @tool, @argsHash, @args, @channel, @answerWithinMs, @expiresAt)`),
+      get: db.prepare('SELECT * FROM held_calls WHERE approval_id = ? AND expires_at > ?'),
+      repeat: db.prepare(`SELECT * FROM held_calls
+        WHERE agent = ? AND name = ? AND args_hash = ? AND expires_at > ? ORDER BY expires_at LIMIT 1`),
+      any: db.prepare('SELECT 1 FROM held_calls WHERE agent = ? AND expires_at > ? LIMIT 1').pluck(),
+      end: db.prepare(`UPDATE held_calls SET ending = @ending, ended_at = @at, args = NULL
+        WHERE approval_id = @id AND ending IS NULL`),
+      take: db.prepare('DELETE FROM held_calls WHERE approval_id = ? AND ending IS NOT NULL AND expires_at > ?'),
+      forget: db.prepare('DELETE FROM held_calls WHERE approval_id = ?'),
+      sweep: db.prepare('DELETE FROM held_calls WHERE expires_at <= ?'),
+      discardAll: db.prepare(`UPDATE held_calls SET ending = @ending, args = NULL WHERE ending IS NOT NULL`),
+      discardAgent: db.prepare(`UPDATE held_calls SET ending = @ending, args = NULL
+        WHERE ending IS NOT NULL AND agent = @agent`),
+      waiting: db.prepare('SELECT * FROM held_calls WHERE ending IS NULL AND expires_at > ? ORDER BY expires_at'),
+    };
+  }
+
+  keep(call: NewHeldCall): void {
+    this.#stmts.insert.run({
+      approvalId: call.approvalId,
+      callId: call.callId,
+      agent: call.agent,
+      name: call.name,
+      server: call.server,
+      tool: call.tool,
+      argsHash: call.argsHash,
+      args: JSON.stringify(call.args ?? null),
+      channel: call.channel ?? null,
+      answerWithinMs: call.answerWithinMs,
+      expiresAt: call.expiresAt,
+    });
+  }
+
+  get(approvalId: string): HeldCall | undefined {
+    const row = this.#stmts.get.get(approvalId, this.#clock.now()) as HeldCallRow | undefined;
+    return row ? toHeldCall(row) : undefined;
+  }
+
+  findRepeat(agent: string, name: string, argsHash: string): HeldCall | undefined {
+    const row = this.#stmts.repeat.get(agent, name, argsHash, this.#clock.now()) as HeldCallRow | undefined;
+    return row ? toHeldCall(row) : undefined;
+  }
+
+  hasAny(agent: string): boolean {
+    return this.#stmts.any.get(agent, this.#clock.now()) !== undefined;
+  }
+
+  end(approvalId: string, ending: HeldCallEnding): boolean {
+    const info = this.#stmts.end.run({ id: approvalId, ending: JSON.stringify(ending), at: this.#clock.now() });
+    return info.changes === 1;
+  }
+
+  take(approvalId: string): HeldCallEnding | undefined {
+    const call = this.get(approvalId);
+    if (!call?.ending) return undefined;
+    // The delete is the compare-and-set: of two collectors (in any process), one removes the row.
+    return this.#stmts.take.run(approvalId, this.#clock.now()).changes === 1 ? call.ending : undefined;
+  }
+
+  forget(approvalId: string): void {
+    this.#stmts.forget.run(approvalId);
+  }
+
+  discard(filter: { agent?: string | undefined }, ending: HeldCallEnding): number {
+    const text = JSON.stringify(ending);
+    const info =
+      filter.agent === undefined
+        ? this.#stmts.discardAll.run({ ending: text })
+        : this.#stmts.discardAgent.run({ ending: text, agent: filter.agent });
+    return info.changes;
+  }
+
+  /** Deletes rows past their expiry (their endings were promised only until then). */
+  sweep(): number {
+    return this.#stmts.sweep.run(this.#clock.now()).changes;
+  }
+
+  /** Calls not ended yet (waiting for a decision, or approved and running somewhere). */
+  waiting(): HeldCall[] {
+    return (this.#stmts.waiting.all(this.#clock.now()) as HeldCallRow[]).map(toHeldCall);
   }
 }

@@ -119,6 +119,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   });
   let listening: { url: string; port: number };
   try {
+    // Before agents can connect: a held call a stopped Warden deferred is this one's to run, and to hand out.
+    await p.resumeHeldCalls();
     listening = await edge.listen();
   } catch (err) {
     await p.close();

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
-import type { ApprovalGate, ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
+import type { ApprovalGate, ApprovalOutcome, ApprovalRequestInput, HeldCall } from '../approvals/types.ts';
 import { RESERVED_SERVER } from '../policy/load.ts';
 import type { AuditDecision, AuditEntry, AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
@@ -12,6 +12,7 @@ import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.
 import type { AgentPolicy, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from './arguments.ts';
 import {
+  answerOf,
   AWAIT_TOOL,
   AWAIT_TOOL_NAME,
   DeferredCalls,
@@ -87,6 +88,12 @@ type CallFacts = Omit<AuditEntry, 'event'>;
 interface InFlight {
   agent: string;
   controller: AbortController;
+  /**
+   * Set while a deferred call waits for its decision: shutting down lets go
+   * of it (the approval stays pending and the next Warden takes it over)
+   * instead of abandoning it.
+   */
+  detach?: (() => void) | undefined;
 }
 
 /** What steps 1–3 conclude: refused (already audited), or admitted with the decision to act on. */
@@ -107,6 +114,8 @@ interface PinState {
   approved: boolean;
 }
 
+/** How often a collector looks for the ending of a call another process is running. */
+const ENDING_POLL_MS = 250;
 const APPROVAL_NOTE = ' [Warden: each call is held until a human approves it]';
 const UPSTREAM_ALERT_EVERY_MS = 60_000;
 /** How long close() waits for aborted calls to write their call.completed rows. */
@@ -137,7 +146,7 @@ export class GatewayPipeline {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger.child({ module: 'gateway' });
-    this.#deferred = new DeferredCalls(this.#clock);
+    this.#deferred = new DeferredCalls(this.#clock, options.approvals.heldCalls);
     this.#offHalt = options.halt.onHalt((state) => this.#abortForHalt(state));
   }
 
@@ -170,7 +179,10 @@ export class GatewayPipeline {
   async close(): Promise<void> {
     this.#offHalt();
     this.#closing ??= new WardenError('CALL_ABANDONED', 'Warden is shutting down');
-    for (const f of this.#inFlight.values()) f.controller.abort(this.#closing);
+    for (const f of this.#inFlight.values()) {
+      if (f.detach) f.detach();
+      else f.controller.abort(this.#closing);
+    }
     if (this.#running.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       const bound = new Promise<void>((resolve) => {
@@ -291,8 +303,10 @@ export class GatewayPipeline {
       answerEarly = resolve;
     });
     const defer = (facts: DeferredFacts) => {
+      // Only an admitted call is deferred, so its name splits.
+      const split = splitQualifiedName(input.name)!;
       // run is set: defer() is only called once #call has gone past its first await.
-      this.#deferred.add(facts, run!);
+      this.#deferred.add(facts, { ...split, args: input.args }, run!);
       answerEarly(pendingAnswer(facts, this.#clock));
     };
     run = this.#track(this.#call(input, defer));
@@ -304,7 +318,10 @@ export class GatewayPipeline {
    * pipeline will refuse (too deep to hash) are never a repeat.
    */
   #repeatOf(input: CallInput): DeferredCall | undefined {
-    if (this.#deferred.size === 0 || argumentProblem(input.args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS)) {
+    if (
+      !this.#deferred.hasAny(input.agent) ||
+      argumentProblem(input.args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS)
+    ) {
       return undefined;
     }
     return this.#deferred.findRepeat(input.agent, input.name, argsHash(input.args));
@@ -362,23 +379,10 @@ export class GatewayPipeline {
     if (halted) {
       return this.#refuse(base, 'halted', haltReason(halted), { code: 'halted', approvalId: call.approvalId }, false);
     }
-    let timer: NodeJS.Timeout | undefined;
-    const waited = await Promise.race([
-      call.result.then(
-        () => 'ended' as const,
-        () => 'ended' as const,
-      ),
-      new Promise<'waiting'>((resolve) => {
-        timer = this.#clock.setTimeout(() => resolve('waiting'), call.answerWithinMs);
-        input.signal.addEventListener('abort', () => resolve('waiting'), { once: true });
-      }),
-    ]);
-    if (timer) this.#clock.clearTimeout(timer);
-    if (call.discarded) {
-      return this.#refuse(base, 'cancelled', call.discarded, { code: 'halted', approvalId: call.approvalId }, false);
-    }
-    if (waited === 'waiting') return pendingAnswer(call, this.#clock);
-    if (!this.#deferred.take(call)) {
+    if (!call.ending) await this.#waitForEnding(call, input.signal);
+    const ending = this.#deferred.take(call.approvalId);
+    if (!ending) {
+      if (this.#deferred.get(call.approvalId, input.agent)) return pendingAnswer(call, this.#clock);
       return this.#refuse(
         base,
         'deny',
@@ -390,7 +394,28 @@ export class GatewayPipeline {
     await this.#o.approvals
       .collected(call.approvalId, { agent: input.agent, callId: call.callId, how })
       .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not audit approval.collected'));
-    return call.result;
+    return answerOf(ending);
+  }
+
+  /**
+   * Up to answer_within for the call to end: its run here, or (run by another
+   * process sharing the database) its stored ending, looked for every so often.
+   */
+  async #waitForEnding(call: DeferredCall, signal: AbortSignal): Promise<void> {
+    const deadline = this.#clock.now() + call.answerWithinMs;
+    let timer: NodeJS.Timeout | undefined;
+    let stop: () => void = () => {};
+    const stopped = new Promise<void>((resolve) => {
+      stop = resolve;
+      signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    const tick = () => {
+      if (this.#clock.now() >= deadline || (!call.run && this.#deferred.ending(call.approvalId))) stop();
+      else timer = this.#clock.setTimeout(tick, call.run ? deadline - this.#clock.now() : ENDING_POLL_MS);
+    };
+    tick();
+    await Promise.race([call.run ?? stopped, stopped]);
+    if (timer) this.#clock.clearTimeout(timer);
   }
 
   async #call(input: CallInput, defer: (facts: DeferredFacts) => void): Promise<CallToolResult> {
@@ -520,7 +545,9 @@ export class GatewayPipeline {
             void this.#o.approvals
               .deferred(requested.approvalId, { agent, callId })
               .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not record the deferral'));
-            outcome = await approval;
+            const decided = await this.#decisionUnlessDetached(callId, approval);
+            if (decided === undefined) return refusal(`${name} goes on in the next Warden: this one shut down`);
+            outcome = decided;
           } else outcome = first === 'answer_now' ? await approval : first;
         }
         if (outcome.status !== 'approved') {
@@ -682,6 +709,138 @@ export class GatewayPipeline {
       return refusal(haltedErr || pinBlocked || internal ? `Refused by Warden: ${reason}` : reason);
     } finally {
       input.signal.removeEventListener('abort', onAgentAbort);
+      this.#inFlight.delete(callId);
+    }
+  }
+
+  /**
+   * A deferred call's decision, unless Warden shuts down first (undefined):
+   * then the call is let go, still pending, for the next Warden to take over.
+   * Once decided, shutting down aborts the call like any other.
+   */
+  async #decisionUnlessDetached<T>(callId: string, decision: Promise<T>): Promise<T | undefined> {
+    const flight = this.#inFlight.get(callId);
+    let detach: () => void = () => {};
+    const detached = new Promise<undefined>((resolve) => {
+      detach = () => resolve(undefined);
+    });
+    if (flight) flight.detach = detach;
+    // Shutting down began before this call was deferred.
+    if (this.#closing) detach();
+    const decided = await Promise.race([decision, detached]);
+    if (flight) flight.detach = undefined;
+    return decided;
+  }
+
+  /**
+   * At start-up: takes over the deferred held calls a stopped Warden left
+   * waiting for a decision, and runs each on approval, once, with its stored
+   * arguments; its agent collects the ending as before. Returns how many.
+   */
+  async resumeHeldCalls(): Promise<number> {
+    const calls = await this.#o.approvals.adoptHeldCalls();
+    for (const call of calls) {
+      const run = this.#track(this.#runAdopted(call));
+      this.#deferred.adopt(call, run);
+    }
+    if (calls.length > 0)
+      this.#log.info({ calls: calls.length }, 'took over held calls a stopped Warden left deferred');
+    return calls.length;
+  }
+
+  /**
+   * A held call taken over from a stopped Warden: no agent request is attached
+   * (the agent collects the ending later). Waits for the decision, then checks
+   * again what #call checks after an approval (the exact arguments, the policy
+   * in force, the kill switch, the pin) and forwards it. Its call.decided row
+   * was written by the first process; this writes the call.completed.
+   */
+  async #runAdopted(call: HeldCall): Promise<CallToolResult> {
+    const started = this.#clock.monotonic();
+    const { callId, agent, name, server, tool, approvalId } = call;
+    const args = call.args as Record<string, unknown> | undefined;
+    const base: CallFacts = { callId, agent, owner: this.#o.policy().agents[agent]?.owner, server, tool, args };
+    const controller = new AbortController();
+    const signal = controller.signal;
+    this.#inFlight.set(callId, { agent, controller });
+    let approver: string | undefined;
+    const notRun = async (decision: AuditDecision, reason: string, detail: Record<string, unknown>) => {
+      await this.#completed(base, decision, started, { reason, approver, detail: { approvalId, ...detail } });
+      if (approver) await this.#reportOutcome(approvalId, false, reason);
+      return refusal(`Refused by Warden: ${reason}`);
+    };
+    try {
+      const outcome = await this.#decisionUnlessDetached(callId, this.#o.approvals.awaitDecision(approvalId, signal));
+      if (outcome === undefined) return refusal(`${name} goes on in the next Warden: this one shut down`);
+      if (outcome.status !== 'approved') {
+        const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason}`;
+        await this.#completed(base, outcome.status, started, {
+          reason,
+          approver: outcome.approver,
+          detail: { approvalId },
+        });
+        return refusal(`Refused by Warden: ${reason}`);
+      }
+      approver = outcome.approver;
+      if (call.args === undefined || outcome.argsHash === undefined || outcome.argsHash !== argsHash(call.args)) {
+        this.#log.error({ callId, approvalId, agent }, 'approved arguments do not match the stored call: refusing it');
+        return await notRun('blocked', `${name} was not run: the approval does not match these exact arguments`, {
+          code: 'approval_mismatch',
+        });
+      }
+      // The upstream may not be running yet in this process; the catalogue also pins its definitions.
+      const catalogue = await this.#o.upstreams.catalogue(server, signal);
+      const now = decide(this.#o.policy(), agent, server, tool, args, {
+        annotations: annotationsOf(catalogue.byName.get(tool)),
+        upstreamTools: catalogue.names,
+      });
+      if (now.kind === 'deny') {
+        return await notRun(
+          'deny',
+          `${name} was approved but not run: the policy changed while it waited and now refuses it (${now.reason})`,
+          { code: now.code },
+        );
+      }
+      const haltedNow = this.#haltCheck(agent);
+      if (haltedNow) throw haltError(haltedNow);
+      const result = await this.#o.upstreams.callTool(server, tool, args, {
+        controller,
+        verify: (live) => this.#verifyLive(server, tool, name, live),
+      });
+      const ok = result.isError !== true;
+      await this.#completed(base, ok ? 'ok' : 'error', started, { result, approver, detail: { approvalId } });
+      await this.#reportOutcome(approvalId, ok, summarise(result));
+      return result;
+    } catch (err) {
+      const aborted = signal.aborted ? signal.reason : undefined;
+      if (err instanceof McpError && !aborted) {
+        await this.#completed(base, 'error', started, {
+          approver,
+          reason: err.message,
+          detail: { approvalId, code: err.code },
+        });
+        await this.#reportOutcome(approvalId, false, err.message);
+        throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
+      }
+      const halted = isWardenError(aborted, 'HALTED') ? aborted : isWardenError(err, 'HALTED') ? err : undefined;
+      const abandoned = isWardenError(aborted, 'CALL_ABANDONED') ? aborted : undefined;
+      const pinBlocked = isWardenError(err, 'TOOL_PIN_MISMATCH') ? err : undefined;
+      const reason = halted
+        ? `${name} was stopped: ${halted.message}`
+        : abandoned
+          ? `${name} was abandoned: ${abandoned.message}`
+          : pinBlocked
+            ? pinBlocked.message
+            : `${name} failed: ${describeError(err)}`;
+      const status = halted ? 'cancelled' : abandoned ? 'abandoned' : pinBlocked ? 'blocked' : 'error';
+      await this.#completed(base, status, started, {
+        reason,
+        approver,
+        detail: { approvalId, code: isWardenError(err) ? err.code : undefined },
+      });
+      if (approver) await this.#reportOutcome(approvalId, false, reason);
+      return refusal(`Refused by Warden: ${reason}`);
+    } finally {
       this.#inFlight.delete(callId);
     }
   }
