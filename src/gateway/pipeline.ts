@@ -545,7 +545,7 @@ export class GatewayPipeline {
             void this.#o.approvals
               .deferred(requested.approvalId, { agent, callId })
               .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not record the deferral'));
-            const decided = await this.#decisionUnlessDetached(callId, approval);
+            const decided = await this.#decisionUnlessDetached(callId, requested.approvalId, approval);
             if (decided === undefined) return refusal(`${name} goes on in the next Warden: this one shut down`);
             outcome = decided;
           } else outcome = first === 'answer_now' ? await approval : first;
@@ -718,7 +718,7 @@ export class GatewayPipeline {
    * then the call is let go, still pending, for the next Warden to take over.
    * Once decided, shutting down aborts the call like any other.
    */
-  async #decisionUnlessDetached<T>(callId: string, decision: Promise<T>): Promise<T | undefined> {
+  async #decisionUnlessDetached<T>(callId: string, approvalId: string, decision: Promise<T>): Promise<T | undefined> {
     const flight = this.#inFlight.get(callId);
     let detach: () => void = () => {};
     const detached = new Promise<undefined>((resolve) => {
@@ -729,6 +729,8 @@ export class GatewayPipeline {
     if (this.#closing) detach();
     const decided = await Promise.race([decision, detached]);
     if (flight) flight.detach = undefined;
+    // What this run answers now is not how the call ended: the stored call is left as it is.
+    if (decided === undefined) this.#deferred.detach(approvalId);
     return decided;
   }
 
@@ -770,7 +772,11 @@ export class GatewayPipeline {
       return refusal(`Refused by Warden: ${reason}`);
     };
     try {
-      const outcome = await this.#decisionUnlessDetached(callId, this.#o.approvals.awaitDecision(approvalId, signal));
+      const outcome = await this.#decisionUnlessDetached(
+        callId,
+        approvalId,
+        this.#o.approvals.awaitDecision(approvalId, signal),
+      );
       if (outcome === undefined) return refusal(`${name} goes on in the next Warden: this one shut down`);
       if (outcome.status !== 'approved') {
         const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason}`;

@@ -1,0 +1,321 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { verifyChain } from '../src/audit/index.ts';
+import type { AuditRow } from '../src/audit/types.ts';
+import { startWarden, type Warden } from '../src/cli/runtime.ts';
+import { loadConfig } from '../src/config/index.ts';
+import { createAgentToken } from '../src/gateway/index.ts';
+import { silentLogger } from '../src/logger.ts';
+import { openDb, type Db } from '../src/store/db.ts';
+import { textOf, waitFor } from './support/gateway-harness.ts';
+import { helpdeskServersYaml } from './support/policies.ts';
+import { startSlackApiServer, type RecordedCall, type SlackApiServer } from './support/slack-api-server.ts';
+import { SlackRequestSender } from './support/slack-sign.ts';
+import { approvalIdOf, BOT_TOKEN, SIGNING_SECRET } from './support/slack-harness.ts';
+
+/**
+ * Held calls that outlive Warden's process. The composition root `warden
+ * serve` runs (startWarden), with Slack over HTTP: the Bolt receiver on
+ * loopback, its Web API client pointed at the local Slack API server. An agent
+ * (the SDK's Client, with a request timeout shorter than any approval) is told
+ * "not run yet"; Warden stops; a new Warden on the same database file takes
+ * the approval over; a real signed click approves it; the new process runs
+ * the call once with the stored arguments; the agent collects it once. The
+ * exact arguments live in held_calls only until the call ends.
+ */
+
+const AGENT = 'mailer';
+const OWNER = 'U0OWNER1';
+const CHANNEL = 'C0APPROVALS';
+const CLIENT_TIMEOUT = { timeout: 3_000 };
+/** Looks like an API key: redacted in the audit trail and on the card, kept exactly for the call itself. */
+const SECRET = 'sk-live0123456789abcdefABCDEF';
+
+const POLICY = `
+${helpdeskServersYaml(['tickets'])}
+agents:
+  - agent: ${AGENT}
+    mcp_scopes: { tickets: [read, write] }
+    owner: ${OWNER}
+    channel: ${CHANNEL}
+    approval_timeout: 10m
+    answer_within: 1s
+`;
+
+let dir: string;
+let slack: SlackApiServer;
+let token: string;
+const running: Warden[] = [];
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  slack = await startSlackApiServer({ botToken: BOT_TOKEN });
+});
+
+afterEach(async () => {
+  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
+  for (const warden of running.splice(0)) await warden.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+afterAll(async () => {
+  await slack?.close();
+});
+
+function config() {
+  return loadConfig({
+    WARDEN_DB: join(dir, 'warden.db'),
+    WARDEN_POLICY: join(dir, 'policy.yml'),
+    WARDEN_HOST: '127.0.0.1',
+    WARDEN_PORT: '0',
+    LOG_LEVEL: 'silent',
+    SLACK_BOT_TOKEN: BOT_TOKEN,
+    SLACK_SIGNING_SECRET: SIGNING_SECRET,
+    SLACK_PORT: '0',
+    SLACK_API_URL: slack.apiUrl,
+  });
+}
+
+/** A fresh temp dir with the policy file; the agent's token is made on the first start. */
+function prepare(): void {
+  dir = mkdtempSync(join(tmpdir(), 'warden-held-'));
+  token = '';
+  writeFileSync(join(dir, 'policy.yml'), POLICY);
+}
+
+async function start(): Promise<Warden> {
+  const warden = await startWarden(config(), { logger: silentLogger(), env: {} });
+  running.push(warden);
+  token ||= createAgentToken(warden.db, AGENT, { policy: warden.policy.current() });
+  return warden;
+}
+
+async function stop(warden: Warden): Promise<void> {
+  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
+  running.splice(running.indexOf(warden), 1);
+  await warden.close();
+}
+
+async function connect(warden: Warden): Promise<Client> {
+  const client = new Client({ name: AGENT, version: '1.0.0' });
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(warden.gateway.url), {
+      requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    }),
+  );
+  clients.push(client);
+  return client;
+}
+
+let emails = 0;
+function email(): Record<string, unknown> {
+  return {
+    ticket_id: 'T-1001',
+    to: 'ada@example.com',
+    subject: 'Your refund',
+    body: `Hello Ada (${++emails}); reference api_key=${SECRET}`,
+  };
+}
+
+/** Sends a held call; the "not run yet" answer comes before the client gives up. Returns the approval id. */
+async function defer(client: Client, args: Record<string, unknown>): Promise<string> {
+  const res = (await client.callTool(
+    { name: 'tickets__send_customer_email', arguments: args },
+    undefined,
+    CLIENT_TIMEOUT,
+  )) as CallToolResult;
+  expect(res.isError).toBe(true);
+  expect(textOf(res)).toMatch(/has NOT run yet/);
+  return (res._meta as Record<string, { id: string }>)['warden/approval']!.id;
+}
+
+async function cardFor(approvalId: string): Promise<RecordedCall> {
+  return slack.waitForCall(
+    'chat.postMessage',
+    (c) => Array.isArray(c.args.blocks) && JSON.stringify(c.args.blocks).includes(approvalId),
+    20_000,
+  );
+}
+
+/** A real signed click on the card's Approve button, into this Warden's Bolt receiver. */
+async function clickApprove(warden: Warden, card: RecordedCall): Promise<void> {
+  const sender = new SlackRequestSender(`http://127.0.0.1:${warden.slackPort}/slack/events`, SIGNING_SECRET);
+  const click = await sender.blockAction({
+    user: OWNER,
+    actionId: 'approval_approve',
+    value: approvalIdOf(card),
+    channel: CHANNEL,
+    messageTs: card.response!.ts as string,
+  });
+  expect(click.status).toBe(200);
+}
+
+async function collect(client: Client, id: string): Promise<CallToolResult> {
+  return (await client.callTool(
+    { name: 'warden__await_approval', arguments: { id } },
+    undefined,
+    CLIENT_TIMEOUT,
+  )) as CallToolResult;
+}
+
+interface HeldRow {
+  approval_id: string;
+  args: string | null;
+  ending: string | null;
+}
+
+/** Read straight from the file, as an operator (or an attacker with the file) would see it. */
+function heldRows(): HeldRow[] {
+  const db: Db = openDb(join(dir, 'warden.db'));
+  try {
+    return db.prepare('SELECT approval_id, args, ending FROM held_calls ORDER BY approval_id').all() as HeldRow[];
+  } finally {
+    db.close();
+  }
+}
+
+function auditRows(warden: Warden, event: string): AuditRow[] {
+  return warden.db.prepare('SELECT * FROM audit WHERE event = ? ORDER BY seq').all(event) as AuditRow[];
+}
+
+function completedOk(warden: Warden, approvalId: string): AuditRow[] {
+  return auditRows(warden, 'call.completed').filter(
+    (r) => r.decision === 'ok' && String(r.detail ?? '').includes(approvalId),
+  );
+}
+
+describe('a deferred held call survives a restart', () => {
+  it('is approved by a Slack click in the new process, runs there once with the stored arguments, and is collected once', async () => {
+    prepare();
+    const first = await start();
+    const args = email();
+    const id = await defer(await connect(first), args);
+    const card = await cardFor(id);
+    // The exact arguments are stored (to run the call later); the trail and the card only have them redacted.
+    expect(heldRows()).toEqual([expect.objectContaining({ approval_id: id, ending: null })]);
+    expect(JSON.parse(heldRows()[0]!.args!)).toEqual(args);
+    await first.audit.flush();
+    expect(JSON.stringify(first.db.prepare('SELECT * FROM audit').all())).not.toContain(SECRET);
+    expect(JSON.stringify(card.args.blocks)).not.toContain(SECRET);
+
+    await stop(first);
+    const second = await start();
+    // Not abandoned by the restart: the new process took it over.
+    expect(second.approvals.get(id)?.status).toBe('pending');
+    expect(second.approvals.get(id)?.processId).toBe(second.approvals.processId);
+
+    // Nobody is waiting for it: the click alone makes it run.
+    await clickApprove(second, card);
+    await waitFor(() => completedOk(second, id).length === 1, 'the approved call to run in the new process');
+    // Its arguments are erased as soon as it ran; the ending waits for the agent.
+    await waitFor(() => heldRows()[0]?.ending, 'the ending to be stored');
+    expect(heldRows()).toEqual([expect.objectContaining({ approval_id: id, args: null })]);
+
+    const client = await connect(second);
+    const result = await collect(client, id);
+    expect(result.isError).toBeFalsy();
+    // count: 1 is the fixture's own count of emails sent by this upstream process: it ran once.
+    expect(JSON.parse(textOf(result))).toEqual({ sent: true, to: 'ada@example.com', count: 1 });
+
+    const again = await collect(client, id);
+    expect(again.isError).toBe(true);
+    expect(textOf(again)).toMatch(/no held call .* to collect/);
+
+    expect(heldRows()).toEqual([]);
+    await second.audit.flush();
+    expect(completedOk(second, id)).toHaveLength(1);
+    const callId = second.approvals.get(id)!.callId;
+    // One story for the one call: decided by the first process, completed by the second.
+    expect(
+      second.db.prepare("SELECT event FROM audit WHERE call_id = ? AND event LIKE 'call.%' ORDER BY seq").all(callId),
+    ).toEqual([{ event: 'call.decided' }, { event: 'call.completed' }]);
+    expect(auditRows(second, 'approval.collected')).toHaveLength(1);
+    expect(JSON.stringify(second.db.prepare('SELECT * FROM audit').all())).not.toContain(SECRET);
+    expect(verifyChain(second.db)).toMatchObject({ ok: true });
+  });
+
+  it('an identical repeat after the restart attaches to the held call and collects it', async () => {
+    prepare();
+    const first = await start();
+    const args = email();
+    const id = await defer(await connect(first), args);
+    const card = await cardFor(id);
+    await stop(first);
+
+    const second = await start();
+    const client = await connect(second);
+    // Still waiting: the repeat is told "not run yet" with the same approval, and no second card is posted.
+    expect(await defer(client, args)).toBe(id);
+    expect(second.approvals.pending({ agent: AGENT }).map((a) => a.id)).toEqual([id]);
+
+    await clickApprove(second, card);
+    await waitFor(() => completedOk(second, id).length === 1, 'the approved call to run');
+    const result = (await client.callTool({
+      name: 'tickets__send_customer_email',
+      arguments: args,
+    })) as CallToolResult;
+    expect(result.isError).toBeFalsy();
+    expect(JSON.parse(textOf(result))).toMatchObject({ sent: true, count: 1 });
+    expect(heldRows()).toEqual([]);
+  });
+});
+
+describe('a deferred held call in one process', () => {
+  it('a Slack click runs it at once, exactly once, with its agent gone; the agent collects it later', async () => {
+    prepare();
+    const warden = await start();
+    const first = await connect(warden);
+    const id = await defer(first, email());
+    const card = await cardFor(id);
+    // The agent is not waiting: it got its answer and went away.
+    await first.close();
+
+    await clickApprove(warden, card);
+    await waitFor(() => completedOk(warden, id).length === 1, 'the approved call to run');
+    await waitFor(() => heldRows()[0]?.ending, 'the ending to be stored');
+    expect(heldRows()).toEqual([expect.objectContaining({ approval_id: id, args: null })]);
+
+    const later = await connect(warden);
+    const result = await collect(later, id);
+    expect(JSON.parse(textOf(result))).toEqual({ sent: true, to: 'ada@example.com', count: 1 });
+    await warden.audit.flush();
+    expect(completedOk(warden, id)).toHaveLength(1);
+    expect(heldRows()).toEqual([]);
+  });
+
+  it('a halt discards a kept result and the arguments of the call still waiting', async () => {
+    prepare();
+    const warden = await start();
+    const client = await connect(warden);
+    const waitingId = await defer(client, email());
+    const decidedId = await defer(client, email());
+    await clickApprove(warden, await cardFor(decidedId));
+    await waitFor(() => completedOk(warden, decidedId).length === 1, 'the approved call to run');
+    await waitFor(() => heldRows().find((r) => r.approval_id === decidedId)?.ending, 'the ending to be stored');
+    expect(heldRows().find((r) => r.approval_id === decidedId)?.ending).toContain('"sent\\":true');
+
+    await warden.control.killSwitch.halt({ scope: 'agent', agent: AGENT, reason: 'drill', actor: 'cli:test' });
+    await waitFor(
+      () => warden.approvals.get(waitingId)?.status === 'cancelled',
+      'the waiting approval to be cancelled',
+    );
+    await waitFor(() => heldRows().every((r) => r.ending !== null), 'both endings to be stored');
+    const rows = heldRows();
+    expect(rows.map((r) => r.args)).toEqual([null, null]);
+    expect(JSON.stringify(rows)).not.toContain('sent');
+    expect(JSON.stringify(rows)).not.toContain(SECRET);
+
+    await warden.control.killSwitch.resume({ scope: 'agent', agent: AGENT, actor: 'cli:test' });
+    for (const id of [waitingId, decidedId]) {
+      const res = await collect(client, id);
+      expect(res.isError).toBe(true);
+      expect(textOf(res)).toMatch(/halted/);
+    }
+    expect(heldRows()).toEqual([]);
+  });
+});
