@@ -9,7 +9,10 @@
 -- gets the redacted copy. `ending` is how the call ended (its result, or the
 -- refusal), kept for the agent to collect once: the row is deleted when it is
 -- collected or when expires_at passes, and a halt replaces a kept ending with
--- the halt's refusal.
+-- the halt's refusal. `runner` is the process that took the approved call to
+-- run it (one compare-and-set): an approved call nobody took yet may be run by
+-- the next Warden; one taken by a process that is gone may have run, so it is
+-- never run again.
 CREATE TABLE held_calls (
   approval_id      TEXT    PRIMARY KEY,
   call_id          TEXT    NOT NULL,
@@ -23,6 +26,7 @@ CREATE TABLE held_calls (
   channel          TEXT,
   answer_within_ms INTEGER NOT NULL,
   expires_at       INTEGER NOT NULL,
+  runner           TEXT,
   ending           TEXT,
   ended_at         INTEGER
 );

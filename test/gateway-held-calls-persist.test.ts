@@ -1,3 +1,4 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +37,8 @@ const CLIENT_TIMEOUT = { timeout: 3_000 };
 /** Looks like an API key: redacted in the audit trail and on the card, kept exactly for the call itself. */
 const SECRET = 'sk-live0123456789abcdefABCDEF';
 
+/** Held calls of `brief` expire 4 s after they are held. */
+const BRIEF = 'brief-mailer';
 const POLICY = `
 ${helpdeskServersYaml(['tickets'])}
 agents:
@@ -45,12 +48,19 @@ agents:
     channel: ${CHANNEL}
     approval_timeout: 10m
     answer_within: 1s
+  - agent: ${BRIEF}
+    mcp_scopes: { tickets: [read, write] }
+    owner: ${OWNER}
+    channel: ${CHANNEL}
+    approval_timeout: 4s
+    answer_within: 1s
 `;
 
 let dir: string;
 let slack: SlackApiServer;
 let token: string;
 const running: Warden[] = [];
+const children: ChildProcess[] = [];
 const clients: Client[] = [];
 
 beforeAll(async () => {
@@ -60,6 +70,7 @@ beforeAll(async () => {
 afterEach(async () => {
   await Promise.allSettled(clients.splice(0).map((c) => c.close()));
   for (const warden of running.splice(0)) await warden.close();
+  for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -67,8 +78,8 @@ afterAll(async () => {
   await slack?.close();
 });
 
-function config() {
-  return loadConfig({
+function env(): Record<string, string> {
+  return {
     WARDEN_DB: join(dir, 'warden.db'),
     WARDEN_POLICY: join(dir, 'policy.yml'),
     WARDEN_HOST: '127.0.0.1',
@@ -78,7 +89,66 @@ function config() {
     SLACK_SIGNING_SECRET: SIGNING_SECRET,
     SLACK_PORT: '0',
     SLACK_API_URL: slack.apiUrl,
+  };
+}
+
+function config() {
+  return loadConfig(env());
+}
+
+interface ServeChild {
+  url: string;
+  slackPort: number;
+  child: ChildProcess;
+}
+
+/** `warden serve` as its own process, as `npm start` runs it; resolves once it says where it listens. */
+function serve(): Promise<ServeChild> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', 'serve'], {
+    env: { ...process.env, ...env(), LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      buf += chunk.toString('utf8');
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const log = JSON.parse(line) as { msg?: string; gateway?: string; slackPort?: number };
+          if (log.msg?.startsWith('Warden is running'))
+            resolve({ url: log.gateway!, slackPort: log.slackPort!, child });
+        } catch {
+          // Not a log line.
+        }
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`warden serve exited (${code}) before it was running`)));
+  });
+}
+
+/** The `warden` CLI, as an operator runs it while no Warden is serving. */
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/index.ts', ...args],
+      { env: { ...process.env, ...env() } },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** Reads (and writes) the database file as another process would. */
+function withDb<T>(use: (db: Db) => T): T {
+  const db = openDb(join(dir, 'warden.db'));
+  try {
+    return use(db);
+  } finally {
+    db.close();
+  }
 }
 
 /** A fresh temp dir with the policy file; the agent's token is made on the first start. */
@@ -101,11 +171,12 @@ async function stop(warden: Warden): Promise<void> {
   await warden.close();
 }
 
-async function connect(warden: Warden): Promise<Client> {
+async function connect(warden: Warden | string, bearer = token): Promise<Client> {
   const client = new Client({ name: AGENT, version: '1.0.0' });
+  const url = typeof warden === 'string' ? warden : warden.gateway.url;
   await client.connect(
-    new StreamableHTTPClientTransport(new URL(warden.gateway.url), {
-      requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    new StreamableHTTPClientTransport(new URL(url), {
+      requestInit: { headers: { Authorization: `Bearer ${bearer}` } },
     }),
   );
   clients.push(client);
@@ -143,7 +214,7 @@ async function cardFor(approvalId: string): Promise<RecordedCall> {
 }
 
 /** A real signed click on the card's Approve button, into this Warden's Bolt receiver. */
-async function clickApprove(warden: Warden, card: RecordedCall): Promise<void> {
+async function clickApprove(warden: Warden | ServeChild, card: RecordedCall): Promise<void> {
   const sender = new SlackRequestSender(`http://127.0.0.1:${warden.slackPort}/slack/events`, SIGNING_SECRET);
   const click = await sender.blockAction({
     user: OWNER,
@@ -171,22 +242,24 @@ interface HeldRow {
 
 /** Read straight from the file, as an operator (or an attacker with the file) would see it. */
 function heldRows(): HeldRow[] {
-  const db: Db = openDb(join(dir, 'warden.db'));
-  try {
-    return db.prepare('SELECT approval_id, args, ending FROM held_calls ORDER BY approval_id').all() as HeldRow[];
-  } finally {
-    db.close();
-  }
+  return withDb(
+    (db) => db.prepare('SELECT approval_id, args, ending FROM held_calls ORDER BY approval_id').all() as HeldRow[],
+  );
 }
 
 function auditRows(warden: Warden, event: string): AuditRow[] {
   return warden.db.prepare('SELECT * FROM audit WHERE event = ? ORDER BY seq').all(event) as AuditRow[];
 }
 
-function completedOk(warden: Warden, approvalId: string): AuditRow[] {
-  return auditRows(warden, 'call.completed').filter(
-    (r) => r.decision === 'ok' && String(r.detail ?? '').includes(approvalId),
-  );
+function completedOk(warden: Warden | undefined, approvalId: string): AuditRow[] {
+  const rows = warden
+    ? auditRows(warden, 'call.completed')
+    : withDb((db) => auditRows({ db } as Warden, 'call.completed'));
+  return rows.filter((r) => r.decision === 'ok' && String(r.detail ?? '').includes(approvalId));
+}
+
+function approvalStatus(approvalId: string): string | undefined {
+  return withDb((db) => db.prepare('SELECT status FROM approvals WHERE id = ?').pluck().get(approvalId) as string);
 }
 
 describe('a deferred held call survives a restart', () => {
@@ -262,6 +335,66 @@ describe('a deferred held call survives a restart', () => {
     expect(result.isError).toBeFalsy();
     expect(JSON.parse(textOf(result))).toMatchObject({ sent: true, count: 1 });
     expect(heldRows()).toEqual([]);
+  });
+});
+
+describe('a deferred held call survives a crash', () => {
+  it('warden serve is killed (SIGKILL); the next one takes the call over and a click runs it once', async () => {
+    prepare();
+    token = withDb((db) => createAgentToken(db, AGENT));
+    const first = await serve();
+    const id = await defer(await connect(first.url), email());
+    const card = await cardFor(id);
+    await Promise.allSettled(clients.splice(0).map((c) => c.close()));
+    first.child.kill('SIGKILL');
+    await new Promise((resolve) => first.child.once('exit', resolve));
+    expect(approvalStatus(id)).toBe('pending');
+
+    const second = await serve();
+    await clickApprove(second, card);
+    await waitFor(() => completedOk(undefined, id).length === 1, 'the approved call to run in the new process');
+    const client = await connect(second.url);
+    const result = await collect(client, id);
+    expect(JSON.parse(textOf(result))).toEqual({ sent: true, to: 'ada@example.com', count: 1 });
+    expect(textOf(await collect(client, id))).toMatch(/no held call .* to collect/);
+    expect(heldRows()).toEqual([]);
+    expect(completedOk(undefined, id)).toHaveLength(1);
+  });
+
+  it('approved with the CLI while no Warden runs: the next Warden runs it once at start-up', async () => {
+    prepare();
+    const first = await start();
+    const id = await defer(await connect(first), email());
+    await stop(first);
+    const approved = await cli(['approvals', 'approve', id, '--as', OWNER]);
+    expect(approved.stdout).toBe(`${id}: approved by ${OWNER}\n`);
+
+    const second = await start();
+    await waitFor(() => completedOk(second, id).length === 1, 'the approved call to run at start-up');
+    const client = await connect(second);
+    expect(JSON.parse(textOf(await collect(client, id)))).toEqual({ sent: true, to: 'ada@example.com', count: 1 });
+    await stop(second);
+    // Taken and run once: a third start finds nothing to run.
+    const third = await start();
+    await third.audit.flush();
+    expect(completedOk(third, id)).toHaveLength(1);
+    expect(heldRows()).toEqual([]);
+  });
+
+  it('its expiry is kept by the new process: nobody decides, it is refused, and its row is erased', async () => {
+    prepare();
+    const first = await start();
+    const briefToken = createAgentToken(first.db, BRIEF, { policy: first.policy.current() });
+    const id = await defer(await connect(first, briefToken), email());
+    await stop(first);
+    const second = await start();
+    await waitFor(() => approvalStatus(id) === 'expired', 'the approval to expire in the new process');
+    await waitFor(() => heldRows().length === 0, 'the held call to be erased at its expiry');
+    const res = await collect(await connect(second, briefToken), id);
+    expect(res.isError).toBe(true);
+    expect(textOf(res)).toMatch(/no held call/);
+    await second.audit.flush();
+    expect(auditRows(second, 'call.completed').filter((r) => r.decision === 'expired')).toHaveLength(1);
   });
 });
 

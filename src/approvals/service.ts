@@ -20,6 +20,7 @@ import type {
   ApprovalStatus,
   DecideResult,
   HeldCall,
+  HeldCallEnding,
 } from './types.ts';
 
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 15 * 60_000;
@@ -114,7 +115,7 @@ export class ApprovalService implements ApprovalGate {
     this.#pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
     this.#waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
     this.processId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-    this.heldCalls = new HeldCallStore(opts.db, this.#clock);
+    this.heldCalls = new HeldCallStore(opts.db, this.#clock, this.processId);
   }
 
   /** The stored state of an approval (what cards are drawn from). */
@@ -392,33 +393,40 @@ export class ApprovalService implements ApprovalGate {
   async adoptHeldCalls(): Promise<HeldCall[]> {
     this.heldCalls.sweep();
     const adopted: HeldCall[] = [];
+    const now = this.#clock.now();
     for (const call of this.heldCalls.waiting()) {
+      if (this.#waiters.has(call.approvalId)) continue;
       const record = this.#store.get(call.approvalId);
-      if (this.#waiters.has(call.approvalId) || record?.processId === this.processId) continue;
-      // Another live process holds it: it runs the call (or is writing how it ended).
-      const ownerAlive = ownerMayBeWaiting(record?.processId);
-      if (record?.status !== 'pending') {
-        if (ownerAlive) continue;
-        this.heldCalls.end(call.approvalId, {
-          kind: 'result',
-          result: {
-            content: [
-              {
-                type: 'text',
-                text:
-                  record?.status === 'approved'
-                    ? `${call.name} was approved, but Warden stopped while it was running: whether it ran is unknown, so Warden will not run it again. Check before repeating it.`
-                    : `${call.name} was not run: ${record ? outcomeReason(record) : 'its approval is gone'}`,
-              },
-            ],
-            isError: true,
-          },
-        });
+      // The process that asked for it is still here (this one, or another that is alive): it is its to run.
+      const ownerHere = record?.processId === this.processId || ownerMayBeWaiting(record?.processId);
+      if (record?.status === 'pending') {
+        if (record.processId === this.processId || (record.expiresAt > now && ownerHere)) continue;
+        if (this.#store.claim(record.id, record.processId, this.processId)) adopted.push(call);
         continue;
       }
-      if (record.expiresAt > this.#clock.now() && ownerAlive) continue;
-      if (!this.#store.claim(record.id, record.processId, this.processId)) continue;
-      adopted.push(call);
+      if (record?.status === 'approved' && call.runner === undefined) {
+        // Approved while no Warden could run it (the CLI, with Warden down), or just before its process stopped.
+        // Not run yet; whoever wins the run claim (HeldCallBook.claimRun) runs it.
+        if (!ownerHere) adopted.push(call);
+        continue;
+      }
+      if (record?.status === 'approved') {
+        if (call.runner === this.processId || ownerMayBeWaiting(call.runner)) continue;
+        this.heldCalls.end(
+          call.approvalId,
+          heldRefusal(
+            `${call.name} was approved, but the Warden running it stopped before it finished: whether it ran is unknown, so Warden will not run it again. Check before repeating it.`,
+          ),
+        );
+        continue;
+      }
+      if (ownerHere) continue;
+      this.heldCalls.end(
+        call.approvalId,
+        heldRefusal(
+          `${call.name} was not run: it needs a human's approval and the request was ${record ? outcomeReason(record) : 'lost'}`,
+        ),
+      );
     }
     return adopted;
   }
@@ -728,6 +736,11 @@ export class ApprovalService implements ApprovalGate {
       this.#logger.error({ err: describeError(err), event: entry.event }, 'audit write failed');
     }
   }
+}
+
+/** A held call's ending that says why it did not run (as the gateway would have answered). */
+function heldRefusal(text: string): HeldCallEnding {
+  return { kind: 'result', result: { content: [{ type: 'text', text: `Refused by Warden: ${text}` }], isError: true } };
 }
 
 /** How many values the stored (redacted) arguments hide from people. */

@@ -236,6 +236,7 @@ interface HeldCallRow {
   args_hash: string;
   args: string | null;
   channel: string | null;
+  runner: string | null;
   answer_within_ms: number;
   expires_at: number;
   ending: string | null;
@@ -260,6 +261,7 @@ function toHeldCall(row: HeldCallRow): HeldCall {
     argsHash: row.args_hash,
     ...(row.args === null ? {} : { args: parseJson<unknown>(row.args, null) }),
     channel: row.channel ?? undefined,
+    runner: row.runner ?? undefined,
     answerWithinMs: row.answer_within_ms,
     expiresAt: row.expires_at,
     ending:
@@ -278,10 +280,13 @@ function toHeldCall(row: HeldCallRow): HeldCall {
  */
 export class HeldCallStore implements HeldCallBook {
   readonly #clock: Clock;
+  readonly #processId: string;
   readonly #stmts;
 
-  constructor(db: Db, clock: Clock) {
+  /** `processId` names this process as a runner (ApprovalService.processId). */
+  constructor(db: Db, clock: Clock, processId: string) {
     this.#clock = clock;
+    this.#processId = processId;
     this.#stmts = {
       insert: db.prepare(`INSERT INTO held_calls
         (approval_id, call_id, agent, name, server, tool, args_hash, args, channel, answer_within_ms, expires_at)
@@ -290,6 +295,8 @@ export class HeldCallStore implements HeldCallBook {
       repeat: db.prepare(`SELECT * FROM held_calls
         WHERE agent = ? AND name = ? AND args_hash = ? AND expires_at > ? ORDER BY expires_at LIMIT 1`),
       any: db.prepare('SELECT 1 FROM held_calls WHERE agent = ? AND expires_at > ? LIMIT 1').pluck(),
+      claimRun: db.prepare(`UPDATE held_calls SET runner = @runner
+        WHERE approval_id = @id AND runner IS NULL AND ending IS NULL`),
       end: db.prepare(`UPDATE held_calls SET ending = @ending, ended_at = @at, args = NULL
         WHERE approval_id = @id AND ending IS NULL`),
       take: db.prepare('DELETE FROM held_calls WHERE approval_id = ? AND ending IS NOT NULL AND expires_at > ?'),
@@ -330,6 +337,10 @@ export class HeldCallStore implements HeldCallBook {
 
   hasAny(agent: string): boolean {
     return this.#stmts.any.get(agent, this.#clock.now()) !== undefined;
+  }
+
+  claimRun(approvalId: string): boolean {
+    return this.#stmts.claimRun.run({ id: approvalId, runner: this.#processId }).changes === 1;
   }
 
   end(approvalId: string, ending: HeldCallEnding): boolean {

@@ -68,11 +68,13 @@ export interface HeldCall {
   channel?: string | undefined;
   answerWithinMs: number;
   expiresAt: number;
+  /** The process that took the approved call to run it; set once. */
+  runner?: string | undefined;
   /** Set once the call ended; handed out once. */
   ending?: HeldCallEnding | undefined;
 }
 
-export type NewHeldCall = Omit<HeldCall, 'ending' | 'args'> & { args: unknown };
+export type NewHeldCall = Omit<HeldCall, 'ending' | 'args' | 'runner'> & { args: unknown };
 
 /**
  * The deferred held calls, in the database so they survive a restart. Each
@@ -88,6 +90,11 @@ export interface HeldCallBook {
   findRepeat(agent: string, name: string, argsHash: string): HeldCall | undefined;
   /** Whether this agent has any held call not yet collected (spares hashing every call's arguments). */
   hasAny(agent: string): boolean;
+  /**
+   * Takes the approved call to run it in this process: true for exactly one
+   * caller (in any process sharing the database); whoever gets false must not run it.
+   */
+  claimRun(approvalId: string): boolean;
   /** Records how the call ended and erases its arguments; false when it had ended already. */
   end(approvalId: string, ending: HeldCallEnding): boolean;
   /** Hands the ending out, once: the row is gone afterwards. Undefined when not ended, or someone had it first. */

@@ -546,7 +546,7 @@ export class GatewayPipeline {
               .deferred(requested.approvalId, { agent, callId })
               .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not record the deferral'));
             const decided = await this.#decisionUnlessDetached(callId, requested.approvalId, approval);
-            if (decided === undefined) return refusal(`${name} goes on in the next Warden: this one shut down`);
+            if (decided === undefined) return refusal(`${name} is carried on by another Warden`);
             outcome = decided;
           } else outcome = first === 'answer_now' ? await approval : first;
         }
@@ -716,9 +716,15 @@ export class GatewayPipeline {
   /**
    * A deferred call's decision, unless Warden shuts down first (undefined):
    * then the call is let go, still pending, for the next Warden to take over.
-   * Once decided, shutting down aborts the call like any other.
+   * An approval is also taken to run here (HeldCallBook.claimRun): undefined
+   * when another process took it. Once decided, shutting down aborts the call
+   * like any other.
    */
-  async #decisionUnlessDetached<T>(callId: string, approvalId: string, decision: Promise<T>): Promise<T | undefined> {
+  async #decisionUnlessDetached<T extends { status: string }>(
+    callId: string,
+    approvalId: string,
+    decision: Promise<T>,
+  ): Promise<T | undefined> {
     const flight = this.#inFlight.get(callId);
     let detach: () => void = () => {};
     const detached = new Promise<undefined>((resolve) => {
@@ -729,6 +735,12 @@ export class GatewayPipeline {
     if (this.#closing) detach();
     const decided = await Promise.race([decision, detached]);
     if (flight) flight.detach = undefined;
+    // An approved deferred call is run by one process only, and a restart can tell it was taken.
+    if (decided?.status === 'approved' && !this.#o.approvals.heldCalls.claimRun(approvalId)) {
+      this.#log.warn({ callId, approvalId }, 'another Warden process took this approved held call to run');
+      this.#deferred.detach(approvalId);
+      return undefined;
+    }
     // What this run answers now is not how the call ended: the stored call is left as it is.
     if (decided === undefined) this.#deferred.detach(approvalId);
     return decided;
@@ -777,7 +789,7 @@ export class GatewayPipeline {
         approvalId,
         this.#o.approvals.awaitDecision(approvalId, signal),
       );
-      if (outcome === undefined) return refusal(`${name} goes on in the next Warden: this one shut down`);
+      if (outcome === undefined) return refusal(`${name} is carried on by another Warden`);
       if (outcome.status !== 'approved') {
         const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason}`;
         await this.#completed(base, outcome.status, started, {
