@@ -116,6 +116,11 @@ export class DeferredCalls {
     this.#clearTimer(approvalId);
   }
 
+  /** This process stops: its timers go (the rows stay, and the next Warden keeps their expiry). */
+  close(): void {
+    for (const approvalId of [...this.#timers.keys()]) this.detach(approvalId);
+  }
+
   /** The deferred call with this approval id, if it is this agent's (another agent's is not even acknowledged). */
   get(approvalId: string, agent: string): DeferredCall | undefined {
     const call = this.#book.get(approvalId);

@@ -192,6 +192,7 @@ export class GatewayPipeline {
       await Promise.race([Promise.allSettled([...this.#running]), bound]);
       if (timer) this.#clock.clearTimeout(timer);
     }
+    this.#deferred.close();
   }
 
   /**
@@ -407,8 +408,8 @@ export class GatewayPipeline {
     let stop: () => void = () => {};
     const stopped = new Promise<void>((resolve) => {
       stop = resolve;
-      signal.addEventListener('abort', () => resolve(), { once: true });
     });
+    signal.addEventListener('abort', stop, { once: true });
     const tick = () => {
       if (this.#clock.now() >= deadline || (!call.run && this.#deferred.ending(call.approvalId))) stop();
       else timer = this.#clock.setTimeout(tick, call.run ? deadline - this.#clock.now() : ENDING_POLL_MS);
@@ -416,6 +417,7 @@ export class GatewayPipeline {
     tick();
     await Promise.race([call.run ?? stopped, stopped]);
     if (timer) this.#clock.clearTimeout(timer);
+    signal.removeEventListener('abort', stop);
   }
 
   async #call(input: CallInput, defer: (facts: DeferredFacts) => void): Promise<CallToolResult> {
