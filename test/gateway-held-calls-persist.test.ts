@@ -421,6 +421,22 @@ describe('a deferred held call in one process', () => {
     expect(heldRows()).toEqual([]);
   });
 
+  it('run by one Warden process, collected through another sharing the database, once', async () => {
+    prepare();
+    const warden = await start();
+    const id = await defer(await connect(warden), email());
+    // A second `warden serve` on the same file: it leaves the first one's live call alone.
+    const other = await serve();
+    expect(approvalStatus(id)).toBe('pending');
+    await clickApprove(warden, await cardFor(id));
+    await waitFor(() => heldRows()[0]?.ending, 'the ending to be stored');
+    const viaOther = await collect(await connect(other.url), id);
+    expect(JSON.parse(textOf(viaOther))).toEqual({ sent: true, to: 'ada@example.com', count: 1 });
+    expect(textOf(await collect(await connect(warden), id))).toMatch(/no held call .* to collect/);
+    await warden.audit.flush();
+    expect(completedOk(warden, id)).toHaveLength(1);
+  });
+
   it('a halt discards a kept result and the arguments of the call still waiting', async () => {
     prepare();
     const warden = await start();
