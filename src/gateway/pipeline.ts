@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
-import type { ApprovalGate, ApprovalOutcome, ApprovalRequestInput, HeldCall } from '../approvals/types.ts';
+import type { ApprovalGate, ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
 import { RESERVED_SERVER } from '../policy/load.ts';
 import type { AuditDecision, AuditEntry, AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
@@ -20,6 +20,7 @@ import {
   type DeferredCall,
   type DeferredFacts,
 } from './deferred.ts';
+import { runHeldCall, type HeldRunContext } from './held-run.ts';
 import type { PinStore } from './pins.ts';
 import type { Catalogue, Upstreams } from './upstream.ts';
 
@@ -748,6 +749,20 @@ export class GatewayPipeline {
     return decided;
   }
 
+  /** What a held call taken over from a stopped Warden needs from this pipeline (held-run.ts). */
+  #heldRunContext(): HeldRunContext {
+    return {
+      options: this.#o,
+      clock: this.#clock,
+      log: this.#log,
+      haltCheck: (agent) => this.#haltCheck(agent),
+      enter: (callId, agent, controller) => void this.#inFlight.set(callId, { agent, controller }),
+      leave: (callId) => void this.#inFlight.delete(callId),
+      untilDecided: (callId, approvalId, decision) => this.#decisionUnlessDetached(callId, approvalId, decision),
+      verifyLive: (server, tool, name, live) => this.#verifyLive(server, tool, name, live),
+    };
+  }
+
   /**
    * At start-up: takes over the deferred held calls a stopped Warden left
    * waiting for a decision, and runs each on approval, once, with its stored
@@ -756,113 +771,12 @@ export class GatewayPipeline {
   async resumeHeldCalls(): Promise<number> {
     const calls = await this.#o.approvals.adoptHeldCalls();
     for (const call of calls) {
-      const run = this.#track(this.#runAdopted(call));
+      const run = this.#track(runHeldCall(this.#heldRunContext(), call));
       this.#deferred.adopt(call, run);
     }
     if (calls.length > 0)
       this.#log.info({ calls: calls.length }, 'took over held calls a stopped Warden left deferred');
     return calls.length;
-  }
-
-  /**
-   * A held call taken over from a stopped Warden: no agent request is attached
-   * (the agent collects the ending later). Waits for the decision, then checks
-   * again what #call checks after an approval (the exact arguments, the policy
-   * in force, the kill switch, the pin) and forwards it. Its call.decided row
-   * was written by the first process; this writes the call.completed.
-   */
-  async #runAdopted(call: HeldCall): Promise<CallToolResult> {
-    const started = this.#clock.monotonic();
-    const { callId, agent, name, server, tool, approvalId } = call;
-    const args = call.args as Record<string, unknown> | undefined;
-    const base: CallFacts = { callId, agent, owner: this.#o.policy().agents[agent]?.owner, server, tool, args };
-    const controller = new AbortController();
-    const signal = controller.signal;
-    this.#inFlight.set(callId, { agent, controller });
-    let approver: string | undefined;
-    const notRun = async (decision: AuditDecision, reason: string, detail: Record<string, unknown>) => {
-      await this.#completed(base, decision, started, { reason, approver, detail: { approvalId, ...detail } });
-      if (approver) await this.#reportOutcome(approvalId, false, reason);
-      return refusal(`Refused by Warden: ${reason}`);
-    };
-    try {
-      const outcome = await this.#decisionUnlessDetached(
-        callId,
-        approvalId,
-        this.#o.approvals.awaitDecision(approvalId, signal),
-      );
-      if (outcome === undefined) return refusal(`${name} is carried on by another Warden`);
-      if (outcome.status !== 'approved') {
-        const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason}`;
-        await this.#completed(base, outcome.status, started, {
-          reason,
-          approver: outcome.approver,
-          detail: { approvalId },
-        });
-        return refusal(`Refused by Warden: ${reason}`);
-      }
-      approver = outcome.approver;
-      if (call.args === undefined || outcome.argsHash === undefined || outcome.argsHash !== argsHash(call.args)) {
-        this.#log.error({ callId, approvalId, agent }, 'approved arguments do not match the stored call: refusing it');
-        return await notRun('blocked', `${name} was not run: the approval does not match these exact arguments`, {
-          code: 'approval_mismatch',
-        });
-      }
-      // The upstream may not be running yet in this process; the catalogue also pins its definitions.
-      const catalogue = await this.#o.upstreams.catalogue(server, signal);
-      const now = decide(this.#o.policy(), agent, server, tool, args, {
-        annotations: annotationsOf(catalogue.byName.get(tool)),
-        upstreamTools: catalogue.names,
-      });
-      if (now.kind === 'deny') {
-        return await notRun(
-          'deny',
-          `${name} was approved but not run: the policy changed while it waited and now refuses it (${now.reason})`,
-          { code: now.code },
-        );
-      }
-      const haltedNow = this.#haltCheck(agent);
-      if (haltedNow) throw haltError(haltedNow);
-      const result = await this.#o.upstreams.callTool(server, tool, args, {
-        controller,
-        verify: (live) => this.#verifyLive(server, tool, name, live),
-      });
-      const ok = result.isError !== true;
-      await this.#completed(base, ok ? 'ok' : 'error', started, { result, approver, detail: { approvalId } });
-      await this.#reportOutcome(approvalId, ok, summarise(result));
-      return result;
-    } catch (err) {
-      const aborted = signal.aborted ? signal.reason : undefined;
-      if (err instanceof McpError && !aborted) {
-        await this.#completed(base, 'error', started, {
-          approver,
-          reason: err.message,
-          detail: { approvalId, code: err.code },
-        });
-        await this.#reportOutcome(approvalId, false, err.message);
-        throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
-      }
-      const halted = isWardenError(aborted, 'HALTED') ? aborted : isWardenError(err, 'HALTED') ? err : undefined;
-      const abandoned = isWardenError(aborted, 'CALL_ABANDONED') ? aborted : undefined;
-      const pinBlocked = isWardenError(err, 'TOOL_PIN_MISMATCH') ? err : undefined;
-      const reason = halted
-        ? `${name} was stopped: ${halted.message}`
-        : abandoned
-          ? `${name} was abandoned: ${abandoned.message}`
-          : pinBlocked
-            ? pinBlocked.message
-            : `${name} failed: ${describeError(err)}`;
-      const status = halted ? 'cancelled' : abandoned ? 'abandoned' : pinBlocked ? 'blocked' : 'error';
-      await this.#completed(base, status, started, {
-        reason,
-        approver,
-        detail: { approvalId, code: isWardenError(err) ? err.code : undefined },
-      });
-      if (approver) await this.#reportOutcome(approvalId, false, reason);
-      return refusal(`Refused by Warden: ${reason}`);
-    } finally {
-      this.#inFlight.delete(callId);
-    }
   }
 
   /**
@@ -1183,19 +1097,19 @@ function haltReason(state: HaltState): string {
 }
 
 /** The abort reason for a halt: approvals records a HALTED abort as 'cancelled'. */
-function haltError(state: HaltState): WardenError {
+export function haltError(state: HaltState): WardenError {
   return new WardenError('HALTED', haltReason(state));
 }
 
-function annotationsOf(tool: Tool | undefined): ToolAnnotations | undefined {
+export function annotationsOf(tool: Tool | undefined): ToolAnnotations | undefined {
   return tool?.annotations as ToolAnnotations | undefined;
 }
 
-function stripMcpPrefix(message: string): string {
+export function stripMcpPrefix(message: string): string {
   return message.replace(/^MCP error -?\d+: /, '');
 }
 
-function summarise(result: CallToolResult): string {
+export function summarise(result: CallToolResult): string {
   const text = result.content?.find((c) => c.type === 'text');
   const s = text && 'text' in text ? String(text.text) : `${result.content?.length ?? 0} content item(s)`;
   return (result.isError ? 'error: ' : 'ok: ') + (s.length > 300 ? `${s.slice(0, 300)}…` : s);
