@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ApprovalService, argsHash } from '../src/approvals/index.ts';
+import { recoverAbandonedCalls } from '../src/control/recovery.ts';
 import type { HeldCallEnding } from '../src/approvals/types.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { OWNER, approvalIdOf, heldCall, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
@@ -132,6 +133,24 @@ describe('held calls across a restart (ApprovalService)', () => {
       status: 'approved',
     });
     expect(next.heldCalls.claimRun(call.id)).toBe(true);
+  });
+
+  it('start-up recovery does not close a held call that is approved but still to run, however old its decision', async () => {
+    const h = await harness();
+    const call = await hold(h, 'approved long ago');
+    keep(h.approvals, call.id, call.args);
+    const callId = h.approvals.get(call.id)!.callId;
+    await h.audit.append({ event: 'call.decided', callId, agent: 'support-triage', decision: 'approve', ts: START });
+    await h.approvals.decide(call.id, OWNER, 'approve');
+    const next = restarted(h);
+    // Started long after the decision (past any grace), as after a night with Warden down.
+    const late = { db: h.db, audit: h.audit, clock, startedAt: START + 60 * 60_000 };
+    const stillToRun = (id: string) => next.heldCalls.stillToRun(id);
+    expect(await recoverAbandonedCalls({ ...late, stillToRun })).toEqual([]);
+    // Taken to run: from then on it is an ordinary approved call, closed as abandoned if its runner dies.
+    expect(next.heldCalls.claimRun(call.id)).toBe(true);
+    expect(next.heldCalls.stillToRun(callId)).toBe(false);
+    expect((await recoverAbandonedCalls({ ...late, stillToRun })).map((r) => r.callId)).toEqual([callId]);
   });
 
   it('a deferred call of a live process on another host is left to it until its expiry', async () => {

@@ -306,6 +306,9 @@ export class HeldCallStore implements HeldCallBook {
       discardAgent: db.prepare(`UPDATE held_calls SET ending = @ending, args = NULL
         WHERE ending IS NOT NULL AND agent = @agent`),
       waiting: db.prepare('SELECT * FROM held_calls WHERE ending IS NULL AND expires_at > ? ORDER BY expires_at'),
+      toRun: db
+        .prepare('SELECT 1 FROM held_calls WHERE call_id = ? AND ending IS NULL AND runner IS NULL AND expires_at > ?')
+        .pluck(),
     };
   }
 
@@ -371,6 +374,11 @@ export class HeldCallStore implements HeldCallBook {
   /** Deletes rows past their expiry (their endings were promised only until then). */
   sweep(): number {
     return this.#stmts.sweep.run(this.#clock.now()).changes;
+  }
+
+  /** Whether this call is a held call not yet taken to run nor ended: a Warden (this one or the next) may still run it. */
+  stillToRun(callId: string): boolean {
+    return this.#stmts.toRun.get(callId, this.#clock.now()) !== undefined;
   }
 
   /** Calls not ended yet (waiting for a decision, or approved and running somewhere). */
