@@ -294,6 +294,17 @@ describe('a deferred held call survives a restart', () => {
     expect(result.isError).toBeFalsy();
     // count: 1 is the fixture's own count of emails sent by this upstream process: it ran once.
     expect(JSON.parse(textOf(result))).toEqual({ sent: true, to: 'ada@example.com', count: 1 });
+    // The same card, redrawn by the new process, and how the call went in its thread.
+    const ts = card.response!.ts as string;
+    await slack.waitForCall(
+      'chat.update',
+      (c) => c.args.ts === ts && JSON.stringify(c.args.blocks).includes(`Approved* by <@${OWNER}>`),
+    );
+    const outcome = await slack.waitForCall(
+      'chat.postMessage',
+      (c) => c.args.thread_ts === ts && JSON.stringify(c.args).includes('ada@example.com'),
+    );
+    expect(JSON.stringify(outcome.args)).not.toContain(SECRET);
 
     const again = await collect(client, id);
     expect(again.isError).toBe(true);
