@@ -23,6 +23,10 @@ CREATE TABLE held_calls (
   tool             TEXT    NOT NULL,
   args_hash        TEXT    NOT NULL,
   args             TEXT,
+  -- The agent token the call was made with (agent_tokens.id): revoked while
+  -- the call waits, it ends the agent's authority over the call, as it would
+  -- have without a restart.
+  token_id         TEXT,
   channel          TEXT,
   answer_within_ms INTEGER NOT NULL,
   expires_at       INTEGER NOT NULL,

@@ -11,6 +11,7 @@ import type { AuditRow } from '../src/audit/types.ts';
 import { startWarden, type Warden } from '../src/cli/runtime.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { createAgentToken } from '../src/gateway/index.ts';
+import { revokeAgentTokens } from '../src/gateway/tokens.ts';
 import { silentLogger } from '../src/logger.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { textOf, waitFor } from './support/gateway-harness.ts';
@@ -226,12 +227,9 @@ async function clickApprove(warden: Warden | ServeChild, card: RecordedCall): Pr
   expect(click.status).toBe(200);
 }
 
+/** Collects with the SDK's default request timeout: only the deferral has to beat a short one. */
 async function collect(client: Client, id: string): Promise<CallToolResult> {
-  return (await client.callTool(
-    { name: 'warden__await_approval', arguments: { id } },
-    undefined,
-    CLIENT_TIMEOUT,
-  )) as CallToolResult;
+  return (await client.callTool({ name: 'warden__await_approval', arguments: { id } })) as CallToolResult;
 }
 
 interface HeldRow {
@@ -389,6 +387,29 @@ describe('a deferred held call survives a crash', () => {
     const third = await start();
     await third.audit.flush();
     expect(completedOk(third, id)).toHaveLength(1);
+    expect(heldRows()).toEqual([]);
+  });
+
+  it('its agent token revoked while Warden was down: approved in the new process, it is not run', async () => {
+    prepare();
+    const first = await start();
+    const id = await defer(await connect(first), email());
+    const card = await cardFor(id);
+    await stop(first);
+    withDb((db) => revokeAgentTokens(db, AGENT));
+
+    const second = await start();
+    token = createAgentToken(second.db, AGENT);
+    await clickApprove(second, card);
+    await waitFor(() => heldRows()[0]?.ending, 'the ending to be stored');
+    await second.audit.flush();
+    expect(completedOk(second, id)).toEqual([]);
+    const completed = auditRows(second, 'call.completed').filter((r) => String(r.detail).includes(id));
+    expect(completed).toMatchObject([{ decision: 'deny' }]);
+    expect(String(completed[0]!.detail)).toContain('token_revoked');
+    const res = await collect(await connect(second), id);
+    expect(res.isError).toBe(true);
+    expect(textOf(res)).toMatch(/token it was made with has been revoked/);
     expect(heldRows()).toEqual([]);
   });
 

@@ -235,6 +235,7 @@ interface HeldCallRow {
   tool: string;
   args_hash: string;
   args: string | null;
+  token_id: string | null;
   channel: string | null;
   runner: string | null;
   answer_within_ms: number;
@@ -260,6 +261,7 @@ function toHeldCall(row: HeldCallRow): HeldCall {
     tool: row.tool,
     argsHash: row.args_hash,
     ...(row.args === null ? {} : { args: parseJson<unknown>(row.args, null) }),
+    tokenId: row.token_id ?? undefined,
     channel: row.channel ?? undefined,
     runner: row.runner ?? undefined,
     answerWithinMs: row.answer_within_ms,
@@ -289,8 +291,9 @@ export class HeldCallStore implements HeldCallBook {
     this.#processId = processId;
     this.#stmts = {
       insert: db.prepare(`INSERT INTO held_calls
-        (approval_id, call_id, agent, name, server, tool, args_hash, args, channel, answer_within_ms, expires_at)
-        VALUES (@approvalId, @callId, @agent, @name, @server, @tool, @argsHash, @args, @channel, @answerWithinMs, @expiresAt)`),
+        (approval_id, call_id, agent, name, server, tool, args_hash, args, token_id, channel, answer_within_ms, expires_at)
+        VALUES (@approvalId, @callId, @agent, @name, @server, @tool, @argsHash, @args, @tokenId, @channel, @answerWithinMs,
+         @expiresAt)`),
       get: db.prepare('SELECT * FROM held_calls WHERE approval_id = ? AND expires_at > ?'),
       repeat: db.prepare(`SELECT * FROM held_calls
         WHERE agent = ? AND name = ? AND args_hash = ? AND expires_at > ? ORDER BY expires_at LIMIT 1`),
@@ -322,6 +325,7 @@ export class HeldCallStore implements HeldCallBook {
       tool: call.tool,
       argsHash: call.argsHash,
       args: JSON.stringify(call.args ?? null),
+      tokenId: call.tokenId ?? null,
       channel: call.channel ?? null,
       answerWithinMs: call.answerWithinMs,
       expiresAt: call.expiresAt,

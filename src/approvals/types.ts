@@ -65,6 +65,8 @@ export interface HeldCall {
   argsHash: string;
   /** The exact arguments: present only until the call ends (then erased). */
   args?: unknown;
+  /** The id of the agent token the call was made with: revoked meanwhile, the call is not run. */
+  tokenId?: string | undefined;
   channel?: string | undefined;
   answerWithinMs: number;
   expiresAt: number;

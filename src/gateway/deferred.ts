@@ -100,7 +100,11 @@ export class DeferredCalls {
   }
 
   /** Stores a call whose agent is being told to check back (with its exact arguments), and watches its run. */
-  add(facts: DeferredFacts, call: { server: string; tool: string; args: unknown }, run: Promise<CallToolResult>): void {
+  add(
+    facts: DeferredFacts,
+    call: { server: string; tool: string; args: unknown; tokenId?: string | undefined },
+    run: Promise<CallToolResult>,
+  ): void {
     this.#book.keep({ ...facts, ...call });
     this.#watch(facts.approvalId, facts.expiresAt, run);
   }

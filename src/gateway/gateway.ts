@@ -102,9 +102,11 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const p = pipeline;
   const offPolicy =
     isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
+  // One reader of agent_tokens: the edge authenticates with it, held calls taken over after a restart re-check with it.
+  const tokens = new TokenStore(options.db);
   const edge = new HttpEdge({
     pipeline,
-    tokens: new TokenStore(options.db),
+    tokens,
     audit: options.audit,
     alerts: options.alerts,
     logger,
@@ -120,7 +122,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   let listening: { url: string; port: number };
   try {
     // Before agents can connect: a held call a stopped Warden deferred is this one's to run, and to hand out.
-    await p.resumeHeldCalls();
+    await p.resumeHeldCalls((tokenId) => tokens.isLive(tokenId));
     listening = await edge.listen();
   } catch (err) {
     await p.close();

@@ -40,6 +40,8 @@ export interface HeldRunContext {
   ): Promise<T | undefined>;
   /** The definition about to be called must still be the pinned one (throws TOOL_PIN_MISMATCH). */
   verifyLive(server: string, tool: string, name: string, live: Catalogue | undefined): void;
+  /** Whether the agent token with this id still stands (read from the database: a CLI revocation counts). */
+  tokenLive(tokenId: string): boolean;
 }
 
 /**
@@ -131,6 +133,19 @@ class HeldRun {
     }
     const halted = this.#context.haltCheck(agent);
     if (halted) throw haltError(halted);
+    // A revocation ends the agent's authority over calls already made, as it does without a restart.
+    const { tokenId } = this.#call;
+    if (tokenId !== undefined && !this.#context.tokenLive(tokenId)) {
+      log.warn(
+        { callId, agent, tool: name, approvalId },
+        'token revoked before the held call was forwarded: refusing it',
+      );
+      return this.#notRun(
+        'deny',
+        `${name} was not run: the agent token it was made with has been revoked while it waited for approval`,
+        { code: 'token_revoked' },
+      );
+    }
     const result = await options.upstreams.callTool(server, tool, args, {
       controller: this.#controller,
       verify: (live) => this.#context.verifyLive(server, tool, name, live),

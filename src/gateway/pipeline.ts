@@ -79,6 +79,8 @@ export interface CallInput {
    * meanwhile does not get its call run. Absent: nothing to re-check.
    */
   stillAuthorized?: (() => boolean) | undefined;
+  /** The id of the agent token the call was made with: kept with a deferred call, so a restart still checks it. */
+  tokenId?: string | undefined;
 }
 
 export type AuditDurability = 'fast' | 'strict';
@@ -308,7 +310,7 @@ export class GatewayPipeline {
       // Only an admitted call is deferred, so its name splits.
       const split = splitQualifiedName(input.name)!;
       // run is set: defer() is only called once #call has gone past its first await.
-      this.#deferred.add(facts, { ...split, args: input.args }, run!);
+      this.#deferred.add(facts, { ...split, args: input.args, tokenId: input.tokenId }, run!);
       answerEarly(pendingAnswer(facts, this.#clock));
     };
     run = this.#track(this.#call(input, defer));
@@ -750,7 +752,7 @@ export class GatewayPipeline {
   }
 
   /** What a held call taken over from a stopped Warden needs from this pipeline (held-run.ts). */
-  #heldRunContext(): HeldRunContext {
+  #heldRunContext(tokenLive: (tokenId: string) => boolean): HeldRunContext {
     return {
       options: this.#o,
       clock: this.#clock,
@@ -760,18 +762,21 @@ export class GatewayPipeline {
       leave: (callId) => void this.#inFlight.delete(callId),
       untilDecided: (callId, approvalId, decision) => this.#decisionUnlessDetached(callId, approvalId, decision),
       verifyLive: (server, tool, name, live) => this.#verifyLive(server, tool, name, live),
+      tokenLive,
     };
   }
 
   /**
    * At start-up: takes over the deferred held calls a stopped Warden left
    * waiting for a decision, and runs each on approval, once, with its stored
-   * arguments; its agent collects the ending as before. Returns how many.
+   * arguments; its agent collects the ending as before. `tokenLive` says
+   * whether the agent token a call was made with still stands. Returns how many.
    */
-  async resumeHeldCalls(): Promise<number> {
+  async resumeHeldCalls(tokenLive: (tokenId: string) => boolean): Promise<number> {
     const calls = await this.#o.approvals.adoptHeldCalls();
+    const context = this.#heldRunContext(tokenLive);
     for (const call of calls) {
-      const run = this.#track(runHeldCall(this.#heldRunContext(), call));
+      const run = this.#track(runHeldCall(context, call));
       this.#deferred.adopt(call, run);
     }
     if (calls.length > 0)
