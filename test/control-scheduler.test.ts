@@ -270,3 +270,19 @@ control:
     expect(lines.filter((l) => l.includes('checkpoints are kept only in the database'))).toHaveLength(1);
   });
 });
+
+describe('a missing checkpoint key', () => {
+  it('is warned about once per process, not again on every policy reload', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+    const policy = parsePolicy(POLICY, 'p.yml');
+    const client = createSlackClient({ botToken: 'xoxb-test', apiUrl: slack.apiUrl }, silentLogger());
+    const scheduler = new ControlScheduler({ db, policy, alerts: new SlackAlertSink({ client, policy }), logger });
+    scheduler.start();
+    await scheduler.restart();
+    await scheduler.restart();
+    await scheduler.stop();
+    const warnings = lines.filter((l) => l.includes('no checkpoint key is configured'));
+    expect(warnings).toHaveLength(1);
+  });
+});
