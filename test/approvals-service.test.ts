@@ -148,7 +148,11 @@ describe('ApprovalService', () => {
         'already has 3 calls waiting for approval (max_pending: 3)',
       );
     }
-    await vi.waitFor(() => expect(h.slack.calls.filter((c) => c.method === 'chat.postMessage')).toHaveLength(3));
+    // Queued posts to one channel go out a second apart (on the fake clock).
+    await clock.runUntil(
+      vi.waitFor(() => expect(h.slack.calls.filter((c) => c.method === 'chat.postMessage')).toHaveLength(3)),
+      { stepMs: 250 },
+    );
     expect(h.approvals.pending({ agent: 'support-triage' })).toHaveLength(3);
     expect(
       h
@@ -292,8 +296,12 @@ describe('ApprovalService', () => {
         args: { customer_id: 'c1', amount: 10, reason: 'x' },
       }),
     );
-    await vi.waitFor(() =>
-      expect(h.db.prepare('SELECT count(*) FROM approvals WHERE message_ts IS NOT NULL').pluck().get()).toBe(2),
+    // Queued posts to one channel go out a second apart (on the fake clock).
+    await clock.runUntil(
+      vi.waitFor(() =>
+        expect(h.db.prepare('SELECT count(*) FROM approvals WHERE message_ts IS NOT NULL').pluck().get()).toBe(2),
+      ),
+      { stepMs: 250 },
     );
     expect(await h.approvals.cancelPending({ agent: 'other-agent' }, 'agents halted')).toBe(0);
     expect(await h.approvals.cancelPending({ agent: 'support-triage' }, 'agents halted')).toBe(2);

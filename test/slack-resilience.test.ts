@@ -4,6 +4,7 @@ import { SlackAlertSink } from '../src/slack/alert-sink.ts';
 import { createSlackApp } from '../src/slack/app.ts';
 import { createSlackClient } from '../src/slack/client.ts';
 import { silentLogger } from '../src/logger.ts';
+import { openDb } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { startSlackApiServer } from './support/slack-api-server.ts';
 import {
@@ -191,6 +192,7 @@ describe('createSlackApp', () => {
         auditReader: {} as never,
         control: {} as never,
         logger: silentLogger(),
+        db: openDb(':memory:'),
       };
       expect(
         createSlackApp({

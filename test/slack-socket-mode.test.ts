@@ -59,6 +59,7 @@ beforeAll(async () => {
     policy: () => policy,
     audit,
     logger,
+    db,
     auditReader: new AuditReader(db),
     control: { killSwitch: ks },
     clientOptions: { timeout: 5000 },

@@ -79,7 +79,18 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     // After approvals.recover(): a held call whose approval it just abandoned is no longer "still waiting".
     const startedAt = clock.now();
     const auditReader = new AuditReader(db);
-    const dangling = await recoverAbandonedCalls({ auditReader, approvals, audit, policy, clock, logger, startedAt });
+    // A deferred held call approved while no Warden ran is not dead: the gateway takes it over and runs it.
+    const stillToRun = (callId: string) => approvals.heldCalls.stillToRun(callId);
+    const dangling = await recoverAbandonedCalls({
+      auditReader,
+      approvals,
+      audit,
+      policy,
+      clock,
+      logger,
+      startedAt,
+      stillToRun,
+    });
     if (dangling.length > 0)
       logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
     // Calls a crashed process started just before this one are still inside the
@@ -97,6 +108,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         logger,
         startedAt: startedAt + graceMs,
         graceMs,
+        stillToRun,
       })
         .then((late) => {
           if (late.length > 0)
@@ -128,7 +140,10 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         connector: mcpCanaryConnector,
         report: poster ? drillReportPoster(poster, policy, buildDrillReport) : undefined,
       },
-      checkpoints: config.checkpointKey && poster ? { key: config.checkpointKey, poster } : undefined,
+      // Without Slack the witness file alone still takes checkpoints out of the database.
+      checkpoints: config.checkpointKey
+        ? { key: config.checkpointKey, poster, witness: config.checkpointWitness }
+        : undefined,
     });
     control.start();
     closers.push(() => control.stop());
@@ -161,6 +176,8 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         audit,
         logger,
         clock,
+        // For the replay guard's table only; listeners get the services below, never the handle.
+        db,
         auditReader,
         control: { killSwitch: control.killSwitch, drill: control.drill },
       });

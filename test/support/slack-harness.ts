@@ -142,6 +142,7 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
     policy: () => policy,
     audit,
     logger,
+    db,
     auditReader: new AuditReader(db),
     control: { killSwitch },
     host: '127.0.0.1',
