@@ -54,7 +54,8 @@ agents:
     );
     const r = await runCli(['policy', 'check', path]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('warnings (2):');
+    expect(r.stdout).toContain('warnings (3):');
+    expect(r.stdout).toContain('agent old-bot: its sandbox allows no model API host');
     expect(r.stdout).toContain('agent old-bot: review_by 2020-01-31 has passed');
     expect(r.stdout).toContain('agent old-bot: approval_required send_fax is a tool no server in its scopes offers');
   });

@@ -7,11 +7,22 @@ import {
   SERVER_NAME_RE,
   TOOL_NAME_RE,
   policyFileSchema,
+  SANDBOX_EXPECTED,
+  SANDBOX_SEED,
   type AgentBlock,
   type PolicyFile,
   type ServerBlock,
 } from './schema.ts';
-import type { AgentPolicy, ControlPolicy, Policy, Scope, ServerPolicy, ToolClass, Transport } from './types.ts';
+import type {
+  AgentPolicy,
+  ControlPolicy,
+  Policy,
+  SandboxPolicy,
+  Scope,
+  ServerPolicy,
+  ToolClass,
+  Transport,
+} from './types.ts';
 
 /** The namespace of Warden's own tools (`warden__await_approval`): no upstream may take it. */
 export const RESERVED_SERVER = 'warden';
@@ -27,6 +38,7 @@ export const POLICY_DEFAULTS = {
   maxResultBytes: 1_048_576,
   canaryAgent: 'warden-canary',
   overdueAfterDays: 35,
+  stopGraceMs: 5_000,
 } as const;
 
 type PathSegment = string | number;
@@ -362,7 +374,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
         autoHalt: limits.auto_halt ?? false,
       },
       audit: block.audit ?? 'all_tool_calls',
-      sandbox: block.sandbox,
+      sandbox: normaliseSandbox(block.sandbox, [...path, 'sandbox'], report),
       killSwitch: block.kill_switch,
     };
   }
@@ -378,6 +390,38 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
  */
 function dict<T>(): Record<string, T> {
   return Object.create(null) as Record<string, T>;
+}
+
+/**
+ * The seed's string and `none` are the only strings: anything else (a typo,
+ * "isolated, egress open") would be a promise nobody keeps, so it is an error.
+ */
+function normaliseSandbox(raw: AgentBlock['sandbox'], path: PathSegment[], report: Report): SandboxPolicy {
+  const strict: SandboxPolicy = {
+    mode: 'isolated',
+    declared: 'default',
+    networkAllow: [],
+    readDeny: [],
+    write: [],
+    env: [],
+    stopGraceMs: POLICY_DEFAULTS.stopGraceMs,
+  };
+  if (raw === undefined) return strict;
+  if (typeof raw === 'string') {
+    if (raw.trim() === SANDBOX_SEED) return { ...strict, declared: 'seed' };
+    if (raw.trim() === 'none') return { ...strict, mode: 'none', declared: 'none' };
+    report(path, SANDBOX_EXPECTED);
+    return strict;
+  }
+  return {
+    mode: 'isolated',
+    declared: 'block',
+    networkAllow: [...new Set(raw.network?.allow ?? [])],
+    readDeny: [...new Set(raw.filesystem?.read_deny ?? [])],
+    write: [...new Set(raw.filesystem?.write ?? [])],
+    env: [...new Set(raw.env ?? [])],
+    stopGraceMs: numberOr(raw.stop_grace, POLICY_DEFAULTS.stopGraceMs),
+  };
 }
 
 function numberOr(value: unknown, fallback: number): number {

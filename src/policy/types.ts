@@ -39,6 +39,27 @@ export interface AgentLimits {
   autoHalt: boolean;
 }
 
+/**
+ * What `warden run` builds the agent's sandbox from. `isolated` is the only
+ * sandboxed mode: egress to Warden's gateway and `networkAllow`, reads of
+ * everything but the host's homes, credentials, Warden's own files and
+ * `readDeny`, writes in the workspace, the private temp and `write`.
+ */
+export interface SandboxPolicy {
+  mode: 'isolated' | 'none';
+  /** How the file said it, for summaries: the seed string, `none`, a block, or nothing (the strict default). */
+  declared: 'seed' | 'none' | 'block' | 'default';
+  /** `api.anthropic.com`, `*.github.com` (subdomains only), optionally with `:port`. */
+  networkAllow: string[];
+  /** Absolute paths, or under `~/` (the host user's home). */
+  readDeny: string[];
+  write: string[];
+  /** Host environment variables passed through by name, besides PATH, LANG and TERM. */
+  env: string[];
+  /** SIGTERM, then SIGKILL this long after. */
+  stopGraceMs: number;
+}
+
 export type OnRedacted = 'hold_and_warn' | 'refuse';
 
 export interface AgentPolicy {
@@ -68,7 +89,7 @@ export interface AgentPolicy {
   maxPending: number;
   limits: AgentLimits;
   audit: string;
-  sandbox?: string | undefined;
+  sandbox: SandboxPolicy;
   killSwitch?: string | undefined;
 }
 
