@@ -28,6 +28,8 @@ export const ErrorCodes = {
   DRILL_IN_PROGRESS: 'DRILL_IN_PROGRESS',
   /** The agent's connection or session went away while its call was held or running. */
   CALL_ABANDONED: 'CALL_ABANDONED',
+  /** `warden run` cannot build the sandbox the policy asks for (no bubblewrap, no user namespaces, the proxy failed). */
+  SANDBOX_UNAVAILABLE: 'SANDBOX_UNAVAILABLE',
   /** A Warden component failed unexpectedly; the operation was refused, not guessed. */
   INTERNAL: 'INTERNAL',
 } as const;

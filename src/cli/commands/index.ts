@@ -9,6 +9,7 @@ import { registerAuditVerify } from './audit-verify.ts';
 import { registerCanaryServer } from './canary-server.ts';
 import { registerConnect } from './connect.ts';
 import { registerPolicyCheck } from './policy-check.ts';
+import { registerRun } from './run.ts';
 import { registerServe } from './serve.ts';
 import { registerTools } from './tools.ts';
 
@@ -27,6 +28,7 @@ export function registerCommands(program: Command): void {
   registerCanaryServer(program);
   registerConnect(program);
   registerPolicyCheck(program);
+  registerRun(program);
   registerServe(program);
   registerTools(program);
 }

@@ -1,0 +1,185 @@
+import { posix } from 'node:path';
+import type { SandboxPolicy } from '../policy/types.ts';
+
+/** Inside the sandbox: where the run's sockets and MCP config are mounted (read-only). */
+export const SANDBOX_RUN_DIR = '/run/warden';
+/** Inside the sandbox: the private HOME (a host directory of the run's own). */
+export const SANDBOX_HOME = '/home/agent';
+export const GATEWAY_SOCKET = 'gateway.sock';
+export const PROXY_SOCKET = 'proxy.sock';
+export const MCP_CONFIG_FILE = 'mcp.json';
+
+/** What a path on the host is, as far as hiding it goes. */
+export type PathKind = 'dir' | 'file' | 'missing';
+
+export interface ProfileInput {
+  sandbox: SandboxPolicy;
+  workspace: string;
+  /** Host directories of this run: its sockets and MCP config, its HOME, its /tmp. */
+  runDir: string;
+  homeDir: string;
+  tmpDir: string;
+  /** The host user's home, for `~/` in the policy and to hide it. */
+  hostHome: string;
+  /** Warden's own files: database (and its -wal, -shm), policy. */
+  wardenFiles: readonly string[];
+  /** Loopback port the gateway answers on inside the sandbox (the same as Warden's). */
+  gatewayPort: number;
+  proxyPort: number;
+  /** Resolves symlinks and says what is there; injected so the builder stays pure. */
+  inspect: (path: string) => { real: string; kind: PathKind };
+  socat: string;
+}
+
+/** Homes hidden whatever the policy says: every credential file (~/.ssh, ~/.aws, ~/.config, …) lives in one. */
+const ALWAYS_HIDDEN_DIRS = ['/root', '/home', '/run', '/var/run', '/media', '/mnt'];
+
+export function expandHome(path: string, hostHome: string): string {
+  if (path === '~') return hostHome;
+  return path.startsWith('~/') ? posix.join(hostHome, path.slice(2)) : path;
+}
+
+function isUnder(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+}
+
+/**
+ * The bubblewrap command line for one run. Order matters: bwrap applies
+ * mounts in sequence, so the host is mounted read-only first, homes and /run
+ * are hidden, the writable places are bound over that, and Warden's own files
+ * and the policy's `read_deny` are hidden last, so that not even a workspace
+ * that contains them shows them.
+ *
+ * No secret goes on this command line (it shows in `ps`): the token travels in
+ * the environment bwrap is started with.
+ */
+export function bwrapArgs(input: ProfileInput, command: readonly string[]): string[] {
+  const args = [
+    '--unshare-all',
+    // A separate network namespace with loopback only: every byte out goes through Warden's sockets.
+    '--unshare-net',
+    '--die-with-parent',
+    // No controlling terminal: the agent cannot push keystrokes into the operator's shell (TIOCSTI).
+    '--new-session',
+    '--cap-drop',
+    'ALL',
+    // The sandbox's init pid, on fd 3: the supervisor signals the command (init's child) through it.
+    '--info-fd',
+    '3',
+    '--ro-bind',
+    '/',
+    '/',
+    '--dev',
+    '/dev',
+    '--proc',
+    '/proc',
+  ];
+  const tmpfs = new Set<string>();
+  for (const dir of ALWAYS_HIDDEN_DIRS) {
+    const seen = input.inspect(dir);
+    if (seen.kind === 'dir') tmpfs.add(seen.real);
+  }
+  for (const dir of tmpfs) args.push('--tmpfs', dir);
+  const hostHome = input.inspect(input.hostHome);
+  if (hostHome.kind === 'dir' && ![...tmpfs].some((dir) => isUnder(hostHome.real, dir)))
+    args.push('--tmpfs', hostHome.real);
+
+  args.push('--bind', input.tmpDir, '/tmp');
+  args.push('--bind', input.homeDir, SANDBOX_HOME);
+  args.push('--ro-bind', input.runDir, SANDBOX_RUN_DIR);
+  const workspace = input.inspect(input.workspace);
+  args.push('--bind', workspace.real, workspace.real);
+  for (const path of input.sandbox.write) {
+    const seen = input.inspect(expandHome(path, input.hostHome));
+    if (seen.kind !== 'missing') args.push('--bind', seen.real, seen.real);
+  }
+
+  // Warden's files: their whole directory (a database has -wal and -shm beside it, and a
+  // journal may come and go), unless that directory holds the workspace; then the files one by one.
+  const hidden: string[] = [];
+  for (const file of input.wardenFiles) {
+    const dir = input.inspect(posix.dirname(file));
+    if (dir.kind === 'dir' && dir.real !== '/' && !isUnder(workspace.real, dir.real)) hidden.push(dir.real);
+    else hidden.push(file);
+  }
+  hidden.push(...input.sandbox.readDeny.map((p) => expandHome(p, input.hostHome)));
+  for (const path of new Set(hidden)) {
+    const seen = input.inspect(path);
+    if (seen.kind === 'dir') args.push('--tmpfs', seen.real);
+    else if (seen.kind === 'file') args.push('--ro-bind', '/dev/null', seen.real);
+  }
+
+  args.push('--chdir', workspace.real, '--', '/bin/sh', '-c', BRIDGE_SCRIPT, 'warden-sandbox');
+  args.push(input.socat, String(input.gatewayPort), String(input.proxyPort), ...command);
+  return args;
+}
+
+/**
+ * Runs inside the sandbox: two socat listeners on loopback carry the gateway
+ * port and the egress proxy out through the run's Unix sockets; once both
+ * answer, the shell replaces itself with the agent's command (so signals and
+ * the exit code are the command's own). Nothing else listens, so any other
+ * loopback port is refused.
+ */
+const BRIDGE_SCRIPT = `set -e
+socat="$1"; gw="$2"; proxy="$3"; shift 3
+"$socat" TCP-LISTEN:"$gw",bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${GATEWAY_SOCKET} 2>/dev/null &
+"$socat" TCP-LISTEN:"$proxy",bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${PROXY_SOCKET} 2>/dev/null &
+for port in "$gw" "$proxy"; do
+  tries=0
+  until "$socat" -u OPEN:/dev/null TCP:127.0.0.1:"$port" 2>/dev/null; do
+    tries=$((tries + 1)); [ "$tries" -lt 500 ] || { echo "warden: sandbox network bridge did not start" >&2; exit 125; }
+    sleep 0.01
+  done
+done
+exec "$@"`;
+
+export interface EnvInput {
+  sandbox: SandboxPolicy;
+  host: NodeJS.ProcessEnv;
+  wardenUrl: string;
+  token: string;
+  mcpConfigPath: string;
+  proxyPort: number;
+  tmp: string;
+  home: string;
+}
+
+/** Passed through from the host when set; everything else of the host's environment stays outside. */
+const BASE_ENV = ['PATH', 'LANG', 'TERM'] as const;
+
+/** The whole environment of the agent: an allowlist, never the host's environment minus a denylist. */
+export function sandboxEnv(input: EnvInput): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of [...BASE_ENV, ...input.sandbox.env]) {
+    const value = input.host[name];
+    if (value !== undefined) env[name] = value;
+  }
+  env.PATH ??= '/usr/local/bin:/usr/bin:/bin';
+  const proxy = `http://127.0.0.1:${input.proxyPort}`;
+  Object.assign(env, {
+    HOME: input.home,
+    TMPDIR: input.tmp,
+    HTTP_PROXY: proxy,
+    HTTPS_PROXY: proxy,
+    http_proxy: proxy,
+    https_proxy: proxy,
+    ALL_PROXY: proxy,
+    all_proxy: proxy,
+    NO_PROXY: '127.0.0.1,localhost',
+    no_proxy: '127.0.0.1,localhost',
+    WARDEN_URL: input.wardenUrl,
+    WARDEN_AGENT_TOKEN: input.token,
+    WARDEN_MCP_CONFIG: input.mcpConfigPath,
+  });
+  return env;
+}
+
+/** The generated MCP client config (Claude Code / Claude Desktop `mcpServers` shape): Warden is the only server. */
+export function mcpClientConfig(wardenUrl: string, token: string): string {
+  return `${JSON.stringify(
+    { mcpServers: { warden: { type: 'http', url: wardenUrl, headers: { Authorization: `Bearer ${token}` } } } },
+    null,
+    2,
+  )}\n`;
+}
