@@ -81,8 +81,8 @@ export function bwrapArgs(input: ProfileInput, command: readonly string[]): stri
   }
   for (const dir of tmpfs) args.push('--tmpfs', dir);
   const hostHome = input.inspect(input.hostHome);
-  if (hostHome.kind === 'dir' && ![...tmpfs].some((dir) => isUnder(hostHome.real, dir)))
-    args.push('--tmpfs', hostHome.real);
+  const homeHidden = hostHome.kind === 'dir' && ![...tmpfs].some((dir) => isUnder(hostHome.real, dir));
+  if (homeHidden) args.push('--tmpfs', hostHome.real);
 
   args.push('--bind', input.tmpDir, '/tmp');
   args.push('--bind', input.homeDir, SANDBOX_HOME);
@@ -105,9 +105,15 @@ export function bwrapArgs(input: ProfileInput, command: readonly string[]): stri
   hidden.push(...input.sandbox.readDeny.map((p) => expandHome(p, input.hostHome)));
   for (const path of new Set(hidden)) {
     const seen = input.inspect(path);
-    if (seen.kind === 'dir') args.push('--tmpfs', seen.real);
-    else if (seen.kind === 'file') args.push('--ro-bind', '/dev/null', seen.real);
+    if (seen.kind === 'dir') {
+      args.push('--tmpfs', seen.real);
+      tmpfs.add(seen.real);
+    } else if (seen.kind === 'file') args.push('--ro-bind', '/dev/null', seen.real);
   }
+  // Hidden places are empty and read-only too (only now: the binds above needed mount points in them),
+  // so a write there fails as it would anywhere outside the workspace instead of vanishing with the run.
+  if (homeHidden) tmpfs.add(hostHome.real);
+  for (const dir of tmpfs) args.push('--remount-ro', dir);
 
   args.push('--chdir', workspace.real, '--', '/bin/sh', '-c', BRIDGE_SCRIPT, 'warden-sandbox');
   args.push(input.socat, String(input.gatewayPort), String(input.proxyPort), ...command);
