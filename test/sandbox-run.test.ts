@@ -7,6 +7,8 @@ import { homedir, networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/control/runs.ts';
+import { agentStatuses } from '../src/control/status.ts';
+import { agentStatusLine } from '../src/slack/blocks/agents.ts';
 import { TokenStore } from '../src/gateway/tokens.ts';
 import { findExecutable } from '../src/sandbox/preflight.ts';
 import { startHarness, type Harness } from './support/gateway-harness.ts';
@@ -266,6 +268,10 @@ describe('warden run: the sandbox', () => {
     const r = await run('open-bot', sh('echo "secret=${PLANTED_SECRET:-unset}"'));
     expect(r.stdout).toBe('secret=planted-secret-value\n');
     expect(r.stderr).toContain('sandbox: none');
+    const slack = agentStatusLine(
+      agentStatuses(harness.db, harness.policy, harness.killSwitch, Date.now(), 'open-bot')[0]!,
+    );
+    expect(slack).toContain('*sandbox: none*');
   });
 });
 
@@ -275,6 +281,13 @@ describe('warden run: the kill switch', () => {
     const runs = new RunStore(harness.db);
     const open = await until('the run to start', () => runs.open('support-triage').find((r) => r.pid !== null));
     expect(open.command).toEqual(['sleep', '60']);
+    const status = await cli(['agents', 'status']);
+    expect(status.stdout).toMatch(new RegExp(`support-triage .*${open.id} pid ${open.pid}@`));
+    expect(status.stdout).toMatch(/open-bot .* NONE/);
+    const slack = agentStatusLine(
+      agentStatuses(harness.db, harness.policy, harness.killSwitch, Date.now(), 'support-triage')[0]!,
+    );
+    expect(slack).toContain(`\`${open.id}\` pid ${open.pid}`);
     const halt = await cli(['agents', 'halt', 'support-triage', 'sandbox test']);
     expect(halt.code).toBe(0);
     const r = await done;

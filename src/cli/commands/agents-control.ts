@@ -95,7 +95,7 @@ export function parseMaxTimeToHalt(text: string): number {
 }
 
 export function formatStatusTable(rows: AgentStatus[]): string {
-  const head = ['AGENT', 'OWNER', 'STATE', 'CALLS/1h', 'DENIED/1h', 'PENDING', 'REVIEW BY'];
+  const head = ['AGENT', 'OWNER', 'STATE', 'CALLS/1h', 'DENIED/1h', 'PENDING', 'RUNS', 'SANDBOX', 'REVIEW BY'];
   const body = rows.map((r) => [
     r.agent,
     r.owner ?? '-',
@@ -103,6 +103,8 @@ export function formatStatusTable(rows: AgentStatus[]): string {
     String(r.callsLastHour),
     String(r.denialsLastHour),
     String(r.pendingApprovals),
+    r.runs.length === 0 ? '-' : r.runs.map((run) => `${run.id} pid ${run.pid ?? '?'}@${run.host}`).join(', '),
+    r.unsandboxed ? 'NONE' : 'isolated',
     r.reviewBy ? `${r.reviewBy}${r.reviewOverdue ? ' OVERDUE' : ''}` : '-',
   ]);
   return formatColumns(head, body);
