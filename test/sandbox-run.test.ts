@@ -150,6 +150,12 @@ describe('warden run: the sandbox', () => {
     expect(r.code).toBe(7);
   });
 
+  it('replaces $WARDEN_MCP_CONFIG in the arguments (the command runs without a shell)', async () => {
+    const r = await run('support-triage', ['cat', '$WARDEN_MCP_CONFIG']);
+    expect(r.code).toBe(0);
+    expect(Object.keys((JSON.parse(r.stdout) as { mcpServers: object }).mcpServers)).toEqual(['warden']);
+  });
+
   it("hides the host's environment, home and Warden's own files", async () => {
     const script = `
       echo "secret=\${PLANTED_SECRET:-unset}"

@@ -189,3 +189,18 @@ export function mcpClientConfig(wardenUrl: string, token: string): string {
     2,
   )}\n`;
 }
+
+/**
+ * `$WARDEN_MCP_CONFIG` and `$WARDEN_URL` (or `${…}`) in the command's arguments,
+ * written in single quotes so the operator's shell leaves them alone, become
+ * the run's values: the command is exec'd without a shell, so nothing else
+ * would expand them. The token is never expanded: arguments show in `ps`.
+ */
+export function expandRunArgs(command: readonly string[], values: { mcpConfig: string; url: string }): string[] {
+  return command.map((arg) =>
+    arg.replace(
+      /\$(?:\{(WARDEN_MCP_CONFIG|WARDEN_URL)\}|(WARDEN_MCP_CONFIG|WARDEN_URL)(?![A-Za-z0-9_]))/g,
+      (_m, a, b) => ((a ?? b) === 'WARDEN_URL' ? values.url : values.mcpConfig),
+    ),
+  );
+}

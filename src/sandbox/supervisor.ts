@@ -32,6 +32,7 @@ import {
   SANDBOX_RUN_DIR,
   bwrapArgs,
   expandHome,
+  expandRunArgs,
   mcpClientConfig,
   sandboxEnv,
   type PathKind,
@@ -237,7 +238,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
           inspect: inspectPath,
           socat: tools.socat,
         },
-        options.command,
+        expandRunArgs(options.command, { mcpConfig: `${SANDBOX_RUN_DIR}/${MCP_CONFIG_FILE}`, url: innerUrl }),
       );
       const env = sandboxEnv({
         sandbox: agent.sandbox,
@@ -256,7 +257,8 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
         { agent: agent.name },
         'sandbox: none: the agent runs with the host’s files, credentials and network',
       );
-      child = spawn(options.command[0]!, options.command.slice(1), {
+      const argv = expandRunArgs(options.command, { mcpConfig: mcpConfigHost, url: innerUrl });
+      child = spawn(argv[0]!, argv.slice(1), {
         cwd: workspace,
         env: {
           ...options.env,
