@@ -10,6 +10,7 @@ CREATE TABLE runs (
   command TEXT NOT NULL,        -- JSON array: the command and its arguments
   workspace TEXT NOT NULL,
   sandboxed INTEGER NOT NULL,   -- 0 only for `sandbox: none`
+  token_id TEXT NOT NULL,       -- the run's own agent token (agent_tokens.id), revoked when it ends
   started_at INTEGER NOT NULL,
   ended_at INTEGER,
   exit_code INTEGER,

@@ -333,6 +333,59 @@ describe('warden run: the kill switch', () => {
   }, 60_000);
 });
 
+describe('warden run: stopping', () => {
+  it('Ctrl-C (SIGINT to warden run) stops the command cleanly and records the run as interrupted', async () => {
+    const { child, done } = startCli([
+      'run',
+      '--agent',
+      'support-triage',
+      '--workspace',
+      workspace,
+      '--',
+      'sleep',
+      '60',
+    ]);
+    const runs = new RunStore(harness.db);
+    const open = await until('the run to start', () => runs.open('support-triage').find((r) => r.pid !== null));
+    child.kill('SIGINT');
+    const r = await done;
+    expect(r.code).toBe(130); // 128 + SIGINT: the command got the interrupt itself
+    expect(runs.get(open.id)).toMatchObject({ cause: 'interrupted', exitCode: 130 });
+    expect(new TokenStore(harness.db).isLive(open.tokenId)).toBe(false);
+  }, 60_000);
+
+  it('a run whose warden run was killed outright is closed, and its token revoked, by the next run', async () => {
+    const { child, done } = startCli([
+      'run',
+      '--agent',
+      'support-triage',
+      '--workspace',
+      workspace,
+      '--',
+      'sleep',
+      '60',
+    ]);
+    const runs = new RunStore(harness.db);
+    const open = await until('the run to start', () => runs.open('support-triage').find((r) => r.pid !== null));
+    child.kill('SIGKILL');
+    await done;
+    // bwrap --die-with-parent takes the sandbox down with its supervisor.
+    await until('the sandbox to go', () => {
+      try {
+        process.kill(open.pid!, 0);
+        return undefined;
+      } catch {
+        return true;
+      }
+    });
+    expect(runs.get(open.id)!.endedAt).toBeNull();
+    expect(new TokenStore(harness.db).isLive(open.tokenId)).toBe(true);
+    expect((await run('support-triage', ['true'])).code).toBe(0);
+    expect(runs.get(open.id)).toMatchObject({ cause: 'failed' });
+    expect(new TokenStore(harness.db).isLive(open.tokenId)).toBe(false);
+  }, 60_000);
+});
+
 describe('warden run: fail closed', () => {
   it('refuses without bubblewrap, naming the Debian package, and writes nothing', async () => {
     const auditBefore = (harness.db.prepare('SELECT count(*) AS n FROM audit').get() as { n: number }).n;

@@ -14,6 +14,8 @@ export interface RunRecord {
   command: string[];
   workspace: string;
   sandboxed: boolean;
+  /** The run's own agent token (its id, never the secret). */
+  tokenId: string;
   startedAt: number;
   endedAt: number | null;
   exitCode: number | null;
@@ -29,6 +31,7 @@ interface Row {
   command: string;
   workspace: string;
   sandboxed: number;
+  token_id: string;
   started_at: number;
   ended_at: number | null;
   exit_code: number | null;
@@ -45,6 +48,7 @@ function toRecord(row: Row): RunRecord {
     command: JSON.parse(row.command) as string[],
     workspace: row.workspace,
     sandboxed: row.sandboxed === 1,
+    tokenId: row.token_id,
     startedAt: row.started_at,
     endedAt: row.ended_at,
     exitCode: row.exit_code,
@@ -56,7 +60,7 @@ function toRecord(row: Row): RunRecord {
 /** The `runs` table: the only code that reads or writes it. */
 export class RunStore {
   readonly #clock: Clock;
-  readonly #insert: Statement<[string, string, string, string, string, number, number]>;
+  readonly #insert: Statement<[string, string, string, string, string, number, string, number]>;
   readonly #setPid: Statement<[number, string]>;
   readonly #finish: Statement<[number, number | null, string | null, RunCause, string]>;
   readonly #get: Statement<[string], Row>;
@@ -65,7 +69,7 @@ export class RunStore {
   constructor(db: Db, options: { clock?: Clock | undefined } = {}) {
     this.#clock = options.clock ?? systemClock;
     this.#insert = db.prepare(
-      'INSERT INTO runs (id, agent, host, command, workspace, sandboxed, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO runs (id, agent, host, command, workspace, sandboxed, token_id, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.#setPid = db.prepare('UPDATE runs SET pid = ? WHERE id = ?');
     this.#finish = db.prepare(
@@ -83,6 +87,7 @@ export class RunStore {
     command: readonly string[];
     workspace: string;
     sandboxed: boolean;
+    tokenId: string;
   }): RunRecord {
     const id = `run_${randomBytes(6).toString('hex')}`;
     this.#insert.run(
@@ -92,6 +97,7 @@ export class RunStore {
       JSON.stringify(run.command),
       run.workspace,
       run.sandboxed ? 1 : 0,
+      run.tokenId,
       this.#clock.now(),
     );
     return this.get(id)!;

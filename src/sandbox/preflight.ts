@@ -6,6 +6,8 @@ import { WardenError } from '../errors.ts';
 export interface SandboxTools {
   bwrap: string;
   socat: string;
+  /** util-linux: gives bwrap a parent-death signal, so a killed `warden run` cannot leave an unsupervised sandbox. */
+  setpriv: string;
 }
 
 /** An executable by name on PATH, or by absolute path; undefined when there is none. */
@@ -48,6 +50,13 @@ export function checkSandboxTools(env: NodeJS.ProcessEnv): SandboxTools {
       'socat is not installed, so the sandbox has no way to reach Warden; on Debian: apt-get install -y socat',
       { details: { missing: 'socat', package: 'socat' } },
     );
+  const setpriv = findExecutable('setpriv', env.PATH);
+  if (setpriv === undefined)
+    throw new WardenError(
+      'SANDBOX_UNAVAILABLE',
+      'setpriv is not installed, so a sandbox could outlive its supervisor; on Debian: apt-get install -y util-linux',
+      { details: { missing: 'setpriv', package: 'util-linux' } },
+    );
   // The cheapest proof that namespaces work here: the same unshares as a run, around `true`.
   const probe = spawnSync(bwrap, ['--unshare-all', '--unshare-net', '--ro-bind', '/', '/', '--', 'true'], {
     encoding: 'utf8',
@@ -61,5 +70,5 @@ export function checkSandboxTools(env: NodeJS.ProcessEnv): SandboxTools {
       { details: { missing: 'user namespaces', package: 'bubblewrap' } },
     );
   }
-  return { bwrap, socat };
+  return { bwrap, socat, setpriv };
 }

@@ -18,7 +18,7 @@ import type { KillSwitch } from '../control/kill-switch.ts';
 import { RunStore, type RunCause } from '../control/runs.ts';
 import type { HaltState } from '../control/types.ts';
 import { describeError, WardenError } from '../errors.ts';
-import { createAgentToken, revokeAgentToken } from '../gateway/tokens.ts';
+import { issueAgentToken, revokeAgentTokenById } from '../gateway/tokens.ts';
 import type { Logger } from '../logger.ts';
 import type { AgentPolicy, Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
@@ -99,6 +99,37 @@ function signalNumber(signal: NodeJS.Signals): number {
   return osConstants.signals[signal] ?? 1;
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Runs on this host whose process is gone but whose row is open: their
+ * `warden run` was killed before it could close them. Closed as failed, and
+ * their tokens revoked, so a crashed supervisor leaves no live credential.
+ */
+async function closeStaleRuns(runs: RunStore, options: RunAgentOptions, clock: Clock): Promise<void> {
+  const host = hostname();
+  for (const stale of runs.open()) {
+    if (stale.host !== host || stale.pid === null || processAlive(stale.pid)) continue;
+    if (!runs.finish(stale.id, { exitCode: null, signal: null, cause: 'failed' })) continue;
+    revokeAgentTokenById(options.db, stale.tokenId, { clock });
+    await options.audit.append({
+      event: 'run.stopped',
+      agent: stale.agent,
+      decision: 'failed',
+      reason: 'its warden run stopped without closing it (process gone); its token is revoked',
+      detail: { run: stale.id, pid: stale.pid },
+    });
+    options.logger.warn({ run: stale.id, agent: stale.agent }, 'closed a run whose process is gone');
+  }
+}
+
 /** Checks that need no side effect, in the order a person would fix them. */
 function prepare(options: RunAgentOptions): { agent: AgentPolicy; workspace: string } {
   const agent = options.policy.agents[options.agent];
@@ -154,13 +185,15 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
   for (const dir of [shareDir, homeDir, tmpDir]) mkdirSync(dir, { mode: 0o700 });
 
   const runs = new RunStore(options.db, { clock });
-  const token = createAgentToken(options.db, agent.name, { clock, policy: options.policy });
+  await closeStaleRuns(runs, options, clock);
+  const { token, id: tokenId } = issueAgentToken(options.db, agent.name, { clock, policy: options.policy });
   const run = runs.start({
     agent: agent.name,
     host: hostname(),
     command: options.command,
     workspace,
     sandboxed,
+    tokenId,
   });
   const startedAt = clock.now();
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -251,7 +284,13 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
         home: SANDBOX_HOME,
       });
       // Its own process group: Ctrl-C reaches `warden run`, which stops the agent with the grace.
-      child = spawn(tools.bwrap, args, { env, stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true });
+      // setpriv: bwrap's --die-with-parent ties the sandbox to bwrap, and this ties bwrap to us,
+      // so even a SIGKILLed `warden run` takes its sandbox with it.
+      child = spawn(tools.setpriv, ['--pdeathsig', 'KILL', '--', tools.bwrap, ...args], {
+        env,
+        stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+        detached: true,
+      });
     } else {
       logger.warn(
         { agent: agent.name },
@@ -348,7 +387,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
     const end = await exited;
     const exitCode = end.code ?? 128 + signalNumber(end.signal ?? 'SIGKILL');
     runs.finish(run.id, { exitCode, signal: end.signal, cause });
-    revokeAgentToken(options.db, token, { clock });
+    revokeAgentTokenById(options.db, tokenId, { clock });
     await flushDenied();
     await options.audit.append({
       event: 'run.stopped',
@@ -362,7 +401,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
   } catch (err) {
     cause = 'failed';
     runs.finish(run.id, { exitCode: null, signal: null, cause });
-    revokeAgentToken(options.db, token, { clock });
+    revokeAgentTokenById(options.db, tokenId, { clock });
     await options.audit
       .append({
         event: 'run.stopped',
