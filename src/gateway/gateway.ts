@@ -11,7 +11,7 @@ import { HttpEdge } from './http.ts';
 import { PinStore } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
 import { TokenStore } from './tokens.ts';
-import { UpstreamManager } from './upstream.ts';
+import { UpstreamManager, type StdioSandboxer } from './upstream.ts';
 
 /** A PolicyStore, or anything else that hands out the policy in force. */
 export interface PolicySourceLike {
@@ -52,6 +52,8 @@ export interface StartGatewayOptions {
    * the trail always holds what was forwarded.
    */
   maxArgumentBytes?: number | undefined;
+  /** How stdio servers with `sandbox:` are started (src/sandbox/); without it they are not started. */
+  sandboxStdio?: StdioSandboxer | undefined;
 }
 
 export interface GatewayHandle {
@@ -82,6 +84,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     clock,
     onCatalogue: (server, catalogue) => pipeline!.handleCatalogue(server, catalogue),
     onFailure: (server, message) => pipeline?.handleUpstreamFailure(server, message),
+    sandboxStdio: options.sandboxStdio,
   });
   pipeline = new GatewayPipeline({
     policy,

@@ -465,7 +465,7 @@ function normaliseServers(
         ...(s.cwd !== undefined ? { cwd: s.cwd } : {}),
       };
     } else if (s.url !== undefined) {
-      for (const k of ['args', 'env', 'cwd'] as const) {
+      for (const k of ['args', 'env', 'cwd', 'sandbox'] as const) {
         if (s[k] !== undefined) report([...path, k], `\`${k}\` is for stdio servers (\`command\`)`, true);
       }
       transport = {
@@ -486,12 +486,21 @@ function normaliseServers(
         consequence: t.consequence ?? (t.scope === 'read' ? 'reversible' : 'irreversible'),
       };
     }
+    let sandbox: SandboxPolicy | undefined;
+    if (s.sandbox !== undefined && s.command !== undefined) {
+      const box = normaliseSandbox(s.sandbox, [...path, 'sandbox'], report);
+      // An upstream has no egress proxy of its own: a list it could not honour is refused, not ignored.
+      if (box.networkAllow.length > 0)
+        report([...path, 'sandbox', 'network', 'allow'], 'a sandboxed upstream gets no network; leave allow empty');
+      if (box.mode === 'isolated') sandbox = box;
+    }
     servers[name] = {
       name,
       transport,
       tools,
       timeoutMs: s.timeout_ms ?? POLICY_DEFAULTS.timeoutMs,
       maxResultBytes: s.max_result_bytes ?? POLICY_DEFAULTS.maxResultBytes,
+      ...(sandbox ? { sandbox } : {}),
     };
   }
   return servers;

@@ -169,6 +169,8 @@ export const serverSchema = z.strictObject({
   tools: z.record(z.string(), toolSchema).optional(),
   timeout_ms: positiveInt.optional(),
   max_result_bytes: positiveInt.optional(),
+  /** A stdio server run in a sandbox: no network, writes only under its `cwd`. */
+  sandbox: sandboxSchema.optional(),
 });
 
 export const controlSchema = z.strictObject({

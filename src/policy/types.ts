@@ -23,6 +23,8 @@ export interface ServerPolicy {
   tools: Record<string, ToolClass>;
   timeoutMs: number;
   maxResultBytes: number;
+  /** A stdio server started in a sandbox (no network, writes only under its cwd); absent or `none`: as it is. */
+  sandbox?: SandboxPolicy | undefined;
 }
 
 export interface AgentLimits {

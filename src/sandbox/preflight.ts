@@ -1,7 +1,18 @@
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { WardenError } from '../errors.ts';
+import type { PathKind } from './profile.ts';
+
+/** What is at a host path, symlinks resolved: decides how each path is hidden or bound. */
+export function inspectPath(path: string): { real: string; kind: PathKind } {
+  try {
+    const real = realpathSync(path);
+    return { real, kind: statSync(real).isDirectory() ? 'dir' : 'file' };
+  } catch {
+    return { real: path, kind: 'missing' };
+  }
+}
 
 export interface SandboxTools {
   bwrap: string;

@@ -43,37 +43,30 @@ function isUnder(path: string, dir: string): boolean {
   return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
 }
 
+interface MountInput {
+  sandbox: SandboxPolicy;
+  hostHome: string;
+  wardenFiles: readonly string[];
+  inspect: ProfileInput['inspect'];
+  /** Bound read-write (source, destination), after the hiding and before Warden's files are hidden. */
+  binds: ReadonlyArray<readonly [string, string]>;
+  /** Bound read-only (source, destination). */
+  readOnlyBinds: ReadonlyArray<readonly [string, string]>;
+  /** The directory the process works in (real path): Warden's files are hidden one by one rather than hide it. */
+  keep: string;
+  /** A fresh writable /tmp (gone at exit) under the binds, rather than a bound host directory. */
+  privateTmp?: boolean | undefined;
+}
+
 /**
- * The bubblewrap command line for one run. Order matters: bwrap applies
- * mounts in sequence, so the host is mounted read-only first, homes and /run
- * are hidden, the writable places are bound over that, and Warden's own files
- * and the policy's `read_deny` are hidden last, so that not even a workspace
- * that contains them shows them.
- *
- * No secret goes on this command line (it shows in `ps`): the token travels in
- * the environment bwrap is started with.
+ * The filesystem half of a sandbox. Order matters: bwrap applies mounts in
+ * sequence, so the host is mounted read-only first, homes and /run are
+ * hidden, the writable places are bound over that, and Warden's own files and
+ * the policy's `read_deny` are hidden last, so that not even a workspace that
+ * contains them shows them.
  */
-export function bwrapArgs(input: ProfileInput, command: readonly string[]): string[] {
-  const args = [
-    '--unshare-all',
-    // A separate network namespace with loopback only: every byte out goes through Warden's sockets.
-    '--unshare-net',
-    '--die-with-parent',
-    // No controlling terminal: the agent cannot push keystrokes into the operator's shell (TIOCSTI).
-    '--new-session',
-    '--cap-drop',
-    'ALL',
-    // The sandbox's init pid, on fd 3: the supervisor signals the command (init's child) through it.
-    '--info-fd',
-    '3',
-    '--ro-bind',
-    '/',
-    '/',
-    '--dev',
-    '/dev',
-    '--proc',
-    '/proc',
-  ];
+function mountArgs(input: MountInput): string[] {
+  const args = ['--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc'];
   const tmpfs = new Set<string>();
   for (const dir of ALWAYS_HIDDEN_DIRS) {
     const seen = input.inspect(dir);
@@ -83,12 +76,10 @@ export function bwrapArgs(input: ProfileInput, command: readonly string[]): stri
   const hostHome = input.inspect(input.hostHome);
   const homeHidden = hostHome.kind === 'dir' && ![...tmpfs].some((dir) => isUnder(hostHome.real, dir));
   if (homeHidden) args.push('--tmpfs', hostHome.real);
+  if (input.privateTmp) args.push('--tmpfs', '/tmp');
 
-  args.push('--bind', input.tmpDir, '/tmp');
-  args.push('--bind', input.homeDir, SANDBOX_HOME);
-  args.push('--ro-bind', input.runDir, SANDBOX_RUN_DIR);
-  const workspace = input.inspect(input.workspace);
-  args.push('--bind', workspace.real, workspace.real);
+  for (const [source, dest] of input.binds) args.push('--bind', source, dest);
+  for (const [source, dest] of input.readOnlyBinds) args.push('--ro-bind', source, dest);
   for (const path of input.sandbox.write) {
     const seen = input.inspect(expandHome(path, input.hostHome));
     if (seen.kind !== 'missing') args.push('--bind', seen.real, seen.real);
@@ -99,7 +90,7 @@ export function bwrapArgs(input: ProfileInput, command: readonly string[]): stri
   const hidden: string[] = [];
   for (const file of input.wardenFiles) {
     const dir = input.inspect(posix.dirname(file));
-    if (dir.kind === 'dir' && dir.real !== '/' && !isUnder(workspace.real, dir.real)) hidden.push(dir.real);
+    if (dir.kind === 'dir' && dir.real !== '/' && !isUnder(input.keep, dir.real)) hidden.push(dir.real);
     else hidden.push(file);
   }
   hidden.push(...input.sandbox.readDeny.map((p) => expandHome(p, input.hostHome)));
@@ -114,10 +105,95 @@ export function bwrapArgs(input: ProfileInput, command: readonly string[]): stri
   // so a write there fails as it would anywhere outside the workspace instead of vanishing with the run.
   if (homeHidden) tmpfs.add(hostHome.real);
   for (const dir of tmpfs) args.push('--remount-ro', dir);
-
-  args.push('--chdir', workspace.real, '--', '/bin/sh', '-c', BRIDGE_SCRIPT, 'warden-sandbox');
-  args.push(input.socat, String(input.gatewayPort), String(input.proxyPort), ...command);
   return args;
+}
+
+/**
+ * The bubblewrap command line for one run.
+ *
+ * No secret goes on this command line (it shows in `ps`): the token travels in
+ * the environment bwrap is started with.
+ */
+export function bwrapArgs(input: ProfileInput, command: readonly string[]): string[] {
+  const workspace = input.inspect(input.workspace);
+  return [
+    '--unshare-all',
+    // A separate network namespace with loopback only: every byte out goes through Warden's sockets.
+    '--unshare-net',
+    '--die-with-parent',
+    // No controlling terminal: the agent cannot push keystrokes into the operator's shell (TIOCSTI).
+    '--new-session',
+    '--cap-drop',
+    'ALL',
+    // The sandbox's init pid, on fd 3: the supervisor signals the command (init's child) through it.
+    '--info-fd',
+    '3',
+    ...mountArgs({
+      sandbox: input.sandbox,
+      hostHome: input.hostHome,
+      wardenFiles: input.wardenFiles,
+      inspect: input.inspect,
+      binds: [
+        [input.tmpDir, '/tmp'],
+        [input.homeDir, SANDBOX_HOME],
+        [workspace.real, workspace.real],
+      ],
+      readOnlyBinds: [[input.runDir, SANDBOX_RUN_DIR]],
+      keep: workspace.real,
+    }),
+    '--chdir',
+    workspace.real,
+    '--',
+    '/bin/sh',
+    '-c',
+    BRIDGE_SCRIPT,
+    'warden-sandbox',
+    input.socat,
+    String(input.gatewayPort),
+    String(input.proxyPort),
+    ...command,
+  ];
+}
+
+export interface UpstreamProfileInput {
+  sandbox: SandboxPolicy;
+  /** The server's `cwd`: the only host directory it may write. Absent: it writes only its private /tmp. */
+  root: string | undefined;
+  hostHome: string;
+  wardenFiles: readonly string[];
+  inspect: ProfileInput['inspect'];
+}
+
+/**
+ * bubblewrap for a stdio upstream (a third-party MCP server): no network at
+ * all (its own namespace, nothing listening), writes only under its root and
+ * a private /tmp that is gone when it exits, and the same hiding as a run.
+ * Its stdin and stdout stay the JSON-RPC pipes to the gateway.
+ */
+export function upstreamBwrapArgs(input: UpstreamProfileInput, command: string, args: readonly string[]): string[] {
+  const root = input.root === undefined ? undefined : input.inspect(input.root);
+  return [
+    '--unshare-all',
+    '--unshare-net',
+    '--die-with-parent',
+    '--new-session',
+    '--cap-drop',
+    'ALL',
+    ...mountArgs({
+      sandbox: input.sandbox,
+      hostHome: input.hostHome,
+      wardenFiles: input.wardenFiles,
+      inspect: input.inspect,
+      binds: root ? [[root.real, root.real]] : [],
+      readOnlyBinds: [],
+      keep: root?.real ?? '/nonexistent',
+      privateTmp: true,
+    }),
+    ...(root ? ['--chdir', root.real] : []),
+    '--',
+    command,
+    ...args,
+  ];
 }
 
 /**

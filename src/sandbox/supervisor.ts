@@ -1,14 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import {
-  chmodSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  realpathSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
@@ -23,7 +14,7 @@ import type { Logger } from '../logger.ts';
 import type { AgentPolicy, Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { EgressProxy, GatewayBridge } from './egress.ts';
-import { checkSandboxTools } from './preflight.ts';
+import { checkSandboxTools, inspectPath } from './preflight.ts';
 import {
   GATEWAY_SOCKET,
   MCP_CONFIG_FILE,
@@ -35,7 +26,6 @@ import {
   expandRunArgs,
   mcpClientConfig,
   sandboxEnv,
-  type PathKind,
 } from './profile.ts';
 
 export interface RunAgentOptions {
@@ -66,16 +56,6 @@ export interface RunOutcome {
   runId: string;
   exitCode: number;
   cause: RunCause;
-}
-
-/** What `ls` would say: used to decide how each path is hidden or bound. */
-function inspectPath(path: string): { real: string; kind: PathKind } {
-  try {
-    const real = realpathSync(path);
-    return { real, kind: statSync(real).isDirectory() ? 'dir' : 'file' };
-  } catch {
-    return { real: path, kind: 'missing' };
-  }
 }
 
 function haltApplies(state: HaltState, agent: string): boolean {
