@@ -3,3 +3,4 @@ export { checkSandboxTools, findExecutable, type SandboxTools } from './prefligh
 export { EgressProxy, GatewayBridge, egressAllowed, forbiddenAddress } from './egress.ts';
 export { bwrapArgs, mcpClientConfig, sandboxEnv, type ProfileInput } from './profile.ts';
 export { createStdioSandboxer } from './upstream.ts';
+export { canaryRunStarter } from './canary.ts';

@@ -48,8 +48,10 @@ export interface RunAgentOptions {
   clock?: Clock | undefined;
   /** How often refused destinations are written as one aggregated audit row. Default 5 s. */
   egressFlushMs?: number | undefined;
-  /** Stop on these signals to `warden run` itself (Ctrl-C); tests that run in-process pass []. */
+  /** Stop on these signals to `warden run` itself (Ctrl-C); runs inside another process (a drill) pass []. */
   signals?: readonly NodeJS.Signals[] | undefined;
+  /** Stops the run (as interrupted), for a caller that started it in-process. */
+  abort?: AbortSignal | undefined;
 }
 
 export interface RunOutcome {
@@ -355,6 +357,11 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
     options.killSwitch.start();
     // A halt between the check above and the subscription must still stop the run.
     if (options.killSwitch.check(agent.name)) stop('halted');
+
+    const onAbort = (): void => stop('interrupted');
+    if (options.abort?.aborted) onAbort();
+    options.abort?.addEventListener('abort', onAbort);
+    cleanups.push(() => options.abort?.removeEventListener('abort', onAbort));
 
     for (const signal of options.signals ?? (['SIGINT', 'SIGTERM', 'SIGHUP'] as const)) {
       const onSignal = (): void => stop('interrupted', signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM');
