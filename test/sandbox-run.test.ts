@@ -368,8 +368,8 @@ describe('warden run: stopping', () => {
     const runs = new RunStore(harness.db);
     const open = await until('the run to start', () => runs.open('support-triage').find((r) => r.pid !== null));
     child.kill('SIGKILL');
+    // Its sandbox goes with it (the lifeline in profile.ts), so nothing holds its output pipes either.
     await done;
-    // bwrap --die-with-parent takes the sandbox down with its supervisor.
     await until('the sandbox to go', () => {
       try {
         process.kill(open.pid!, 0);

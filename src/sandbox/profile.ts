@@ -201,12 +201,17 @@ export function upstreamBwrapArgs(input: UpstreamProfileInput, command: string, 
  * port and the egress proxy out through the run's Unix sockets; once both
  * answer, the shell replaces itself with the agent's command (so signals and
  * the exit code are the command's own). Nothing else listens, so any other
- * loopback port is refused.
+ * loopback port is refused. (bwrap's own --die-with-parent was seen to leave
+ * the sandbox running after its supervisor was SIGKILLed under load, hence
+ * the lifeline on fd 4.)
  */
 const BRIDGE_SCRIPT = `set -e
 socat="$1"; gw="$2"; proxy="$3"; shift 3
-"$socat" TCP-LISTEN:"$gw",bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${GATEWAY_SOCKET} 2>/dev/null &
-"$socat" TCP-LISTEN:"$proxy",bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${PROXY_SOCKET} 2>/dev/null &
+# Dead man's switch: fd 4 is a socket whose other end only \`warden run\` holds. It reads EOF when
+# that process is gone, however it died, and then nothing in here may live on unsupervised.
+( while read -r _; do :; done; kill -KILL -1 ) <&4 2>/dev/null &
+"$socat" TCP-LISTEN:"$gw",bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${GATEWAY_SOCKET} 2>/dev/null 4<&- &
+"$socat" TCP-LISTEN:"$proxy",bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${PROXY_SOCKET} 2>/dev/null 4<&- &
 for port in "$gw" "$proxy"; do
   tries=0
   until "$socat" -u OPEN:/dev/null TCP:127.0.0.1:"$port" 2>/dev/null; do
@@ -214,7 +219,7 @@ for port in "$gw" "$proxy"; do
     sleep 0.01
   done
 done
-exec "$@"`;
+exec "$@" 4<&-`;
 
 export interface EnvInput {
   sandbox: SandboxPolicy;

@@ -270,7 +270,8 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
       // so even a SIGKILLed `warden run` takes its sandbox with it.
       child = spawn(tools.setpriv, ['--pdeathsig', 'KILL', '--', tools.bwrap, ...args], {
         env,
-        stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+        // fd 3: bwrap's info (the sandbox's pid); fd 4: the sandbox's lifeline (see profile.ts).
+        stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'pipe'],
         detached: true,
       });
     } else {
