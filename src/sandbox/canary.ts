@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { systemClock } from '../clock.ts';
 import type { CanaryRun } from '../control/drill.ts';
 import { RunStore } from '../control/runs.ts';
 import { runAgent, type RunAgentOptions } from './supervisor.ts';
@@ -27,7 +28,8 @@ export function canaryRunStarter(
     const ended = outcome
       .then((o) => ({ cause: o.cause as string, exitCode: o.exitCode }))
       .finally(() => rmSync(workspace, { recursive: true, force: true }));
-    const runs = new RunStore(deps.db);
+    const clock = deps.clock ?? systemClock;
+    const runs = new RunStore(deps.db, { clock });
     let settled = false;
     void outcome.finally(() => {
       settled = true;
@@ -37,7 +39,7 @@ export function canaryRunStarter(
       const poll = (): void => {
         if (runs.open(agent).some((run) => run.pid !== null && run.workspace === workspace)) resolve();
         else if (settled) reject(new Error('the canary run ended before it started'));
-        else setTimeout(poll, 10);
+        else clock.setTimeout(poll, 10);
       };
       outcome.catch(reject);
       poll();

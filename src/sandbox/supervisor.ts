@@ -166,6 +166,42 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
   const tmpDir = join(runDir, 'tmp');
   for (const dir of [shareDir, homeDir, tmpDir]) mkdirSync(dir, { mode: 0o700 });
 
+  const cleanups: Array<() => Promise<void> | void> = [];
+  // Refused destinations, written as one row per flush so a retry loop cannot flood the trail.
+  const denied = new Map<string, { count: number; why: string }>();
+  const gatewayHost =
+    options.gateway.host === '0.0.0.0' || options.gateway.host === '::' ? '127.0.0.1' : options.gateway.host;
+  const proxyPort = options.gateway.port === 3128 ? 3129 : 3128;
+  // The sandbox's doors first: if they cannot open, the run is refused with nothing written.
+  if (tools) {
+    try {
+      const proxy = new EgressProxy({
+        allow: agent.sandbox.networkAllow,
+        logger,
+        onDenied: (destination, why) => {
+          const seen = denied.get(destination);
+          denied.set(destination, { count: (seen?.count ?? 0) + 1, why });
+          logger.warn({ agent: agent.name, destination, why }, 'sandbox refused egress');
+        },
+      });
+      await proxy.listen(join(shareDir, PROXY_SOCKET));
+      cleanups.push(() => proxy.close());
+      const bridge = new GatewayBridge({ host: gatewayHost, port: options.gateway.port });
+      await bridge.listen(join(shareDir, GATEWAY_SOCKET));
+      cleanups.push(() => bridge.close());
+    } catch (err) {
+      for (const cleanup of cleanups.reverse()) await cleanup();
+      rmSync(runDir, { recursive: true, force: true });
+      throw new WardenError(
+        'SANDBOX_UNAVAILABLE',
+        `the sandbox's egress proxy could not start: ${describeError(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
   const runs = new RunStore(options.db, { clock });
   await closeStaleRuns(runs, options, clock);
   const { token, id: tokenId } = issueAgentToken(options.db, agent.name, { clock, policy: options.policy });
@@ -178,11 +214,8 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
     tokenId,
   });
   const startedAt = clock.now();
-  const cleanups: Array<() => Promise<void> | void> = [];
   let cause: RunCause = 'exited';
 
-  // Refused destinations, written as one row per flush so a retry loop cannot flood the trail.
-  const denied = new Map<string, { count: number; why: string }>();
   const flushDenied = async (): Promise<void> => {
     if (denied.size === 0) return;
     const destinations = Object.fromEntries([...denied].map(([dest, d]) => [dest, d.count]));
@@ -207,8 +240,6 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
       detail: { run: run.id, command: options.command, workspace, host: run.host, sandboxed },
     });
 
-    const gatewayHost =
-      options.gateway.host === '0.0.0.0' || options.gateway.host === '::' ? '127.0.0.1' : options.gateway.host;
     const innerUrl = sandboxed
       ? `http://127.0.0.1:${options.gateway.port}/mcp`
       : `http://${gatewayHost.includes(':') ? `[${gatewayHost}]` : gatewayHost}:${options.gateway.port}/mcp`;
@@ -217,21 +248,6 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
 
     let child: ChildProcess;
     if (tools) {
-      const proxyPort = options.gateway.port === 3128 ? 3129 : 3128;
-      const proxy = new EgressProxy({
-        allow: agent.sandbox.networkAllow,
-        logger,
-        onDenied: (destination, why) => {
-          const seen = denied.get(destination);
-          denied.set(destination, { count: (seen?.count ?? 0) + 1, why });
-          logger.warn({ agent: agent.name, run: run.id, destination, why }, 'sandbox refused egress');
-        },
-      });
-      await proxy.listen(join(shareDir, PROXY_SOCKET));
-      cleanups.push(() => proxy.close());
-      const bridge = new GatewayBridge({ host: gatewayHost, port: options.gateway.port });
-      await bridge.listen(join(shareDir, GATEWAY_SOCKET));
-      cleanups.push(() => bridge.close());
       const flushTimer = clock.setInterval(() => {
         flushDenied().catch((err: unknown) =>
           logger.error({ err: describeError(err) }, 'could not audit refused egress'),
