@@ -35,6 +35,7 @@ describe('warden policy check', () => {
     expect(r.stdout).toContain('tools classified: 8');
     expect(r.stdout).toContain('refund_request: write (irreversible)');
     expect(r.stdout).toContain("drill '0 9 1 * *' (canary warden-canary)");
+    expect(r.stdout).toContain('sandbox isolated: egress to Warden and api.anthropic.com; stop grace 5s');
   });
 
   it('prints warnings (past review date, approval tool no server offers) and still exits 0', async () => {

@@ -309,6 +309,11 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
       });
     }
 
+    // Only once the child is gone: closing the lifeline earlier would kill the sandbox.
+    cleanups.push(() => {
+      child.stdio[3]?.destroy();
+      child.stdio[4]?.destroy();
+    });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done, fail) => {
       child.once('error', fail);
       child.once('exit', (code, signal) => done({ code, signal }));
