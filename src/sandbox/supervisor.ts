@@ -60,6 +60,9 @@ export interface RunOutcome {
   cause: RunCause;
 }
 
+/** Destinations listed by name in one `sandbox.egress_denied` row; the rest are counted as `(others)`. */
+const MAX_DENIED_LISTED = 100;
+
 function haltApplies(state: HaltState, agent: string): boolean {
   return state.scope === 'org' || state.agent === agent;
 }
@@ -179,8 +182,10 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
         allow: agent.sandbox.networkAllow,
         logger,
         onDenied: (destination, why) => {
-          const seen = denied.get(destination);
-          denied.set(destination, { count: (seen?.count ?? 0) + 1, why });
+          // The agent picks the names: past a hundred per flush they are counted, not listed.
+          const key = denied.has(destination) || denied.size < MAX_DENIED_LISTED ? destination : '(others)';
+          const seen = denied.get(key);
+          denied.set(key, { count: (seen?.count ?? 0) + 1, why: key === destination ? why : 'not listed' });
           logger.warn({ agent: agent.name, destination, why }, 'sandbox refused egress');
         },
       });
