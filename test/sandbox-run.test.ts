@@ -407,5 +407,8 @@ describe('warden run: fail closed', () => {
     const missing = await cli(['run', '--agent', 'support-triage', '--workspace', join(dir, 'nope'), '--', 'true']);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('--workspace:');
+    const root = await cli(['run', '--agent', 'support-triage', '--workspace', '/', '--', 'true']);
+    expect(root.code).toBe(2);
+    expect(root.stderr).toContain('--workspace: / would make the whole host writable');
   });
 });

@@ -131,8 +131,13 @@ function prepare(options: RunAgentOptions): { agent: AgentPolicy; workspace: str
       'command: give the agent command after --, e.g. warden run --agent NAME -- CMD',
     );
   const workspace = resolve(options.workspace ?? process.cwd());
-  if (inspectPath(workspace).kind !== 'dir')
-    throw new WardenError('INVALID_INPUT', `--workspace: ${workspace} is not a directory`);
+  const seen = inspectPath(workspace);
+  if (seen.kind !== 'dir') throw new WardenError('INVALID_INPUT', `--workspace: ${workspace} is not a directory`);
+  if (seen.real === '/')
+    throw new WardenError(
+      'INVALID_INPUT',
+      '--workspace: / would make the whole host writable; give the agent a directory of its own',
+    );
   const home = options.env.HOME ?? '/root';
   for (const [i, path] of agent.sandbox.write.entries()) {
     if (inspectPath(expandHome(path, home)).kind === 'missing')
