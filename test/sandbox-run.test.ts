@@ -264,7 +264,7 @@ describe('warden run: the sandbox', () => {
     expect(r.stdout + r.stderr).not.toContain('wdn_');
     const token = readFileSync(join(workspace, 'token'), 'utf8');
     expect(token).toMatch(/^wdn_/);
-    expect(new TokenStore(harness.db).authenticate(token)).toEqual({ ok: false, reason: 'revoked' });
+    expect(new TokenStore(harness.db).authenticate(token)).toMatchObject({ ok: false, reason: 'revoked' });
     expect(new RunStore(harness.db).open('support-triage')).toEqual([]);
     const stopped = rows('run.stopped').at(-1)!;
     expect(stopped.decision).toBe('exited');
@@ -335,6 +335,7 @@ describe('warden run: the kill switch', () => {
 
 describe('warden run: stopping', () => {
   it('Ctrl-C (SIGINT to warden run) stops the command cleanly and records the run as interrupted', async () => {
+    const ready = join(workspace, 'ctrl-c-ready');
     const { child, done } = startCli([
       'run',
       '--agent',
@@ -342,11 +343,12 @@ describe('warden run: stopping', () => {
       '--workspace',
       workspace,
       '--',
-      'sleep',
-      '60',
+      ...sh('touch "$1"; exec sleep 60', ready),
     ]);
     const runs = new RunStore(harness.db);
     const open = await until('the run to start', () => runs.open('support-triage').find((r) => r.pid !== null));
+    // The command itself is running (not the sandbox's network bridge still starting).
+    await until('the command to run', () => (existsSync(ready) ? true : undefined));
     child.kill('SIGINT');
     const r = await done;
     expect(r.code).toBe(130); // 128 + SIGINT: the command got the interrupt itself
