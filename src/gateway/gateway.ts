@@ -12,7 +12,7 @@ import { PinStore } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
 import { TaskRegistry } from './tasks.ts';
 import { TokenStore } from './tokens.ts';
-import { UpstreamManager } from './upstream.ts';
+import { UpstreamManager, type StdioSandboxer } from './upstream.ts';
 
 /** A PolicyStore, or anything else that hands out the policy in force. */
 export interface PolicySourceLike {
@@ -57,6 +57,8 @@ export interface StartGatewayOptions {
   maxArgumentBytes?: number | undefined;
   /** The interval between polls suggested to clients of MCP tasks. Default 1 s. */
   taskPollMs?: number | undefined;
+  /** How stdio servers with `sandbox:` are started (src/sandbox/); without it they are not started. */
+  sandboxStdio?: StdioSandboxer | undefined;
 }
 
 export interface GatewayHandle {
@@ -87,6 +89,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     clock,
     onCatalogue: (server, catalogue) => pipeline!.handleCatalogue(server, catalogue),
     onFailure: (server, message) => pipeline?.handleUpstreamFailure(server, message),
+    sandboxStdio: options.sandboxStdio,
   });
   pipeline = new GatewayPipeline({
     policy,
