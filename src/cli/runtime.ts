@@ -137,6 +137,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       allowedHosts: config.allowedHosts,
       allowedOrigins: config.allowedOrigins,
       auditDurability: config.auditDurability,
+      limits: config.gatewayLimits,
     });
     const gw = gateway;
     closers.push(() => gw.close());
