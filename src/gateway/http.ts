@@ -397,8 +397,8 @@ export class HttpEdge {
     this.#perAddress.set(remote, (this.#perAddress.get(remote) ?? 0) + 1);
     this.#counted.add(socket);
     this.#waiting.add(socket);
-    let mine = this.#waitingByAddress.get(remote);
-    if (!mine) this.#waitingByAddress.set(remote, (mine = new Set()));
+    const mine = this.#waitingByAddress.get(remote) ?? new Set<Socket>();
+    this.#waitingByAddress.set(remote, mine);
     mine.add(socket);
     socket.once('close', () => this.#release(socket));
   }
