@@ -274,4 +274,23 @@ describe('the gateway edge under a flood', () => {
     expect(JSON.parse(tooLarge[0]!.detail!)).toMatchObject({ remote: '127.0.0.8', count: 1 });
     expect(tooLarge[0]!.reason).toMatch(/headers too large/);
   });
+
+  it('refuses limits that cannot hold, naming the field', async () => {
+    const start = (limits: Partial<EdgeLimits>) =>
+      startGateway({
+        policy: h.policy,
+        db: h.db,
+        audit: h.audit,
+        approvals: h.approvals,
+        halt: h.killSwitch,
+        alerts: h.alerts,
+        logger: silentLogger(),
+        connectUpstreamsAtStart: false,
+        limits,
+      });
+    await expect(start({ headersTimeoutMs: 20_000, bodyTimeoutMs: 10_000 })).rejects.toThrow(
+      /limits\.bodyTimeoutMs: bodyTimeoutMs must be at least headersTimeoutMs/,
+    );
+    await expect(start({ maxConnectionsPerAddress: 0 })).rejects.toThrow(/limits\.maxConnectionsPerAddress/);
+  });
 });

@@ -68,6 +68,16 @@ export const edgeLimitsSchema = z
 
 export type EdgeLimits = z.infer<typeof edgeLimitsSchema>;
 
+/** Validated limits, or CONFIG_INVALID naming each bad field. */
+export function parseEdgeLimits(input: unknown): EdgeLimits {
+  const limits = edgeLimitsSchema.safeParse(input);
+  if (!limits.success) {
+    const problems = limits.error.issues.map((i) => `limits.${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new WardenError('CONFIG_INVALID', `invalid gateway limits: ${problems}`);
+  }
+  return limits.data;
+}
+
 export const DEFAULT_EDGE_LIMITS: EdgeLimits = {
   maxConnections: 1024,
   // Agents on one host (loopback) share an address: generous enough for many held calls at once.
@@ -242,12 +252,7 @@ export class HttpEdge {
   constructor(options: HttpEdgeOptions) {
     this.#options = options;
     this.#log = options.logger.child({ module: 'gateway-http' });
-    const limits = edgeLimitsSchema.safeParse(options.limits);
-    if (!limits.success) {
-      const problems = limits.error.issues.map((i) => `limits.${i.path.join('.')}: ${i.message}`).join('; ');
-      throw new WardenError('CONFIG_INVALID', `invalid gateway limits: ${problems}`);
-    }
-    this.#limits = limits.data;
+    this.#limits = parseEdgeLimits(options.limits);
     this.#refusals = new RefusalRecorder({
       audit: options.audit,
       alerts: options.alerts,
