@@ -147,6 +147,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         env: options.env ?? process.env,
         wardenFiles: [config.dbPath, `${config.dbPath}-wal`, `${config.dbPath}-shm`, config.policyPath],
       }),
+      limits: config.gatewayLimits,
     });
     const gw = gateway;
     closers.push(() => gw.close());

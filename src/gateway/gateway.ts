@@ -7,7 +7,7 @@ import { policyGetter } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
-import { DEFAULT_EDGE_LIMITS, HttpEdge, type EdgeLimits } from './http.ts';
+import { DEFAULT_EDGE_LIMITS, HttpEdge, parseEdgeLimits, type EdgeLimits } from './http.ts';
 import { PinStore } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
 import { TaskRegistry } from './tasks.ts';
@@ -77,6 +77,8 @@ function isPolicySource(p: PolicySourceLike | Policy): p is PolicySourceLike {
  * it listens; upstreams start in the background and a down one never stops it.
  */
 export async function startGateway(options: StartGatewayOptions): Promise<GatewayHandle> {
+  // Before anything starts, so a bad limit leaves nothing running.
+  const limits = parseEdgeLimits({ ...DEFAULT_EDGE_LIMITS, ...options.limits });
   const source = options.policy;
   const policy = policyGetter(source);
   const clock = options.clock ?? systemClock;
@@ -129,7 +131,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     sessionIdleMs: options.sessionIdleMs ?? 30 * 60_000,
     maxSessionsPerAgent: options.maxSessionsPerAgent ?? 32,
     maxBodyBytes: options.maxBodyBytes ?? 4 * 1024 * 1024,
-    limits: { ...DEFAULT_EDGE_LIMITS, ...options.limits },
+    limits,
   });
   let listening: { url: string; port: number };
   try {
