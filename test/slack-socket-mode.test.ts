@@ -14,6 +14,7 @@ import { ApprovalService } from '../src/approvals/index.ts';
 import { AuditLog, AuditReader } from '../src/audit/index.ts';
 import type { AuditRow } from '../src/audit/types.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
+import { RunStore } from '../src/control/runs.ts';
 import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { createSlackApp, type SlackApp } from '../src/slack/app.ts';
@@ -61,7 +62,7 @@ beforeAll(async () => {
     logger,
     db,
     auditReader: new AuditReader(db),
-    control: { killSwitch: ks },
+    control: { killSwitch: ks, runs: new RunStore(db) },
     clientOptions: { timeout: 5000 },
   });
   expect(app.mode).toBe('socket');

@@ -18,6 +18,9 @@ const OWNERS: Record<string, readonly string[]> = {
   held_calls: ['src/approvals/store.ts'],
   control_state: ['src/control/kill-switch.ts'],
   drills: ['src/control/drill.ts'],
+  runs: ['src/control/runs.ts'],
+  // Not on main yet (h13): listed so the merge does not need this line.
+  grants: ['src/approvals/grants.ts'],
   agent_tokens: ['src/gateway/tokens.ts'],
   tool_pins: ['src/gateway/pins.ts'],
   slack_seen_signatures: ['src/slack/replay-guard.ts'],

@@ -11,6 +11,7 @@ export interface AuditTailRow {
   agent: string | null;
   decision: string | null;
   duration_ms: number | null;
+  detail: string | null;
 }
 
 /** Decided calls and refusals of one agent in a time window (`/agents status`). */
@@ -59,7 +60,7 @@ export class AuditReader {
     this.#db = db;
     this.#head = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM audit');
     this.#tail = db.prepare(
-      'SELECT seq, ts, event, call_id, agent, decision, duration_ms FROM audit WHERE seq > ? ORDER BY seq LIMIT ?',
+      'SELECT seq, ts, event, call_id, agent, decision, duration_ms, detail FROM audit WHERE seq > ? ORDER BY seq LIMIT ?',
     );
     this.#firstDecided = db.prepare(
       "SELECT seq FROM audit WHERE seq > ? AND event = 'call.decided' AND decision = ? AND agent = ? AND tool IN (?, ?) ORDER BY seq LIMIT 1",

@@ -6,6 +6,7 @@ import { FanOutAlertSink, LogAlertSink } from '../control/alerts.ts';
 import { drillReportPoster } from '../control/drill.ts';
 import { createControlPlane, type ControlPlane } from '../control/plane.ts';
 import { recoverAbandonedCalls, recoveryGraceMs } from '../control/recovery.ts';
+import { RunStore } from '../control/runs.ts';
 import type { AlertSink } from '../control/types.ts';
 import { describeError } from '../errors.ts';
 import { mcpCanaryConnector } from '../gateway/canary-client.ts';
@@ -21,6 +22,7 @@ import {
   SlackNotifier,
   type SlackApp,
 } from '../slack/index.ts';
+import { createStdioSandboxer } from '../sandbox/upstream.ts';
 import { openDb, type Db } from '../store/db.ts';
 
 export interface Warden {
@@ -162,6 +164,11 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       allowedHosts: config.allowedHosts,
       allowedOrigins: config.allowedOrigins,
       auditDurability: config.auditDurability,
+      sandboxStdio: createStdioSandboxer({
+        env: options.env ?? process.env,
+        wardenFiles: [config.dbPath, `${config.dbPath}-wal`, `${config.dbPath}-shm`, config.policyPath],
+      }),
+      limits: config.gatewayLimits,
     });
     const gw = gateway;
     closers.push(() => gw.close());
@@ -179,7 +186,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         // For the replay guard's table only; listeners get the services below, never the handle.
         db,
         auditReader,
-        control: { killSwitch: control.killSwitch, drill: control.drill },
+        control: { killSwitch: control.killSwitch, runs: new RunStore(db, { clock }), drill: control.drill },
       });
       slackPort = (await slack.start()).port;
       const app = slack;

@@ -1,6 +1,7 @@
 import type { AuditReader } from '../audit/reader.ts';
 import type { ApprovalStore } from '../approvals/store.ts';
 import type { Policy } from '../policy/types.ts';
+import type { RunRecord, RunStore } from './runs.ts';
 import type { HaltCheck, HaltState } from './types.ts';
 
 export interface AgentStatus {
@@ -18,6 +19,10 @@ export interface AgentStatus {
   reviewOverdue: boolean;
   /** Whole days until the review date; negative when overdue. */
   reviewInDays?: number | undefined;
+  /** Agent processes started with `warden run` and still going. */
+  runs: Pick<RunRecord, 'id' | 'pid' | 'host' | 'startedAt' | 'sandboxed'>[];
+  /** The policy says `sandbox: none`: `warden run` starts it with the host's files, credentials and network. */
+  unsandboxed: boolean;
 }
 
 const HOUR = 3_600_000;
@@ -30,10 +35,11 @@ export function daysUntilReview(reviewBy: string, now: number): number | undefin
   return Math.floor((end - now) / DAY);
 }
 
-/** Where status counts come from: the audit reader and the approvals store own those tables. */
+/** Where status counts come from: the audit reader, the approvals store and the run store own those tables. */
 export interface StatusSources {
   audit: Pick<AuditReader, 'activitySince'>;
   approvals: Pick<ApprovalStore, 'pendingCountsByAgent'>;
+  runs: Pick<RunStore, 'open'>;
 }
 
 /**
@@ -52,7 +58,14 @@ export function agentStatuses(
   const counts = sources.audit.activitySince(since, only);
   const pendingBy = sources.approvals.pendingCountsByAgent(only);
   const byAgent = new Map(counts.map((c) => [c.agent, c]));
+  const runsByAgent = new Map<string, AgentStatus['runs']>();
+  for (const run of sources.runs.open(only)) {
+    const list = runsByAgent.get(run.agent) ?? [];
+    list.push({ id: run.id, pid: run.pid, host: run.host, startedAt: run.startedAt, sandboxed: run.sandboxed });
+    runsByAgent.set(run.agent, list);
+  }
   const names = new Set(Object.keys(policy.agents));
+  for (const agent of runsByAgent.keys()) names.add(agent);
   for (const c of counts) if (c.calls > 0) names.add(c.agent);
   const rows: AgentStatus[] = [];
   for (const name of [...names].sort()) {
@@ -72,6 +85,8 @@ export function agentStatuses(
       reviewBy: a?.reviewBy,
       reviewOverdue: reviewInDays !== undefined && reviewInDays < 0,
       reviewInDays,
+      runs: runsByAgent.get(name) ?? [],
+      unsandboxed: a?.sandbox.mode === 'none',
     });
   }
   return rows;

@@ -4,6 +4,7 @@ import type { AuditSink } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import type { DrillRunner } from '../control/drill.ts';
 import type { KillSwitch } from '../control/kill-switch.ts';
+import type { RunStore } from '../control/runs.ts';
 import type { Logger } from '../logger.ts';
 import type { Policy } from '../policy/types.ts';
 
@@ -26,6 +27,9 @@ export interface SlackDeps {
   clock: Clock;
   /** The audit trail's read side, for /audit queries and /agents status. */
   auditReader: AuditReader;
-  /** The kill switch, for /agents (and /audit's "agent status" hop); drills only where a gateway runs them. */
-  control: { killSwitch: KillSwitch; drill?: DrillRunner | undefined };
+  /**
+   * The kill switch and open runs, for /agents (and /audit's "agent status" hop); drills only where a
+   * gateway runs them.
+   */
+  control: { killSwitch: KillSwitch; runs: Pick<RunStore, 'open'>; drill?: DrillRunner | undefined };
 }

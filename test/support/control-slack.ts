@@ -14,6 +14,7 @@ import { drillTokensFromDb } from '../../src/cli/commands/agents-control.ts';
 import { DrillRunner, drillReportPoster } from '../../src/control/drill.ts';
 import { wireHaltEffects } from '../../src/control/halt-effects.ts';
 import { KillSwitch } from '../../src/control/kill-switch.ts';
+import { RunStore } from '../../src/control/runs.ts';
 import { mcpCanaryConnector } from '../../src/gateway/canary-client.ts';
 import { startGateway, type GatewayHandle } from '../../src/gateway/index.ts';
 import { silentLogger } from '../../src/logger.ts';
@@ -144,7 +145,7 @@ export async function startControlSlack(opts: { policyText?: string } = {}): Pro
   const h = await startSlackHarness({
     dbPath,
     policyYaml: policyText,
-    appOptions: { control: { killSwitch: ks, drill } },
+    appOptions: { control: { killSwitch: ks, runs: new RunStore(db), drill } },
   });
   poster = new SlackChannelPoster(h.app.client);
   const alerts = new SlackAlertSink({ client: h.app.client, policy });

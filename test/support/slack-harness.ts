@@ -40,6 +40,7 @@ import {
 } from './slack-api-server.ts';
 import { SlackRequestSender } from './slack-sign.ts';
 import { KillSwitch } from '../../src/control/kill-switch.ts';
+import { RunStore } from '../../src/control/runs.ts';
 
 export const BOT_TOKEN = 'xoxb-warden-test';
 export const SIGNING_SECRET = 'test-signing-secret-0123456789abcdef';
@@ -144,7 +145,7 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
     logger,
     db,
     auditReader: new AuditReader(db),
-    control: { killSwitch },
+    control: { killSwitch, runs: new RunStore(db) },
     host: '127.0.0.1',
     clientOptions: { timeout: 5000 },
     ...opts.appOptions,

@@ -95,7 +95,7 @@ export function registerAgentsCommand(app: App, deps: SlackDeps): void {
         case 'status': {
           const now = deps.clock.now();
           const rows = agentStatuses(
-            { audit: deps.auditReader, approvals: deps.approvals },
+            { audit: deps.auditReader, approvals: deps.approvals, runs: control.runs },
             policy,
             ks,
             now,

@@ -46,7 +46,7 @@ export function registerAuditAgentStatus(app: App, deps: SlackDeps): void {
         const ks = deps.control.killSwitch;
         const now = deps.clock.now();
         const rows = agentStatuses(
-          { audit: deps.auditReader, approvals: deps.approvals },
+          { audit: deps.auditReader, approvals: deps.approvals, runs: deps.control.runs },
           deps.policy(),
           ks,
           now,
