@@ -11,6 +11,7 @@ import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
+import { AuditReader } from '../src/audit/reader.ts';
 
 const POLICY = `
 ${UNSTARTED_SERVERS_YAML}
@@ -54,7 +55,7 @@ function setup(opts: { killSwitch?: KillSwitch } = {}) {
   const detector = new AnomalyDetector({ policy, alerts, audit, clock, killSwitch: opts.killSwitch });
   const events: AnomalyEvent[] = [];
   detector.onAnomaly((e) => events.push(e));
-  detector.watchAudit(db);
+  detector.watchAudit(new AuditReader(db));
   return { alerts, clock, detector, events };
 }
 
@@ -105,6 +106,24 @@ describe('AnomalyDetector fed by the audit trail', () => {
     await decided('chatty', 'deny', T0 + 260_000);
     detector.tick();
     expect(events).toEqual([expect.objectContaining({ rule: 'denials', count: 3, limit: 2 })]);
+  });
+
+  it("counts a sandbox's aggregated egress refusals toward max_denials", async () => {
+    const { detector, events } = setup();
+    const refused = (count: number, ts: number) =>
+      audit.append({
+        event: 'sandbox.egress_denied',
+        agent: 'chatty',
+        decision: 'deny',
+        detail: { run: 'run_1', destinations: { 'example.org:443': count }, count },
+        ts,
+      });
+    await refused(2, T0);
+    detector.tick();
+    expect(events).toHaveLength(0);
+    await refused(1, T0 + 1_000);
+    detector.tick();
+    expect(events).toEqual([expect.objectContaining({ agent: 'chatty', rule: 'denials', count: 3, limit: 2 })]);
   });
 
   it('alerts on repeated human rejections', async () => {
@@ -242,7 +261,7 @@ describe('AnomalyDetector behind the real gateway', () => {
       audit: env.audit,
       tickMs: 50,
     });
-    detector.watchAudit(env.db);
+    detector.watchAudit(new AuditReader(env.db));
     detector.start();
     try {
       const greedy = await connectAgent(env.db, env.gateway.url, 'greedy');

@@ -8,8 +8,10 @@ import {
   createAgentToken,
   hashToken,
   isWellFormedToken,
+  issueAgentToken,
   listAgentTokens,
   revokeAgentToken,
+  revokeAgentTokenById,
   revokeAgentTokens,
   rotateAgentToken,
 } from '../src/gateway/tokens.ts';
@@ -44,6 +46,8 @@ afterEach(() => {
   db.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+const isWarden = (fn: () => unknown) => isWardenError(thrown(fn), 'NOT_FOUND');
 
 function thrown(fn: () => unknown): unknown {
   try {
@@ -115,7 +119,7 @@ describe('agent tokens', () => {
     const flipped = token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A');
     expect(store.authenticate(flipped)).toEqual({ ok: false, reason: 'unknown' });
     revokeAgentTokens(db, 'support-triage', { clock });
-    expect(store.authenticate(token)).toEqual({ ok: false, reason: 'revoked' });
+    expect(store.authenticate(token)).toEqual({ ok: false, reason: 'revoked', agent: 'support-triage' });
   });
 
   it('revokeAgentTokens revokes only that agent’s live tokens, stamps the time, and counts them', async () => {
@@ -146,7 +150,7 @@ describe('agent tokens', () => {
     const { token, revoked } = rotateAgentToken(db, 'support-triage', { clock, policy });
     expect(revoked).toBe(1);
     const store = new TokenStore(db);
-    expect(store.authenticate(old)).toEqual({ ok: false, reason: 'revoked' });
+    expect(store.authenticate(old)).toEqual({ ok: false, reason: 'revoked', agent: 'support-triage' });
     expect(store.authenticate(token)).toMatchObject({ ok: true, agent: 'support-triage' });
     // The revocation does not outlive a failed issue: when the insert fails, nothing is revoked.
     db.exec('CREATE TRIGGER fail_insert BEFORE INSERT ON agent_tokens BEGIN SELECT RAISE(ABORT, "no"); END');
@@ -161,8 +165,23 @@ describe('agent tokens', () => {
     expect(revokeAgentToken(db, a, { clock })).toBe(false);
     expect(revokeAgentToken(db, `wdn_${'Z'.repeat(43)}`, { clock })).toBe(false);
     const store = new TokenStore(db);
-    expect(store.authenticate(a)).toEqual({ ok: false, reason: 'revoked' });
+    expect(store.authenticate(a)).toEqual({ ok: false, reason: 'revoked', agent: 'support-triage' });
     expect(store.authenticate(b)).toMatchObject({ ok: true });
+  });
+
+  it('issueAgentToken gives the id with the secret; revokeAgentTokenById revokes that one token, stamped, once', async () => {
+    const issued = issueAgentToken(db, 'support-triage', { clock, policy });
+    const other = createAgentToken(db, 'support-triage', { clock });
+    const store = new TokenStore(db);
+    expect(store.authenticate(issued.token)).toEqual({ ok: true, agent: 'support-triage', tokenId: issued.id });
+    expect(isWarden(() => issueAgentToken(db, 'nobody', { clock, policy }))).toBe(true);
+    await clock.advanceTo(clock.now() + 5_000);
+    expect(revokeAgentTokenById(db, issued.id, { clock })).toBe(true);
+    expect(revokeAgentTokenById(db, issued.id, { clock })).toBe(false);
+    expect(revokeAgentTokenById(db, 'tok_missing', { clock })).toBe(false);
+    expect(store.authenticate(issued.token)).toMatchObject({ ok: false, reason: 'revoked' });
+    expect(store.authenticate(other)).toMatchObject({ ok: true });
+    expect(listAgentTokens(db, 'support-triage').find((t) => t.id === issued.id)?.revokedAt).toBe(clock.now());
   });
 
   it('listAgentTokens gives metadata only, ordered by agent then creation, and never the secret or its hash', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isWardenError } from '../src/errors.ts';
-import { decide, parsePolicy, policyWarnings, visibleTools, type Decision } from '../src/policy/index.ts';
+import { decide, parsePolicy, policyWarnings, type Decision, type Policy } from '../src/policy/index.ts';
 import { helpdeskServersYaml } from './support/policies.ts';
 
 const SERVERS = helpdeskServersYaml(['tickets', 'kb', 'crm']);
@@ -34,6 +34,10 @@ const STORY = policyWith(`      - tool: crm__refund_request
         reason: mail outside the company
       - tool: send_customer_email
         then: allow`);
+
+/** What tools/list shows (gateway/pipeline.ts): the tools decide, asked without arguments, does not deny. */
+const visibleTools = (p: Policy, agent: string, server: string, names: string[]) =>
+  names.filter((t) => decide(p, agent, server, t, undefined, { listing: true }).kind !== 'deny');
 
 const kind = (d: Decision) => (d.kind === 'deny' ? `deny:${d.code}` : d.kind);
 const call = (tool: string, args: unknown, p = STORY, now?: number) => {

@@ -3,6 +3,7 @@ import { App } from '@slack/bolt';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
 import { silentLogger } from '../src/logger.ts';
+import { openDb } from '../src/store/db.ts';
 import { APPROVE_ACTION_ID, REJECT_ACTION_ID, buildApprovalCard } from '../src/slack/blocks/approval-card.ts';
 import { REJECT_MODAL_CALLBACK_ID } from '../src/slack/blocks/reject-modal.ts';
 import { createSlackApp } from '../src/slack/app.ts';
@@ -54,7 +55,10 @@ function registrations() {
       approvals: {} as never,
       policy: () => ({}) as never,
       audit: {} as never,
+      auditReader: {} as never,
+      control: {} as never,
       logger: silentLogger(),
+      db: openDb(':memory:'),
     });
   } finally {
     for (const s of spies) s.mockRestore();
@@ -115,8 +119,16 @@ describe('manifest.yml', () => {
   });
 
   it('asks for the bot scopes the code uses, runs in Socket Mode, and is not org-deployed', () => {
-    // Exactly what the code uses: chat.* (chat:write), slash commands, files.uploadV2 (files:write), conversations.open for CSV DMs (im:write).
-    expect([...manifest.oauth_config.scopes.bot].sort()).toEqual(['chat:write', 'commands', 'files:write', 'im:write']);
+    // Exactly what the code uses: chat.* (chat:write), slash commands, files.uploadV2 (files:write), conversations.open for CSV DMs
+    // (im:write), conversations.history for audit verify --from-slack (channels:history, groups:history for a private channel).
+    expect([...manifest.oauth_config.scopes.bot].sort()).toEqual([
+      'channels:history',
+      'chat:write',
+      'commands',
+      'files:write',
+      'groups:history',
+      'im:write',
+    ]);
     expect(manifest.settings.socket_mode_enabled).toBe(true);
     expect(manifest.settings.org_deploy_enabled).toBe(false);
     expect(manifest.display_information.name).toBe('Warden');

@@ -17,5 +17,9 @@ export type {
   ApprovalResultReport,
   ApprovalStatus,
   DecideResult,
+  HeldCall,
+  HeldCallBook,
+  HeldCallEnding,
+  NewHeldCall,
 } from './types.ts';
 export { GRANT_APPROVAL_PREFIX, GRANT_CHOICES_MS, GrantService, type Grant, type GrantEndReason } from './grants.ts';

@@ -31,6 +31,9 @@ export const AUDIT_EVENTS = [
   'grant.created',
   'grant.used',
   'grant.ended',
+  'run.started',
+  'run.stopped',
+  'sandbox.egress_denied',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
@@ -75,6 +78,10 @@ export const AUDIT_DECISIONS = [
   'denials',
   'rejections',
   'long_run',
+  // run.started, run.stopped: how a `warden run` ended (halted: by the kill switch)
+  'started',
+  'exited',
+  'interrupted',
   // audit.queried: what was read
   'query',
   'export',

@@ -1,5 +1,5 @@
 import { ApprovalService } from '../approvals/index.ts';
-import { AuditLog } from '../audit/index.ts';
+import { AuditLog, AuditReader } from '../audit/index.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Config } from '../config/index.ts';
 import { FanOutAlertSink, LogAlertSink } from '../control/alerts.ts';
@@ -7,6 +7,7 @@ import { reportPolicyChanges } from '../control/policy-changes.ts';
 import { drillReportPoster } from '../control/drill.ts';
 import { createControlPlane, type ControlPlane } from '../control/plane.ts';
 import { recoverAbandonedCalls, recoveryGraceMs } from '../control/recovery.ts';
+import { RunStore } from '../control/runs.ts';
 import type { AlertSink } from '../control/types.ts';
 import { describeError } from '../errors.ts';
 import { mcpCanaryConnector } from '../gateway/canary-client.ts';
@@ -22,6 +23,7 @@ import {
   SlackNotifier,
   type SlackApp,
 } from '../slack/index.ts';
+import { createStdioSandboxer } from '../sandbox/upstream.ts';
 import { openDb, type Db } from '../store/db.ts';
 
 export interface Warden {
@@ -79,7 +81,19 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     if (abandoned > 0) logger.warn({ abandoned }, 'approvals left pending by a previous process were marked abandoned');
     // After approvals.recover(): a held call whose approval it just abandoned is no longer "still waiting".
     const startedAt = clock.now();
-    const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt });
+    const auditReader = new AuditReader(db);
+    // A deferred held call approved while no Warden ran is not dead: the gateway takes it over and runs it.
+    const stillToRun = (callId: string) => approvals.heldCalls.stillToRun(callId);
+    const dangling = await recoverAbandonedCalls({
+      auditReader,
+      approvals,
+      audit,
+      policy,
+      clock,
+      logger,
+      startedAt,
+      stillToRun,
+    });
     if (dangling.length > 0)
       logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
     // Calls a crashed process started just before this one are still inside the
@@ -88,7 +102,17 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     const secondPass = clock.setTimeout(() => {
       // Cut-off = our own start: every call decided before it that is still open
       // a full grace window later belonged to a process that is gone.
-      recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt: startedAt + graceMs, graceMs })
+      recoverAbandonedCalls({
+        auditReader,
+        approvals,
+        audit,
+        policy,
+        clock,
+        logger,
+        startedAt: startedAt + graceMs,
+        graceMs,
+        stillToRun,
+      })
         .then((late) => {
           if (late.length > 0)
             logger.warn({ calls: late.length }, 'calls left running by a stopped process were recorded as abandoned');
@@ -119,7 +143,10 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         connector: mcpCanaryConnector,
         report: poster ? drillReportPoster(poster, policy, buildDrillReport) : undefined,
       },
-      checkpoints: config.checkpointKey && poster ? { key: config.checkpointKey, poster } : undefined,
+      // Without Slack the witness file alone still takes checkpoints out of the database.
+      checkpoints: config.checkpointKey
+        ? { key: config.checkpointKey, poster, witness: config.checkpointWitness }
+        : undefined,
     });
     control.start();
     closers.push(() => control.stop());
@@ -148,6 +175,11 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       allowedHosts: config.allowedHosts,
       allowedOrigins: config.allowedOrigins,
       auditDurability: config.auditDurability,
+      sandboxStdio: createStdioSandboxer({
+        env: options.env ?? process.env,
+        wardenFiles: [config.dbPath, `${config.dbPath}-wal`, `${config.dbPath}-shm`, config.policyPath],
+      }),
+      limits: config.gatewayLimits,
     });
     const gw = gateway;
     closers.push(() => gw.close());
@@ -162,8 +194,10 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         audit,
         logger,
         clock,
+        // For the replay guard's table only; listeners get the services below, never the handle.
         db,
-        control: { killSwitch: control.killSwitch, drill: control.drill },
+        auditReader,
+        control: { killSwitch: control.killSwitch, runs: new RunStore(db, { clock }), drill: control.drill },
       });
       slackPort = (await slack.start()).port;
       const app = slack;

@@ -1,7 +1,7 @@
 import { systemClock, type Clock } from '../clock.ts';
 import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
-import type { Db } from '../store/db.ts';
+import type { AuditReader } from '../audit/reader.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AgentLimits } from '../policy/types.ts';
 import type { AlertSink, HaltCheck } from './types.ts';
@@ -50,6 +50,16 @@ interface AgentWindow {
 
 const MINUTE = 60_000;
 
+/** How many refusals an aggregated `sandbox.egress_denied` row stands for (at least one). */
+function egressCount(detail: string | null): number {
+  try {
+    const count = (JSON.parse(detail ?? '{}') as { count?: unknown }).count;
+    return typeof count === 'number' && Number.isSafeInteger(count) && count > 0 ? count : 1;
+  } catch {
+    return 1;
+  }
+}
+
 /**
  * Watches calls for behaviour a policy did not foresee. Fed either directly
  * (`recordCall` etc., e.g. from the gateway) or by tailing the audit table
@@ -73,7 +83,7 @@ export class AnomalyDetector {
   readonly #open = new Map<string, { agent: string; start: number; alerted: boolean }>();
   readonly #listeners = new Set<(e: AnomalyEvent) => void>();
   #timer: NodeJS.Timeout | undefined;
-  #tail: { db: Db; seq: number } | undefined;
+  #tail: { reader: Pick<AuditReader, 'headSeq' | 'tail'>; seq: number } | undefined;
 
   constructor(opts: AnomalyOptions) {
     this.#policy = policyGetter(opts.policy);
@@ -107,9 +117,8 @@ export class AnomalyDetector {
   }
 
   /** Tail the audit table from its current head (history is not replayed). */
-  watchAudit(db: Db, fromSeq?: number): void {
-    const head = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM audit').get() as { seq: number };
-    this.#tail = { db, seq: fromSeq ?? head.seq };
+  watchAudit(reader: Pick<AuditReader, 'headSeq' | 'tail'>, fromSeq?: number): void {
+    this.#tail = { reader, seq: fromSeq ?? reader.headSeq() };
   }
 
   /** One pass: read new audit rows, then look for calls running too long. Public so tests can drive it. */
@@ -166,6 +175,17 @@ export class AnomalyDetector {
     }
   }
 
+  /**
+   * The sandbox of a `warden run` refused connections (one aggregated row);
+   * each counts as a denial, so an agent probing the network trips max_denials.
+   */
+  recordEgressDenied(e: { agent: string; count: number; ts?: number | undefined }): void {
+    const now = e.ts ?? this.#clock.now();
+    const w = this.#window(e.agent, now);
+    for (let i = 0; i < Math.min(e.count, 10_000); i++) w.denials.push(now);
+    this.#evaluate(e.agent, now);
+  }
+
   /** A human rejected one of this agent's held calls. */
   recordRejection(e: { agent: string; ts?: number | undefined }): void {
     const now = e.ts ?? this.#clock.now();
@@ -175,19 +195,7 @@ export class AnomalyDetector {
 
   #readTail(): void {
     if (!this.#tail) return;
-    const rows = this.#tail.db
-      .prepare(
-        'SELECT seq, ts, event, call_id, agent, decision, duration_ms FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000',
-      )
-      .all(this.#tail.seq) as {
-      seq: number;
-      ts: number;
-      event: string;
-      call_id: string | null;
-      agent: string | null;
-      decision: string | null;
-      duration_ms: number | null;
-    }[];
+    const rows = this.#tail.reader.tail(this.#tail.seq, 5000);
     for (const r of rows) {
       this.#tail.seq = r.seq;
       if (!r.agent) continue;
@@ -197,6 +205,8 @@ export class AnomalyDetector {
         this.recordCompletion({ agent: r.agent, callId: r.call_id ?? undefined, durationMs: r.duration_ms, ts: r.ts });
       else if (r.event === 'approval.decided' && r.decision === 'rejected')
         this.recordRejection({ agent: r.agent, ts: r.ts });
+      else if (r.event === 'sandbox.egress_denied')
+        this.recordEgressDenied({ agent: r.agent, count: egressCount(r.detail), ts: r.ts });
     }
   }
 

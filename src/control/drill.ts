@@ -3,6 +3,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
+import type { AuditReader } from '../audit/reader.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AlertSink } from './types.ts';
 import type { KillSwitch } from './kill-switch.ts';
@@ -32,6 +33,22 @@ export interface DrillTokens {
   revoke(token: string): void;
 }
 
+/**
+ * A governed agent process (`warden run`, src/sandbox/) that a drill starts
+ * before the halt and expects the halt to stop: the kill switch promises to
+ * stop processes, not only calls.
+ */
+export interface CanaryRun {
+  /** Resolves once the process is running; rejects if it could not start. */
+  started: Promise<void>;
+  /** How the run ended (`halted` when the kill switch stopped it). */
+  ended: Promise<{ cause: string; exitCode: number }>;
+  /** Stops it when the drill ends without the halt having done so. */
+  stop(): void;
+}
+
+export type CanaryRunStarter = (agent: string) => CanaryRun;
+
 export interface DrillToolPlan {
   slow: { name: string; args: Record<string, unknown> };
   probe: { name: string; args: Record<string, unknown> };
@@ -60,8 +77,11 @@ export interface DrillResult {
 }
 
 export interface DrillOptions {
+  /** For the drills table, which this module owns. */
   db: Db;
   audit: AuditSink;
+  /** Where the drill reads the gateway's decisions: the audit table is audit/'s. */
+  auditReader: Pick<AuditReader, 'headSeq' | 'firstDecidedAfter'>;
   killSwitch: KillSwitch;
   policy: PolicySource;
   /** The gateway's MCP endpoint, e.g. http://127.0.0.1:8787/mcp. */
@@ -79,6 +99,8 @@ export interface DrillOptions {
   maxTimeToHaltMs?: number | undefined;
   /** How long to wait for the refused probe, the cancelled in-flight call, and the post-resume probe. Default 5 s each. */
   stepTimeoutMs?: number | undefined;
+  /** Also start a canary process before the halt and check the halt stops it (`warden agents drill --with-run`). */
+  canaryRun?: CanaryRunStarter | undefined;
 }
 
 /** The kill switch's promise to other processes: their calls are refused within this of a halt. */
@@ -154,6 +176,7 @@ export class DrillRunner {
     const maxHaltMs = this.#options.maxTimeToHaltMs ?? DEFAULT_MAX_TIME_TO_HALT_MS;
     const ks = this.#options.killSwitch;
     const db = this.#options.db;
+    const reader = this.#options.auditReader;
     db.prepare('INSERT INTO drills (id, mode, started_at) VALUES (?, ?, ?)').run(id, mode, startedAt);
 
     let timeToHaltMs: number | undefined;
@@ -163,6 +186,8 @@ export class DrillRunner {
     let conn: CanaryConnection | undefined;
     let planned: DrillToolPlan | undefined;
     let halted = false;
+    let canaryRun: CanaryRun | undefined;
+    let canaryEnded = false;
     const haltActor = `drill:${id}`;
     const scope = mode === 'org' ? ({ scope: 'org' } as const) : ({ scope: 'agent', agent } as const);
     try {
@@ -195,7 +220,7 @@ export class DrillRunner {
           `canary probe failed before the halt: ${before.text.slice(0, 300)}`,
         );
 
-      const seqBefore = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
+      const seqBefore = reader.headSeq();
       const slowStartedAt = this.#clock.monotonic();
       let slowEndedAt: number | undefined;
       const slow = conn.callTool(plan.slow.name, plan.slow.args, { timeoutMs: 120_000 }).then((r) => {
@@ -204,11 +229,11 @@ export class DrillRunner {
       });
       // In flight means the gateway has decided and is forwarding it: its call.decided row is durable.
       const inflight = await this.#waitFor(() => {
-        const row = db
-          .prepare(
-            "SELECT seq FROM audit WHERE seq > ? AND event = 'call.decided' AND agent = ? AND tool IN (?, ?) AND decision = 'allow' LIMIT 1",
-          )
-          .get(seqBefore, agent, plan.slow.name, bareTool(plan.slow.name));
+        const row = reader.firstDecidedAfter(seqBefore, {
+          agent,
+          tools: [plan.slow.name, bareTool(plan.slow.name)],
+          decision: 'allow',
+        });
         return row !== undefined || slowEndedAt !== undefined;
       }, stepMs);
       if (!inflight || slowEndedAt !== undefined) {
@@ -221,9 +246,18 @@ export class DrillRunner {
       // Give the gateway a moment to have the upstream request actually on the wire.
       await this.#sleep(50);
 
+      if (this.#options.canaryRun) {
+        canaryRun = this.#options.canaryRun(agent);
+        const running = await this.#within(
+          canaryRun.started.then(() => true),
+          stepMs,
+        );
+        if (!running) throw new WardenError('INTERNAL', `the canary run did not start within ${stepMs} ms`);
+      }
+
       const t0 = this.#clock.monotonic();
       // Refusals are read from the audit trail from here on.
-      let refusalCursor = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
+      let refusalCursor = reader.headSeq();
       const haltState = await ks.halt({ ...scope, reason: `kill-switch drill ${id}`, actor: haltActor });
       halted = true;
       detail.haltedAt = haltState.at;
@@ -233,9 +267,6 @@ export class DrillRunner {
       // as `halted` (its call.decided is written, durably, before it answers).
       // A probe that was forwarded and then stopped by the halt is a cancelled
       // in-flight call, counted apart; it says the halt came too late for it.
-      const refusedBeforeForwarding = db.prepare(
-        "SELECT seq FROM audit WHERE seq > ? AND event = 'call.decided' AND decision = 'halted' AND agent = ? AND tool IN (?, ?) ORDER BY seq LIMIT 1",
-      );
       const deadline = t0 + stepMs;
       let probes = 0;
       let probesStoppedInFlight = 0;
@@ -244,11 +275,13 @@ export class DrillRunner {
         const r = await conn.callTool(plan.probe.name, plan.probe.args, { timeoutMs: stepMs });
         if (r.kind === 'error') {
           const at = this.#clock.monotonic();
-          const row = refusedBeforeForwarding.get(refusalCursor, agent, plan.probe.name, bareTool(plan.probe.name)) as
-            | { seq: number }
-            | undefined;
-          if (row) {
-            refusalCursor = row.seq;
+          const refusedSeq = reader.firstDecidedAfter(refusalCursor, {
+            agent,
+            tools: [plan.probe.name, bareTool(plan.probe.name)],
+            decision: 'halted',
+          });
+          if (refusedSeq !== undefined) {
+            refusalCursor = refusedSeq;
             timeToHaltMs = at - t0;
             detail.refusal = r.text.slice(0, 300);
             break;
@@ -281,9 +314,29 @@ export class DrillRunner {
         detail.inflightResult = ended.text.slice(0, 300);
       }
       detail.slowRanMs = Math.round((slowEndedAt ?? this.#clock.monotonic()) - slowStartedAt);
+
+      if (canaryRun) {
+        // The grace is part of the promise: SIGTERM, then SIGKILL once it has passed.
+        const graceMs = policy.agents[agent]!.sandbox.stopGraceMs;
+        const end = await this.#within(canaryRun.ended, graceMs + stepMs);
+        if (end === undefined) problems.push(`the canary run was still running ${graceMs + stepMs} ms after the halt`);
+        else {
+          canaryEnded = true;
+          detail.canaryRun = {
+            cause: end.cause,
+            exitCode: end.exitCode,
+            stoppedMs: Math.round(this.#clock.monotonic() - t0),
+          };
+          if (end.cause !== 'halted') problems.push(`the canary run ended as ${end.cause}, not stopped by the halt`);
+        }
+      }
     } catch (err) {
       problems.push(describeError(err));
     } finally {
+      if (canaryRun && !canaryEnded) {
+        canaryRun.stop();
+        await canaryRun.ended.catch(() => undefined);
+      }
       if (halted) {
         try {
           await ks.resume({ ...scope, actor: haltActor, reason: `drill ${id} finished` });
@@ -392,6 +445,20 @@ export class DrillRunner {
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => this.#clock.setTimeout(resolve, ms));
+  }
+
+  /** The promise's value, or undefined if it takes longer than `ms` (a rejection counts as undefined too). */
+  async #within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        promise.catch(() => undefined),
+        new Promise<undefined>((resolve) => (timer = this.#clock.setTimeout(() => resolve(undefined), ms))),
+      ]);
+    } finally {
+      // A pending timer would keep a finished `warden agents drill` process alive.
+      if (timer) this.#clock.clearTimeout(timer);
+    }
   }
 }
 

@@ -1,17 +1,16 @@
-import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../clock.ts';
 import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
+import { AuditReader } from '../audit/reader.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AlertSink } from './types.ts';
-import type { ChannelPoster } from './alerts.ts';
 import { AnomalyDetector } from './anomaly.ts';
 import { DrillRunner, type CanaryConnector, type DrillResult, type DrillTokens } from './drill.ts';
 import { wireHaltEffects, type PendingApprovalCanceller } from './halt-effects.ts';
 import { KillSwitch } from './kill-switch.ts';
 import type { PolicySource } from '../policy/source.ts';
-import { ControlScheduler } from './scheduler.ts';
+import { ControlScheduler, type CheckpointTargets } from './scheduler.ts';
 
 export interface ControlPlaneOptions {
   db: Db;
@@ -34,7 +33,7 @@ export interface ControlPlaneOptions {
         report?: ((r: DrillResult) => Promise<void>) | undefined;
       }
     | undefined;
-  checkpoints?: { key: string | KeyObject; poster: ChannelPoster } | undefined;
+  checkpoints?: CheckpointTargets | undefined;
   /** Tail the audit table for anomalies. Default true. */
   anomalies?: boolean | undefined;
   timezone?: string | undefined;
@@ -57,6 +56,7 @@ export interface ControlPlane {
 export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
   const logger = o.logger ?? silentLogger();
   const killSwitch = new KillSwitch({ db: o.db, audit: o.audit, clock: o.clock, logger });
+  const auditReader = new AuditReader(o.db);
   const anomaly = new AnomalyDetector({
     policy: o.policy,
     alerts: o.alerts,
@@ -69,6 +69,7 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     ? new DrillRunner({
         db: o.db,
         audit: o.audit,
+        auditReader,
         killSwitch,
         policy: o.policy,
         gatewayUrl: o.drill.gatewayUrl,
@@ -109,7 +110,7 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
         actOnRemote: o.actOnRemote ?? true,
       });
       if (o.anomalies !== false) {
-        anomaly.watchAudit(o.db);
+        anomaly.watchAudit(auditReader);
         anomaly.start();
       }
       scheduler.start();

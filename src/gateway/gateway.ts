@@ -7,11 +7,12 @@ import { policyGetter } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
-import { HttpEdge } from './http.ts';
+import { DEFAULT_EDGE_LIMITS, HttpEdge, parseEdgeLimits, type EdgeLimits } from './http.ts';
 import { PinStore } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
+import { TaskRegistry } from './tasks.ts';
 import { TokenStore } from './tokens.ts';
-import { UpstreamManager } from './upstream.ts';
+import { UpstreamManager, type StdioSandboxer } from './upstream.ts';
 
 /** A PolicyStore, or anything else that hands out the policy in force. */
 export interface PolicySourceLike {
@@ -44,6 +45,8 @@ export interface StartGatewayOptions {
   maxSessionsPerAgent?: number | undefined;
   /** Largest accepted POST body. Default 4 MiB. */
   maxBodyBytes?: number | undefined;
+  /** Connection caps and request timeouts at the HTTP edge; each unset field keeps DEFAULT_EDGE_LIMITS. */
+  limits?: Partial<EdgeLimits> | undefined;
   /** How much of a call's record is on stable storage before each step (see PipelineOptions). Default 'fast'. */
   auditDurability?: AuditDurability | undefined;
   /**
@@ -52,6 +55,10 @@ export interface StartGatewayOptions {
    * the trail always holds what was forwarded.
    */
   maxArgumentBytes?: number | undefined;
+  /** The interval between polls suggested to clients of MCP tasks. Default 1 s. */
+  taskPollMs?: number | undefined;
+  /** How stdio servers with `sandbox:` are started (src/sandbox/); without it they are not started. */
+  sandboxStdio?: StdioSandboxer | undefined;
 }
 
 export interface GatewayHandle {
@@ -70,6 +77,8 @@ function isPolicySource(p: PolicySourceLike | Policy): p is PolicySourceLike {
  * it listens; upstreams start in the background and a down one never stops it.
  */
 export async function startGateway(options: StartGatewayOptions): Promise<GatewayHandle> {
+  // Before anything starts, so a bad limit leaves nothing running.
+  const limits = parseEdgeLimits({ ...DEFAULT_EDGE_LIMITS, ...options.limits });
   const source = options.policy;
   const policy = policyGetter(source);
   const clock = options.clock ?? systemClock;
@@ -82,6 +91,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     clock,
     onCatalogue: (server, catalogue) => pipeline!.handleCatalogue(server, catalogue),
     onFailure: (server, message) => pipeline?.handleUpstreamFailure(server, message),
+    sandboxStdio: options.sandboxStdio,
   });
   pipeline = new GatewayPipeline({
     policy,
@@ -102,9 +112,14 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const p = pipeline;
   const offPolicy =
     isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
+  const tasks = new TaskRegistry({ clock, pollIntervalMs: options.taskPollMs });
+  const offHaltTasks = options.halt.onHalt((state) => tasks.discardFor(state));
+  // One reader of agent_tokens: the edge authenticates with it, held calls taken over after a restart re-check with it.
+  const tokens = new TokenStore(options.db);
   const edge = new HttpEdge({
     pipeline,
-    tokens: new TokenStore(options.db),
+    tasks,
+    tokens,
     audit: options.audit,
     alerts: options.alerts,
     logger,
@@ -116,11 +131,15 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     sessionIdleMs: options.sessionIdleMs ?? 30 * 60_000,
     maxSessionsPerAgent: options.maxSessionsPerAgent ?? 32,
     maxBodyBytes: options.maxBodyBytes ?? 4 * 1024 * 1024,
+    limits,
   });
   let listening: { url: string; port: number };
   try {
+    // Before agents can connect: a held call a stopped Warden deferred is this one's to run, and to hand out.
+    await p.resumeHeldCalls((tokenId) => tokens.isLive(tokenId));
     listening = await edge.listen();
   } catch (err) {
+    offHaltTasks();
     await p.close();
     await upstreams.close();
     throw err;
@@ -140,6 +159,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
         edge.stopAccepting();
         await p.close();
         await edge.close();
+        offHaltTasks();
+        tasks.close();
         await upstreams.close();
       })()),
   };

@@ -12,6 +12,7 @@ import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.
 import type { AgentPolicy, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from './arguments.ts';
 import {
+  answerOf,
   AWAIT_TOOL,
   AWAIT_TOOL_NAME,
   DeferredCalls,
@@ -19,6 +20,7 @@ import {
   type DeferredCall,
   type DeferredFacts,
 } from './deferred.ts';
+import { runHeldCall, type HeldRunContext } from './held-run.ts';
 import type { PinStore } from './pins.ts';
 import type { Catalogue, Upstreams } from './upstream.ts';
 
@@ -77,6 +79,23 @@ export interface CallInput {
    * meanwhile does not get its call run. Absent: nothing to re-check.
    */
   stillAuthorized?: (() => boolean) | undefined;
+  /**
+   * The agent's request was answered already (an MCP task: the client polls
+   * for the ending), so a held call waits for its decision however long it
+   * takes and is never answered "not run yet" at answer_within.
+   */
+  holdOpen?: boolean | undefined;
+  /** Called once the call is held for a human, with where and until when it waits. */
+  onHeld?: ((held: HeldCall) => void) | undefined;
+  /** The id of the agent token the call was made with: kept with a deferred call, so a restart still checks it. */
+  tokenId?: string | undefined;
+}
+
+/** A call held for a human: its approval, the channel its card is in, and the approval's expiry. */
+export interface HeldCall {
+  approvalId: string;
+  expiresAt: number;
+  channel: string | undefined;
 }
 
 export type AuditDurability = 'fast' | 'strict';
@@ -87,6 +106,12 @@ type CallFacts = Omit<AuditEntry, 'event'>;
 interface InFlight {
   agent: string;
   controller: AbortController;
+  /**
+   * Set while a deferred call waits for its decision: shutting down lets go
+   * of it (the approval stays pending and the next Warden takes it over)
+   * instead of abandoning it.
+   */
+  detach?: (() => void) | undefined;
 }
 
 /** What steps 1–3 conclude: refused (already audited), or admitted with the decision to act on. */
@@ -107,6 +132,8 @@ interface PinState {
   approved: boolean;
 }
 
+/** How often a collector looks for the ending of a call another process is running. */
+const ENDING_POLL_MS = 250;
 const APPROVAL_NOTE = ' [Warden: each call is held until a human approves it]';
 const UPSTREAM_ALERT_EVERY_MS = 60_000;
 /** How long close() waits for aborted calls to write their call.completed rows. */
@@ -137,7 +164,7 @@ export class GatewayPipeline {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger.child({ module: 'gateway' });
-    this.#deferred = new DeferredCalls(this.#clock);
+    this.#deferred = new DeferredCalls(this.#clock, options.approvals.heldCalls);
     this.#offHalt = options.halt.onHalt((state) => this.#abortForHalt(state));
   }
 
@@ -170,7 +197,10 @@ export class GatewayPipeline {
   async close(): Promise<void> {
     this.#offHalt();
     this.#closing ??= new WardenError('CALL_ABANDONED', 'Warden is shutting down');
-    for (const f of this.#inFlight.values()) f.controller.abort(this.#closing);
+    for (const f of this.#inFlight.values()) {
+      if (f.detach) f.detach();
+      else f.controller.abort(this.#closing);
+    }
     if (this.#running.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       const bound = new Promise<void>((resolve) => {
@@ -180,6 +210,7 @@ export class GatewayPipeline {
       await Promise.race([Promise.allSettled([...this.#running]), bound]);
       if (timer) this.#clock.clearTimeout(timer);
     }
+    this.#deferred.close();
   }
 
   /**
@@ -269,6 +300,8 @@ export class GatewayPipeline {
           inputSchema: tool.inputSchema,
           ...(tool.outputSchema !== undefined ? { outputSchema: tool.outputSchema } : {}),
           ...(tool.annotations !== undefined ? { annotations: tool.annotations } : {}),
+          // A held call may take a human's minutes: a client that can poll a task need not keep a request open.
+          ...(d.kind === 'approve' ? { execution: { taskSupport: 'optional' as const } } : {}),
         });
       }
     });
@@ -292,8 +325,10 @@ export class GatewayPipeline {
       answerEarly = resolve;
     });
     const defer = (facts: DeferredFacts) => {
+      // Only an admitted call is deferred, so its name splits.
+      const split = splitQualifiedName(input.name)!;
       // run is set: defer() is only called once #call has gone past its first await.
-      this.#deferred.add(facts, run!);
+      this.#deferred.add(facts, { ...split, args: input.args, tokenId: input.tokenId }, run!);
       answerEarly(pendingAnswer(facts, this.#clock));
     };
     run = this.#track(this.#call(input, defer));
@@ -305,7 +340,10 @@ export class GatewayPipeline {
    * pipeline will refuse (too deep to hash) are never a repeat.
    */
   #repeatOf(input: CallInput): DeferredCall | undefined {
-    if (this.#deferred.size === 0 || argumentProblem(input.args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS)) {
+    if (
+      !this.#deferred.hasAny(input.agent) ||
+      argumentProblem(input.args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS)
+    ) {
       return undefined;
     }
     return this.#deferred.findRepeat(input.agent, input.name, argsHash(input.args));
@@ -363,23 +401,14 @@ export class GatewayPipeline {
     if (halted) {
       return this.#refuse(base, 'halted', haltReason(halted), { code: 'halted', approvalId: call.approvalId }, false);
     }
-    let timer: NodeJS.Timeout | undefined;
-    const waited = await Promise.race([
-      call.result.then(
-        () => 'ended' as const,
-        () => 'ended' as const,
-      ),
-      new Promise<'waiting'>((resolve) => {
-        timer = this.#clock.setTimeout(() => resolve('waiting'), call.answerWithinMs);
-        input.signal.addEventListener('abort', () => resolve('waiting'), { once: true });
-      }),
-    ]);
-    if (timer) this.#clock.clearTimeout(timer);
-    if (call.discarded) {
-      return this.#refuse(base, 'cancelled', call.discarded, { code: 'halted', approvalId: call.approvalId }, false);
+    if (!call.ending) {
+      input.onHeld?.({ approvalId: call.approvalId, expiresAt: call.expiresAt, channel: call.channel });
+      // A task waits for the ending however long it takes (only its cancel stops the wait).
+      await this.#waitForEnding(call, input.signal, input.holdOpen === true);
     }
-    if (waited === 'waiting') return pendingAnswer(call, this.#clock);
-    if (!this.#deferred.take(call)) {
+    const ending = this.#deferred.take(call.approvalId);
+    if (!ending) {
+      if (this.#deferred.get(call.approvalId, input.agent)) return pendingAnswer(call, this.#clock);
       return this.#refuse(
         base,
         'deny',
@@ -391,7 +420,31 @@ export class GatewayPipeline {
     await this.#o.approvals
       .collected(call.approvalId, { agent: input.agent, callId: call.callId, how })
       .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not audit approval.collected'));
-    return call.result;
+    return answerOf(ending);
+  }
+
+  /**
+   * Up to answer_within for the call to end: its run here, or (run by another
+   * process sharing the database) its stored ending, looked for every so often.
+   */
+  async #waitForEnding(call: DeferredCall, signal: AbortSignal, holdOpen: boolean): Promise<void> {
+    const deadline = holdOpen ? Number.POSITIVE_INFINITY : this.#clock.now() + call.answerWithinMs;
+    let timer: NodeJS.Timeout | undefined;
+    let stop: () => void = () => {};
+    const stopped = new Promise<void>((resolve) => {
+      stop = resolve;
+    });
+    signal.addEventListener('abort', stop, { once: true });
+    const tick = () => {
+      if (this.#clock.now() >= deadline || (!call.run && this.#deferred.ending(call.approvalId))) stop();
+      else if (!call.run) timer = this.#clock.setTimeout(tick, ENDING_POLL_MS);
+      // Run here: its own promise ends the wait; only a finite deadline needs a timer.
+      else if (Number.isFinite(deadline)) timer = this.#clock.setTimeout(tick, deadline - this.#clock.now());
+    };
+    tick();
+    await Promise.race([call.run ?? stopped, stopped]);
+    if (timer) this.#clock.clearTimeout(timer);
+    signal.removeEventListener('abort', stop);
   }
 
   async #call(input: CallInput, defer: (facts: DeferredFacts) => void): Promise<CallToolResult> {
@@ -498,12 +551,13 @@ export class GatewayPipeline {
     try {
       // 5. A human decides, when the policy says so.
       if (decision.kind === 'approve') {
-        let requested: { approvalId: string; expiresAt: number; channel: string | undefined } | undefined;
+        let requested: HeldCall | undefined;
         const approval = this.#requestApproval(callId, agentPolicy, sv, tool, args, decision, signal, progress, (r) => {
           requested = r;
+          input.onHeld?.(r);
         });
         let outcome: Awaited<typeof approval>;
-        const answerWithinMs = agentPolicy.answerWithinMs;
+        const answerWithinMs = input.holdOpen ? undefined : agentPolicy.answerWithinMs;
         if (answerWithinMs === undefined) outcome = await approval;
         else {
           let timer: NodeJS.Timeout | undefined;
@@ -523,7 +577,9 @@ export class GatewayPipeline {
             void this.#o.approvals
               .deferred(requested.approvalId, { agent, callId })
               .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not record the deferral'));
-            outcome = await approval;
+            const decided = await this.#decisionUnlessDetached(callId, requested.approvalId, approval);
+            if (decided === undefined) return refusal(`${name} is carried on by another Warden`);
+            outcome = decided;
           } else outcome = first === 'answer_now' ? await approval : first;
         }
         if (outcome.status !== 'approved') {
@@ -688,6 +744,72 @@ export class GatewayPipeline {
       input.signal.removeEventListener('abort', onAgentAbort);
       this.#inFlight.delete(callId);
     }
+  }
+
+  /**
+   * A deferred call's decision, unless Warden shuts down first (undefined):
+   * then the call is let go, still pending, for the next Warden to take over.
+   * An approval is also taken to run here (HeldCallBook.claimRun): undefined
+   * when another process took it. Once decided, shutting down aborts the call
+   * like any other.
+   */
+  async #decisionUnlessDetached<T extends { status: string }>(
+    callId: string,
+    approvalId: string,
+    decision: Promise<T>,
+  ): Promise<T | undefined> {
+    const flight = this.#inFlight.get(callId);
+    let detach: () => void = () => {};
+    const detached = new Promise<undefined>((resolve) => {
+      detach = () => resolve(undefined);
+    });
+    if (flight) flight.detach = detach;
+    // Shutting down began before this call was deferred.
+    if (this.#closing) detach();
+    const decided = await Promise.race([decision, detached]);
+    if (flight) flight.detach = undefined;
+    // An approved deferred call is run by one process only, and a restart can tell it was taken.
+    if (decided?.status === 'approved' && !this.#o.approvals.heldCalls.claimRun(approvalId)) {
+      this.#log.warn({ callId, approvalId }, 'another Warden process took this approved held call to run');
+      this.#deferred.detach(approvalId);
+      return undefined;
+    }
+    // What this run answers now is not how the call ended: the stored call is left as it is.
+    if (decided === undefined) this.#deferred.detach(approvalId);
+    return decided;
+  }
+
+  /** What a held call taken over from a stopped Warden needs from this pipeline (held-run.ts). */
+  #heldRunContext(tokenLive: (tokenId: string) => boolean): HeldRunContext {
+    return {
+      options: this.#o,
+      clock: this.#clock,
+      log: this.#log,
+      haltCheck: (agent) => this.#haltCheck(agent),
+      enter: (callId, agent, controller) => void this.#inFlight.set(callId, { agent, controller }),
+      leave: (callId) => void this.#inFlight.delete(callId),
+      untilDecided: (callId, approvalId, decision) => this.#decisionUnlessDetached(callId, approvalId, decision),
+      verifyLive: (server, tool, name, live) => this.#verifyLive(server, tool, name, live),
+      tokenLive,
+    };
+  }
+
+  /**
+   * At start-up: takes over the deferred held calls a stopped Warden left
+   * waiting for a decision, and runs each on approval, once, with its stored
+   * arguments; its agent collects the ending as before. `tokenLive` says
+   * whether the agent token a call was made with still stands. Returns how many.
+   */
+  async resumeHeldCalls(tokenLive: (tokenId: string) => boolean): Promise<number> {
+    const calls = await this.#o.approvals.adoptHeldCalls();
+    const context = this.#heldRunContext(tokenLive);
+    for (const call of calls) {
+      const run = this.#track(runHeldCall(context, call));
+      this.#deferred.adopt(call, run);
+    }
+    if (calls.length > 0)
+      this.#log.info({ calls: calls.length }, 'took over held calls a stopped Warden left deferred');
+    return calls.length;
   }
 
   /**
@@ -1014,19 +1136,19 @@ function haltReason(state: HaltState): string {
 }
 
 /** The abort reason for a halt: approvals records a HALTED abort as 'cancelled'. */
-function haltError(state: HaltState): WardenError {
+export function haltError(state: HaltState): WardenError {
   return new WardenError('HALTED', haltReason(state));
 }
 
-function annotationsOf(tool: Tool | undefined): ToolAnnotations | undefined {
+export function annotationsOf(tool: Tool | undefined): ToolAnnotations | undefined {
   return tool?.annotations as ToolAnnotations | undefined;
 }
 
-function stripMcpPrefix(message: string): string {
+export function stripMcpPrefix(message: string): string {
   return message.replace(/^MCP error -?\d+: /, '');
 }
 
-function summarise(result: CallToolResult): string {
+export function summarise(result: CallToolResult): string {
   const text = result.content?.find((c) => c.type === 'text');
   const s = text && 'text' in text ? String(text.text) : `${result.content?.length ?? 0} content item(s)`;
   return (result.isError ? 'error: ' : 'ok: ') + (s.length > 300 ? `${s.slice(0, 300)}…` : s);

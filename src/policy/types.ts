@@ -25,6 +25,8 @@ export interface ServerPolicy {
   tools: Record<string, ToolClass>;
   timeoutMs: number;
   maxResultBytes: number;
+  /** A stdio server started in a sandbox (no network, writes only under its cwd); absent or `none`: as it is. */
+  sandbox?: SandboxPolicy | undefined;
 }
 
 export interface AgentLimits {
@@ -72,6 +74,27 @@ export interface RuleRef {
   grantNever?: boolean | undefined;
 }
 
+/**
+ * What `warden run` builds the agent's sandbox from. `isolated` is the only
+ * sandboxed mode: egress to Warden's gateway and `networkAllow`, reads of
+ * everything but the host's homes, credentials, Warden's own files and
+ * `readDeny`, writes in the workspace, the private temp and `write`.
+ */
+export interface SandboxPolicy {
+  mode: 'isolated' | 'none';
+  /** How the file said it, for summaries: the seed string, `none`, a block, or nothing (the strict default). */
+  declared: 'seed' | 'none' | 'block' | 'default';
+  /** `api.anthropic.com`, `*.github.com` (subdomains only), optionally with `:port`. */
+  networkAllow: string[];
+  /** Absolute paths, or under `~/` (the host user's home). */
+  readDeny: string[];
+  write: string[];
+  /** Host environment variables passed through by name, besides PATH, LANG and TERM. */
+  env: string[];
+  /** SIGTERM, then SIGKILL this long after. */
+  stopGraceMs: number;
+}
+
 export type OnRedacted = 'hold_and_warn' | 'refuse';
 
 export interface AgentPolicy {
@@ -105,7 +128,7 @@ export interface AgentPolicy {
   maxPending: number;
   limits: AgentLimits;
   audit: string;
-  sandbox?: string | undefined;
+  sandbox: SandboxPolicy;
   killSwitch?: string | undefined;
 }
 
@@ -132,6 +155,8 @@ export interface ControlPolicy {
   };
   /** node-cron expression for posting audit checkpoints. */
   checkpointSchedule?: string | undefined;
+  /** Also checkpoint once this many rows have been appended since the last checkpoint. */
+  checkpointEveryRows?: number | undefined;
   /** node-cron expression for review-date reminders. */
   reviewReminderSchedule?: string | undefined;
 }

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApprovalService, type ApprovalServiceOptions } from '../../src/approvals/index.ts';
 import type { ApprovalRequestInput } from '../../src/approvals/types.ts';
-import { AuditLog } from '../../src/audit/index.ts';
+import { AuditLog, AuditReader } from '../../src/audit/index.ts';
 import type { AuditRow } from '../../src/audit/types.ts';
 import type { Clock } from '../../src/clock.ts';
 import { createLogger, silentLogger } from '../../src/logger.ts';
@@ -32,8 +32,15 @@ import { createSlackClient } from '../../src/slack/client.ts';
 import { SlackNotifier } from '../../src/slack/notifier.ts';
 import type { SlackRetryOptions } from '../../src/slack/retry.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
-import { startSlackApiServer, type RecordedCall, type SlackApiServer } from './slack-api-server.ts';
+import {
+  startSlackApiServer,
+  type RecordedCall,
+  type SlackApiServer,
+  type SlackApiServerOptions,
+} from './slack-api-server.ts';
 import { SlackRequestSender } from './slack-sign.ts';
+import { KillSwitch } from '../../src/control/kill-switch.ts';
+import { RunStore } from '../../src/control/runs.ts';
 
 export const BOT_TOKEN = 'xoxb-warden-test';
 export const SIGNING_SECRET = 'test-signing-secret-0123456789abcdef';
@@ -82,6 +89,8 @@ export interface SlackHarnessOptions {
   appOptions?: Partial<CreateSlackAppOptions>;
   /** Reuse a database file (restart tests). */
   dbPath?: string;
+  /** Options for the local Slack Web API (e.g. its per-channel rate limit). */
+  slackApi?: Partial<SlackApiServerOptions>;
 }
 
 export interface SlackHarness {
@@ -109,7 +118,11 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
   const policy = parsePolicy(opts.policyYaml ?? TEST_POLICY, 'test-policy.yml', {});
   const audit = new AuditLog(db, { logger, ...(opts.clock ? { clock: opts.clock } : {}) });
   const clock = opts.clock;
-  const slack = await startSlackApiServer({ botToken: BOT_TOKEN, ...(clock ? { now: () => clock.now() } : {}) });
+  const slack = await startSlackApiServer({
+    botToken: BOT_TOKEN,
+    ...(clock ? { now: () => clock.now() } : {}),
+    ...opts.slackApi,
+  });
   const client = createSlackClient({ botToken: BOT_TOKEN, apiUrl: slack.apiUrl }, logger, { timeout: 5000 });
   const notifier = new SlackNotifier({ client, clock: opts.clock, logger, retry: opts.retry });
   const approvals = new ApprovalService({
@@ -121,6 +134,9 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
     policy: () => policy,
     ...opts.approvals,
   });
+  // Polls the real clock: it only answers status questions here, and must see halts other handles write.
+  const killSwitch = new KillSwitch({ db, audit, logger, pollMs: 20 });
+  killSwitch.start();
   const app = createSlackApp({
     config: { botToken: BOT_TOKEN, signingSecret: SIGNING_SECRET, port: 0, apiUrl: slack.apiUrl },
     approvals,
@@ -128,6 +144,8 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
     audit,
     logger,
     db,
+    auditReader: new AuditReader(db),
+    control: { killSwitch, runs: new RunStore(db) },
     host: '127.0.0.1',
     clientOptions: { timeout: 5000 },
     ...opts.appOptions,
@@ -154,6 +172,7 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
     async close() {
       await approvals.close();
       await app.stop();
+      killSwitch.stop();
       await audit.close();
       await slack.close();
       db.close();

@@ -2,6 +2,8 @@ import { userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { commandGroup, formatColumns } from './shared.ts';
 import { AuditLog } from '../../audit/log.ts';
+import { AuditReader } from '../../audit/reader.ts';
+import { ApprovalStore } from '../../approvals/store.ts';
 import { loadConfig } from '../../config/index.ts';
 import { actorLabel, canDrill, canHalt, canResume, type ControlActor } from '../../control/authorize.ts';
 import { LogAlertSink } from '../../control/alerts.ts';
@@ -13,6 +15,7 @@ import {
   type DrillTokens,
 } from '../../control/drill.ts';
 import { KillSwitch } from '../../control/kill-switch.ts';
+import { RunStore } from '../../control/runs.ts';
 import { agentStatuses, type AgentStatus } from '../../control/status.ts';
 import { WardenError } from '../../errors.ts';
 import { mcpCanaryConnector } from '../../gateway/canary-client.ts';
@@ -20,6 +23,7 @@ import { createAgentToken, revokeAgentToken } from '../../gateway/tokens.ts';
 import { createLogger } from '../../logger.ts';
 import { loadPolicyFile } from '../../policy/index.ts';
 import type { Policy } from '../../policy/types.ts';
+import { canaryRunStarter } from '../../sandbox/index.ts';
 import { openDb, type Db } from '../../store/db.ts';
 import { systemClock } from '../../clock.ts';
 
@@ -95,7 +99,7 @@ export function parseMaxTimeToHalt(text: string): number {
 }
 
 export function formatStatusTable(rows: AgentStatus[]): string {
-  const head = ['AGENT', 'OWNER', 'STATE', 'CALLS/1h', 'DENIED/1h', 'PENDING', 'REVIEW BY'];
+  const head = ['AGENT', 'OWNER', 'STATE', 'CALLS/1h', 'DENIED/1h', 'PENDING', 'RUNS', 'SANDBOX', 'REVIEW BY'];
   const body = rows.map((r) => [
     r.agent,
     r.owner ?? '-',
@@ -103,9 +107,16 @@ export function formatStatusTable(rows: AgentStatus[]): string {
     String(r.callsLastHour),
     String(r.denialsLastHour),
     String(r.pendingApprovals),
+    r.runs.length === 0 ? '-' : r.runs.map((run) => `${run.id} pid ${run.pid ?? '?'}@${run.host}`).join(', '),
+    r.unsandboxed ? 'NONE' : 'isolated',
     r.reviewBy ? `${r.reviewBy}${r.reviewOverdue ? ' OVERDUE' : ''}` : '-',
   ]);
   return formatColumns(head, body);
+}
+
+function describeCanaryRun(value: unknown): string {
+  const run = value as { cause?: string; exitCode?: number; stoppedMs?: number };
+  return `${run.cause === 'halted' ? 'yes' : `no (${run.cause})`}, exit ${run.exitCode}, ${run.stoppedMs} ms after the halt`;
 }
 
 export function formatDrillResult(r: DrillResult): string {
@@ -114,6 +125,9 @@ export function formatDrillResult(r: DrillResult): string {
     `  time to first refused call: ${r.timeToHaltMs === undefined ? 'never' : `${r.timeToHaltMs.toFixed(1)} ms`}`,
     `  in-flight call cancelled:   ${r.inflightCancelled ? 'yes' : 'no'}`,
     `  restored after resume:      ${r.restored ? 'yes' : 'no'}`,
+    ...(r.detail.canaryRun !== undefined
+      ? [`  canary run stopped:         ${describeCanaryRun(r.detail.canaryRun)}`]
+      : []),
     ...r.problems.map((p) => `  problem: ${p}`),
   ];
   return `${lines.join('\n')}\n`;
@@ -180,7 +194,13 @@ export function registerAgentsControl(program: Command): void {
       const ctx = open(opts);
       try {
         if (agent !== undefined) parseTarget(ctx.policy, agent);
-        const rows = agentStatuses(ctx.db, ctx.policy, ctx.ks, systemClock.now(), agent);
+        const rows = agentStatuses(
+          { audit: new AuditReader(ctx.db), approvals: new ApprovalStore(ctx.db), runs: new RunStore(ctx.db) },
+          ctx.policy,
+          ctx.ks,
+          systemClock.now(),
+          agent,
+        );
         const org = ctx.ks.orgHalt();
         if (opts.json) process.stdout.write(`${JSON.stringify({ orgHalt: org ?? null, agents: rows }, null, 2)}\n`);
         else {
@@ -203,9 +223,13 @@ export function registerAgentsControl(program: Command): void {
       '--max-time-to-halt <ms>',
       `fail the drill when the first refused call comes later than this after the halt (default ${DEFAULT_MAX_TIME_TO_HALT_MS})`,
     )
+    .option('--with-run', 'also start the canary under `warden run` (sandboxed sleep) and check the halt stops it')
     .description('Drill the kill switch through the running gateway and record the result')
     .action(
-      async (mode: string, opts: { db?: string; policy?: string; gatewayUrl?: string; maxTimeToHalt?: string }) => {
+      async (
+        mode: string,
+        opts: { db?: string; policy?: string; gatewayUrl?: string; maxTimeToHalt?: string; withRun?: boolean },
+      ) => {
         if (mode !== 'canary' && mode !== 'org')
           throw new WardenError('INVALID_INPUT', `drill mode must be "canary" or "org", got "${mode}"`);
         const maxTimeToHaltMs = opts.maxTimeToHalt === undefined ? undefined : parseMaxTimeToHalt(opts.maxTimeToHalt);
@@ -217,6 +241,7 @@ export function registerAgentsControl(program: Command): void {
           const runner = new DrillRunner({
             db: ctx.db,
             audit: ctx.audit,
+            auditReader: new AuditReader(ctx.db),
             killSwitch: ctx.ks,
             policy: ctx.policy,
             gatewayUrl: opts.gatewayUrl ?? `http://${config.host}:${config.port}/mcp`,
@@ -224,6 +249,18 @@ export function registerAgentsControl(program: Command): void {
             connector: mcpCanaryConnector,
             alerts: new LogAlertSink(createLogger({ level: config.logLevel })),
             maxTimeToHaltMs,
+            canaryRun: opts.withRun
+              ? canaryRunStarter({
+                  policy: ctx.policy,
+                  db: ctx.db,
+                  audit: ctx.audit,
+                  killSwitch: ctx.ks,
+                  gateway: { host: config.host, port: config.port },
+                  wardenFiles: [config.dbPath, `${config.dbPath}-wal`, `${config.dbPath}-shm`, config.policyPath],
+                  env: process.env,
+                  logger: createLogger({ level: config.logLevel, name: 'warden-drill-run' }),
+                })
+              : undefined,
           });
           const result = await runner.run(mode as DrillMode, actorLabel(ctx.actor));
           process.stdout.write(formatDrillResult(result));
