@@ -166,10 +166,11 @@ export class ApprovalService implements ApprovalGate {
   }
 
   async request(input: ApprovalRequestInput): Promise<ApprovalOutcome> {
+    // The request's time is when it arrives, not after the grant lookup below has yielded.
+    const now = this.#clock.now();
     const covered = input.grantable === false ? undefined : await this.#underGrant(input);
     if (covered !== undefined) return covered;
     const agent = input.agent;
-    const now = this.#clock.now();
     const timeoutMs = agent.approvalTimeoutMs > 0 ? agent.approvalTimeoutMs : DEFAULT_APPROVAL_TIMEOUT_MS;
     const id = `apr_${randomUUID()}`;
     const hash = argsHash(input.args);
