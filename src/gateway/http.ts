@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import type { AddressInfo } from 'node:net';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { isInitializeRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
-import type { AuditSink } from '../audit/types.ts';
+import type { AuditSink, RefusalCode } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import type { AlertSink } from '../control/types.ts';
 import { WardenError, describeError } from '../errors.ts';
@@ -51,7 +51,7 @@ interface Session {
 interface AuthFailureWindow {
   key: string;
   remote: string;
-  code: string;
+  code: RefusalCode;
   openedAt: number;
   /** Failures after the first one (which was audited on its own). */
   more: number;
@@ -289,7 +289,7 @@ export class HttpEdge {
         unknown: 'an unknown token',
         revoked: 'a revoked token',
       }[auth.reason];
-      await this.#authFailed(req, auth.reason, `request with ${reason}`);
+      await this.#authFailed(req, `token_${auth.reason}`, `request with ${reason}`);
       const challenge =
         auth.reason === 'missing'
           ? 'Bearer realm="warden"'
@@ -486,7 +486,7 @@ export class HttpEdge {
    * and written as one row when the window closes. The counts add up to every
    * refused request.
    */
-  async #authFailed(req: IncomingMessage, code: string, reason: string, agent?: string): Promise<void> {
+  async #authFailed(req: IncomingMessage, code: RefusalCode, reason: string, agent?: string): Promise<void> {
     const remote = req.socket.remoteAddress ?? 'unknown';
     const now = this.#o.clock.now();
     const key = `${remote}|${code}`;

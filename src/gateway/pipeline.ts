@@ -3,7 +3,13 @@ import { McpError, type CallToolResult, type Progress, type Tool } from '@modelc
 import { argsHash } from '../approvals/canonical.ts';
 import type { ApprovalGate, ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
 import { RESERVED_SERVER } from '../policy/load.ts';
-import type { AuditDecision, AuditEntry, AuditSink } from '../audit/types.ts';
+import {
+  refusalCodeOf,
+  type AuditDecision,
+  type AuditDetail,
+  type AuditEntry,
+  type AuditSink,
+} from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { AlertSink, HaltCheck, HaltState, Alert } from '../control/types.ts';
 import { WardenError, describeError, isWardenError } from '../errors.ts';
@@ -405,7 +411,7 @@ export class GatewayPipeline {
         base,
         'abandoned',
         `${name} was not run: ${this.#closing.message}; try again once it is back`,
-        { code: 'CALL_ABANDONED' },
+        { code: 'abandoned' },
         false,
       );
     }
@@ -423,8 +429,8 @@ export class GatewayPipeline {
       return this.#refuse(
         base,
         'error',
-        `Warden could not decide this call because one of its checks failed (${isWardenError(err) ? err.code : 'INTERNAL'}), so it was not run; try again later or ask an operator to look at the gateway log`,
-        { code: isWardenError(err) ? err.code : 'INTERNAL' },
+        `Warden could not decide this call because one of its checks failed (${isWardenError(err) ? refusalCodeOf(err.code) : 'internal'}), so it was not run; try again later or ask an operator to look at the gateway log`,
+        { code: isWardenError(err) ? refusalCodeOf(err.code) : 'internal' },
         false,
       );
     }
@@ -475,7 +481,7 @@ export class GatewayPipeline {
         'audit write failed: refusing the call',
       );
       return refusal(
-        `Refused by Warden: the call could not be recorded in the audit trail (AUDIT_WRITE_FAILED), and Warden never runs a call it cannot record. Try again later.`,
+        `Refused by Warden: the call could not be recorded in the audit trail (audit_write_failed), and Warden never runs a call it cannot record. Try again later.`,
       );
     }
 
@@ -563,7 +569,7 @@ export class GatewayPipeline {
           );
           throw new WardenError(
             'INTERNAL',
-            "Warden's policy check after the approval failed (INTERNAL), so Warden refused the call rather than run it unchecked; try again later or ask an operator to look at the gateway log",
+            "Warden's policy check after the approval failed (internal), so Warden refused the call rather than run it unchecked; try again later or ask an operator to look at the gateway log",
             { cause: err },
           );
         }
@@ -622,7 +628,7 @@ export class GatewayPipeline {
             'could not fsync the audit trail: withholding the answer',
           );
           const reason = `${name} ran, but Warden could not make its audit record durable (${describeError(err)}), so the answer was withheld`;
-          await this.#completed(base, 'error', started, { reason, detail: { code: 'AUDIT_WRITE_FAILED' } });
+          await this.#completed(base, 'error', started, { reason, detail: { code: 'audit_write_failed' } });
           return refusal(`Refused by Warden: ${reason}. Try again later.`);
         }
       }
@@ -633,7 +639,7 @@ export class GatewayPipeline {
         await this.#completed(base, 'error', started, {
           approver,
           reason: err.message,
-          detail: { approvalId, code: err.code },
+          detail: { approvalId, code: 'upstream_error', rpcCode: err.code },
         });
         if (approvalId) await this.#reportOutcome(approvalId, false, err.message);
         throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
@@ -672,7 +678,15 @@ export class GatewayPipeline {
               : internal
                 ? `${name} was not run: ${internal.message}`
                 : `${name} failed upstream: ${describeError(err)}`;
-      const code = haltedErr ? 'HALTED' : abandoned ? 'CALL_ABANDONED' : isWardenError(err) ? err.code : undefined;
+      const code = haltedErr
+        ? 'halted'
+        : abandoned
+          ? 'abandoned'
+          : cancelledByAgent
+            ? 'cancelled'
+            : isWardenError(err)
+              ? refusalCodeOf(err.code)
+              : 'upstream_error';
       await this.#completed(base, status, started, {
         reason,
         approver,
@@ -699,7 +713,7 @@ export class GatewayPipeline {
     const refused = async (
       decision: 'deny' | 'halted' | 'error' | 'cancelled' | 'abandoned',
       reason: string,
-      detail: Record<string, unknown>,
+      detail: AuditDetail,
       alert: boolean,
     ): Promise<Admission> => ({
       kind: 'refused',
@@ -758,7 +772,7 @@ export class GatewayPipeline {
             ? refused(
                 'abandoned',
                 `the agent went away before the call was decided (${input.signal.reason.message})`,
-                { code: 'CALL_ABANDONED' },
+                { code: 'abandoned' },
                 false,
               )
             : refused('cancelled', 'the agent cancelled the call before it was decided', { code: 'cancelled' }, false);
@@ -766,7 +780,7 @@ export class GatewayPipeline {
         return refused(
           'error',
           `Warden could not reach upstream "${server}": ${describeError(err)}`,
-          { code: isWardenError(err) ? err.code : 'UPSTREAM_UNAVAILABLE' },
+          { code: isWardenError(err) ? refusalCodeOf(err.code) : 'upstream_unavailable' },
           false,
         );
       }
@@ -804,7 +818,7 @@ export class GatewayPipeline {
       );
       throw new WardenError(
         'INTERNAL',
-        "Warden's token check before forwarding failed (INTERNAL), so Warden refused the call; try again later or ask an operator to look at the gateway log",
+        "Warden's token check before forwarding failed (internal), so Warden refused the call; try again later or ask an operator to look at the gateway log",
         { cause: err },
       );
     }
@@ -882,7 +896,7 @@ export class GatewayPipeline {
     base: CallFacts,
     decision: 'deny' | 'halted' | 'error' | 'cancelled' | 'abandoned',
     reason: string,
-    detail: Record<string, unknown>,
+    detail: AuditDetail,
     alert: boolean,
   ): Promise<CallToolResult> {
     try {
@@ -916,7 +930,7 @@ export class GatewayPipeline {
       result?: unknown;
       reason?: string | undefined;
       approver?: string | undefined;
-      detail?: Record<string, unknown> | undefined;
+      detail?: AuditDetail | undefined;
     },
   ): Promise<void> {
     const entry: AuditEntry = {
