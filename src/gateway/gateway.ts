@@ -8,9 +8,10 @@ import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { HttpEdge } from './http.ts';
-import { PinStore } from './pins.ts';
+import { PinStore, ToolPins } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
 import { TokenStore } from './tokens.ts';
+import { UpstreamFailureAlerts } from './upstream-alerts.ts';
 import { UpstreamManager } from './upstream.ts';
 
 /** A PolicyStore, or anything else that hands out the policy in force. */
@@ -74,16 +75,22 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const policy = policyGetter(source);
   const clock = options.clock ?? systemClock;
   const logger = options.logger;
-  const pins = new PinStore(options.db, { clock });
-  let pipeline: GatewayPipeline | undefined;
+  // Built in dependency order: pins and failure alerts need nothing from the pipeline, the upstreams report to them.
+  const pins = new ToolPins({
+    store: new PinStore(options.db, { clock }),
+    audit: options.audit,
+    alerts: options.alerts,
+    logger,
+  });
+  const failureAlerts = new UpstreamFailureAlerts(options.alerts, clock, logger);
   const upstreams = new UpstreamManager({
     policy,
     logger,
     clock,
-    onCatalogue: (server, catalogue) => pipeline!.handleCatalogue(server, catalogue),
-    onFailure: (server, message) => pipeline?.handleUpstreamFailure(server, message),
+    onCatalogue: (server, catalogue) => pins.handleCatalogue(server, catalogue),
+    onFailure: (server, message) => failureAlerts.handle(server, message),
   });
-  pipeline = new GatewayPipeline({
+  const pipeline = new GatewayPipeline({
     policy,
     audit: options.audit,
     approvals: options.approvals,
@@ -99,9 +106,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
       ...(options.maxArgumentBytes !== undefined ? { maxBytes: options.maxArgumentBytes } : {}),
     },
   });
-  const p = pipeline;
   const offPolicy =
-    isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
+    isPolicySource(source) && source.onChange ? source.onChange(() => pipeline.notifyToolsChanged()) : undefined;
   const edge = new HttpEdge({
     pipeline,
     tokens: new TokenStore(options.db),
@@ -121,7 +127,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   try {
     listening = await edge.listen();
   } catch (err) {
-    await p.close();
+    await pipeline.close();
     await upstreams.close();
     throw err;
   }
@@ -138,7 +144,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
         // refusal that says Warden is shutting down, bounded at 5 s) while
         // their connections are still open; only then does the edge close.
         edge.stopAccepting();
-        await p.close();
+        await pipeline.close();
         await edge.close();
         await upstreams.close();
       })()),

@@ -25,8 +25,8 @@ import {
   type DeferredCall,
   type DeferredFacts,
 } from './deferred.ts';
-import type { PinStore } from './pins.ts';
-import type { Catalogue, Upstreams } from './upstream.ts';
+import type { ToolPins } from './pins.ts';
+import type { Upstreams } from './upstream.ts';
 
 /**
  * The call pipeline, free of any transport: halt → decide → pin check →
@@ -45,7 +45,8 @@ export interface PipelineOptions {
   halt: HaltCheck;
   alerts: AlertSink;
   upstreams: Upstreams;
-  pins: PinStore;
+  /** Built before the pipeline and wired to the upstreams' onCatalogue. */
+  pins: ToolPins;
   logger: Logger;
   clock?: Clock | undefined;
   /**
@@ -108,13 +109,7 @@ type Admission =
       upstreamTools: ReadonlySet<string>;
     };
 
-interface PinState {
-  hash: string;
-  approved: boolean;
-}
-
 const APPROVAL_NOTE = ' [Warden: each call is held until a human approves it]';
-const UPSTREAM_ALERT_EVERY_MS = 60_000;
 /** How long close() waits for aborted calls to write their call.completed rows. */
 const CLOSE_WAIT_MS = 5_000;
 /** MCP tool names are at most 128 characters; a namespaced one, twice that at most. */
@@ -131,11 +126,10 @@ export class GatewayPipeline {
   readonly #inFlight = new Map<string, InFlight>();
   /** Every callTool still running, so close() can let them write their last audit rows. */
   readonly #running = new Set<Promise<CallToolResult>>();
-  readonly #pinState = new Map<string, Map<string, PinState>>();
   readonly #toolsChanged = new Set<() => void>();
   readonly #deferred: DeferredCalls;
-  readonly #lastUpstreamAlert = new Map<string, number>();
   readonly #offHalt: () => void;
+  readonly #offPins: () => void;
   /** Set by close(): calls still starting are abandoned with it instead of being forwarded. */
   #closing: WardenError | undefined;
 
@@ -145,6 +139,7 @@ export class GatewayPipeline {
     this.#log = options.logger.child({ module: 'gateway' });
     this.#deferred = new DeferredCalls(this.#clock);
     this.#offHalt = options.halt.onHalt((state) => this.#abortForHalt(state));
+    this.#offPins = options.pins.onChange(() => this.notifyToolsChanged());
   }
 
   /** How many calls are running (forwarded or waiting for approval). */
@@ -175,6 +170,7 @@ export class GatewayPipeline {
    */
   async close(): Promise<void> {
     this.#offHalt();
+    this.#offPins();
     this.#closing ??= new WardenError('CALL_ABANDONED', 'Warden is shutting down');
     for (const f of this.#inFlight.values()) f.controller.abort(this.#closing);
     if (this.#running.size > 0) {
@@ -186,60 +182,6 @@ export class GatewayPipeline {
       await Promise.race([Promise.allSettled([...this.#running]), bound]);
       if (timer) this.#clock.clearTimeout(timer);
     }
-  }
-
-  /**
-   * Wired to UpstreamManager.onCatalogue: pins every definition before it is
-   * used. A changed one is blocked, audited and alerted here, once.
-   */
-  handleCatalogue(server: string, catalogue: Catalogue): void {
-    const observations = this.#o.pins.observe(server, catalogue.tools);
-    const state = new Map<string, PinState>();
-    let changed = false;
-    const previous = this.#pinState.get(server);
-    for (const obs of observations) {
-      state.set(obs.tool, { hash: obs.hash, approved: obs.state !== 'blocked' });
-      const before = previous?.get(obs.tool);
-      if (!before || before.hash !== obs.hash || before.approved !== (obs.state !== 'blocked')) changed = true;
-      if (!obs.changed) continue;
-      const qualified = qualifiedToolName(server, obs.tool);
-      const text = `Tool ${qualified} changed its definition since it was approved; it is blocked for every agent until an operator runs \`warden tools approve ${server} ${obs.tool}\``;
-      this.#log.warn(
-        { server, tool: obs.tool, previousHash: obs.previousHash, hash: obs.hash },
-        'tool definition changed: blocked',
-      );
-      void this.#o.audit
-        .append({
-          event: 'pin.changed',
-          server,
-          tool: obs.tool,
-          decision: 'blocked',
-          reason: text,
-          detail: { previousHash: obs.previousHash, hash: obs.hash },
-        })
-        .catch((err) =>
-          this.#log.error({ err: describeError(err), server, tool: obs.tool }, 'audit write failed for pin.changed'),
-        );
-      this.#alert({
-        kind: 'pin_changed',
-        severity: 'critical',
-        text,
-        detail: { server, tool: obs.tool, previousHash: obs.previousHash, hash: obs.hash },
-      });
-    }
-    if (previous && previous.size !== state.size) changed = true;
-    this.#pinState.set(server, state);
-    if (changed && previous) this.notifyToolsChanged();
-  }
-
-  /** Wired to UpstreamManager.onFailure. */
-  handleUpstreamFailure(server: string, message: string): void {
-    const now = this.#clock.now();
-    const last = this.#lastUpstreamAlert.get(server) ?? -Infinity;
-    // A crash-looping server would otherwise page once per call.
-    if (now - last < UPSTREAM_ALERT_EVERY_MS) return;
-    this.#lastUpstreamAlert.set(server, now);
-    this.#alert({ kind: 'upstream_failed', severity: 'warning', text: message, detail: { server } });
   }
 
   /** The tools this agent may see: granted by its scopes, offered by a reachable upstream, pin approved. */
@@ -265,7 +207,7 @@ export class GatewayPipeline {
         });
         if (d.kind === 'deny') continue;
         // A blocked tool is hidden: its new description is exactly what must not reach the model yet.
-        if (!this.#pinApproved(server, tool.name)) continue;
+        if (!this.#o.pins.approved(server, tool.name)) continue;
         if (d.kind === 'approve') holds = true;
         tools.push({
           name: qualifiedToolName(server, tool.name),
@@ -612,7 +554,7 @@ export class GatewayPipeline {
                 if (durable) progress.upstream(p);
               }
             : undefined,
-          verify: (live) => this.#verifyLive(sv, tool, name, live),
+          verify: (live) => this.#o.pins.verifyLive(sv, tool, name, live),
         });
         outcome = { result };
       } catch (err) {
@@ -790,7 +732,7 @@ export class GatewayPipeline {
     if (decision.kind === 'deny') return refused('deny', decision.reason, { code: decision.code }, true);
 
     // 3. Pin: a changed definition is refused until re-approved.
-    if (!this.#pinApproved(server, tool)) {
+    if (!this.#o.pins.approved(server, tool)) {
       const reason = `${name} is blocked: its definition changed since it was approved, so Warden will not call it until an operator reviews the change (\`warden tools approve ${server} ${tool}\`)`;
       return refused('deny', reason, { code: 'pin_blocked' }, true);
     }
@@ -863,33 +805,6 @@ export class GatewayPipeline {
       this.#log.error({ err: describeError(err), callId }, 'approval request failed');
       return { status: 'error', reason: `not decided: the approval request failed (${describeError(err)})` };
     }
-  }
-
-  /** The upstream may have restarted since the decision: the definition about to be called must still be the approved one. */
-  #verifyLive(server: string, tool: string, name: string, live: Catalogue | undefined): void {
-    const def = live?.byName.get(tool);
-    if (!def)
-      throw new WardenError('UPSTREAM_PROTOCOL', `upstream "${server}" no longer offers ${tool} after restarting`);
-    const st = this.#pinState.get(server)?.get(tool);
-    if (!st || st.hash !== def.pinHash || !this.#pinApproved(server, tool)) {
-      throw new WardenError(
-        'TOOL_PIN_MISMATCH',
-        `${name} is blocked: its definition changed since it was approved (\`warden tools approve ${server} ${tool}\`)`,
-      );
-    }
-  }
-
-  #pinApproved(server: string, tool: string): boolean {
-    const st = this.#pinState.get(server)?.get(tool);
-    if (!st) return false;
-    if (st.approved) return true;
-    // Approvals are made from the CLI, in another process: look again.
-    if (this.#o.pins.isApproved(server, tool, st.hash)) {
-      st.approved = true;
-      this.notifyToolsChanged();
-      return true;
-    }
-    return false;
   }
 
   async #refuse(
