@@ -47,18 +47,18 @@ export function checkpointText(cp: Checkpoint): string {
  * that dies quietly is how drills become overdue.
  */
 export class ControlScheduler {
-  readonly #o: ControlSchedulerOptions;
+  readonly #options: ControlSchedulerOptions;
   readonly #policy: ReturnType<typeof policyGetter>;
   readonly #clock: Clock;
   readonly #logger: Logger;
   #tasks: ScheduledTask[] = [];
   #lastOverdueAlert: number | undefined;
 
-  constructor(opts: ControlSchedulerOptions) {
-    this.#o = opts;
-    this.#policy = policyGetter(opts.policy);
-    this.#clock = opts.clock ?? systemClock;
-    this.#logger = opts.logger ?? silentLogger();
+  constructor(options: ControlSchedulerOptions) {
+    this.#options = options;
+    this.#policy = policyGetter(options.policy);
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger();
   }
 
   /** Names of the scheduled jobs, for status output and tests. */
@@ -72,18 +72,18 @@ export class ControlScheduler {
     const add = (name: string, expr: string | undefined, fn: () => Promise<void>) => {
       if (!expr) return;
       // noOverlap: a slow drill must not start a second one on top of itself.
-      this.#tasks.push(cron.schedule(expr, () => fn(), { name, noOverlap: true, timezone: this.#o.timezone }));
+      this.#tasks.push(cron.schedule(expr, () => fn(), { name, noOverlap: true, timezone: this.#options.timezone }));
     };
-    if (this.#o.drill) add('drill', control.drill.schedule, () => this.runDrill());
-    add('drill-overdue', this.#o.overdueCheckSchedule ?? '0 * * * *', async () => {
+    if (this.#options.drill) add('drill', control.drill.schedule, () => this.runDrill());
+    add('drill-overdue', this.#options.overdueCheckSchedule ?? '0 * * * *', async () => {
       this.checkDrillOverdue();
     });
-    if (control.checkpointSchedule && !this.#o.checkpoints) {
+    if (control.checkpointSchedule && !this.#options.checkpoints) {
       this.#logger.warn(
         'control.checkpoint_schedule is set but no checkpoint key/poster is configured (WARDEN_CHECKPOINT_KEY); checkpoints are not posted',
       );
     }
-    if (this.#o.checkpoints)
+    if (this.#options.checkpoints)
       add('checkpoint', control.checkpointSchedule, () => this.postCheckpoint().then(() => undefined));
     add('review-reminders', control.reviewReminderSchedule, async () => {
       this.remindReviews();
@@ -103,12 +103,12 @@ export class ControlScheduler {
   }
 
   async runDrill(): Promise<void> {
-    if (!this.#o.drill) return;
+    if (!this.#options.drill) return;
     try {
-      await this.#o.drill.run('canary', 'warden:scheduler');
+      await this.#options.drill.run('canary', 'warden:scheduler');
     } catch (err) {
       // The drill reports its own failures; this is a drill that could not even start.
-      this.#o.alerts.alert({
+      this.#options.alerts.alert({
         kind: 'drill_failed',
         severity: 'critical',
         text: `Scheduled kill-switch drill could not run: ${describeError(err)}`,
@@ -120,38 +120,38 @@ export class ControlScheduler {
   checkDrillOverdue(): boolean {
     const control = this.#policy().control;
     const now = this.#clock.now();
-    const o = drillOverdue(this.#o.db, control.drill.overdueAfterDays, now);
-    if (!o.overdue) return false;
+    const overdue = drillOverdue(this.#options.db, control.drill.overdueAfterDays, now);
+    if (!overdue.overdue) return false;
     if (this.#lastOverdueAlert !== undefined && now - this.#lastOverdueAlert < 86_400_000) return true;
     this.#lastOverdueAlert = now;
-    this.#o.alerts.alert({
+    this.#options.alerts.alert({
       kind: 'drill_overdue',
       severity: 'critical',
       text:
-        o.lastOkAt === undefined
+        overdue.lastOkAt === undefined
           ? `The kill switch has never passed a drill. Run \`/agents drill\` or \`warden agents drill\`.`
-          : `The last passing kill-switch drill was ${o.daysSince} days ago (limit ${control.drill.overdueAfterDays}). Run \`/agents drill\`.`,
-      detail: { lastOkAt: o.lastOkAt, overdueAfterDays: control.drill.overdueAfterDays },
+          : `The last passing kill-switch drill was ${overdue.daysSince} days ago (limit ${control.drill.overdueAfterDays}). Run \`/agents drill\`.`,
+      detail: { lastOkAt: overdue.lastOkAt, overdueAfterDays: control.drill.overdueAfterDays },
     });
     return true;
   }
 
   /** Signs the head, posts it to the compliance channel and records where it went. */
   async postCheckpoint(): Promise<Checkpoint | undefined> {
-    const cfg = this.#o.checkpoints;
+    const cfg = this.#options.checkpoints;
     const channel = this.#policy().control.complianceChannel;
     if (!cfg) return undefined;
     try {
-      const cp = createCheckpoint(this.#o.db, cfg.key, this.#clock);
+      const cp = createCheckpoint(this.#options.db, cfg.key, this.#clock);
       if (!channel) {
         this.#logger.warn({ seq: cp.seq }, 'checkpoint created but control.compliance_channel is not set; not posted');
         return cp;
       }
       await cfg.poster.post(channel, { text: checkpointText(cp) });
-      markCheckpointPosted(this.#o.db, cp, `slack:${channel}`);
+      markCheckpointPosted(this.#options.db, cp, `slack:${channel}`);
       return cp;
     } catch (err) {
-      this.#o.alerts.alert({
+      this.#options.alerts.alert({
         kind: 'upstream_failed',
         severity: 'warning',
         text: `Posting the audit checkpoint failed: ${describeError(err)}`,
@@ -164,7 +164,7 @@ export class ControlScheduler {
   remindReviews(): number {
     const policy = this.#policy();
     const now = this.#clock.now();
-    const lead = this.#o.reviewLeadDays ?? 7;
+    const lead = this.#options.reviewLeadDays ?? 7;
     let sent = 0;
     for (const agent of Object.values(policy.agents)) {
       if (!agent.reviewBy) continue;
@@ -172,7 +172,7 @@ export class ControlScheduler {
       if (days === undefined || days > lead) continue;
       sent++;
       const owner = agent.owner ? `Owner ${agent.owner}` : 'Its owner';
-      this.#o.alerts.alert({
+      this.#options.alerts.alert({
         kind: 'review_due',
         severity: days < 0 ? 'warning' : 'info',
         agent: agent.name,

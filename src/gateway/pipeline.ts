@@ -120,7 +120,7 @@ export function refusal(text: string): CallToolResult {
 }
 
 export class GatewayPipeline {
-  readonly #o: PipelineOptions;
+  readonly #options: PipelineOptions;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #inFlight = new Map<string, InFlight>();
@@ -134,7 +134,7 @@ export class GatewayPipeline {
   #closing: WardenError | undefined;
 
   constructor(options: PipelineOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger.child({ module: 'gateway' });
     this.#deferred = new DeferredCalls(this.#clock);
@@ -186,11 +186,11 @@ export class GatewayPipeline {
 
   /** The tools this agent may see: granted by its scopes, offered by a reachable upstream, pin approved. */
   async listTools(agent: string): Promise<Tool[]> {
-    const policy = this.#o.policy();
+    const policy = this.#options.policy();
     const a = policy.agents[agent];
     if (!a) return [];
     const servers = Object.keys(a.scopes).filter((s) => (a.scopes[s]?.length ?? 0) > 0 && policy.servers[s]?.transport);
-    const catalogues = await Promise.allSettled(servers.map((s) => this.#o.upstreams.catalogue(s)));
+    const catalogues = await Promise.allSettled(servers.map((s) => this.#options.upstreams.catalogue(s)));
     const tools: Tool[] = [];
     let holds = false;
     catalogues.forEach((c, i) => {
@@ -207,7 +207,7 @@ export class GatewayPipeline {
         });
         if (d.kind === 'deny') continue;
         // A blocked tool is hidden: its new description is exactly what must not reach the model yet.
-        if (!this.#o.pins.approved(server, tool.name)) continue;
+        if (!this.#options.pins.approved(server, tool.name)) continue;
         if (d.kind === 'approve') holds = true;
         tools.push({
           name: qualifiedToolName(server, tool.name),
@@ -252,7 +252,10 @@ export class GatewayPipeline {
    * pipeline will refuse (too deep to hash) are never a repeat.
    */
   #repeatOf(input: CallInput): DeferredCall | undefined {
-    if (this.#deferred.size === 0 || argumentProblem(input.args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS)) {
+    if (
+      this.#deferred.size === 0 ||
+      argumentProblem(input.args, this.#options.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS)
+    ) {
       return undefined;
     }
     return this.#deferred.findRepeat(input.agent, input.name, argsHash(input.args));
@@ -335,7 +338,7 @@ export class GatewayPipeline {
         false,
       );
     }
-    await this.#o.approvals
+    await this.#options.approvals
       .collected(call.approvalId, { agent: input.agent, callId: call.callId, how })
       .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not audit approval.collected'));
     return call.result;
@@ -377,7 +380,7 @@ export class GatewayPipeline {
       );
     }
     if (admission.kind === 'refused') return admission.result;
-    const { agentPolicy, server: sv, tool, decision, annotations } = admission;
+    const { agentPolicy, server, tool, decision, annotations } = admission;
 
     // 4. The record of the decision, before anything can happen upstream. A
     // call that may change something (write scope, a consequence beyond
@@ -386,16 +389,16 @@ export class GatewayPipeline {
     // once its record is committed: the fsync runs alongside the upstream
     // call, and the agent gets nothing until it is done.
     const read =
-      this.#o.auditDurability !== 'strict' &&
+      this.#options.auditDurability !== 'strict' &&
       decision.kind === 'allow' &&
       decision.tool.scope === 'read' &&
       decision.tool.consequence === 'reversible' &&
-      this.#o.audit.sync !== undefined;
+      this.#options.audit.sync !== undefined;
     let decidedDurable: Promise<void> | undefined;
     // Whether the agent may hear anything yet: progress before then is dropped (it is advisory).
     let durable = !read;
     try {
-      await this.#o.audit.append(
+      await this.#options.audit.append(
         {
           ...base,
           event: 'call.decided',
@@ -410,7 +413,7 @@ export class GatewayPipeline {
       );
       if (read) {
         // No other call anywhere in the pipeline: the fsync may overlap the upstream call on the event loop.
-        decidedDurable = this.#o.audit.sync!({ quiet: this.#running.size === 1 });
+        decidedDurable = this.#options.audit.sync!({ quiet: this.#running.size === 1 });
         // A failure is handled where the answer awaits it; until then it must not surface as unhandled.
         decidedDurable.then(
           () => (durable = true),
@@ -419,7 +422,7 @@ export class GatewayPipeline {
       }
     } catch (err) {
       this.#log.error(
-        { err: describeError(err), callId, agent, server: sv, tool },
+        { err: describeError(err), callId, agent, server, tool },
         'audit write failed: refusing the call',
       );
       return refusal(
@@ -444,9 +447,19 @@ export class GatewayPipeline {
       // 5. A human decides, when the policy says so.
       if (decision.kind === 'approve') {
         let requested: { approvalId: string; expiresAt: number; channel: string | undefined } | undefined;
-        const approval = this.#requestApproval(callId, agentPolicy, sv, tool, args, decision, signal, progress, (r) => {
-          requested = r;
-        });
+        const approval = this.#requestApproval(
+          callId,
+          agentPolicy,
+          server,
+          tool,
+          args,
+          decision,
+          signal,
+          progress,
+          (r) => {
+            requested = r;
+          },
+        );
         let outcome: Awaited<typeof approval>;
         const answerWithinMs = agentPolicy.answerWithinMs;
         if (answerWithinMs === undefined) outcome = await approval;
@@ -465,7 +478,7 @@ export class GatewayPipeline {
             input.signal.removeEventListener('abort', onAgentAbort);
             progress.mute();
             defer({ ...requested, callId, agent, name, argsHash: argsHash(args), answerWithinMs });
-            void this.#o.approvals
+            void this.#options.approvals
               .deferred(requested.approvalId, { agent, callId })
               .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not record the deferral'));
             outcome = await approval;
@@ -499,9 +512,9 @@ export class GatewayPipeline {
         // tool away, and an approval does not outrank the policy in force.
         let now: Decision;
         try {
-          now = decide(this.#o.policy(), agent, sv, tool, args, {
+          now = decide(this.#options.policy(), agent, server, tool, args, {
             annotations,
-            upstreamTools: this.#o.upstreams.cachedCatalogue(sv)?.names ?? admission.upstreamTools,
+            upstreamTools: this.#options.upstreams.cachedCatalogue(server)?.names ?? admission.upstreamTools,
           });
         } catch (err) {
           // Not the upstream's failure: Warden could not confirm the policy, so it refuses.
@@ -547,14 +560,14 @@ export class GatewayPipeline {
       // stable storage.
       let outcome: { result: CallToolResult } | { error: unknown };
       try {
-        const result = await this.#o.upstreams.callTool(sv, tool, args, {
+        const result = await this.#options.upstreams.callTool(server, tool, args, {
           controller,
           onProgress: input.onProgress
             ? (p) => {
                 if (durable) progress.upstream(p);
               }
             : undefined,
-          verify: (live) => this.#o.pins.verifyLive(sv, tool, name, live),
+          verify: (live) => this.#options.pins.verifyLive(server, tool, name, live),
         });
         outcome = { result };
       } catch (err) {
@@ -566,7 +579,7 @@ export class GatewayPipeline {
         } catch (err) {
           // Fail closed: an answer the trail might not keep is not given, whatever it was.
           this.#log.error(
-            { err: describeError(err), callId, agent, server: sv, tool },
+            { err: describeError(err), callId, agent, server, tool },
             'could not fsync the audit trail: withholding the answer',
           );
           const reason = `${name} ran, but Warden could not make its audit record durable (${describeError(err)}), so the answer was withheld`;
@@ -649,7 +662,7 @@ export class GatewayPipeline {
    */
   async #admit(input: CallInput, base: CallFacts, split: { server: string; tool: string } | null): Promise<Admission> {
     const { agent, name, args } = input;
-    const policy = this.#o.policy();
+    const policy = this.#options.policy();
     const agentPolicy = Object.hasOwn(policy.agents, agent) ? policy.agents[agent] : undefined;
     base.owner = agentPolicy?.owner;
     const refused = async (
@@ -691,7 +704,7 @@ export class GatewayPipeline {
     }
     const { server, tool } = split;
     // Arguments Warden could not record or show whole are not forwarded.
-    const bad = argumentProblem(args, this.#o.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS);
+    const bad = argumentProblem(args, this.#options.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS);
     if (bad)
       return refused(
         'deny',
@@ -702,12 +715,12 @@ export class GatewayPipeline {
 
     // 2. Policy. Without the upstream's catalogue a denial is already final
     // (annotations can only tighten), so refuse before touching the upstream.
-    let catalogue = this.#o.upstreams.cachedCatalogue(server);
+    let catalogue = this.#options.upstreams.cachedCatalogue(server);
     if (!catalogue) {
       const pre = decide(policy, agent, server, tool, args);
       if (pre.kind === 'deny') return refused('deny', pre.reason, { code: pre.code }, true);
       try {
-        catalogue = await this.#o.upstreams.catalogue(server, input.signal);
+        catalogue = await this.#options.upstreams.catalogue(server, input.signal);
       } catch (err) {
         if (input.signal.aborted) {
           return isWardenError(input.signal.reason, 'CALL_ABANDONED')
@@ -732,7 +745,7 @@ export class GatewayPipeline {
     if (decision.kind === 'deny') return refused('deny', decision.reason, { code: decision.code }, true);
 
     // 3. Pin: a changed definition is refused until re-approved.
-    if (!this.#o.pins.approved(server, tool)) {
+    if (!this.#options.pins.approved(server, tool)) {
       const reason = `${name} is blocked: its definition changed since it was approved, so Warden will not call it until an operator reviews the change (\`warden tools approve ${server} ${tool}\`)`;
       return refused('deny', reason, { code: 'pin_blocked' }, true);
     }
@@ -769,7 +782,7 @@ export class GatewayPipeline {
   /** The kill switch, failing closed: a check that cannot answer is not a "not halted". */
   #haltCheck(agent: string): HaltState | undefined {
     try {
-      return this.#o.halt.check(agent) ?? undefined;
+      return this.#options.halt.check(agent) ?? undefined;
     } catch (err) {
       throw new WardenError('INTERNAL', `the kill switch could not be checked (${describeError(err)})`, { cause: err });
     }
@@ -787,7 +800,7 @@ export class GatewayPipeline {
     onRequested: NonNullable<ApprovalRequestInput['onRequested']>,
   ): Promise<ApprovalOutcome | { status: 'error'; approvalId?: undefined; approver?: undefined; reason: string }> {
     try {
-      return await this.#o.approvals.request({
+      return await this.#options.approvals.request({
         callId,
         agent,
         server,
@@ -815,7 +828,7 @@ export class GatewayPipeline {
     alert: boolean,
   ): Promise<CallToolResult> {
     try {
-      await this.#o.audit.append({ ...base, event: 'call.decided', decision, reason, detail });
+      await this.#options.audit.append({ ...base, event: 'call.decided', decision, reason, detail });
     } catch (err) {
       // Refusing anyway: the answer is the same, only the record is missing.
       this.#log.error({ err: describeError(err), callId: base.callId }, 'audit write failed for a refused call');
@@ -859,7 +872,7 @@ export class GatewayPipeline {
       detail: extra.detail,
       ts: this.#clock.now(),
     };
-    return this.#o.audit.append(entry, { sync: this.#o.auditDurability === 'strict' }).then(
+    return this.#options.audit.append(entry, { sync: this.#options.auditDurability === 'strict' }).then(
       () => undefined,
       // The call already happened; hiding its result would not undo it.
       (err) =>
@@ -869,7 +882,7 @@ export class GatewayPipeline {
 
   async #reportOutcome(approvalId: string, ok: boolean, summary: string): Promise<void> {
     try {
-      await this.#o.approvals.reportOutcome(approvalId, { ok, summary });
+      await this.#options.approvals.reportOutcome(approvalId, { ok, summary });
     } catch (err) {
       this.#log.warn({ err: describeError(err), approvalId }, 'could not report the outcome of an approved call');
     }
@@ -884,7 +897,7 @@ export class GatewayPipeline {
 
   #alert(alert: Alert): void {
     try {
-      this.#o.alerts.alert(alert);
+      this.#options.alerts.alert(alert);
     } catch (err) {
       this.#log.error({ err: describeError(err), kind: alert.kind }, 'alert sink threw');
     }
