@@ -1,22 +1,26 @@
 import { randomUUID } from 'node:crypto';
-import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult, Progress, Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
-import type { ApprovalGate, ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
-import { RESERVED_SERVER } from '../policy/load.ts';
-import {
-  refusalCodeOf,
-  type AuditDecision,
-  type AuditDetail,
-  type AuditEntry,
-  type AuditSink,
-} from '../audit/types.ts';
+import type { ApprovalGate } from '../approvals/types.ts';
+import type { AuditDecision, AuditDetail, AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import type { AlertSink, HaltCheck, HaltState, Alert } from '../control/types.ts';
-import { WardenError, describeError, isWardenError } from '../errors.ts';
+import type { Alert, AlertSink, HaltCheck, HaltState } from '../control/types.ts';
+import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.ts';
-import type { AgentPolicy, Decision, Policy, ToolAnnotations } from '../policy/types.ts';
+import { decide, qualifiedToolName } from '../policy/decide.ts';
+import { RESERVED_SERVER } from '../policy/load.ts';
+import type { Policy } from '../policy/types.ts';
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from './arguments.ts';
+import {
+  annotationsOf,
+  haltError,
+  haltReason,
+  recordRefusal,
+  ToolCall,
+  type CallContext,
+  type CallFacts,
+} from './call.ts';
+import { refusal } from './call-outcomes.ts';
 import {
   AWAIT_TOOL,
   AWAIT_TOOL_NAME,
@@ -28,10 +32,14 @@ import {
 import type { ToolPins } from './pins.ts';
 import type { Upstreams } from './upstream.ts';
 
+export { refusal } from './call-outcomes.ts';
+
 /**
- * The call pipeline, free of any transport: halt → decide → pin check →
- * audit (durable) → approval → forward → audit. The MCP edge (session.ts)
- * turns its answers into JSON-RPC; nothing here knows about HTTP.
+ * The call pipeline, free of any transport: lists an agent's tools, runs each
+ * tools/call as one ToolCall (call.ts: admit → record → hold → recheck →
+ * forward, one end()), and keeps held calls the agent may collect later. The
+ * MCP edge (session.ts) turns its answers into JSON-RPC; nothing here knows
+ * about HTTP.
  *
  * Policy outcomes come back as tool results with `isError: true` and a
  * sentence a model can act on; only malformed requests and upstream protocol
@@ -88,36 +96,14 @@ export interface CallInput {
 
 export type AuditDurability = 'fast' | 'strict';
 
-/** What every audit row of one call repeats. */
-type CallFacts = Omit<AuditEntry, 'event'>;
-
 interface InFlight {
   agent: string;
   controller: AbortController;
 }
 
-/** What steps 1–3 conclude: refused (already audited), or admitted with the decision to act on. */
-type Admission =
-  | { kind: 'refused'; result: CallToolResult }
-  | {
-      kind: 'admitted';
-      agentPolicy: AgentPolicy;
-      server: string;
-      tool: string;
-      decision: Exclude<Decision, { kind: 'deny' }>;
-      annotations: ToolAnnotations | undefined;
-      upstreamTools: ReadonlySet<string>;
-    };
-
 const APPROVAL_NOTE = ' [Warden: each call is held until a human approves it]';
 /** How long close() waits for aborted calls to write their call.completed rows. */
 const CLOSE_WAIT_MS = 5_000;
-/** MCP tool names are at most 128 characters; a namespaced one, twice that at most. */
-const MAX_NAME_CHARS = 256;
-
-export function refusal(text: string): CallToolResult {
-  return { content: [{ type: 'text', text }], isError: true };
-}
 
 export class GatewayPipeline {
   readonly #options: PipelineOptions;
@@ -130,6 +116,8 @@ export class GatewayPipeline {
   readonly #deferred: DeferredCalls;
   readonly #offHalt: () => void;
   readonly #offPins: () => void;
+  /** What each ToolCall needs from the pipeline that runs it. */
+  readonly #context: CallContext;
   /** Set by close(): calls still starting are abandoned with it instead of being forwarded. */
   #closing: WardenError | undefined;
 
@@ -140,6 +128,17 @@ export class GatewayPipeline {
     this.#deferred = new DeferredCalls(this.#clock);
     this.#offHalt = options.halt.onHalt((state) => this.#abortForHalt(state));
     this.#offPins = options.pins.onChange(() => this.notifyToolsChanged());
+    this.#context = {
+      options,
+      clock: this.#clock,
+      log: this.#log,
+      haltCheck: (agent) => this.#haltCheck(agent),
+      closing: () => this.#closing,
+      alone: () => this.#running.size === 1,
+      enter: (callId, agent, controller) => this.#inFlight.set(callId, { agent, controller }),
+      leave: (callId) => this.#inFlight.delete(callId),
+      alert: (alert) => this.#alert(alert),
+    };
   }
 
   /** How many calls are running (forwarded or waiting for approval). */
@@ -239,11 +238,11 @@ export class GatewayPipeline {
       answerEarly = resolve;
     });
     const defer = (facts: DeferredFacts) => {
-      // run is set: defer() is only called once #call has gone past its first await.
+      // run is set: defer() is only called once the call has gone past its first await.
       this.#deferred.add(facts, run!);
       answerEarly(pendingAnswer(facts, this.#clock));
     };
-    run = this.#track(this.#call(input, defer));
+    run = this.#track(new ToolCall(this.#context, input).run(defer));
     return Promise.race([run, early]);
   }
 
@@ -344,441 +343,6 @@ export class GatewayPipeline {
     return call.result;
   }
 
-  async #call(input: CallInput, defer: (facts: DeferredFacts) => void): Promise<CallToolResult> {
-    const started = this.#clock.monotonic();
-    const callId = `call_${randomUUID()}`;
-    const { agent, name, args } = input;
-    const split = splitQualifiedName(name);
-    const base: CallFacts = { callId, agent, server: split?.server, tool: split?.tool ?? name, args };
-
-    if (this.#closing) {
-      return this.#refuse(
-        base,
-        'abandoned',
-        `${name} was not run: ${this.#closing.message}; try again once it is back`,
-        { code: 'abandoned' },
-        false,
-      );
-    }
-
-    // 1–3. Everything that decides whether the call may run. A check that
-    // throws is a check that failed: the call is refused, never waved through.
-    let admission: Admission;
-    try {
-      admission = await this.#admit(input, base, split);
-    } catch (err) {
-      this.#log.error(
-        { err: describeError(err), callId, agent, tool: name },
-        'a check failed while deciding a call: refusing it',
-      );
-      return this.#refuse(
-        base,
-        'error',
-        `Warden could not decide this call because one of its checks failed (${isWardenError(err) ? refusalCodeOf(err.code) : 'internal'}), so it was not run; try again later or ask an operator to look at the gateway log`,
-        { code: isWardenError(err) ? refusalCodeOf(err.code) : 'internal' },
-        false,
-      );
-    }
-    if (admission.kind === 'refused') return admission.result;
-    const { agentPolicy, server, tool, decision, annotations } = admission;
-
-    // 4. The record of the decision, before anything can happen upstream. A
-    // call that may change something (write scope, a consequence beyond
-    // reversible, or held for a human) waits until the record is on stable
-    // storage. A plain read only changes what the agent knows, so it may start
-    // once its record is committed: the fsync runs alongside the upstream
-    // call, and the agent gets nothing until it is done.
-    const read =
-      this.#options.auditDurability !== 'strict' &&
-      decision.kind === 'allow' &&
-      decision.tool.scope === 'read' &&
-      decision.tool.consequence === 'reversible' &&
-      this.#options.audit.sync !== undefined;
-    let decidedDurable: Promise<void> | undefined;
-    // Whether the agent may hear anything yet: progress before then is dropped (it is advisory).
-    let durable = !read;
-    try {
-      await this.#options.audit.append(
-        {
-          ...base,
-          event: 'call.decided',
-          decision: decision.kind,
-          reason: decision.kind === 'approve' ? decision.reason : undefined,
-          detail:
-            decision.kind === 'approve'
-              ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence }
-              : { scope: decision.tool.scope, consequence: decision.tool.consequence },
-        },
-        { sync: !read },
-      );
-      if (read) {
-        // No other call anywhere in the pipeline: the fsync may overlap the upstream call on the event loop.
-        decidedDurable = this.#options.audit.sync!({ quiet: this.#running.size === 1 });
-        // A failure is handled where the answer awaits it; until then it must not surface as unhandled.
-        decidedDurable.then(
-          () => (durable = true),
-          () => {},
-        );
-      }
-    } catch (err) {
-      this.#log.error(
-        { err: describeError(err), callId, agent, server, tool },
-        'audit write failed: refusing the call',
-      );
-      return refusal(
-        `Refused by Warden: the call could not be recorded in the audit trail (audit_write_failed), and Warden never runs a call it cannot record. Try again later.`,
-      );
-    }
-
-    // One controller for the whole call: the agent's cancel or disconnect, a
-    // halt and the upstream timeout all abort it, each with its own reason.
-    const controller = new AbortController();
-    const signal = controller.signal;
-    const onAgentAbort = () => controller.abort(input.signal.reason ?? new Error('cancelled by the agent'));
-    if (input.signal.aborted) onAgentAbort();
-    else input.signal.addEventListener('abort', onAgentAbort, { once: true });
-    this.#inFlight.set(callId, { agent, controller });
-    // Admitted while close() was aborting the others: it must not start now.
-    if (this.#closing) controller.abort(this.#closing);
-    const progress = new ProgressRelay(input.onProgress);
-    let approvalId: string | undefined;
-    let approver: string | undefined;
-    try {
-      // 5. A human decides, when the policy says so.
-      if (decision.kind === 'approve') {
-        let requested: { approvalId: string; expiresAt: number; channel: string | undefined } | undefined;
-        const approval = this.#requestApproval(
-          callId,
-          agentPolicy,
-          server,
-          tool,
-          args,
-          decision,
-          signal,
-          progress,
-          (r) => {
-            requested = r;
-          },
-        );
-        let outcome: Awaited<typeof approval>;
-        const answerWithinMs = agentPolicy.answerWithinMs;
-        if (answerWithinMs === undefined) outcome = await approval;
-        else {
-          let timer: NodeJS.Timeout | undefined;
-          const first = await Promise.race([
-            approval,
-            new Promise<'answer_now'>((resolve) => {
-              timer = this.#clock.setTimeout(() => resolve('answer_now'), answerWithinMs);
-            }),
-          ]);
-          if (timer) this.#clock.clearTimeout(timer);
-          if (first === 'answer_now' && requested) {
-            // The agent's request is answered now; the call itself goes on. From here the agent going
-            // away no longer abandons it (a halt, the expiry and Warden's shutdown still end it).
-            input.signal.removeEventListener('abort', onAgentAbort);
-            progress.mute();
-            defer({ ...requested, callId, agent, name, argsHash: argsHash(args), answerWithinMs });
-            void this.#options.approvals
-              .deferred(requested.approvalId, { agent, callId })
-              .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not record the deferral'));
-            outcome = await approval;
-          } else outcome = first === 'answer_now' ? await approval : first;
-        }
-        if (outcome.status !== 'approved') {
-          const reason = `${name} was not run: it needs a human's approval and the request was ${outcome.reason ?? outcome.status}`;
-          await this.#completed(base, outcome.status, started, {
-            reason,
-            approver: outcome.approver,
-            detail: { approvalId: outcome.approvalId },
-          });
-          return refusal(`Refused by Warden: ${reason}`);
-        }
-        approvalId = outcome.approvalId;
-        approver = outcome.approver;
-        // An approval covers the exact arguments a human saw, nothing else:
-        // anything but a matching hash (including none) is not that approval.
-        if (outcome.argsHash === undefined || outcome.argsHash !== argsHash(args)) {
-          const reason = `${name} was not run: the approval does not match these exact arguments`;
-          this.#log.error({ callId, approvalId, agent }, 'approved arguments do not match the call: refusing it');
-          await this.#completed(base, 'blocked', started, {
-            reason,
-            approver,
-            detail: { approvalId, code: 'approval_mismatch' },
-          });
-          await this.#reportOutcome(approvalId, false, reason);
-          return refusal(`Refused by Warden: ${reason}`);
-        }
-        // The wait can be long: a policy reload meanwhile may have taken the
-        // tool away, and an approval does not outrank the policy in force.
-        let now: Decision;
-        try {
-          now = decide(this.#options.policy(), agent, server, tool, args, {
-            annotations,
-            upstreamTools: this.#options.upstreams.cachedCatalogue(server)?.names ?? admission.upstreamTools,
-          });
-        } catch (err) {
-          // Not the upstream's failure: Warden could not confirm the policy, so it refuses.
-          this.#log.error(
-            { err: describeError(err), callId, approvalId, agent, tool: name },
-            'the policy check after approval failed: refusing the call',
-          );
-          throw new WardenError(
-            'INTERNAL',
-            "Warden's policy check after the approval failed (internal), so Warden refused the call rather than run it unchecked; try again later or ask an operator to look at the gateway log",
-            { cause: err },
-          );
-        }
-        if (now.kind === 'deny') {
-          const reason = `${name} was approved but not run: the policy changed while it waited and now refuses it (${now.reason})`;
-          await this.#completed(base, 'deny', started, { reason, approver, detail: { approvalId, code: now.code } });
-          await this.#reportOutcome(approvalId, false, reason);
-          return refusal(`Refused by Warden: ${reason}`);
-        }
-      }
-      // A halt may have landed while we waited.
-      const haltedNow = this.#haltCheck(agent);
-      if (haltedNow) throw haltError(haltedNow);
-      // So may a revocation of the token the call came with: it ends the
-      // agent's authority over calls already made, not only over new requests.
-      if (!this.#credentialStands(input, callId)) {
-        const reason = `${name} was not run: the agent token it was made with has been revoked${approvalId ? ' while it waited for approval' : ''}`;
-        this.#log.warn(
-          { callId, agent, tool: name, approvalId },
-          'token revoked before the call was forwarded: refusing it',
-        );
-        await this.#completed(base, 'deny', started, {
-          reason,
-          approver,
-          detail: { code: 'token_revoked', ...(approvalId ? { approvalId } : {}) },
-        });
-        if (approvalId) await this.#reportOutcome(approvalId, false, reason);
-        return refusal(`Refused by Warden: ${reason}`);
-      }
-
-      // 6. Forward. A read's answer (its result, an upstream error, even
-      // progress text) reaches the agent only once its call.decided row is on
-      // stable storage.
-      let outcome: { result: CallToolResult } | { error: unknown };
-      try {
-        const result = await this.#options.upstreams.callTool(server, tool, args, {
-          controller,
-          onProgress: input.onProgress
-            ? (p) => {
-                if (durable) progress.upstream(p);
-              }
-            : undefined,
-          verify: (live) => this.#options.pins.verifyLive(server, tool, name, live),
-        });
-        outcome = { result };
-      } catch (err) {
-        outcome = { error: err };
-      }
-      if (decidedDurable) {
-        try {
-          await decidedDurable;
-        } catch (err) {
-          // Fail closed: an answer the trail might not keep is not given, whatever it was.
-          this.#log.error(
-            { err: describeError(err), callId, agent, server, tool },
-            'could not fsync the audit trail: withholding the answer',
-          );
-          const reason = `${name} ran, but Warden could not make its audit record durable (${describeError(err)}), so the answer was withheld`;
-          await this.#completed(base, 'error', started, { reason, detail: { code: 'audit_write_failed' } });
-          return refusal(`Refused by Warden: ${reason}. Try again later.`);
-        }
-      }
-      if ('error' in outcome) {
-        const err = outcome.error;
-        if (signal.aborted || !(err instanceof McpError)) throw err;
-        // The upstream answered with a JSON-RPC error: record it, relay it as one.
-        await this.#completed(base, 'error', started, {
-          approver,
-          reason: err.message,
-          detail: { approvalId, code: 'upstream_error', rpcCode: err.code },
-        });
-        if (approvalId) await this.#reportOutcome(approvalId, false, err.message);
-        throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
-      }
-      const result = outcome.result;
-      const ok = result.isError !== true;
-      await this.#completed(base, ok ? 'ok' : 'error', started, {
-        result,
-        approver,
-        detail: approvalId ? { approvalId } : undefined,
-      });
-      if (approvalId) await this.#reportOutcome(approvalId, ok, summarise(result));
-      return result;
-    } catch (err) {
-      if (err instanceof McpError) throw err;
-      const aborted = signal.aborted ? signal.reason : undefined;
-      const haltedErr = isWardenError(aborted, 'HALTED') ? aborted : isWardenError(err, 'HALTED') ? err : undefined;
-      const abandoned = isWardenError(aborted, 'CALL_ABANDONED')
-        ? aborted
-        : isWardenError(err, 'CALL_ABANDONED')
-          ? err
-          : undefined;
-      const cancelledByAgent = !haltedErr && !abandoned && input.signal.aborted;
-      const pinBlocked = isWardenError(err, 'TOOL_PIN_MISMATCH') ? err : undefined;
-      const internal = isWardenError(err, 'INTERNAL') ? err : undefined;
-      const status =
-        haltedErr || cancelledByAgent ? 'cancelled' : abandoned ? 'abandoned' : pinBlocked ? 'blocked' : 'error';
-      const reason = haltedErr
-        ? `${name} was stopped: ${haltedErr.message}`
-        : abandoned
-          ? `${name} was abandoned: ${abandoned.message}`
-          : cancelledByAgent
-            ? `${name} was cancelled by the agent`
-            : pinBlocked
-              ? pinBlocked.message
-              : internal
-                ? `${name} was not run: ${internal.message}`
-                : `${name} failed upstream: ${describeError(err)}`;
-      const code = haltedErr
-        ? 'halted'
-        : abandoned
-          ? 'abandoned'
-          : cancelledByAgent
-            ? 'cancelled'
-            : isWardenError(err)
-              ? refusalCodeOf(err.code)
-              : 'upstream_error';
-      await this.#completed(base, status, started, {
-        reason,
-        approver,
-        detail: { code, ...(approvalId ? { approvalId } : {}) },
-      });
-      if (approvalId) await this.#reportOutcome(approvalId, false, reason);
-      return refusal(haltedErr || pinBlocked || internal ? `Refused by Warden: ${reason}` : reason);
-    } finally {
-      input.signal.removeEventListener('abort', onAgentAbort);
-      this.#inFlight.delete(callId);
-    }
-  }
-
-  /**
-   * Steps 1–3: kill switch, policy (with the upstream's catalogue when it is
-   * needed), pin. Refusals are audited here; anything thrown is turned into a
-   * refusal by the caller.
-   */
-  async #admit(input: CallInput, base: CallFacts, split: { server: string; tool: string } | null): Promise<Admission> {
-    const { agent, name, args } = input;
-    const policy = this.#options.policy();
-    const agentPolicy = Object.hasOwn(policy.agents, agent) ? policy.agents[agent] : undefined;
-    base.owner = agentPolicy?.owner;
-    const refused = async (
-      decision: 'deny' | 'halted' | 'error' | 'cancelled' | 'abandoned',
-      reason: string,
-      detail: AuditDetail,
-      alert: boolean,
-    ): Promise<Admission> => ({
-      kind: 'refused',
-      result: await this.#refuse(base, decision, reason, detail, alert),
-    });
-
-    // 1. Kill switch: before anything else, from memory.
-    const halted = this.#haltCheck(agent);
-    if (halted) {
-      const d = decide(policy, agent, split?.server ?? '', split?.tool ?? name, args, {
-        halted: { scope: halted.scope, reason: haltReason(halted) },
-      });
-      const reason = d.kind === 'deny' ? d.reason : haltReason(halted);
-      return refused('halted', reason, { code: 'halted', scope: halted.scope, actor: halted.actor }, false);
-    }
-    if (name.length > MAX_NAME_CHARS) {
-      base.server = undefined;
-      base.tool = `${name.slice(0, 64)}…`;
-      return refused(
-        'deny',
-        `a tool name of ${name.length} characters is not a Warden tool name (at most ${MAX_NAME_CHARS}; see tools/list)`,
-        { code: 'unknown_tool' },
-        true,
-      );
-    }
-    if (!split) {
-      return refused(
-        'deny',
-        `"${name}" is not a Warden tool name; tools are named <server>__<tool>, e.g. tickets__read_ticket (see tools/list)`,
-        { code: 'unknown_tool' },
-        true,
-      );
-    }
-    const { server, tool } = split;
-    // Arguments Warden could not record or show whole are not forwarded.
-    const bad = argumentProblem(args, this.#options.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS);
-    if (bad)
-      return refused(
-        'deny',
-        `${name} was not run: ${bad.message}`,
-        { code: 'invalid_arguments', problem: bad.code },
-        true,
-      );
-
-    // 2. Policy. Without the upstream's catalogue a denial is already final
-    // (annotations can only tighten), so refuse before touching the upstream.
-    let catalogue = this.#options.upstreams.cachedCatalogue(server);
-    if (!catalogue) {
-      const pre = decide(policy, agent, server, tool, args);
-      if (pre.kind === 'deny') return refused('deny', pre.reason, { code: pre.code }, true);
-      try {
-        catalogue = await this.#options.upstreams.catalogue(server, input.signal);
-      } catch (err) {
-        if (input.signal.aborted) {
-          return isWardenError(input.signal.reason, 'CALL_ABANDONED')
-            ? refused(
-                'abandoned',
-                `the agent went away before the call was decided (${input.signal.reason.message})`,
-                { code: 'abandoned' },
-                false,
-              )
-            : refused('cancelled', 'the agent cancelled the call before it was decided', { code: 'cancelled' }, false);
-        }
-        return refused(
-          'error',
-          `Warden could not reach upstream "${server}": ${describeError(err)}`,
-          { code: isWardenError(err) ? refusalCodeOf(err.code) : 'upstream_unavailable' },
-          false,
-        );
-      }
-    }
-    const annotations = annotationsOf(catalogue.byName.get(tool));
-    const decision = decide(policy, agent, server, tool, args, { annotations, upstreamTools: catalogue.names });
-    if (decision.kind === 'deny') return refused('deny', decision.reason, { code: decision.code }, true);
-
-    // 3. Pin: a changed definition is refused until re-approved.
-    if (!this.#options.pins.approved(server, tool)) {
-      const reason = `${name} is blocked: its definition changed since it was approved, so Warden will not call it until an operator reviews the change (\`warden tools approve ${server} ${tool}\`)`;
-      return refused('deny', reason, { code: 'pin_blocked' }, true);
-    }
-    // decide() only holds or allows a call for an agent in the policy.
-    return {
-      kind: 'admitted',
-      agentPolicy: agentPolicy!,
-      server,
-      tool,
-      decision,
-      annotations,
-      upstreamTools: catalogue.names,
-    };
-  }
-
-  /** The call's credential, failing closed: a check that cannot answer is not a "still valid". */
-  #credentialStands(input: CallInput, callId: string): boolean {
-    if (!input.stillAuthorized) return true;
-    try {
-      return input.stillAuthorized();
-    } catch (err) {
-      this.#log.error(
-        { err: describeError(err), callId, agent: input.agent },
-        'the token check before forwarding failed: refusing the call',
-      );
-      throw new WardenError(
-        'INTERNAL',
-        "Warden's token check before forwarding failed (internal), so Warden refused the call; try again later or ask an operator to look at the gateway log",
-        { cause: err },
-      );
-    }
-  }
-
   /** The kill switch, failing closed: a check that cannot answer is not a "not halted". */
   #haltCheck(agent: string): HaltState | undefined {
     try {
@@ -788,104 +352,15 @@ export class GatewayPipeline {
     }
   }
 
-  async #requestApproval(
-    callId: string,
-    agent: AgentPolicy,
-    server: string,
-    tool: string,
-    args: unknown,
-    decision: Extract<Decision, { kind: 'approve' }>,
-    signal: AbortSignal,
-    progress: ProgressRelay,
-    onRequested: NonNullable<ApprovalRequestInput['onRequested']>,
-  ): Promise<ApprovalOutcome | { status: 'error'; approvalId?: undefined; approver?: undefined; reason: string }> {
-    try {
-      return await this.#options.approvals.request({
-        callId,
-        agent,
-        server,
-        tool,
-        args,
-        rule: decision.rule,
-        consequence: decision.tool.consequence,
-        reason: decision.reason,
-        signal,
-        onWaiting: (elapsedMs) => progress.waiting(elapsedMs),
-        onRequested,
-      });
-    } catch (err) {
-      if (signal.aborted) throw signal.reason;
-      this.#log.error({ err: describeError(err), callId }, 'approval request failed');
-      return { status: 'error', reason: `not decided: the approval request failed (${describeError(err)})` };
-    }
-  }
-
   async #refuse(
     base: CallFacts,
-    decision: 'deny' | 'halted' | 'error' | 'cancelled' | 'abandoned',
+    decision: AuditDecision,
     reason: string,
     detail: AuditDetail,
     alert: boolean,
   ): Promise<CallToolResult> {
-    try {
-      await this.#options.audit.append({ ...base, event: 'call.decided', decision, reason, detail });
-    } catch (err) {
-      // Refusing anyway: the answer is the same, only the record is missing.
-      this.#log.error({ err: describeError(err), callId: base.callId }, 'audit write failed for a refused call');
-    }
-    if (alert) {
-      this.#alert({
-        kind: 'denied',
-        severity: 'warning',
-        agent: base.agent,
-        text: `${base.agent} was refused ${base.server ? qualifiedToolName(base.server, base.tool ?? '') : base.tool}: ${reason}`,
-        detail: { callId: base.callId, server: base.server, tool: base.tool, ...detail },
-      });
-    }
+    await recordRefusal(this.#context, base, { decision, reason, detail, alert });
     return refusal(`Refused by Warden: ${reason}`);
-  }
-
-  /**
-   * Records call.completed and resolves once it is committed (durable as
-   * `auditDurability` says); a failed write is logged, not thrown: the
-   * call already happened, and hiding its result would not undo it.
-   */
-  #completed(
-    base: CallFacts,
-    decision: AuditDecision,
-    started: number,
-    extra: {
-      result?: unknown;
-      reason?: string | undefined;
-      approver?: string | undefined;
-      detail?: AuditDetail | undefined;
-    },
-  ): Promise<void> {
-    const entry: AuditEntry = {
-      ...base,
-      event: 'call.completed',
-      decision,
-      result: extra.result,
-      reason: extra.reason,
-      approver: extra.approver,
-      durationMs: Math.round(this.#clock.monotonic() - started),
-      detail: extra.detail,
-      ts: this.#clock.now(),
-    };
-    return this.#options.audit.append(entry, { sync: this.#options.auditDurability === 'strict' }).then(
-      () => undefined,
-      // The call already happened; hiding its result would not undo it.
-      (err) =>
-        this.#log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
-    );
-  }
-
-  async #reportOutcome(approvalId: string, ok: boolean, summary: string): Promise<void> {
-    try {
-      await this.#options.approvals.reportOutcome(approvalId, { ok, summary });
-    } catch (err) {
-      this.#log.warn({ err: describeError(err), approvalId }, 'could not report the outcome of an approved call');
-    }
   }
 
   #abortForHalt(state: HaltState): void {
@@ -902,64 +377,4 @@ export class GatewayPipeline {
       this.#log.error({ err: describeError(err), kind: alert.kind }, 'alert sink threw');
     }
   }
-}
-
-/**
- * Progress toward the agent: one increasing sequence across the wait for a
- * human (ticks) and the upstream's own reports (offset past the ticks).
- */
-class ProgressRelay {
-  #ticks = 0;
-  #send: ((p: Progress) => void) | undefined;
-  constructor(send: ((p: Progress) => void) | undefined) {
-    this.#send = send;
-  }
-
-  /** The request was answered: nothing more may be sent for it. */
-  mute(): void {
-    this.#send = undefined;
-  }
-
-  get send(): ((p: Progress) => void) | undefined {
-    return this.#send;
-  }
-
-  waiting(elapsedMs: number): void {
-    if (!this.send) return;
-    this.#ticks++;
-    this.send({ progress: this.#ticks, message: `waiting for a human to approve (${Math.round(elapsedMs / 1000)}s)` });
-  }
-
-  upstream(p: Progress): void {
-    if (!this.send) return;
-    this.send({
-      progress: this.#ticks + p.progress,
-      ...(p.total !== undefined ? { total: this.#ticks + p.total } : {}),
-      ...(p.message !== undefined ? { message: p.message } : {}),
-    });
-  }
-}
-
-function haltReason(state: HaltState): string {
-  const who = state.scope === 'org' ? 'all agents (org-wide)' : `agent ${state.agent}`;
-  return `${who} halted by ${state.actor}${state.reason ? `: ${state.reason}` : ''}`;
-}
-
-/** The abort reason for a halt: approvals records a HALTED abort as 'cancelled'. */
-function haltError(state: HaltState): WardenError {
-  return new WardenError('HALTED', haltReason(state));
-}
-
-function annotationsOf(tool: Tool | undefined): ToolAnnotations | undefined {
-  return tool?.annotations as ToolAnnotations | undefined;
-}
-
-function stripMcpPrefix(message: string): string {
-  return message.replace(/^MCP error -?\d+: /, '');
-}
-
-function summarise(result: CallToolResult): string {
-  const text = result.content?.find((c) => c.type === 'text');
-  const s = text && 'text' in text ? String(text.text) : `${result.content?.length ?? 0} content item(s)`;
-  return (result.isError ? 'error: ' : 'ok: ') + (s.length > 300 ? `${s.slice(0, 300)}…` : s);
 }
