@@ -31,6 +31,11 @@ const SAMPLES: { [Kind in CallOutcomeKind]: Extract<CallOutcome, { kind: Kind }>
   undurable: { kind: 'undurable', message: 'fsync failed' },
   upstream_error: { kind: 'upstream_error', error: new McpError(-32602, 'bad params', { at: 'to' }) },
   answered: { kind: 'answered', result: { content: [{ type: 'text', text: 'sent' }] } },
+  collect_without_id: { kind: 'collect_without_id' },
+  collect_not_found: { kind: 'collect_not_found', approvalId: 'apr_1', agent: 'support-triage' },
+  collect_halted: { kind: 'collect_halted', approvalId: 'apr_1', reason: 'agent support-triage halted by U1' },
+  collect_discarded: { kind: 'collect_discarded', approvalId: 'apr_1', reason: 'the result was discarded' },
+  collected_already: { kind: 'collected_already', approvalId: 'apr_1', heldName: NAME },
 };
 
 const outcomes = Object.values(SAMPLES) as CallOutcome[];
@@ -51,7 +56,7 @@ describe('call outcomes: one table for row, decision, code, report and answer', 
 
   it('a refusal before the decision is its call.decided row, answered as Warden refusing, never reported to a card', () => {
     const decided = outcomes.map((o) => endingOf(o, NAME)).filter((e) => e.row === 'decided');
-    expect(decided.length).toBe(10);
+    expect(decided.length).toBe(15);
     for (const ending of decided) {
       expect(ending.report).toBeUndefined();
       expect(textOf(ending.answer)).toBe(`Refused by Warden: ${ending.reason}`);

@@ -3,6 +3,7 @@ import type { ApprovalStatus } from '../approvals/types.ts';
 import type { AuditDecision, RefusalCode } from '../audit/types.ts';
 import type { DenyCode } from '../policy/types.ts';
 import type { ArgumentProblemCode } from './arguments.ts';
+import { AWAIT_TOOL_NAME } from './deferred.ts';
 
 /**
  * Every way one tools/call can end. A call's steps only say which outcome
@@ -37,7 +38,13 @@ export type CallOutcome =
   | { kind: 'upstream_failed'; code: RefusalCode; message: string }
   | { kind: 'undurable'; message: string }
   | { kind: 'upstream_error'; error: McpError }
-  | { kind: 'answered'; result: CallToolResult };
+  | { kind: 'answered'; result: CallToolResult }
+  // Collecting a held call (warden__await_approval, or the same call again) that was refused: a call.decided row.
+  | { kind: 'collect_without_id' }
+  | { kind: 'collect_not_found'; approvalId: string; agent: string }
+  | { kind: 'collect_halted'; approvalId: string; reason: string }
+  | { kind: 'collect_discarded'; approvalId: string; reason: string }
+  | { kind: 'collected_already'; approvalId: string; heldName: string };
 
 export type CallOutcomeKind = CallOutcome['kind'];
 
@@ -161,6 +168,27 @@ const ENDINGS: { readonly [Kind in CallOutcomeKind]: EndingOf<Kind> } = {
       answer: o.result,
     };
   },
+
+  collect_without_id: () =>
+    refusedBefore(
+      'deny',
+      'invalid_arguments',
+      `${AWAIT_TOOL_NAME} needs {"id": "<approval id>"}, the id from the "not run yet" answer`,
+    ),
+  collect_not_found: (o) =>
+    refusedBefore(
+      'deny',
+      'not_found',
+      `there is no held call ${o.approvalId} for ${o.agent} to collect (it was collected already, its approval expired, or it is not this agent's)`,
+      { detail: { approvalId: o.approvalId } },
+    ),
+  collect_halted: (o) => refusedBefore('halted', 'halted', o.reason, { detail: { approvalId: o.approvalId } }),
+  // A halt discarded the kept ending: the call's ending is lost to the agent, as a halt's cancellation.
+  collect_discarded: (o) => refusedBefore('cancelled', 'halted', o.reason, { detail: { approvalId: o.approvalId } }),
+  collected_already: (o) =>
+    refusedBefore('deny', 'not_found', `the result of ${o.heldName} (approval ${o.approvalId}) was already collected`, {
+      detail: { approvalId: o.approvalId },
+    }),
 };
 
 export function endingOf(outcome: CallOutcome, name: string): Ending {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
 import type { ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
-import { refusalCodeOf, type AuditDecision, type AuditDetail, type AuditEntry } from '../audit/types.ts';
+import { refusalCodeOf, type AuditDetail, type AuditEntry } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import type { Alert, HaltState } from '../control/types.ts';
 import { WardenError, describeError, isWardenError } from '../errors.ts';
@@ -120,14 +120,8 @@ export class ToolCall {
    */
   async end(outcome: CallOutcome): Promise<CallToolResult> {
     const ending = endingOf(outcome, this.#input.name);
-    if (ending.row === 'decided') {
-      await recordRefusal(this.#context, this.#facts, {
-        decision: ending.decision,
-        reason: ending.reason ?? '',
-        detail: { ...(ending.code ? { code: ending.code } : {}), ...ending.detail },
-        alert: ending.alert === true,
-      });
-    } else if (ending.row === 'completed') {
+    if (ending.row === 'decided') await recordDecided(this.#context, this.#facts, ending);
+    else if (ending.row === 'completed') {
       await this.#completed(ending);
       if (this.#approvalId && ending.report) await this.#reportOutcome(this.#approvalId, ending.report);
     }
@@ -554,22 +548,34 @@ export class ToolCall {
 }
 
 /**
- * Writes a refusal's call.decided row (and alerts it when asked); a failed
- * write is logged: the refusal stands, only its record is missing.
+ * A call refused before it was decided: records the outcome's call.decided
+ * row (and alerts it when the table says so) and gives the agent's answer.
+ * Also what the pipeline ends a refused collection of a held call with.
  */
-export async function recordRefusal(
+export async function refuseCall(
   context: CallContext,
   facts: CallFacts,
-  refused: { decision: AuditDecision; reason: string; detail: AuditDetail; alert: boolean },
-): Promise<void> {
-  const { decision, reason, detail } = refused;
+  outcome: CallOutcome,
+  name: string,
+): Promise<CallToolResult> {
+  const ending = endingOf(outcome, name);
+  if (ending.row !== 'decided' || ending.answer instanceof McpError) {
+    throw new WardenError('INTERNAL', `${outcome.kind} is not a refusal before the decision`);
+  }
+  await recordDecided(context, facts, ending);
+  return ending.answer;
+}
+
+/** A failed write is logged: the refusal stands, only its record is missing. */
+async function recordDecided(context: CallContext, facts: CallFacts, ending: Ending): Promise<void> {
+  const reason = ending.reason ?? '';
+  const detail: AuditDetail = { ...(ending.code ? { code: ending.code } : {}), ...ending.detail };
   try {
-    await context.options.audit.append({ ...facts, event: 'call.decided', decision, reason, detail });
+    await context.options.audit.append({ ...facts, event: 'call.decided', decision: ending.decision, reason, detail });
   } catch (err) {
-    // Refusing anyway: the answer is the same, only the record is missing.
     context.log.error({ err: describeError(err), callId: facts.callId }, 'audit write failed for a refused call');
   }
-  if (refused.alert) {
+  if (ending.alert) {
     context.alert({
       kind: 'denied',
       severity: 'warning',

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { CallToolResult, Progress, Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
 import type { ApprovalGate } from '../approvals/types.ts';
-import type { AuditDecision, AuditDetail, AuditSink } from '../audit/types.ts';
+import type { AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Alert, AlertSink, HaltCheck, HaltState } from '../control/types.ts';
 import { WardenError, describeError } from '../errors.ts';
@@ -15,12 +15,12 @@ import {
   annotationsOf,
   haltError,
   haltReason,
-  recordRefusal,
+  refuseCall,
   ToolCall,
   type CallContext,
   type CallFacts,
 } from './call.ts';
-import { refusal } from './call-outcomes.ts';
+import type { CallOutcome } from './call-outcomes.ts';
 import {
   AWAIT_TOOL,
   AWAIT_TOOL_NAME,
@@ -278,23 +278,11 @@ export class GatewayPipeline {
       args: input.args,
     };
     if (id === undefined) {
-      return this.#refuse(
-        base,
-        'deny',
-        `${AWAIT_TOOL_NAME} needs {"id": "<approval id>"}, the id from the "not run yet" answer`,
-        { code: 'invalid_arguments' },
-        false,
-      );
+      return this.#refuse(input, base, { kind: 'collect_without_id' });
     }
     const call = this.#deferred.get(id, input.agent);
     if (!call) {
-      return this.#refuse(
-        base,
-        'deny',
-        `there is no held call ${id} for ${input.agent} to collect (it was collected already, its approval expired, or it is not this agent's)`,
-        { code: 'not_found', approvalId: id },
-        false,
-      );
+      return this.#refuse(input, base, { kind: 'collect_not_found', approvalId: id, agent: input.agent });
     }
     return this.#collect(input, call, 'await');
   }
@@ -310,7 +298,11 @@ export class GatewayPipeline {
     };
     const halted = this.#haltCheck(input.agent);
     if (halted) {
-      return this.#refuse(base, 'halted', haltReason(halted), { code: 'halted', approvalId: call.approvalId }, false);
+      return this.#refuse(input, base, {
+        kind: 'collect_halted',
+        approvalId: call.approvalId,
+        reason: haltReason(halted),
+      });
     }
     let timer: NodeJS.Timeout | undefined;
     const waited = await Promise.race([
@@ -325,17 +317,19 @@ export class GatewayPipeline {
     ]);
     if (timer) this.#clock.clearTimeout(timer);
     if (call.discarded) {
-      return this.#refuse(base, 'cancelled', call.discarded, { code: 'halted', approvalId: call.approvalId }, false);
+      return this.#refuse(input, base, {
+        kind: 'collect_discarded',
+        approvalId: call.approvalId,
+        reason: call.discarded,
+      });
     }
     if (waited === 'waiting') return pendingAnswer(call, this.#clock);
     if (!this.#deferred.take(call)) {
-      return this.#refuse(
-        base,
-        'deny',
-        `the result of ${call.name} (approval ${call.approvalId}) was already collected`,
-        { code: 'not_found', approvalId: call.approvalId },
-        false,
-      );
+      return this.#refuse(input, base, {
+        kind: 'collected_already',
+        approvalId: call.approvalId,
+        heldName: call.name,
+      });
     }
     await this.#options.approvals
       .collected(call.approvalId, { agent: input.agent, callId: call.callId, how })
@@ -352,15 +346,8 @@ export class GatewayPipeline {
     }
   }
 
-  async #refuse(
-    base: CallFacts,
-    decision: AuditDecision,
-    reason: string,
-    detail: AuditDetail,
-    alert: boolean,
-  ): Promise<CallToolResult> {
-    await recordRefusal(this.#context, base, { decision, reason, detail, alert });
-    return refusal(`Refused by Warden: ${reason}`);
+  #refuse(input: CallInput, base: CallFacts, outcome: CallOutcome): Promise<CallToolResult> {
+    return refuseCall(this.#context, base, outcome, input.name);
   }
 
   #abortForHalt(state: HaltState): void {
