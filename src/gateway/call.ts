@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
 import type { ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
+import type { CallRecords } from '../audit/call-records.ts';
 import { refusalCodeOf, type AuditDetail, type AuditEntry } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import type { Alert, HaltState } from '../control/types.ts';
@@ -20,6 +21,8 @@ export type CallFacts = Omit<AuditEntry, 'event'>;
 /** What a call needs from the pipeline that runs it. */
 export interface CallContext {
   readonly options: PipelineOptions;
+  /** The call's call.decided and call.completed rows, as durable as the options say. */
+  readonly records: CallRecords;
   readonly clock: Clock;
   readonly log: Logger;
   /** The kill switch, failing closed (throws when it cannot answer). */
@@ -73,7 +76,7 @@ export class ToolCall {
   #approver: string | undefined;
   /** Set when a human approved: the hash of the arguments they saw (absent: the approval cannot show it). */
   #approved: { argsHash: string | undefined } | undefined;
-  /** A plain read's call.decided fsync, running alongside its upstream call. */
+  /** Set when a plain read's call.decided may reach stable storage alongside its upstream call: settles when it has. */
   #decidedDurable: Promise<void> | undefined;
   /** Whether the agent may hear anything yet: progress before then is dropped (it is advisory). */
   #durable = true;
@@ -221,24 +224,16 @@ export class ToolCall {
   }
 
   /**
-   * Record: call.decided, before anything can happen upstream. A call that
-   * may change something (write scope, a consequence beyond reversible, or
-   * held for a human) waits until the record is on stable storage. A plain
-   * read only changes what the agent knows, so it may start once its record
-   * is committed: the fsync runs alongside the upstream call, and the agent
-   * gets nothing until it is done.
+   * Record: call.decided, before anything can happen upstream. A plain read
+   * (allowed, read scope, reversible) only changes what the agent knows, so
+   * CallRecords may let it start before its record is on stable storage; the
+   * agent then gets nothing until it is.
    */
   async #record({ decision }: Admitted): Promise<CallOutcome | undefined> {
-    const { options } = this.#context;
-    const read =
-      options.auditDurability !== 'strict' &&
-      decision.kind === 'allow' &&
-      decision.tool.scope === 'read' &&
-      decision.tool.consequence === 'reversible' &&
-      options.audit.sync !== undefined;
-    this.#durable = !read;
+    const changesNothing =
+      decision.kind === 'allow' && decision.tool.scope === 'read' && decision.tool.consequence === 'reversible';
     try {
-      await options.audit.append(
+      const { durable } = await this.#context.records.decided(
         {
           ...this.#facts,
           event: 'call.decided',
@@ -249,13 +244,11 @@ export class ToolCall {
               ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence }
               : { scope: decision.tool.scope, consequence: decision.tool.consequence },
         },
-        { sync: !read },
+        { changesNothing, alone: () => this.#context.alone() },
       );
-      if (read) {
-        // No other call anywhere in the pipeline: the fsync may overlap the upstream call on the event loop.
-        const durable = options.audit.sync!({ quiet: this.#context.alone() });
+      if (durable) {
         this.#decidedDurable = durable;
-        // A failure is handled where the answer awaits it; until then it must not surface as unhandled.
+        this.#durable = false;
         durable.then(
           () => (this.#durable = true),
           () => {},
@@ -512,7 +505,7 @@ export class ToolCall {
    * call already happened, and hiding its result would not undo it.
    */
   #completed(ending: Ending): Promise<void> {
-    const { options, clock, log } = this.#context;
+    const { clock, log } = this.#context;
     const detail: AuditDetail = {
       ...(ending.code ? { code: ending.code } : {}),
       ...ending.detail,
@@ -529,10 +522,11 @@ export class ToolCall {
       detail: Object.keys(detail).length > 0 ? detail : undefined,
       ts: clock.now(),
     };
-    return options.audit.append(entry, { sync: options.auditDurability === 'strict' }).then(
-      () => undefined,
-      (err) => log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
-    );
+    return this.#context.records
+      .completed(entry)
+      .catch((err) =>
+        log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
+      );
   }
 
   async #reportOutcome(approvalId: string, report: { ok: boolean; summary: string }): Promise<void> {

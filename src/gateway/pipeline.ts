@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { CallToolResult, Progress, Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
 import type { ApprovalGate } from '../approvals/types.ts';
+import { CallRecords, type AuditDurability } from '../audit/call-records.ts';
 import type { AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Alert, AlertSink, HaltCheck, HaltState } from '../control/types.ts';
@@ -57,21 +58,7 @@ export interface PipelineOptions {
   pins: ToolPins;
   logger: Logger;
   clock?: Clock | undefined;
-  /**
-   * How much of a call's record is on stable storage, and when. Either way
-   * each row is committed before the step it records is acted on, and
-   * call.decided is fsynced before a call that can change something (write
-   * scope, a consequence beyond reversible, or held for a human) is
-   * forwarded.
-   * 'fast' (default): a plain read is forwarded once its call.decided is
-   * committed, the fsync running alongside, and answered once it is done;
-   * call.completed is fsynced by the next synced commit or within the audit
-   * log's syncWithinMs (20 ms). A crash of Warden loses nothing; a power or
-   * OS failure in that window can lose those rows, and crash recovery then
-   * records the call's outcome as unknown.
-   * 'strict': every row is fsynced before the step after it (two fsyncs per
-   * call on the path).
-   */
+  /** How much of a call's record is on stable storage, and when (default 'fast'; see AuditDurability). */
   auditDurability?: AuditDurability | undefined;
   /** Arguments beyond these are refused (default DEFAULT_ARGUMENT_LIMITS). */
   argumentLimits?: ArgumentLimits | undefined;
@@ -94,7 +81,7 @@ export interface CallInput {
   stillAuthorized?: (() => boolean) | undefined;
 }
 
-export type AuditDurability = 'fast' | 'strict';
+export type { AuditDurability } from '../audit/call-records.ts';
 
 interface InFlight {
   agent: string;
@@ -130,6 +117,7 @@ export class GatewayPipeline {
     this.#offPins = options.pins.onChange(() => this.notifyToolsChanged());
     this.#context = {
       options,
+      records: new CallRecords(options.audit, options.auditDurability),
       clock: this.#clock,
       log: this.#log,
       haltCheck: (agent) => this.#haltCheck(agent),
