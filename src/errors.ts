@@ -22,12 +22,18 @@ export const ErrorCodes = {
   APPROVAL_CONFLICT: 'APPROVAL_CONFLICT',
   APPROVAL_NOT_FOUND: 'APPROVAL_NOT_FOUND',
   SLACK_UNAVAILABLE: 'SLACK_UNAVAILABLE',
+  /** A signed Slack request whose signature was already accepted (by any Warden process), or that is not fresh. */
+  SLACK_REPLAYED_REQUEST: 'SLACK_REPLAYED_REQUEST',
+  /** A gateway request body larger than the configured limit. */
+  BODY_TOO_LARGE: 'BODY_TOO_LARGE',
   HALTED: 'HALTED',
   INVALID_INPUT: 'INVALID_INPUT',
   CONTROL_WRITE_FAILED: 'CONTROL_WRITE_FAILED',
   DRILL_IN_PROGRESS: 'DRILL_IN_PROGRESS',
   /** The agent's connection or session went away while its call was held or running. */
   CALL_ABANDONED: 'CALL_ABANDONED',
+  /** The agent cancelled its call on purpose (tasks/cancel): a held call's approval is cancelled, not abandoned. */
+  CALL_CANCELLED: 'CALL_CANCELLED',
   /** A Warden component failed unexpectedly; the operation was refused, not guessed. */
   INTERNAL: 'INTERNAL',
 } as const;
@@ -44,6 +50,22 @@ export class WardenError extends Error {
     this.name = 'WardenError';
     this.code = code;
     this.details = options?.details;
+  }
+}
+
+/** Thrown by the Slack replay guard's middleware: the receiver answers 401 and no listener runs. */
+export class ReplayedRequestError extends WardenError {
+  constructor(reason: string) {
+    super('SLACK_REPLAYED_REQUEST', reason);
+    this.name = 'ReplayedRequestError';
+  }
+}
+
+/** A gateway request body over the limit: answered 413 before any of it is parsed. */
+export class BodyTooLargeError extends WardenError {
+  constructor(limitBytes: number) {
+    super('BODY_TOO_LARGE', `requests are limited to ${limitBytes} bytes`, { details: { limitBytes } });
+    this.name = 'BodyTooLargeError';
   }
 }
 

@@ -92,8 +92,11 @@ describe('warden approvals', () => {
     const id = service.pending()[0]!.id;
 
     const stranger = await cli(['approvals', 'approve', id, '--as', 'U0STRANGER']);
-    expect(stranger.code).not.toBe(0);
+    expect(stranger.code).toBe(1);
     expect(stranger.stderr).toMatch(/FORBIDDEN/);
+    // Terminal text, not Slack markup.
+    expect(stranger.stderr).toContain('U0STRANGER is not the owner or an approver');
+    expect(stranger.stderr).not.toContain('<@');
     const noReason = await cli(['approvals', 'reject', id, '--as', 'U0123ABCD']);
     expect(noReason.code).toBe(2);
     expect(noReason.stderr).toMatch(/--reason is required/);
@@ -113,7 +116,8 @@ describe('warden approvals', () => {
     expect(refusedRows).toBe(1);
 
     const again = await cli(['approvals', 'approve', id, '--as', 'U0123ABCD']);
-    expect(again.code).not.toBe(0);
+    expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/APPROVAL_CONFLICT/);
+    expect(again.stderr).toContain('already rejected by U0456EFGH');
   });
 });

@@ -148,7 +148,11 @@ describe('ApprovalService', () => {
         'already has 3 calls waiting for approval (max_pending: 3)',
       );
     }
-    await vi.waitFor(() => expect(h.slack.calls.filter((c) => c.method === 'chat.postMessage')).toHaveLength(3));
+    // Queued posts to one channel go out a second apart (on the fake clock).
+    await clock.runUntil(
+      vi.waitFor(() => expect(h.slack.calls.filter((c) => c.method === 'chat.postMessage')).toHaveLength(3)),
+      { stepMs: 250 },
+    );
     expect(h.approvals.pending({ agent: 'support-triage' })).toHaveLength(3);
     expect(
       h
@@ -234,7 +238,10 @@ describe('ApprovalService', () => {
     expect(row(h, id).status).toBe('pending');
     await clock.tick(1);
     const outcome = await pending;
-    expect(outcome).toMatchObject({ status: 'expired', reason: 'no decision within 15 min; the call was not made' });
+    expect(outcome).toMatchObject({
+      status: 'expired',
+      reason: 'left without a decision for 15 min and expired; the call was not made',
+    });
     expect(h.auditRows('approval.decided')[0]).toMatchObject({ decision: 'expired', approver: null });
     const update = await h.slack.waitForCall('chat.update');
     expect(cardText(update.args.blocks)).toContain('*Expired*');
@@ -289,8 +296,12 @@ describe('ApprovalService', () => {
         args: { customer_id: 'c1', amount: 10, reason: 'x' },
       }),
     );
-    await vi.waitFor(() =>
-      expect(h.db.prepare('SELECT count(*) FROM approvals WHERE message_ts IS NOT NULL').pluck().get()).toBe(2),
+    // Queued posts to one channel go out a second apart (on the fake clock).
+    await clock.runUntil(
+      vi.waitFor(() =>
+        expect(h.db.prepare('SELECT count(*) FROM approvals WHERE message_ts IS NOT NULL').pluck().get()).toBe(2),
+      ),
+      { stepMs: 250 },
     );
     expect(await h.approvals.cancelPending({ agent: 'other-agent' }, 'agents halted')).toBe(0);
     expect(await h.approvals.cancelPending({ agent: 'support-triage' }, 'agents halted')).toBe(2);
@@ -424,7 +435,7 @@ describe('ApprovalService', () => {
       audit.held[0]!.fail(new Error('disk I/O error'));
       expect(await pending).toMatchObject({
         status: 'failed',
-        reason: 'approval failed: audit write failed: disk I/O error',
+        reason: 'failed: audit write failed: disk I/O error',
       });
       expect(await deciding).toMatchObject({
         ok: false,
@@ -477,7 +488,7 @@ describe('ApprovalService', () => {
       await clock.tick(500);
       expect(await b).toMatchObject({
         status: 'failed',
-        reason: 'approval failed: audit write failed: database is locked',
+        reason: 'failed: audit write failed: database is locked',
       });
     } finally {
       await otherAudit.close();

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-// `warden serve` as `npm start` runs it: one process, JSON logs on stderr.
+// `warden serve` as `npm start` runs it: the compiled CLI (bin/warden.js → dist/, built by the
+// global setup), one process, JSON logs on stderr.
 let dir: string;
 let policyPath: string;
 let child: ChildProcess;
@@ -36,7 +37,7 @@ beforeAll(async () => {
   writeFileSync(policyPath, seed);
   child = spawn(
     process.execPath,
-    ['--import', 'tsx', 'src/cli/index.ts', 'serve', '--policy', policyPath, '--db', join(dir, 'w.db'), '--port', '0'],
+    ['bin/warden.js', 'serve', '--policy', policyPath, '--db', join(dir, 'w.db'), '--port', '0'],
     {
       env: { ...process.env, LOG_LEVEL: 'info', SLACK_BOT_TOKEN: '', SLACK_APP_TOKEN: '', SLACK_SIGNING_SECRET: '' },
       stdio: ['ignore', 'pipe', 'pipe'],

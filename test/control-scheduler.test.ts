@@ -9,6 +9,7 @@ import {
   verifyChain,
   verifyCheckpoint,
 } from '../src/audit/index.ts';
+import pino from 'pino';
 import { ControlScheduler } from '../src/control/scheduler.ts';
 import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/index.ts';
@@ -171,5 +172,21 @@ describe('control plane and policy reloads', () => {
       await plane.stop();
     }
     expect(plane.scheduler.jobs).toEqual([]);
+  });
+});
+
+describe('a missing checkpoint key', () => {
+  it('is warned about once per process, not again on every policy reload', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+    const policy = parsePolicy(POLICY, 'p.yml');
+    const client = createSlackClient({ botToken: 'xoxb-test', apiUrl: slack.apiUrl }, silentLogger());
+    const scheduler = new ControlScheduler({ db, policy, alerts: new SlackAlertSink({ client, policy }), logger });
+    scheduler.start();
+    await scheduler.restart();
+    await scheduler.restart();
+    await scheduler.stop();
+    const warnings = lines.filter((l) => l.includes('control.checkpoint_schedule is set but no checkpoint key'));
+    expect(warnings).toHaveLength(1);
   });
 });

@@ -136,6 +136,7 @@ describe('warden tools', () => {
 });
 
 describe('warden connect', () => {
+  const stderrOf = new WeakMap<Client, () => string>();
   async function bridge(env: Record<string, string>, agent = 'support-triage'): Promise<Client> {
     const client = new Client({ name: 'stdio-agent', version: '1' });
     const transport = new StdioClientTransport({
@@ -145,6 +146,9 @@ describe('warden connect', () => {
       env: { LOG_LEVEL: 'warn', ...env },
       stderr: 'pipe',
     });
+    let stderr = '';
+    transport.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    stderrOf.set(client, () => stderr);
     await client.connect(transport);
     return client;
   }
@@ -168,6 +172,14 @@ describe('warden connect', () => {
       tool: 'read_ticket',
       decision: 'ok',
     });
+    // A clean exit logs no warning (the SSE stream's AbortError on close is our own doing).
+    expect(stderrOf.get(client)!()).not.toMatch(/AbortError|"level":40/);
+  });
+
+  it('answers initialize with the reason when the token is malformed, then exits', async () => {
+    await expect(bridge({ WARDEN_AGENT_TOKEN: 'not-a-token' })).rejects.toThrow(
+      /Warden: WARDEN_AGENT_TOKEN is not a Warden agent token/,
+    );
   });
 
   it('fails with the gateway’s reason when the token is wrong or belongs to another agent', async () => {

@@ -115,7 +115,7 @@ describe('agent tokens', () => {
     const flipped = token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A');
     expect(store.authenticate(flipped)).toEqual({ ok: false, reason: 'unknown' });
     revokeAgentTokens(db, 'support-triage', { clock });
-    expect(store.authenticate(token)).toEqual({ ok: false, reason: 'revoked' });
+    expect(store.authenticate(token)).toEqual({ ok: false, reason: 'revoked', agent: 'support-triage' });
   });
 
   it('revokeAgentTokens revokes only that agent’s live tokens, stamps the time, and counts them', async () => {
@@ -146,7 +146,7 @@ describe('agent tokens', () => {
     const { token, revoked } = rotateAgentToken(db, 'support-triage', { clock, policy });
     expect(revoked).toBe(1);
     const store = new TokenStore(db);
-    expect(store.authenticate(old)).toEqual({ ok: false, reason: 'revoked' });
+    expect(store.authenticate(old)).toEqual({ ok: false, reason: 'revoked', agent: 'support-triage' });
     expect(store.authenticate(token)).toMatchObject({ ok: true, agent: 'support-triage' });
     // The revocation does not outlive a failed issue: when the insert fails, nothing is revoked.
     db.exec('CREATE TRIGGER fail_insert BEFORE INSERT ON agent_tokens BEGIN SELECT RAISE(ABORT, "no"); END');
@@ -161,7 +161,7 @@ describe('agent tokens', () => {
     expect(revokeAgentToken(db, a, { clock })).toBe(false);
     expect(revokeAgentToken(db, `wdn_${'Z'.repeat(43)}`, { clock })).toBe(false);
     const store = new TokenStore(db);
-    expect(store.authenticate(a)).toEqual({ ok: false, reason: 'revoked' });
+    expect(store.authenticate(a)).toEqual({ ok: false, reason: 'revoked', agent: 'support-triage' });
     expect(store.authenticate(b)).toMatchObject({ ok: true });
   });
 

@@ -8,9 +8,9 @@ import {
   policyWarnings,
   qualifiedToolName,
   splitQualifiedName,
-  visibleTools,
   type Decision,
 } from '../src/policy/index.ts';
+import type { ToolAnnotations } from '../src/policy/types.ts';
 import { helpdeskServersYaml } from './support/policies.ts';
 
 const seed = loadPolicyFile('examples/seed-policy.yml', {});
@@ -226,7 +226,16 @@ describe('names and tool lists', () => {
     expect(splitQualifiedName('x__')).toBeNull();
   });
 
-  it('visibleTools shows what decide would allow or hold, hides what it would deny', () => {
+  it('allows or holds the tools tools/list shows, denies the ones it hides', () => {
+    // listTools (gateway/pipeline.ts) shows exactly the tools decide does not deny.
+    const visibleTools = (
+      policy: typeof full,
+      agent: string,
+      server: string,
+      names: string[],
+      annotations: Record<string, ToolAnnotations> = {},
+    ) =>
+      names.filter((t) => decide(policy, agent, server, t, undefined, { annotations: annotations[t] }).kind !== 'deny');
     const offered = ['list_tickets', 'read_ticket', 'close_ticket', 'send_customer_email', 'mystery'];
     expect(visibleTools(full, 'support-triage', 'tickets', offered)).toEqual([
       'list_tickets',

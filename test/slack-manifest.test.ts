@@ -3,6 +3,7 @@ import { App } from '@slack/bolt';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
 import { silentLogger } from '../src/logger.ts';
+import { openDb } from '../src/store/db.ts';
 import { APPROVE_ACTION_ID, REJECT_ACTION_ID, buildApprovalCard } from '../src/slack/blocks/approval-card.ts';
 import { REJECT_MODAL_CALLBACK_ID } from '../src/slack/blocks/reject-modal.ts';
 import { createSlackApp } from '../src/slack/app.ts';
@@ -55,6 +56,7 @@ function registrations() {
       policy: () => ({}) as never,
       audit: {} as never,
       logger: silentLogger(),
+      db: openDb(':memory:'),
     });
   } finally {
     for (const s of spies) s.mockRestore();

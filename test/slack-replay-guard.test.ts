@@ -1,19 +1,40 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
 import { ReplayGuard, SIGNATURE_WINDOW_MS } from '../src/slack/replay-guard.ts';
+import { openDb, type Db } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
 
 /*
  * The guard on its own, on a manual clock. Through the Bolt receiver a stale
  * timestamp is refused by Bolt before the guard sees it, so only these tests
- * hold the guard's own checks to account. Written against check()/size only,
- * so they carry over to a guard whose memory lives elsewhere (a table).
+ * hold the guard's own checks to account. Its memory is a table in a real
+ * SQLite file.
  */
 
 const START = Date.parse('2026-06-01T12:00:00Z');
 const sec = (ms: number) => Math.floor(ms / 1000);
+const cleanup: Array<() => void> = [];
+afterEach(() => {
+  for (const undo of cleanup.splice(0).reverse()) undo();
+});
+
+function tempDbPath(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'warden-replay-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, 'warden.db');
+}
+
+function open(path: string): Db {
+  const db = openDb(path);
+  cleanup.push(() => db.close());
+  return db;
+}
+
 const guardAt = (start = START) => {
   const clock = new ManualClock(start);
-  return { clock, guard: new ReplayGuard(clock) };
+  return { clock, guard: new ReplayGuard(open(tempDbPath()), clock) };
 };
 
 describe('ReplayGuard', () => {
@@ -94,5 +115,31 @@ describe('ReplayGuard', () => {
     // Past now + window, but the request (stamped ahead) would still pass: still remembered.
     await clock.tick(SIGNATURE_WINDOW_MS + 5000);
     expect(guard.check('v0=ahead', sec(ahead))).toBe('replayed request (signature already seen)');
+  });
+
+  it('shares its memory through the database: a request one connection accepted is refused by another, and after reopening', () => {
+    const path = tempDbPath();
+    const clock = new ManualClock(START);
+    const first = new ReplayGuard(open(path), clock);
+    const second = new ReplayGuard(open(path), clock);
+    expect(first.check('v0=aaa', sec(START))).toBeNull();
+    expect(second.check('v0=aaa', sec(START))).toBe('replayed request (signature already seen)');
+    expect(second.check('v0=bbb', sec(START))).toBeNull();
+    expect(first.check('v0=bbb', sec(START))).toBe('replayed request (signature already seen)');
+    // A restart: a new connection on the same file remembers both.
+    const reopened = new ReplayGuard(open(path), clock);
+    expect(reopened.check('v0=aaa', sec(START))).toBe('replayed request (signature already seen)');
+    expect(reopened.size).toBe(2);
+  });
+
+  it('prunes rows once their window has passed, whichever process remembered them', async () => {
+    const path = tempDbPath();
+    const clock = new ManualClock(START);
+    const first = new ReplayGuard(open(path), clock);
+    const second = new ReplayGuard(open(path), clock);
+    expect(first.check('v0=aaa', sec(START))).toBeNull();
+    await clock.tick(SIGNATURE_WINDOW_MS + 1);
+    expect(second.check('v0=later', sec(clock.now()))).toBeNull();
+    expect(second.size).toBe(1);
   });
 });

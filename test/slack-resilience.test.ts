@@ -4,6 +4,7 @@ import { SlackAlertSink } from '../src/slack/alert-sink.ts';
 import { createSlackApp } from '../src/slack/app.ts';
 import { createSlackClient } from '../src/slack/client.ts';
 import { silentLogger } from '../src/logger.ts';
+import { openDb } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { startSlackApiServer } from './support/slack-api-server.ts';
 import {
@@ -54,19 +55,22 @@ describe('posting the card when Slack is in trouble', () => {
     expect((await outcome).status).toBe('approved');
   });
 
-  it('fails closed with the reason after bounded retries when Slack keeps rate-limiting, honouring each Retry-After', async () => {
+  it('waits out every Retry-After while the approval lasts, then fails closed with the reason', async () => {
     const h = await harness();
     h.slack.fail({ mode: 'ratelimited', retryAfter: 1, methods: ['chat.postMessage'] });
-    const outcome = await clock.runUntil(h.approvals.request(heldCall(h, { callId: 'call-rl' })), { stepMs: 250 });
+    const agent = { ...h.policy.agents['support-triage']!, approvalTimeoutMs: 5000 };
+    const outcome = await clock.runUntil(h.approvals.request(heldCall(h, { callId: 'call-rl', agent })), {
+      stepMs: 250,
+    });
     expect(outcome.status).toBe('failed');
     expect(outcome.status !== 'approved' && outcome.reason).toBe(
-      'approval failed: the approval card could not be posted: SLACK_UNAVAILABLE: posting the approval card (chat.postMessage): Slack rate-limited the request (Retry-After 1 s); gave up after 3 attempts',
+      `failed: the approval card could not be posted: SLACK_UNAVAILABLE: posting the approval card (chat.postMessage): Slack rate-limited the request (Retry-After 1 s), and the wait would outlast the approval (expires ${new Date(START + 5000).toISOString()})`,
     );
-    expect(h.slack.callsOf('chat.postMessage')).toHaveLength(3);
+    // Not three attempts and give up: one a second until a further wait would pass the expiry.
+    expect(h.slack.callsOf('chat.postMessage')).toHaveLength(5);
     // Each retry came no sooner than the Retry-After (times on the fake clock).
     const at = h.slack.callsOf('chat.postMessage').map((c) => c.at - START);
-    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(1000);
-    expect(at[2]! - at[1]!).toBeGreaterThanOrEqual(1000);
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThanOrEqual(1000);
     // Nothing lost from the audit: the request and its failure, chained.
     expect(h.auditRows().map((r) => [r.event, r.decision])).toEqual([
       ['approval.requested', 'pending'],
@@ -77,14 +81,28 @@ describe('posting the card when Slack is in trouble', () => {
     expect(h.db.prepare('SELECT status FROM approvals').pluck().all()).toEqual(['failed']);
   });
 
-  it('does not wait for a Retry-After longer than it would hold a call', async () => {
+  it('waits a long Retry-After that ends before the expiry; refuses at once one that would outlast it', async () => {
     const h = await harness();
-    h.slack.fail({ mode: 'ratelimited', retryAfter: 120, methods: ['chat.postMessage'] });
-    const outcome = await h.approvals.request(heldCall(h));
-    expect(outcome.status !== 'approved' && outcome.reason).toContain(
-      'Retry-After 120 s), longer than Warden waits (30 s)',
+    h.slack.fail({ mode: 'ratelimited', retryAfter: 120, times: 1, methods: ['chat.postMessage'] });
+    const posted = h.approvals.request(heldCall(h));
+    await clock.runUntil(
+      vi.waitFor(() => expect(h.slack.callsOf('chat.postMessage')).toHaveLength(2), { timeout: 20_000 }),
+      { stepMs: 1000 },
     );
-    expect(h.slack.callsOf('chat.postMessage')).toHaveLength(1);
+    const at = h.slack.callsOf('chat.postMessage').map((c) => c.at - START);
+    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(120_000);
+    const id = approvalIdOf(h.slack.callsOf('chat.postMessage')[1]!);
+    await vi.waitFor(() => expect(h.approvals.get(id)?.messageTs).toBeDefined());
+    await h.approvals.decide(id, OWNER, 'approve');
+    expect((await posted).status).toBe('approved');
+
+    h.slack.fail({ mode: 'ratelimited', retryAfter: 120, times: 1, methods: ['chat.postMessage'] });
+    const agent = { ...h.policy.agents['support-triage']!, approvalTimeoutMs: 60_000 };
+    const outcome = await h.approvals.request(heldCall(h, { agent }));
+    expect(outcome.status !== 'approved' && outcome.reason).toContain(
+      'Retry-After 120 s), and the wait would outlast the approval',
+    );
+    expect(h.slack.callsOf('chat.postMessage')).toHaveLength(3);
   });
 
   it('fails closed when Slack is unreachable, after backing off', async () => {
@@ -167,7 +185,13 @@ describe('createSlackApp', () => {
   it('uses Socket Mode when an app token is set, the HTTP receiver otherwise, and names bad config', async () => {
     const slack = await startSlackApiServer({ botToken: BOT_TOKEN });
     try {
-      const base = { approvals: {} as never, policy: () => ({}) as never, audit: {} as never, logger: silentLogger() };
+      const base = {
+        approvals: {} as never,
+        policy: () => ({}) as never,
+        audit: {} as never,
+        logger: silentLogger(),
+        db: openDb(':memory:'),
+      };
       expect(
         createSlackApp({
           ...base,

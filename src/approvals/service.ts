@@ -600,7 +600,7 @@ export class ApprovalService implements ApprovalGate {
         approvalId: record.id,
         status: 'failed',
         approver: record.decidedBy,
-        reason: 'approval failed: the approval is not recorded in the audit trail',
+        reason: 'failed: the approval is not recorded in the audit trail',
         at,
       };
     }
@@ -652,7 +652,8 @@ function unique(ids: Array<string | undefined>): string[] {
 }
 
 /**
- * Halts abort with a WardenError('HALTED') (or a HaltState): the call is
+ * Halts abort with a WardenError('HALTED') (or a HaltState), and an agent's
+ * own cancel of a task with a WardenError('CALL_CANCELLED'): the call is
  * cancelled. Any other abort means the agent went away: abandoned.
  */
 function abortTransition(reason: unknown): Pick<Transition, 'status' | 'reason'> {
@@ -662,6 +663,8 @@ function abortTransition(reason: unknown): Pick<Transition, 'status' | 'reason'>
     const who = r.scope === 'org' ? 'all agents' : `agent ${String(r.agent)}`;
     return { status: 'cancelled', reason: `agents halted (${who}: ${String(r.reason)})` };
   }
+  // The agent withdrew the call itself (tasks/cancel): nobody should still decide it.
+  if (isWardenError(reason, 'CALL_CANCELLED')) return { status: 'cancelled', reason: reason.message };
   // The gateway says how the agent went away (connection dropped, session ended, shutdown).
   if (isWardenError(reason, 'CALL_ABANDONED')) return { status: 'abandoned', reason: reason.message };
   return { status: 'abandoned', reason: 'the agent went away before a decision' };
@@ -684,13 +687,13 @@ function outcomeReason(record: ApprovalRecord): string {
     case 'rejected':
       return `rejected by ${record.decidedBy ?? 'an approver'}${record.decisionReason ? `: ${record.decisionReason}` : ''}`;
     case 'expired':
-      return `no decision within ${formatDuration(record.expiresAt - record.requestedAt)}; the call was not made`;
+      return `left without a decision for ${formatDuration(record.expiresAt - record.requestedAt)} and expired; the call was not made`;
     case 'cancelled':
       return `cancelled: ${record.decisionReason ?? 'agents halted'}`;
     case 'abandoned':
       return `abandoned: ${record.decisionReason ?? 'Warden restarted'}`;
     case 'failed':
-      return `approval failed: ${record.decisionReason ?? 'unknown reason'}`;
+      return `failed: ${record.decisionReason ?? 'unknown reason'}`;
     default:
       return record.status;
   }

@@ -113,13 +113,18 @@ export const REFUSAL_CODES = [
   'upstream_protocol',
   'upstream_payload_too_large',
   'upstream_error',
-  // the HTTP edge: auth.failed and request.refused
+  // the HTTP edge: auth.failed and request.refused (gateway/refusals.ts)
   'token_missing',
   'token_malformed',
   'token_unknown',
   'agent_mismatch',
   'session_mismatch',
+  'headers_too_large',
   'prototype_key',
+  'too_many_connections',
+  'too_many_connections_from_address',
+  'headers_timeout',
+  'body_timeout',
 ] as const;
 
 export type RefusalCode = (typeof REFUSAL_CODES)[number];
@@ -148,11 +153,14 @@ const REFUSAL_CODE_OF_ERROR: Readonly<Record<ErrorCode, RefusalCode>> = {
   APPROVAL_CONFLICT: 'internal',
   APPROVAL_NOT_FOUND: 'not_found',
   SLACK_UNAVAILABLE: 'internal',
+  SLACK_REPLAYED_REQUEST: 'internal',
+  BODY_TOO_LARGE: 'invalid_arguments',
   HALTED: 'halted',
   INVALID_INPUT: 'invalid_arguments',
   CONTROL_WRITE_FAILED: 'internal',
   DRILL_IN_PROGRESS: 'internal',
   CALL_ABANDONED: 'abandoned',
+  CALL_CANCELLED: 'cancelled',
   INTERNAL: 'internal',
 };
 

@@ -53,6 +53,8 @@ export class ControlScheduler {
   readonly #logger: Logger;
   #tasks: ScheduledTask[] = [];
   #lastOverdueAlert: number | undefined;
+  /** Said once per process: a reload restarts the jobs but changes nothing about the missing key. */
+  #warnedNoCheckpointKey = false;
 
   constructor(options: ControlSchedulerOptions) {
     this.#options = options;
@@ -78,7 +80,8 @@ export class ControlScheduler {
     add('drill-overdue', this.#options.overdueCheckSchedule ?? '0 * * * *', async () => {
       this.checkDrillOverdue();
     });
-    if (control.checkpointSchedule && !this.#options.checkpoints) {
+    if (control.checkpointSchedule && !this.#options.checkpoints && !this.#warnedNoCheckpointKey) {
+      this.#warnedNoCheckpointKey = true;
       this.#logger.warn(
         'control.checkpoint_schedule is set but no checkpoint key/poster is configured (WARDEN_CHECKPOINT_KEY); checkpoints are not posted',
       );

@@ -31,19 +31,18 @@ export interface BridgeOptions {
   stdout?: Writable | undefined;
 }
 
+/** How long a bridge that cannot start waits for the client's first request, to answer it with the reason. */
+const REFUSAL_WAIT_MS = 2_000;
+
 export async function runBridge(options: BridgeOptions): Promise<void> {
-  if (!isWellFormedToken(options.token)) {
-    throw new WardenError(
-      'INVALID_INPUT',
-      'WARDEN_AGENT_TOKEN is not a Warden agent token (expected wdn_ followed by 43 characters); create one with `warden agents token create NAME`',
-    );
+  const problem = startProblem(options);
+  if (problem) {
+    // A client that spawned us sees only "Connection closed" if we just exit; answer its
+    // initialize with the reason first, so the person configuring it reads why.
+    await refuseOnStdio(options, problem);
+    throw new WardenError('INVALID_INPUT', problem);
   }
-  let url: URL;
-  try {
-    url = new URL(options.url);
-  } catch {
-    throw new WardenError('INVALID_INPUT', `--url: not a URL: ${options.url}`);
-  }
+  const url = new URL(options.url);
   const log = options.logger.child({ module: 'connect', agent: options.agent });
   const headers: Record<string, string> = { Authorization: `Bearer ${options.token}` };
   if (options.agent) headers['X-Warden-Agent'] = options.agent;
@@ -91,7 +90,14 @@ export async function runBridge(options: BridgeOptions): Promise<void> {
     }
     void stdio.send(message).catch((err) => log.warn({ err: describeError(err) }, 'could not write to stdout'));
   };
-  http.onerror = (err) => log.warn({ err: describeError(err) }, 'gateway connection error');
+  http.onerror = (err) => {
+    // Closing the transport aborts its SSE stream; that is our own doing, not a fault worth a warning.
+    if (finished || (err instanceof Error && err.name === 'AbortError') || /AbortError/.test(describeError(err))) {
+      log.debug({ err: describeError(err) }, 'gateway stream closed');
+      return;
+    }
+    log.warn({ err: describeError(err) }, 'gateway connection error');
+  };
   stdio.onerror = (err) => log.warn({ err: describeError(err) }, 'stdin error');
   http.onclose = () => void shutdown('gateway connection closed');
   stdio.onclose = () => void shutdown('stdin closed');
@@ -102,4 +108,42 @@ export async function runBridge(options: BridgeOptions): Promise<void> {
   (options.stdin ?? process.stdin).once('end', () => void shutdown('stdin ended'));
   log.info({ url: url.origin + url.pathname }, 'bridge started');
   await done;
+}
+
+function startProblem(options: BridgeOptions): string | undefined {
+  if (!options.token)
+    return 'WARDEN_AGENT_TOKEN is not set; create a token with `warden agents token create NAME` and export it';
+  if (!isWellFormedToken(options.token))
+    return 'WARDEN_AGENT_TOKEN is not a Warden agent token (expected wdn_ followed by 43 characters); create one with `warden agents token create NAME`';
+  try {
+    new URL(options.url);
+  } catch {
+    return `--url: not a URL: ${options.url}`;
+  }
+  return undefined;
+}
+
+/**
+ * Answers the client's first request (normally `initialize`) with a JSON-RPC error carrying
+ * `reason`, then returns. Returns as well when stdin ends or nothing arrives in time.
+ */
+async function refuseOnStdio(options: BridgeOptions, reason: string): Promise<void> {
+  const stdin = options.stdin ?? process.stdin;
+  const stdio = new StdioServerTransport(stdin, options.stdout ?? process.stdout);
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  const timer = setTimeout(finish, REFUSAL_WAIT_MS);
+  stdin.once('end', finish);
+  stdio.onmessage = (message) => {
+    if (!isJSONRPCRequest(message)) return;
+    stdio
+      .send({ jsonrpc: '2.0', id: message.id, error: { code: -32000, message: `Warden: ${reason}` } })
+      .catch(() => {})
+      .finally(finish);
+  };
+  await stdio.start();
+  await done;
+  clearTimeout(timer);
+  stdin.off('end', finish);
+  await stdio.close().catch(() => {});
 }

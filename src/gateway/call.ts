@@ -13,7 +13,7 @@ import type { AgentPolicy, Decision, ToolAnnotations } from '../policy/types.ts'
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { endingOf, type CallOutcome, type Ending } from './call-outcomes.ts';
 import type { DeferredFacts } from './deferred.ts';
-import type { CallInput, PipelineOptions } from './pipeline.ts';
+import type { CallInput, HeldCall, PipelineOptions } from './pipeline.ts';
 
 /** What every audit row of one call repeats. */
 export type CallFacts = Omit<AuditEntry, 'event'>;
@@ -284,12 +284,14 @@ export class ToolCall {
     const { decision, agentPolicy } = admitted;
     if (decision.kind !== 'approve') return undefined;
     const { agent, name, args } = this.#input;
-    let requested: { approvalId: string; expiresAt: number; channel: string | undefined } | undefined;
+    let requested: HeldCall | undefined;
     const approval = this.#requestApproval(admitted, decision, (r) => {
       requested = r;
+      this.#input.onHeld?.(r);
     });
     let outcome: Awaited<typeof approval>;
-    const answerWithinMs = agentPolicy.answerWithinMs;
+    // A task's request was answered already: it waits for the decision however long it takes.
+    const answerWithinMs = this.#input.holdOpen ? undefined : agentPolicy.answerWithinMs;
     if (answerWithinMs === undefined) outcome = await approval;
     else {
       const clock = this.#context.clock;

@@ -7,9 +7,10 @@ import { policyGetter } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
-import { HttpEdge } from './http.ts';
+import { DEFAULT_EDGE_LIMITS, HttpEdge, type EdgeLimits } from './http.ts';
 import { PinStore, ToolPins } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
+import { TaskRegistry } from './tasks.ts';
 import { TokenStore } from './tokens.ts';
 import { UpstreamFailureAlerts } from './upstream-alerts.ts';
 import { UpstreamManager } from './upstream.ts';
@@ -45,6 +46,8 @@ export interface StartGatewayOptions {
   maxSessionsPerAgent?: number | undefined;
   /** Largest accepted POST body. Default 4 MiB. */
   maxBodyBytes?: number | undefined;
+  /** Connection caps and request timeouts at the HTTP edge; each unset field keeps DEFAULT_EDGE_LIMITS. */
+  limits?: Partial<EdgeLimits> | undefined;
   /** How much of a call's record is on stable storage before each step (see PipelineOptions). Default 'fast'. */
   auditDurability?: AuditDurability | undefined;
   /**
@@ -53,6 +56,8 @@ export interface StartGatewayOptions {
    * the trail always holds what was forwarded.
    */
   maxArgumentBytes?: number | undefined;
+  /** The interval between polls suggested to clients of MCP tasks. Default 1 s. */
+  taskPollMs?: number | undefined;
 }
 
 export interface GatewayHandle {
@@ -108,8 +113,11 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   });
   const offPolicy =
     isPolicySource(source) && source.onChange ? source.onChange(() => pipeline.notifyToolsChanged()) : undefined;
+  const tasks = new TaskRegistry({ clock, pollIntervalMs: options.taskPollMs });
+  const offHaltTasks = options.halt.onHalt((state) => tasks.discardFor(state));
   const edge = new HttpEdge({
     pipeline,
+    tasks,
     tokens: new TokenStore(options.db),
     audit: options.audit,
     alerts: options.alerts,
@@ -122,11 +130,13 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     sessionIdleMs: options.sessionIdleMs ?? 30 * 60_000,
     maxSessionsPerAgent: options.maxSessionsPerAgent ?? 32,
     maxBodyBytes: options.maxBodyBytes ?? 4 * 1024 * 1024,
+    limits: { ...DEFAULT_EDGE_LIMITS, ...options.limits },
   });
   let listening: { url: string; port: number };
   try {
     listening = await edge.listen();
   } catch (err) {
+    offHaltTasks();
     await pipeline.close();
     await upstreams.close();
     throw err;
@@ -146,6 +156,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
         edge.stopAccepting();
         await pipeline.close();
         await edge.close();
+        offHaltTasks();
+        tasks.close();
         await upstreams.close();
       })()),
   };

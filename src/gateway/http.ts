@@ -1,17 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { isInitializeRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
-import type { AuditSink, RefusalCode } from '../audit/types.ts';
+import type { AuditSink } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import type { AlertSink } from '../control/types.ts';
-import { WardenError, describeError } from '../errors.ts';
+import { z } from 'zod';
+import { BodyTooLargeError, WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { GatewayPipeline } from './pipeline.ts';
 import { AgentTransport } from './agent-transport.ts';
 import { findProtoKey } from './arguments.ts';
+import { RefusalRecorder, type AuthFailureCode, type EdgeRefusal } from './refusals.ts';
 import { SessionServer } from './session.ts';
+import type { TaskRegistry } from './tasks.ts';
 import type { TokenStore } from './tokens.ts';
 
 /**
@@ -22,6 +26,8 @@ import type { TokenStore } from './tokens.ts';
 
 export interface HttpEdgeOptions {
   pipeline: GatewayPipeline;
+  /** Tasks outlive sessions, so they are kept here for all of them. */
+  tasks: TaskRegistry;
   tokens: TokenStore;
   audit: AuditSink;
   alerts: AlertSink;
@@ -34,7 +40,46 @@ export interface HttpEdgeOptions {
   sessionIdleMs: number;
   maxSessionsPerAgent: number;
   maxBodyBytes: number;
+  limits: EdgeLimits;
 }
+
+/**
+ * What one client may hold of the gateway. Unauthenticated clients cost
+ * nothing to open sockets with, so connections are capped in all and per
+ * remote address, and every request must arrive (headers, then the whole
+ * body) within a bounded time. None of these applies to a response: once a
+ * request is whole, Node stops timing it, so a held call streaming progress
+ * for an hour is not cut, and the socket's own idle timeout stays off.
+ */
+export const edgeLimitsSchema = z
+  .object({
+    maxConnections: z.number().int().positive(),
+    maxConnectionsPerAddress: z.number().int().positive(),
+    /** All request headers within this (Node's headersTimeout). */
+    headersTimeoutMs: z.number().int().positive(),
+    /** The whole request, headers and body, within this (Node's requestTimeout). */
+    bodyTimeoutMs: z.number().int().positive(),
+    /** A kept-alive connection with no request is closed after this. */
+    keepAliveTimeoutMs: z.number().int().positive(),
+    /** How often Node checks the two request timeouts: the slack in enforcing them. */
+    timeoutCheckEveryMs: z.number().int().positive(),
+  })
+  .refine((l) => l.bodyTimeoutMs >= l.headersTimeoutMs, {
+    message: 'bodyTimeoutMs must be at least headersTimeoutMs (it counts from the same start)',
+    path: ['bodyTimeoutMs'],
+  });
+
+export type EdgeLimits = z.infer<typeof edgeLimitsSchema>;
+
+export const DEFAULT_EDGE_LIMITS: EdgeLimits = {
+  maxConnections: 1024,
+  // Agents on one host (loopback) share an address: generous enough for many held calls at once.
+  maxConnectionsPerAddress: 256,
+  headersTimeoutMs: 10_000,
+  bodyTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  timeoutCheckEveryMs: 1_000,
+};
 
 interface Session {
   id: string;
@@ -47,30 +92,7 @@ interface Session {
   closing?: string | undefined;
 }
 
-/** The failed authentications of one (remote, code) pair within one window. */
-interface AuthFailureWindow {
-  key: string;
-  remote: string;
-  code: RefusalCode;
-  openedAt: number;
-  /** Failures after the first one (which was audited on its own). */
-  more: number;
-  agents: Set<string>;
-  timer: NodeJS.Timeout;
-}
-
 export const MCP_PATH = '/mcp';
-/**
- * Failed authentications are audited per (remote address, reason code) and
- * window: the first at once, the rest of the window as one counted row when
- * it closes. Unauthenticated requests cost a caller nothing, so without this
- * anyone who can reach the port could grow the audit trail without bound.
- */
-export const AUTH_FAILURE_WINDOW_MS = 60_000;
-/** Open windows beyond this are written out early rather than held in memory. */
-const MAX_AUTH_FAILURE_WINDOWS = 1_000;
-/** Agents named in one aggregated row, at most. */
-const MAX_AUTH_FAILURE_AGENTS = 20;
 /** After the pipeline has answered running calls, how long close() lets those answers finish reaching the agents. */
 const ANSWER_DRAIN_MS = 2_000;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
@@ -132,8 +154,6 @@ function jsonError(
   res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }));
 }
 
-class BodyTooLarge extends Error {}
-
 /** The JSON-RPC request ids in a POST body (one message or a batch). */
 function requestIdsOf(body: unknown): RequestId[] {
   const messages = Array.isArray(body) ? body : [body];
@@ -150,28 +170,53 @@ function requestIdsOf(body: unknown): RequestId[] {
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
-    if (Number.isFinite(declared) && declared > limit) return reject(new BodyTooLarge());
+    if (Number.isFinite(declared) && declared > limit) return reject(new BodyTooLargeError(limit));
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limit) {
-        reject(new BodyTooLarge());
+        reject(new BodyTooLargeError(limit));
         req.destroy();
       } else chunks.push(c);
     });
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
+    // The body timeout (or the client) destroyed the socket mid-body: settle, so nothing waits on it.
+    req.on('close', () => {
+      if (!req.complete) reject(new WardenError('INVALID_INPUT', 'the request ended before its body was complete'));
+    });
   });
 }
 
+/** A whole HTTP/1.1 answer written straight to a socket (no request object exists yet, or any more). */
+function rawAnswer(status: number, statusText: string, message: string, headers: Record<string, string> = {}): string {
+  const body = JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null });
+  const lines = [
+    `HTTP/1.1 ${status} ${statusText}`,
+    'Content-Type: application/json',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'Connection: close',
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+  ];
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}
+
 export class HttpEdge {
-  readonly #o: HttpEdgeOptions;
+  readonly #options: HttpEdgeOptions;
   readonly #log: Logger;
   readonly #sessions = new Map<string, Session>();
-  readonly #authWindows = new Map<string, AuthFailureWindow>();
-  /** Audit writes of aggregated auth failures still in progress: close() waits for them. */
-  readonly #authWrites = new Set<Promise<void>>();
+  readonly #limits: EdgeLimits;
+  readonly #refusals: RefusalRecorder;
+  /** Open connections within the limits, in all and per remote address. */
+  #connections = 0;
+  readonly #perAddress = new Map<string, number>();
+  /** Each socket's remote address, kept from its start (a destroyed socket no longer knows it). */
+  readonly #remotes = new WeakMap<Duplex, string>();
+  /** Sockets answered over a limit at connection time: whatever they send is ignored. */
+  readonly #refusedSockets = new WeakSet<Duplex>();
+  /** The request each socket is on (and its agent once known), to tell a slow body from slow headers. */
+  readonly #current = new WeakMap<Duplex, { req: IncomingMessage; agent?: string | undefined }>();
   /** Responses that carry answers to requests (not notification streams): close() lets them finish. */
   readonly #answering = new Set<ServerResponse>();
   readonly #http: HttpServer;
@@ -181,16 +226,45 @@ export class HttpEdge {
   #stopped: Promise<void> | undefined;
 
   constructor(options: HttpEdgeOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger.child({ module: 'gateway-http' });
-    this.#http = createServer((req, res) => {
-      this.#handle(req, res).catch((err) => {
-        this.#log.error({ err: describeError(err) }, 'request failed');
-        jsonError(res, 500, -32603, 'Internal error');
-      });
+    const limits = edgeLimitsSchema.safeParse(options.limits);
+    if (!limits.success) {
+      const problems = limits.error.issues.map((i) => `limits.${i.path.join('.')}: ${i.message}`).join('; ');
+      throw new WardenError('CONFIG_INVALID', `invalid gateway limits: ${problems}`);
+    }
+    this.#limits = limits.data;
+    this.#refusals = new RefusalRecorder({
+      audit: options.audit,
+      alerts: options.alerts,
+      clock: options.clock,
+      logger: this.#log,
     });
-    // Long approval waits keep a request open; Node's default 5-minute request timeout would cut them.
-    this.#http.requestTimeout = 0;
+    this.#http = createServer(
+      {
+        headersTimeout: this.#limits.headersTimeoutMs,
+        // Counts only until the request is whole: a long approval wait or a
+        // progress stream in the response is not cut by it.
+        requestTimeout: this.#limits.bodyTimeoutMs,
+        keepAliveTimeout: this.#limits.keepAliveTimeoutMs,
+        connectionsCheckingInterval: this.#limits.timeoutCheckEveryMs,
+      },
+      (req, res) => {
+        if (this.#refusedSockets.has(req.socket)) {
+          req.socket.destroy();
+          return;
+        }
+        this.#current.set(req.socket, { req });
+        this.#handle(req, res).catch((err) => {
+          // The body timeout or the client ended it: there is nobody to answer.
+          if (req.socket.destroyed) return;
+          this.#log.error({ err: describeError(err) }, 'request failed');
+          jsonError(res, 500, -32603, 'Internal error');
+        });
+      },
+    );
+    this.#http.on('connection', (socket: Socket) => this.#admit(socket));
+    this.#http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
   }
 
   get sessionCount(): number {
@@ -200,17 +274,17 @@ export class HttpEdge {
   async listen(): Promise<{ url: string; port: number }> {
     await new Promise<void>((resolve, reject) => {
       this.#http.once('error', reject);
-      this.#http.listen(this.#o.port, this.#o.host, () => {
+      this.#http.listen(this.#options.port, this.#options.host, () => {
         this.#http.off('error', reject);
         resolve();
       });
     });
     const { port } = this.#http.address() as AddressInfo;
-    const host = this.#o.host.includes(':') ? `[${this.#o.host}]` : this.#o.host;
-    const every = Math.max(1_000, Math.min(60_000, Math.floor(this.#o.sessionIdleMs / 2)));
-    this.#reaper = this.#o.clock.setInterval(() => this.#reap(), every);
+    const host = this.#options.host.includes(':') ? `[${this.#options.host}]` : this.#options.host;
+    const every = Math.max(1_000, Math.min(60_000, Math.floor(this.#options.sessionIdleMs / 2)));
+    this.#reaper = this.#options.clock.setInterval(() => this.#reap(), every);
     this.#reaper.unref?.();
-    this.#offToolsChanged = this.#o.pipeline.onToolsChanged(() => {
+    this.#offToolsChanged = this.#options.pipeline.onToolsChanged(() => {
       for (const s of this.#sessions.values()) void s.mcp.server.sendToolListChanged().catch(() => {});
     });
     return { url: `http://${host}:${port}${MCP_PATH}`, port };
@@ -223,7 +297,7 @@ export class HttpEdge {
    */
   stopAccepting(): void {
     if (this.#stopped) return;
-    if (this.#reaper) this.#o.clock.clearInterval(this.#reaper);
+    if (this.#reaper) this.#options.clock.clearInterval(this.#reaper);
     this.#stopped = new Promise<void>((resolve) => this.#http.close(() => resolve()));
   }
 
@@ -242,13 +316,125 @@ export class HttpEdge {
     await Promise.allSettled(sessions.map((s) => s.mcp.server.close()));
     this.#http.closeAllConnections();
     await this.#stopped;
-    await this.flushAuthFailures();
+    await this.flushRefusals();
   }
 
-  /** Writes every counted auth failure now (also done by close()); resolves when they are committed. */
-  async flushAuthFailures(): Promise<void> {
-    for (const w of [...this.#authWindows.values()]) this.#closeAuthWindow(w);
-    await Promise.allSettled([...this.#authWrites]);
+  /** Writes every counted refusal now (also done by close()); resolves when they are committed. */
+  async flushRefusals(): Promise<void> {
+    await this.#refusals.flush();
+  }
+
+  /**
+   * Every new connection: within the limits it is counted until it closes;
+   * over one it is answered at once (429 for one address holding too many,
+   * 503 when the gateway is full) and closed, so it holds nothing.
+   */
+  #admit(socket: Socket): void {
+    const remote = socket.remoteAddress ?? 'unknown';
+    this.#remotes.set(socket, remote);
+    const fromAddress = this.#perAddress.get(remote) ?? 0;
+    let over: { status: number; statusText: string; message: string; refusal: EdgeRefusal } | undefined;
+    if (this.#connections >= this.#limits.maxConnections) {
+      over = {
+        status: 503,
+        statusText: 'Service Unavailable',
+        message: `Too many connections: Warden holds at most ${this.#limits.maxConnections} at once; try again shortly`,
+        refusal: {
+          event: 'request.refused',
+          code: 'too_many_connections',
+          remote,
+          reason: `connection refused: the gateway already holds ${this.#limits.maxConnections} connections`,
+          limit: { maxConnections: this.#limits.maxConnections },
+        },
+      };
+    } else if (fromAddress >= this.#limits.maxConnectionsPerAddress) {
+      over = {
+        status: 429,
+        statusText: 'Too Many Requests',
+        message: `Too many connections from ${remote}: at most ${this.#limits.maxConnectionsPerAddress} at once`,
+        refusal: {
+          event: 'request.refused',
+          code: 'too_many_connections_from_address',
+          remote,
+          reason: `connection refused: ${remote} already holds ${this.#limits.maxConnectionsPerAddress} connections`,
+          limit: { maxConnectionsPerAddress: this.#limits.maxConnectionsPerAddress },
+        },
+      };
+    }
+    if (over) {
+      this.#refusedSockets.add(socket);
+      socket.end(rawAnswer(over.status, over.statusText, over.message, { 'Retry-After': '1' }));
+      // A client that never closes its side must not keep the socket either.
+      socket.setTimeout(1_000, () => socket.destroy());
+      void this.#refusals.record(over.refusal);
+      return;
+    }
+    this.#connections++;
+    this.#perAddress.set(remote, fromAddress + 1);
+    socket.once('close', () => {
+      this.#connections--;
+      const left = (this.#perAddress.get(remote) ?? 1) - 1;
+      if (left <= 0) this.#perAddress.delete(remote);
+      else this.#perAddress.set(remote, left);
+    });
+  }
+
+  /**
+   * Node found a request it will not hand over: headers too large (431),
+   * headers or body not in time (408), or unparseable (400). There is no
+   * request object, so the answer goes straight to the socket. A 431 is
+   * counted as a failed authentication (the token could not be checked), a
+   * timeout as a refused request.
+   */
+  #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const remote = this.#remotes.get(socket) ?? 'unknown';
+    const answering = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+    const canAnswer = !this.#refusedSockets.has(socket) && socket.writable && !answering?.headersSent;
+    if (err.code === 'ECONNRESET' || !canAnswer) {
+      socket.destroy();
+      return;
+    }
+    let answer: string;
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      answer = rawAnswer(
+        431,
+        'Request Header Fields Too Large',
+        'Request headers too large: is the Authorization header a Warden agent token (Bearer wdn_…)?',
+      );
+      void this.#refusals.record({
+        event: 'auth.failed',
+        code: 'headers_too_large',
+        remote,
+        reason: 'request with headers too large to read (an oversized Authorization header?)',
+      });
+    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      const current = this.#current.get(socket);
+      const inBody = current !== undefined && !current.req.complete;
+      const ms = inBody ? this.#limits.bodyTimeoutMs : this.#limits.headersTimeoutMs;
+      answer = rawAnswer(
+        408,
+        'Request Timeout',
+        inBody
+          ? `Request timeout: the whole request must arrive within ${ms / 1000} s`
+          : `Request timeout: the request headers must arrive within ${ms / 1000} s`,
+      );
+      void this.#refusals.record({
+        event: 'request.refused',
+        code: inBody ? 'body_timeout' : 'headers_timeout',
+        remote,
+        agent: current?.agent,
+        reason: inBody
+          ? `request body not complete within ${ms / 1000} s`
+          : `request headers not complete within ${ms / 1000} s`,
+        limit: inBody ? { bodyTimeoutMs: ms } : { headersTimeoutMs: ms },
+      });
+    } else {
+      answer = rawAnswer(400, 'Bad Request', 'Bad Request: not a well-formed HTTP request');
+      this.#log.debug({ remote, code: err.code }, 'refused an unparseable request');
+    }
+    socket.end(answer);
+    // Whatever the client still sends is not read: close once the answer is out.
+    socket.once('finish', () => socket.destroy());
   }
 
   async #drainAnswers(): Promise<void> {
@@ -259,21 +445,21 @@ export class HttpEdge {
         if (this.#answering.size === 0) resolve();
       };
       for (const res of this.#answering) res.once('close', check);
-      timer = this.#o.clock.setTimeout(resolve, ANSWER_DRAIN_MS);
+      timer = this.#options.clock.setTimeout(resolve, ANSWER_DRAIN_MS);
       timer.unref?.();
     });
-    if (timer) this.#o.clock.clearTimeout(timer);
+    if (timer) this.#options.clock.clearTimeout(timer);
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     // DNS rebinding: a browser tricked into calling us carries a foreign Host or Origin.
-    if (!isAllowedHost(req.headers.host, this.#o.allowedHosts)) {
+    if (!isAllowedHost(req.headers.host, this.#options.allowedHosts)) {
       this.#log.warn({ host: req.headers.host }, 'refused request with a Host that is not allowed');
       return jsonError(res, 403, -32000, 'Forbidden: Host not allowed');
     }
     const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
-    if (!isAllowedOrigin(origin, this.#o.allowedOrigins)) {
+    if (!isAllowedOrigin(origin, this.#options.allowedOrigins)) {
       this.#log.warn({ origin }, 'refused request with an Origin that is not allowed');
       return jsonError(res, 403, -32000, 'Forbidden: Origin not allowed');
     }
@@ -281,15 +467,15 @@ export class HttpEdge {
     if (this.#stopped)
       return jsonError(res, 503, -32000, 'Warden is shutting down; try again once it is back', { Connection: 'close' });
 
-    const auth = this.#o.tokens.authenticate(bearer(req));
+    const auth = this.#options.tokens.authenticate(bearer(req));
     if (!auth.ok) {
       const reason = {
         missing: 'no bearer token',
         malformed: 'a malformed bearer token',
         unknown: 'an unknown token',
-        revoked: 'a revoked token',
+        revoked: `a revoked token of agent ${auth.agent}`,
       }[auth.reason];
-      await this.#authFailed(req, `token_${auth.reason}`, `request with ${reason}`);
+      await this.#authFailed(req, `token_${auth.reason}`, `request with ${reason}`, auth.agent);
       const challenge =
         auth.reason === 'missing'
           ? 'Bearer realm="warden"'
@@ -303,6 +489,8 @@ export class HttpEdge {
       );
     }
     const agent = auth.agent;
+    const current = this.#current.get(req.socket);
+    if (current?.req === req) current.agent = agent;
     // Travels with each message to its handler (SDK AuthInfo), so a call can
     // check again, before it is forwarded, that this very token still stands.
     // The token's id, never its secret.
@@ -318,14 +506,14 @@ export class HttpEdge {
     if (req.method === 'POST') {
       let text: string;
       try {
-        text = await readBody(req, this.#o.maxBodyBytes);
+        text = await readBody(req, this.#options.maxBodyBytes);
       } catch (err) {
-        if (err instanceof BodyTooLarge)
+        if (err instanceof BodyTooLargeError)
           return jsonError(
             res,
             413,
             -32000,
-            `Payload too large: requests are limited to ${this.#o.maxBodyBytes} bytes`,
+            `Payload too large: requests are limited to ${this.#options.maxBodyBytes} bytes`,
           );
         throw err;
       }
@@ -340,7 +528,7 @@ export class HttpEdge {
         const reason = `${protoKey} is a key named "__proto__"; Warden does not accept such keys anywhere in a request`;
         this.#log.warn({ agent, path: protoKey }, 'refused a request carrying a __proto__ key');
         try {
-          await this.#o.audit.append({
+          await this.#options.audit.append({
             event: 'request.refused',
             agent,
             decision: 'deny',
@@ -383,20 +571,22 @@ export class HttpEdge {
         res,
         429,
         -32000,
-        `Too many sessions: agent ${agent} already has ${this.#o.maxSessionsPerAgent} active sessions`,
+        `Too many sessions: agent ${agent} already has ${this.#options.maxSessionsPerAgent} active sessions`,
       );
     }
-    const mcp = new SessionServer(this.#o.pipeline, agent, this.#log, (tokenId) => this.#o.tokens.isLive(tokenId));
+    const mcp = new SessionServer(this.#options.pipeline, this.#options.tasks, agent, this.#log, (tokenId) =>
+      this.#options.tokens.isLive(tokenId),
+    );
     const session: Session = {
       id: '',
       agent,
       transport: undefined as unknown as AgentTransport,
       mcp,
-      lastSeen: this.#o.clock.now(),
+      lastSeen: this.#options.clock.now(),
       active: 0,
     };
     session.transport = new AgentTransport({
-      clock: this.#o.clock,
+      clock: this.#options.clock,
       newSessionId: () => randomUUID(),
       onInitialized: (id) => {
         session.id = id;
@@ -427,7 +617,7 @@ export class HttpEdge {
   }
 
   #serve(session: Session, req: IncomingMessage, res: ServerResponse, body: unknown, authInfo: AuthInfo): void {
-    session.lastSeen = this.#o.clock.now();
+    session.lastSeen = this.#options.clock.now();
     session.active++;
     // The requests this POST carries are answered on its response stream; if
     // that connection goes away first, nobody is left to receive the answers.
@@ -441,7 +631,7 @@ export class HttpEdge {
     res.once('close', () => {
       this.#answering.delete(res);
       session.active--;
-      session.lastSeen = this.#o.clock.now();
+      session.lastSeen = this.#options.clock.now();
       if (!tracked || res.writableFinished) return;
       const n = session.mcp.abortCalls(
         new WardenError('CALL_ABANDONED', "the agent's connection closed before the answer was sent"),
@@ -459,7 +649,7 @@ export class HttpEdge {
   /** Keeps one agent from piling up sessions: evicts its longest-idle one, or refuses. */
   #makeRoom(agent: string): boolean {
     const mine = [...this.#sessions.values()].filter((s) => s.agent === agent);
-    if (mine.length < this.#o.maxSessionsPerAgent) return true;
+    if (mine.length < this.#options.maxSessionsPerAgent) return true;
     const idle = mine.filter((s) => s.active === 0).sort((a, b) => a.lastSeen - b.lastSeen)[0];
     if (!idle) return false;
     this.#closeSession(idle, 'evicted to make room for a new session');
@@ -467,7 +657,7 @@ export class HttpEdge {
   }
 
   #reap(): void {
-    const cutoff = this.#o.clock.now() - this.#o.sessionIdleMs;
+    const cutoff = this.#options.clock.now() - this.#options.sessionIdleMs;
     for (const s of [...this.#sessions.values()]) {
       if (s.active === 0 && s.lastSeen < cutoff) this.#closeSession(s, 'idle');
     }
@@ -480,98 +670,16 @@ export class HttpEdge {
     void s.mcp.server.close().catch(() => {});
   }
 
-  /**
-   * Audits a refused request: the first failure of its (remote, code) pair in
-   * a window at once, with an alert; later ones in that window are counted
-   * and written as one row when the window closes. The counts add up to every
-   * refused request.
-   */
-  async #authFailed(req: IncomingMessage, code: RefusalCode, reason: string, agent?: string): Promise<void> {
-    const remote = req.socket.remoteAddress ?? 'unknown';
-    const now = this.#o.clock.now();
-    const key = `${remote}|${code}`;
-    let w = this.#authWindows.get(key);
-    // Its timer is late (a busy loop, or a clock the test moves): close it here.
-    if (w && now - w.openedAt >= AUTH_FAILURE_WINDOW_MS) {
-      this.#closeAuthWindow(w);
-      w = undefined;
-    }
-    if (w) {
-      w.more++;
-      if (agent && w.agents.size < MAX_AUTH_FAILURE_AGENTS) w.agents.add(agent);
-      return;
-    }
-    if (this.#authWindows.size >= MAX_AUTH_FAILURE_WINDOWS)
-      for (const old of [...this.#authWindows.values()]) this.#closeAuthWindow(old);
-    const opened: AuthFailureWindow = {
-      key,
-      remote,
+  /** Audits a failed authentication (aggregated per remote, code and window: see RefusalRecorder). */
+  async #authFailed(req: IncomingMessage, code: AuthFailureCode, reason: string, agent?: string): Promise<void> {
+    await this.#refusals.record({
+      event: 'auth.failed',
       code,
-      openedAt: now,
-      more: 0,
-      agents: new Set(),
-      timer: undefined as unknown as NodeJS.Timeout,
-    };
-    opened.timer = this.#o.clock.setTimeout(() => this.#closeAuthWindow(opened), AUTH_FAILURE_WINDOW_MS);
-    opened.timer.unref?.();
-    this.#authWindows.set(key, opened);
-
-    const userAgent =
-      typeof req.headers['user-agent'] === 'string' ? req.headers['user-agent'].slice(0, 200) : undefined;
-    try {
-      await this.#o.audit.append({
-        event: 'auth.failed',
-        agent,
-        decision: 'deny',
-        reason,
-        detail: { code, remote, method: req.method, userAgent, count: 1 },
-      });
-    } catch (err) {
-      this.#log.error({ err: describeError(err) }, 'audit write failed for auth.failed');
-    }
-    try {
-      this.#o.alerts.alert({
-        kind: 'auth_failed',
-        severity: 'warning',
-        agent,
-        text: `Warden refused a gateway request from ${remote}: ${reason}`,
-        detail: { code, remote },
-      });
-    } catch (err) {
-      this.#log.error({ err: describeError(err) }, 'alert sink threw');
-    }
-  }
-
-  /** Ends a window: writes one row counting the failures after its first, if there were any. */
-  #closeAuthWindow(w: AuthFailureWindow): void {
-    this.#o.clock.clearTimeout(w.timer);
-    if (this.#authWindows.get(w.key) === w) this.#authWindows.delete(w.key);
-    if (w.more === 0) return;
-    const agents = [...w.agents];
-    const to = Math.min(this.#o.clock.now(), w.openedAt + AUTH_FAILURE_WINDOW_MS);
-    const write = this.#o.audit
-      .append({
-        event: 'auth.failed',
-        agent: agents.length === 1 ? agents[0] : undefined,
-        decision: 'deny',
-        reason: `${w.more} more ${w.more === 1 ? 'request' : 'requests'} from ${w.remote} refused for the same cause (${w.code}) within ${AUTH_FAILURE_WINDOW_MS / 1000} s of the first`,
-        detail: {
-          code: w.code,
-          remote: w.remote,
-          count: w.more,
-          window: { from: w.openedAt, to, ms: AUTH_FAILURE_WINDOW_MS },
-          ...(agents.length > 1 ? { agents } : {}),
-        },
-      })
-      .then(
-        () => undefined,
-        (err: unknown) =>
-          this.#log.error(
-            { err: describeError(err), count: w.more, code: w.code },
-            'audit write failed for aggregated auth.failed',
-          ),
-      );
-    this.#authWrites.add(write);
-    void write.finally(() => this.#authWrites.delete(write));
+      remote: this.#remotes.get(req.socket) ?? req.socket.remoteAddress ?? 'unknown',
+      reason,
+      agent,
+      method: req.method,
+      userAgent: typeof req.headers['user-agent'] === 'string' ? req.headers['user-agent'].slice(0, 200) : undefined,
+    });
   }
 }

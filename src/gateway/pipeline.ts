@@ -79,6 +79,21 @@ export interface CallInput {
    * meanwhile does not get its call run. Absent: nothing to re-check.
    */
   stillAuthorized?: (() => boolean) | undefined;
+  /**
+   * The agent's request was answered already (an MCP task: the client polls
+   * for the ending), so a held call waits for its decision however long it
+   * takes and is never answered "not run yet" at answer_within.
+   */
+  holdOpen?: boolean | undefined;
+  /** Called once the call is held for a human, with where and until when it waits. */
+  onHeld?: ((held: HeldCall) => void) | undefined;
+}
+
+/** A call held for a human: its approval, the channel its card is in, and the approval's expiry. */
+export interface HeldCall {
+  approvalId: string;
+  expiresAt: number;
+  channel: string | undefined;
 }
 
 export type { AuditDurability } from '../audit/call-records.ts';
@@ -203,6 +218,8 @@ export class GatewayPipeline {
           inputSchema: tool.inputSchema,
           ...(tool.outputSchema !== undefined ? { outputSchema: tool.outputSchema } : {}),
           ...(tool.annotations !== undefined ? { annotations: tool.annotations } : {}),
+          // A held call may take a human's minutes: a client that can poll a task need not keep a request open.
+          ...(d.kind === 'approve' ? { execution: { taskSupport: 'optional' as const } } : {}),
         });
       }
     });
@@ -292,6 +309,8 @@ export class GatewayPipeline {
         reason: haltReason(halted),
       });
     }
+    if (!call.settled)
+      input.onHeld?.({ approvalId: call.approvalId, expiresAt: call.expiresAt, channel: call.channel });
     let timer: NodeJS.Timeout | undefined;
     const waited = await Promise.race([
       call.result.then(
@@ -299,7 +318,8 @@ export class GatewayPipeline {
         () => 'ended' as const,
       ),
       new Promise<'waiting'>((resolve) => {
-        timer = this.#clock.setTimeout(() => resolve('waiting'), call.answerWithinMs);
+        // A task waits for the ending however long it takes (only its cancel stops the wait).
+        if (!input.holdOpen) timer = this.#clock.setTimeout(() => resolve('waiting'), call.answerWithinMs);
         input.signal.addEventListener('abort', () => resolve('waiting'), { once: true });
       }),
     ]);

@@ -1,6 +1,8 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import {
   CallToolRequestSchema,
+  GetTaskPayloadRequestSchema,
+  RELATED_TASK_META_KEY,
   ErrorCode as McpErrorCode,
   ListToolsRequestSchema,
   McpError,
@@ -8,7 +10,8 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { GatewayPipeline } from './pipeline.ts';
+import type { CallInput, GatewayPipeline } from './pipeline.ts';
+import type { TaskRegistry } from './tasks.ts';
 
 export const GATEWAY_INFO = { name: 'warden', version: '0.1.0' };
 
@@ -39,9 +42,20 @@ export class SessionServer {
    * again just before it is forwarded, so a token revoked while the call was
    * held for approval does not get it run.
    */
-  constructor(pipeline: GatewayPipeline, agent: string, logger: Logger, tokenLive: (tokenId: string) => boolean) {
+  constructor(
+    pipeline: GatewayPipeline,
+    tasks: TaskRegistry,
+    agent: string,
+    logger: Logger,
+    tokenLive: (tokenId: string) => boolean,
+  ) {
     const server = new Server(GATEWAY_INFO, {
-      capabilities: { tools: { listChanged: true } },
+      // Task-augmented tools/call (MCP 2025-11-25): the SDK serves tasks/* from this agent's view of the registry.
+      capabilities: {
+        tools: { listChanged: true },
+        tasks: { list: {}, cancel: {}, requests: { tools: { call: {} } } },
+      },
+      taskStore: tasks.storeFor(agent),
       instructions:
         'Tools are provided by Warden on behalf of your organisation. A refused call comes back as an error result that says why; calls that need a human wait for their decision.',
     });
@@ -52,6 +66,30 @@ export class SessionServer {
     server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await pipeline.listTools(agent) }));
 
     server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+      const tokenId = extra.authInfo?.extra?.tokenId;
+      // A message without the edge's token id cannot be vouched for: fail closed.
+      const stillAuthorized = () => typeof tokenId === 'string' && tokenLive(tokenId);
+      if (request.params.task) {
+        // Answered at once with the task; the call goes on without this request (nor its connection).
+        const { task, signal } = tasks.create(agent, request.params.task.ttl);
+        void runTask(pipeline, tasks, task.taskId, logger, {
+          agent,
+          name: request.params.name,
+          args: request.params.arguments,
+          signal,
+          stillAuthorized,
+          holdOpen: true,
+          onHeld: (held) => tasks.held(task.taskId, held),
+        });
+        logger.info({ agent, tool: request.params.name, taskId: task.taskId }, 'tools/call started as a task');
+        return {
+          task,
+          // For hosts that hand the model something while the task runs (the spec's provisional key).
+          _meta: {
+            'io.modelcontextprotocol/model-immediate-response': `${request.params.name} is running as task ${task.taskId}. If it needs a human's approval it waits for that decision; do not assume it ran until the task completes with its result.`,
+          },
+        };
+      }
       const token = request.params._meta?.progressToken;
       const onProgress =
         token === undefined
@@ -61,22 +99,7 @@ export class SessionServer {
                 .sendNotification({ method: 'notifications/progress', params: { progressToken: token, ...p } })
                 .catch((err) => logger.debug({ err: describeError(err) }, 'progress notification not delivered'));
             };
-      // Our own controller, following the SDK's (agent cancel, transport close),
-      // so the edge can abort this one call with a reason of its own.
-      const call = new AbortController();
-      const follow = () => call.abort(extra.signal.reason);
-      if (extra.signal.aborted) follow();
-      else extra.signal.addEventListener('abort', follow, { once: true });
-      const tokenId = extra.authInfo?.extra?.tokenId;
-      // A message without the edge's token id cannot be vouched for: fail closed.
-      const stillAuthorized = () => typeof tokenId === 'string' && tokenLive(tokenId);
-      const id = extra.requestId;
-      this.#calls.set(id, call);
-      if (this.#early.has(id)) {
-        const reason = this.#early.get(id);
-        this.#early.delete(id);
-        call.abort(reason);
-      }
+      const call = this.#track(extra);
       try {
         return await pipeline.callTool({
           agent,
@@ -95,13 +118,52 @@ export class SessionServer {
           'Warden failed internally while handling this call; it was not completed',
         );
       } finally {
-        extra.signal.removeEventListener('abort', follow);
-        if (this.#calls.get(id) === call) this.#calls.delete(id);
+        call.done();
+      }
+    });
+
+    // In place of the SDK's own tasks/result, which looks again every poll
+    // interval (on real timers) and goes on looking after the agent's
+    // connection is gone: this one answers the moment the task ends, and is
+    // aborted with the connection like a tools/call.
+    server.setRequestHandler(GetTaskPayloadRequestSchema, async (request, extra) => {
+      const wait = this.#track(extra);
+      try {
+        const result = await tasks.result(request.params.taskId, agent, wait.signal);
+        return { ...result, _meta: { ...result._meta, [RELATED_TASK_META_KEY]: { taskId: request.params.taskId } } };
+      } finally {
+        wait.done();
       }
     });
   }
 
-  /** How many tools/call handlers are running in this session. */
+  /**
+   * Our own controller for one request, following the SDK's (agent cancel,
+   * transport close) and registered by JSON-RPC id, so the edge can abort it
+   * with a reason of its own when its connection goes away.
+   */
+  #track(extra: { signal: AbortSignal; requestId: RequestId }): { signal: AbortSignal; done: () => void } {
+    const call = new AbortController();
+    const follow = () => call.abort(extra.signal.reason);
+    if (extra.signal.aborted) follow();
+    else extra.signal.addEventListener('abort', follow, { once: true });
+    const id = extra.requestId;
+    this.#calls.set(id, call);
+    if (this.#early.has(id)) {
+      const reason = this.#early.get(id);
+      this.#early.delete(id);
+      call.abort(reason);
+    }
+    return {
+      signal: call.signal,
+      done: () => {
+        extra.signal.removeEventListener('abort', follow);
+        if (this.#calls.get(id) === call) this.#calls.delete(id);
+      },
+    };
+  }
+
+  /** How many tools/call (and tasks/result) handlers are running in this session. */
   get runningCalls(): number {
     return this.#calls.size;
   }
@@ -134,5 +196,34 @@ export class SessionServer {
       }
     }
     return n;
+  }
+}
+
+/** Runs a task's call to its end and keeps the ending for tasks/result; never throws. */
+async function runTask(
+  pipeline: GatewayPipeline,
+  tasks: TaskRegistry,
+  taskId: string,
+  logger: Logger,
+  input: CallInput,
+): Promise<void> {
+  try {
+    tasks.end(taskId, { result: await pipeline.callTool(input) });
+  } catch (err) {
+    if (err instanceof McpError) {
+      tasks.end(taskId, { error: err });
+      return;
+    }
+    // Never leak internals to the agent; the log has the details.
+    logger.error(
+      { err: describeError(err), agent: input.agent, tool: input.name, taskId },
+      'unexpected failure in a task',
+    );
+    tasks.end(taskId, {
+      error: new McpError(
+        McpErrorCode.InternalError,
+        'Warden failed internally while handling this call; it was not completed',
+      ),
+    });
   }
 }

@@ -25,7 +25,9 @@ export interface AgentTokenInfo {
 
 export type AuthResult =
   | { ok: true; agent: string; tokenId: string }
-  | { ok: false; reason: 'missing' | 'malformed' | 'unknown' | 'revoked' };
+  | { ok: false; reason: 'missing' | 'malformed' | 'unknown'; agent?: undefined }
+  /** The token was real once: whose it was is worth naming in the trail. */
+  | { ok: false; reason: 'revoked'; agent: string };
 
 export function hashToken(token: string): string {
   return sha256Hex(token);
@@ -128,7 +130,7 @@ export class TokenStore {
     if (!isWellFormedToken(presented)) return { ok: false, reason: 'malformed' };
     const row = this.#lookup.get(hashToken(presented));
     if (!row) return { ok: false, reason: 'unknown' };
-    if (row.revoked_at !== null) return { ok: false, reason: 'revoked' };
+    if (row.revoked_at !== null) return { ok: false, reason: 'revoked', agent: row.agent };
     return { ok: true, agent: row.agent, tokenId: row.id };
   }
 }

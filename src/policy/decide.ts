@@ -1,7 +1,7 @@
 import type { AgentPolicy, Consequence, DecideContext, Decision, Policy, ToolAnnotations, ToolClass } from './types.ts';
 
 /**
- * The policy decision: pure, no I/O, fail closed. Order (see BRIEF):
+ * The policy decision: pure, no I/O, fail closed. Order:
  *   1. halted (org or agent)                         → deny halted
  *   2. unknown agent                                 → deny unknown_agent
  *   3. unknown server / agent has no scope on it     → deny unknown_server / out_of_scope
@@ -158,24 +158,4 @@ function describeClass(tool: string, c: ClassifiedTool): string {
     return `${tool} is not classified in the policy, so it counts as ${c.tool.scope} (${c.tool.consequence})`;
   if (c.tightenedBy.length > 0) return `${base} because the upstream marks it ${c.tightenedBy.join(', ')}`;
   return base;
-}
-
-/**
- * The tools an agent may see in tools/list: those `decide` would allow or hold
- * for approval (halting aside: a halted agent still sees its tools, and each
- * call is refused with the reason).
- */
-export function visibleTools(
-  policy: Policy,
-  agent: string,
-  server: string,
-  toolNames: Iterable<string>,
-  annotations?: Readonly<Record<string, ToolAnnotations | undefined>>,
-): string[] {
-  const out: string[] = [];
-  for (const tool of toolNames) {
-    const d = decide(policy, agent, server, tool, undefined, { annotations: annotations?.[tool] });
-    if (d.kind !== 'deny') out.push(tool);
-  }
-  return out;
 }

@@ -14,7 +14,6 @@ export {
   matchesApprovalRule,
   qualifiedToolName,
   splitQualifiedName,
-  visibleTools,
   type ClassifiedTool,
 } from './decide.ts';
 export { PolicyStore, type ReloadResult } from './store.ts';

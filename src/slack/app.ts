@@ -9,7 +9,8 @@ import {
 } from '@slack/bolt';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.ts';
-import { describeError, WardenError } from '../errors.ts';
+import { describeError, isWardenError, ReplayedRequestError, WardenError } from '../errors.ts';
+import type { Db } from '../store/db.ts';
 import { policyGetter, type PolicySource } from '../policy/source.ts';
 import { boltLogger } from './bolt-logger.ts';
 import { slackClientOptions, type WebClient, type WebClientOptions } from './client.ts';
@@ -27,10 +28,12 @@ const configSchema = z.object({
 
 export type SlackAppConfig = z.input<typeof configSchema>;
 
-export interface CreateSlackAppOptions extends Omit<SlackDeps, 'clock' | 'policy'> {
+export interface CreateSlackAppOptions extends Omit<SlackDeps, 'clock' | 'policy' | 'db'> {
   config: SlackAppConfig;
   policy: PolicySource;
   clock?: Clock | undefined;
+  /** Holds the replay guard's seen signatures (shared by every process on it), and serves read-side commands. */
+  db: Db;
   /** Interface the HTTP receiver binds to (default: all). Ignored in Socket Mode. */
   host?: string | undefined;
   /** Extra Web API client options (e.g. a shorter timeout in tests). */
@@ -45,11 +48,6 @@ export interface SlackApp {
   /** Starts receiving. In HTTP mode resolves with the bound port (useful with port 0). */
   start(): Promise<{ port?: number | undefined }>;
   stop(): Promise<void>;
-}
-
-/** Thrown by the replay middleware; the receiver answers 401 and no listener runs. */
-class ReplayedRequestError extends Error {
-  readonly code = 'warden_replayed_request';
 }
 
 /**
@@ -76,7 +74,7 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
   const logger = opts.logger;
   const blog = boltLogger(logger);
   const clientOptions = slackClientOptions(config, logger, opts.clientOptions);
-  const guard = new ReplayGuard(clock);
+  const guard = new ReplayGuard(opts.db, clock);
 
   const receiver = socketMode
     ? new SocketModeReceiver({
@@ -102,7 +100,7 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
           slackRequestTimestamp: Number(HTTPModuleFunctions.getHeader(req, 'x-slack-request-timestamp')),
         }),
         processEventErrorHandler: async (args) => {
-          if ((args.error as { code?: string }).code === 'warden_replayed_request') {
+          if (isWardenError(args.error, 'SLACK_REPLAYED_REQUEST')) {
             if (!args.response.headersSent) {
               args.response.writeHead(401);
               args.response.end();
@@ -124,7 +122,7 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
     deferInitialization: true,
   });
   app.error(async (err) => {
-    if ((err as { code?: string }).code !== 'warden_replayed_request') {
+    if (!isWardenError(err, 'SLACK_REPLAYED_REQUEST')) {
       logger.error({ err: err.message, code: (err as { code?: string }).code }, 'Slack listener failed');
     }
     throw err;

@@ -4,7 +4,8 @@ import { WardenError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { buildApprovalCard, buildArgumentsThread, buildOutcomeReply } from './blocks/approval-card.ts';
 import type { WebClient } from './client.ts';
-import { withSlackRetry, type SlackRetryOptions } from './retry.ts';
+import { ChannelPacer } from './channel-pacer.ts';
+import { withSlackRetry, type SlackRetryContext, type SlackRetryOptions } from './retry.ts';
 import { truncate } from './blocks/text.ts';
 
 export interface SlackNotifierOptions {
@@ -12,16 +13,28 @@ export interface SlackNotifierOptions {
   clock?: Clock | undefined;
   logger?: Logger | undefined;
   retry?: SlackRetryOptions | undefined;
+  /** Spacing of posts to one channel; default 1 s, Slack's limit for chat.postMessage. */
+  postIntervalMs?: number | undefined;
 }
 
-/** Approval cards in Slack: posted to the agent's channel, redrawn from the stored record. */
+/**
+ * Approval cards in Slack: posted to the agent's channel, redrawn from the stored record.
+ * Every chat.postMessage goes through one pacer per channel (see channel-pacer.ts).
+ */
 export class SlackNotifier implements ApprovalNotifier {
-  private readonly client: WebClient;
-  private readonly ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined };
+  readonly #client: WebClient;
+  readonly #ctx: SlackRetryContext;
+  readonly #pacer: ChannelPacer;
 
   constructor(opts: SlackNotifierOptions) {
-    this.client = opts.client;
-    this.ctx = { clock: opts.clock ?? systemClock, logger: opts.logger ?? silentLogger(), retry: opts.retry };
+    this.#client = opts.client;
+    this.#ctx = { clock: opts.clock ?? systemClock, logger: opts.logger ?? silentLogger(), retry: opts.retry };
+    this.#pacer = new ChannelPacer(this.#ctx.clock, opts.postIntervalMs ?? 1000);
+  }
+
+  /** Posts to `channel` in its turn; `deadline` lets rate limits be waited out until then. */
+  #post<T>(channel: string, what: string, post: () => Promise<T>, deadline?: number): Promise<T> {
+    return this.#pacer.run(channel, () => withSlackRetry(what, post, { ...this.#ctx, deadline }));
   }
 
   async postCard(record: ApprovalRecord): Promise<{ channel: string; ts: string }> {
@@ -32,18 +45,21 @@ export class SlackNotifier implements ApprovalNotifier {
         `agent ${record.agent} has no Slack channel in the policy, so nobody can be asked to approve`,
       );
     }
-    const message = buildApprovalCard(record);
-    const res = await withSlackRetry(
+    const res = await this.#post(
+      channel,
       'posting the approval card (chat.postMessage)',
-      () =>
-        this.client.chat.postMessage({
+      () => {
+        // Built at the moment of posting, so a card that waited in the queue says how long.
+        const message = buildApprovalCard(record, { postedAt: this.#ctx.clock.now() });
+        return this.#client.chat.postMessage({
           channel,
           text: message.text,
           blocks: message.blocks,
           unfurl_links: false,
           unfurl_media: false,
-        }),
-      this.ctx,
+        });
+      },
+      record.expiresAt,
     );
     if (!res.ts) throw new WardenError('SLACK_UNAVAILABLE', 'chat.postMessage returned no message ts');
     return { channel: res.channel ?? channel, ts: res.ts };
@@ -55,8 +71,8 @@ export class SlackNotifier implements ApprovalNotifier {
     const { channel, messageTs } = record;
     await withSlackRetry(
       'redrawing the approval card (chat.update)',
-      () => this.client.chat.update({ channel, ts: messageTs, text: message.text, blocks: message.blocks }),
-      this.ctx,
+      () => this.#client.chat.update({ channel, ts: messageTs, text: message.text, blocks: message.blocks }),
+      this.#ctx,
     );
   }
 
@@ -71,10 +87,11 @@ export class SlackNotifier implements ApprovalNotifier {
     const { channel, messageTs } = record;
     const messages = buildArgumentsThread(record);
     for (const [i, message] of messages.entries()) {
-      await withSlackRetry(
+      await this.#post(
+        channel,
         `posting the full arguments, part ${i + 1} of ${messages.length} (chat.postMessage)`,
         () =>
-          this.client.chat.postMessage({
+          this.#client.chat.postMessage({
             channel,
             thread_ts: messageTs,
             text: message.text,
@@ -82,7 +99,7 @@ export class SlackNotifier implements ApprovalNotifier {
             unfurl_links: false,
             unfurl_media: false,
           }),
-        this.ctx,
+        record.expiresAt,
       );
     }
   }
@@ -91,33 +108,27 @@ export class SlackNotifier implements ApprovalNotifier {
     if (!record.channel || !record.messageTs) return;
     const message = buildOutcomeReply(record, outcome);
     const { channel, messageTs } = record;
-    await withSlackRetry(
-      'posting the outcome (chat.postMessage)',
-      () =>
-        this.client.chat.postMessage({
-          channel,
-          thread_ts: messageTs,
-          text: message.text,
-          blocks: message.blocks,
-          unfurl_links: false,
-        }),
-      this.ctx,
+    await this.#post(channel, 'posting the outcome (chat.postMessage)', () =>
+      this.#client.chat.postMessage({
+        channel,
+        thread_ts: messageTs,
+        text: message.text,
+        blocks: message.blocks,
+        unfurl_links: false,
+      }),
     );
   }
 
   async postNote(record: ApprovalRecord, text: string): Promise<void> {
     if (!record.channel || !record.messageTs) return;
     const { channel, messageTs } = record;
-    await withSlackRetry(
-      'posting a note in the card thread (chat.postMessage)',
-      () =>
-        this.client.chat.postMessage({
-          channel,
-          thread_ts: messageTs,
-          text: truncate(text, 3000),
-          unfurl_links: false,
-        }),
-      this.ctx,
+    await this.#post(channel, 'posting a note in the card thread (chat.postMessage)', () =>
+      this.#client.chat.postMessage({
+        channel,
+        thread_ts: messageTs,
+        text: truncate(text, 3000),
+        unfurl_links: false,
+      }),
     );
   }
 }

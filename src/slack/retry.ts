@@ -11,6 +11,18 @@ export interface SlackRetryOptions {
   backoffMs?: number | undefined;
 }
 
+export interface SlackRetryContext {
+  clock: Clock;
+  logger: Logger;
+  retry?: SlackRetryOptions | undefined;
+  /**
+   * When the result stops being useful (an approval card: the approval's expiry). With a
+   * deadline, rate limits are waited out however often they come, as long as the wait ends
+   * before it: a card must not be dropped because a burst met Slack's per-channel limit.
+   */
+  deadline?: number | undefined;
+}
+
 type Failure =
   | { kind: 'ratelimited'; retryAfterMs: number; message: string }
   | { kind: 'transient' | 'fatal'; message: string };
@@ -61,11 +73,7 @@ function sleep(clock: Clock, ms: number): Promise<void> {
  * channel_not_found…). The final error is a WardenError SLACK_UNAVAILABLE
  * whose message says why.
  */
-export async function withSlackRetry<T>(
-  what: string,
-  fn: () => Promise<T>,
-  ctx: { clock: Clock; logger: Logger; retry?: SlackRetryOptions | undefined },
-): Promise<T> {
+export async function withSlackRetry<T>(what: string, fn: () => Promise<T>, ctx: SlackRetryContext): Promise<T> {
   const maxAttempts = Math.max(1, ctx.retry?.maxAttempts ?? 3);
   const maxRetryAfterMs = ctx.retry?.maxRetryAfterMs ?? 30_000;
   const backoffMs = ctx.retry?.backoffMs ?? 1000;
@@ -76,6 +84,18 @@ export async function withSlackRetry<T>(
       const failure = classifySlackError(err);
       if (failure.kind === 'fatal')
         throw new WardenError('SLACK_UNAVAILABLE', `${what}: ${failure.message}`, { cause: err });
+      if (failure.kind === 'ratelimited' && ctx.deadline !== undefined) {
+        if (ctx.clock.now() + failure.retryAfterMs >= ctx.deadline) {
+          throw new WardenError(
+            'SLACK_UNAVAILABLE',
+            `${what}: ${failure.message}, and the wait would outlast the approval (expires ${new Date(ctx.deadline).toISOString()})`,
+            { cause: err },
+          );
+        }
+        ctx.logger.info({ what, attempt, waitMs: failure.retryAfterMs }, 'Slack rate limit; waiting for Retry-After');
+        await sleep(ctx.clock, failure.retryAfterMs);
+        continue;
+      }
       if (failure.kind === 'ratelimited' && failure.retryAfterMs > maxRetryAfterMs) {
         throw new WardenError(
           'SLACK_UNAVAILABLE',

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult, ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
 import { ApprovalService } from '../../src/approvals/service.ts';
 import { AuditLog, type AuditLogOptions } from '../../src/audit/log.ts';
 import type { AuditRow, AuditSink } from '../../src/audit/types.ts';
@@ -35,7 +35,10 @@ export interface Harness {
   approvals: ApprovalService;
   gateway: GatewayHandle;
   token(agent: string): string;
-  connect(agent: string, opts?: { token?: string; onList?: () => void }): Promise<Client>;
+  connect(
+    agent: string,
+    opts?: { token?: string; onList?: () => void; capabilities?: ClientCapabilities },
+  ): Promise<Client>;
   rows(filter?: { event?: string; callId?: string; agent?: string }): AuditRow[];
   /** Commits every audit row the gateway has produced so far. */
   flush(): Promise<void>;
@@ -102,7 +105,10 @@ export async function startHarness(
       return t;
     },
     async connect(agent, opts = {}) {
-      const client = new Client({ name: `test-${agent}`, version: '1.0.0' });
+      const client = new Client(
+        { name: `test-${agent}`, version: '1.0.0' },
+        opts.capabilities ? { capabilities: opts.capabilities } : undefined,
+      );
       const transport = new StreamableHTTPClientTransport(new URL(gateway.url), {
         requestInit: { headers: { Authorization: `Bearer ${opts.token ?? h.token(agent)}` } },
       });

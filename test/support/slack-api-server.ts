@@ -100,6 +100,12 @@ export interface SlackApiServerOptions {
   users?: Record<string, { name?: string; real_name?: string; tz?: string; is_bot?: boolean }>;
   /** Clock for `RecordedCall.at` (default Date.now); pass a test's fake clock to see when, in its time, calls arrived. */
   now?: () => number;
+  /**
+   * Slack's chat.postMessage limit, about one message a second per channel (threads included):
+   * a post sooner than this after the channel's last accepted one gets 429 with Retry-After
+   * (whole seconds, as Slack sends it). Off unless set; times come from `now`.
+   */
+  postIntervalPerChannelMs?: number;
 }
 
 export interface SlackApiServer {
@@ -293,6 +299,7 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
   const calls: RecordedCall[] = [];
   const failures: FailureSpec[] = [];
   const store = new Map<string, StoredMessage>();
+  const lastPostAt = new Map<string, number>();
   const uploads: SlackApiServer['uploads'] = new Map();
   let seq = 0;
   let base = '';
@@ -593,7 +600,20 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
           return;
       }
     }
+    if (method === 'chat.postMessage' && options.postIntervalPerChannelMs && typeof args.channel === 'string') {
+      const last = lastPostAt.get(args.channel);
+      const waitMs = last === undefined ? 0 : last + options.postIntervalPerChannelMs - now();
+      if (waitMs > 0) {
+        call.httpStatus = 429;
+        call.response = { ok: false, error: 'ratelimited' };
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(Math.ceil(waitMs / 1000)) });
+        res.end(JSON.stringify(call.response));
+        return;
+      }
+    }
     const response = handle(method, args, token);
+    if (method === 'chat.postMessage' && response.ok === true && typeof args.channel === 'string')
+      lastPostAt.set(args.channel, now());
     call.response = response;
     call.httpStatus = 200;
     res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' });
@@ -645,6 +665,7 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
       calls.length = 0;
       failures.length = 0;
       store.clear();
+      lastPostAt.clear();
       uploads.clear();
       opened.clear();
       socketServer.reset();

@@ -32,7 +32,12 @@ import { createSlackClient } from '../../src/slack/client.ts';
 import { SlackNotifier } from '../../src/slack/notifier.ts';
 import type { SlackRetryOptions } from '../../src/slack/retry.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
-import { startSlackApiServer, type RecordedCall, type SlackApiServer } from './slack-api-server.ts';
+import {
+  startSlackApiServer,
+  type RecordedCall,
+  type SlackApiServer,
+  type SlackApiServerOptions,
+} from './slack-api-server.ts';
 import { SlackRequestSender } from './slack-sign.ts';
 
 export const BOT_TOKEN = 'xoxb-warden-test';
@@ -82,6 +87,8 @@ export interface SlackHarnessOptions {
   appOptions?: Partial<CreateSlackAppOptions>;
   /** Reuse a database file (restart tests). */
   dbPath?: string;
+  /** Options for the local Slack Web API (e.g. its per-channel rate limit). */
+  slackApi?: Partial<SlackApiServerOptions>;
 }
 
 export interface SlackHarness {
@@ -109,7 +116,11 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
   const policy = parsePolicy(opts.policyYaml ?? TEST_POLICY, 'test-policy.yml', {});
   const audit = new AuditLog(db, { logger, ...(opts.clock ? { clock: opts.clock } : {}) });
   const clock = opts.clock;
-  const slack = await startSlackApiServer({ botToken: BOT_TOKEN, ...(clock ? { now: () => clock.now() } : {}) });
+  const slack = await startSlackApiServer({
+    botToken: BOT_TOKEN,
+    ...(clock ? { now: () => clock.now() } : {}),
+    ...opts.slackApi,
+  });
   const client = createSlackClient({ botToken: BOT_TOKEN, apiUrl: slack.apiUrl }, logger, { timeout: 5000 });
   const notifier = new SlackNotifier({ client, clock: opts.clock, logger, retry: opts.retry });
   const approvals = new ApprovalService({

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/index.ts';
-import { WardenError } from '../../errors.ts';
 import { runBridge } from '../../gateway/bridge.ts';
 import { createLogger } from '../../logger.ts';
 
@@ -16,12 +15,8 @@ export function registerConnect(program: Command): void {
     .requiredOption('--agent <name>', 'the agent this token belongs to (the gateway checks it)')
     .option('--url <url>', 'gateway endpoint (default: WARDEN_URL, else http://WARDEN_HOST:WARDEN_PORT/mcp)')
     .action(async (opts: { agent: string; url?: string }) => {
-      const token = process.env.WARDEN_AGENT_TOKEN;
-      if (!token)
-        throw new WardenError(
-          'INVALID_INPUT',
-          'WARDEN_AGENT_TOKEN is not set; create a token with `warden agents token create NAME` and export it',
-        );
+      // Checked by runBridge, which answers the client's initialize with the reason before exiting.
+      const token = process.env.WARDEN_AGENT_TOKEN ?? '';
       const config = loadConfig(process.env);
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       const url =

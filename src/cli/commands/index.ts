@@ -1,32 +1,39 @@
 import type { Command } from 'commander';
-import { registerAgentsControl } from './agents-control.ts';
-import { registerApprovals } from './approvals.ts';
-import { registerAgentsToken } from './agents-token.ts';
-import { registerAuditCheckpoint } from './audit-checkpoint.ts';
-import { registerAuditKeygen } from './audit-keygen.ts';
-import { registerAuditQuery } from './audit-query.ts';
-import { registerAuditVerify } from './audit-verify.ts';
-import { registerCanaryServer } from './canary-server.ts';
-import { registerConnect } from './connect.ts';
-import { registerPolicyCheck } from './policy-check.ts';
-import { registerServe } from './serve.ts';
-import { registerTools } from './tools.ts';
+
+type Register = (program: Command) => void;
 
 /**
- * Each command lives in its own file and registers itself here.
- * Keep this list sorted; one line per command module.
+ * Each command lives in its own file and registers itself here, keyed by its top-level name.
+ * Modules are imported only for the command being run: Bolt, the MCP SDK and zod cost
+ * hundreds of milliseconds to load, and `warden connect` should not wait for Bolt.
+ * Keep this table sorted; one line per command module.
  */
-export function registerCommands(program: Command): void {
-  registerAgentsControl(program);
-  registerApprovals(program);
-  registerAgentsToken(program);
-  registerAuditCheckpoint(program);
-  registerAuditKeygen(program);
-  registerAuditQuery(program);
-  registerAuditVerify(program);
-  registerCanaryServer(program);
-  registerConnect(program);
-  registerPolicyCheck(program);
-  registerServe(program);
-  registerTools(program);
+const COMMANDS: Record<string, (() => Promise<Register>)[]> = {
+  agents: [
+    () => import('./agents-control.ts').then((m) => m.registerAgentsControl),
+    () => import('./agents-token.ts').then((m) => m.registerAgentsToken),
+  ],
+  approvals: [() => import('./approvals.ts').then((m) => m.registerApprovals)],
+  audit: [
+    () => import('./audit-checkpoint.ts').then((m) => m.registerAuditCheckpoint),
+    () => import('./audit-keygen.ts').then((m) => m.registerAuditKeygen),
+    () => import('./audit-query.ts').then((m) => m.registerAuditQuery),
+    () => import('./audit-verify.ts').then((m) => m.registerAuditVerify),
+  ],
+  'canary-server': [() => import('./canary-server.ts').then((m) => m.registerCanaryServer)],
+  connect: [() => import('./connect.ts').then((m) => m.registerConnect)],
+  policy: [() => import('./policy-check.ts').then((m) => m.registerPolicyCheck)],
+  serve: [() => import('./serve.ts').then((m) => m.registerServe)],
+  tools: [() => import('./tools.ts').then((m) => m.registerTools)],
+};
+
+/**
+ * Registers the command `argv` names, or every command when it names none we know
+ * (help, a typo), so commander can list them all.
+ */
+export async function registerCommands(program: Command, argv: readonly string[]): Promise<void> {
+  const name = argv.slice(2).find((arg) => !arg.startsWith('-'));
+  const loaders =
+    name !== undefined && Object.hasOwn(COMMANDS, name) ? COMMANDS[name]! : Object.values(COMMANDS).flat();
+  for (const register of await Promise.all(loaders.map((load) => load()))) register(program);
 }

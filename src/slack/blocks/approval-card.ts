@@ -90,7 +90,15 @@ function fallbackText(record: ApprovalRecord, incomplete: boolean): string {
  * when anything is cut or left out, a warning says what, right under the
  * header, and the full arguments go in the thread (`buildArgumentsThread`).
  */
-export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
+/** A card that waited for Slack's per-channel limit says so: the time to decide is shorter than it looks. */
+function queueNote(record: ApprovalRecord, postedAt: number | undefined): string {
+  if (postedAt === undefined) return '';
+  const waitedS = Math.round((postedAt - record.requestedAt) / 1000);
+  if (waitedS < 5) return '';
+  return `posted ${waitedS} s after the request (Slack takes about one message a second a channel) · `;
+}
+
+export function buildApprovalCard(record: ApprovalRecord, options: { postedAt?: number } = {}): SlackMessage {
   const pending = record.status === 'pending';
   const args = renderArguments(record.args);
   const warning = args.incomplete ? argumentsWarning(args, planArgumentsThread(record.args)) : null;
@@ -136,6 +144,7 @@ export function buildApprovalCard(record: ApprovalRecord): SlackMessage {
     elements: [
       mrkdwnText(
         `Requested ${slackDate(record.requestedAt)} · Expires ${slackDate(record.expiresAt)} · ` +
+          queueNote(record, options.postedAt) +
           `args sha256 \`${record.argsHash.slice(0, 12)}\` · call \`${shown(record.callId, 80)}\``,
         SlackLimits.contextText,
       ),
