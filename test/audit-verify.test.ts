@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -6,10 +6,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   AuditLog,
   GENESIS_HASH,
+  appendWitness,
+  checkpointText,
   createCheckpoint,
   generateCheckpointKeyPair,
   listCheckpoints,
   loadPrivateKey,
+  parseCheckpointText,
+  readWitness,
   rowHash,
   verifyChain,
   verifyCheckpoint,
@@ -104,6 +108,8 @@ describe('verifyChain', () => {
       count: 10,
       head: { seq: 10, hash: last.hash },
       checkpointsChecked: 0,
+      signedCount: 0,
+      newestSigned: undefined,
       firstProblem: undefined,
     });
   });
@@ -318,5 +324,81 @@ describe('checkpoints', () => {
     await seed(2);
     createCheckpoint(wardenDb(), generateCheckpointKeyPair().privateKeyPem, clock);
     expect(() => verifyChain(wardenDb(), { trustedPublicKey: 'not-a-key' })).toThrow(/public key is not readable/);
+  });
+});
+
+describe('signed checkpoints from outside the database', () => {
+  it('a trusted key with no checkpoint signed by it is uncovered, even with every row intact', async () => {
+    await seed(6);
+    const keys = generateCheckpointKeyPair();
+    const r = verifyChain(wardenDb(), { trustedPublicKey: keys.publicKeyPem });
+    expect(r).toMatchObject({ ok: false, count: 6, signedCount: 0, firstProblem: { seq: 1, kind: 'uncovered' } });
+    expect(r.firstProblem!.message).toMatch(/no checkpoint signed by the trusted public key/);
+    // One checkpoint by that key covers it.
+    createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
+    expect(verifyChain(wardenDb(), { trustedPublicKey: keys.publicKeyPem })).toMatchObject({
+      ok: true,
+      signedCount: 1,
+      newestSigned: { seq: 6 },
+    });
+  });
+
+  it('an external checkpoint catches a cut tail whose stored checkpoints were deleted too', async () => {
+    await seed(10);
+    const keys = generateCheckpointKeyPair();
+    const cp = createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
+    const a = attacker();
+    a.exec('DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit_checkpoints; DELETE FROM audit WHERE seq > 7');
+    expect(verifyChain(wardenDb()).ok).toBe(true);
+    const external = [{ checkpoint: cp, source: 'the compliance channel C1 (message 1.000001)' }];
+    const r = verifyChain(wardenDb(), { external, trustedPublicKey: keys.publicKeyBase64 });
+    expect(r.firstProblem).toMatchObject({ seq: 8, kind: 'truncated' });
+    expect(r.firstProblem!.message).toContain('from the compliance channel C1 (message 1.000001)');
+  });
+
+  it('an external checkpoint that does not verify is reported as forged, naming where it was found', async () => {
+    await seed(3);
+    const keys = generateCheckpointKeyPair();
+    const cp = createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
+    const r = verifyChain(wardenDb(), { external: [{ checkpoint: { ...cp, seq: 2 }, source: 'witness w:4' }] });
+    expect(r.firstProblem).toMatchObject({ seq: 2, kind: 'altered' });
+    expect(r.firstProblem!.message).toMatch(/from witness w:4 at seq 2 does not verify: it was forged/);
+  });
+});
+
+describe('checkpoint witness file', () => {
+  it('appends one JSON line per checkpoint and reads them back with where each came from', async () => {
+    await seed(4);
+    const keys = generateCheckpointKeyPair();
+    const file = join(dir, 'witness.jsonl');
+    const first = createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
+    appendWitness(file, first);
+    await seed(2);
+    const second = createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
+    appendWitness(file, second);
+    expect(readFileSync(file, 'utf8').trimEnd().split('\n')).toHaveLength(2);
+    expect(readWitness(file)).toEqual([
+      { checkpoint: first, source: `witness ${file}:1` },
+      { checkpoint: second, source: `witness ${file}:2` },
+    ]);
+  });
+
+  it('a line that is not a checkpoint is bad input naming the file, line and field', async () => {
+    const file = join(dir, 'witness.jsonl');
+    writeFileSync(file, `${JSON.stringify({ seq: 1, head_hash: 'x', ts: 1, signature: 's', public_key: 'k' })}\n`);
+    expect(() => readWitness(file)).toThrow(`witness ${file}:1: head_hash: expected 64 lowercase hex digits`);
+    writeFileSync(file, '\n{oops\n');
+    expect(() => readWitness(file)).toThrow(`witness ${file}:2: not a JSON line`);
+    expect(() => readWitness(join(dir, 'absent'))).toThrow(/cannot use the checkpoint witness .*absent: ENOENT/);
+  });
+});
+
+describe('checkpoint message text', () => {
+  it('reads back every signed field of the text Warden posts, and nothing from other text', async () => {
+    await seed(2);
+    const cp = createCheckpoint(wardenDb(), generateCheckpointKeyPair().privateKeyPem, clock);
+    expect(parseCheckpointText(checkpointText(cp))).toEqual(cp);
+    expect(parseCheckpointText(`hello\n${checkpointText(cp)}`)).toBeUndefined();
+    expect(parseCheckpointText(checkpointText(cp).replace(/^hash .*$/m, 'hash `zz`'))).toBeUndefined();
   });
 });

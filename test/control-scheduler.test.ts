@@ -6,10 +6,14 @@ import {
   AuditLog,
   generateCheckpointKeyPair,
   listCheckpoints,
+  readWitness,
   verifyChain,
   verifyCheckpoint,
 } from '../src/audit/index.ts';
-import pino from 'pino';
+import { MemoryAlertSink as MemoryAlertSinkForTest } from '../src/control/alerts.ts';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { ManualClock } from './support/manual-clock.ts';
 import { ControlScheduler } from '../src/control/scheduler.ts';
 import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/index.ts';
@@ -175,6 +179,98 @@ describe('control plane and policy reloads', () => {
   });
 });
 
+describe('checkpoints every N rows, and the witness file', () => {
+  const ROWS_POLICY = `
+${UNSTARTED_SERVERS_YAML}
+agents:
+  - agent: soon-bot
+    mcp_scopes: { tickets: [read] }
+control:
+  checkpoint_every_rows: 5
+`;
+
+  it('takes a checkpoint once 5 rows follow the last one, and appends each to the witness without Slack', async () => {
+    const clock = new ManualClock(Date.parse('2026-05-14T06:00:00Z'));
+    const witness = join(dir, 'witness.jsonl');
+    const keys = generateCheckpointKeyPair();
+    const scheduler = new ControlScheduler({
+      db,
+      policy: parsePolicy(ROWS_POLICY, 'p.yml'),
+      alerts: new MemoryAlertSinkForTest(),
+      checkpoints: { key: keys.privateKeyPem, witness },
+      clock,
+      timezone: 'Etc/UTC',
+      overdueCheckSchedule: '0 0 1 1 *',
+    });
+    scheduler.start();
+    try {
+      expect(scheduler.jobs).toEqual(['drill-overdue', 'checkpoint-rows']);
+      for (let i = 0; i < 4; i++) await audit.append({ event: 'call.decided', agent: 'soon-bot', decision: 'allow' });
+      await clock.tick(1000);
+      expect(listCheckpoints(db)).toEqual([]);
+      await audit.append({ event: 'call.decided', agent: 'soon-bot', decision: 'allow' });
+      await clock.tick(1000);
+      await vi.waitFor(() => expect(listCheckpoints(db).map((cp) => cp.seq)).toEqual([5]));
+      for (let i = 0; i < 4; i++) await audit.append({ event: 'call.decided', agent: 'soon-bot', decision: 'allow' });
+      await clock.tick(3000);
+      expect(listCheckpoints(db).map((cp) => cp.seq)).toEqual([5]);
+      for (let i = 0; i < 3; i++) await audit.append({ event: 'call.decided', agent: 'soon-bot', decision: 'allow' });
+      await clock.tick(1000);
+      await vi.waitFor(() => expect(listCheckpoints(db).map((cp) => cp.seq)).toEqual([5, 12]));
+      // The witness holds exactly what the database holds, each verifiable with the key.
+      const lines = readWitness(witness);
+      expect(lines.map((l) => l.checkpoint)).toEqual(listCheckpoints(db));
+      for (const line of lines) expect(verifyCheckpoint(line.checkpoint, keys.publicKeyBase64)).toBe(true);
+    } finally {
+      await scheduler.stop();
+    }
+    expect(clock.pending).toBe(0);
+  });
+
+  it('refuses checkpoint_every_rows that is not a positive whole number, naming the field', () => {
+    expect(() =>
+      parsePolicy(ROWS_POLICY.replace('checkpoint_every_rows: 5', 'checkpoint_every_rows: 0'), 'p.yml'),
+    ).toThrow(/control\.checkpoint_every_rows/);
+  });
+
+  it('says once, not on every policy reload, that checkpoints have no key, or nowhere outside the database to go', async () => {
+    const lines: string[] = [];
+    const stream = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(String(chunk));
+        cb();
+      },
+    });
+    const scheduler = new ControlScheduler({
+      db,
+      policy: parsePolicy(ROWS_POLICY, 'p.yml'),
+      alerts: new MemoryAlertSinkForTest(),
+      logger: pino({ level: 'warn' }, stream),
+      overdueCheckSchedule: '0 0 1 1 *',
+    });
+    scheduler.start();
+    await scheduler.restart();
+    await scheduler.restart();
+    await scheduler.stop();
+    expect(lines.filter((l) => l.includes('no checkpoint key is configured'))).toHaveLength(1);
+
+    // With a key but nowhere outside the database to put checkpoints: said once too.
+    lines.length = 0;
+    const dbOnly = new ControlScheduler({
+      db,
+      policy: parsePolicy(ROWS_POLICY, 'p.yml'),
+      alerts: new MemoryAlertSinkForTest(),
+      checkpoints: { key: generateCheckpointKeyPair().privateKeyPem },
+      logger: pino({ level: 'warn' }, stream),
+      overdueCheckSchedule: '0 0 1 1 *',
+    });
+    dbOnly.start();
+    await dbOnly.restart();
+    await dbOnly.stop();
+    expect(lines.filter((l) => l.includes('checkpoints are kept only in the database'))).toHaveLength(1);
+  });
+});
+
 describe('a missing checkpoint key', () => {
   it('is warned about once per process, not again on every policy reload', async () => {
     const lines: string[] = [];
@@ -186,7 +282,7 @@ describe('a missing checkpoint key', () => {
     await scheduler.restart();
     await scheduler.restart();
     await scheduler.stop();
-    const warnings = lines.filter((l) => l.includes('control.checkpoint_schedule is set but no checkpoint key'));
+    const warnings = lines.filter((l) => l.includes('no checkpoint key is configured'));
     expect(warnings).toHaveLength(1);
   });
 });

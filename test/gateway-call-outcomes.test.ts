@@ -18,6 +18,7 @@ const SAMPLES: { [Kind in CallOutcomeKind]: Extract<CallOutcome, { kind: Kind }>
   cancelled_undecided: { kind: 'cancelled_undecided' },
   upstream_unreachable: { kind: 'upstream_unreachable', server: 'tickets', code: 'upstream_unavailable', message: 'x' },
   unrecorded: { kind: 'unrecorded' },
+  carried_on: { kind: 'carried_on' },
   not_approved: { kind: 'not_approved', status: 'rejected', reason: 'rejected by U2' },
   approval_mismatch: { kind: 'approval_mismatch' },
   policy_changed: { kind: 'policy_changed', code: 'out_of_scope', reason: 'no write scope' },
@@ -34,7 +35,6 @@ const SAMPLES: { [Kind in CallOutcomeKind]: Extract<CallOutcome, { kind: Kind }>
   collect_without_id: { kind: 'collect_without_id' },
   collect_not_found: { kind: 'collect_not_found', approvalId: 'apr_1', agent: 'support-triage' },
   collect_halted: { kind: 'collect_halted', approvalId: 'apr_1', reason: 'agent support-triage halted by U1' },
-  collect_discarded: { kind: 'collect_discarded', approvalId: 'apr_1', reason: 'the result was discarded' },
   collected_already: { kind: 'collected_already', approvalId: 'apr_1', heldName: NAME },
 };
 
@@ -51,21 +51,21 @@ describe('call outcomes: one table for row, decision, code, report and answer', 
     expect(AUDIT_DECISIONS).toContain(ending.decision);
     if (ending.code !== undefined) expect(REFUSAL_CODES).toContain(ending.code);
     // Every ending but a result the upstream gave carries a code, except a refused approval (its status says why).
-    if (o.kind !== 'answered' && o.kind !== 'not_approved') expect(ending.code).toBeDefined();
+    if (!['answered', 'not_approved', 'carried_on'].includes(o.kind)) expect(ending.code).toBeDefined();
   });
 
   it('a refusal before the decision is its call.decided row, answered as Warden refusing, never reported to a card', () => {
     const decided = outcomes.map((o) => endingOf(o, NAME)).filter((e) => e.row === 'decided');
-    expect(decided.length).toBe(15);
+    expect(decided.length).toBe(14);
     for (const ending of decided) {
       expect(ending.report).toBeUndefined();
       expect(textOf(ending.answer)).toBe(`Refused by Warden: ${ending.reason}`);
     }
   });
 
-  it('only a call that could not be recorded has no row, and it says so', () => {
+  it('only a call that could not be recorded, or that another Warden carries on, has no row here', () => {
     const none = outcomes.filter((o) => endingOf(o, NAME).row === 'none').map((o) => o.kind);
-    expect(none).toEqual(['unrecorded']);
+    expect(none).toEqual(['unrecorded', 'carried_on']);
     expect(textOf(endingOf(SAMPLES.unrecorded, NAME).answer)).toMatch(/audit_write_failed.*never runs a call/);
   });
 

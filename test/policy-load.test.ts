@@ -121,6 +121,7 @@ describe('full example', () => {
       complianceChannel: 'C0888AUDT',
       drill: { schedule: '0 9 1 * *', canaryAgent: 'warden-canary', overdueAfterDays: 35 },
       checkpointSchedule: '0 0 * * *',
+      checkpointEveryRows: 10_000,
       reviewReminderSchedule: '0 9 * * 1',
     });
   });

@@ -117,8 +117,16 @@ describe('manifest.yml', () => {
   });
 
   it('asks for the bot scopes the code uses, runs in Socket Mode, and is not org-deployed', () => {
-    // Exactly what the code uses: chat.* (chat:write), slash commands, files.uploadV2 (files:write), conversations.open for CSV DMs (im:write).
-    expect([...manifest.oauth_config.scopes.bot].sort()).toEqual(['chat:write', 'commands', 'files:write', 'im:write']);
+    // Exactly what the code uses: chat.* (chat:write), slash commands, files.uploadV2 (files:write), conversations.open for CSV DMs
+    // (im:write), conversations.history for audit verify --from-slack (channels:history, groups:history for a private channel).
+    expect([...manifest.oauth_config.scopes.bot].sort()).toEqual([
+      'channels:history',
+      'chat:write',
+      'commands',
+      'files:write',
+      'groups:history',
+      'im:write',
+    ]);
     expect(manifest.settings.socket_mode_enabled).toBe(true);
     expect(manifest.settings.org_deploy_enabled).toBe(false);
     expect(manifest.display_information.name).toBe('Warden');

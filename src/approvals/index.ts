@@ -17,4 +17,8 @@ export type {
   ApprovalResultReport,
   ApprovalStatus,
   DecideResult,
+  HeldCall,
+  HeldCallBook,
+  HeldCallEnding,
+  NewHeldCall,
 } from './types.ts';

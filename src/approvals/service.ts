@@ -9,7 +9,7 @@ import { policyGetter, type PolicySource } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { argsHash } from './canonical.ts';
-import { ApprovalStore, type Transition } from './store.ts';
+import { ApprovalStore, HeldCallStore, type Transition } from './store.ts';
 import type {
   ApprovalGate,
   ApprovalNotifier,
@@ -19,6 +19,8 @@ import type {
   ApprovalResultReport,
   ApprovalStatus,
   DecideResult,
+  HeldCall,
+  HeldCallEnding,
 } from './types.ts';
 
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 15 * 60_000;
@@ -55,7 +57,13 @@ export interface ApprovalServiceOptions {
 
 interface Waiter {
   id: string;
-  input: ApprovalRequestInput;
+  signal: AbortSignal;
+  onWaiting?: ((elapsedMs: number) => void) | undefined;
+  /**
+   * Its agent was told to check back and the held call is stored: when this
+   * process shuts down the approval stays pending, for the next process to take over.
+   */
+  deferred: boolean;
   startedAt: number;
   lastNotified: number;
   timer: NodeJS.Timeout;
@@ -78,52 +86,55 @@ interface Waiter {
 export class ApprovalService implements ApprovalGate {
   /** Identifies this service's rows, so a restarted Warden can tell orphans from live requests. */
   readonly processId: string;
-  private readonly store: ApprovalStore;
-  private readonly audit: AuditSink;
-  private readonly notifier: ApprovalNotifier | undefined;
-  private readonly clock: Clock;
-  private readonly logger: Logger;
-  private readonly policy: (() => Policy) | undefined;
-  private readonly pollMs: number;
-  private readonly waitingNotifyMs: number;
-  private readonly waiters = new Map<string, Waiter>();
+  /** Deferred held calls: their exact arguments until they end, their endings until collected. */
+  readonly heldCalls: HeldCallStore;
+  readonly #store: ApprovalStore;
+  readonly #audit: AuditSink;
+  readonly #notifier: ApprovalNotifier | undefined;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #policy: (() => Policy) | undefined;
+  readonly #pollMs: number;
+  readonly #waitingNotifyMs: number;
+  readonly #waiters = new Map<string, Waiter>();
   /**
    * Decisions this process made whose `approval.decided` append is still in
    * flight, with the status being audited: wake() does not resolve them yet,
    * so no caller acts on a decision before the trail holds it.
    */
-  private readonly auditing = new Map<string, Exclude<ApprovalStatus, 'pending'>>();
-  private poller: NodeJS.Timeout | undefined;
+  readonly #auditing = new Map<string, Exclude<ApprovalStatus, 'pending'>>();
+  #poller: NodeJS.Timeout | undefined;
 
   constructor(opts: ApprovalServiceOptions) {
-    this.store = new ApprovalStore(opts.db);
-    this.audit = opts.audit;
-    this.notifier = opts.notifier;
-    this.clock = opts.clock ?? systemClock;
-    this.logger = opts.logger ?? silentLogger();
-    this.policy = opts.policy === undefined ? undefined : policyGetter(opts.policy);
-    this.pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
-    this.waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
+    this.#store = new ApprovalStore(opts.db);
+    this.#audit = opts.audit;
+    this.#notifier = opts.notifier;
+    this.#clock = opts.clock ?? systemClock;
+    this.#logger = opts.logger ?? silentLogger();
+    this.#policy = opts.policy === undefined ? undefined : policyGetter(opts.policy);
+    this.#pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
+    this.#waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
     this.processId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.heldCalls = new HeldCallStore(opts.db, this.#clock, this.processId);
   }
 
   /** The stored state of an approval (what cards are drawn from). */
   get(approvalId: string): ApprovalRecord | undefined {
-    return this.store.get(approvalId);
+    return this.#store.get(approvalId);
   }
 
   pending(filter: { agent?: string | undefined } = {}): ApprovalRecord[] {
-    return this.store.pending(filter);
+    return this.#store.pending(filter);
   }
 
   async request(input: ApprovalRequestInput): Promise<ApprovalOutcome> {
     const agent = input.agent;
-    const now = this.clock.now();
+    const now = this.#clock.now();
     const timeoutMs = agent.approvalTimeoutMs > 0 ? agent.approvalTimeoutMs : DEFAULT_APPROVAL_TIMEOUT_MS;
     const id = `apr_${randomUUID()}`;
     const hash = argsHash(input.args);
     const approvers = unique([agent.owner, ...agent.approvers]);
-    this.store.insert({
+    this.#store.insert({
       id,
       callId: input.callId,
       agent: agent.name,
@@ -142,10 +153,10 @@ export class ApprovalService implements ApprovalGate {
       processId: this.processId,
     });
     // Counted at once, with this request in: concurrent requests each see those inserted before them.
-    const waiting = this.store.pending({ agent: agent.name }).length;
+    const waiting = this.#store.pending({ agent: agent.name }).length;
 
     try {
-      await this.audit.append({
+      await this.#audit.append({
         event: 'approval.requested',
         callId: input.callId,
         agent: agent.name,
@@ -166,45 +177,50 @@ export class ApprovalService implements ApprovalGate {
       });
     } catch (err) {
       // Nobody may approve a request the audit trail does not know about.
-      this.logger.error(
+      this.#logger.error(
         { err: describeError(err), approvalId: id },
         'approval.requested could not be audited; failing closed',
       );
-      this.store.transition(id, {
+      this.#store.transition(id, {
         status: 'failed',
-        at: this.clock.now(),
+        at: this.#clock.now(),
         reason: `audit write failed: ${describeError(err)}`,
       });
-      return this.outcomeOf(this.store.get(id)!);
+      return this.#outcomeOf(this.#store.get(id)!);
     }
     input.onRequested?.({ approvalId: id, expiresAt: now + timeoutMs, channel: agent.channel });
 
     if (waiting > agent.maxPending) {
-      await this.settle(id, {
+      await this.#settle(id, {
         status: 'failed',
-        at: this.clock.now(),
+        at: this.#clock.now(),
         reason: `${agent.name} already has ${agent.maxPending} calls waiting for approval (max_pending: ${agent.maxPending}); decide or wait for those first`,
       });
-      return this.outcomeOf(this.store.get(id)!);
+      return this.#outcomeOf(this.#store.get(id)!);
     }
 
-    const hidden = countRedacted(this.store.get(id)?.args);
+    const hidden = countRedacted(this.#store.get(id)?.args);
     if (hidden > 0 && agent.onRedacted === 'refuse') {
       // The human would approve content they cannot see; this agent's policy says not to ask.
-      await this.settle(id, {
+      await this.#settle(id, {
         status: 'failed',
-        at: this.clock.now(),
+        at: this.#clock.now(),
         reason: `${hidden} ${hidden === 1 ? 'value' : 'values'} in the arguments would be hidden from the approver (redacted secrets) and ${agent.name} has on_redacted: refuse`,
       });
-      return this.outcomeOf(this.store.get(id)!);
+      return this.#outcomeOf(this.#store.get(id)!);
     }
 
     const outcome = new Promise<ApprovalOutcome>((resolve) => {
-      const onAbort = () => void this.onAbort(id, input.signal.reason);
-      const timer = this.clock.setTimeout(() => void this.expire(id), Math.max(0, now + timeoutMs - this.clock.now()));
-      this.waiters.set(id, {
+      const onAbort = () => void this.#onAbort(id, input.signal.reason);
+      const timer = this.#clock.setTimeout(
+        () => void this.#expire(id),
+        Math.max(0, now + timeoutMs - this.#clock.now()),
+      );
+      this.#waiters.set(id, {
         id,
-        input,
+        signal: input.signal,
+        onWaiting: input.onWaiting,
+        deferred: false,
         startedAt: now,
         lastNotified: now,
         timer,
@@ -213,13 +229,13 @@ export class ApprovalService implements ApprovalGate {
         resolve,
       });
       input.signal.addEventListener('abort', onAbort, { once: true });
-      this.ensurePolling();
+      this.#ensurePolling();
     });
 
     if (input.signal.aborted) {
-      await this.onAbort(id, input.signal.reason);
+      await this.#onAbort(id, input.signal.reason);
     } else {
-      await this.postCard(id);
+      await this.#postCard(id);
     }
     return outcome;
   }
@@ -239,10 +255,10 @@ export class ApprovalService implements ApprovalGate {
     if (!checked.ok) return checked;
     const note = reason?.trim() ? reason.trim() : undefined;
     const status = decision === 'approve' ? 'approved' : 'rejected';
-    const won = await this.settle(approvalId, { status, at: this.clock.now(), by: userId, reason: note });
-    let record = this.store.get(approvalId)!;
+    const won = await this.#settle(approvalId, { status, at: this.#clock.now(), by: userId, reason: note });
+    let record = this.#store.get(approvalId)!;
     // Lost to the deadline (the compare-and-set refuses expired rows): record the expiry the timer has not yet.
-    if (!won && (await this.expireIfDue(record))) record = this.store.get(approvalId)!;
+    if (!won && (await this.#expireIfDue(record))) record = this.#store.get(approvalId)!;
     if (!won) return { ok: false, code: 'not_pending', message: statusSentence(record), record };
     // Won, but the decision did not stand (its audit row could not be written): tell the clicker.
     if (record.status !== status) return { ok: false, code: 'not_pending', message: statusSentence(record), record };
@@ -254,11 +270,11 @@ export class ApprovalService implements ApprovalGate {
    * audit) before asking the user for more, e.g. before opening a reject modal.
    */
   async precheck(approvalId: string, userId: string, decision: 'approve' | 'reject'): Promise<DecideResult> {
-    const record = this.store.get(approvalId);
+    const record = this.#store.get(approvalId);
     if (!record) return { ok: false, code: 'not_found', message: `Approval ${approvalId} does not exist.` };
-    const why = this.refusal(record, userId);
+    const why = this.#refusal(record, userId);
     if (why !== null) {
-      await this.auditSafely({
+      await this.#auditSafely({
         event: 'approval.refused',
         ...heldCallFields(record),
         decision: decision === 'approve' ? 'approve' : 'reject',
@@ -268,8 +284,8 @@ export class ApprovalService implements ApprovalGate {
       });
       return { ok: false, code: 'forbidden', message: `You can't decide this call: ${why}.`, record };
     }
-    if (await this.expireIfDue(record)) {
-      const expired = this.store.get(approvalId)!;
+    if (await this.#expireIfDue(record)) {
+      const expired = this.#store.get(approvalId)!;
       return { ok: false, code: 'not_pending', message: statusSentence(expired), record: expired };
     }
     if (record.status !== 'pending') return { ok: false, code: 'not_pending', message: statusSentence(record), record };
@@ -279,8 +295,8 @@ export class ApprovalService implements ApprovalGate {
   /** Cancels pending approvals (all, or one agent's), e.g. when agents are halted. Returns how many it cancelled. */
   async cancelPending(filter: { agent?: string | undefined }, reason: string): Promise<number> {
     let n = 0;
-    for (const record of this.store.pending(filter)) {
-      if (await this.settle(record.id, { status: 'cancelled', at: this.clock.now(), reason })) n++;
+    for (const record of this.#store.pending(filter)) {
+      if (await this.#settle(record.id, { status: 'cancelled', at: this.#clock.now(), reason })) n++;
     }
     return n;
   }
@@ -296,33 +312,39 @@ export class ApprovalService implements ApprovalGate {
    */
   async recover(): Promise<number> {
     let n = 0;
-    for (const record of this.store.pending()) {
-      if (this.waiters.has(record.id) || record.processId === this.processId) continue;
-      if (record.expiresAt > this.clock.now() && ownerMayBeWaiting(record.processId)) continue;
-      if (await this.settle(record.id, { status: 'abandoned', at: this.clock.now(), reason: 'Warden restarted' })) n++;
+    // A deferred call's agent is not waiting on the request: it checks back, so the approval goes on (adoptHeldCalls).
+    const deferred = new Set(this.heldCalls.waiting().map((call) => call.approvalId));
+    for (const record of this.#store.pending()) {
+      if (deferred.has(record.id)) continue;
+      if (this.#waiters.has(record.id) || record.processId === this.processId) continue;
+      if (record.expiresAt > this.#clock.now() && ownerMayBeWaiting(record.processId)) continue;
+      if (await this.#settle(record.id, { status: 'abandoned', at: this.#clock.now(), reason: 'Warden restarted' }))
+        n++;
     }
     return n;
   }
 
   async reportOutcome(approvalId: string, outcome: ApprovalResultReport): Promise<void> {
-    const record = this.store.get(approvalId);
+    const record = this.#store.get(approvalId);
     if (!record) {
-      this.logger.warn({ approvalId }, 'reportOutcome for an unknown approval');
+      this.#logger.warn({ approvalId }, 'reportOutcome for an unknown approval');
       return;
     }
-    this.store.setOutcome(approvalId, outcome);
-    if (!this.notifier || !record.messageTs) return;
+    this.#store.setOutcome(approvalId, outcome);
+    if (!this.#notifier || !record.messageTs) return;
     try {
-      await this.notifier.postOutcome({ ...record, outcome }, outcome);
+      await this.#notifier.postOutcome({ ...record, outcome }, outcome);
     } catch (err) {
       // The call already ran; a missing thread reply must not turn into a failure for the agent.
-      this.logger.warn({ approvalId, err: describeError(err) }, 'could not post the outcome in the card thread');
+      this.#logger.warn({ approvalId, err: describeError(err) }, 'could not post the outcome in the card thread');
     }
   }
 
   async deferred(approvalId: string, info: { agent: string; callId: string }): Promise<void> {
-    const record = this.store.get(approvalId);
-    await this.auditSafely({
+    const waiter = this.#waiters.get(approvalId);
+    if (waiter) waiter.deferred = true;
+    const record = this.#store.get(approvalId);
+    await this.#auditSafely({
       event: 'approval.deferred',
       callId: info.callId,
       agent: info.agent,
@@ -332,21 +354,21 @@ export class ApprovalService implements ApprovalGate {
       reason: 'the agent was answered "not run yet" and told to check back; the approval goes on',
       detail: { approvalId, expiresAt: record?.expiresAt },
     });
-    if (!this.notifier || !record?.messageTs) return;
+    if (!this.#notifier || !record?.messageTs) return;
     try {
-      await this.notifier.postNote(
+      await this.#notifier.postNote(
         record,
         'The agent was told the call has not run yet and to check back. A decision here still counts: on approval the call runs at once, and the agent collects the result.',
       );
     } catch (err) {
       // The card itself still stands and still decides; only the note is missing.
-      this.logger.warn({ approvalId, err: describeError(err) }, 'could not post the deferral note in the card thread');
+      this.#logger.warn({ approvalId, err: describeError(err) }, 'could not post the deferral note in the card thread');
     }
   }
 
   async collected(approvalId: string, info: { agent: string; callId: string; how: 'await' | 'repeat' }): Promise<void> {
-    const record = this.store.get(approvalId);
-    await this.auditSafely({
+    const record = this.#store.get(approvalId);
+    await this.#auditSafely({
       event: 'approval.collected',
       callId: info.callId,
       agent: info.agent,
@@ -358,60 +380,154 @@ export class ApprovalService implements ApprovalGate {
     });
   }
 
+  /**
+   * At start-up, before serving: takes over the deferred held calls of a
+   * process that is gone (the same test as `recover()`), each claimed by one
+   * compare-and-set so two starting processes do not both run it. The caller
+   * waits for each decision with `awaitDecision()` and runs the call on approval.
+   *
+   * A held call whose approval is no longer pending and that has no ending was
+   * approved and may have run when its process stopped: it is ended as unknown
+   * and its arguments erased, never run a second time.
+   */
+  async adoptHeldCalls(): Promise<HeldCall[]> {
+    this.heldCalls.sweep();
+    const adopted: HeldCall[] = [];
+    const now = this.#clock.now();
+    for (const call of this.heldCalls.waiting()) {
+      if (this.#waiters.has(call.approvalId)) continue;
+      const record = this.#store.get(call.approvalId);
+      // The process that asked for it is still here (this one, or another that is alive): it is its to run.
+      const ownerHere = record?.processId === this.processId || ownerMayBeWaiting(record?.processId);
+      if (record?.status === 'pending') {
+        if (record.processId === this.processId || (record.expiresAt > now && ownerHere)) continue;
+        if (this.#store.claim(record.id, record.processId, this.processId)) adopted.push(call);
+        continue;
+      }
+      if (record?.status === 'approved' && call.runner === undefined) {
+        // Approved while no Warden could run it (the CLI, with Warden down), or just before its process stopped.
+        // Not run yet; whoever wins the run claim (HeldCallBook.claimRun) runs it.
+        if (!ownerHere) adopted.push(call);
+        continue;
+      }
+      if (record?.status === 'approved') {
+        if (call.runner === this.processId || ownerMayBeWaiting(call.runner)) continue;
+        this.heldCalls.end(
+          call.approvalId,
+          heldRefusal(
+            `${call.name} was approved, but the Warden running it stopped before it finished: whether it ran is unknown, so Warden will not run it again. Check before repeating it.`,
+          ),
+        );
+        continue;
+      }
+      if (ownerHere) continue;
+      this.heldCalls.end(
+        call.approvalId,
+        heldRefusal(
+          `${call.name} was not run: it needs a human's approval and the request was ${record ? outcomeReason(record) : 'lost'}`,
+        ),
+      );
+    }
+    return adopted;
+  }
+
+  /**
+   * Waits for the decision on a held call this process adopted, with the
+   * expiry re-armed; resolves like `request()` does. An abort (a halt) cancels it.
+   */
+  awaitDecision(approvalId: string, signal: AbortSignal): Promise<ApprovalOutcome> {
+    const record = this.#store.get(approvalId);
+    if (!record) {
+      return Promise.resolve({
+        approvalId,
+        status: 'failed',
+        reason: 'approval failed: the approval is gone',
+        at: this.#clock.now(),
+      });
+    }
+    if (record.status !== 'pending' && this.#isFinal(record)) return Promise.resolve(this.#outcomeOf(record));
+    const now = this.#clock.now();
+    const outcome = new Promise<ApprovalOutcome>((resolve) => {
+      const onAbort = () => void this.#onAbort(approvalId, signal.reason);
+      const timer = this.#clock.setTimeout(() => void this.#expire(approvalId), Math.max(0, record.expiresAt - now));
+      this.#waiters.set(approvalId, {
+        id: approvalId,
+        signal,
+        deferred: true,
+        startedAt: now,
+        lastNotified: now,
+        timer,
+        graceGiven: false,
+        onAbort,
+        resolve,
+      });
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#ensurePolling();
+    });
+    if (signal.aborted) void this.#onAbort(approvalId, signal.reason);
+    // Decided between the read and the waiter (another process): resolve now rather than at the next poll.
+    else this.#wake(approvalId);
+    return outcome;
+  }
+
   /** Stops polling and abandons this process's waiting requests (their callers get an answer). */
   async close(): Promise<void> {
-    for (const id of [...this.waiters.keys()]) {
-      await this.settle(id, { status: 'abandoned', at: this.clock.now(), reason: 'Warden shut down' });
+    for (const waiter of [...this.#waiters.values()]) {
+      // Stays pending: the next Warden takes it over and still runs it on approval. Its caller was detached already.
+      if (waiter.deferred) this.#drop(waiter);
+    }
+    for (const id of [...this.#waiters.keys()]) {
+      await this.#settle(id, { status: 'abandoned', at: this.#clock.now(), reason: 'Warden shut down' });
     }
     // Still waiting: approved elsewhere but not yet on the audit trail. The call must not run unrecorded.
-    for (const waiter of [...this.waiters.values()]) {
-      this.release(waiter, {
+    for (const waiter of [...this.#waiters.values()]) {
+      this.#release(waiter, {
         approvalId: waiter.id,
         status: 'abandoned',
         reason: 'abandoned: Warden shut down before the approval was recorded in the audit trail',
-        at: this.clock.now(),
+        at: this.#clock.now(),
       });
     }
-    this.stopPolling();
+    this.#stopPolling();
   }
 
   // ---- internals ----
 
-  private async postCard(id: string): Promise<void> {
-    if (!this.notifier) {
-      this.logger.warn(
+  async #postCard(id: string): Promise<void> {
+    if (!this.#notifier) {
+      this.#logger.warn(
         { approvalId: id },
         'no approval notifier configured: the request waits for a decision via the CLI',
       );
       return;
     }
     try {
-      const { channel, ts } = await this.notifier.postCard(this.store.get(id)!);
-      this.store.setMessage(id, channel, ts);
+      const { channel, ts } = await this.#notifier.postCard(this.#store.get(id)!);
+      this.#store.setMessage(id, channel, ts);
     } catch (err) {
       const reason = `the approval card could not be posted: ${describeError(err)}`;
-      this.logger.error({ approvalId: id, err: describeError(err) }, 'approval card not posted; failing closed');
-      await this.settle(id, { status: 'failed', at: this.clock.now(), reason });
+      this.#logger.error({ approvalId: id, err: describeError(err) }, 'approval card not posted; failing closed');
+      await this.#settle(id, { status: 'failed', at: this.#clock.now(), reason });
       return;
     }
     // Decided while the card was being posted (another process, a halt): draw the result now.
-    let record = this.store.get(id)!;
+    let record = this.#store.get(id)!;
     if (record.status !== 'pending') {
-      await this.redraw(record);
+      await this.#redraw(record);
       return;
     }
-    if (!this.notifier.postDetails) return;
+    if (!this.#notifier.postDetails) return;
     try {
-      await this.notifier.postDetails(record);
+      await this.#notifier.postDetails(record);
     } catch (err) {
       // The card says the full arguments are in its thread; without them nobody can judge the call.
       const reason = `the full arguments could not be posted in the card's thread: ${describeError(err)}`;
-      this.logger.error({ approvalId: id, err: describeError(err) }, 'approval details not posted; failing closed');
-      await this.settle(id, { status: 'failed', at: this.clock.now(), reason });
+      this.#logger.error({ approvalId: id, err: describeError(err) }, 'approval details not posted; failing closed');
+      await this.#settle(id, { status: 'failed', at: this.#clock.now(), reason });
       return;
     }
-    record = this.store.get(id)!;
-    if (record.status !== 'pending') await this.redraw(record);
+    record = this.#store.get(id)!;
+    if (record.status !== 'pending') await this.#redraw(record);
   }
 
   /**
@@ -421,41 +537,41 @@ export class ApprovalService implements ApprovalGate {
    * process), so an approval whose append then fails is failed before anyone
    * acts on it.
    */
-  private async settle(id: string, t: Transition): Promise<boolean> {
-    if (!this.store.transition(id, t)) {
-      this.wake(id);
+  async #settle(id: string, t: Transition): Promise<boolean> {
+    if (!this.#store.transition(id, t)) {
+      this.#wake(id);
       return false;
     }
-    this.auditing.set(id, t.status);
-    const record = this.store.get(id)!;
+    this.#auditing.set(id, t.status);
+    const record = this.#store.get(id)!;
     try {
-      const { seq } = await this.audit.append(
+      const { seq } = await this.#audit.append(
         decidedEntry(record, { decision: t.status, approver: t.by, reason: t.reason }),
       );
-      if (!this.store.setDecisionSeq(id, t.status, seq)) {
+      if (!this.#store.setDecisionSeq(id, t.status, seq)) {
         // Failed meanwhile (its audit row was too slow past the deadline): that stands, the call does not run.
-        this.logger.warn(
-          { approvalId: id, seq, status: this.store.status(id) },
+        this.#logger.warn(
+          { approvalId: id, seq, status: this.#store.status(id) },
           'decision audited after it was failed; the failure stands',
         );
       }
     } catch (err) {
-      this.logger.error({ approvalId: id, err: describeError(err) }, 'approval.decided could not be audited');
+      this.#logger.error({ approvalId: id, err: describeError(err) }, 'approval.decided could not be audited');
       // An approval the trail does not record is not an approval: fail closed.
-      if (t.status === 'approved') await this.failUnaudited(id, `audit write failed: ${describeError(err)}`);
+      if (t.status === 'approved') await this.#failUnaudited(id, `audit write failed: ${describeError(err)}`);
     } finally {
-      this.auditing.delete(id);
+      this.#auditing.delete(id);
     }
-    this.wake(id);
-    await this.redraw(this.store.get(id)!);
+    this.#wake(id);
+    await this.#redraw(this.#store.get(id)!);
     return true;
   }
 
   /** approved -> failed while its audit row is missing; audits the failure (best effort), wakes and redraws. */
-  private async failUnaudited(id: string, reason: string): Promise<boolean> {
-    if (!this.store.failUnaudited(id, reason)) return false;
-    const record = this.store.get(id)!;
-    await this.auditSafely(
+  async #failUnaudited(id: string, reason: string): Promise<boolean> {
+    if (!this.#store.failUnaudited(id, reason)) return false;
+    const record = this.#store.get(id)!;
+    await this.#auditSafely(
       decidedEntry(record, {
         decision: 'failed',
         approver: record.decidedBy,
@@ -463,117 +579,122 @@ export class ApprovalService implements ApprovalGate {
         detail: { failedApproval: true },
       }),
     );
-    this.wake(id);
-    await this.redraw(record);
+    this.#wake(id);
+    await this.#redraw(record);
     return true;
   }
 
   /** Resolves the waiter once the stored decision may be acted on. True when it resolved. */
-  private wake(id: string): boolean {
-    const waiter = this.waiters.get(id);
+  #wake(id: string): boolean {
+    const waiter = this.#waiters.get(id);
     if (!waiter) return false;
-    const record = this.store.get(id);
-    if (!record || !this.isFinal(record)) return false;
-    this.release(waiter, this.outcomeOf(record));
+    const record = this.#store.get(id);
+    if (!record || !this.#isFinal(record)) return false;
+    this.#release(waiter, this.#outcomeOf(record));
     return true;
   }
 
-  private release(waiter: Waiter, outcome: ApprovalOutcome): void {
-    this.waiters.delete(waiter.id);
-    this.clock.clearTimeout(waiter.timer);
-    waiter.input.signal.removeEventListener('abort', waiter.onAbort);
-    if (this.waiters.size === 0) this.stopPolling();
+  #release(waiter: Waiter, outcome: ApprovalOutcome): void {
+    this.#drop(waiter);
     waiter.resolve(outcome);
   }
 
+  /** Stops waiting, without an answer. */
+  #drop(waiter: Waiter): void {
+    this.#waiters.delete(waiter.id);
+    this.#clock.clearTimeout(waiter.timer);
+    waiter.signal.removeEventListener('abort', waiter.onAbort);
+    if (this.#waiters.size === 0) this.#stopPolling();
+  }
+
   /** Whether a waiter may act on this stored state. */
-  private isFinal(record: ApprovalRecord): boolean {
+  #isFinal(record: ApprovalRecord): boolean {
     if (record.status === 'pending') return false;
     // This process is still writing this very decision's audit row.
-    if (this.auditing.get(record.id) === record.status) return false;
+    if (this.#auditing.get(record.id) === record.status) return false;
     // Whoever decided (this process or another), an approval counts once the trail holds it.
     if (record.status === 'approved') return record.decisionSeq !== undefined;
     return true;
   }
 
-  private async redraw(record: ApprovalRecord): Promise<void> {
-    if (!this.notifier || !record.messageTs) return;
+  async #redraw(record: ApprovalRecord): Promise<void> {
+    if (!this.#notifier || !record.messageTs) return;
     try {
-      await this.notifier.updateCard(record);
+      await this.#notifier.updateCard(record);
     } catch (err) {
       // The decision stands; the card is only a view of it.
-      this.logger.warn({ approvalId: record.id, err: describeError(err) }, 'could not redraw the approval card');
+      this.#logger.warn({ approvalId: record.id, err: describeError(err) }, 'could not redraw the approval card');
     }
   }
 
-  private async expire(id: string): Promise<void> {
-    if (await this.settle(id, { status: 'expired', at: this.clock.now(), reason: 'no decision in time' })) return;
-    const record = this.store.get(id);
-    const waiter = this.waiters.get(id);
+  async #expire(id: string): Promise<void> {
+    if (await this.#settle(id, { status: 'expired', at: this.#clock.now(), reason: 'no decision in time' })) return;
+    const record = this.#store.get(id);
+    const waiter = this.#waiters.get(id);
     if (!record || !waiter || record.status !== 'approved' || record.decisionSeq !== undefined) return;
     // Approved before the deadline, but its audit row is not there yet: wait a little for it, then fail it.
     if (!waiter.graceGiven) {
       waiter.graceGiven = true;
-      waiter.timer = this.clock.setTimeout(() => void this.expire(id), UNAUDITED_APPROVAL_GRACE_MS);
+      waiter.timer = this.#clock.setTimeout(() => void this.#expire(id), UNAUDITED_APPROVAL_GRACE_MS);
       return;
     }
-    this.logger.error({ approvalId: id }, 'approval never reached the audit trail; failing it');
-    await this.failUnaudited(
+    this.#logger.error({ approvalId: id }, 'approval never reached the audit trail; failing it');
+    await this.#failUnaudited(
       id,
       'the approval was not recorded in the audit trail in time (the deciding process stopped or its audit write hung)',
     );
   }
 
   /** Records the expiry of a pending request past its deadline whose timer has not fired (or lives in a dead process). */
-  private async expireIfDue(record: ApprovalRecord): Promise<boolean> {
-    if (record.status !== 'pending' || record.expiresAt > this.clock.now()) return false;
-    await this.settle(record.id, { status: 'expired', at: this.clock.now(), reason: 'no decision in time' });
-    return this.store.status(record.id) === 'expired';
+  async #expireIfDue(record: ApprovalRecord): Promise<boolean> {
+    if (record.status !== 'pending' || record.expiresAt > this.#clock.now()) return false;
+    await this.#settle(record.id, { status: 'expired', at: this.#clock.now(), reason: 'no decision in time' });
+    return this.#store.status(record.id) === 'expired';
   }
 
-  private async onAbort(id: string, reason: unknown): Promise<void> {
+  async #onAbort(id: string, reason: unknown): Promise<void> {
     const t = abortTransition(reason);
-    await this.settle(id, { ...t, at: this.clock.now() });
+    await this.#settle(id, { ...t, at: this.#clock.now() });
   }
 
-  private ensurePolling(): void {
-    if (this.poller !== undefined) return;
-    this.poller = this.clock.setInterval(() => this.poll(), this.pollMs);
-    this.poller.unref?.();
+  #ensurePolling(): void {
+    if (this.#poller !== undefined) return;
+    this.#poller = this.#clock.setInterval(() => this.#poll(), this.#pollMs);
+    this.#poller.unref?.();
   }
 
-  private stopPolling(): void {
-    if (this.poller === undefined) return;
-    this.clock.clearInterval(this.poller);
-    this.poller = undefined;
+  #stopPolling(): void {
+    if (this.#poller === undefined) return;
+    this.#clock.clearInterval(this.#poller);
+    this.#poller = undefined;
   }
 
   /** Sees decisions made by other processes sharing the database, and keeps the edge informed. */
-  private poll(): void {
-    const now = this.clock.now();
-    for (const waiter of [...this.waiters.values()]) {
-      if (this.store.status(waiter.id) !== 'pending' && this.wake(waiter.id)) {
+  #poll(): void {
+    const now = this.#clock.now();
+    for (const waiter of [...this.#waiters.values()]) {
+      if (this.#store.status(waiter.id) !== 'pending' && this.#wake(waiter.id)) {
         // Decided elsewhere (the CLI, a process without Slack): this process posted the card, so it redraws it.
-        const record = this.store.get(waiter.id);
-        if (record) void this.redraw(record);
+        const record = this.#store.get(waiter.id);
+        if (record) void this.#redraw(record);
         continue;
       }
-      if (waiter.input.onWaiting && now - waiter.lastNotified >= this.waitingNotifyMs) {
+      if (waiter.onWaiting && now - waiter.lastNotified >= this.#waitingNotifyMs) {
         waiter.lastNotified = now;
         try {
-          waiter.input.onWaiting(now - waiter.startedAt);
+          waiter.onWaiting(now - waiter.startedAt);
         } catch (err) {
-          this.logger.warn({ approvalId: waiter.id, err: describeError(err) }, 'onWaiting threw');
+          this.#logger.warn({ approvalId: waiter.id, err: describeError(err) }, 'onWaiting threw');
         }
       }
     }
   }
 
   /** Null when the user may decide; otherwise why not. */
-  private refusal(record: ApprovalRecord, userId: string): string | null {
+  #refusal(record: ApprovalRecord, userId: string): string | null {
     let allowed: string[];
-    if (this.policy) {
-      const agent = this.policy().agents[record.agent];
+    if (this.#policy) {
+      const agent = this.#policy().agents[record.agent];
       if (!agent) return `agent ${record.agent} is no longer in the policy`;
       allowed = unique([agent.owner, ...agent.approvers]);
     } else {
@@ -583,8 +704,8 @@ export class ApprovalService implements ApprovalGate {
     return `<@${userId}> is not the owner or an approver of ${record.agent}`;
   }
 
-  private outcomeOf(record: ApprovalRecord): ApprovalOutcome {
-    const at = record.decidedAt ?? this.clock.now();
+  #outcomeOf(record: ApprovalRecord): ApprovalOutcome {
+    const at = record.decidedAt ?? this.#clock.now();
     if (record.status === 'approved' && record.decisionSeq !== undefined) {
       // The hash is the stored one, bound when the call was held: the gateway compares it with what it forwards.
       return {
@@ -608,13 +729,18 @@ export class ApprovalService implements ApprovalGate {
     return { approvalId: record.id, status, approver: record.decidedBy, reason: outcomeReason(record), at };
   }
 
-  private async auditSafely(entry: AuditEntry): Promise<void> {
+  async #auditSafely(entry: AuditEntry): Promise<void> {
     try {
-      await this.audit.append(entry);
+      await this.#audit.append(entry);
     } catch (err) {
-      this.logger.error({ err: describeError(err), event: entry.event }, 'audit write failed');
+      this.#logger.error({ err: describeError(err), event: entry.event }, 'audit write failed');
     }
   }
+}
+
+/** A held call's ending that says why it did not run (as the gateway would have answered). */
+function heldRefusal(text: string): HeldCallEnding {
+  return { kind: 'result', result: { content: [{ type: 'text', text: `Refused by Warden: ${text}` }], isError: true } };
 }
 
 /** How many values the stored (redacted) arguments hide from people. */

@@ -1,6 +1,16 @@
+import { z } from 'zod';
+import type { Clock } from '../clock.ts';
 import type { Db } from '../store/db.ts';
 import type { Consequence } from '../policy/types.ts';
-import type { ApprovalRecord, ApprovalResultReport, ApprovalStatus } from './types.ts';
+import type {
+  ApprovalRecord,
+  ApprovalResultReport,
+  ApprovalStatus,
+  HeldCall,
+  HeldCallBook,
+  HeldCallEnding,
+  NewHeldCall,
+} from './types.ts';
 
 /** Typed queries on the `approvals` table. All synchronous (better-sqlite3). */
 interface ApprovalRow {
@@ -99,10 +109,10 @@ function toRecord(row: ApprovalRow): ApprovalRecord {
 }
 
 export class ApprovalStore {
-  private readonly stmts;
+  readonly #stmts;
 
   constructor(db: Db) {
-    this.stmts = {
+    this.#stmts = {
       insert: db.prepare(`INSERT INTO approvals
         (id, call_id, agent, owner, server, tool, args, args_hash, rule, consequence, request_reason, approvers,
          status, requested_at, expires_at, channel, process_id)
@@ -126,6 +136,9 @@ export class ApprovalStore {
       setMessage: db.prepare('UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?'),
       setOutcome: db.prepare('UPDATE approvals SET outcome = ? WHERE id = ?'),
       pending: db.prepare(`SELECT * FROM approvals WHERE status = 'pending' ORDER BY requested_at`),
+      // Taking a row over from a process that is gone: one starting process wins it.
+      claim: db.prepare(`UPDATE approvals SET process_id = @to
+        WHERE id = @id AND status = 'pending' AND process_id IS @from`),
       pendingForAgent: db.prepare(
         `SELECT * FROM approvals WHERE status = 'pending' AND agent = ? ORDER BY requested_at`,
       ),
@@ -133,7 +146,7 @@ export class ApprovalStore {
   }
 
   insert(a: NewApproval): void {
-    this.stmts.insert.run({
+    this.#stmts.insert.run({
       id: a.id,
       callId: a.callId,
       agent: a.agent,
@@ -154,12 +167,12 @@ export class ApprovalStore {
   }
 
   get(id: string): ApprovalRecord | undefined {
-    const row = this.stmts.get.get(id) as ApprovalRow | undefined;
+    const row = this.#stmts.get.get(id) as ApprovalRow | undefined;
     return row ? toRecord(row) : undefined;
   }
 
   status(id: string): ApprovalStatus | undefined {
-    return this.stmts.status.get(id) as ApprovalStatus | undefined;
+    return this.#stmts.status.get(id) as ApprovalStatus | undefined;
   }
 
   /**
@@ -169,7 +182,9 @@ export class ApprovalStore {
    */
   transition(id: string, t: Transition): boolean {
     const stmt =
-      t.status === 'approved' || t.status === 'rejected' ? this.stmts.transitionBeforeDeadline : this.stmts.transition;
+      t.status === 'approved' || t.status === 'rejected'
+        ? this.#stmts.transitionBeforeDeadline
+        : this.#stmts.transition;
     const info = stmt.run({ id, status: t.status, at: t.at, by: t.by ?? null, reason: t.reason ?? null });
     return info.changes === 1;
   }
@@ -179,7 +194,7 @@ export class ApprovalStore {
    * the row has moved on meanwhile (e.g. an unaudited approval was failed).
    */
   setDecisionSeq(id: string, status: Exclude<ApprovalStatus, 'pending'>, seq: number): boolean {
-    return this.stmts.setDecisionSeq.run({ id, status, seq }).changes === 1;
+    return this.#stmts.setDecisionSeq.run({ id, status, seq }).changes === 1;
   }
 
   /**
@@ -187,21 +202,191 @@ export class ApprovalStore {
    * an approval the trail does not hold is not an approval. True when it moved.
    */
   failUnaudited(id: string, reason: string): boolean {
-    return this.stmts.failUnaudited.run({ id, reason }).changes === 1;
+    return this.#stmts.failUnaudited.run({ id, reason }).changes === 1;
   }
 
   setMessage(id: string, channel: string, ts: string): void {
-    this.stmts.setMessage.run(channel, ts, id);
+    this.#stmts.setMessage.run(channel, ts, id);
   }
 
   setOutcome(id: string, outcome: ApprovalResultReport): void {
-    this.stmts.setOutcome.run(JSON.stringify(outcome), id);
+    this.#stmts.setOutcome.run(JSON.stringify(outcome), id);
+  }
+
+  /** Makes a pending row this process's; false when it is no longer pending or another process took it first. */
+  claim(id: string, from: string | undefined, to: string): boolean {
+    return this.#stmts.claim.run({ id, from: from ?? null, to }).changes === 1;
   }
 
   pending(filter: { agent?: string | undefined } = {}): ApprovalRecord[] {
     const rows = (
-      filter.agent === undefined ? this.stmts.pending.all() : this.stmts.pendingForAgent.all(filter.agent)
+      filter.agent === undefined ? this.#stmts.pending.all() : this.#stmts.pendingForAgent.all(filter.agent)
     ) as ApprovalRow[];
     return rows.map(toRecord);
+  }
+}
+
+interface HeldCallRow {
+  approval_id: string;
+  call_id: string;
+  agent: string;
+  name: string;
+  server: string;
+  tool: string;
+  args_hash: string;
+  args: string | null;
+  token_id: string | null;
+  channel: string | null;
+  runner: string | null;
+  answer_within_ms: number;
+  expires_at: number;
+  ending: string | null;
+  ended_at: number | null;
+}
+
+/** The stored ending is read back through this: a row that does not parse is not handed to an agent. */
+const endingSchema: z.ZodType<HeldCallEnding> = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('result'), result: z.record(z.string(), z.unknown()) }),
+  z.object({ kind: z.literal('error'), code: z.number().int(), message: z.string(), data: z.unknown().optional() }),
+]);
+
+function toHeldCall(row: HeldCallRow): HeldCall {
+  const ending = row.ending === null ? undefined : endingSchema.safeParse(parseJson<unknown>(row.ending, null));
+  return {
+    approvalId: row.approval_id,
+    callId: row.call_id,
+    agent: row.agent,
+    name: row.name,
+    server: row.server,
+    tool: row.tool,
+    argsHash: row.args_hash,
+    ...(row.args === null ? {} : { args: parseJson<unknown>(row.args, null) }),
+    tokenId: row.token_id ?? undefined,
+    channel: row.channel ?? undefined,
+    runner: row.runner ?? undefined,
+    answerWithinMs: row.answer_within_ms,
+    expiresAt: row.expires_at,
+    ending:
+      ending === undefined
+        ? undefined
+        : ending.success
+          ? ending.data
+          : { kind: 'error', code: -32603, message: 'the stored result of this held call could not be read' },
+  };
+}
+
+/**
+ * Typed queries on the `held_calls` table (db/005): deferred held calls, their
+ * exact arguments until they end, and their endings until collected or expired.
+ * A row past its expiry is treated as gone, whether or not it was deleted yet.
+ */
+export class HeldCallStore implements HeldCallBook {
+  readonly #clock: Clock;
+  readonly #processId: string;
+  readonly #stmts;
+
+  /** `processId` names this process as a runner (ApprovalService.processId). */
+  constructor(db: Db, clock: Clock, processId: string) {
+    this.#clock = clock;
+    this.#processId = processId;
+    this.#stmts = {
+      insert: db.prepare(`INSERT INTO held_calls
+        (approval_id, call_id, agent, name, server, tool, args_hash, args, token_id, channel, answer_within_ms, expires_at)
+        VALUES (@approvalId, @callId, @agent, @name, @server, @tool, @argsHash, @args, @tokenId, @channel, @answerWithinMs,
+         @expiresAt)`),
+      get: db.prepare('SELECT * FROM held_calls WHERE approval_id = ? AND expires_at > ?'),
+      repeat: db.prepare(`SELECT * FROM held_calls
+        WHERE agent = ? AND name = ? AND args_hash = ? AND expires_at > ? ORDER BY expires_at LIMIT 1`),
+      any: db.prepare('SELECT 1 FROM held_calls WHERE agent = ? AND expires_at > ? LIMIT 1').pluck(),
+      claimRun: db.prepare(`UPDATE held_calls SET runner = @runner
+        WHERE approval_id = @id AND runner IS NULL AND ending IS NULL`),
+      end: db.prepare(`UPDATE held_calls SET ending = @ending, ended_at = @at, args = NULL
+        WHERE approval_id = @id AND ending IS NULL`),
+      take: db.prepare('DELETE FROM held_calls WHERE approval_id = ? AND ending IS NOT NULL AND expires_at > ?'),
+      forget: db.prepare('DELETE FROM held_calls WHERE approval_id = ?'),
+      sweep: db.prepare('DELETE FROM held_calls WHERE expires_at <= ?'),
+      discardAll: db.prepare(`UPDATE held_calls SET ending = @ending, args = NULL WHERE ending IS NOT NULL`),
+      discardAgent: db.prepare(`UPDATE held_calls SET ending = @ending, args = NULL
+        WHERE ending IS NOT NULL AND agent = @agent`),
+      waiting: db.prepare('SELECT * FROM held_calls WHERE ending IS NULL AND expires_at > ? ORDER BY expires_at'),
+      toRun: db
+        .prepare('SELECT 1 FROM held_calls WHERE call_id = ? AND ending IS NULL AND runner IS NULL AND expires_at > ?')
+        .pluck(),
+    };
+  }
+
+  keep(call: NewHeldCall): void {
+    this.#stmts.insert.run({
+      approvalId: call.approvalId,
+      callId: call.callId,
+      agent: call.agent,
+      name: call.name,
+      server: call.server,
+      tool: call.tool,
+      argsHash: call.argsHash,
+      args: JSON.stringify(call.args ?? null),
+      tokenId: call.tokenId ?? null,
+      channel: call.channel ?? null,
+      answerWithinMs: call.answerWithinMs,
+      expiresAt: call.expiresAt,
+    });
+  }
+
+  get(approvalId: string): HeldCall | undefined {
+    const row = this.#stmts.get.get(approvalId, this.#clock.now()) as HeldCallRow | undefined;
+    return row ? toHeldCall(row) : undefined;
+  }
+
+  findRepeat(agent: string, name: string, argsHash: string): HeldCall | undefined {
+    const row = this.#stmts.repeat.get(agent, name, argsHash, this.#clock.now()) as HeldCallRow | undefined;
+    return row ? toHeldCall(row) : undefined;
+  }
+
+  hasAny(agent: string): boolean {
+    return this.#stmts.any.get(agent, this.#clock.now()) !== undefined;
+  }
+
+  claimRun(approvalId: string): boolean {
+    return this.#stmts.claimRun.run({ id: approvalId, runner: this.#processId }).changes === 1;
+  }
+
+  end(approvalId: string, ending: HeldCallEnding): boolean {
+    const info = this.#stmts.end.run({ id: approvalId, ending: JSON.stringify(ending), at: this.#clock.now() });
+    return info.changes === 1;
+  }
+
+  take(approvalId: string): HeldCallEnding | undefined {
+    const call = this.get(approvalId);
+    if (!call?.ending) return undefined;
+    // The delete is the compare-and-set: of two collectors (in any process), one removes the row.
+    return this.#stmts.take.run(approvalId, this.#clock.now()).changes === 1 ? call.ending : undefined;
+  }
+
+  forget(approvalId: string): void {
+    this.#stmts.forget.run(approvalId);
+  }
+
+  discard(filter: { agent?: string | undefined }, ending: HeldCallEnding): number {
+    const text = JSON.stringify(ending);
+    const info =
+      filter.agent === undefined
+        ? this.#stmts.discardAll.run({ ending: text })
+        : this.#stmts.discardAgent.run({ ending: text, agent: filter.agent });
+    return info.changes;
+  }
+
+  /** Deletes rows past their expiry (their endings were promised only until then). */
+  sweep(): number {
+    return this.#stmts.sweep.run(this.#clock.now()).changes;
+  }
+
+  /** Whether this call is a held call not yet taken to run nor ended: a Warden (this one or the next) may still run it. */
+  stillToRun(callId: string): boolean {
+    return this.#stmts.toRun.get(callId, this.#clock.now()) !== undefined;
+  }
+
+  /** Calls not ended yet (waiting for a decision, or approved and running somewhere). */
+  waiting(): HeldCall[] {
+    return (this.#stmts.waiting.all(this.#clock.now()) as HeldCallRow[]).map(toHeldCall);
   }
 }

@@ -44,6 +44,69 @@ export type ApprovalOutcome =
       at: number;
     };
 
+/**
+ * How a deferred held call ended, kept for its agent to collect once: the
+ * upstream's tool result (an MCP CallToolResult, as JSON), or the JSON-RPC
+ * error the upstream answered with.
+ */
+export type HeldCallEnding =
+  | { kind: 'result'; result: Record<string, unknown> }
+  | { kind: 'error'; code: number; message: string; data?: unknown };
+
+/** A held call whose agent was told "not run yet, check back", as stored until it is collected or expires. */
+export interface HeldCall {
+  approvalId: string;
+  callId: string;
+  agent: string;
+  /** The namespaced tool name the agent called (`<server>__<tool>`). */
+  name: string;
+  server: string;
+  tool: string;
+  argsHash: string;
+  /** The exact arguments: present only until the call ends (then erased). */
+  args?: unknown;
+  /** The id of the agent token the call was made with: revoked meanwhile, the call is not run. */
+  tokenId?: string | undefined;
+  channel?: string | undefined;
+  answerWithinMs: number;
+  expiresAt: number;
+  /** The process that took the approved call to run it; set once. */
+  runner?: string | undefined;
+  /** Set once the call ended; handed out once. */
+  ending?: HeldCallEnding | undefined;
+}
+
+export type NewHeldCall = Omit<HeldCall, 'ending' | 'args' | 'runner'> & { args: unknown };
+
+/**
+ * The deferred held calls, in the database so they survive a restart. Each
+ * method is one statement: several processes sharing the database agree on
+ * who ended and who collected a call.
+ */
+export interface HeldCallBook {
+  /** Stores the call (with its exact arguments) when its agent is told to check back. */
+  keep(call: NewHeldCall): void;
+  /** The call, if it has not expired or been collected. */
+  get(approvalId: string): HeldCall | undefined;
+  /** An identical call (same agent, tool and argument hash) not yet collected. */
+  findRepeat(agent: string, name: string, argsHash: string): HeldCall | undefined;
+  /** Whether this agent has any held call not yet collected (spares hashing every call's arguments). */
+  hasAny(agent: string): boolean;
+  /**
+   * Takes the approved call to run it in this process: true for exactly one
+   * caller (in any process sharing the database); whoever gets false must not run it.
+   */
+  claimRun(approvalId: string): boolean;
+  /** Records how the call ended and erases its arguments; false when it had ended already. */
+  end(approvalId: string, ending: HeldCallEnding): boolean;
+  /** Hands the ending out, once: the row is gone afterwards. Undefined when not ended, or someone had it first. */
+  take(approvalId: string): HeldCallEnding | undefined;
+  /** Drops the call (its approval's expiry passed). */
+  forget(approvalId: string): void;
+  /** A halt: endings kept for these agents are replaced by the halt's refusal. Returns how many. */
+  discard(filter: { agent?: string | undefined }, ending: HeldCallEnding): number;
+}
+
 /** What the gateway needs: hold a call until a human (or a timeout) decides. */
 export interface ApprovalGate {
   request(input: ApprovalRequestInput): Promise<ApprovalOutcome>;
@@ -56,6 +119,17 @@ export interface ApprovalGate {
   deferred(approvalId: string, info: { agent: string; callId: string }): Promise<void>;
   /** The agent collected how a deferred call ended (`approval.collected`). */
   collected(approvalId: string, info: { agent: string; callId: string; how: 'await' | 'repeat' }): Promise<void>;
+  /** Deferred held calls' arguments and endings. */
+  readonly heldCalls: HeldCallBook;
+  /**
+   * At start-up: the deferred held calls a stopped Warden left waiting for a
+   * decision, now this process's to run on approval (each with its exact
+   * arguments). Held calls it left approved but unfinished are ended as
+   * unknown, never run again.
+   */
+  adoptHeldCalls(): Promise<HeldCall[]>;
+  /** Waits for the decision on an adopted held call, as `request()` would have. */
+  awaitDecision(approvalId: string, signal: AbortSignal): Promise<ApprovalOutcome>;
 }
 
 /** How an approved call ended, for the humans who approved it. */

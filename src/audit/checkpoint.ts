@@ -152,6 +152,16 @@ export function verifyCheckpoint(cp: Checkpoint, trustedPublicKey?: string | Key
   }
 }
 
+/** How far the chain has moved past the newest stored checkpoint (seq undefined: none yet). */
+export function checkpointLag(db: Db): { headSeq: number; checkpointSeq: number | undefined } {
+  const row = db
+    .prepare<[], { head: number; cp: number | null }>(
+      'SELECT (SELECT coalesce(max(seq), 0) FROM audit) AS head, (SELECT max(seq) FROM audit_checkpoints) AS cp',
+    )
+    .get()!;
+  return { headSeq: row.head, checkpointSeq: row.cp ?? undefined };
+}
+
 /** Stored checkpoints, oldest first. */
 export function listCheckpoints(db: Db): Checkpoint[] {
   return db

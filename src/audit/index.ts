@@ -3,6 +3,7 @@ export { GENESIS_HASH, canonicalJson, canonicalRow, rowHash, sha256Hex } from '.
 export { DEFAULT_MAX_RESULT_CHARS, REDACTED, isSecretKey, redact, redactString, truncateText } from './redact.ts';
 export { AuditLog, type AuditLogOptions, type ChainHead } from './log.ts';
 export {
+  checkpointLag,
   checkpointMessage,
   createCheckpoint,
   generateCheckpointKeyPair,
@@ -17,7 +18,17 @@ export {
   type CheckpointRef,
   type GeneratedKeyPair,
 } from './checkpoint.ts';
-export { verifyChain, type ProblemKind, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify.ts';
+export { appendWitness, readWitness } from './witness.ts';
+export { CHECKPOINT_TEXT_PREFIX, checkpointText, parseCheckpointText } from './checkpoint-text.ts';
+export {
+  verifyChain,
+  type ExternalCheckpoint,
+  type ProblemKind,
+  type SignedCheckpointSeen,
+  type VerifyOptions,
+  type VerifyProblem,
+  type VerifyReport,
+} from './verify.ts';
 export {
   DEFAULT_QUERY_LIMIT,
   MAX_QUERY_LIMIT,

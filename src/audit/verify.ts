@@ -2,11 +2,17 @@ import type { KeyObject } from 'node:crypto';
 import { isoTime } from '../clock.ts';
 import type { Db } from '../store/db.ts';
 import { GENESIS_HASH, rowHash } from './canonical.ts';
-import { listCheckpoints, publicKeyBase64, verifyCheckpoint, type CheckpointRef } from './checkpoint.ts';
+import {
+  listCheckpoints,
+  publicKeyBase64,
+  verifyCheckpoint,
+  type Checkpoint,
+  type CheckpointRef,
+} from './checkpoint.ts';
 import type { ChainHead } from './chain.ts';
 import type { AuditRow } from './types.ts';
 
-export type ProblemKind = 'altered' | 'missing' | 'inserted' | 'reordered' | 'truncated';
+export type ProblemKind = 'altered' | 'missing' | 'inserted' | 'reordered' | 'truncated' | 'uncovered';
 
 export interface VerifyProblem {
   /** The first row (position) that is not what the chain says it should be. */
@@ -15,23 +21,45 @@ export interface VerifyProblem {
   message: string;
 }
 
+/** A signed checkpoint that verified, and where it came from. */
+export interface SignedCheckpointSeen {
+  seq: number;
+  ts: number;
+  label: string;
+}
+
 export interface VerifyReport {
   ok: boolean;
   /** Rows verified before the first problem (all rows when ok). */
   count: number;
   /** Last verified row; seq 0 and the genesis hash when none. */
   head: ChainHead;
-  /** Checkpoints (stored and supplied) compared against the chain. */
+  /** Checkpoints (stored, external and supplied) compared against the chain. */
   checkpointsChecked: number;
+  /** Signed checkpoints whose signature verified (stored and external). */
+  signedCount: number;
+  /** The newest of those (highest seq, then latest ts): how far the trail is covered. */
+  newestSigned?: SignedCheckpointSeen | undefined;
   firstProblem?: VerifyProblem | undefined;
 }
 
+/** A signed checkpoint kept outside the database, and where it was found (named in messages). */
+export interface ExternalCheckpoint {
+  checkpoint: Checkpoint;
+  /** e.g. "the compliance channel C0123 (message 1790000000.000100)", "witness /var/lib/warden/witness line 3". */
+  source: string;
+}
+
 export interface VerifyOptions {
-  /** Heads kept outside the database (e.g. from the compliance channel, or `--checkpoint seq:hash`). */
+  /** Unsigned heads kept outside the database (`--checkpoint seq:hash`). */
   checkpoints?: readonly (CheckpointRef & { label?: string })[] | undefined;
-  /** Also check against the signed checkpoints in audit_checkpoints. Default true. */
-  useStoredCheckpoints?: boolean | undefined;
-  /** When given, stored checkpoints must be signed by this key. */
+  /** Signed checkpoints from outside the database: the compliance channel, a witness file. */
+  external?: readonly ExternalCheckpoint[] | undefined;
+  /**
+   * When given, every signed checkpoint must be signed by this key, and at
+   * least one must be: a trail with none could have had its checkpoints
+   * deleted along with the rows they covered.
+   */
   trustedPublicKey?: string | KeyObject | undefined;
 }
 
@@ -54,12 +82,15 @@ const short = (h: string) => `${h.slice(0, 12)}…`;
  * - its prev_hash names a later row → `reordered`.
  * A row that links but does not match its own hash is `altered`, or
  * `inserted` when the next row links past it. A chain shorter than, or
- * different from, a checkpoint is `truncated`.
+ * different from, a checkpoint is `truncated`. With a trusted key and no
+ * checkpoint signed by it, the trail is `uncovered`.
  */
 export function verifyChain(db: Db, opts: VerifyOptions = {}): VerifyReport {
   const candidates: VerifyProblem[] = [];
   const expectations = new Map<number, Expectation[]>();
   let checkpointsChecked = 0;
+  let signedCount = 0;
+  let newestSigned: SignedCheckpointSeen | undefined;
   const expect = (e: Expectation) => {
     checkpointsChecked++;
     const list = expectations.get(e.seq) ?? [];
@@ -67,23 +98,46 @@ export function verifyChain(db: Db, opts: VerifyOptions = {}): VerifyReport {
     expectations.set(e.seq, list);
   };
 
-  if (opts.useStoredCheckpoints ?? true) {
-    // Read once, and outside verifyCheckpoint's catch-all: an unreadable
-    // trusted key is the operator's input error, not evidence of tampering.
-    const trusted = opts.trustedPublicKey === undefined ? undefined : publicKeyBase64(opts.trustedPublicKey);
-    for (const cp of listCheckpoints(db)) {
-      const label = `signed checkpoint of ${isoTime(cp.ts)}`;
-      if (!verifyCheckpoint(cp, trusted)) {
-        candidates.push({
-          seq: cp.seq,
-          kind: 'altered',
-          message: `the ${label} at seq ${cp.seq} does not verify${opts.trustedPublicKey ? ' with the trusted public key' : ''}: audit_checkpoints was tampered with`,
-        });
-        continue;
-      }
-      expect({ seq: cp.seq, hash: cp.head_hash, label });
+  // Read once, and outside verifyCheckpoint's catch-all: an unreadable
+  // trusted key is the operator's input error, not evidence of tampering.
+  const trusted = opts.trustedPublicKey === undefined ? undefined : publicKeyBase64(opts.trustedPublicKey);
+  const withKey = trusted === undefined ? '' : ' with the trusted public key';
+  const signed: { checkpoint: Checkpoint; label: string; forged: string }[] = [
+    ...listCheckpoints(db).map((checkpoint) => ({
+      checkpoint,
+      label: `signed checkpoint of ${isoTime(checkpoint.ts)}`,
+      forged: 'audit_checkpoints was tampered with',
+    })),
+    ...(opts.external ?? []).map(({ checkpoint, source }) => ({
+      checkpoint,
+      label: `checkpoint of ${isoTime(checkpoint.ts)} from ${source}`,
+      forged: 'it was forged or damaged where it was kept',
+    })),
+  ];
+  for (const { checkpoint: cp, label, forged } of signed) {
+    if (!verifyCheckpoint(cp, trusted)) {
+      candidates.push({
+        seq: cp.seq,
+        kind: 'altered',
+        message: `the ${label} at seq ${cp.seq} does not verify${withKey}: ${forged}`,
+      });
+      continue;
     }
+    signedCount++;
+    if (!newestSigned || cp.seq > newestSigned.seq || (cp.seq === newestSigned.seq && cp.ts > newestSigned.ts))
+      newestSigned = { seq: cp.seq, ts: cp.ts, label };
+    expect({ seq: cp.seq, hash: cp.head_hash, label });
   }
+  // Reported only when nothing worse is found: evidence of tampering says more.
+  const uncovered: VerifyProblem | undefined =
+    trusted !== undefined && signedCount === 0
+      ? {
+          seq: 1,
+          kind: 'uncovered',
+          message:
+            'no checkpoint signed by the trusted public key was found (stored, or given from outside the database): nothing shows that the trail was not cut or rewritten, and its checkpoints deleted with it',
+        }
+      : undefined;
   for (const cp of opts.checkpoints ?? [])
     expect({
       seq: cp.seq,
@@ -142,8 +196,16 @@ export function verifyChain(db: Db, opts: VerifyOptions = {}): VerifyReport {
     }
   }
 
-  const firstProblem = candidates.sort((a, b) => a.seq - b.seq)[0];
-  return { ok: firstProblem === undefined, count, head: prev, checkpointsChecked, firstProblem };
+  const firstProblem = candidates.sort((a, b) => a.seq - b.seq)[0] ?? uncovered;
+  return {
+    ok: firstProblem === undefined,
+    count,
+    head: prev,
+    checkpointsChecked,
+    signedCount,
+    newestSigned,
+    firstProblem,
+  };
 }
 
 function classify(db: Db, row: AuditRow, why: 'link' | 'hash', prev: ChainHead): VerifyProblem {

@@ -78,7 +78,9 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     if (abandoned > 0) logger.warn({ abandoned }, 'approvals left pending by a previous process were marked abandoned');
     // After approvals.recover(): a held call whose approval it just abandoned is no longer "still waiting".
     const startedAt = clock.now();
-    const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt });
+    // A deferred held call approved while no Warden ran is not dead: the gateway takes it over and runs it.
+    const stillToRun = (callId: string) => approvals.heldCalls.stillToRun(callId);
+    const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt, stillToRun });
     if (dangling.length > 0)
       logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
     // Calls a crashed process started just before this one are still inside the
@@ -87,7 +89,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     const secondPass = clock.setTimeout(() => {
       // Cut-off = our own start: every call decided before it that is still open
       // a full grace window later belonged to a process that is gone.
-      recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt: startedAt + graceMs, graceMs })
+      recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt: startedAt + graceMs, graceMs, stillToRun })
         .then((late) => {
           if (late.length > 0)
             logger.warn({ calls: late.length }, 'calls left running by a stopped process were recorded as abandoned');
@@ -118,7 +120,10 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         connector: mcpCanaryConnector,
         report: poster ? drillReportPoster(poster, policy, buildDrillReport) : undefined,
       },
-      checkpoints: config.checkpointKey && poster ? { key: config.checkpointKey, poster } : undefined,
+      // Without Slack the witness file alone still takes checkpoints out of the database.
+      checkpoints: config.checkpointKey
+        ? { key: config.checkpointKey, poster, witness: config.checkpointWitness }
+        : undefined,
     });
     control.start();
     closers.push(() => control.stop());

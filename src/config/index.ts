@@ -16,6 +16,8 @@ const envSchema = z.object({
   WARDEN_ALLOWED_ORIGINS: z.string().default(''),
   /** Ed25519 private key (PEM, or base64 of PKCS#8 DER) for signing audit checkpoints. */
   WARDEN_CHECKPOINT_KEY: z.string().optional(),
+  /** File that each checkpoint is also appended to (one JSON line each): a witness for setups without Slack. */
+  WARDEN_CHECKPOINT_WITNESS: z.string().optional(),
   /** fast: reads' fsync overlaps the upstream call, completions are fsynced ≤ 20 ms later; strict: every audit row fsynced first. */
   WARDEN_AUDIT_DURABILITY: z.enum(['fast', 'strict']).default('fast'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -38,6 +40,7 @@ export interface Config {
   allowedHosts: string[];
   allowedOrigins: string[];
   checkpointKey?: string | undefined;
+  checkpointWitness?: string | undefined;
   auditDurability: Env['WARDEN_AUDIT_DURABILITY'];
   logLevel: Env['LOG_LEVEL'];
   slack?:
@@ -57,7 +60,11 @@ const list = (s: string) =>
     .map((x) => x.trim())
     .filter(Boolean);
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+/**
+ * `slack: false` for commands that only read Slack with the bot token (see
+ * slackReaderConfig): they must not need the receiver's signing secret.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: { slack?: boolean } = {}): Config {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
@@ -65,7 +72,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const e = parsed.data;
   let slack: Config['slack'];
-  if (e.SLACK_BOT_TOKEN || e.SLACK_SIGNING_SECRET || e.SLACK_APP_TOKEN) {
+  if (options.slack !== false && (e.SLACK_BOT_TOKEN || e.SLACK_SIGNING_SECRET || e.SLACK_APP_TOKEN)) {
     if (!e.SLACK_BOT_TOKEN)
       throw new WardenError('CONFIG_INVALID', 'SLACK_BOT_TOKEN is required when Slack is configured');
     if (!e.SLACK_APP_TOKEN && !e.SLACK_SIGNING_SECRET) {
@@ -90,8 +97,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowedHosts: list(e.WARDEN_ALLOWED_HOSTS),
     allowedOrigins: list(e.WARDEN_ALLOWED_ORIGINS),
     checkpointKey: e.WARDEN_CHECKPOINT_KEY,
+    // Empty is unset, as with the key: a blanked variable turns the witness off rather than failing start-up.
+    checkpointWitness: e.WARDEN_CHECKPOINT_WITNESS || undefined,
     auditDurability: e.WARDEN_AUDIT_DURABILITY,
     logLevel: e.LOG_LEVEL,
     slack,
   };
+}
+
+const slackReaderSchema = z.object({
+  SLACK_BOT_TOKEN: z.string().min(1, 'is required to read the compliance channel'),
+  SLACK_API_URL: z.string().url().optional(),
+});
+
+/**
+ * What a CLI command needs to read from Slack with the bot token: no signing
+ * secret or app token, since it receives nothing from Slack.
+ */
+export function slackReaderConfig(env: NodeJS.ProcessEnv = process.env): {
+  botToken: string;
+  apiUrl?: string | undefined;
+} {
+  const parsed = slackReaderSchema.safeParse({
+    SLACK_BOT_TOKEN: env.SLACK_BOT_TOKEN ?? '',
+    SLACK_API_URL: env.SLACK_API_URL || undefined,
+  });
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ');
+    throw new WardenError('CONFIG_INVALID', `invalid environment: ${problems}`);
+  }
+  return { botToken: parsed.data.SLACK_BOT_TOKEN, apiUrl: parsed.data.SLACK_API_URL };
 }

@@ -36,7 +36,14 @@ export {
   type DrillTokens,
   type DrillToolPlan,
 } from './drill.ts';
-export { ControlScheduler, checkpointText, type ControlSchedulerOptions } from './scheduler.ts';
+export {
+  CHECKPOINT_GRACE_MS,
+  ControlScheduler,
+  checkpointMaxGapMs,
+  checkpointText,
+  type CheckpointTargets,
+  type ControlSchedulerOptions,
+} from './scheduler.ts';
 export { createControlPlane, type ControlPlane, type ControlPlaneOptions } from './plane.ts';
 export {
   recoverAbandonedCalls,

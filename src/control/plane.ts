@@ -1,17 +1,15 @@
-import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../clock.ts';
 import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AlertSink } from './types.ts';
-import type { ChannelPoster } from './alerts.ts';
 import { AnomalyDetector } from './anomaly.ts';
 import { DrillRunner, type CanaryConnector, type DrillResult, type DrillTokens } from './drill.ts';
 import { wireHaltEffects, type PendingApprovalCanceller } from './halt-effects.ts';
 import { KillSwitch } from './kill-switch.ts';
 import type { PolicySource } from '../policy/source.ts';
-import { ControlScheduler } from './scheduler.ts';
+import { ControlScheduler, type CheckpointTargets } from './scheduler.ts';
 
 export interface ControlPlaneOptions {
   db: Db;
@@ -34,7 +32,7 @@ export interface ControlPlaneOptions {
         report?: ((r: DrillResult) => Promise<void>) | undefined;
       }
     | undefined;
-  checkpoints?: { key: string | KeyObject; poster: ChannelPoster } | undefined;
+  checkpoints?: CheckpointTargets | undefined;
   /** Tail the audit table for anomalies. Default true. */
   anomalies?: boolean | undefined;
   timezone?: string | undefined;

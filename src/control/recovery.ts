@@ -28,6 +28,12 @@ export interface CallRecoveryOptions {
   /** A call is presumed dead only when it was released this long before `startedAt`. Default: see `recoveryGraceMs`. */
   graceMs?: number | undefined;
   /**
+   * Whether a call is a held call that a Warden will still run (approved, or
+   * waiting, and kept to run after a restart: ApprovalService.heldCalls):
+   * such a call is not dead, whenever it was decided.
+   */
+  stillToRun?: ((callId: string) => boolean) | undefined;
+  /**
    * How far back to look. Every start runs recovery, so older rows were seen
    * by an earlier start; bounding the scan keeps start-up cheap on a large
    * audit table. Default 30 days.
@@ -113,6 +119,7 @@ export async function recoverAbandonedCalls(opts: CallRecoveryOptions): Promise<
       // abandoned approvals never run: their missing completion means the process is gone.)
       if (a?.status === 'approved' && (a.decided_at ?? row.ts) >= cutoff) continue;
     }
+    if (opts.stillToRun?.(row.call_id)) continue;
     // Re-checked per row, narrowing the window in which another starting process recovers the same call.
     if (completed.get(row.call_id) !== undefined) continue;
     try {

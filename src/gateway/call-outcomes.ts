@@ -25,6 +25,8 @@ export type CallOutcome =
   | { kind: 'upstream_unreachable'; server: string; code: RefusalCode; message: string }
   // Its call.decided row could not be written: nothing records it, so nothing runs.
   | { kind: 'unrecorded' }
+  // Deferred, then let go (this Warden shuts down) or run by another process: the ending is recorded there.
+  | { kind: 'carried_on' }
   // Decided and recorded: the ending is its call.completed row.
   | { kind: 'not_approved'; status: Exclude<ApprovalStatus, 'approved' | 'pending'> | 'error'; reason: string }
   | { kind: 'approval_mismatch' }
@@ -43,7 +45,6 @@ export type CallOutcome =
   | { kind: 'collect_without_id' }
   | { kind: 'collect_not_found'; approvalId: string; agent: string }
   | { kind: 'collect_halted'; approvalId: string; reason: string }
-  | { kind: 'collect_discarded'; approvalId: string; reason: string }
   | { kind: 'collected_already'; approvalId: string; heldName: string };
 
 export type CallOutcomeKind = CallOutcome['kind'];
@@ -104,6 +105,13 @@ const ENDINGS: { readonly [Kind in CallOutcomeKind]: EndingOf<Kind> } = {
       'the call could not be recorded in the audit trail (audit_write_failed), and Warden never runs a call it cannot record. Try again later.';
     return { row: 'none', decision: 'error', code: 'audit_write_failed', reason, answer: refusedText(reason) };
   },
+
+  // Nobody hears this answer: the agent was told "not run yet" already and collects the ending from the trail's owner.
+  carried_on: (_o, name) => ({
+    row: 'none',
+    decision: 'pending',
+    answer: refusal(`${name} is carried on by another Warden`),
+  }),
 
   // A refused approval is the card's own ending: nothing more to tell it.
   not_approved: (o, name) => ({
@@ -183,8 +191,6 @@ const ENDINGS: { readonly [Kind in CallOutcomeKind]: EndingOf<Kind> } = {
       { detail: { approvalId: o.approvalId } },
     ),
   collect_halted: (o) => refusedBefore('halted', 'halted', o.reason, { detail: { approvalId: o.approvalId } }),
-  // A halt discarded the kept ending: the call's ending is lost to the agent, as a halt's cancellation.
-  collect_discarded: (o) => refusedBefore('cancelled', 'halted', o.reason, { detail: { approvalId: o.approvalId } }),
   collected_already: (o) =>
     refusedBefore('deny', 'not_found', `the result of ${o.heldName} (approval ${o.approvalId}) was already collected`, {
       detail: { approvalId: o.approvalId },
@@ -230,11 +236,11 @@ function stoppedAfter(
   };
 }
 
-function stripMcpPrefix(message: string): string {
+export function stripMcpPrefix(message: string): string {
   return message.replace(/^MCP error -?\d+: /, '');
 }
 
-function summarise(result: CallToolResult): string {
+export function summarise(result: CallToolResult): string {
   const text = result.content?.find((c) => c.type === 'text');
   const s = text && 'text' in text ? String(text.text) : `${result.content?.length ?? 0} content item(s)`;
   return (result.isError ? 'error: ' : 'ok: ') + (s.length > 300 ? `${s.slice(0, 300)}…` : s);

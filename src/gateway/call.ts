@@ -35,6 +35,16 @@ export interface CallContext {
   enter(callId: string, agent: string, controller: AbortController): void;
   leave(callId: string): void;
   alert(alert: Alert): void;
+  /**
+   * A deferred call's decision, unless this Warden lets go of the call first
+   * (shutting down: the approval stays pending for the next one) or another
+   * process took the approved call to run it: undefined then.
+   */
+  untilDecided<T extends { status: string }>(
+    callId: string,
+    approvalId: string,
+    decision: Promise<T>,
+  ): Promise<T | undefined>;
 }
 
 /** What admit() concludes when the call may go on: the decision to act on and what it rests on. */
@@ -312,7 +322,9 @@ export class ToolCall {
         void this.#context.options.approvals
           .deferred(requested.approvalId, { agent, callId: this.#callId })
           .catch((err) => this.#context.log.warn({ err: describeError(err) }, 'could not record the deferral'));
-        outcome = await approval;
+        const decided = await this.#context.untilDecided(this.#callId, requested.approvalId, approval);
+        if (decided === undefined) return { kind: 'carried_on' };
+        outcome = decided;
       } else outcome = first === 'answer_now' ? await approval : first;
     }
     this.#approvalId = outcome.approvalId;

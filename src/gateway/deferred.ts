@@ -1,4 +1,12 @@
-import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CallToolResultSchema,
+  ErrorCode,
+  McpError,
+  type CallToolResult,
+  type Tool,
+} from '@modelcontextprotocol/sdk/types.js';
+import type { HeldCall, HeldCallBook, HeldCallEnding } from '../approvals/types.ts';
+import { describeError } from '../errors.ts';
 import { isoTime, type Clock } from '../clock.ts';
 import { formatDuration } from '../policy/duration.ts';
 import { RESERVED_SERVER } from '../policy/load.ts';
@@ -44,13 +52,10 @@ export interface DeferredFacts {
 }
 
 export interface DeferredCall extends DeferredFacts {
-  /** How the call ends: the answer the agent would have had had it waited. */
-  result: Promise<CallToolResult>;
-  settled: boolean;
-  /** Set once the agent has had the ending: it is handed out once. */
-  collected: boolean;
-  /** Why an ending that was kept is no longer available (a halt). */
-  discarded?: string | undefined;
+  /** How it ended, once it has (stored: survives a restart, handed out once). */
+  ending?: HeldCallEnding | undefined;
+  /** Settles once this process has stored how the call ended; absent when the call does not run here. */
+  run?: Promise<void> | undefined;
 }
 
 /** The answer an agent gets for a held call that is not decided yet. */
@@ -76,56 +81,77 @@ export function pendingAnswer(call: DeferredFacts, clock: Clock): CallToolResult
   };
 }
 
+/**
+ * The deferred calls, kept in the database (approvals' held_calls, through
+ * HeldCallBook) so that a restarted Warden still runs an approved one and its
+ * agent still collects it; this process adds the runs it is carrying out and
+ * the expiry timers.
+ */
 export class DeferredCalls {
   readonly #clock: Clock;
-  readonly #calls = new Map<string, DeferredCall>();
+  readonly #book: HeldCallBook;
+  /** Runs of deferred calls in this process, each settling once its ending is stored. */
+  readonly #runs = new Map<string, Promise<void>>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
 
-  constructor(clock: Clock) {
+  constructor(clock: Clock, book: HeldCallBook) {
     this.#clock = clock;
+    this.#book = book;
   }
 
-  get size(): number {
-    return this.#calls.size;
+  /** Stores a call whose agent is being told to check back (with its exact arguments), and watches its run. */
+  add(
+    facts: DeferredFacts,
+    call: { server: string; tool: string; args: unknown; tokenId?: string | undefined },
+    run: Promise<CallToolResult>,
+  ): void {
+    this.#book.keep({ ...facts, ...call });
+    this.#watch(facts.approvalId, facts.expiresAt, run);
   }
 
-  add(facts: DeferredFacts, result: Promise<CallToolResult>): DeferredCall {
-    const call: DeferredCall = { ...facts, result, settled: false, collected: false };
-    result.then(
-      () => (call.settled = true),
-      () => (call.settled = true),
-    );
-    this.#calls.set(facts.approvalId, call);
-    // Kept until the approval's expiry: by then a decided call has had all the time the agent was promised.
-    const timer = this.#clock.setTimeout(
-      () => this.#forget(facts.approvalId),
-      Math.max(0, facts.expiresAt - this.#clock.now()),
-    );
-    timer.unref?.();
-    this.#timers.set(facts.approvalId, timer);
-    return call;
+  /** A stored call this process took over from a stopped Warden, and its run here. */
+  adopt(call: HeldCall, run: Promise<CallToolResult>): void {
+    this.#watch(call.approvalId, call.expiresAt, run);
+  }
+
+  /** This process stops carrying the call out (it shuts down): the row stays for the next one. */
+  detach(approvalId: string): void {
+    this.#runs.delete(approvalId);
+    this.#clearTimer(approvalId);
+  }
+
+  /** This process stops: its timers go (the rows stay, and the next Warden keeps their expiry). */
+  close(): void {
+    for (const approvalId of [...this.#timers.keys()]) this.detach(approvalId);
   }
 
   /** The deferred call with this approval id, if it is this agent's (another agent's is not even acknowledged). */
   get(approvalId: string, agent: string): DeferredCall | undefined {
-    const call = this.#calls.get(approvalId);
-    return call?.agent === agent ? call : undefined;
+    const call = this.#book.get(approvalId);
+    return call?.agent === agent ? this.#withRun(call) : undefined;
   }
 
   /** An identical call (same agent, tool and arguments) still waiting or not yet collected. */
   findRepeat(agent: string, name: string, hash: string): DeferredCall | undefined {
-    for (const call of this.#calls.values()) {
-      if (call.agent === agent && call.name === name && call.argsHash === hash && !call.collected) return call;
-    }
-    return undefined;
+    const call = this.#book.findRepeat(agent, name, hash);
+    return call ? this.#withRun(call) : undefined;
   }
 
-  /** Marks the ending as handed out; false when someone else had it first. */
-  take(call: DeferredCall): boolean {
-    if (call.collected || this.#calls.get(call.approvalId) !== call) return false;
-    call.collected = true;
-    this.#forget(call.approvalId);
-    return true;
+  /** Whether this agent has anything deferred (so a call's arguments need hashing to look for a repeat). */
+  hasAny(agent: string): boolean {
+    return this.#book.hasAny(agent);
+  }
+
+  /** How the call ended, if it has; a fresh read (another process may have ended it). */
+  ending(approvalId: string): HeldCallEnding | undefined {
+    return this.#book.get(approvalId)?.ending;
+  }
+
+  /** Hands the ending out, once; undefined when it has not ended or someone had it first. */
+  take(approvalId: string): HeldCallEnding | undefined {
+    const ending = this.#book.take(approvalId);
+    if (ending) this.detach(approvalId);
+    return ending;
   }
 
   /**
@@ -134,16 +160,64 @@ export class DeferredCalls {
    * waiting are cancelled by the halt itself and keep that refusal.
    */
   discardFor(state: HaltState, reason: string): void {
-    for (const call of this.#calls.values()) {
-      if (state.scope !== 'org' && call.agent !== state.agent) continue;
-      if (call.settled) call.discarded = reason;
-    }
+    this.#book.discard(state.scope === 'org' ? {} : { agent: state.agent }, {
+      kind: 'result',
+      result: { content: [{ type: 'text', text: `Refused by Warden: ${reason}` }], isError: true },
+    });
   }
 
-  #forget(approvalId: string): void {
-    this.#calls.delete(approvalId);
+  #withRun(call: HeldCall): DeferredCall {
+    return { ...call, channel: call.channel, run: this.#runs.get(call.approvalId) };
+  }
+
+  #watch(approvalId: string, expiresAt: number, run: Promise<CallToolResult>): void {
+    const stored = run.then(
+      (result) => this.#end(approvalId, { kind: 'result', result: result as Record<string, unknown> }),
+      (err: unknown) => this.#end(approvalId, errorEnding(err)),
+    );
+    this.#runs.set(approvalId, stored);
+    // Kept until the approval's expiry: by then a decided call has had all the time the agent was promised.
+    const timer = this.#clock.setTimeout(
+      () => {
+        this.detach(approvalId);
+        this.#book.forget(approvalId);
+      },
+      Math.max(0, expiresAt - this.#clock.now()),
+    );
+    timer.unref?.();
+    this.#timers.set(approvalId, timer);
+  }
+
+  #end(approvalId: string, ending: HeldCallEnding): void {
+    // Detached: this process stopped carrying it out, and its run's answer is not the call's ending.
+    if (!this.#runs.has(approvalId)) return;
+    this.#book.end(approvalId, ending);
+  }
+
+  #clearTimer(approvalId: string): void {
     const timer = this.#timers.get(approvalId);
     if (timer) this.#clock.clearTimeout(timer);
     this.#timers.delete(approvalId);
   }
+}
+
+/** A run that threw: the upstream's JSON-RPC error, relayed as one when collected. */
+function errorEnding(err: unknown): HeldCallEnding {
+  if (err instanceof McpError) {
+    return {
+      kind: 'error',
+      code: err.code,
+      message: err.message.replace(/^MCP error -?\d+: /, ''),
+      ...(err.data !== undefined ? { data: err.data } : {}),
+    };
+  }
+  return { kind: 'error', code: ErrorCode.InternalError, message: describeError(err) };
+}
+
+/** What the agent gets for a stored ending. */
+export function answerOf(ending: HeldCallEnding): CallToolResult {
+  if (ending.kind === 'error') throw new McpError(ending.code, ending.message, ending.data);
+  const parsed = CallToolResultSchema.safeParse(ending.result);
+  if (parsed.success) return parsed.data;
+  throw new McpError(ErrorCode.InternalError, 'the stored result of this held call is not a tool result');
 }

@@ -115,10 +115,12 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     isPolicySource(source) && source.onChange ? source.onChange(() => pipeline.notifyToolsChanged()) : undefined;
   const tasks = new TaskRegistry({ clock, pollIntervalMs: options.taskPollMs });
   const offHaltTasks = options.halt.onHalt((state) => tasks.discardFor(state));
+  // One reader of agent_tokens: the edge authenticates with it, held calls taken over after a restart re-check with it.
+  const tokens = new TokenStore(options.db);
   const edge = new HttpEdge({
     pipeline,
     tasks,
-    tokens: new TokenStore(options.db),
+    tokens,
     audit: options.audit,
     alerts: options.alerts,
     logger,
@@ -134,6 +136,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   });
   let listening: { url: string; port: number };
   try {
+    // Before agents can connect: a held call a stopped Warden deferred is this one's to run, and to hand out.
+    await pipeline.resumeHeldCalls((tokenId) => tokens.isLive(tokenId));
     listening = await edge.listen();
   } catch (err) {
     offHaltTasks();

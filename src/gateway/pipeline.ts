@@ -8,7 +8,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import type { Alert, AlertSink, HaltCheck, HaltState } from '../control/types.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { decide, qualifiedToolName } from '../policy/decide.ts';
+import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.ts';
 import { RESERVED_SERVER } from '../policy/load.ts';
 import type { Policy } from '../policy/types.ts';
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from './arguments.ts';
@@ -23,6 +23,7 @@ import {
 } from './call.ts';
 import type { CallOutcome } from './call-outcomes.ts';
 import {
+  answerOf,
   AWAIT_TOOL,
   AWAIT_TOOL_NAME,
   DeferredCalls,
@@ -30,6 +31,7 @@ import {
   type DeferredCall,
   type DeferredFacts,
 } from './deferred.ts';
+import { runHeldCall, type HeldRunContext } from './held-run.ts';
 import type { ToolPins } from './pins.ts';
 import type { Upstreams } from './upstream.ts';
 
@@ -87,6 +89,8 @@ export interface CallInput {
   holdOpen?: boolean | undefined;
   /** Called once the call is held for a human, with where and until when it waits. */
   onHeld?: ((held: HeldCall) => void) | undefined;
+  /** The id of the agent token the call was made with: kept with a deferred call, so a restart still checks it. */
+  tokenId?: string | undefined;
 }
 
 /** A call held for a human: its approval, the channel its card is in, and the approval's expiry. */
@@ -101,8 +105,16 @@ export type { AuditDurability } from '../audit/call-records.ts';
 interface InFlight {
   agent: string;
   controller: AbortController;
+  /**
+   * Set while a deferred call waits for its decision: shutting down lets go
+   * of it (the approval stays pending and the next Warden takes it over)
+   * instead of abandoning it.
+   */
+  detach?: (() => void) | undefined;
 }
 
+/** How often a collector looks for the ending of a call another process is running. */
+const ENDING_POLL_MS = 250;
 const APPROVAL_NOTE = ' [Warden: each call is held until a human approves it]';
 /** How long close() waits for aborted calls to write their call.completed rows. */
 const CLOSE_WAIT_MS = 5_000;
@@ -127,7 +139,7 @@ export class GatewayPipeline {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger.child({ module: 'gateway' });
-    this.#deferred = new DeferredCalls(this.#clock);
+    this.#deferred = new DeferredCalls(this.#clock, options.approvals.heldCalls);
     this.#offHalt = options.halt.onHalt((state) => this.#abortForHalt(state));
     this.#offPins = options.pins.onChange(() => this.notifyToolsChanged());
     this.#context = {
@@ -141,6 +153,7 @@ export class GatewayPipeline {
       enter: (callId, agent, controller) => this.#inFlight.set(callId, { agent, controller }),
       leave: (callId) => this.#inFlight.delete(callId),
       alert: (alert) => this.#alert(alert),
+      untilDecided: (callId, approvalId, decision) => this.#decisionUnlessDetached(callId, approvalId, decision),
     };
   }
 
@@ -174,7 +187,10 @@ export class GatewayPipeline {
     this.#offHalt();
     this.#offPins();
     this.#closing ??= new WardenError('CALL_ABANDONED', 'Warden is shutting down');
-    for (const f of this.#inFlight.values()) f.controller.abort(this.#closing);
+    for (const f of this.#inFlight.values()) {
+      if (f.detach) f.detach();
+      else f.controller.abort(this.#closing);
+    }
     if (this.#running.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       const bound = new Promise<void>((resolve) => {
@@ -184,6 +200,7 @@ export class GatewayPipeline {
       await Promise.race([Promise.allSettled([...this.#running]), bound]);
       if (timer) this.#clock.clearTimeout(timer);
     }
+    this.#deferred.close();
   }
 
   /** The tools this agent may see: granted by its scopes, offered by a reachable upstream, pin approved. */
@@ -243,8 +260,10 @@ export class GatewayPipeline {
       answerEarly = resolve;
     });
     const defer = (facts: DeferredFacts) => {
+      // Only an admitted call is deferred, so its name splits.
+      const split = splitQualifiedName(input.name)!;
       // run is set: defer() is only called once the call has gone past its first await.
-      this.#deferred.add(facts, run!);
+      this.#deferred.add(facts, { ...split, args: input.args, tokenId: input.tokenId }, run!);
       answerEarly(pendingAnswer(facts, this.#clock));
     };
     run = this.#track(new ToolCall(this.#context, input).run(defer));
@@ -257,7 +276,7 @@ export class GatewayPipeline {
    */
   #repeatOf(input: CallInput): DeferredCall | undefined {
     if (
-      this.#deferred.size === 0 ||
+      !this.#deferred.hasAny(input.agent) ||
       argumentProblem(input.args, this.#options.argumentLimits ?? DEFAULT_ARGUMENT_LIMITS)
     ) {
       return undefined;
@@ -309,30 +328,14 @@ export class GatewayPipeline {
         reason: haltReason(halted),
       });
     }
-    if (!call.settled)
+    if (!call.ending) {
       input.onHeld?.({ approvalId: call.approvalId, expiresAt: call.expiresAt, channel: call.channel });
-    let timer: NodeJS.Timeout | undefined;
-    const waited = await Promise.race([
-      call.result.then(
-        () => 'ended' as const,
-        () => 'ended' as const,
-      ),
-      new Promise<'waiting'>((resolve) => {
-        // A task waits for the ending however long it takes (only its cancel stops the wait).
-        if (!input.holdOpen) timer = this.#clock.setTimeout(() => resolve('waiting'), call.answerWithinMs);
-        input.signal.addEventListener('abort', () => resolve('waiting'), { once: true });
-      }),
-    ]);
-    if (timer) this.#clock.clearTimeout(timer);
-    if (call.discarded) {
-      return this.#refuse(input, base, {
-        kind: 'collect_discarded',
-        approvalId: call.approvalId,
-        reason: call.discarded,
-      });
+      // A task waits for the ending however long it takes (only its cancel stops the wait).
+      await this.#waitForEnding(call, input.signal, input.holdOpen === true);
     }
-    if (waited === 'waiting') return pendingAnswer(call, this.#clock);
-    if (!this.#deferred.take(call)) {
+    const ending = this.#deferred.take(call.approvalId);
+    if (!ending) {
+      if (this.#deferred.get(call.approvalId, input.agent)) return pendingAnswer(call, this.#clock);
       return this.#refuse(input, base, {
         kind: 'collected_already',
         approvalId: call.approvalId,
@@ -342,7 +345,98 @@ export class GatewayPipeline {
     await this.#options.approvals
       .collected(call.approvalId, { agent: input.agent, callId: call.callId, how })
       .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not audit approval.collected'));
-    return call.result;
+    return answerOf(ending);
+  }
+
+  /**
+   * Up to answer_within for the call to end: its run here, or (run by another
+   * process sharing the database) its stored ending, looked for every so often.
+   */
+  async #waitForEnding(call: DeferredCall, signal: AbortSignal, holdOpen: boolean): Promise<void> {
+    const deadline = holdOpen ? Number.POSITIVE_INFINITY : this.#clock.now() + call.answerWithinMs;
+    let timer: NodeJS.Timeout | undefined;
+    let stop: () => void = () => {};
+    const stopped = new Promise<void>((resolve) => {
+      stop = resolve;
+    });
+    signal.addEventListener('abort', stop, { once: true });
+    const tick = () => {
+      if (this.#clock.now() >= deadline || (!call.run && this.#deferred.ending(call.approvalId))) stop();
+      else if (!call.run) timer = this.#clock.setTimeout(tick, ENDING_POLL_MS);
+      // Run here: its own promise ends the wait; only a finite deadline needs a timer.
+      else if (Number.isFinite(deadline)) timer = this.#clock.setTimeout(tick, deadline - this.#clock.now());
+    };
+    tick();
+    await Promise.race([call.run ?? stopped, stopped]);
+    if (timer) this.#clock.clearTimeout(timer);
+    signal.removeEventListener('abort', stop);
+  }
+
+  /**
+   * A deferred call's decision, unless Warden shuts down first (undefined):
+   * then the call is let go, still pending, for the next Warden to take over.
+   * An approval is also taken to run here (HeldCallBook.claimRun): undefined
+   * when another process took it. Once decided, shutting down aborts the call
+   * like any other.
+   */
+  async #decisionUnlessDetached<T extends { status: string }>(
+    callId: string,
+    approvalId: string,
+    decision: Promise<T>,
+  ): Promise<T | undefined> {
+    const flight = this.#inFlight.get(callId);
+    let detach: () => void = () => {};
+    const detached = new Promise<undefined>((resolve) => {
+      detach = () => resolve(undefined);
+    });
+    if (flight) flight.detach = detach;
+    // Shutting down began before this call was deferred.
+    if (this.#closing) detach();
+    const decided = await Promise.race([decision, detached]);
+    if (flight) flight.detach = undefined;
+    // An approved deferred call is run by one process only, and a restart can tell it was taken.
+    if (decided?.status === 'approved' && !this.#options.approvals.heldCalls.claimRun(approvalId)) {
+      this.#log.warn({ callId, approvalId }, 'another Warden process took this approved held call to run');
+      this.#deferred.detach(approvalId);
+      return undefined;
+    }
+    // What this run answers now is not how the call ended: the stored call is left as it is.
+    if (decided === undefined) this.#deferred.detach(approvalId);
+    return decided;
+  }
+
+  /** What a held call taken over from a stopped Warden needs from this pipeline (held-run.ts). */
+  #heldRunContext(tokenLive: (tokenId: string) => boolean): HeldRunContext {
+    return {
+      options: this.#options,
+      records: this.#context.records,
+      clock: this.#clock,
+      log: this.#log,
+      haltCheck: (agent) => this.#haltCheck(agent),
+      enter: (callId, agent, controller) => void this.#inFlight.set(callId, { agent, controller }),
+      leave: (callId) => void this.#inFlight.delete(callId),
+      untilDecided: (callId, approvalId, decision) => this.#decisionUnlessDetached(callId, approvalId, decision),
+      verifyLive: (server, tool, name, live) => this.#options.pins.verifyLive(server, tool, name, live),
+      tokenLive,
+    };
+  }
+
+  /**
+   * At start-up: takes over the deferred held calls a stopped Warden left
+   * waiting for a decision, and runs each on approval, once, with its stored
+   * arguments; its agent collects the ending as before. `tokenLive` says
+   * whether the agent token a call was made with still stands. Returns how many.
+   */
+  async resumeHeldCalls(tokenLive: (tokenId: string) => boolean): Promise<number> {
+    const calls = await this.#options.approvals.adoptHeldCalls();
+    const context = this.#heldRunContext(tokenLive);
+    for (const call of calls) {
+      const run = this.#track(runHeldCall(context, call));
+      this.#deferred.adopt(call, run);
+    }
+    if (calls.length > 0)
+      this.#log.info({ calls: calls.length }, 'took over held calls a stopped Warden left deferred');
+    return calls.length;
   }
 
   /** The kill switch, failing closed: a check that cannot answer is not a "not halted". */

@@ -108,6 +108,7 @@ export class SessionServer {
           signal: call.signal,
           onProgress,
           stillAuthorized,
+          tokenId: typeof tokenId === 'string' ? tokenId : undefined,
         });
       } catch (err) {
         if (err instanceof McpError) throw err;

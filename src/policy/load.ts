@@ -504,6 +504,7 @@ function normaliseControl(
       overdueAfterDays: drill?.overdue_after_days ?? POLICY_DEFAULTS.overdueAfterDays,
     },
     checkpointSchedule: raw?.checkpoint_schedule,
+    checkpointEveryRows: raw?.checkpoint_every_rows,
     reviewReminderSchedule: raw?.review_reminder_schedule,
   };
 }

@@ -131,6 +131,7 @@ export const controlSchema = z.strictObject({
     })
     .optional(),
   checkpoint_schedule: cron.optional(),
+  checkpoint_every_rows: positiveInt.optional(),
   review_reminder_schedule: cron.optional(),
 });
 

@@ -95,6 +95,8 @@ export interface ControlPolicy {
   };
   /** node-cron expression for posting audit checkpoints. */
   checkpointSchedule?: string | undefined;
+  /** Also checkpoint once this many rows have been appended since the last checkpoint. */
+  checkpointEveryRows?: number | undefined;
   /** node-cron expression for review-date reminders. */
   reviewReminderSchedule?: string | undefined;
 }

@@ -24,7 +24,8 @@
  *
  * Implemented methods: api.test, auth.test, apps.connections.open, chat.postMessage, chat.update,
  * chat.delete, chat.postEphemeral, views.open, views.update, views.publish,
- * conversations.info, conversations.open, users.info, files.getUploadURLExternal, the upload URL
+ * conversations.info, conversations.history (top-level messages recorded by
+ * chat.postMessage or `postAsUser`, newest first, cursor-paged), conversations.open, users.info, files.getUploadURLExternal, the upload URL
  * it hands out, files.completeUploadExternal; plus response_url endpoints
  * (`slack.responseUrl()` makes one; posts to it are recorded as method
  * 'response_url'). Unknown methods answer {ok:false, error:'unknown_method'}.
@@ -85,6 +86,9 @@ export interface StoredMessage {
   blocks?: any[] | undefined;
   threadTs?: string | undefined;
   updates: number;
+  /** Who posted it: the bot for chat.postMessage (as Slack records a bot token's messages). */
+  user?: string | undefined;
+  botId?: string | undefined;
 }
 
 export interface SlackApiServerOptions {
@@ -115,6 +119,8 @@ export interface SlackApiServer {
   calls: RecordedCall[];
   callsOf(method: string): RecordedCall[];
   waitForCall(method: string, predicate?: (c: RecordedCall) => boolean, timeoutMs?: number): Promise<RecordedCall>;
+  /** A message posted by a person (not the bot), e.g. look-alike text in the compliance channel. */
+  postAsUser(channel: string, user: string, text: string): StoredMessage;
   /** The message as Slack would show it now (after updates). */
   message(channel: string, ts: string): StoredMessage | undefined;
   messages(): StoredMessage[];
@@ -135,6 +141,9 @@ export interface SlackApiServer {
 export function dmChannelId(user: string): string {
   return `D${user}`;
 }
+
+/** bot_id of the bot token's messages and of auth.test. */
+const BOT_ID = 'BWARDEN';
 
 const JSON_FIELDS = new Set(['blocks', 'attachments', 'view', 'files', 'metadata']);
 
@@ -347,7 +356,7 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
           user: 'warden',
           team_id: teamId,
           user_id: botUserId,
-          bot_id: 'BWARDEN',
+          bot_id: BOT_ID,
         };
       case 'chat.postMessage': {
         if (!channelExists(args.channel)) return { ok: false, error: 'channel_not_found' };
@@ -366,6 +375,8 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
           blocks: args.blocks,
           threadTs: args.thread_ts,
           updates: 0,
+          user: botUserId,
+          botId: BOT_ID,
         };
         store.set(`${args.channel}:${ts}`, m);
         return {
@@ -420,6 +431,31 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
             is_member: true,
           },
         };
+      case 'conversations.history': {
+        // Top-level messages, newest first, paged by an opaque cursor (here: an offset), as Slack does.
+        if (!channelExists(args.channel)) return { ok: false, error: 'channel_not_found' };
+        const limit = Math.min(Math.max(Number(args.limit ?? 100) || 100, 1), 999);
+        const offset = args.cursor ? Number(Buffer.from(String(args.cursor), 'base64').toString('utf8')) : 0;
+        if (!Number.isInteger(offset) || offset < 0) return { ok: false, error: 'invalid_cursor' };
+        const all = [...store.values()]
+          .filter((m) => m.channel === args.channel && m.threadTs === undefined)
+          .sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+        const page = all.slice(offset, offset + limit);
+        const more = offset + limit < all.length;
+        return {
+          ok: true,
+          messages: page.map((m) => ({
+            type: 'message',
+            ts: m.ts,
+            text: m.text,
+            ...(m.blocks ? { blocks: m.blocks } : {}),
+            ...(m.user ? { user: m.user } : {}),
+            ...(m.botId ? { bot_id: m.botId } : {}),
+          })),
+          has_more: more,
+          response_metadata: { next_cursor: more ? Buffer.from(String(offset + limit)).toString('base64') : '' },
+        };
+      }
       case 'conversations.open': {
         // Slack: `users` (comma-separated ids) opens or finds a DM; `channel` resumes one already opened.
         if (typeof args.channel === 'string' && args.channel) {
@@ -649,6 +685,11 @@ export async function startSlackApiServer(options: SlackApiServerOptions = {}): 
         }
         await new Promise((r) => setTimeout(r, 10));
       }
+    },
+    postAsUser: (channel, user, text) => {
+      const m: StoredMessage = { channel, ts: nextTs(), text, updates: 0, user };
+      store.set(`${channel}:${m.ts}`, m);
+      return m;
     },
     message: (channel, ts) => store.get(`${channel}:${ts}`),
     messages: () => [...store.values()],

@@ -63,6 +63,7 @@ export function summarisePolicy(p: Policy, clock: Clock): string {
   const jobs = [
     c.drill.schedule && `drill '${c.drill.schedule}' (canary ${c.drill.canaryAgent})`,
     c.checkpointSchedule && `checkpoints '${c.checkpointSchedule}'`,
+    c.checkpointEveryRows && `checkpoints every ${c.checkpointEveryRows} rows`,
     c.reviewReminderSchedule && `review reminders '${c.reviewReminderSchedule}'`,
   ].filter(Boolean);
   lines.push(`control: ${jobs.length ? jobs.join(', ') : 'no scheduled jobs'}`);
