@@ -34,6 +34,8 @@ export const ErrorCodes = {
   CALL_ABANDONED: 'CALL_ABANDONED',
   /** The agent cancelled its call on purpose (tasks/cancel): a held call's approval is cancelled, not abandoned. */
   CALL_CANCELLED: 'CALL_CANCELLED',
+  /** `warden run` cannot build the sandbox the policy asks for (no bubblewrap, no user namespaces, the proxy failed). */
+  SANDBOX_UNAVAILABLE: 'SANDBOX_UNAVAILABLE',
   /** A Warden component failed unexpectedly; the operation was refused, not guessed. */
   INTERNAL: 'INTERNAL',
 } as const;

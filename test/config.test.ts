@@ -19,3 +19,17 @@ describe('loadConfig: WARDEN_AUDIT_DURABILITY', () => {
     expect(String((err as Error).message)).toMatch(/WARDEN_AUDIT_DURABILITY/);
   });
 });
+
+describe('loadConfig: gateway limits', () => {
+  it('passes on only the limits that are set, as numbers', () => {
+    expect(loadConfig({}).gatewayLimits).toEqual({});
+    expect(
+      loadConfig({ WARDEN_MAX_CONNECTIONS_PER_ADDRESS: '32', WARDEN_BODY_TIMEOUT_MS: '20000' }).gatewayLimits,
+    ).toEqual({ maxConnectionsPerAddress: 32, bodyTimeoutMs: 20_000 });
+  });
+
+  it('refuses a limit that is not a positive whole number, naming the variable', () => {
+    expect(() => loadConfig({ WARDEN_MAX_CONNECTIONS: '0' })).toThrow(/WARDEN_MAX_CONNECTIONS/);
+    expect(() => loadConfig({ WARDEN_HEADERS_TIMEOUT_MS: 'soon' })).toThrow(/WARDEN_HEADERS_TIMEOUT_MS/);
+  });
+});

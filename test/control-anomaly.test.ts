@@ -107,6 +107,24 @@ describe('AnomalyDetector fed by the audit trail', () => {
     expect(events).toEqual([expect.objectContaining({ rule: 'denials', count: 3, limit: 2 })]);
   });
 
+  it("counts a sandbox's aggregated egress refusals toward max_denials", async () => {
+    const { detector, events } = setup();
+    const refused = (count: number, ts: number) =>
+      audit.append({
+        event: 'sandbox.egress_denied',
+        agent: 'chatty',
+        decision: 'deny',
+        detail: { run: 'run_1', destinations: { 'example.org:443': count }, count },
+        ts,
+      });
+    await refused(2, T0);
+    detector.tick();
+    expect(events).toHaveLength(0);
+    await refused(1, T0 + 1_000);
+    detector.tick();
+    expect(events).toEqual([expect.objectContaining({ agent: 'chatty', rule: 'denials', count: 3, limit: 2 })]);
+  });
+
   it('alerts on repeated human rejections', async () => {
     const { detector, events, alerts } = setup();
     await audit.append({

@@ -8,8 +8,10 @@ import {
   createAgentToken,
   hashToken,
   isWellFormedToken,
+  issueAgentToken,
   listAgentTokens,
   revokeAgentToken,
+  revokeAgentTokenById,
   revokeAgentTokens,
   rotateAgentToken,
 } from '../src/gateway/tokens.ts';
@@ -44,6 +46,8 @@ afterEach(() => {
   db.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+const isWarden = (fn: () => unknown) => isWardenError(thrown(fn), 'NOT_FOUND');
 
 function thrown(fn: () => unknown): unknown {
   try {
@@ -163,6 +167,21 @@ describe('agent tokens', () => {
     const store = new TokenStore(db);
     expect(store.authenticate(a)).toEqual({ ok: false, reason: 'revoked', agent: 'support-triage' });
     expect(store.authenticate(b)).toMatchObject({ ok: true });
+  });
+
+  it('issueAgentToken gives the id with the secret; revokeAgentTokenById revokes that one token, stamped, once', async () => {
+    const issued = issueAgentToken(db, 'support-triage', { clock, policy });
+    const other = createAgentToken(db, 'support-triage', { clock });
+    const store = new TokenStore(db);
+    expect(store.authenticate(issued.token)).toEqual({ ok: true, agent: 'support-triage', tokenId: issued.id });
+    expect(isWarden(() => issueAgentToken(db, 'nobody', { clock, policy }))).toBe(true);
+    await clock.advanceTo(clock.now() + 5_000);
+    expect(revokeAgentTokenById(db, issued.id, { clock })).toBe(true);
+    expect(revokeAgentTokenById(db, issued.id, { clock })).toBe(false);
+    expect(revokeAgentTokenById(db, 'tok_missing', { clock })).toBe(false);
+    expect(store.authenticate(issued.token)).toMatchObject({ ok: false, reason: 'revoked' });
+    expect(store.authenticate(other)).toMatchObject({ ok: true });
+    expect(listAgentTokens(db, 'support-triage').find((t) => t.id === issued.id)?.revokedAt).toBe(clock.now());
   });
 
   it('listAgentTokens gives metadata only, ordered by agent then creation, and never the secret or its hash', async () => {

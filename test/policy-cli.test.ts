@@ -35,6 +35,7 @@ describe('warden policy check', () => {
     expect(r.stdout).toContain('tools classified: 8');
     expect(r.stdout).toContain('refund_request: write (irreversible)');
     expect(r.stdout).toContain("drill '0 9 1 * *' (canary warden-canary)");
+    expect(r.stdout).toContain('sandbox isolated: egress to Warden and api.anthropic.com; stop grace 5s');
   });
 
   it('prints warnings (past review date, approval tool no server offers) and still exits 0', async () => {
@@ -54,7 +55,8 @@ agents:
     );
     const r = await runCli(['policy', 'check', path]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('warnings (2):');
+    expect(r.stdout).toContain('warnings (3):');
+    expect(r.stdout).toContain('agent old-bot: its sandbox allows no model API host');
     expect(r.stdout).toContain('agent old-bot: review_by 2020-01-31 has passed');
     expect(r.stdout).toContain('agent old-bot: approval_required send_fax is a tool no server in its scopes offers');
   });

@@ -54,7 +54,16 @@ describe('seed policy', () => {
     expect(a.scopes).toEqual({ tickets: ['read'], kb: ['read'], crm: ['read'] });
     expect(a.approvalRequired).toEqual(['send_customer_email', 'refund_request']);
     expect(a.audit).toBe('all_tool_calls');
-    expect(a.sandbox).toBe('isolated, network egress = allowlist only');
+    // The seed's sandbox line is the strict default: no egress but Warden's own gateway.
+    expect(a.sandbox).toEqual({
+      mode: 'isolated',
+      declared: 'seed',
+      networkAllow: [],
+      readDeny: [],
+      write: [],
+      env: [],
+      stopGraceMs: 5_000,
+    });
     expect(a.killSwitch).toBe('org-wide, tested monthly');
     expect(a.approvalTimeoutMs).toBe(15 * 60_000);
     expect(a.approvers).toEqual([]);

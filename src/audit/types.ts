@@ -29,6 +29,9 @@ export const AUDIT_EVENTS = [
   'pin.changed',
   'pin.approved',
   'anomaly',
+  'run.started',
+  'run.stopped',
+  'sandbox.egress_denied',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
@@ -73,6 +76,10 @@ export const AUDIT_DECISIONS = [
   'denials',
   'rejections',
   'long_run',
+  // run.started, run.stopped: how a `warden run` ended (halted: by the kill switch)
+  'started',
+  'exited',
+  'interrupted',
   // audit.queried: what was read
   'query',
   'export',
@@ -161,6 +168,8 @@ const REFUSAL_CODE_OF_ERROR: Readonly<Record<ErrorCode, RefusalCode>> = {
   DRILL_IN_PROGRESS: 'internal',
   CALL_ABANDONED: 'abandoned',
   CALL_CANCELLED: 'cancelled',
+  // A stdio upstream whose sandbox cannot be built does not start: to a call, that upstream is unavailable.
+  SANDBOX_UNAVAILABLE: 'upstream_unavailable',
   INTERNAL: 'internal',
 };
 

@@ -21,6 +21,7 @@ import {
   SlackNotifier,
   type SlackApp,
 } from '../slack/index.ts';
+import { createStdioSandboxer } from '../sandbox/upstream.ts';
 import { openDb, type Db } from '../store/db.ts';
 
 export interface Warden {
@@ -142,6 +143,11 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       allowedHosts: config.allowedHosts,
       allowedOrigins: config.allowedOrigins,
       auditDurability: config.auditDurability,
+      sandboxStdio: createStdioSandboxer({
+        env: options.env ?? process.env,
+        wardenFiles: [config.dbPath, `${config.dbPath}-wal`, `${config.dbPath}-shm`, config.policyPath],
+      }),
+      limits: config.gatewayLimits,
     });
     const gw = gateway;
     closers.push(() => gw.close());

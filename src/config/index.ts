@@ -20,6 +20,12 @@ const envSchema = z.object({
   WARDEN_CHECKPOINT_WITNESS: z.string().optional(),
   /** fast: reads' fsync overlaps the upstream call, completions are fsynced ≤ 20 ms later; strict: every audit row fsynced first. */
   WARDEN_AUDIT_DURABILITY: z.enum(['fast', 'strict']).default('fast'),
+  /** Gateway edge limits (see GatewayLimits); unset keeps the gateway's default. */
+  WARDEN_MAX_CONNECTIONS: z.coerce.number().int().positive().optional(),
+  WARDEN_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().positive().optional(),
+  WARDEN_HEADERS_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
+  WARDEN_BODY_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
+  WARDEN_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   SLACK_BOT_TOKEN: z.string().optional(),
   SLACK_SIGNING_SECRET: z.string().optional(),
@@ -43,6 +49,8 @@ export interface Config {
   checkpointWitness?: string | undefined;
   auditDurability: Env['WARDEN_AUDIT_DURABILITY'];
   logLevel: Env['LOG_LEVEL'];
+  /** Only the limits set in the environment; the gateway fills in the rest. */
+  gatewayLimits: GatewayLimits;
   slack?:
     | {
         botToken: string;
@@ -52,6 +60,14 @@ export interface Config {
         apiUrl?: string | undefined;
       }
     | undefined;
+}
+
+export interface GatewayLimits {
+  maxConnections?: number;
+  maxConnectionsPerAddress?: number;
+  headersTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  keepAliveTimeoutMs?: number;
 }
 
 const list = (s: string) =>
@@ -101,6 +117,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: { slac
     checkpointWitness: e.WARDEN_CHECKPOINT_WITNESS || undefined,
     auditDurability: e.WARDEN_AUDIT_DURABILITY,
     logLevel: e.LOG_LEVEL,
+    gatewayLimits: Object.fromEntries(
+      Object.entries({
+        maxConnections: e.WARDEN_MAX_CONNECTIONS,
+        maxConnectionsPerAddress: e.WARDEN_MAX_CONNECTIONS_PER_ADDRESS,
+        headersTimeoutMs: e.WARDEN_HEADERS_TIMEOUT_MS,
+        bodyTimeoutMs: e.WARDEN_BODY_TIMEOUT_MS,
+        keepAliveTimeoutMs: e.WARDEN_KEEP_ALIVE_TIMEOUT_MS,
+      }).filter(([, v]) => v !== undefined),
+    ),
     slack,
   };
 }

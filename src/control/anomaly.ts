@@ -50,6 +50,16 @@ interface AgentWindow {
 
 const MINUTE = 60_000;
 
+/** How many refusals an aggregated `sandbox.egress_denied` row stands for (at least one). */
+function egressCount(detail: string | null): number {
+  try {
+    const count = (JSON.parse(detail ?? '{}') as { count?: unknown }).count;
+    return typeof count === 'number' && Number.isSafeInteger(count) && count > 0 ? count : 1;
+  } catch {
+    return 1;
+  }
+}
+
 /**
  * Watches calls for behaviour a policy did not foresee. Fed either directly
  * (`recordCall` etc., e.g. from the gateway) or by tailing the audit table
@@ -166,6 +176,17 @@ export class AnomalyDetector {
     }
   }
 
+  /**
+   * The sandbox of a `warden run` refused connections (one aggregated row);
+   * each counts as a denial, so an agent probing the network trips max_denials.
+   */
+  recordEgressDenied(e: { agent: string; count: number; ts?: number | undefined }): void {
+    const now = e.ts ?? this.#clock.now();
+    const w = this.#window(e.agent, now);
+    for (let i = 0; i < Math.min(e.count, 10_000); i++) w.denials.push(now);
+    this.#evaluate(e.agent, now);
+  }
+
   /** A human rejected one of this agent's held calls. */
   recordRejection(e: { agent: string; ts?: number | undefined }): void {
     const now = e.ts ?? this.#clock.now();
@@ -177,7 +198,7 @@ export class AnomalyDetector {
     if (!this.#tail) return;
     const rows = this.#tail.db
       .prepare(
-        'SELECT seq, ts, event, call_id, agent, decision, duration_ms FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000',
+        'SELECT seq, ts, event, call_id, agent, decision, duration_ms, detail FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000',
       )
       .all(this.#tail.seq) as {
       seq: number;
@@ -187,6 +208,7 @@ export class AnomalyDetector {
       agent: string | null;
       decision: string | null;
       duration_ms: number | null;
+      detail: string | null;
     }[];
     for (const r of rows) {
       this.#tail.seq = r.seq;
@@ -197,6 +219,8 @@ export class AnomalyDetector {
         this.recordCompletion({ agent: r.agent, callId: r.call_id ?? undefined, durationMs: r.duration_ms, ts: r.ts });
       else if (r.event === 'approval.decided' && r.decision === 'rejected')
         this.recordRejection({ agent: r.agent, ts: r.ts });
+      else if (r.event === 'sandbox.egress_denied')
+        this.recordEgressDenied({ agent: r.agent, count: egressCount(r.detail), ts: r.ts });
     }
   }
 

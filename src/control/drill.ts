@@ -32,6 +32,22 @@ export interface DrillTokens {
   revoke(token: string): void;
 }
 
+/**
+ * A governed agent process (`warden run`, src/sandbox/) that a drill starts
+ * before the halt and expects the halt to stop: the kill switch promises to
+ * stop processes, not only calls.
+ */
+export interface CanaryRun {
+  /** Resolves once the process is running; rejects if it could not start. */
+  started: Promise<void>;
+  /** How the run ended (`halted` when the kill switch stopped it). */
+  ended: Promise<{ cause: string; exitCode: number }>;
+  /** Stops it when the drill ends without the halt having done so. */
+  stop(): void;
+}
+
+export type CanaryRunStarter = (agent: string) => CanaryRun;
+
 export interface DrillToolPlan {
   slow: { name: string; args: Record<string, unknown> };
   probe: { name: string; args: Record<string, unknown> };
@@ -79,6 +95,8 @@ export interface DrillOptions {
   maxTimeToHaltMs?: number | undefined;
   /** How long to wait for the refused probe, the cancelled in-flight call, and the post-resume probe. Default 5 s each. */
   stepTimeoutMs?: number | undefined;
+  /** Also start a canary process before the halt and check the halt stops it (`warden agents drill --with-run`). */
+  canaryRun?: CanaryRunStarter | undefined;
 }
 
 /** The kill switch's promise to other processes: their calls are refused within this of a halt. */
@@ -163,6 +181,8 @@ export class DrillRunner {
     let conn: CanaryConnection | undefined;
     let planned: DrillToolPlan | undefined;
     let halted = false;
+    let canaryRun: CanaryRun | undefined;
+    let canaryEnded = false;
     const haltActor = `drill:${id}`;
     const scope = mode === 'org' ? ({ scope: 'org' } as const) : ({ scope: 'agent', agent } as const);
     try {
@@ -220,6 +240,15 @@ export class DrillRunner {
       }
       // Give the gateway a moment to have the upstream request actually on the wire.
       await this.#sleep(50);
+
+      if (this.#options.canaryRun) {
+        canaryRun = this.#options.canaryRun(agent);
+        const running = await this.#within(
+          canaryRun.started.then(() => true),
+          stepMs,
+        );
+        if (!running) throw new WardenError('INTERNAL', `the canary run did not start within ${stepMs} ms`);
+      }
 
       const t0 = this.#clock.monotonic();
       // Refusals are read from the audit trail from here on.
@@ -281,9 +310,29 @@ export class DrillRunner {
         detail.inflightResult = ended.text.slice(0, 300);
       }
       detail.slowRanMs = Math.round((slowEndedAt ?? this.#clock.monotonic()) - slowStartedAt);
+
+      if (canaryRun) {
+        // The grace is part of the promise: SIGTERM, then SIGKILL once it has passed.
+        const graceMs = policy.agents[agent]!.sandbox.stopGraceMs;
+        const end = await this.#within(canaryRun.ended, graceMs + stepMs);
+        if (end === undefined) problems.push(`the canary run was still running ${graceMs + stepMs} ms after the halt`);
+        else {
+          canaryEnded = true;
+          detail.canaryRun = {
+            cause: end.cause,
+            exitCode: end.exitCode,
+            stoppedMs: Math.round(this.#clock.monotonic() - t0),
+          };
+          if (end.cause !== 'halted') problems.push(`the canary run ended as ${end.cause}, not stopped by the halt`);
+        }
+      }
     } catch (err) {
       problems.push(describeError(err));
     } finally {
+      if (canaryRun && !canaryEnded) {
+        canaryRun.stop();
+        await canaryRun.ended.catch(() => undefined);
+      }
       if (halted) {
         try {
           await ks.resume({ ...scope, actor: haltActor, reason: `drill ${id} finished` });
@@ -392,6 +441,20 @@ export class DrillRunner {
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => this.#clock.setTimeout(resolve, ms));
+  }
+
+  /** The promise's value, or undefined if it takes longer than `ms` (a rejection counts as undefined too). */
+  async #within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        promise.catch(() => undefined),
+        new Promise<undefined>((resolve) => (timer = this.#clock.setTimeout(() => resolve(undefined), ms))),
+      ]);
+    } finally {
+      // A pending timer would keep a finished `warden agents drill` process alive.
+      if (timer) this.#clock.clearTimeout(timer);
+    }
   }
 }
 

@@ -53,3 +53,4 @@ export {
   type CallRecoveryOptions,
   type RecoveredCall,
 } from './recovery.ts';
+export { RunStore, type RunCause, type RunRecord } from './runs.ts';

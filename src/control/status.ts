@@ -1,5 +1,6 @@
 import type { Db } from '../store/db.ts';
 import type { Policy } from '../policy/types.ts';
+import { RunStore, type RunRecord } from './runs.ts';
 import type { HaltCheck, HaltState } from './types.ts';
 
 export interface AgentStatus {
@@ -17,6 +18,10 @@ export interface AgentStatus {
   reviewOverdue: boolean;
   /** Whole days until the review date; negative when overdue. */
   reviewInDays?: number | undefined;
+  /** Agent processes started with `warden run` and still going. */
+  runs: Pick<RunRecord, 'id' | 'pid' | 'host' | 'startedAt' | 'sandboxed'>[];
+  /** The policy says `sandbox: none`: `warden run` starts it with the host's files, credentials and network. */
+  unsandboxed: boolean;
 }
 
 const HOUR = 3_600_000;
@@ -51,7 +56,14 @@ export function agentStatuses(db: Db, policy: Policy, halt: HaltCheck, now: numb
     .all(only ?? null, only ?? null) as { agent: string; n: number }[];
   const byAgent = new Map(counts.map((c) => [c.agent, c]));
   const pendingBy = new Map(pending.map((p) => [p.agent, p.n]));
+  const runsByAgent = new Map<string, AgentStatus['runs']>();
+  for (const run of new RunStore(db).open(only)) {
+    const list = runsByAgent.get(run.agent) ?? [];
+    list.push({ id: run.id, pid: run.pid, host: run.host, startedAt: run.startedAt, sandboxed: run.sandboxed });
+    runsByAgent.set(run.agent, list);
+  }
   const names = new Set(Object.keys(policy.agents));
+  for (const agent of runsByAgent.keys()) names.add(agent);
   for (const c of counts) if (c.calls > 0) names.add(c.agent);
   const rows: AgentStatus[] = [];
   for (const name of [...names].sort()) {
@@ -71,6 +83,8 @@ export function agentStatuses(db: Db, policy: Policy, halt: HaltCheck, now: numb
       reviewBy: a?.reviewBy,
       reviewOverdue: reviewInDays !== undefined && reviewInDays < 0,
       reviewInDays,
+      runs: runsByAgent.get(name) ?? [],
+      unsandboxed: a?.sandbox.mode === 'none',
     });
   }
   return rows;

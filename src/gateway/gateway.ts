@@ -7,13 +7,13 @@ import { policyGetter } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
-import { DEFAULT_EDGE_LIMITS, HttpEdge, type EdgeLimits } from './http.ts';
+import { DEFAULT_EDGE_LIMITS, HttpEdge, parseEdgeLimits, type EdgeLimits } from './http.ts';
 import { PinStore, ToolPins } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
 import { TaskRegistry } from './tasks.ts';
 import { TokenStore } from './tokens.ts';
 import { UpstreamFailureAlerts } from './upstream-alerts.ts';
-import { UpstreamManager } from './upstream.ts';
+import { UpstreamManager, type StdioSandboxer } from './upstream.ts';
 
 /** A PolicyStore, or anything else that hands out the policy in force. */
 export interface PolicySourceLike {
@@ -58,6 +58,8 @@ export interface StartGatewayOptions {
   maxArgumentBytes?: number | undefined;
   /** The interval between polls suggested to clients of MCP tasks. Default 1 s. */
   taskPollMs?: number | undefined;
+  /** How stdio servers with `sandbox:` are started (src/sandbox/); without it they are not started. */
+  sandboxStdio?: StdioSandboxer | undefined;
 }
 
 export interface GatewayHandle {
@@ -76,6 +78,8 @@ function isPolicySource(p: PolicySourceLike | Policy): p is PolicySourceLike {
  * it listens; upstreams start in the background and a down one never stops it.
  */
 export async function startGateway(options: StartGatewayOptions): Promise<GatewayHandle> {
+  // Before anything starts, so a bad limit leaves nothing running.
+  const limits = parseEdgeLimits({ ...DEFAULT_EDGE_LIMITS, ...options.limits });
   const source = options.policy;
   const policy = policyGetter(source);
   const clock = options.clock ?? systemClock;
@@ -94,6 +98,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     clock,
     onCatalogue: (server, catalogue) => pins.handleCatalogue(server, catalogue),
     onFailure: (server, message) => failureAlerts.handle(server, message),
+    sandboxStdio: options.sandboxStdio,
   });
   const pipeline = new GatewayPipeline({
     policy,
@@ -132,7 +137,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     sessionIdleMs: options.sessionIdleMs ?? 30 * 60_000,
     maxSessionsPerAgent: options.maxSessionsPerAgent ?? 32,
     maxBodyBytes: options.maxBodyBytes ?? 4 * 1024 * 1024,
-    limits: { ...DEFAULT_EDGE_LIMITS, ...options.limits },
+    limits,
   });
   let listening: { url: string; port: number };
   try {

@@ -71,6 +71,16 @@ export const edgeLimitsSchema = z
 
 export type EdgeLimits = z.infer<typeof edgeLimitsSchema>;
 
+/** Validated limits, or CONFIG_INVALID naming each bad field. */
+export function parseEdgeLimits(input: unknown): EdgeLimits {
+  const limits = edgeLimitsSchema.safeParse(input);
+  if (!limits.success) {
+    const problems = limits.error.issues.map((i) => `limits.${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new WardenError('CONFIG_INVALID', `invalid gateway limits: ${problems}`);
+  }
+  return limits.data;
+}
+
 export const DEFAULT_EDGE_LIMITS: EdgeLimits = {
   maxConnections: 1024,
   // Agents on one host (loopback) share an address: generous enough for many held calls at once.
@@ -189,6 +199,13 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
+/** The oldest member of an insertion-ordered set. */
+function first<T>(set: Set<T> | undefined): T | undefined {
+  if (!set) return undefined;
+  for (const item of set) return item;
+  return undefined;
+}
+
 /** A whole HTTP/1.1 answer written straight to a socket (no request object exists yet, or any more). */
 function rawAnswer(status: number, statusText: string, message: string, headers: Record<string, string> = {}): string {
   const body = JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null });
@@ -211,6 +228,16 @@ export class HttpEdge {
   /** Open connections within the limits, in all and per remote address. */
   #connections = 0;
   readonly #perAddress = new Map<string, number>();
+  /** Sockets counted in the two above (released once, on close or eviction). */
+  readonly #counted = new WeakSet<Socket>();
+  /**
+   * Counted connections that have not yet sent a whole request's headers,
+   * oldest first, in all and per address: the ones a new connection may push
+   * out at a limit, so sockets held open with partial headers can never keep
+   * a client that sends its request promptly out, even from the same address.
+   */
+  readonly #waiting = new Set<Socket>();
+  readonly #waitingByAddress = new Map<string, Set<Socket>>();
   /** Each socket's remote address, kept from its start (a destroyed socket no longer knows it). */
   readonly #remotes = new WeakMap<Duplex, string>();
   /** Sockets answered over a limit at connection time: whatever they send is ignored. */
@@ -228,12 +255,7 @@ export class HttpEdge {
   constructor(options: HttpEdgeOptions) {
     this.#options = options;
     this.#log = options.logger.child({ module: 'gateway-http' });
-    const limits = edgeLimitsSchema.safeParse(options.limits);
-    if (!limits.success) {
-      const problems = limits.error.issues.map((i) => `limits.${i.path.join('.')}: ${i.message}`).join('; ');
-      throw new WardenError('CONFIG_INVALID', `invalid gateway limits: ${problems}`);
-    }
-    this.#limits = limits.data;
+    this.#limits = parseEdgeLimits(options.limits);
     this.#refusals = new RefusalRecorder({
       audit: options.audit,
       alerts: options.alerts,
@@ -255,6 +277,7 @@ export class HttpEdge {
           return;
         }
         this.#current.set(req.socket, { req });
+        this.#unwait(req.socket as Socket);
         this.#handle(req, res).catch((err) => {
           // The body timeout or the client ended it: there is nobody to answer.
           if (req.socket.destroyed) return;
@@ -325,58 +348,87 @@ export class HttpEdge {
   }
 
   /**
-   * Every new connection: within the limits it is counted until it closes;
-   * over one it is answered at once (429 for one address holding too many,
-   * 503 when the gateway is full) and closed, so it holds nothing.
+   * Every new connection. Within the limits it is counted until it closes.
+   * At a limit, the oldest connection there that has not yet sent its
+   * request headers is answered (429 for one address holding too many, 503
+   * when the gateway is full) and closed to make room; when every one there
+   * is busy with a real request, the new connection is answered so instead.
+   * Either way the refusal is counted in the trail.
    */
   #admit(socket: Socket): void {
     const remote = socket.remoteAddress ?? 'unknown';
     this.#remotes.set(socket, remote);
-    const fromAddress = this.#perAddress.get(remote) ?? 0;
-    let over: { status: number; statusText: string; message: string; refusal: EdgeRefusal } | undefined;
-    if (this.#connections >= this.#limits.maxConnections) {
-      over = {
-        status: 503,
-        statusText: 'Service Unavailable',
-        message: `Too many connections: Warden holds at most ${this.#limits.maxConnections} at once; try again shortly`,
-        refusal: {
-          event: 'request.refused',
-          code: 'too_many_connections',
-          remote,
-          reason: `connection refused: the gateway already holds ${this.#limits.maxConnections} connections`,
-          limit: { maxConnections: this.#limits.maxConnections },
-        },
-      };
-    } else if (fromAddress >= this.#limits.maxConnectionsPerAddress) {
-      over = {
-        status: 429,
-        statusText: 'Too Many Requests',
-        message: `Too many connections from ${remote}: at most ${this.#limits.maxConnectionsPerAddress} at once`,
-        refusal: {
-          event: 'request.refused',
-          code: 'too_many_connections_from_address',
-          remote,
-          reason: `connection refused: ${remote} already holds ${this.#limits.maxConnectionsPerAddress} connections`,
-          limit: { maxConnectionsPerAddress: this.#limits.maxConnectionsPerAddress },
-        },
-      };
-    }
-    if (over) {
-      this.#refusedSockets.add(socket);
-      socket.end(rawAnswer(over.status, over.statusText, over.message, { 'Retry-After': '1' }));
+    const full = this.#connections >= this.#limits.maxConnections;
+    const crowded = !full && (this.#perAddress.get(remote) ?? 0) >= this.#limits.maxConnectionsPerAddress;
+    if (full || crowded) {
+      const victim = full ? first(this.#waiting) : first(this.#waitingByAddress.get(remote));
+      const victimRemote = victim ? (this.#remotes.get(victim) ?? 'unknown') : remote;
+      const answer: { status: number; statusText: string; message: string; refusal: EdgeRefusal } = full
+        ? {
+            status: 503,
+            statusText: 'Service Unavailable',
+            message: `Too many connections: Warden holds at most ${this.#limits.maxConnections} at once; try again shortly`,
+            refusal: {
+              event: 'request.refused',
+              code: 'too_many_connections',
+              remote: victimRemote,
+              reason: victim
+                ? `connection closed to make room: the gateway holds ${this.#limits.maxConnections} connections and this one had not sent its request`
+                : `connection refused: the gateway already holds ${this.#limits.maxConnections} connections`,
+              limit: { maxConnections: this.#limits.maxConnections },
+            },
+          }
+        : {
+            status: 429,
+            statusText: 'Too Many Requests',
+            message: `Too many connections from ${remote}: at most ${this.#limits.maxConnectionsPerAddress} at once`,
+            refusal: {
+              event: 'request.refused',
+              code: 'too_many_connections_from_address',
+              remote,
+              reason: victim
+                ? `connection closed to make room: ${remote} holds ${this.#limits.maxConnectionsPerAddress} connections and this one had not sent its request`
+                : `connection refused: ${remote} already holds ${this.#limits.maxConnectionsPerAddress} connections`,
+              limit: { maxConnectionsPerAddress: this.#limits.maxConnectionsPerAddress },
+            },
+          };
+      const refused = victim ?? socket;
+      this.#release(refused);
+      this.#refusedSockets.add(refused);
+      refused.end(rawAnswer(answer.status, answer.statusText, answer.message, { 'Retry-After': '1' }));
       // A client that never closes its side must not keep the socket either.
-      socket.setTimeout(1_000, () => socket.destroy());
-      void this.#refusals.record(over.refusal);
-      return;
+      refused.setTimeout(1_000, () => refused.destroy());
+      void this.#refusals.record(answer.refusal);
+      if (!victim) return;
     }
     this.#connections++;
-    this.#perAddress.set(remote, fromAddress + 1);
-    socket.once('close', () => {
-      this.#connections--;
-      const left = (this.#perAddress.get(remote) ?? 1) - 1;
-      if (left <= 0) this.#perAddress.delete(remote);
-      else this.#perAddress.set(remote, left);
-    });
+    this.#perAddress.set(remote, (this.#perAddress.get(remote) ?? 0) + 1);
+    this.#counted.add(socket);
+    this.#waiting.add(socket);
+    const mine = this.#waitingByAddress.get(remote) ?? new Set<Socket>();
+    this.#waitingByAddress.set(remote, mine);
+    mine.add(socket);
+    socket.once('close', () => this.#release(socket));
+  }
+
+  /** The socket has sent a whole request's headers: it is serving, no longer one to push out. */
+  #unwait(socket: Socket): void {
+    if (!this.#waiting.delete(socket)) return;
+    const remote = this.#remotes.get(socket) ?? 'unknown';
+    const mine = this.#waitingByAddress.get(remote);
+    mine?.delete(socket);
+    if (mine?.size === 0) this.#waitingByAddress.delete(remote);
+  }
+
+  /** Stops counting a connection (closed, or pushed out); once only. */
+  #release(socket: Socket): void {
+    this.#unwait(socket);
+    if (!this.#counted.delete(socket)) return;
+    this.#connections--;
+    const remote = this.#remotes.get(socket) ?? 'unknown';
+    const left = (this.#perAddress.get(remote) ?? 1) - 1;
+    if (left <= 0) this.#perAddress.delete(remote);
+    else this.#perAddress.set(remote, left);
   }
 
   /**

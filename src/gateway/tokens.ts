@@ -56,6 +56,11 @@ function assertAgent(agent: string, policy: Policy | undefined): void {
 
 /** Creates a token for `agent` and returns the secret; it cannot be read back later. */
 export function createAgentToken(db: Db, agent: string, options: TokenOptions = {}): string {
+  return issueAgentToken(db, agent, options).token;
+}
+
+/** As createAgentToken, with the token's id too, so a holder (a `warden run`) can revoke it later without the secret. */
+export function issueAgentToken(db: Db, agent: string, options: TokenOptions = {}): { token: string; id: string } {
   assertAgent(agent, options.policy);
   const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
   const id = `tok_${randomBytes(6).toString('hex')}`;
@@ -65,7 +70,16 @@ export function createAgentToken(db: Db, agent: string, options: TokenOptions = 
     hashToken(token),
     (options.clock ?? systemClock).now(),
   );
-  return token;
+  return { token, id };
+}
+
+/** Revokes one token by its id; returns whether it was live. */
+export function revokeAgentTokenById(db: Db, id: string, options: { clock?: Clock | undefined } = {}): boolean {
+  return (
+    db
+      .prepare('UPDATE agent_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
+      .run((options.clock ?? systemClock).now(), id).changes > 0
+  );
 }
 
 /** Revokes every live token of `agent`; returns how many were revoked. */

@@ -65,7 +65,19 @@ export interface UpstreamManagerOptions {
   onCatalogue?: ((server: string, catalogue: Catalogue) => void) | undefined;
   /** An upstream crashed, failed to start or broke protocol. */
   onFailure?: ((server: string, message: string) => void) | undefined;
+  /**
+   * Wraps the command of a stdio server whose policy has `sandbox:` (src/sandbox/).
+   * Without it such a server is not started at all: a sandbox promised is a sandbox kept, or nothing.
+   */
+  sandboxStdio?: StdioSandboxer | undefined;
 }
+
+/** The command line that starts `command args` sandboxed as the server's policy says. */
+export type StdioSandboxer = (
+  server: ServerPolicy,
+  command: string,
+  args: readonly string[],
+) => { command: string; args: string[] };
 
 /** The calls the gateway makes on upstreams: what the pipeline depends on. */
 export interface Upstreams {
@@ -362,9 +374,18 @@ export class UpstreamManager implements Upstreams {
         clock: this.#clock,
       });
     }
+    let argv = { command: t.command, args: [...t.args] };
+    if (serverPolicy.sandbox) {
+      if (!this.#opts.sandboxStdio)
+        throw new WardenError(
+          'SANDBOX_UNAVAILABLE',
+          `upstream "${conn.name}" has a sandbox in the policy, but this gateway was started without sandbox support; it is not started unsandboxed`,
+        );
+      argv = this.#opts.sandboxStdio(serverPolicy, t.command, t.args);
+    }
     const transport = new StdioClientTransport({
-      command: t.command,
-      args: t.args,
+      command: argv.command,
+      args: argv.args,
       env: upstreamEnv(t),
       cwd: t.cwd,
       stderr: 'pipe',

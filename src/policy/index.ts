@@ -17,6 +17,6 @@ export {
   type ClassifiedTool,
 } from './decide.ts';
 export { PolicyStore, type ReloadResult } from './store.ts';
-export { policyWarnings } from './warnings.ts';
+export { policyWarnings, hostAllowed, reachesModelApi, MODEL_API_HOSTS } from './warnings.ts';
 export { parseDuration, formatDuration } from './duration.ts';
 export { policyGetter, type PolicySource } from './source.ts';

@@ -7,11 +7,22 @@ import {
   SERVER_NAME_RE,
   TOOL_NAME_RE,
   policyFileSchema,
+  SANDBOX_EXPECTED,
+  SANDBOX_SEED,
   type AgentBlock,
   type PolicyFile,
   type ServerBlock,
 } from './schema.ts';
-import type { AgentPolicy, ControlPolicy, Policy, Scope, ServerPolicy, ToolClass, Transport } from './types.ts';
+import type {
+  AgentPolicy,
+  ControlPolicy,
+  Policy,
+  SandboxPolicy,
+  Scope,
+  ServerPolicy,
+  ToolClass,
+  Transport,
+} from './types.ts';
 
 /** The namespace of Warden's own tools (`warden__await_approval`): no upstream may take it. */
 export const RESERVED_SERVER = 'warden';
@@ -27,6 +38,7 @@ export const POLICY_DEFAULTS = {
   maxResultBytes: 1_048_576,
   canaryAgent: 'warden-canary',
   overdueAfterDays: 35,
+  stopGraceMs: 5_000,
 } as const;
 
 type PathSegment = string | number;
@@ -362,7 +374,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
         autoHalt: limits.auto_halt ?? false,
       },
       audit: block.audit ?? 'all_tool_calls',
-      sandbox: block.sandbox,
+      sandbox: normaliseSandbox(block.sandbox, [...path, 'sandbox'], report),
       killSwitch: block.kill_switch,
     };
   }
@@ -378,6 +390,38 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
  */
 function dict<T>(): Record<string, T> {
   return Object.create(null) as Record<string, T>;
+}
+
+/**
+ * The seed's string and `none` are the only strings: anything else (a typo,
+ * "isolated, egress open") would be a promise nobody keeps, so it is an error.
+ */
+function normaliseSandbox(raw: AgentBlock['sandbox'], path: PathSegment[], report: Report): SandboxPolicy {
+  const strict: SandboxPolicy = {
+    mode: 'isolated',
+    declared: 'default',
+    networkAllow: [],
+    readDeny: [],
+    write: [],
+    env: [],
+    stopGraceMs: POLICY_DEFAULTS.stopGraceMs,
+  };
+  if (raw === undefined) return strict;
+  if (typeof raw === 'string') {
+    if (raw.trim() === SANDBOX_SEED) return { ...strict, declared: 'seed' };
+    if (raw.trim() === 'none') return { ...strict, mode: 'none', declared: 'none' };
+    report(path, SANDBOX_EXPECTED);
+    return strict;
+  }
+  return {
+    mode: 'isolated',
+    declared: 'block',
+    networkAllow: [...new Set(raw.network?.allow ?? [])],
+    readDeny: [...new Set(raw.filesystem?.read_deny ?? [])],
+    write: [...new Set(raw.filesystem?.write ?? [])],
+    env: [...new Set(raw.env ?? [])],
+    stopGraceMs: numberOr(raw.stop_grace, POLICY_DEFAULTS.stopGraceMs),
+  };
 }
 
 function numberOr(value: unknown, fallback: number): number {
@@ -421,7 +465,7 @@ function normaliseServers(
         ...(s.cwd !== undefined ? { cwd: s.cwd } : {}),
       };
     } else if (s.url !== undefined) {
-      for (const k of ['args', 'env', 'cwd'] as const) {
+      for (const k of ['args', 'env', 'cwd', 'sandbox'] as const) {
         if (s[k] !== undefined) report([...path, k], `\`${k}\` is for stdio servers (\`command\`)`, true);
       }
       transport = {
@@ -442,12 +486,21 @@ function normaliseServers(
         consequence: t.consequence ?? (t.scope === 'read' ? 'reversible' : 'irreversible'),
       };
     }
+    let sandbox: SandboxPolicy | undefined;
+    if (s.sandbox !== undefined && s.command !== undefined) {
+      const box = normaliseSandbox(s.sandbox, [...path, 'sandbox'], report);
+      // An upstream has no egress proxy of its own: a list it could not honour is refused, not ignored.
+      if (box.networkAllow.length > 0)
+        report([...path, 'sandbox', 'network', 'allow'], 'a sandboxed upstream gets no network; leave allow empty');
+      if (box.mode === 'isolated') sandbox = box;
+    }
     servers[name] = {
       name,
       transport,
       tools,
       timeoutMs: s.timeout_ms ?? POLICY_DEFAULTS.timeoutMs,
       maxResultBytes: s.max_result_bytes ?? POLICY_DEFAULTS.maxResultBytes,
+      ...(sandbox ? { sandbox } : {}),
     };
   }
   return servers;

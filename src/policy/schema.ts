@@ -67,10 +67,64 @@ export const limitsSchema = z.strictObject({
   auto_halt: z.boolean().optional(),
 });
 
+/** The seed's sandbox line: the strict default (egress only to Warden and `network.allow`, empty here). */
+export const SANDBOX_SEED = 'isolated, network egress = allowlist only';
+/** A host, or `*.` and a domain for its subdomains, with an optional `:port`; no scheme, no path. */
+export const SANDBOX_HOST_RE =
+  /^(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::\d{1,5})?$/;
+export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const sandboxPath = z
+  .string()
+  .regex(/^(?:\/|~\/|~$)/, 'expected an absolute path or one under ~/')
+  .refine((p) => !p.split('/').includes('..'), 'a sandbox path may not contain ".."');
+
+/**
+ * The structured form of `sandbox:`. Every list only ever widens what the
+ * strict default allows by what it names, so a typo makes the sandbox
+ * stricter, never looser (and strict keys make it an error anyway).
+ */
+export const sandboxBlockSchema = z.strictObject({
+  network: z
+    .strictObject({
+      allow: z
+        .array(z.string().regex(SANDBOX_HOST_RE, 'expected a host such as api.anthropic.com or *.github.com'))
+        .optional(),
+    })
+    .optional(),
+  filesystem: z
+    .strictObject({
+      read_deny: z.array(sandboxPath).optional(),
+      write: z.array(sandboxPath).optional(),
+    })
+    .optional(),
+  env: z.array(z.string().regex(ENV_NAME_RE, 'expected an environment variable name')).optional(),
+  stop_grace: duration.optional(),
+});
+
+export const SANDBOX_EXPECTED = `expected "${SANDBOX_SEED}", "none" or a mapping with network, filesystem, env, stop_grace`;
+
+/**
+ * A string or the block. Not a z.union: with more than one problem inside the
+ * block a union reports only "Invalid input" on `sandbox`, hiding which field.
+ * Which strings are accepted is checked after parsing (load.ts).
+ */
+export const sandboxSchema = z.unknown().transform((value, ctx): string | z.output<typeof sandboxBlockSchema> => {
+  if (typeof value === 'string') return value;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    ctx.addIssue({ code: 'custom', message: SANDBOX_EXPECTED });
+    return z.NEVER;
+  }
+  const parsed = sandboxBlockSchema.safeParse(value, { reportInput: true });
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as Parameters<typeof ctx.addIssue>[0]);
+  return z.NEVER;
+});
+
 /** One agent, in the seed's shape plus the full form's extras. */
 export const agentFields = {
   agent: z.string().regex(AGENT_NAME_RE, 'expected an agent name of letters, digits, "_", "-" or "."'),
-  sandbox: z.string().optional(),
+  sandbox: sandboxSchema.optional(),
   mcp_scopes: z.record(z.string(), z.array(scopeSchema)),
   approval_required: z.array(z.string().min(1)).optional(),
   // Warden audits every call whatever the file says; the field exists so the
@@ -115,6 +169,8 @@ export const serverSchema = z.strictObject({
   tools: z.record(z.string(), toolSchema).optional(),
   timeout_ms: positiveInt.optional(),
   max_result_bytes: positiveInt.optional(),
+  /** A stdio server run in a sandbox: no network, writes only under its `cwd`. */
+  sandbox: sandboxSchema.optional(),
 });
 
 export const controlSchema = z.strictObject({
@@ -156,6 +212,7 @@ export const policyFileSchema = z.strictObject({
 export type PolicyFile = z.output<typeof policyFileSchema>;
 export type AgentBlock = z.output<typeof agentSchema>;
 export type ServerBlock = z.output<typeof serverSchema>;
+export type SandboxBlock = z.output<typeof sandboxBlockSchema>;
 
 /** Every key the schema knows, for "did you mean" hints on a typo. */
 export const KNOWN_KEYS: readonly string[] = [
@@ -165,6 +222,10 @@ export const KNOWN_KEYS: readonly string[] = [
     ...Object.keys(toolSchema.shape),
     ...Object.keys(serverSchema.shape),
     ...Object.keys(controlSchema.shape),
+    ...Object.keys(sandboxBlockSchema.shape),
+    'allow',
+    'read_deny',
+    'write',
     'schedule',
     'canary_agent',
     'overdue_after_days',

@@ -23,6 +23,8 @@ export interface ServerPolicy {
   tools: Record<string, ToolClass>;
   timeoutMs: number;
   maxResultBytes: number;
+  /** A stdio server started in a sandbox (no network, writes only under its cwd); absent or `none`: as it is. */
+  sandbox?: SandboxPolicy | undefined;
 }
 
 export interface AgentLimits {
@@ -37,6 +39,27 @@ export interface AgentLimits {
   maxCallDurationMs?: number | undefined;
   /** Halt this agent automatically when an anomaly fires. */
   autoHalt: boolean;
+}
+
+/**
+ * What `warden run` builds the agent's sandbox from. `isolated` is the only
+ * sandboxed mode: egress to Warden's gateway and `networkAllow`, reads of
+ * everything but the host's homes, credentials, Warden's own files and
+ * `readDeny`, writes in the workspace, the private temp and `write`.
+ */
+export interface SandboxPolicy {
+  mode: 'isolated' | 'none';
+  /** How the file said it, for summaries: the seed string, `none`, a block, or nothing (the strict default). */
+  declared: 'seed' | 'none' | 'block' | 'default';
+  /** `api.anthropic.com`, `*.github.com` (subdomains only), optionally with `:port`. */
+  networkAllow: string[];
+  /** Absolute paths, or under `~/` (the host user's home). */
+  readDeny: string[];
+  write: string[];
+  /** Host environment variables passed through by name, besides PATH, LANG and TERM. */
+  env: string[];
+  /** SIGTERM, then SIGKILL this long after. */
+  stopGraceMs: number;
 }
 
 export type OnRedacted = 'hold_and_warn' | 'refuse';
@@ -68,7 +91,7 @@ export interface AgentPolicy {
   maxPending: number;
   limits: AgentLimits;
   audit: string;
-  sandbox?: string | undefined;
+  sandbox: SandboxPolicy;
   killSwitch?: string | undefined;
 }
 

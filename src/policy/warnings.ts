@@ -1,5 +1,32 @@
 import { matchesApprovalRule, splitQualifiedName } from './decide.ts';
-import type { Policy } from './types.ts';
+import type { Policy, SandboxPolicy } from './types.ts';
+
+/** Where agents' models live: an isolated agent that can reach none of these cannot think. */
+export const MODEL_API_HOSTS: readonly string[] = [
+  'api.anthropic.com',
+  'api.openai.com',
+  'generativelanguage.googleapis.com',
+  'aiplatform.googleapis.com',
+  'bedrock-runtime.us-east-1.amazonaws.com',
+  'openrouter.ai',
+];
+
+/** Whether an allow entry (`host`, `*.domain`, either with `:port`) lets a connection to `host` through. */
+export function hostAllowed(entry: string, host: string): boolean {
+  const name = entry.replace(/:\d+$/, '').toLowerCase();
+  const target = host.toLowerCase();
+  return name.startsWith('*.') ? target.endsWith(name.slice(1)) : target === name;
+}
+
+/** Whether the sandbox lets the agent reach a model API (Bedrock and Azure OpenAI by their suffixes). */
+export function reachesModelApi(sandbox: SandboxPolicy): boolean {
+  return sandbox.networkAllow.some(
+    (entry) =>
+      MODEL_API_HOSTS.some((host) => hostAllowed(entry, host)) ||
+      /(^|\.)openai\.azure\.com(:\d+)?$/.test(entry) ||
+      /^bedrock-runtime\./.test(entry),
+  );
+}
 
 /**
  * Things that load but are probably not what the author meant. Never errors:
@@ -18,6 +45,16 @@ export function policyWarnings(policy: Policy, now: number): string[] {
         .filter(Boolean)
         .join(' and ');
       out.push(`agent ${a.name}: no ${missing}, so approval cards and alerts for it have nowhere to go`);
+    }
+    if (a.sandbox.mode === 'none') {
+      out.push(
+        `agent ${a.name}: sandbox: none, so \`warden run\` starts it with the host's files, credentials and network`,
+      );
+    } else if (!reachesModelApi(a.sandbox) && a.name !== policy.control.drill.canaryAgent) {
+      // (The drill canary is Warden's own scripted client: it has no model to reach.)
+      out.push(
+        `agent ${a.name}: its sandbox allows no model API host (e.g. api.anthropic.com in sandbox.network.allow), so an agent started with \`warden run\` cannot reach its model`,
+      );
     }
     for (const entry of a.approvalRequired) {
       const q = splitQualifiedName(entry);

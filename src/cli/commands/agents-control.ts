@@ -20,6 +20,7 @@ import { createAgentToken, revokeAgentToken } from '../../gateway/tokens.ts';
 import { createLogger } from '../../logger.ts';
 import { loadPolicyFile } from '../../policy/index.ts';
 import type { Policy } from '../../policy/types.ts';
+import { canaryRunStarter } from '../../sandbox/index.ts';
 import { openDb, type Db } from '../../store/db.ts';
 import { systemClock } from '../../clock.ts';
 
@@ -95,7 +96,7 @@ export function parseMaxTimeToHalt(text: string): number {
 }
 
 export function formatStatusTable(rows: AgentStatus[]): string {
-  const head = ['AGENT', 'OWNER', 'STATE', 'CALLS/1h', 'DENIED/1h', 'PENDING', 'REVIEW BY'];
+  const head = ['AGENT', 'OWNER', 'STATE', 'CALLS/1h', 'DENIED/1h', 'PENDING', 'RUNS', 'SANDBOX', 'REVIEW BY'];
   const body = rows.map((r) => [
     r.agent,
     r.owner ?? '-',
@@ -103,9 +104,16 @@ export function formatStatusTable(rows: AgentStatus[]): string {
     String(r.callsLastHour),
     String(r.denialsLastHour),
     String(r.pendingApprovals),
+    r.runs.length === 0 ? '-' : r.runs.map((run) => `${run.id} pid ${run.pid ?? '?'}@${run.host}`).join(', '),
+    r.unsandboxed ? 'NONE' : 'isolated',
     r.reviewBy ? `${r.reviewBy}${r.reviewOverdue ? ' OVERDUE' : ''}` : '-',
   ]);
   return formatColumns(head, body);
+}
+
+function describeCanaryRun(value: unknown): string {
+  const run = value as { cause?: string; exitCode?: number; stoppedMs?: number };
+  return `${run.cause === 'halted' ? 'yes' : `no (${run.cause})`}, exit ${run.exitCode}, ${run.stoppedMs} ms after the halt`;
 }
 
 export function formatDrillResult(r: DrillResult): string {
@@ -114,6 +122,9 @@ export function formatDrillResult(r: DrillResult): string {
     `  time to first refused call: ${r.timeToHaltMs === undefined ? 'never' : `${r.timeToHaltMs.toFixed(1)} ms`}`,
     `  in-flight call cancelled:   ${r.inflightCancelled ? 'yes' : 'no'}`,
     `  restored after resume:      ${r.restored ? 'yes' : 'no'}`,
+    ...(r.detail.canaryRun !== undefined
+      ? [`  canary run stopped:         ${describeCanaryRun(r.detail.canaryRun)}`]
+      : []),
     ...r.problems.map((p) => `  problem: ${p}`),
   ];
   return `${lines.join('\n')}\n`;
@@ -203,9 +214,13 @@ export function registerAgentsControl(program: Command): void {
       '--max-time-to-halt <ms>',
       `fail the drill when the first refused call comes later than this after the halt (default ${DEFAULT_MAX_TIME_TO_HALT_MS})`,
     )
+    .option('--with-run', 'also start the canary under `warden run` (sandboxed sleep) and check the halt stops it')
     .description('Drill the kill switch through the running gateway and record the result')
     .action(
-      async (mode: string, opts: { db?: string; policy?: string; gatewayUrl?: string; maxTimeToHalt?: string }) => {
+      async (
+        mode: string,
+        opts: { db?: string; policy?: string; gatewayUrl?: string; maxTimeToHalt?: string; withRun?: boolean },
+      ) => {
         if (mode !== 'canary' && mode !== 'org')
           throw new WardenError('INVALID_INPUT', `drill mode must be "canary" or "org", got "${mode}"`);
         const maxTimeToHaltMs = opts.maxTimeToHalt === undefined ? undefined : parseMaxTimeToHalt(opts.maxTimeToHalt);
@@ -224,6 +239,18 @@ export function registerAgentsControl(program: Command): void {
             connector: mcpCanaryConnector,
             alerts: new LogAlertSink(createLogger({ level: config.logLevel })),
             maxTimeToHaltMs,
+            canaryRun: opts.withRun
+              ? canaryRunStarter({
+                  policy: ctx.policy,
+                  db: ctx.db,
+                  audit: ctx.audit,
+                  killSwitch: ctx.ks,
+                  gateway: { host: config.host, port: config.port },
+                  wardenFiles: [config.dbPath, `${config.dbPath}-wal`, `${config.dbPath}-shm`, config.policyPath],
+                  env: process.env,
+                  logger: createLogger({ level: config.logLevel, name: 'warden-drill-run' }),
+                })
+              : undefined,
           });
           const result = await runner.run(mode as DrillMode, actorLabel(ctx.actor));
           process.stdout.write(formatDrillResult(result));

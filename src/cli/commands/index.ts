@@ -23,6 +23,7 @@ const COMMANDS: Record<string, (() => Promise<Register>)[]> = {
   'canary-server': [() => import('./canary-server.ts').then((m) => m.registerCanaryServer)],
   connect: [() => import('./connect.ts').then((m) => m.registerConnect)],
   policy: [() => import('./policy-check.ts').then((m) => m.registerPolicyCheck)],
+  run: [() => import('./run.ts').then((m) => m.registerRun)],
   serve: [() => import('./serve.ts').then((m) => m.registerServe)],
   tools: [() => import('./tools.ts').then((m) => m.registerTools)],
 };

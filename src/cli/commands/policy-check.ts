@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { commandGroup } from './shared.ts';
 import { systemClock, type Clock } from '../../clock.ts';
-import { formatDuration, loadPolicyFile, policyWarnings, type Policy } from '../../policy/index.ts';
+import { formatDuration, loadPolicyFile, policyWarnings, type AgentPolicy, type Policy } from '../../policy/index.ts';
 
 /**
  * `warden policy check FILE`: load, validate and summarise a policy; exit 0.
@@ -38,6 +38,7 @@ export function summarisePolicy(p: Policy, clock: Clock): string {
       .filter(Boolean)
       .join(', ');
     if (who) lines.push(`    ${who}`);
+    lines.push(`    sandbox ${describeSandbox(a)}`);
     lines.push(
       `    approval timeout ${formatDuration(a.approvalTimeoutMs)}${a.reviewBy ? `, review by ${a.reviewBy}` : ''}`,
     );
@@ -71,4 +72,11 @@ export function summarisePolicy(p: Policy, clock: Clock): string {
   lines.push(`warnings (${warnings.length}):`);
   for (const w of warnings) lines.push(`  - ${w}`);
   return `${lines.join('\n')}\n`;
+}
+
+function describeSandbox(agent: AgentPolicy): string {
+  const box = agent.sandbox;
+  if (box.mode === 'none') return 'NONE (runs unsandboxed)';
+  const egress = box.networkAllow.length ? box.networkAllow.join(', ') : 'none';
+  return `isolated: egress to Warden and ${egress}; stop grace ${formatDuration(box.stopGraceMs)}`;
 }

@@ -23,9 +23,23 @@ function reviewText(r: AgentStatus): string {
 
 export function agentStatusLine(r: AgentStatus): string {
   const state = r.halt ? haltLine(r.halt) : ':large_green_circle: running';
+  const runs =
+    r.runs.length === 0
+      ? ''
+      : `processes (\`warden run\`): ${r.runs
+          .slice(0, 5)
+          .map(
+            (run) =>
+              `\`${run.id}\` pid ${run.pid ?? '?'} on ${escapeMrkdwn(truncate(run.host, 60))} since ${slackDate(run.startedAt)}`,
+          )
+          .join(', ')}${r.runs.length > 5 ? ` and ${r.runs.length - 5} more` : ''}`;
   return [
     `*${escapeMrkdwn(truncate(r.agent, 100))}* · owner ${userMention(r.owner)}`,
     state,
+    ...(r.unsandboxed
+      ? [':warning: *sandbox: none*: `warden run` starts it with the host’s files, credentials and network']
+      : []),
+    ...(runs ? [runs] : []),
     `calls (1h): *${r.callsLastHour}* · denied (1h): *${r.denialsLastHour}* · pending approvals: *${r.pendingApprovals}* · ${reviewText(r)}`,
   ].join('\n');
 }
