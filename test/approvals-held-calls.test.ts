@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ApprovalService, argsHash } from '../src/approvals/index.ts';
+import { AuditReader } from '../src/audit/reader.ts';
 import { recoverAbandonedCalls } from '../src/control/recovery.ts';
 import type { HeldCallEnding } from '../src/approvals/types.ts';
 import { ManualClock } from './support/manual-clock.ts';
@@ -144,7 +145,13 @@ describe('held calls across a restart (ApprovalService)', () => {
     await h.approvals.decide(call.id, OWNER, 'approve');
     const next = restarted(h);
     // Started long after the decision (past any grace), as after a night with Warden down.
-    const late = { db: h.db, audit: h.audit, clock, startedAt: START + 60 * 60_000 };
+    const late = {
+      auditReader: new AuditReader(h.db),
+      approvals: next,
+      audit: h.audit,
+      clock,
+      startedAt: START + 60 * 60_000,
+    };
     const stillToRun = (id: string) => next.heldCalls.stillToRun(id);
     expect(await recoverAbandonedCalls({ ...late, stillToRun })).toEqual([]);
     // Taken to run: from then on it is an ordinary approved call, closed as abandoned if its runner dies.

@@ -11,6 +11,7 @@ import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
+import { AuditReader } from '../src/audit/reader.ts';
 
 const POLICY = `
 ${UNSTARTED_SERVERS_YAML}
@@ -54,7 +55,7 @@ function setup(opts: { killSwitch?: KillSwitch } = {}) {
   const detector = new AnomalyDetector({ policy, alerts, audit, clock, killSwitch: opts.killSwitch });
   const events: AnomalyEvent[] = [];
   detector.onAnomaly((e) => events.push(e));
-  detector.watchAudit(db);
+  detector.watchAudit(new AuditReader(db));
   return { alerts, clock, detector, events };
 }
 
@@ -260,7 +261,7 @@ describe('AnomalyDetector behind the real gateway', () => {
       audit: env.audit,
       tickMs: 50,
     });
-    detector.watchAudit(env.db);
+    detector.watchAudit(new AuditReader(env.db));
     detector.start();
     try {
       const greedy = await connectAgent(env.db, env.gateway.url, 'greedy');

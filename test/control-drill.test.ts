@@ -10,6 +10,7 @@ import { AuditLog } from '../src/audit/log.ts';
 import { mcpCanaryConnector } from '../src/gateway/canary-client.ts';
 import { openDb } from '../src/store/db.ts';
 import { connectAgent, startWardenEnv, upstreamCounters, type WardenEnv } from './support/control-env.ts';
+import { AuditReader } from '../src/audit/reader.ts';
 
 let env: WardenEnv;
 
@@ -40,6 +41,7 @@ function runner(
   return new DrillRunner({
     db: env.db,
     audit: env.audit,
+    auditReader: new AuditReader(env.db),
     killSwitch: opts.ks ?? env.ks,
     policy: env.policy,
     gatewayUrl: env.gateway.url,
@@ -175,6 +177,7 @@ describe('kill-switch drill through the real gateway', () => {
     const drill = new DrillRunner({
       db: env.db,
       audit: env.audit,
+      auditReader: new AuditReader(env.db),
       killSwitch: lonely,
       policy: env.policy,
       gatewayUrl: env.gateway.url,
@@ -325,6 +328,7 @@ control:
       const result = await new DrillRunner({
         db: own.db,
         audit: own.audit,
+        auditReader: new AuditReader(own.db),
         killSwitch: own.ks,
         policy: own.policy,
         gatewayUrl: own.gateway.url,

@@ -17,6 +17,8 @@ import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
+import { AuditReader } from '../src/audit/reader.ts';
+import { ApprovalStore } from '../src/approvals/store.ts';
 
 const MIN = 60_000;
 const START = Date.parse('2026-03-02T10:00:00Z');
@@ -25,6 +27,8 @@ let dir: string;
 let dbPath: string;
 let db: Db;
 let audit: AuditLog;
+/** What recovery reads, each from the module that owns the table. */
+const readers = () => ({ auditReader: new AuditReader(db), approvals: new ApprovalStore(db) });
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'warden-recovery-'));
@@ -110,7 +114,7 @@ describe('recoverAbandonedCalls on a real SQLite file', () => {
     await call('before-lookback', 'allow', START - 40 * 86_400_000);
 
     const clock = new ManualClock(START);
-    const recovered = await recoverAbandonedCalls({ db, audit, clock, logger: silentLogger() });
+    const recovered = await recoverAbandonedCalls({ ...readers(), audit, clock, logger: silentLogger() });
     expect(recovered.map((r) => r.callId).sort()).toEqual([
       'abandoned-wait',
       'dead-allow',
@@ -144,12 +148,12 @@ describe('recoverAbandonedCalls on a real SQLite file', () => {
 
     // Idempotent: the same start again, or a later one, finds nothing new to close.
     const rowsBefore = (db.prepare('SELECT count(*) AS n FROM audit').get() as { n: number }).n;
-    expect(await recoverAbandonedCalls({ db, audit, clock })).toEqual([]);
-    expect(await recoverAbandonedCalls({ db, audit, clock, startedAt: START + 5 * MIN })).toEqual([]);
+    expect(await recoverAbandonedCalls({ ...readers(), audit, clock })).toEqual([]);
+    expect(await recoverAbandonedCalls({ ...readers(), audit, clock, startedAt: START + 5 * MIN })).toEqual([]);
     expect((db.prepare('SELECT count(*) AS n FROM audit').get() as { n: number }).n).toBe(rowsBefore);
 
     // Once it is past the grace window, the call that may have been running is presumed dead too.
-    const later = await recoverAbandonedCalls({ db, audit, clock, startedAt: START + 20 * MIN });
+    const later = await recoverAbandonedCalls({ ...readers(), audit, clock, startedAt: START + 20 * MIN });
     expect(later.map((r) => r.callId).sort()).toEqual(['late-approved', 'recent-allow']);
     expect(completions('waiting')).toEqual([]);
   });
@@ -171,7 +175,7 @@ describe('recoverAbandonedCalls on a real SQLite file', () => {
     } finally {
       otherDb.close();
     }
-    const recovered = await recoverAbandonedCalls({ db, audit, startedAt: START });
+    const recovered = await recoverAbandonedCalls({ ...readers(), audit, startedAt: START });
     expect(recovered).toEqual([
       { callId: 'from-other', agent: 'a', server: 's', tool: 't', decidedSeq: expect.any(Number) },
     ]);
@@ -195,8 +199,8 @@ agents:
     expect(recoveryGraceMs()).toBe(DEFAULT_RECOVERY_GRACE_MS);
     expect(recoveryGraceMs(policy)).toBe(30 * MIN);
     await call('twenty-min', 'allow', START - 20 * MIN);
-    expect(await recoverAbandonedCalls({ db, audit, policy, startedAt: START })).toEqual([]);
-    expect(await recoverAbandonedCalls({ db, audit, policy, startedAt: START + 11 * MIN })).toEqual([
+    expect(await recoverAbandonedCalls({ ...readers(), audit, policy, startedAt: START })).toEqual([]);
+    expect(await recoverAbandonedCalls({ ...readers(), audit, policy, startedAt: START + 11 * MIN })).toEqual([
       expect.objectContaining({ callId: 'twenty-min' }),
     ]);
   });

@@ -3,6 +3,7 @@ import { drillTokensFromDb, formatDrillResult } from '../src/cli/commands/agents
 import { MemoryAlertSink } from '../src/control/alerts.ts';
 import { DrillRunner } from '../src/control/drill.ts';
 import { RunStore } from '../src/control/runs.ts';
+import { AuditReader } from '../src/audit/reader.ts';
 import { mcpCanaryConnector } from '../src/gateway/canary-client.ts';
 import { silentLogger } from '../src/logger.ts';
 import { canaryRunStarter } from '../src/sandbox/index.ts';
@@ -22,6 +23,7 @@ describe('a drill with a canary run', () => {
     const runner = new DrillRunner({
       db: env.db,
       audit: env.audit,
+      auditReader: new AuditReader(env.db),
       killSwitch: env.ks,
       policy: env.policy,
       gatewayUrl: env.gateway.url,

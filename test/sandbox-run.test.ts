@@ -7,6 +7,16 @@ import { homedir, networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/control/runs.ts';
+import { AuditReader } from '../src/audit/reader.ts';
+import { ApprovalStore } from '../src/approvals/store.ts';
+import type { Db } from '../src/store/db.ts';
+
+/** What agent status reads, each table through its owner. */
+const statusSources = (db: Db) => ({
+  audit: new AuditReader(db),
+  approvals: new ApprovalStore(db),
+  runs: new RunStore(db),
+});
 import { agentStatuses } from '../src/control/status.ts';
 import { agentStatusLine } from '../src/slack/blocks/agents.ts';
 import { TokenStore } from '../src/gateway/tokens.ts';
@@ -275,7 +285,7 @@ describe('warden run: the sandbox', () => {
     expect(r.stdout).toBe('secret=planted-secret-value\n');
     expect(r.stderr).toContain('sandbox: none');
     const slack = agentStatusLine(
-      agentStatuses(harness.db, harness.policy, harness.killSwitch, Date.now(), 'open-bot')[0]!,
+      agentStatuses(statusSources(harness.db), harness.policy, harness.killSwitch, Date.now(), 'open-bot')[0]!,
     );
     expect(slack).toContain('*sandbox: none*');
   });
@@ -291,7 +301,7 @@ describe('warden run: the kill switch', () => {
     expect(status.stdout).toMatch(new RegExp(`support-triage .*${open.id} pid ${open.pid}@`));
     expect(status.stdout).toMatch(/open-bot .* NONE/);
     const slack = agentStatusLine(
-      agentStatuses(harness.db, harness.policy, harness.killSwitch, Date.now(), 'support-triage')[0]!,
+      agentStatuses(statusSources(harness.db), harness.policy, harness.killSwitch, Date.now(), 'support-triage')[0]!,
     );
     expect(slack).toContain(`\`${open.id}\` pid ${open.pid}`);
     const halt = await cli(['agents', 'halt', 'support-triage', 'sandbox test']);

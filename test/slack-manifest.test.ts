@@ -55,6 +55,8 @@ function registrations() {
       approvals: {} as never,
       policy: () => ({}) as never,
       audit: {} as never,
+      auditReader: {} as never,
+      control: {} as never,
       logger: silentLogger(),
       db: openDb(':memory:'),
     });

@@ -189,6 +189,8 @@ describe('createSlackApp', () => {
         approvals: {} as never,
         policy: () => ({}) as never,
         audit: {} as never,
+        auditReader: {} as never,
+        control: {} as never,
         logger: silentLogger(),
         db: openDb(':memory:'),
       };

@@ -11,9 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ApprovalService } from '../src/approvals/index.ts';
-import { AuditLog } from '../src/audit/index.ts';
+import { AuditLog, AuditReader } from '../src/audit/index.ts';
 import type { AuditRow } from '../src/audit/types.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
+import { RunStore } from '../src/control/runs.ts';
 import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { createSlackApp, type SlackApp } from '../src/slack/app.ts';
@@ -60,7 +61,8 @@ beforeAll(async () => {
     audit,
     logger,
     db,
-    control: { killSwitch: ks },
+    auditReader: new AuditReader(db),
+    control: { killSwitch: ks, runs: new RunStore(db) },
     clientOptions: { timeout: 5000 },
   });
   expect(app.mode).toBe('socket');

@@ -127,6 +127,16 @@ export class ApprovalService implements ApprovalGate {
     return this.#store.pending(filter);
   }
 
+  /** Pending approvals per agent, for status views (see ApprovalStore.pendingCountsByAgent). */
+  pendingCountsByAgent(only?: string): Map<string, number> {
+    return this.#store.pendingCountsByAgent(only);
+  }
+
+  /** The newest approval of a held call, for start-up recovery (see ApprovalStore.latestForCall). */
+  latestForCall(callId: string): ReturnType<ApprovalStore['latestForCall']> {
+    return this.#store.latestForCall(callId);
+  }
+
   async request(input: ApprovalRequestInput): Promise<ApprovalOutcome> {
     const agent = input.agent;
     const now = this.#clock.now();

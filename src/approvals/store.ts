@@ -142,6 +142,12 @@ export class ApprovalStore {
       pendingForAgent: db.prepare(
         `SELECT * FROM approvals WHERE status = 'pending' AND agent = ? ORDER BY requested_at`,
       ),
+      pendingCounts: db.prepare<[string | null, string | null], { agent: string; n: number }>(
+        `SELECT agent, count(*) AS n FROM approvals WHERE status = 'pending' AND (? IS NULL OR agent = ?) GROUP BY agent`,
+      ),
+      latestForCall: db.prepare<[string], { status: ApprovalStatus; decided_at: number | null }>(
+        'SELECT status, decided_at FROM approvals WHERE call_id = ? ORDER BY requested_at DESC LIMIT 1',
+      ),
     };
   }
 
@@ -223,6 +229,18 @@ export class ApprovalStore {
       filter.agent === undefined ? this.#stmts.pending.all() : this.#stmts.pendingForAgent.all(filter.agent)
     ) as ApprovalRow[];
     return rows.map(toRecord);
+  }
+
+  /** Pending approvals per agent (one agent when `only` is given); agents with none are absent. */
+  pendingCountsByAgent(only?: string): Map<string, number> {
+    const rows = this.#stmts.pendingCounts.all(only ?? null, only ?? null);
+    return new Map(rows.map((row) => [row.agent, row.n]));
+  }
+
+  /** Status of the newest approval requested for a call, if the call was ever held. */
+  latestForCall(callId: string): { status: ApprovalStatus; decidedAt: number | undefined } | undefined {
+    const row = this.#stmts.latestForCall.get(callId);
+    return row ? { status: row.status, decidedAt: row.decided_at ?? undefined } : undefined;
   }
 }
 

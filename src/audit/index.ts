@@ -40,4 +40,11 @@ export {
   type OutputFormat,
   type QueryPage,
 } from './query.ts';
+export {
+  AuditReader,
+  type AgentActivity,
+  type AuditTailRow,
+  type DecidedCallMatch,
+  type OpenCall,
+} from './reader.ts';
 export { csvCell, formatCsv, formatJson, formatRows, formatTable } from './format.ts';

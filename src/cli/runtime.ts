@@ -1,11 +1,12 @@
 import { ApprovalService } from '../approvals/index.ts';
-import { AuditLog } from '../audit/index.ts';
+import { AuditLog, AuditReader } from '../audit/index.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Config } from '../config/index.ts';
 import { FanOutAlertSink, LogAlertSink } from '../control/alerts.ts';
 import { drillReportPoster } from '../control/drill.ts';
 import { createControlPlane, type ControlPlane } from '../control/plane.ts';
 import { recoverAbandonedCalls, recoveryGraceMs } from '../control/recovery.ts';
+import { RunStore } from '../control/runs.ts';
 import type { AlertSink } from '../control/types.ts';
 import { describeError } from '../errors.ts';
 import { mcpCanaryConnector } from '../gateway/canary-client.ts';
@@ -79,9 +80,19 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     if (abandoned > 0) logger.warn({ abandoned }, 'approvals left pending by a previous process were marked abandoned');
     // After approvals.recover(): a held call whose approval it just abandoned is no longer "still waiting".
     const startedAt = clock.now();
+    const auditReader = new AuditReader(db);
     // A deferred held call approved while no Warden ran is not dead: the gateway takes it over and runs it.
     const stillToRun = (callId: string) => approvals.heldCalls.stillToRun(callId);
-    const dangling = await recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt, stillToRun });
+    const dangling = await recoverAbandonedCalls({
+      auditReader,
+      approvals,
+      audit,
+      policy,
+      clock,
+      logger,
+      startedAt,
+      stillToRun,
+    });
     if (dangling.length > 0)
       logger.warn({ calls: dangling.length }, 'calls left running by a stopped process were recorded as abandoned');
     // Calls a crashed process started just before this one are still inside the
@@ -90,7 +101,17 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     const secondPass = clock.setTimeout(() => {
       // Cut-off = our own start: every call decided before it that is still open
       // a full grace window later belonged to a process that is gone.
-      recoverAbandonedCalls({ db, audit, policy, clock, logger, startedAt: startedAt + graceMs, graceMs, stillToRun })
+      recoverAbandonedCalls({
+        auditReader,
+        approvals,
+        audit,
+        policy,
+        clock,
+        logger,
+        startedAt: startedAt + graceMs,
+        graceMs,
+        stillToRun,
+      })
         .then((late) => {
           if (late.length > 0)
             logger.warn({ calls: late.length }, 'calls left running by a stopped process were recorded as abandoned');
@@ -162,8 +183,10 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         audit,
         logger,
         clock,
+        // For the replay guard's table only; listeners get the services below, never the handle.
         db,
-        control: { killSwitch: control.killSwitch, drill: control.drill },
+        auditReader,
+        control: { killSwitch: control.killSwitch, runs: new RunStore(db, { clock }), drill: control.drill },
       });
       slackPort = (await slack.start()).port;
       const app = slack;

@@ -1,7 +1,7 @@
 import { systemClock, type Clock } from '../clock.ts';
 import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
-import type { Db } from '../store/db.ts';
+import type { AuditReader } from '../audit/reader.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AgentLimits } from '../policy/types.ts';
 import type { AlertSink, HaltCheck } from './types.ts';
@@ -83,7 +83,7 @@ export class AnomalyDetector {
   readonly #open = new Map<string, { agent: string; start: number; alerted: boolean }>();
   readonly #listeners = new Set<(e: AnomalyEvent) => void>();
   #timer: NodeJS.Timeout | undefined;
-  #tail: { db: Db; seq: number } | undefined;
+  #tail: { reader: Pick<AuditReader, 'headSeq' | 'tail'>; seq: number } | undefined;
 
   constructor(opts: AnomalyOptions) {
     this.#policy = policyGetter(opts.policy);
@@ -117,9 +117,8 @@ export class AnomalyDetector {
   }
 
   /** Tail the audit table from its current head (history is not replayed). */
-  watchAudit(db: Db, fromSeq?: number): void {
-    const head = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM audit').get() as { seq: number };
-    this.#tail = { db, seq: fromSeq ?? head.seq };
+  watchAudit(reader: Pick<AuditReader, 'headSeq' | 'tail'>, fromSeq?: number): void {
+    this.#tail = { reader, seq: fromSeq ?? reader.headSeq() };
   }
 
   /** One pass: read new audit rows, then look for calls running too long. Public so tests can drive it. */
@@ -196,20 +195,7 @@ export class AnomalyDetector {
 
   #readTail(): void {
     if (!this.#tail) return;
-    const rows = this.#tail.db
-      .prepare(
-        'SELECT seq, ts, event, call_id, agent, decision, duration_ms, detail FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000',
-      )
-      .all(this.#tail.seq) as {
-      seq: number;
-      ts: number;
-      event: string;
-      call_id: string | null;
-      agent: string | null;
-      decision: string | null;
-      duration_ms: number | null;
-      detail: string | null;
-    }[];
+    const rows = this.#tail.reader.tail(this.#tail.seq, 5000);
     for (const r of rows) {
       this.#tail.seq = r.seq;
       if (!r.agent) continue;

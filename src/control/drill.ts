@@ -3,6 +3,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
+import type { AuditReader } from '../audit/reader.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AlertSink } from './types.ts';
 import type { KillSwitch } from './kill-switch.ts';
@@ -76,8 +77,11 @@ export interface DrillResult {
 }
 
 export interface DrillOptions {
+  /** For the drills table, which this module owns. */
   db: Db;
   audit: AuditSink;
+  /** Where the drill reads the gateway's decisions: the audit table is audit/'s. */
+  auditReader: Pick<AuditReader, 'headSeq' | 'firstDecidedAfter'>;
   killSwitch: KillSwitch;
   policy: PolicySource;
   /** The gateway's MCP endpoint, e.g. http://127.0.0.1:8787/mcp. */
@@ -172,6 +176,7 @@ export class DrillRunner {
     const maxHaltMs = this.#options.maxTimeToHaltMs ?? DEFAULT_MAX_TIME_TO_HALT_MS;
     const ks = this.#options.killSwitch;
     const db = this.#options.db;
+    const reader = this.#options.auditReader;
     db.prepare('INSERT INTO drills (id, mode, started_at) VALUES (?, ?, ?)').run(id, mode, startedAt);
 
     let timeToHaltMs: number | undefined;
@@ -215,7 +220,7 @@ export class DrillRunner {
           `canary probe failed before the halt: ${before.text.slice(0, 300)}`,
         );
 
-      const seqBefore = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
+      const seqBefore = reader.headSeq();
       const slowStartedAt = this.#clock.monotonic();
       let slowEndedAt: number | undefined;
       const slow = conn.callTool(plan.slow.name, plan.slow.args, { timeoutMs: 120_000 }).then((r) => {
@@ -224,11 +229,11 @@ export class DrillRunner {
       });
       // In flight means the gateway has decided and is forwarding it: its call.decided row is durable.
       const inflight = await this.#waitFor(() => {
-        const row = db
-          .prepare(
-            "SELECT seq FROM audit WHERE seq > ? AND event = 'call.decided' AND agent = ? AND tool IN (?, ?) AND decision = 'allow' LIMIT 1",
-          )
-          .get(seqBefore, agent, plan.slow.name, bareTool(plan.slow.name));
+        const row = reader.firstDecidedAfter(seqBefore, {
+          agent,
+          tools: [plan.slow.name, bareTool(plan.slow.name)],
+          decision: 'allow',
+        });
         return row !== undefined || slowEndedAt !== undefined;
       }, stepMs);
       if (!inflight || slowEndedAt !== undefined) {
@@ -252,7 +257,7 @@ export class DrillRunner {
 
       const t0 = this.#clock.monotonic();
       // Refusals are read from the audit trail from here on.
-      let refusalCursor = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM audit').get() as { s: number }).s;
+      let refusalCursor = reader.headSeq();
       const haltState = await ks.halt({ ...scope, reason: `kill-switch drill ${id}`, actor: haltActor });
       halted = true;
       detail.haltedAt = haltState.at;
@@ -262,9 +267,6 @@ export class DrillRunner {
       // as `halted` (its call.decided is written, durably, before it answers).
       // A probe that was forwarded and then stopped by the halt is a cancelled
       // in-flight call, counted apart; it says the halt came too late for it.
-      const refusedBeforeForwarding = db.prepare(
-        "SELECT seq FROM audit WHERE seq > ? AND event = 'call.decided' AND decision = 'halted' AND agent = ? AND tool IN (?, ?) ORDER BY seq LIMIT 1",
-      );
       const deadline = t0 + stepMs;
       let probes = 0;
       let probesStoppedInFlight = 0;
@@ -273,11 +275,13 @@ export class DrillRunner {
         const r = await conn.callTool(plan.probe.name, plan.probe.args, { timeoutMs: stepMs });
         if (r.kind === 'error') {
           const at = this.#clock.monotonic();
-          const row = refusedBeforeForwarding.get(refusalCursor, agent, plan.probe.name, bareTool(plan.probe.name)) as
-            | { seq: number }
-            | undefined;
-          if (row) {
-            refusalCursor = row.seq;
+          const refusedSeq = reader.firstDecidedAfter(refusalCursor, {
+            agent,
+            tools: [plan.probe.name, bareTool(plan.probe.name)],
+            decision: 'halted',
+          });
+          if (refusedSeq !== undefined) {
+            refusalCursor = refusedSeq;
             timeToHaltMs = at - t0;
             detail.refusal = r.text.slice(0, 300);
             break;

@@ -2,6 +2,7 @@ import type { Clock } from '../clock.ts';
 import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { Db } from '../store/db.ts';
+import { AuditReader } from '../audit/reader.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { AlertSink } from './types.ts';
 import { AnomalyDetector } from './anomaly.ts';
@@ -55,6 +56,7 @@ export interface ControlPlane {
 export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
   const logger = o.logger ?? silentLogger();
   const killSwitch = new KillSwitch({ db: o.db, audit: o.audit, clock: o.clock, logger });
+  const auditReader = new AuditReader(o.db);
   const anomaly = new AnomalyDetector({
     policy: o.policy,
     alerts: o.alerts,
@@ -67,6 +69,7 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     ? new DrillRunner({
         db: o.db,
         audit: o.audit,
+        auditReader,
         killSwitch,
         policy: o.policy,
         gatewayUrl: o.drill.gatewayUrl,
@@ -107,7 +110,7 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
         actOnRemote: o.actOnRemote ?? true,
       });
       if (o.anomalies !== false) {
-        anomaly.watchAudit(o.db);
+        anomaly.watchAudit(auditReader);
         anomaly.start();
       }
       scheduler.start();

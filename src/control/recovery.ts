@@ -1,7 +1,8 @@
 import { systemClock, type Clock } from '../clock.ts';
 import { describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
-import type { Db } from '../store/db.ts';
+import type { AuditReader } from '../audit/reader.ts';
+import type { ApprovalStore } from '../approvals/store.ts';
 import type { AuditSink } from '../audit/types.ts';
 import { policyGetter, type PolicySource } from '../policy/source.ts';
 
@@ -14,7 +15,10 @@ export const DEFAULT_RECOVERY_GRACE_MS = 10 * 60_000;
 const DAY = 86_400_000;
 
 export interface CallRecoveryOptions {
-  db: Db;
+  /** The audit table is audit/'s: released calls without a completion are asked of its reader. */
+  auditReader: Pick<AuditReader, 'openCalls' | 'hasCompletion'>;
+  /** Held calls: whether the approval is still pending or was approved late. */
+  approvals: Pick<ApprovalStore, 'latestForCall'>;
   audit: AuditSink;
   /**
    * Widens the grace window to the longest server `timeout_ms`, so a call
@@ -57,17 +61,6 @@ export function recoveryGraceMs(policy?: PolicySource): number {
   return Math.max(DEFAULT_RECOVERY_GRACE_MS, ...servers.map((s) => s.timeoutMs));
 }
 
-interface DanglingRow {
-  seq: number;
-  ts: number;
-  call_id: string;
-  agent: string | null;
-  owner: string | null;
-  server: string | null;
-  tool: string | null;
-  decision: string;
-}
-
 /**
  * At start-up, closes the audit story of calls whose process died mid-call:
  * a `call.decided` row (allow, or approve) with no `call.completed` gets one
@@ -92,36 +85,21 @@ export async function recoverAbandonedCalls(opts: CallRecoveryOptions): Promise<
   const graceMs = opts.graceMs ?? recoveryGraceMs(opts.policy);
   const cutoff = startedAt - graceMs;
   const since = cutoff - (opts.lookbackMs ?? 30 * DAY);
-  const { db } = opts;
-
-  const completed = db.prepare("SELECT 1 FROM audit WHERE call_id = ? AND event = 'call.completed' LIMIT 1");
-  const approval = db.prepare(
-    'SELECT status, decided_at FROM approvals WHERE call_id = ? ORDER BY requested_at DESC LIMIT 1',
-  );
-  const rows = db
-    .prepare(
-      `SELECT d.seq, d.ts, d.call_id, d.agent, d.owner, d.server, d.tool, d.decision
-         FROM audit d
-        WHERE d.event = 'call.decided' AND d.decision IN ('allow', 'approve') AND d.call_id IS NOT NULL
-          AND d.ts >= ? AND d.ts < ?
-          AND NOT EXISTS (SELECT 1 FROM audit c WHERE c.call_id = d.call_id AND c.event = 'call.completed')
-        ORDER BY d.seq`,
-    )
-    .all(since, cutoff) as DanglingRow[];
+  const rows = opts.auditReader.openCalls(since, cutoff);
 
   const recovered: RecoveredCall[] = [];
   for (const row of rows) {
     if (row.decision === 'approve') {
-      const a = approval.get(row.call_id) as { status: string; decided_at: number | null } | undefined;
+      const a = opts.approvals.latestForCall(row.call_id);
       // Still waiting for a human in a live process.
       if (a?.status === 'pending') continue;
       // Approved late, so it may have only just started running upstream. (Refused, expired or
       // abandoned approvals never run: their missing completion means the process is gone.)
-      if (a?.status === 'approved' && (a.decided_at ?? row.ts) >= cutoff) continue;
+      if (a?.status === 'approved' && (a.decidedAt ?? row.ts) >= cutoff) continue;
     }
     if (opts.stillToRun?.(row.call_id)) continue;
     // Re-checked per row, narrowing the window in which another starting process recovers the same call.
-    if (completed.get(row.call_id) !== undefined) continue;
+    if (opts.auditReader.hasCompletion(row.call_id)) continue;
     try {
       await opts.audit.append({
         event: 'call.completed',

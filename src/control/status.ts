@@ -1,6 +1,7 @@
-import type { Db } from '../store/db.ts';
+import type { AuditReader } from '../audit/reader.ts';
+import type { ApprovalStore } from '../approvals/store.ts';
 import type { Policy } from '../policy/types.ts';
-import { RunStore, type RunRecord } from './runs.ts';
+import type { RunRecord, RunStore } from './runs.ts';
 import type { HaltCheck, HaltState } from './types.ts';
 
 export interface AgentStatus {
@@ -34,30 +35,31 @@ export function daysUntilReview(reviewBy: string, now: number): number | undefin
   return Math.floor((end - now) / DAY);
 }
 
+/** Where status counts come from: the audit reader, the approvals store and the run store own those tables. */
+export interface StatusSources {
+  audit: Pick<AuditReader, 'activitySince'>;
+  approvals: Pick<ApprovalStore, 'pendingCountsByAgent'>;
+  runs: Pick<RunStore, 'open'>;
+}
+
 /**
  * One row per agent in the policy, plus any agent seen in the last hour's
  * audit that the policy no longer names (so a removed agent still shows up).
  */
-export function agentStatuses(db: Db, policy: Policy, halt: HaltCheck, now: number, only?: string): AgentStatus[] {
+export function agentStatuses(
+  sources: StatusSources,
+  policy: Policy,
+  halt: HaltCheck,
+  now: number,
+  only?: string,
+): AgentStatus[] {
   const since = now - HOUR;
   // One agent asked for (the Agent status button): count its rows only.
-  const counts = db
-    .prepare(
-      `SELECT agent,
-              sum(CASE WHEN event = 'call.decided' THEN 1 ELSE 0 END) AS calls,
-              sum(CASE WHEN event = 'call.decided' AND decision IN ('deny', 'denied', 'halted') THEN 1 ELSE 0 END) AS denials
-         FROM audit WHERE ts >= ? AND agent IS NOT NULL AND (? IS NULL OR agent = ?) GROUP BY agent`,
-    )
-    .all(since, only ?? null, only ?? null) as { agent: string; calls: number; denials: number }[];
-  const pending = db
-    .prepare(
-      `SELECT agent, count(*) AS n FROM approvals WHERE status = 'pending' AND (? IS NULL OR agent = ?) GROUP BY agent`,
-    )
-    .all(only ?? null, only ?? null) as { agent: string; n: number }[];
+  const counts = sources.audit.activitySince(since, only);
+  const pendingBy = sources.approvals.pendingCountsByAgent(only);
   const byAgent = new Map(counts.map((c) => [c.agent, c]));
-  const pendingBy = new Map(pending.map((p) => [p.agent, p.n]));
   const runsByAgent = new Map<string, AgentStatus['runs']>();
-  for (const run of new RunStore(db).open(only)) {
+  for (const run of sources.runs.open(only)) {
     const list = runsByAgent.get(run.agent) ?? [];
     list.push({ id: run.id, pid: run.pid, host: run.host, startedAt: run.startedAt, sandboxed: run.sandboxed });
     runsByAgent.set(run.agent, list);

@@ -150,7 +150,7 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
     audit: opts.audit,
     logger,
     clock,
-    db: opts.db,
+    auditReader: opts.auditReader,
     control: opts.control,
   };
   registerListeners(app, deps);

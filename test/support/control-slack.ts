@@ -9,10 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApprovalService } from '../../src/approvals/index.ts';
 import { AuditLog } from '../../src/audit/log.ts';
+import { AuditReader } from '../../src/audit/reader.ts';
 import { drillTokensFromDb } from '../../src/cli/commands/agents-control.ts';
 import { DrillRunner, drillReportPoster } from '../../src/control/drill.ts';
 import { wireHaltEffects } from '../../src/control/halt-effects.ts';
 import { KillSwitch } from '../../src/control/kill-switch.ts';
+import { RunStore } from '../../src/control/runs.ts';
 import { mcpCanaryConnector } from '../../src/gateway/canary-client.ts';
 import { startGateway, type GatewayHandle } from '../../src/gateway/index.ts';
 import { silentLogger } from '../../src/logger.ts';
@@ -129,6 +131,7 @@ export async function startControlSlack(opts: { policyText?: string } = {}): Pro
   const drill = new DrillRunner({
     db,
     audit,
+    auditReader: new AuditReader(db),
     killSwitch: ks,
     policy,
     gatewayUrl: gateway.url,
@@ -142,7 +145,7 @@ export async function startControlSlack(opts: { policyText?: string } = {}): Pro
   const h = await startSlackHarness({
     dbPath,
     policyYaml: policyText,
-    appOptions: { control: { killSwitch: ks, drill } },
+    appOptions: { control: { killSwitch: ks, runs: new RunStore(db), drill } },
   });
   poster = new SlackChannelPoster(h.app.client);
   const alerts = new SlackAlertSink({ client: h.app.client, policy });

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApprovalService, type ApprovalServiceOptions } from '../../src/approvals/index.ts';
 import type { ApprovalRequestInput } from '../../src/approvals/types.ts';
-import { AuditLog } from '../../src/audit/index.ts';
+import { AuditLog, AuditReader } from '../../src/audit/index.ts';
 import type { AuditRow } from '../../src/audit/types.ts';
 import type { Clock } from '../../src/clock.ts';
 import { createLogger, silentLogger } from '../../src/logger.ts';
@@ -39,6 +39,8 @@ import {
   type SlackApiServerOptions,
 } from './slack-api-server.ts';
 import { SlackRequestSender } from './slack-sign.ts';
+import { KillSwitch } from '../../src/control/kill-switch.ts';
+import { RunStore } from '../../src/control/runs.ts';
 
 export const BOT_TOKEN = 'xoxb-warden-test';
 export const SIGNING_SECRET = 'test-signing-secret-0123456789abcdef';
@@ -132,6 +134,9 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
     policy: () => policy,
     ...opts.approvals,
   });
+  // Polls the real clock: it only answers status questions here, and must see halts other handles write.
+  const killSwitch = new KillSwitch({ db, audit, logger, pollMs: 20 });
+  killSwitch.start();
   const app = createSlackApp({
     config: { botToken: BOT_TOKEN, signingSecret: SIGNING_SECRET, port: 0, apiUrl: slack.apiUrl },
     approvals,
@@ -139,6 +144,8 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
     audit,
     logger,
     db,
+    auditReader: new AuditReader(db),
+    control: { killSwitch, runs: new RunStore(db) },
     host: '127.0.0.1',
     clientOptions: { timeout: 5000 },
     ...opts.appOptions,
@@ -165,6 +172,7 @@ export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise
     async close() {
       await approvals.close();
       await app.stop();
+      killSwitch.stop();
       await audit.close();
       await slack.close();
       db.close();

@@ -2,6 +2,8 @@ import { userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { commandGroup, formatColumns } from './shared.ts';
 import { AuditLog } from '../../audit/log.ts';
+import { AuditReader } from '../../audit/reader.ts';
+import { ApprovalStore } from '../../approvals/store.ts';
 import { loadConfig } from '../../config/index.ts';
 import { actorLabel, canDrill, canHalt, canResume, type ControlActor } from '../../control/authorize.ts';
 import { LogAlertSink } from '../../control/alerts.ts';
@@ -13,6 +15,7 @@ import {
   type DrillTokens,
 } from '../../control/drill.ts';
 import { KillSwitch } from '../../control/kill-switch.ts';
+import { RunStore } from '../../control/runs.ts';
 import { agentStatuses, type AgentStatus } from '../../control/status.ts';
 import { WardenError } from '../../errors.ts';
 import { mcpCanaryConnector } from '../../gateway/canary-client.ts';
@@ -191,7 +194,13 @@ export function registerAgentsControl(program: Command): void {
       const ctx = open(opts);
       try {
         if (agent !== undefined) parseTarget(ctx.policy, agent);
-        const rows = agentStatuses(ctx.db, ctx.policy, ctx.ks, systemClock.now(), agent);
+        const rows = agentStatuses(
+          { audit: new AuditReader(ctx.db), approvals: new ApprovalStore(ctx.db), runs: new RunStore(ctx.db) },
+          ctx.policy,
+          ctx.ks,
+          systemClock.now(),
+          agent,
+        );
         const org = ctx.ks.orgHalt();
         if (opts.json) process.stdout.write(`${JSON.stringify({ orgHalt: org ?? null, agents: rows }, null, 2)}\n`);
         else {
@@ -232,6 +241,7 @@ export function registerAgentsControl(program: Command): void {
           const runner = new DrillRunner({
             db: ctx.db,
             audit: ctx.audit,
+            auditReader: new AuditReader(ctx.db),
             killSwitch: ctx.ks,
             policy: ctx.policy,
             gatewayUrl: opts.gatewayUrl ?? `http://${config.host}:${config.port}/mcp`,

@@ -90,19 +90,17 @@ export function registerAgentsCommand(app: App, deps: SlackDeps): void {
         await reply(`${cmd.error ? `${cmd.error}\n` : ''}${AGENTS_USAGE}`, cmd.error ? ':x:' : ':information_source:');
         return;
       }
-      if (!control) {
-        await reply('The kill switch is not available in this Warden process.', ':x:');
-        return;
-      }
       const ks = control.killSwitch;
       switch (cmd.verb) {
         case 'status': {
-          if (!deps.db) {
-            await reply('Status needs the database, which this Warden process was not given.', ':x:');
-            return;
-          }
           const now = deps.clock.now();
-          const rows = agentStatuses(deps.db, policy, ks, now, cmd.agent);
+          const rows = agentStatuses(
+            { audit: deps.auditReader, approvals: deps.approvals, runs: control.runs },
+            policy,
+            ks,
+            now,
+            cmd.agent,
+          );
           await respond(ephemeral(buildAgentsStatus(rows, { orgHalt: ks.orgHalt(), now })));
           return;
         }

@@ -1,7 +1,6 @@
 import type { App, BlockAction, ButtonAction } from '@slack/bolt';
 import { AGENT_NAME_RE } from '../../policy/schema.ts';
 import { canAuditAgent } from '../../control/authorize.ts';
-import { KillSwitch } from '../../control/kill-switch.ts';
 import { agentStatuses } from '../../control/status.ts';
 import { describeError } from '../../errors.ts';
 import { buildAgentsStatus } from '../blocks/agents.ts';
@@ -33,7 +32,7 @@ export function registerAuditAgentStatus(app: App, deps: SlackDeps): void {
       };
       if (!access.ok) return await refuse(access.reason);
       // Checked before the name is echoed in any reply: the value is whatever the client sent.
-      if (!deps.db || !AGENT_NAME_RE.test(agent)) {
+      if (!AGENT_NAME_RE.test(agent)) {
         await respond({
           response_type: 'ephemeral',
           replace_original: false,
@@ -44,10 +43,15 @@ export function registerAuditAgentStatus(app: App, deps: SlackDeps): void {
       const authz = canAuditAgent(access, agent);
       if (!authz.ok) return await refuse(authz.reason);
       try {
-        // Without a running kill switch, one read of control_state is as good: it is the truth.
-        const ks = deps.control?.killSwitch ?? new KillSwitch({ db: deps.db, audit: deps.audit });
+        const ks = deps.control.killSwitch;
         const now = deps.clock.now();
-        const rows = agentStatuses(deps.db, deps.policy(), ks, now, agent);
+        const rows = agentStatuses(
+          { audit: deps.auditReader, approvals: deps.approvals, runs: deps.control.runs },
+          deps.policy(),
+          ks,
+          now,
+          agent,
+        );
         const m = buildAgentsStatus(rows, { orgHalt: ks.orgHalt(), now });
         await respond({ response_type: 'ephemeral', replace_original: false, text: m.text, blocks: m.blocks });
       } catch (err) {

@@ -1,5 +1,5 @@
 import type { App } from '@slack/bolt';
-import { formatRows, parseQuery, runQuery, QUERY_EXAMPLE } from '../../audit/index.ts';
+import { formatRows, parseQuery, QUERY_EXAMPLE } from '../../audit/index.ts';
 import type { AuditQuery } from '../../audit/index.ts';
 import { scopeAuditQuery } from '../../control/authorize.ts';
 import { describeError, isWardenError } from '../../errors.ts';
@@ -21,10 +21,6 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
   app.command('/audit', async ({ ack, command, respond, client }) => {
     await ack();
     const text = (command.text ?? '').trim();
-    if (!deps.db) {
-      await respond({ response_type: 'ephemeral', text: 'The audit trail is not available in this Warden process.' });
-      return;
-    }
     try {
       const { actor, access } = slackAuditAccess(deps, command.user_id);
       const refuse = async (action: 'query' | 'export', reason: string) => {
@@ -47,7 +43,7 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
       const scope = access.agents === 'all' ? undefined : access.agents;
 
       if (q.format === 'csv') {
-        const { rows, nextCursor } = runQuery(deps.db, q);
+        const { rows, nextCursor } = deps.auditReader.query(q);
         // A DM with the requester: the file is theirs alone, whoever else is in the channel.
         let dm: string | undefined;
         try {
@@ -90,7 +86,7 @@ export function registerAuditCommand(app: App, deps: SlackDeps): void {
         });
         return;
       }
-      const page = runQuery(deps.db, { ...q, limit: Math.min(q.limit, AUDIT_PAGE_SIZE) });
+      const page = deps.auditReader.query({ ...q, limit: Math.min(q.limit, AUDIT_PAGE_SIZE) });
       await auditAccessRecord(deps, actor, 'query', {
         query: truncate(text, 500),
         rows: page.rows.length,

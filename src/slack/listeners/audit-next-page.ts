@@ -1,5 +1,5 @@
 import type { App, BlockAction, ButtonAction } from '@slack/bolt';
-import { parseQuery, runQuery, QUERY_EXAMPLE } from '../../audit/index.ts';
+import { parseQuery, QUERY_EXAMPLE } from '../../audit/index.ts';
 import { scopeAuditQuery } from '../../control/authorize.ts';
 import { describeError, isWardenError } from '../../errors.ts';
 import {
@@ -23,14 +23,6 @@ import { auditAccessRecord, auditRefusal, slackAuditAccess } from './audit-acces
 export function registerAuditNextPage(app: App, deps: SlackDeps): void {
   app.action<BlockAction<ButtonAction>>(AUDIT_NEXT_PAGE_ACTION_ID, async ({ ack, action, body, respond }) => {
     await ack();
-    if (!deps.db) {
-      await respond({
-        response_type: 'ephemeral',
-        replace_original: false,
-        text: 'The audit trail is not available in this Warden process.',
-      });
-      return;
-    }
     const { actor, access } = slackAuditAccess(deps, body.user.id);
     const refuse = async (reason: string, detail: Record<string, unknown>) => {
       await auditRefusal(deps, actor, 'next_page', reason, detail);
@@ -60,8 +52,7 @@ export function registerAuditNextPage(app: App, deps: SlackDeps): void {
         });
         return;
       }
-      const found = runQuery(
-        deps.db,
+      const found = deps.auditReader.query(
         { ...scoped.query, limit: Math.min(remaining, AUDIT_PAGE_SIZE) },
         { before: state.before },
       );
