@@ -321,9 +321,11 @@ describe('authentication', () => {
     const rows = h.rows({ event: 'auth.failed' });
     expect(rows.length).toBeGreaterThanOrEqual(4);
     const codes = rows.map((r) => JSON.parse(r.detail!).code);
-    expect(codes).toEqual(expect.arrayContaining(['missing', 'unknown', 'malformed', 'revoked']));
+    expect(codes).toEqual(
+      expect.arrayContaining(['token_missing', 'token_unknown', 'token_malformed', 'token_revoked']),
+    );
     // A revoked token was someone's: the trail says whose.
-    const revoked = rows.find((r) => JSON.parse(r.detail!).code === 'revoked')!;
+    const revoked = rows.find((r) => JSON.parse(r.detail!).code === 'token_revoked')!;
     expect(revoked.agent).toBe('billing-bot');
     expect(revoked.reason).toBe('request with a revoked token of agent billing-bot');
     for (const r of rows) {
@@ -473,10 +475,10 @@ describe('a flood of unauthenticated requests', () => {
     }
     const after = await rows();
     expect(after.length).toBeLessThanOrEqual(2);
-    expect(after.every((r) => r.detail.code === 'unknown')).toBe(true);
+    expect(after.every((r) => r.detail.code === 'token_unknown')).toBe(true);
     expect(after.reduce((n, r) => n + r.detail.count, 0)).toBe(50);
     expect(after[1]!.reason).toMatch(
-      /^49 more requests from \S+ refused for the same cause \(unknown\) within 1 s of the first$/,
+      /^49 more requests from \S+ refused for the same cause \(token_unknown\) within 1 s of the first$/,
     );
     for (const r of after) expect(JSON.stringify(r)).not.toContain(bogus);
   });
@@ -494,7 +496,7 @@ describe('a flood of unauthenticated requests', () => {
       await waitFor(async () => (await rows()).length === 2, 'the aggregated row');
       const [, aggregated] = await rows();
       expect(aggregated!.detail).toMatchObject({
-        code: 'unknown',
+        code: 'token_unknown',
         count: 19,
         window: { from: opened, to: opened + REFUSAL_WINDOW_MS, ms: REFUSAL_WINDOW_MS },
       });
@@ -532,7 +534,7 @@ describe('fail closed', () => {
       );
       const res = await client.callTool({ name: 'crm__lookup_customer', arguments: { email: 'ada@example.com' } });
       expect(res.isError).toBe(true);
-      expect(textOf(res)).toMatch(/AUDIT_WRITE_FAILED/);
+      expect(textOf(res)).toMatch(/audit_write_failed/);
       expect(textOf(res)).not.toContain('Ada Lovelace');
       await client.close();
     } finally {
@@ -620,7 +622,7 @@ agents:
         ['call.completed', 'error'],
       ]);
       expect(rows[1]!.result).toBeNull();
-      expect(JSON.parse(rows[1]!.detail!)).toMatchObject({ code: 'AUDIT_WRITE_FAILED' });
+      expect(JSON.parse(rows[1]!.detail!)).toMatchObject({ code: 'audit_write_failed' });
       // A failure's text is an answer too: with the upstream gone, the agent still learns only why it got nothing.
       await own.close();
       const failed = await c.callTool({ name: 'web__echo', arguments: { message: 'again' } });

@@ -179,7 +179,7 @@ describe('the agent goes away while its call runs upstream', () => {
     }, 'call.completed for sleep');
     expect(completed.decision).toBe('abandoned');
     expect(completed.reason).toMatch(/slow__sleep was abandoned: the agent's connection closed/);
-    expect(JSON.parse(completed.detail!)).toMatchObject({ code: 'CALL_ABANDONED' });
+    expect(JSON.parse(completed.detail!)).toMatchObject({ code: 'abandoned' });
     expect(h.rows({ callId: completed.call_id! }).map((r) => r.event)).toEqual(['call.decided', 'call.completed']);
   });
 

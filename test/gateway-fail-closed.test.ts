@@ -321,7 +321,7 @@ describe('a check that breaks is a refusal, never a pass', () => {
       await expectRefused(
         c,
         'slow__sleep',
-        /^Refused by Warden: Warden could not decide this call because one of its checks failed \(INTERNAL\)/,
+        /^Refused by Warden: Warden could not decide this call because one of its checks failed \(internal\)/,
       );
       expect(await runs()).toBe(before);
       const row = await lastDecided('sleep');
@@ -381,14 +381,14 @@ describe('a check that breaks is a refusal, never a pass', () => {
       expect(res.isError).toBe(true);
       const text = textOf(res);
       expect(text).toMatch(
-        /^Refused by Warden: tickets__send_customer_email was not run: Warden's policy check after the approval failed \(INTERNAL\), so Warden refused the call/,
+        /^Refused by Warden: tickets__send_customer_email was not run: Warden's policy check after the approval failed \(internal\), so Warden refused the call/,
       );
       expect(text).not.toMatch(/upstream/);
       expect(text).not.toContain('policy store unavailable');
       await h.flush();
       const last = h.rows({ callId: approval.callId }).at(-1)!;
       expect(last).toMatchObject({ event: 'call.completed', decision: 'error', approver: 'U0123ABCD' });
-      expect(JSON.parse(last.detail!)).toMatchObject({ code: 'INTERNAL', approvalId: approval.id });
+      expect(JSON.parse(last.detail!)).toMatchObject({ code: 'internal', approvalId: approval.id });
 
       // The upstream never saw it: the next approved email is its first.
       const next = c.callTool({ name: 'tickets__send_customer_email', arguments: email('grace@example.com') });
@@ -453,7 +453,7 @@ describe('a check that breaks is a refusal, never a pass', () => {
     await withGateway({ audit: closedOrLive }, async (c, runs) => {
       const before = await runs();
       broken = true;
-      await expectRefused(c, 'slow__sleep', /AUDIT_WRITE_FAILED/);
+      await expectRefused(c, 'slow__sleep', /audit_write_failed/);
       await expectRefused(c, 'tickets__close_ticket', /^Refused by Warden: ops has read scope on tickets/);
       await expectRefused(c, 'constructor__sleep', /^Refused by Warden: server "constructor" is not in the policy/);
       broken = false;

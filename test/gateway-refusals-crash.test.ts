@@ -62,6 +62,6 @@ describe('refused requests across a crash', () => {
       detail: string;
     }>;
     expect(rows.length).toBeLessThanOrEqual(10);
-    expect(rows.every((r) => (JSON.parse(r.detail) as { code: string }).code === 'unknown')).toBe(true);
+    expect(rows.every((r) => (JSON.parse(r.detail) as { code: string }).code === 'token_unknown')).toBe(true);
   });
 });

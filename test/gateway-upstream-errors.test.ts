@@ -96,7 +96,7 @@ describe('an upstream that answers with a JSON-RPC error', () => {
     const completed = rows[1]!;
     expect(completed).toMatchObject({ decision: 'error', server: 'orders', tool: 'lookup_order' });
     expect(completed.reason).toMatch(/order O-42 not found/);
-    expect(JSON.parse(completed.detail!)).toMatchObject({ code: -32002 });
+    expect(JSON.parse(completed.detail!)).toMatchObject({ code: 'upstream_error', rpcCode: -32002 });
   });
 
   it('a held call that the upstream fails after approval: the agent gets the code, the trail the error, the approval a failed outcome', async () => {
@@ -107,7 +107,7 @@ describe('an upstream that answers with a JSON-RPC error', () => {
     const completed = h.rows({ callId, event: 'call.completed' });
     expect(completed).toHaveLength(1);
     expect(completed[0]).toMatchObject({ decision: 'error', approver: 'U0456EFGH' });
-    expect(JSON.parse(completed[0]!.detail!)).toEqual({ approvalId, code: -32003 });
+    expect(JSON.parse(completed[0]!.detail!)).toEqual({ approvalId, code: 'upstream_error', rpcCode: -32003 });
     expect(h.approvals.get(approvalId)?.outcome).toMatchObject({ ok: false });
     expect(h.approvals.get(approvalId)?.outcome?.summary).toMatch(/order O-7 is already shipped/);
   });
@@ -135,7 +135,7 @@ describe('a halt seen only by the re-check before forwarding', () => {
     const completed = h.rows({ callId: halted.callId, event: 'call.completed' });
     expect(completed).toHaveLength(1);
     expect(completed[0]).toMatchObject({ decision: 'cancelled' });
-    expect(JSON.parse(completed[0]!.detail!)).toMatchObject({ code: 'HALTED', approvalId: halted.approvalId });
+    expect(JSON.parse(completed[0]!.detail!)).toMatchObject({ code: 'halted', approvalId: halted.approvalId });
     expect(h.approvals.get(halted.approvalId)?.outcome).toMatchObject({ ok: false });
 
     halt.state = null;
@@ -155,7 +155,7 @@ describe('a halt seen only by the re-check before forwarding', () => {
     const completed = h.rows({ callId: failed.callId, event: 'call.completed' });
     expect(completed).toHaveLength(1);
     expect(completed[0]).toMatchObject({ decision: 'error' });
-    expect(JSON.parse(completed[0]!.detail!)).toMatchObject({ code: 'INTERNAL' });
+    expect(JSON.parse(completed[0]!.detail!)).toMatchObject({ code: 'internal' });
     expect(h.approvals.get(failed.approvalId)?.outcome).toMatchObject({ ok: false });
 
     halt.state = null;

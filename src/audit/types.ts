@@ -1,3 +1,5 @@
+import type { ErrorCode } from '../errors.ts';
+
 /**
  * Every event Warden writes to the trail. The list is the vocabulary: the
  * compiler checks each write against it, the query language accepts only
@@ -91,6 +93,98 @@ export const AUDIT_DECISIONS = [
 
 export type AuditDecision = (typeof AUDIT_DECISIONS)[number];
 
+/**
+ * Every value of `detail.code`: why a call, a request or a collection was
+ * refused or how it stopped, one snake_case spelling each. Failures that
+ * carry an ErrorCode reach the trail through refusalCodeOf, never as the
+ * ErrorCode itself. A test checks that the README documents each one.
+ */
+export const REFUSAL_CODES = [
+  // policy: decide()
+  'halted',
+  'unknown_agent',
+  'unknown_server',
+  'unknown_tool',
+  'out_of_scope',
+  'rule',
+  // the gateway's own checks before and after a hold
+  'invalid_arguments',
+  'pin_blocked',
+  'approval_mismatch',
+  'token_revoked',
+  // warden__await_approval (or a repeat) found nothing to collect
+  'not_found',
+  // how a call that was admitted stopped short
+  'cancelled',
+  'abandoned',
+  'audit_write_failed',
+  'internal',
+  // the upstream
+  'upstream_unavailable',
+  'upstream_timeout',
+  'upstream_protocol',
+  'upstream_payload_too_large',
+  'upstream_error',
+  // the HTTP edge: auth.failed and request.refused (gateway/refusals.ts)
+  'token_missing',
+  'token_malformed',
+  'token_unknown',
+  'agent_mismatch',
+  'session_mismatch',
+  'headers_too_large',
+  'prototype_key',
+  'too_many_connections',
+  'too_many_connections_from_address',
+  'headers_timeout',
+  'body_timeout',
+] as const;
+
+export type RefusalCode = (typeof REFUSAL_CODES)[number];
+
+/**
+ * The trail's spelling of a failure that carries an ErrorCode. A Record, so a
+ * new ErrorCode does not compile until someone decides how the trail names it;
+ * codes no call can end with fall back to 'internal'.
+ */
+const REFUSAL_CODE_OF_ERROR: Readonly<Record<ErrorCode, RefusalCode>> = {
+  CONFIG_INVALID: 'internal',
+  POLICY_INVALID: 'internal',
+  POLICY_NOT_FOUND: 'internal',
+  STORE_MIGRATION: 'internal',
+  AUDIT_CHAIN_BROKEN: 'audit_write_failed',
+  AUDIT_WRITE_FAILED: 'audit_write_failed',
+  QUERY_INVALID: 'internal',
+  UNAUTHENTICATED: 'token_unknown',
+  FORBIDDEN: 'internal',
+  NOT_FOUND: 'not_found',
+  UPSTREAM_UNAVAILABLE: 'upstream_unavailable',
+  UPSTREAM_TIMEOUT: 'upstream_timeout',
+  UPSTREAM_PAYLOAD_TOO_LARGE: 'upstream_payload_too_large',
+  UPSTREAM_PROTOCOL: 'upstream_protocol',
+  TOOL_PIN_MISMATCH: 'pin_blocked',
+  APPROVAL_CONFLICT: 'internal',
+  APPROVAL_NOT_FOUND: 'not_found',
+  SLACK_UNAVAILABLE: 'internal',
+  SLACK_REPLAYED_REQUEST: 'internal',
+  BODY_TOO_LARGE: 'invalid_arguments',
+  HALTED: 'halted',
+  INVALID_INPUT: 'invalid_arguments',
+  CONTROL_WRITE_FAILED: 'internal',
+  DRILL_IN_PROGRESS: 'internal',
+  CALL_ABANDONED: 'abandoned',
+  CALL_CANCELLED: 'cancelled',
+  // A stdio upstream whose sandbox cannot be built does not start: to a call, that upstream is unavailable.
+  SANDBOX_UNAVAILABLE: 'upstream_unavailable',
+  INTERNAL: 'internal',
+};
+
+export function refusalCodeOf(code: ErrorCode): RefusalCode {
+  return REFUSAL_CODE_OF_ERROR[code];
+}
+
+/** An entry's `detail`: free facts, except that a `code` is one of the vocabulary. */
+export type AuditDetail = Record<string, unknown> & { code?: RefusalCode | undefined };
+
 /** What callers hand to the audit log. Redaction happens inside `append`. */
 export interface AuditEntry {
   event: AuditEvent;
@@ -105,7 +199,7 @@ export interface AuditEntry {
   reason?: string | undefined;
   approver?: string | undefined;
   durationMs?: number | undefined;
-  detail?: Record<string, unknown> | undefined;
+  detail?: AuditDetail | undefined;
   /** Defaults to the log's clock. */
   ts?: number | undefined;
 }

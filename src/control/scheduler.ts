@@ -87,11 +87,11 @@ export class ControlScheduler {
   #warnedNoKey = false;
   #warnedDbOnly = false;
 
-  constructor(opts: ControlSchedulerOptions) {
-    this.#options = opts;
-    this.#policy = policyGetter(opts.policy);
-    this.#clock = opts.clock ?? systemClock;
-    this.#logger = opts.logger ?? silentLogger();
+  constructor(options: ControlSchedulerOptions) {
+    this.#options = options;
+    this.#policy = policyGetter(options.policy);
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger();
   }
 
   /** Names of the scheduled jobs, for status output and tests. */
@@ -173,18 +173,18 @@ export class ControlScheduler {
   checkDrillOverdue(): boolean {
     const control = this.#policy().control;
     const now = this.#clock.now();
-    const o = drillOverdue(this.#options.db, control.drill.overdueAfterDays, now);
-    if (!o.overdue) return false;
+    const overdue = drillOverdue(this.#options.db, control.drill.overdueAfterDays, now);
+    if (!overdue.overdue) return false;
     if (this.#lastOverdueAlert !== undefined && now - this.#lastOverdueAlert < 86_400_000) return true;
     this.#lastOverdueAlert = now;
     this.#options.alerts.alert({
       kind: 'drill_overdue',
       severity: 'critical',
       text:
-        o.lastOkAt === undefined
+        overdue.lastOkAt === undefined
           ? `The kill switch has never passed a drill. Run \`/agents drill\` or \`warden agents drill\`.`
-          : `The last passing kill-switch drill was ${o.daysSince} days ago (limit ${control.drill.overdueAfterDays}). Run \`/agents drill\`.`,
-      detail: { lastOkAt: o.lastOkAt, overdueAfterDays: control.drill.overdueAfterDays },
+          : `The last passing kill-switch drill was ${overdue.daysSince} days ago (limit ${control.drill.overdueAfterDays}). Run \`/agents drill\`.`,
+      detail: { lastOkAt: overdue.lastOkAt, overdueAfterDays: control.drill.overdueAfterDays },
     });
     return true;
   }

@@ -8,10 +8,11 @@ import type { Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { DEFAULT_EDGE_LIMITS, HttpEdge, parseEdgeLimits, type EdgeLimits } from './http.ts';
-import { PinStore } from './pins.ts';
+import { PinStore, ToolPins } from './pins.ts';
 import { GatewayPipeline, type AuditDurability } from './pipeline.ts';
 import { TaskRegistry } from './tasks.ts';
 import { TokenStore } from './tokens.ts';
+import { UpstreamFailureAlerts } from './upstream-alerts.ts';
 import { UpstreamManager, type StdioSandboxer } from './upstream.ts';
 
 /** A PolicyStore, or anything else that hands out the policy in force. */
@@ -83,17 +84,23 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const policy = policyGetter(source);
   const clock = options.clock ?? systemClock;
   const logger = options.logger;
-  const pins = new PinStore(options.db, { clock });
-  let pipeline: GatewayPipeline | undefined;
+  // Built in dependency order: pins and failure alerts need nothing from the pipeline, the upstreams report to them.
+  const pins = new ToolPins({
+    store: new PinStore(options.db, { clock }),
+    audit: options.audit,
+    alerts: options.alerts,
+    logger,
+  });
+  const failureAlerts = new UpstreamFailureAlerts(options.alerts, clock, logger);
   const upstreams = new UpstreamManager({
     policy,
     logger,
     clock,
-    onCatalogue: (server, catalogue) => pipeline!.handleCatalogue(server, catalogue),
-    onFailure: (server, message) => pipeline?.handleUpstreamFailure(server, message),
+    onCatalogue: (server, catalogue) => pins.handleCatalogue(server, catalogue),
+    onFailure: (server, message) => failureAlerts.handle(server, message),
     sandboxStdio: options.sandboxStdio,
   });
-  pipeline = new GatewayPipeline({
+  const pipeline = new GatewayPipeline({
     policy,
     audit: options.audit,
     approvals: options.approvals,
@@ -109,9 +116,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
       ...(options.maxArgumentBytes !== undefined ? { maxBytes: options.maxArgumentBytes } : {}),
     },
   });
-  const p = pipeline;
   const offPolicy =
-    isPolicySource(source) && source.onChange ? source.onChange(() => p.notifyToolsChanged()) : undefined;
+    isPolicySource(source) && source.onChange ? source.onChange(() => pipeline.notifyToolsChanged()) : undefined;
   const tasks = new TaskRegistry({ clock, pollIntervalMs: options.taskPollMs });
   const offHaltTasks = options.halt.onHalt((state) => tasks.discardFor(state));
   // One reader of agent_tokens: the edge authenticates with it, held calls taken over after a restart re-check with it.
@@ -136,11 +142,11 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   let listening: { url: string; port: number };
   try {
     // Before agents can connect: a held call a stopped Warden deferred is this one's to run, and to hand out.
-    await p.resumeHeldCalls((tokenId) => tokens.isLive(tokenId));
+    await pipeline.resumeHeldCalls((tokenId) => tokens.isLive(tokenId));
     listening = await edge.listen();
   } catch (err) {
     offHaltTasks();
-    await p.close();
+    await pipeline.close();
     await upstreams.close();
     throw err;
   }
@@ -157,7 +163,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
         // refusal that says Warden is shutting down, bounded at 5 s) while
         // their connections are still open; only then does the edge close.
         edge.stopAccepting();
-        await p.close();
+        await pipeline.close();
         await edge.close();
         offHaltTasks();
         tasks.close();

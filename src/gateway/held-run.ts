@@ -1,13 +1,16 @@
 import { McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
 import type { HeldCall } from '../approvals/types.ts';
-import type { AuditDecision, AuditEntry } from '../audit/types.ts';
+import type { CallRecords } from '../audit/call-records.ts';
+import { refusalCodeOf, type AuditDecision, type AuditDetail, type AuditEntry } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import type { HaltState } from '../control/types.ts';
 import { describeError, isWardenError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { decide } from '../policy/decide.ts';
-import { annotationsOf, haltError, refusal, stripMcpPrefix, summarise, type PipelineOptions } from './pipeline.ts';
+import { annotationsOf, haltError } from './call.ts';
+import { refusal, stripMcpPrefix, summarise } from './call-outcomes.ts';
+import type { PipelineOptions } from './pipeline.ts';
 import type { Catalogue } from './upstream.ts';
 
 /**
@@ -20,7 +23,9 @@ import type { Catalogue } from './upstream.ts';
 
 /** What a held call needs from the pipeline that runs it. */
 export interface HeldRunContext {
-  readonly options: Pick<PipelineOptions, 'policy' | 'upstreams' | 'approvals' | 'audit' | 'auditDurability'>;
+  readonly options: Pick<PipelineOptions, 'policy' | 'upstreams' | 'approvals'>;
+  /** The call's call.completed row, as durable as the pipeline's options say. */
+  readonly records: CallRecords;
   readonly clock: Clock;
   readonly log: Logger;
   /** The kill switch, failing closed (throws when it cannot answer). */
@@ -121,6 +126,7 @@ class HeldRun {
     const catalogue = await options.upstreams.catalogue(server, this.#controller.signal);
     // The wait can be long: an approval does not outrank the policy in force.
     const now = decide(options.policy(), agent, server, tool, args, {
+      now: this.#context.clock.now(),
       annotations: annotationsOf(catalogue.byName.get(tool)),
       upstreamTools: catalogue.names,
     });
@@ -163,7 +169,7 @@ class HeldRun {
     const aborted = signal.aborted ? signal.reason : undefined;
     if (err instanceof McpError && !aborted) {
       // The upstream answered with a JSON-RPC error: recorded, and relayed as one when collected.
-      await this.#completed('error', { reason: err.message, detail: { code: err.code } });
+      await this.#completed('error', { reason: err.message, detail: { code: 'upstream_error', rpcCode: err.code } });
       await this.#report(false, err.message);
       throw new McpError(err.code, stripMcpPrefix(err.message), err.data);
     }
@@ -178,13 +184,20 @@ class HeldRun {
           ? pinChanged.message
           : `${name} failed: ${describeError(err)}`;
     const decision = halted ? 'cancelled' : abandoned ? 'abandoned' : pinChanged ? 'blocked' : 'error';
-    return this.#notRun(decision, reason, { code: isWardenError(err) ? err.code : undefined });
+    const code = halted
+      ? 'halted'
+      : abandoned
+        ? 'abandoned'
+        : isWardenError(err)
+          ? refusalCodeOf(err.code)
+          : 'upstream_error';
+    return this.#notRun(decision, reason, { code });
   }
 
   async #notRun(
     decision: AuditDecision,
     reason: string,
-    detail: Record<string, unknown>,
+    detail: AuditDetail,
     report = this.#approver !== undefined,
   ): Promise<CallToolResult> {
     await this.#completed(decision, { reason, detail });
@@ -195,9 +208,9 @@ class HeldRun {
   /** call.completed; a failed write is logged, not thrown (as for any call). */
   #completed(
     decision: AuditDecision,
-    extra: { result?: unknown; reason?: string; detail?: Record<string, unknown> },
+    extra: { result?: unknown; reason?: string; detail?: AuditDetail },
   ): Promise<void> {
-    const { options, clock, log } = this.#context;
+    const { records, clock, log } = this.#context;
     const entry: AuditEntry = {
       ...this.#facts,
       event: 'call.completed',
@@ -209,10 +222,11 @@ class HeldRun {
       detail: { approvalId: this.#call.approvalId, adopted: true, ...extra.detail },
       ts: clock.now(),
     };
-    return options.audit.append(entry, { sync: options.auditDurability === 'strict' }).then(
-      () => undefined,
-      (err) => log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
-    );
+    return records
+      .completed(entry)
+      .catch((err) =>
+        log.error({ err: describeError(err), callId: entry.callId }, 'audit write failed for call.completed'),
+      );
   }
 
   async #report(ok: boolean, summary: string): Promise<void> {

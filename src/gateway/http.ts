@@ -527,7 +527,7 @@ export class HttpEdge {
         unknown: 'an unknown token',
         revoked: `a revoked token of agent ${auth.agent}`,
       }[auth.reason];
-      await this.#authFailed(req, auth.reason, `request with ${reason}`, auth.agent);
+      await this.#authFailed(req, `token_${auth.reason}`, `request with ${reason}`, auth.agent);
       const challenge =
         auth.reason === 'missing'
           ? 'Bearer realm="warden"'

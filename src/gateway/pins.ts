@@ -1,8 +1,13 @@
 import type { Statement } from 'better-sqlite3';
-import { WardenError } from '../errors.ts';
-import { systemClock, type Clock } from '../clock.ts';
-import type { Db } from '../store/db.ts';
 import { canonicalJson, sha256Hex } from '../audit/canonical.ts';
+import type { AuditSink } from '../audit/types.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import type { Alert, AlertSink } from '../control/types.ts';
+import { WardenError, describeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { qualifiedToolName } from '../policy/decide.ts';
+import type { Db } from '../store/db.ts';
+import type { Catalogue } from './upstream.ts';
 
 /**
  * Tool pinning: the definition of every upstream tool is hashed the first time
@@ -196,4 +201,127 @@ export function approveToolPin(
       return { server, tool, previousHash: row.hash, hash: row.pending_hash };
     })
     .immediate();
+}
+
+export interface ToolPinsOptions {
+  store: PinStore;
+  audit: AuditSink;
+  alerts: AlertSink;
+  logger: Logger;
+}
+
+interface PinState {
+  hash: string;
+  approved: boolean;
+}
+
+/**
+ * The gateway's view of the pins: every catalogue an upstream reports is
+ * pinned here before any of its tools is listed or called. It needs nothing
+ * from the pipeline, so it is built first and handed to both the upstreams
+ * (as their onCatalogue) and the pipeline.
+ */
+export class ToolPins {
+  readonly #options: ToolPinsOptions;
+  readonly #log: Logger;
+  /** Per server, per tool: the hash last reported and whether it may be called. */
+  readonly #state = new Map<string, Map<string, PinState>>();
+  readonly #changed = new Set<() => void>();
+
+  constructor(options: ToolPinsOptions) {
+    this.#options = options;
+    this.#log = options.logger.child({ module: 'gateway' });
+  }
+
+  /** Subscribe to "a tool became callable or blocked" (the tools an agent sees may have changed). */
+  onChange(listener: () => void): () => void {
+    this.#changed.add(listener);
+    return () => this.#changed.delete(listener);
+  }
+
+  /**
+   * Wired to UpstreamManager.onCatalogue: pins every definition before it is
+   * used. A changed one is blocked, audited and alerted here, once.
+   */
+  handleCatalogue(server: string, catalogue: Catalogue): void {
+    const observations = this.#options.store.observe(server, catalogue.tools);
+    const state = new Map<string, PinState>();
+    let changed = false;
+    const previous = this.#state.get(server);
+    for (const observation of observations) {
+      state.set(observation.tool, { hash: observation.hash, approved: observation.state !== 'blocked' });
+      const before = previous?.get(observation.tool);
+      if (!before || before.hash !== observation.hash || before.approved !== (observation.state !== 'blocked'))
+        changed = true;
+      if (!observation.changed) continue;
+      this.#blocked(server, observation);
+    }
+    if (previous && previous.size !== state.size) changed = true;
+    this.#state.set(server, state);
+    if (changed && previous) this.#notify();
+  }
+
+  /** Whether the tool's current definition may be called (an approval from the CLI is seen at once). */
+  approved(server: string, tool: string): boolean {
+    const pin = this.#state.get(server)?.get(tool);
+    if (!pin) return false;
+    if (pin.approved) return true;
+    // Approvals are made from the CLI, in another process: look again.
+    if (this.#options.store.isApproved(server, tool, pin.hash)) {
+      pin.approved = true;
+      this.#notify();
+      return true;
+    }
+    return false;
+  }
+
+  /** The upstream may have restarted since the decision: the definition about to be called must still be the approved one. */
+  verifyLive(server: string, tool: string, name: string, live: Catalogue | undefined): void {
+    const definition = live?.byName.get(tool);
+    if (!definition)
+      throw new WardenError('UPSTREAM_PROTOCOL', `upstream "${server}" no longer offers ${tool} after restarting`);
+    const pin = this.#state.get(server)?.get(tool);
+    if (!pin || pin.hash !== definition.pinHash || !this.approved(server, tool)) {
+      throw new WardenError(
+        'TOOL_PIN_MISMATCH',
+        `${name} is blocked: its definition changed since it was approved (\`warden tools approve ${server} ${tool}\`)`,
+      );
+    }
+  }
+
+  #blocked(server: string, observation: PinObservation): void {
+    const { tool, previousHash, hash } = observation;
+    const qualified = qualifiedToolName(server, tool);
+    const text = `Tool ${qualified} changed its definition since it was approved; it is blocked for every agent until an operator runs \`warden tools approve ${server} ${tool}\``;
+    this.#log.warn({ server, tool, previousHash, hash }, 'tool definition changed: blocked');
+    void this.#options.audit
+      .append({
+        event: 'pin.changed',
+        server,
+        tool,
+        decision: 'blocked',
+        reason: text,
+        detail: { previousHash, hash },
+      })
+      .catch((err) => this.#log.error({ err: describeError(err), server, tool }, 'audit write failed for pin.changed'));
+    this.#alert({ kind: 'pin_changed', severity: 'critical', text, detail: { server, tool, previousHash, hash } });
+  }
+
+  #notify(): void {
+    for (const listener of this.#changed) {
+      try {
+        listener();
+      } catch (err) {
+        this.#log.warn({ err: describeError(err) }, 'pin-change listener failed');
+      }
+    }
+  }
+
+  #alert(alert: Alert): void {
+    try {
+      this.#options.alerts.alert(alert);
+    } catch (err) {
+      this.#log.error({ err: describeError(err), kind: alert.kind }, 'alert sink threw');
+    }
+  }
 }

@@ -21,18 +21,18 @@ const MAX_WINDOWS = 1_000;
 /** Agents named in one aggregated row, at most. */
 const MAX_AGENTS = 20;
 
-/** Why an unauthenticated or incomplete request was refused (auth.failed). */
+/** Why an unauthenticated or incomplete request was refused (auth.failed); each one a RefusalCode. */
 export type AuthFailureCode =
-  | 'missing'
-  | 'malformed'
-  | 'unknown'
-  | 'revoked'
+  | 'token_missing'
+  | 'token_malformed'
+  | 'token_unknown'
+  | 'token_revoked'
   | 'agent_mismatch'
   | 'session_mismatch'
   /** Node answered 431 before Warden could read the Authorization header. */
   | 'headers_too_large';
 
-/** Why a connection or request was refused for a limit (request.refused). */
+/** Why a connection or request was refused for a limit (request.refused); each one a RefusalCode. */
 export type LimitRefusalCode =
   | 'too_many_connections'
   | 'too_many_connections_from_address'
@@ -63,7 +63,7 @@ export type EdgeRefusal =
 interface RefusalWindow {
   key: string;
   event: EdgeRefusal['event'];
-  code: string;
+  code: EdgeRefusal['code'];
   remote: string;
   openedAt: number;
   /** Refusals after the first one (which was audited on its own). */
