@@ -1,6 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { join } from 'node:path';
+import { AuditLog } from '../src/audit/index.ts';
 import { wireHaltEffects } from '../src/control/halt-effects.ts';
+import { KillSwitch } from '../src/control/kill-switch.ts';
+import { openDb } from '../src/store/db.ts';
 import { isWardenError } from '../src/errors.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { startHarness, textOf, waitFor, type Harness } from './support/gateway-harness.ts';
@@ -139,6 +143,28 @@ describe('time-boxed grants', () => {
     const { call, approval } = await held(27);
     await h.approvals.decide(approval.id, OWNER, 'approve');
     expect((await call).isError).toBeFalsy();
+  });
+
+  it('a halt made where no halt effects ran (a terminal, then a resume) still ends the grant before it covers a call', async () => {
+    const id = await grantFor30m();
+    // Another process, as `warden agents halt` / `resume` from a terminal; this one does not act on remote halts.
+    const otherDb = openDb(join(h.dir, 'warden.db'));
+    const otherAudit = new AuditLog(otherDb);
+    const terminal = new KillSwitch({ db: otherDb, audit: otherAudit });
+    await terminal.halt({ scope: 'org', reason: 'from a terminal', actor: 'cli:ops' });
+    await terminal.resume({ scope: 'org', actor: 'cli:ops' });
+    await otherAudit.close();
+    otherDb.close();
+    await waitFor(() => h.killSwitch.check(AGENT) === null || undefined, 'the resume to be seen');
+    expect((await h.approvals.grants.list()).map((g) => g.id)).toEqual([id]);
+    // Held again, not covered: the trail shows a halt since the grant was made.
+    const { call, approval } = await held(29);
+    await h.flush();
+    const ended = h.rows({ event: 'grant.ended', agent: AGENT }).at(-1)!;
+    expect(ended).toMatchObject({ decision: 'halted' });
+    expect(JSON.parse(ended.detail!)).toMatchObject({ grantId: id });
+    await h.approvals.decide(approval.id, OWNER, 'reject', 'not now');
+    expect((await call).isError).toBe(true);
   });
 
   it('refuses a grant longer than grants.max, and any grant for a grant: never call', async () => {

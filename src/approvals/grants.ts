@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { AuditReader } from '../audit/reader.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
@@ -87,12 +88,14 @@ export class GrantService {
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #sql: ReturnType<typeof prepareGrantSql>;
+  readonly #trail: AuditReader;
 
   constructor(db: Db, deps: { audit: Pick<AuditSink, 'append'>; clock: Clock; logger: Logger }) {
     this.#audit = deps.audit;
     this.#clock = deps.clock;
     this.#logger = deps.logger;
     this.#sql = prepareGrantSql(db);
+    this.#trail = new AuditReader(db);
   }
 
   /**
@@ -172,9 +175,17 @@ export class GrantService {
     const row = this.#sql.openFor.get(agent, server, tool) as GrantRow | undefined;
     if (row === undefined) return undefined;
     const grant = fromRow(row);
-    if (grant.expiresAt > this.#clock.now()) return grant;
-    await this.#end(grant, 'expired', 'warden');
-    return undefined;
+    if (grant.expiresAt <= this.#clock.now()) {
+      await this.#end(grant, 'expired', 'warden');
+      return undefined;
+    }
+    // A halt ends grants where halt effects run; one made while no Warden ran (a CLI halt,
+    // then a resume) is found here, in the trail, so a grant never outlives a halt.
+    if (this.#trail.haltedSince(grant.agent, grant.createdAt)) {
+      await this.#end(grant, 'halted', 'warden');
+      return undefined;
+    }
+    return grant;
   }
 
   /** Audits that a call ran under a grant, naming both. */

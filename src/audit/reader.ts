@@ -55,6 +55,7 @@ export class AuditReader {
   readonly #activity: Database.Statement<[number, string | null, string | null], AgentActivity>;
   readonly #open: Database.Statement<[number, number], OpenCall>;
   readonly #completed: Database.Statement<[string], { one: number }>;
+  readonly #haltedSince: Database.Statement<[number, string], { one: number }>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -80,6 +81,14 @@ export class AuditReader {
         ORDER BY d.seq`,
     );
     this.#completed = db.prepare("SELECT 1 AS one FROM audit WHERE call_id = ? AND event = 'call.completed' LIMIT 1");
+    this.#haltedSince = db.prepare(
+      "SELECT 1 AS one FROM audit WHERE event = 'control.halt' AND ts >= ? AND (agent IS NULL OR agent = ?) LIMIT 1",
+    );
+  }
+
+  /** Whether the org or this agent was halted at or after `since` (resumed since or not). */
+  haltedSince(agent: string, since: number): boolean {
+    return this.#haltedSince.get(since, agent) !== undefined;
   }
 
   /** seq of the newest row, 0 for an empty trail. */
