@@ -206,43 +206,48 @@ export class GatewayPipeline {
   /** The tools this agent may see: granted by its scopes, offered by a reachable upstream, pin approved. */
   async listTools(agent: string): Promise<Tool[]> {
     const policy = this.#options.policy();
-    const a = policy.agents[agent];
-    if (!a) return [];
-    const servers = Object.keys(a.scopes).filter((s) => (a.scopes[s]?.length ?? 0) > 0 && policy.servers[s]?.transport);
-    const catalogues = await Promise.allSettled(servers.map((s) => this.#options.upstreams.catalogue(s)));
+    const agentPolicy = policy.agents[agent];
+    if (!agentPolicy) return [];
+    const servers = Object.keys(agentPolicy.scopes).filter(
+      (name) => (agentPolicy.scopes[name]?.length ?? 0) > 0 && policy.servers[name]?.transport,
+    );
+    const catalogues = await Promise.allSettled(servers.map((name) => this.#options.upstreams.catalogue(name)));
     const tools: Tool[] = [];
     let holds = false;
-    catalogues.forEach((c, i) => {
+    catalogues.forEach((catalogue, i) => {
       const server = servers[i]!;
-      if (c.status === 'rejected') {
+      if (catalogue.status === 'rejected') {
         // A down upstream hides its tools; the others are still offered.
-        this.#log.warn({ server, agent, err: describeError(c.reason) }, 'upstream unavailable while listing tools');
+        this.#log.warn(
+          { server, agent, err: describeError(catalogue.reason) },
+          'upstream unavailable while listing tools',
+        );
         return;
       }
-      for (const tool of c.value.tools) {
-        const d = decide(policy, agent, server, tool.name, undefined, {
+      for (const tool of catalogue.value.tools) {
+        const decision = decide(policy, agent, server, tool.name, undefined, {
           annotations: annotationsOf(tool),
-          upstreamTools: c.value.names,
+          upstreamTools: catalogue.value.names,
           listing: true,
         });
-        if (d.kind === 'deny') continue;
+        if (decision.kind === 'deny') continue;
         // A blocked tool is hidden: its new description is exactly what must not reach the model yet.
         if (!this.#options.pins.approved(server, tool.name)) continue;
-        if (d.kind === 'approve') holds = true;
+        if (decision.kind === 'approve') holds = true;
         tools.push({
           name: qualifiedToolName(server, tool.name),
           ...(tool.title !== undefined ? { title: tool.title } : {}),
-          description: (tool.description ?? '') + (d.kind === 'approve' ? APPROVAL_NOTE : ''),
+          description: (tool.description ?? '') + (decision.kind === 'approve' ? APPROVAL_NOTE : ''),
           inputSchema: tool.inputSchema,
           ...(tool.outputSchema !== undefined ? { outputSchema: tool.outputSchema } : {}),
           ...(tool.annotations !== undefined ? { annotations: tool.annotations } : {}),
           // A held call may take a human's minutes: a client that can poll a task need not keep a request open.
-          ...(d.kind === 'approve' ? { execution: { taskSupport: 'optional' as const } } : {}),
+          ...(decision.kind === 'approve' ? { execution: { taskSupport: 'optional' as const } } : {}),
         });
       }
     });
     // Only an agent that can be told "not run yet" needs the way to collect.
-    if (holds && a.answerWithinMs !== undefined) tools.push(AWAIT_TOOL);
+    if (holds && agentPolicy.answerWithinMs !== undefined) tools.push(AWAIT_TOOL);
     return tools;
   }
 
