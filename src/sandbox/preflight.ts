@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
@@ -83,3 +84,9 @@ export function checkSandboxTools(env: NodeJS.ProcessEnv): SandboxTools {
   }
   return { bwrap, socat, setpriv };
 }
+
+/**
+ * Warden's installation directory (the checkout or package holding src/ or dist/ and
+ * node_modules): kept readable inside sandboxes, its database and policy still hidden.
+ */
+export const WARDEN_INSTALL_DIR = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');

@@ -29,6 +29,8 @@ export interface ProfileInput {
   /** Resolves symlinks and says what is there; injected so the builder stays pure. */
   inspect: (path: string) => { real: string; kind: PathKind };
   socat: string;
+  /** Host directories kept readable even where they lie in a hidden place (Warden's own installation). */
+  readable?: readonly string[] | undefined;
 }
 
 /** Homes hidden whatever the policy says: every credential file (~/.ssh, ~/.aws, ~/.config, …) lives in one. */
@@ -56,6 +58,8 @@ interface MountInput {
   keep: string;
   /** A fresh writable /tmp (gone at exit) under the binds, rather than a bound host directory. */
   privateTmp?: boolean | undefined;
+  /** Bound read-only over the hiding (a writable bind inside one stays writable). */
+  readable?: readonly string[] | undefined;
 }
 
 /**
@@ -80,6 +84,14 @@ function mountArgs(input: MountInput): string[] {
 
   for (const [source, dest] of input.binds) args.push('--bind', source, dest);
   for (const [source, dest] of input.readOnlyBinds) args.push('--ro-bind', source, dest);
+  // Warden's installation may sit under a hidden home or /tmp (a checkout in ~/src, a CI
+  // workspace): the code it runs (its fixtures, node_modules) must stay readable there.
+  for (const path of input.readable ?? []) {
+    const seen = input.inspect(path);
+    if (seen.kind !== 'dir') continue;
+    args.push('--ro-bind', seen.real, seen.real);
+    for (const [source, dest] of input.binds) if (isUnder(dest, seen.real)) args.push('--bind', source, dest);
+  }
   for (const path of input.sandbox.write) {
     const seen = input.inspect(expandHome(path, input.hostHome));
     if (seen.kind !== 'missing') args.push('--bind', seen.real, seen.real);
@@ -140,6 +152,7 @@ export function bwrapArgs(input: ProfileInput, command: readonly string[]): stri
       ],
       readOnlyBinds: [[input.runDir, SANDBOX_RUN_DIR]],
       keep: workspace.real,
+      readable: input.readable,
     }),
     '--chdir',
     workspace.real,
@@ -162,6 +175,7 @@ export interface UpstreamProfileInput {
   hostHome: string;
   wardenFiles: readonly string[];
   inspect: ProfileInput['inspect'];
+  readable?: readonly string[] | undefined;
 }
 
 /**
@@ -188,6 +202,7 @@ export function upstreamBwrapArgs(input: UpstreamProfileInput, command: string, 
       readOnlyBinds: [],
       keep: root?.real ?? '/nonexistent',
       privateTmp: true,
+      readable: input.readable,
     }),
     ...(root ? ['--chdir', root.real] : []),
     '--',

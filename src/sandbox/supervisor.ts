@@ -14,7 +14,7 @@ import type { Logger } from '../logger.ts';
 import type { AgentPolicy, Policy } from '../policy/types.ts';
 import type { Db } from '../store/db.ts';
 import { EgressProxy, GatewayBridge } from './egress.ts';
-import { checkSandboxTools, inspectPath } from './preflight.ts';
+import { checkSandboxTools, inspectPath, WARDEN_INSTALL_DIR } from './preflight.ts';
 import {
   GATEWAY_SOCKET,
   MCP_CONFIG_FILE,
@@ -278,6 +278,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
           proxyPort,
           inspect: inspectPath,
           socat: tools.socat,
+          readable: [WARDEN_INSTALL_DIR],
         },
         expandRunArgs(options.command, { mcpConfig: `${SANDBOX_RUN_DIR}/${MCP_CONFIG_FILE}`, url: innerUrl }),
       );

@@ -1,5 +1,5 @@
 import type { ServerPolicy } from '../policy/types.ts';
-import { checkSandboxTools, inspectPath, type SandboxTools } from './preflight.ts';
+import { checkSandboxTools, inspectPath, WARDEN_INSTALL_DIR, type SandboxTools } from './preflight.ts';
 import { upstreamBwrapArgs } from './profile.ts';
 
 /**
@@ -24,6 +24,7 @@ export function createStdioSandboxer(options: {
         hostHome: options.env.HOME ?? '/root',
         wardenFiles: options.wardenFiles,
         inspect: inspectPath,
+        readable: [WARDEN_INSTALL_DIR],
       },
       command,
       args,
