@@ -2,7 +2,9 @@ import { hostname } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ApprovalService, argsHash } from '../src/approvals/index.ts';
 import { AuditReader } from '../src/audit/reader.ts';
+import { KillSwitch } from '../src/control/kill-switch.ts';
 import { recoverAbandonedCalls } from '../src/control/recovery.ts';
+import { DeferredCalls } from '../src/gateway/deferred.ts';
 import type { HeldCallEnding } from '../src/approvals/types.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { OWNER, approvalIdOf, heldCall, startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
@@ -195,5 +197,30 @@ describe('held calls across a restart (ApprovalService)', () => {
     await clock.advanceTo(h.approvals.get(second.id)!.expiresAt);
     expect(book.get(second.id)).toBeUndefined();
     expect(book.hasAny('support-triage')).toBe(false);
+  });
+
+  it('a result kept through a halt no Warden saw (a terminal halt, then resume) is not handed out; one ended after it is', async () => {
+    const h = await harness();
+    const before = await hold(h, 'before the halt');
+    const after = await hold(h, 'after the halt');
+    keep(h.approvals, before.id, before.args);
+    keep(h.approvals, after.id, after.args);
+    const book = h.approvals.heldCalls;
+    expect(book.end(before.id, ok)).toBe(true);
+    await clock.tick(1000);
+    // No gateway is listening, so nothing discards the kept ending: only the trail knows.
+    const terminal = new KillSwitch({ db: h.db, audit: h.audit, clock });
+    await terminal.halt({ scope: 'org', reason: 'from a terminal', actor: 'cli:ops' });
+    await terminal.resume({ scope: 'org', actor: 'cli:ops' });
+    await clock.tick(1000);
+    expect(book.end(after.id, ok)).toBe(true);
+
+    const reader = new AuditReader(h.db);
+    const deferred = new DeferredCalls(clock, book, (agent, since) => reader.haltedSince(agent, since));
+    const withheld = deferred.take(before.id);
+    expect(withheld).toMatchObject({ kind: 'result', result: { isError: true } });
+    expect(JSON.stringify(withheld)).toContain('agents were halted after this call ended');
+    expect(deferred.take(before.id)).toBeUndefined();
+    expect(deferred.take(after.id)).toEqual(ok);
   });
 });

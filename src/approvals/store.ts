@@ -292,6 +292,7 @@ function toHeldCall(row: HeldCallRow): HeldCall {
     runner: row.runner ?? undefined,
     answerWithinMs: row.answer_within_ms,
     expiresAt: row.expires_at,
+    endedAt: row.ended_at ?? undefined,
     ending:
       ending === undefined
         ? undefined

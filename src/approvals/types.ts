@@ -77,9 +77,11 @@ export interface HeldCall {
   runner?: string | undefined;
   /** Set once the call ended; handed out once. */
   ending?: HeldCallEnding | undefined;
+  /** When it ended (epoch ms). */
+  endedAt?: number | undefined;
 }
 
-export type NewHeldCall = Omit<HeldCall, 'ending' | 'args' | 'runner'> & { args: unknown };
+export type NewHeldCall = Omit<HeldCall, 'ending' | 'endedAt' | 'args' | 'runner'> & { args: unknown };
 
 /**
  * The deferred held calls, in the database so they survive a restart. Each

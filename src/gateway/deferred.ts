@@ -90,13 +90,19 @@ export function pendingAnswer(call: DeferredFacts, clock: Clock): CallToolResult
 export class DeferredCalls {
   readonly #clock: Clock;
   readonly #book: HeldCallBook;
+  readonly #haltedSince: ((agent: string, since: number) => boolean) | undefined;
   /** Runs of deferred calls in this process, each settling once its ending is stored. */
   readonly #runs = new Map<string, Promise<void>>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
 
-  constructor(clock: Clock, book: HeldCallBook) {
+  /**
+   * `haltedSince` reads the trail: a halt made while no Warden ran (a terminal halt, then a
+   * resume) never reached discardFor, and must still keep a result from the agent.
+   */
+  constructor(clock: Clock, book: HeldCallBook, haltedSince?: (agent: string, since: number) => boolean) {
     this.#clock = clock;
     this.#book = book;
+    this.#haltedSince = haltedSince;
   }
 
   /** Stores a call whose agent is being told to check back (with its exact arguments), and watches its run. */
@@ -149,8 +155,12 @@ export class DeferredCalls {
 
   /** Hands the ending out, once; undefined when it has not ended or someone had it first. */
   take(approvalId: string): HeldCallEnding | undefined {
+    const kept = this.#book.get(approvalId);
     const ending = this.#book.take(approvalId);
-    if (ending) this.detach(approvalId);
+    if (!ending) return undefined;
+    this.detach(approvalId);
+    if (kept?.endedAt !== undefined && this.#haltedSince?.(kept.agent, kept.endedAt))
+      return haltedEnding('agents were halted after this call ended, so its result is not handed out');
     return ending;
   }
 
@@ -160,10 +170,7 @@ export class DeferredCalls {
    * waiting are cancelled by the halt itself and keep that refusal.
    */
   discardFor(state: HaltState, reason: string): void {
-    this.#book.discard(state.scope === 'org' ? {} : { agent: state.agent }, {
-      kind: 'result',
-      result: { content: [{ type: 'text', text: `Refused by Warden: ${reason}` }], isError: true },
-    });
+    this.#book.discard(state.scope === 'org' ? {} : { agent: state.agent }, haltedEnding(reason));
   }
 
   #withRun(call: HeldCall): DeferredCall {
@@ -220,4 +227,12 @@ export function answerOf(ending: HeldCallEnding): CallToolResult {
   const parsed = CallToolResultSchema.safeParse(ending.result);
   if (parsed.success) return parsed.data;
   throw new McpError(ErrorCode.InternalError, 'the stored result of this held call is not a tool result');
+}
+
+/** What an agent collects in place of a result a halt discarded. */
+function haltedEnding(reason: string): HeldCallEnding {
+  return {
+    kind: 'result',
+    result: { content: [{ type: 'text', text: `Refused by Warden: ${reason}` }], isError: true },
+  };
 }

@@ -1,5 +1,6 @@
 import type { ApprovalGate } from '../approvals/types.ts';
 import type { AuditSink } from '../audit/types.ts';
+import { AuditReader } from '../audit/reader.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { AlertSink, HaltCheck } from '../control/types.ts';
 import type { Logger } from '../logger.ts';
@@ -100,9 +101,11 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     onFailure: (server, message) => failureAlerts.handle(server, message),
     sandboxStdio: options.sandboxStdio,
   });
+  const trail = new AuditReader(options.db);
   const pipeline = new GatewayPipeline({
     policy,
     audit: options.audit,
+    haltedSince: (agent, since) => trail.haltedSince(agent, since),
     approvals: options.approvals,
     halt: options.halt,
     alerts: options.alerts,

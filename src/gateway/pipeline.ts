@@ -52,6 +52,8 @@ export { refusal } from './call-outcomes.ts';
 export interface PipelineOptions {
   policy: () => Policy;
   audit: AuditSink;
+  /** Whether the trail shows a halt of the org or this agent since `since` (read from the audit table). */
+  haltedSince?: ((agent: string, since: number) => boolean) | undefined;
   approvals: ApprovalGate;
   halt: HaltCheck;
   alerts: AlertSink;
@@ -139,7 +141,7 @@ export class GatewayPipeline {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger.child({ module: 'gateway' });
-    this.#deferred = new DeferredCalls(this.#clock, options.approvals.heldCalls);
+    this.#deferred = new DeferredCalls(this.#clock, options.approvals.heldCalls, options.haltedSince);
     this.#offHalt = options.halt.onHalt((state) => this.#abortForHalt(state));
     this.#offPins = options.pins.onChange(() => this.notifyToolsChanged());
     this.#context = {
