@@ -28,10 +28,13 @@ export async function startServeChild(opts: {
   policyPath: string;
   env?: Record<string, string>;
   timeoutMs?: number;
+  /** `compiled`: bin/warden.js → dist/ (built by the test setup), exactly what `npm start` runs. Default: the source, through tsx. */
+  entry?: 'source' | 'compiled';
 }): Promise<ServeChild> {
+  const entry = opts.entry === 'compiled' ? ['bin/warden.js'] : ['--import', 'tsx', 'src/cli/index.ts'];
   const proc = spawn(
     process.execPath,
-    ['--import', 'tsx', 'src/cli/index.ts', 'serve', '--policy', opts.policyPath, '--db', opts.dbPath, '--port', '0'],
+    [...entry, 'serve', '--policy', opts.policyPath, '--db', opts.dbPath, '--port', '0'],
     {
       cwd: ROOT,
       // No Slack settings from the outer environment: only what the test gives.
