@@ -2,7 +2,12 @@ import type { ApprovalNotifier, ApprovalRecord, ApprovalResultReport } from '../
 import { systemClock, type Clock } from '../clock.ts';
 import { WardenError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
-import { buildApprovalCard, buildArgumentsThread, buildOutcomeReply } from './blocks/approval-card.ts';
+import {
+  buildApprovalCard,
+  buildArgumentsThread,
+  buildOutcomeReply,
+  type SlackMessage,
+} from './blocks/approval-card.ts';
 import type { WebClient } from './client.ts';
 import { ChannelPacer } from './channel-pacer.ts';
 import { withSlackRetry, type SlackRetryContext, type SlackRetryOptions } from './retry.ts';
@@ -83,52 +88,45 @@ export class SlackNotifier implements ApprovalNotifier {
    * the request, since the card tells people to read them there.
    */
   async postDetails(record: ApprovalRecord): Promise<void> {
-    if (!record.channel || !record.messageTs) return;
-    const { channel, messageTs } = record;
     const messages = buildArgumentsThread(record);
     for (const [i, message] of messages.entries()) {
-      await this.#post(
-        channel,
+      await this.#postInThread(
+        record,
         `posting the full arguments, part ${i + 1} of ${messages.length} (chat.postMessage)`,
-        () =>
-          this.#client.chat.postMessage({
-            channel,
-            thread_ts: messageTs,
-            text: message.text,
-            blocks: message.blocks,
-            unfurl_links: false,
-            unfurl_media: false,
-          }),
+        { text: message.text, blocks: message.blocks, unfurl_media: false },
         record.expiresAt,
       );
     }
   }
 
   async postOutcome(record: ApprovalRecord, outcome: ApprovalResultReport): Promise<void> {
-    if (!record.channel || !record.messageTs) return;
     const message = buildOutcomeReply(record, outcome);
-    const { channel, messageTs } = record;
-    await this.#post(channel, 'posting the outcome (chat.postMessage)', () =>
-      this.#client.chat.postMessage({
-        channel,
-        thread_ts: messageTs,
-        text: message.text,
-        blocks: message.blocks,
-        unfurl_links: false,
-      }),
-    );
+    await this.#postInThread(record, 'posting the outcome (chat.postMessage)', {
+      text: message.text,
+      blocks: message.blocks,
+    });
   }
 
   async postNote(record: ApprovalRecord, text: string): Promise<void> {
+    await this.#postInThread(record, 'posting a note in the card thread (chat.postMessage)', {
+      text: truncate(text, 3000),
+    });
+  }
+
+  /** A reply in the card's thread (nothing when the card was never posted), in the channel's turn. */
+  async #postInThread(
+    record: ApprovalRecord,
+    what: string,
+    message: { text: string; blocks?: SlackMessage['blocks']; unfurl_media?: false },
+    deadline?: number,
+  ): Promise<void> {
     if (!record.channel || !record.messageTs) return;
     const { channel, messageTs } = record;
-    await this.#post(channel, 'posting a note in the card thread (chat.postMessage)', () =>
-      this.#client.chat.postMessage({
-        channel,
-        thread_ts: messageTs,
-        text: truncate(text, 3000),
-        unfurl_links: false,
-      }),
+    await this.#post(
+      channel,
+      what,
+      () => this.#client.chat.postMessage({ channel, thread_ts: messageTs, unfurl_links: false, ...message }),
+      deadline,
     );
   }
 }
