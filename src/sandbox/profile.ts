@@ -120,6 +120,18 @@ function mountArgs(input: MountInput): string[] {
   return args;
 }
 
+/** What every sandbox (a run or an upstream) shares, before its mounts. */
+const ISOLATION_ARGS: readonly string[] = [
+  '--unshare-all',
+  // A separate network namespace with loopback only: every byte out goes through Warden's sockets.
+  '--unshare-net',
+  '--die-with-parent',
+  // No controlling terminal: the process cannot push keystrokes into the operator's shell (TIOCSTI).
+  '--new-session',
+  '--cap-drop',
+  'ALL',
+];
+
 /**
  * The bubblewrap command line for one run.
  *
@@ -129,14 +141,7 @@ function mountArgs(input: MountInput): string[] {
 export function bwrapArgs(input: ProfileInput, command: readonly string[]): string[] {
   const workspace = input.inspect(input.workspace);
   return [
-    '--unshare-all',
-    // A separate network namespace with loopback only: every byte out goes through Warden's sockets.
-    '--unshare-net',
-    '--die-with-parent',
-    // No controlling terminal: the agent cannot push keystrokes into the operator's shell (TIOCSTI).
-    '--new-session',
-    '--cap-drop',
-    'ALL',
+    ...ISOLATION_ARGS,
     // The sandbox's init pid, on fd 3: the supervisor signals the command (init's child) through it.
     '--info-fd',
     '3',
@@ -187,12 +192,7 @@ export interface UpstreamProfileInput {
 export function upstreamBwrapArgs(input: UpstreamProfileInput, command: string, args: readonly string[]): string[] {
   const root = input.root === undefined ? undefined : input.inspect(input.root);
   return [
-    '--unshare-all',
-    '--unshare-net',
-    '--die-with-parent',
-    '--new-session',
-    '--cap-drop',
-    'ALL',
+    ...ISOLATION_ARGS,
     ...mountArgs({
       sandbox: input.sandbox,
       hostHome: input.hostHome,
