@@ -1,4 +1,4 @@
-import type Database from 'better-sqlite3';
+import type { Db } from '../store/db.ts';
 import { GENESIS_HASH, rowHash, type UnhashedRow } from './canonical.ts';
 
 /**
@@ -27,7 +27,7 @@ export interface ChainWriter {
   write(rows: readonly ChainRow[]): { firstSeq: number; hashes: string[] };
 }
 
-export function chainWriter(db: Database.Database): ChainWriter {
+export function chainWriter(db: Db): ChainWriter {
   const selectHead = db.prepare<[], ChainHead>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
   // Positional parameters: binding 17 named ones from an object costs more than the row's insert itself.
   const insert = db.prepare<unknown[]>(

@@ -1,10 +1,9 @@
 import { closeSync, fsync, fsyncSync, openSync } from 'node:fs';
 import { clearImmediate, clearTimeout, setImmediate, setTimeout } from 'node:timers';
-import type { Statement } from 'better-sqlite3';
 import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { Db } from '../store/db.ts';
+import type { Db, Statement } from '../store/db.ts';
 import { chainWriter, type ChainHead, type ChainRow, type ChainWriter } from './chain.ts';
 import { DEFAULT_MAX_RESULT_CHARS, redactString, serialiseRedacted, truncateText, wellFormed } from './redact.ts';
 import type { AppendOptions, AuditEntry, AuditSink, SyncOptions } from './types.ts';

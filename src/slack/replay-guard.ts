@@ -1,6 +1,5 @@
-import type { Statement } from 'better-sqlite3';
 import type { Clock } from '../clock.ts';
-import type { Db } from '../store/db.ts';
+import type { Db, Statement } from '../store/db.ts';
 
 /** Slack's own freshness window for signed requests. */
 export const SIGNATURE_WINDOW_MS = 5 * 60_000;
