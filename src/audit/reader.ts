@@ -69,7 +69,7 @@ export class AuditReader {
       `SELECT agent,
               sum(CASE WHEN event = 'call.decided' THEN 1 ELSE 0 END) AS calls,
               sum(CASE WHEN event = 'call.decided' AND decision IN ('deny', 'denied', 'halted') THEN 1 ELSE 0 END) AS denials
-         FROM audit WHERE ts >= ? AND agent IS NOT NULL AND (? IS NULL OR agent = ?) GROUP BY agent`,
+         FROM audit WHERE ts >= ? AND agent IS NOT NULL AND (CAST(? AS TEXT) IS NULL OR agent = ?) GROUP BY agent`,
     );
     this.#open = db.prepare(
       `SELECT d.seq, d.ts, d.call_id, d.agent, d.owner, d.server, d.tool, d.decision

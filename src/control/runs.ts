@@ -76,7 +76,7 @@ export class RunStore {
     );
     this.#get = db.prepare('SELECT * FROM runs WHERE id = ?');
     this.#open = db.prepare(
-      'SELECT * FROM runs WHERE ended_at IS NULL AND (? IS NULL OR agent = ?) ORDER BY started_at, id',
+      'SELECT * FROM runs WHERE ended_at IS NULL AND (CAST(? AS TEXT) IS NULL OR agent = ?) ORDER BY started_at, id',
     );
   }
 

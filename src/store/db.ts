@@ -3,10 +3,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { WardenError } from '../errors.ts';
-import { PgDb } from './pg-db.ts';
+import { PgDb, redactUrl } from './pg-db.ts';
+import { dialectOf } from './dialect.ts';
 
-/** Which database a store runs on: SQLite (one host, the default) or PostgreSQL (shared by replicas). */
-export type Dialect = 'sqlite' | 'postgres';
+export { dialectOf, type Dialect } from './dialect.ts';
 
 /**
  * One prepared statement, as every owning module uses it: the subset of
@@ -50,12 +50,19 @@ export interface Db {
   transaction<F extends AnyFn>(fn: F): Transaction<F>;
   pragma(source: string, options?: { simple?: boolean }): unknown;
   close(): unknown;
+  /**
+   * PostgreSQL only: calls `onNotify` on each NOTIFY on `channel` (from any
+   * replica), on a connection of its own; returns the way to stop. SQLite
+   * has no such thing: its processes poll (PRAGMA data_version).
+   */
+  listen?(channel: string, onNotify: () => void, onTrouble?: (err: Error) => void): () => void;
 }
 
 export type SqliteDb = Database.Database;
 
-export function dialectOf(db: Db): Dialect {
-  return db instanceof PgDb ? 'postgres' : 'sqlite';
+/** Where the store is, fit for a log line: a PostgreSQL URL loses its password. */
+export function describeStore(location: string): string {
+  return isPostgresUrl(location) ? redactUrl(location) : location;
 }
 
 export function isPostgresUrl(location: string): boolean {
@@ -100,7 +107,7 @@ export function openDb(path: string, options: OpenOptions = {}): Db {
  * replicas starting together apply each one once.
  */
 function openPostgres(url: string, options: OpenOptions): Db {
-  const db = new PgDb(url);
+  const db = new PgDb(url, { readonly: options.readonly });
   if (!options.readonly) {
     try {
       migrate(db, options.migrationsDir ?? POSTGRES_MIGRATIONS_DIR);

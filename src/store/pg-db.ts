@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { WardenError } from '../errors.ts';
 import type { AnyFn, ArgumentTypes, Transaction } from './db.ts';
@@ -162,22 +163,26 @@ export const WRITE_LOCK_KEY = 0x5741_5244; // "WARD"
 
 export interface PgOpenOptions {
   statementTimeoutMs?: number | undefined;
+  readonly?: boolean | undefined;
 }
 
 export class PgDb {
   readonly dialect = 'postgres' as const;
   readonly name: string;
   readonly memory = false;
-  readonly readonly = false;
+  readonly readonly: boolean;
   #open = true;
   #depth = 0;
   readonly #worker: Worker;
   readonly #port: MessagePort;
   readonly #signal: Int32Array;
   readonly #timeoutMs: number;
+  readonly #url: string;
 
   constructor(url: string, options: PgOpenOptions = {}) {
+    this.#url = url;
     this.name = redactUrl(url);
+    this.readonly = options.readonly ?? false;
     this.#timeoutMs = options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
     const shared = new SharedArrayBuffer(4);
     this.#signal = new Int32Array(shared);
@@ -187,6 +192,7 @@ export class PgDb {
       url,
       signal: shared,
       statementTimeoutMs: this.#timeoutMs,
+      readonly: this.readonly,
       port: port2,
     };
     const self = import.meta.url;
@@ -287,6 +293,55 @@ export class PgDb {
     return tx;
   }
 
+  /**
+   * LISTEN on a connection of its own, in this thread (a notification must
+   * arrive while the thread is idle, not only between statements). The
+   * connection is re-made after a loss, a second later; callers poll too,
+   * so a notification missed meanwhile is only late. Never keeps the
+   * process alive.
+   */
+  listen(channel: string, onNotify: () => void, onTrouble?: (err: Error) => void): () => void {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new WardenError('INVALID_INPUT', `bad LISTEN channel ${channel}`);
+    let stopped = false;
+    let client: pg.Client | undefined;
+    let retry: NodeJS.Timeout | undefined;
+    const connect = (): void => {
+      const c = new pg.Client({ connectionString: this.#url });
+      client = c;
+      const lost = (err: Error): void => {
+        onTrouble?.(err);
+        c.removeAllListeners();
+        c.on('error', () => {}); // a late error on a client given up must not crash the process
+        void c.end().catch(() => {});
+        if (stopped) return;
+        // A missed notification is only late: the caller polls as well.
+        onNotify();
+        retry = setTimeout(connect, LISTEN_RETRY_MS);
+        retry.unref();
+      };
+      c.on('error', lost);
+      c.on('notification', () => onNotify());
+      c.connect()
+        .then(() => c.query(`LISTEN ${channel}`))
+        .then(() => {
+          unrefClient(c);
+          // Anything missed while (re)connecting.
+          if (!stopped) onNotify();
+        })
+        .catch(lost);
+    };
+    connect();
+    return () => {
+      stopped = true;
+      if (retry) clearTimeout(retry);
+      if (client) {
+        client.removeAllListeners();
+        client.on('error', () => {});
+        void client.end().catch(() => {});
+      }
+    };
+  }
+
   close(): this {
     if (!this.#open) return this;
     this.#open = false;
@@ -295,6 +350,13 @@ export class PgDb {
     setTimeout(() => void this.#worker.terminate(), 2_000).unref();
     return this;
   }
+}
+
+const LISTEN_RETRY_MS = 1000;
+
+/** node-postgres keeps its socket private; an idle LISTEN connection must not hold a finished process open. */
+function unrefClient(client: pg.Client): void {
+  (client as unknown as { connection?: { stream?: { unref?: () => void } } }).connection?.stream?.unref?.();
 }
 
 /** The URL without its password, for logs and messages. */

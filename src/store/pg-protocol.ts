@@ -10,6 +10,8 @@ export interface PgWorkerData {
   signal: SharedArrayBuffer;
   /** Server-side cap on one statement, so a stuck query cannot hold the caller for good. */
   statementTimeoutMs: number;
+  /** Every transaction read-only (an inspecting CLI command): evidence cannot be changed through it. */
+  readonly: boolean;
 }
 
 export interface PgRequest {

@@ -36,7 +36,9 @@ function reply(msg: PgReply): void {
 async function handle(req: PgRequest): Promise<void> {
   try {
     if (broken !== undefined) throw new Error(`the PostgreSQL connection was lost: ${broken}`);
-    connected ??= client.connect();
+    connected ??= client
+      .connect()
+      .then(() => (data.readonly ? client.query('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY') : undefined));
     await connected;
     // No parameters: the simple protocol, which also runs a multi-statement text (a migration).
     const res = req.params.length > 0 ? await client.query(req.sql, req.params) : await client.query(req.sql);
