@@ -46,6 +46,22 @@ export class ReplayGuard {
     return null;
   }
 
+  /**
+   * Socket Mode: Slack sends each envelope on one of the app's connections,
+   * and again (same envelope_id) when it saw no ack in time, possibly on
+   * another replica's connection. The envelope is remembered in the same
+   * table (`socket:` keys cannot collide with `v0=` signatures), so it is
+   * handled by one process once. Null when it is new.
+   */
+  checkEnvelope(envelopeId: string | undefined): string | null {
+    const now = this.#clock.now();
+    this.#prune.run(now);
+    if (!envelopeId) return 'missing envelope_id';
+    const inserted = this.#remember.run(`socket:${envelopeId}`, now + this.#windowMs).changes;
+    if (inserted === 0) return 'envelope already handled (by this or another Warden process)';
+    return null;
+  }
+
   /** Signatures remembered (by every process on the database). */
   get size(): number {
     return this.#count.get() ?? 0;
