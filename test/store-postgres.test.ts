@@ -88,6 +88,34 @@ describe('PostgreSQL store', () => {
     expect(db.prepare('SELECT count(*) FROM audit').pluck().get()).toBe(2);
   });
 
+  it('a role granted only SELECT and INSERT on the trail cannot change it, not even by disabling the triggers', async () => {
+    const url = await freshPgDatabase();
+    db = openDb(url);
+    db.prepare(`INSERT INTO audit (seq, ts, event, prev_hash, hash) VALUES (1, 1, 'call.decided', 'p', 'h')`).run();
+    const schema = new URL(url).searchParams.get('options')!.replace('-c search_path=', '');
+    const role = `app_${schema.slice(-12)}`;
+    // What the README tells an operator to do: the schema's owner is not the role Warden connects as.
+    db.exec(`CREATE ROLE ${role} LOGIN;
+      GRANT USAGE ON SCHEMA ${schema} TO ${role};
+      GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA ${schema} TO ${role};
+      GRANT UPDATE, DELETE ON ALL TABLES IN SCHEMA ${schema} TO ${role};
+      REVOKE UPDATE, DELETE, TRUNCATE ON ${schema}.audit, ${schema}.audit_checkpoints FROM ${role};`);
+    const asApp = new URL(url);
+    asApp.username = role;
+    const app = openDb(asApp.toString(), { readonly: false });
+    try {
+      expect(app.prepare('SELECT count(*) FROM audit').pluck().get()).toBe(1);
+      expect(() => app.exec('ALTER TABLE audit DISABLE TRIGGER USER')).toThrow(/must be owner/);
+      expect(() => app.exec("UPDATE audit SET event = 'x'")).toThrow(/permission denied/);
+      expect(() => app.exec('DELETE FROM audit')).toThrow(/permission denied/);
+      expect(() => app.exec('TRUNCATE audit')).toThrow(/permission denied/);
+      // The rest of Warden's tables stay writable for it.
+      expect(app.prepare('INSERT INTO control_state (scope, halted, at) VALUES (?, 0, 1)').run('org').changes).toBe(1);
+    } finally {
+      app.close();
+    }
+  });
+
   it('names the cause when the server cannot be reached', () => {
     expect(() => openDb('postgres://nobody@127.0.0.1:1/none')).toThrow(/PostgreSQL: .*ECONNREFUSED|connect/);
   });

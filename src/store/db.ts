@@ -158,7 +158,9 @@ export function migrate(db: Db, dir: string = DEFAULT_MIGRATIONS_DIR): number {
     // and a failed one leaves the schema as it was.
     return db
       .transaction(() => {
-        create();
+        // Only when missing: a role that may not create tables (one that does not own the schema, so
+        // it cannot disable the audit triggers) still starts on a database that is up to date.
+        if (db.prepare("SELECT to_regclass('schema_migrations') IS NULL AS missing").pluck().get()) create();
         return applyMigrations(db, dir, migrations, (fn) => fn());
       })
       .immediate();
