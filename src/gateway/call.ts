@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
-import type { ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
+import type { ApprovalOutcome, ApprovalRequestInput, HeldCall as StoredHeldCall } from '../approvals/types.ts';
 import type { CallRecords } from '../audit/call-records.ts';
 import { refusalCodeOf, type AuditDetail, type AuditEntry } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
@@ -58,6 +58,12 @@ interface Admitted {
   upstreamTools: ReadonlySet<string>;
 }
 
+/** How a hold ended: the approval's outcome, or the request's own failure. */
+type HoldOutcome = ApprovalOutcome | { status: 'error'; approvalId?: undefined; approver?: undefined; reason: string };
+
+/** What the steps after the hold need of an admitted call: where it goes and what its tool declares. */
+type Target = Pick<Admitted, 'server' | 'tool' | 'annotations' | 'upstreamTools'>;
+
 /** MCP tool names are at most 128 characters; a namespaced one, twice that at most. */
 const MAX_NAME_CHARS = 256;
 
@@ -90,12 +96,16 @@ export class ToolCall {
   #decidedDurable: Promise<void> | undefined;
   /** Whether the agent may hear anything yet: progress before then is dropped (it is advisory). */
   #durable = true;
+  /** Set for a held call taken over from a stopped Warden: the approval it waits for (its call.decided is the first process's). */
+  readonly #adoptedFrom: string | undefined;
 
-  constructor(context: CallContext, input: CallInput) {
+  /** `adopted`: a held call a stopped Warden left deferred, run by resume() under its own call id. */
+  constructor(context: CallContext, input: CallInput, adopted?: { callId: string; approvalId: string }) {
     this.#context = context;
     this.#input = input;
     this.#started = context.clock.monotonic();
-    this.#callId = `call_${randomUUID()}`;
+    this.#callId = adopted?.callId ?? `call_${randomUUID()}`;
+    this.#adoptedFrom = adopted?.approvalId;
     this.#split = splitQualifiedName(input.name);
     this.#facts = {
       callId: this.#callId,
@@ -123,6 +133,68 @@ export class ToolCall {
       return await this.end(await this.#proceed(admission, defer));
     } finally {
       this.#leave();
+    }
+  }
+
+  /**
+   * Runs a held call taken over from a stopped Warden (its agent was told
+   * "not run yet, check back", then the process went away): no agent request
+   * is attached, and admit and record were done by the first process. It
+   * waits for the decision, then goes through the same recheck, forward and
+   * end() as any call; its agent collects what end() answers.
+   */
+  static adopt(
+    context: CallContext,
+    held: StoredHeldCall,
+    options: { signal?: AbortSignal | undefined; tokenLive: (tokenId: string) => boolean },
+  ): Promise<CallToolResult> {
+    const { tokenId } = held;
+    const input: CallInput = {
+      agent: held.agent,
+      name: held.name,
+      args: held.args as Record<string, unknown> | undefined,
+      // Nobody's request is open: only a task's cancel (when the call is a task's) reaches it from the agent.
+      signal: options.signal ?? new AbortController().signal,
+      stillAuthorized: tokenId === undefined ? undefined : () => options.tokenLive(tokenId),
+      tokenId,
+    };
+    return new ToolCall(context, input, { callId: held.callId, approvalId: held.approvalId }).#resume(held);
+  }
+
+  async #resume(held: StoredHeldCall): Promise<CallToolResult> {
+    this.#facts.owner = this.#context.options.policy().agents[held.agent]?.owner;
+    this.#enter();
+    try {
+      return await this.end(await this.#proceedAdopted(held));
+    } finally {
+      this.#leave();
+    }
+  }
+
+  /** Hold (the decision only: the card is up already) → recheck → forward, as #proceed. */
+  async #proceedAdopted(held: StoredHeldCall): Promise<CallOutcome> {
+    const { options } = this.#context;
+    const signal = this.#controller.signal;
+    try {
+      const decided = await this.#context.untilDecided(
+        this.#callId,
+        held.approvalId,
+        options.approvals.awaitDecision(held.approvalId, signal),
+      );
+      if (decided === undefined) return { kind: 'carried_on' };
+      const refused = this.#decided(decided);
+      if (refused) return refused;
+      // This process may not have started the upstream yet; fetching the catalogue also pins its definitions.
+      const catalogue = await options.upstreams.catalogue(held.server, signal);
+      const target: Target = {
+        server: held.server,
+        tool: held.tool,
+        annotations: annotationsOf(catalogue.byName.get(held.tool)),
+        upstreamTools: catalogue.names,
+      };
+      return this.#recheck(target) ?? (await this.#forward(target));
+    } catch (err) {
+      return this.#failure(err);
     }
   }
 
@@ -335,7 +407,12 @@ export class ToolCall {
         outcome = decided;
       } else outcome = first === 'answer_now' ? await approval : first;
     }
-    this.#approvalId = outcome.approvalId;
+    return this.#decided(outcome);
+  }
+
+  /** The hold ended with a human's decision (or the request's failure): a refusal ends the call. */
+  #decided(outcome: HoldOutcome): CallOutcome | undefined {
+    this.#approvalId = outcome.approvalId ?? this.#adoptedFrom;
     this.#approver = outcome.approver;
     if (outcome.status !== 'approved') {
       return { kind: 'not_approved', status: outcome.status, reason: outcome.reason ?? outcome.status };
@@ -345,7 +422,7 @@ export class ToolCall {
   }
 
   /** Recheck: what may have changed while the call waited (the approval's arguments, the policy, a halt, the token). */
-  #recheck(admitted: Admitted): CallOutcome | undefined {
+  #recheck(admitted: Target): CallOutcome | undefined {
     const { agent, name, args } = this.#input;
     const { options, log } = this.#context;
     if (this.#approved) {
@@ -401,7 +478,7 @@ export class ToolCall {
    * text) reaches the agent only once its call.decided row is on stable
    * storage.
    */
-  async #forward({ server, tool }: Admitted): Promise<CallOutcome> {
+  async #forward({ server, tool }: Target): Promise<CallOutcome> {
     const { options, log } = this.#context;
     const { name, args } = this.#input;
     let upstream: { result: CallToolResult } | { error: unknown };
@@ -466,8 +543,9 @@ export class ToolCall {
     if (input.signal.aborted) this.#onAgentAbort();
     else input.signal.addEventListener('abort', this.#onAgentAbort, { once: true });
     this.#context.enter(this.#callId, input.agent, this.#controller);
-    // Admitted while close() was aborting the others: it must not start now.
-    const closing = this.#context.closing();
+    // Admitted while close() was aborting the others: it must not start now. (A call taken
+    // over is let go instead, still pending for the next Warden: untilDecided sees the closing.)
+    const closing = this.#adoptedFrom === undefined ? this.#context.closing() : undefined;
     if (closing) this.#controller.abort(closing);
   }
 
@@ -480,7 +558,7 @@ export class ToolCall {
     admitted: Admitted,
     decision: Extract<Decision, { kind: 'approve' }>,
     onRequested: NonNullable<ApprovalRequestInput['onRequested']>,
-  ): Promise<ApprovalOutcome | { status: 'error'; approvalId?: undefined; approver?: undefined; reason: string }> {
+  ): Promise<HoldOutcome> {
     const signal = this.#controller.signal;
     try {
       return await this.#context.options.approvals.request({
@@ -533,7 +611,9 @@ export class ToolCall {
     const detail: AuditDetail = {
       ...(ending.code ? { code: ending.code } : {}),
       ...ending.detail,
-      ...(this.#approvalId ? { approvalId: this.#approvalId } : {}),
+      ...(this.#approvalId || this.#adoptedFrom ? { approvalId: this.#approvalId ?? this.#adoptedFrom } : {}),
+      // Taken over from a stopped Warden: the call.decided row before it is that process's.
+      ...(this.#adoptedFrom ? { adopted: true } : {}),
     };
     const entry: AuditEntry = {
       ...this.#facts,

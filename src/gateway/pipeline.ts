@@ -31,7 +31,6 @@ import {
   type DeferredCall,
   type DeferredFacts,
 } from './deferred.ts';
-import { runHeldCall, type HeldRunContext } from './held-run.ts';
 import type { ToolPins } from './pins.ts';
 import type { Upstreams } from './upstream.ts';
 
@@ -413,22 +412,6 @@ export class GatewayPipeline {
     return decided;
   }
 
-  /** What a held call taken over from a stopped Warden needs from this pipeline (held-run.ts). */
-  #heldRunContext(tokenLive: (tokenId: string) => boolean): HeldRunContext {
-    return {
-      options: this.#options,
-      records: this.#context.records,
-      clock: this.#clock,
-      log: this.#log,
-      haltCheck: (agent) => this.#haltCheck(agent),
-      enter: (callId, agent, controller) => void this.#inFlight.set(callId, { agent, controller }),
-      leave: (callId) => void this.#inFlight.delete(callId),
-      untilDecided: (callId, approvalId, decision) => this.#decisionUnlessDetached(callId, approvalId, decision),
-      verifyLive: (server, tool, name, live) => this.#options.pins.verifyLive(server, tool, name, live),
-      tokenLive,
-    };
-  }
-
   /**
    * At start-up: takes over the deferred held calls a stopped Warden left
    * waiting for a decision, and runs each on approval, once, with its stored
@@ -437,9 +420,8 @@ export class GatewayPipeline {
    */
   async resumeHeldCalls(tokenLive: (tokenId: string) => boolean): Promise<number> {
     const calls = await this.#options.approvals.adoptHeldCalls();
-    const context = this.#heldRunContext(tokenLive);
     for (const call of calls) {
-      const run = this.#track(runHeldCall(context, call));
+      const run = this.#track(ToolCall.adopt(this.#context, call, { tokenLive }));
       this.#deferred.adopt(call, run);
     }
     if (calls.length > 0)
