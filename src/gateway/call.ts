@@ -9,6 +9,7 @@ import type { Alert, HaltState } from '../control/types.ts';
 import { WardenError, describeError, isWardenError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.ts';
+import { POLICY_DEFAULTS } from '../policy/load.ts';
 import type { AgentPolicy, Decision, ToolAnnotations } from '../policy/types.ts';
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { endingOf, type CallOutcome, type Ending } from './call-outcomes.ts';
@@ -373,16 +374,34 @@ export class ToolCall {
   async #hold(admitted: Admitted, defer: (facts: DeferredFacts) => void): Promise<CallOutcome | undefined> {
     const { decision, agentPolicy } = admitted;
     if (decision.kind !== 'approve') return undefined;
-    const { agent, name, args } = this.#input;
     let requested: HeldCall | undefined;
+    let markHeld: () => void = () => {};
+    const held = new Promise<'held'>((resolve) => {
+      markHeld = () => resolve('held');
+    });
     const approval = this.#requestApproval(admitted, decision, (r) => {
       requested = r;
       this.#input.onHeld?.(r);
+      markHeld();
     });
     let outcome: Awaited<typeof approval>;
-    // A task's request was answered already: it waits for the decision however long it takes.
-    const answerWithinMs = this.#input.holdOpen ? undefined : agentPolicy.answerWithinMs;
-    if (answerWithinMs === undefined) outcome = await approval;
+    const answerWithinMs = agentPolicy.answerWithinMs;
+    if (this.#input.task) {
+      // A task's request was answered already (with the task): the call is kept with its task as soon as it is
+      // held, and waits for the decision however long it takes.
+      const first = await Promise.race([approval, held]);
+      if (first !== 'held') outcome = first;
+      else {
+        const decided = await this.#defer(
+          requested!,
+          approval,
+          answerWithinMs ?? POLICY_DEFAULTS.answerWithinMs,
+          defer,
+        );
+        if (decided === undefined) return { kind: 'carried_on' };
+        outcome = decided;
+      }
+    } else if (answerWithinMs === undefined) outcome = await approval;
     else {
       const clock = this.#context.clock;
       let timer: NodeJS.Timeout | undefined;
@@ -394,20 +413,35 @@ export class ToolCall {
       ]);
       if (timer) clock.clearTimeout(timer);
       if (first === 'answer_now' && requested) {
-        // The agent's request is answered now; the call itself goes on. From here the agent going
-        // away no longer abandons it (a halt, the expiry and Warden's shutdown still end it).
-        this.#input.signal.removeEventListener('abort', this.#onAgentAbort);
-        this.#progress.mute();
-        defer({ ...requested, callId: this.#callId, agent, name, argsHash: argsHash(args), answerWithinMs });
-        void this.#context.options.approvals
-          .deferred(requested.approvalId, { agent, callId: this.#callId })
-          .catch((err) => this.#context.log.warn({ err: describeError(err) }, 'could not record the deferral'));
-        const decided = await this.#context.untilDecided(this.#callId, requested.approvalId, approval);
+        const decided = await this.#defer(requested, approval, answerWithinMs, defer);
         if (decided === undefined) return { kind: 'carried_on' };
         outcome = decided;
       } else outcome = first === 'answer_now' ? await approval : first;
     }
     return this.#decided(outcome);
+  }
+
+  /**
+   * The agent's request is answered now ("not run yet", or it was answered
+   * with its task); the call itself goes on, kept in the database, so a
+   * restarted Warden takes it over. From here the agent going away no longer
+   * abandons it (a halt, the expiry and Warden's shutdown still end it, and a
+   * task's cancel). Undefined: this Warden let go of it (see untilDecided).
+   */
+  async #defer(
+    requested: HeldCall,
+    approval: Promise<HoldOutcome>,
+    answerWithinMs: number,
+    defer: (facts: DeferredFacts) => void,
+  ): Promise<HoldOutcome | undefined> {
+    const { agent, name, args, task } = this.#input;
+    if (!task) this.#input.signal.removeEventListener('abort', this.#onAgentAbort);
+    this.#progress.mute();
+    defer({ ...requested, callId: this.#callId, agent, name, argsHash: argsHash(args), answerWithinMs, task });
+    void this.#context.options.approvals
+      .deferred(requested.approvalId, { agent, callId: this.#callId, taskId: task?.taskId })
+      .catch((err) => this.#context.log.warn({ err: describeError(err) }, 'could not record the deferral'));
+    return this.#context.untilDecided(this.#callId, requested.approvalId, approval);
   }
 
   /** The hold ended with a human's decision (or the request's failure): a refusal ends the call. */
