@@ -197,6 +197,13 @@ describe('a held call as a task', () => {
     const again = await client.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
     expect(JSON.parse(textOf(again))).toMatchObject({ sent: true });
     expect(await sentCount()).toBe(before + 1);
+    // Collected once, by its task: the kept copy of the ending left the database at the first tasks/result.
+    await h.flush();
+    const collected = h
+      .rows({ event: 'approval.collected', agent: AGENT })
+      .filter((r) => r.detail?.includes(approvalId));
+    expect(collected.map((r) => r.reason)).toEqual(["collected with its task's tasks/result"]);
+    expect(h.approvals.heldCalls.get(approvalId)).toBeUndefined();
   });
 
   it('tasks/result asked before the decision waits for it and answers when the task ends', async () => {
