@@ -413,6 +413,30 @@ describe('a deferred held call survives a crash', () => {
     expect(heldRows()).toEqual([]);
   });
 
+  it('halted in the new process while it waits: ended by the same outcome table as any call, and never run', async () => {
+    prepare();
+    const first = await start();
+    const id = await defer(await connect(first), email());
+    await cardFor(id);
+    await stop(first);
+
+    const second = await start();
+    await second.control.killSwitch.halt({ scope: 'agent', agent: AGENT, reason: 'drill', actor: 'cli:test' });
+    await waitFor(() => approvalStatus(id) === 'cancelled', 'the halt to cancel the approval');
+    await waitFor(() => heldRows()[0]?.ending, 'the ending to be stored');
+    await second.audit.flush();
+    const completed = auditRows(second, 'call.completed').filter((r) => String(r.detail).includes(id));
+    // One call.completed, from the one table: the refusal's text, decision and code, the approval, and that it was taken over.
+    expect(completed).toMatchObject([{ decision: 'cancelled' }]);
+    expect(completed[0]!.reason).toMatch(/^tickets__send_customer_email was not run: .*cancelled/);
+    expect(JSON.parse(completed[0]!.detail!)).toMatchObject({ approvalId: id, adopted: true });
+    await second.control.killSwitch.resume({ scope: 'agent', agent: AGENT, actor: 'cli:test' });
+    const res = await collect(await connect(second), id);
+    expect(res.isError).toBe(true);
+    expect(textOf(res)).toMatch(/^Refused by Warden: tickets__send_customer_email was not run: .*cancelled/);
+    expect(completedOk(second, id)).toEqual([]);
+  });
+
   it('its expiry is kept by the new process: nobody decides, it is refused, and its row is erased', async () => {
     prepare();
     const first = await start();

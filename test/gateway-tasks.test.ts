@@ -176,8 +176,14 @@ describe('a held call as a task', () => {
     await new Promise((resolve) => setTimeout(resolve, 1_300));
     expect((await client.experimental.tasks.getTask(started.taskId, SHORT)).status).toBe('working');
     await h.flush();
-    expect(h.rows({ event: 'approval.deferred', agent: AGENT }).filter((r) => r.detail?.includes(approvalId))).toEqual(
-      [],
+    // Deferred once, as soon as it was held: the agent was answered with the task (not "not run yet"), and the call
+    // is kept with its task in the database, so both outlive a restart (gateway-tasks-restart.test.ts).
+    const deferrals = h
+      .rows({ event: 'approval.deferred', agent: AGENT })
+      .filter((r) => r.detail?.includes(approvalId));
+    expect(deferrals).toHaveLength(1);
+    expect(deferrals[0]!.reason).toBe(
+      `the agent was answered with task ${started.taskId} and polls it; the approval goes on`,
     );
 
     expect((await h.approvals.decide(approvalId, OWNER, 'approve')).ok).toBe(true);
@@ -191,6 +197,13 @@ describe('a held call as a task', () => {
     const again = await client.experimental.tasks.getTaskResult(started.taskId, CallToolResultSchema, SHORT);
     expect(JSON.parse(textOf(again))).toMatchObject({ sent: true });
     expect(await sentCount()).toBe(before + 1);
+    // Collected once, by its task: the kept copy of the ending left the database at the first tasks/result.
+    await h.flush();
+    const collected = h
+      .rows({ event: 'approval.collected', agent: AGENT })
+      .filter((r) => r.detail?.includes(approvalId));
+    expect(collected.map((r) => r.reason)).toEqual(["collected with its task's tasks/result"]);
+    expect(h.approvals.heldCalls.get(approvalId)).toBeUndefined();
   });
 
   it('tasks/result asked before the decision waits for it and answers when the task ends', async () => {

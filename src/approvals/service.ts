@@ -20,12 +20,20 @@ import type {
   ApprovalRequestInput,
   ApprovalResultReport,
   ApprovalStatus,
+  CollectedHow,
   DecideResult,
   HeldCall,
   HeldCallEnding,
 } from './types.ts';
 
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 15 * 60_000;
+
+/** approval.collected's reason, by how the agent collected. */
+const COLLECTED_REASONS: { readonly [How in CollectedHow]: string } = {
+  await: 'collected with warden__await_approval',
+  repeat: 'collected by repeating the same call',
+  task: "collected with its task's tasks/result",
+};
 export const DEFAULT_POLL_MS = 500;
 export const DEFAULT_WAITING_NOTIFY_MS = 5_000;
 /**
@@ -425,7 +433,10 @@ export class ApprovalService implements ApprovalGate {
     }
   }
 
-  async deferred(approvalId: string, info: { agent: string; callId: string }): Promise<void> {
+  async deferred(
+    approvalId: string,
+    info: { agent: string; callId: string; taskId?: string | undefined },
+  ): Promise<void> {
     const waiter = this.#waiters.get(approvalId);
     if (waiter) waiter.deferred = true;
     const record = this.#store.get(approvalId);
@@ -436,14 +447,23 @@ export class ApprovalService implements ApprovalGate {
       server: record?.server,
       tool: record?.tool,
       decision: 'pending',
-      reason: 'the agent was answered "not run yet" and told to check back; the approval goes on',
-      detail: { approvalId, expiresAt: record?.expiresAt },
+      reason:
+        info.taskId === undefined
+          ? 'the agent was answered "not run yet" and told to check back; the approval goes on'
+          : `the agent was answered with task ${info.taskId} and polls it; the approval goes on`,
+      detail: {
+        approvalId,
+        expiresAt: record?.expiresAt,
+        ...(info.taskId === undefined ? {} : { taskId: info.taskId }),
+      },
     });
     if (!this.#notifier || !record?.messageTs) return;
     try {
       await this.#notifier.postNote(
         record,
-        'The agent was told the call has not run yet and to check back. A decision here still counts: on approval the call runs at once, and the agent collects the result.',
+        info.taskId === undefined
+          ? 'The agent was told the call has not run yet and to check back. A decision here still counts: on approval the call runs at once, and the agent collects the result.'
+          : 'The agent polls this call as an MCP task. A decision here still counts, across a Warden restart too: on approval the call runs at once, and the task ends with the result.',
       );
     } catch (err) {
       // The card itself still stands and still decides; only the note is missing.
@@ -451,7 +471,7 @@ export class ApprovalService implements ApprovalGate {
     }
   }
 
-  async collected(approvalId: string, info: { agent: string; callId: string; how: 'await' | 'repeat' }): Promise<void> {
+  async collected(approvalId: string, info: { agent: string; callId: string; how: CollectedHow }): Promise<void> {
     const record = this.#store.get(approvalId);
     await this.#auditSafely({
       event: 'approval.collected',
@@ -460,7 +480,7 @@ export class ApprovalService implements ApprovalGate {
       server: record?.server,
       tool: record?.tool,
       decision: record?.status ?? 'failed',
-      reason: info.how === 'await' ? 'collected with warden__await_approval' : 'collected by repeating the same call',
+      reason: COLLECTED_REASONS[info.how],
       detail: { approvalId, how: info.how },
     });
   }

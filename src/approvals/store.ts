@@ -268,6 +268,9 @@ interface HeldCallRow {
   expires_at: number;
   ending: string | null;
   ended_at: number | null;
+  task_id: string | null;
+  task_created_at: number | null;
+  task_ttl_ms: number | null;
 }
 
 /** The stored ending is read back through this: a row that does not parse is not handed to an agent. */
@@ -292,6 +295,9 @@ function toHeldCall(row: HeldCallRow): HeldCall {
     runner: row.runner ?? undefined,
     answerWithinMs: row.answer_within_ms,
     expiresAt: row.expires_at,
+    ...(row.task_id === null
+      ? {}
+      : { task: { taskId: row.task_id, createdAt: row.task_created_at ?? 0, ttlMs: row.task_ttl_ms ?? 0 } }),
     endedAt: row.ended_at ?? undefined,
     ending:
       ending === undefined
@@ -318,9 +324,14 @@ export class HeldCallStore implements HeldCallBook {
     this.#processId = processId;
     this.#stmts = {
       insert: db.prepare(`INSERT INTO held_calls
-        (approval_id, call_id, agent, name, server, tool, args_hash, args, token_id, channel, answer_within_ms, expires_at)
+        (approval_id, call_id, agent, name, server, tool, args_hash, args, token_id, channel, answer_within_ms, expires_at,
+         task_id, task_created_at, task_ttl_ms)
         VALUES (@approvalId, @callId, @agent, @name, @server, @tool, @argsHash, @args, @tokenId, @channel, @answerWithinMs,
-         @expiresAt)`),
+         @expiresAt, @taskId, @taskCreatedAt, @taskTtlMs)`),
+      byTask: db.prepare('SELECT * FROM held_calls WHERE task_id = ? AND expires_at > ?'),
+      tasks: db.prepare(
+        'SELECT * FROM held_calls WHERE task_id IS NOT NULL AND expires_at > ? ORDER BY task_created_at',
+      ),
       get: db.prepare('SELECT * FROM held_calls WHERE approval_id = ? AND expires_at > ?'),
       repeat: db.prepare(`SELECT * FROM held_calls
         WHERE agent = ? AND name = ? AND args_hash = ? AND expires_at > ? ORDER BY expires_at LIMIT 1`),
@@ -356,7 +367,19 @@ export class HeldCallStore implements HeldCallBook {
       channel: call.channel ?? null,
       answerWithinMs: call.answerWithinMs,
       expiresAt: call.expiresAt,
+      taskId: call.task?.taskId ?? null,
+      taskCreatedAt: call.task?.createdAt ?? null,
+      taskTtlMs: call.task?.ttlMs ?? null,
     });
+  }
+
+  getByTask(taskId: string): HeldCall | undefined {
+    const row = this.#stmts.byTask.get(taskId, this.#clock.now()) as HeldCallRow | undefined;
+    return row ? toHeldCall(row) : undefined;
+  }
+
+  tasks(): HeldCall[] {
+    return (this.#stmts.tasks.all(this.#clock.now()) as HeldCallRow[]).map(toHeldCall);
   }
 
   get(approvalId: string): HeldCall | undefined {

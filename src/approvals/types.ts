@@ -73,6 +73,8 @@ export interface HeldCall {
   channel?: string | undefined;
   answerWithinMs: number;
   expiresAt: number;
+  /** Set when the call was made as an MCP task: its task, which outlives a restart with it. */
+  task?: HeldTask | undefined;
   /** The process that took the approved call to run it; set once. */
   runner?: string | undefined;
   /** Set once the call ended; handed out once. */
@@ -88,6 +90,16 @@ export type NewHeldCall = Omit<HeldCall, 'ending' | 'endedAt' | 'args' | 'runner
  * method is one statement: several processes sharing the database agree on
  * who ended and who collected a call.
  */
+/** How an agent collected a held call's ending: warden__await_approval, the same call again, or its task's tasks/result. */
+export type CollectedHow = 'await' | 'repeat' | 'task';
+
+/** The MCP task a held call was made as: its id, and when it was created and for how long it is kept (ms). */
+export interface HeldTask {
+  taskId: string;
+  createdAt: number;
+  ttlMs: number;
+}
+
 export interface HeldCallBook {
   /** Stores the call (with its exact arguments) when its agent is told to check back. */
   keep(call: NewHeldCall): void;
@@ -95,6 +107,10 @@ export interface HeldCallBook {
   get(approvalId: string): HeldCall | undefined;
   /** An identical call (same agent, tool and argument hash) not yet collected. */
   findRepeat(agent: string, name: string, argsHash: string): HeldCall | undefined;
+  /** The held call made as this task, if it has not expired or been collected. */
+  getByTask(taskId: string): HeldCall | undefined;
+  /** Held calls made as tasks, not expired or collected (ended or not). */
+  tasks(): HeldCall[];
   /** Whether this agent has any held call not yet collected (spares hashing every call's arguments). */
   hasAny(agent: string): boolean;
   /**
@@ -121,9 +137,10 @@ export interface ApprovalGate {
    * The agent's request was answered "not run yet, check back" while the
    * approval goes on: audited (`approval.deferred`) and said in the card's thread.
    */
-  deferred(approvalId: string, info: { agent: string; callId: string }): Promise<void>;
+  /** `taskId`: the agent was answered with this MCP task (it polls the task) rather than "not run yet". */
+  deferred(approvalId: string, info: { agent: string; callId: string; taskId?: string | undefined }): Promise<void>;
   /** The agent collected how a deferred call ended (`approval.collected`). */
-  collected(approvalId: string, info: { agent: string; callId: string; how: 'await' | 'repeat' }): Promise<void>;
+  collected(approvalId: string, info: { agent: string; callId: string; how: CollectedHow }): Promise<void>;
   /** Deferred held calls' arguments and endings. */
   readonly heldCalls: HeldCallBook;
   /**

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { McpError, type CallToolResult, type Progress, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
-import type { ApprovalOutcome, ApprovalRequestInput } from '../approvals/types.ts';
+import type { ApprovalOutcome, ApprovalRequestInput, HeldCall as StoredHeldCall } from '../approvals/types.ts';
 import type { CallRecords } from '../audit/call-records.ts';
 import { refusalCodeOf, type AuditDetail, type AuditEntry } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
@@ -9,6 +9,7 @@ import type { Alert, HaltState } from '../control/types.ts';
 import { WardenError, describeError, isWardenError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { decide, qualifiedToolName, splitQualifiedName } from '../policy/decide.ts';
+import { POLICY_DEFAULTS } from '../policy/load.ts';
 import type { AgentPolicy, Decision, ToolAnnotations } from '../policy/types.ts';
 import { argumentProblem, DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { endingOf, type CallOutcome, type Ending } from './call-outcomes.ts';
@@ -58,6 +59,12 @@ interface Admitted {
   upstreamTools: ReadonlySet<string>;
 }
 
+/** How a hold ended: the approval's outcome, or the request's own failure. */
+type HoldOutcome = ApprovalOutcome | { status: 'error'; approvalId?: undefined; approver?: undefined; reason: string };
+
+/** What the steps after the hold need of an admitted call: where it goes and what its tool declares. */
+type Target = Pick<Admitted, 'server' | 'tool' | 'annotations' | 'upstreamTools'>;
+
 /** MCP tool names are at most 128 characters; a namespaced one, twice that at most. */
 const MAX_NAME_CHARS = 256;
 
@@ -90,12 +97,16 @@ export class ToolCall {
   #decidedDurable: Promise<void> | undefined;
   /** Whether the agent may hear anything yet: progress before then is dropped (it is advisory). */
   #durable = true;
+  /** Set for a held call taken over from a stopped Warden: the approval it waits for (its call.decided is the first process's). */
+  readonly #adoptedFrom: string | undefined;
 
-  constructor(context: CallContext, input: CallInput) {
+  /** `adopted`: a held call a stopped Warden left deferred, run by resume() under its own call id. */
+  constructor(context: CallContext, input: CallInput, adopted?: { callId: string; approvalId: string }) {
     this.#context = context;
     this.#input = input;
     this.#started = context.clock.monotonic();
-    this.#callId = `call_${randomUUID()}`;
+    this.#callId = adopted?.callId ?? `call_${randomUUID()}`;
+    this.#adoptedFrom = adopted?.approvalId;
     this.#split = splitQualifiedName(input.name);
     this.#facts = {
       callId: this.#callId,
@@ -123,6 +134,68 @@ export class ToolCall {
       return await this.end(await this.#proceed(admission, defer));
     } finally {
       this.#leave();
+    }
+  }
+
+  /**
+   * Runs a held call taken over from a stopped Warden (its agent was told
+   * "not run yet, check back", then the process went away): no agent request
+   * is attached, and admit and record were done by the first process. It
+   * waits for the decision, then goes through the same recheck, forward and
+   * end() as any call; its agent collects what end() answers.
+   */
+  static adopt(
+    context: CallContext,
+    held: StoredHeldCall,
+    options: { signal?: AbortSignal | undefined; tokenLive: (tokenId: string) => boolean },
+  ): Promise<CallToolResult> {
+    const { tokenId } = held;
+    const input: CallInput = {
+      agent: held.agent,
+      name: held.name,
+      args: held.args as Record<string, unknown> | undefined,
+      // Nobody's request is open: only a task's cancel (when the call is a task's) reaches it from the agent.
+      signal: options.signal ?? new AbortController().signal,
+      stillAuthorized: tokenId === undefined ? undefined : () => options.tokenLive(tokenId),
+      tokenId,
+    };
+    return new ToolCall(context, input, { callId: held.callId, approvalId: held.approvalId }).#resume(held);
+  }
+
+  async #resume(held: StoredHeldCall): Promise<CallToolResult> {
+    this.#facts.owner = this.#context.options.policy().agents[held.agent]?.owner;
+    this.#enter();
+    try {
+      return await this.end(await this.#proceedAdopted(held));
+    } finally {
+      this.#leave();
+    }
+  }
+
+  /** Hold (the decision only: the card is up already) → recheck → forward, as #proceed. */
+  async #proceedAdopted(held: StoredHeldCall): Promise<CallOutcome> {
+    const { options } = this.#context;
+    const signal = this.#controller.signal;
+    try {
+      const decided = await this.#context.untilDecided(
+        this.#callId,
+        held.approvalId,
+        options.approvals.awaitDecision(held.approvalId, signal),
+      );
+      if (decided === undefined) return { kind: 'carried_on' };
+      const refused = this.#decided(decided);
+      if (refused) return refused;
+      // This process may not have started the upstream yet; fetching the catalogue also pins its definitions.
+      const catalogue = await options.upstreams.catalogue(held.server, signal);
+      const target: Target = {
+        server: held.server,
+        tool: held.tool,
+        annotations: annotationsOf(catalogue.byName.get(held.tool)),
+        upstreamTools: catalogue.names,
+      };
+      return this.#recheck(target) ?? (await this.#forward(target));
+    } catch (err) {
+      return this.#failure(err);
     }
   }
 
@@ -301,16 +374,34 @@ export class ToolCall {
   async #hold(admitted: Admitted, defer: (facts: DeferredFacts) => void): Promise<CallOutcome | undefined> {
     const { decision, agentPolicy } = admitted;
     if (decision.kind !== 'approve') return undefined;
-    const { agent, name, args } = this.#input;
     let requested: HeldCall | undefined;
+    let markHeld: () => void = () => {};
+    const held = new Promise<'held'>((resolve) => {
+      markHeld = () => resolve('held');
+    });
     const approval = this.#requestApproval(admitted, decision, (r) => {
       requested = r;
       this.#input.onHeld?.(r);
+      markHeld();
     });
     let outcome: Awaited<typeof approval>;
-    // A task's request was answered already: it waits for the decision however long it takes.
-    const answerWithinMs = this.#input.holdOpen ? undefined : agentPolicy.answerWithinMs;
-    if (answerWithinMs === undefined) outcome = await approval;
+    const answerWithinMs = agentPolicy.answerWithinMs;
+    if (this.#input.task) {
+      // A task's request was answered already (with the task): the call is kept with its task as soon as it is
+      // held, and waits for the decision however long it takes.
+      const first = await Promise.race([approval, held]);
+      if (first !== 'held') outcome = first;
+      else {
+        const decided = await this.#defer(
+          requested!,
+          approval,
+          answerWithinMs ?? POLICY_DEFAULTS.answerWithinMs,
+          defer,
+        );
+        if (decided === undefined) return { kind: 'carried_on' };
+        outcome = decided;
+      }
+    } else if (answerWithinMs === undefined) outcome = await approval;
     else {
       const clock = this.#context.clock;
       let timer: NodeJS.Timeout | undefined;
@@ -322,20 +413,40 @@ export class ToolCall {
       ]);
       if (timer) clock.clearTimeout(timer);
       if (first === 'answer_now' && requested) {
-        // The agent's request is answered now; the call itself goes on. From here the agent going
-        // away no longer abandons it (a halt, the expiry and Warden's shutdown still end it).
-        this.#input.signal.removeEventListener('abort', this.#onAgentAbort);
-        this.#progress.mute();
-        defer({ ...requested, callId: this.#callId, agent, name, argsHash: argsHash(args), answerWithinMs });
-        void this.#context.options.approvals
-          .deferred(requested.approvalId, { agent, callId: this.#callId })
-          .catch((err) => this.#context.log.warn({ err: describeError(err) }, 'could not record the deferral'));
-        const decided = await this.#context.untilDecided(this.#callId, requested.approvalId, approval);
+        const decided = await this.#defer(requested, approval, answerWithinMs, defer);
         if (decided === undefined) return { kind: 'carried_on' };
         outcome = decided;
       } else outcome = first === 'answer_now' ? await approval : first;
     }
-    this.#approvalId = outcome.approvalId;
+    return this.#decided(outcome);
+  }
+
+  /**
+   * The agent's request is answered now ("not run yet", or it was answered
+   * with its task); the call itself goes on, kept in the database, so a
+   * restarted Warden takes it over. From here the agent going away no longer
+   * abandons it (a halt, the expiry and Warden's shutdown still end it, and a
+   * task's cancel). Undefined: this Warden let go of it (see untilDecided).
+   */
+  async #defer(
+    requested: HeldCall,
+    approval: Promise<HoldOutcome>,
+    answerWithinMs: number,
+    defer: (facts: DeferredFacts) => void,
+  ): Promise<HoldOutcome | undefined> {
+    const { agent, name, args, task } = this.#input;
+    if (!task) this.#input.signal.removeEventListener('abort', this.#onAgentAbort);
+    this.#progress.mute();
+    defer({ ...requested, callId: this.#callId, agent, name, argsHash: argsHash(args), answerWithinMs, task });
+    void this.#context.options.approvals
+      .deferred(requested.approvalId, { agent, callId: this.#callId, taskId: task?.taskId })
+      .catch((err) => this.#context.log.warn({ err: describeError(err) }, 'could not record the deferral'));
+    return this.#context.untilDecided(this.#callId, requested.approvalId, approval);
+  }
+
+  /** The hold ended with a human's decision (or the request's failure): a refusal ends the call. */
+  #decided(outcome: HoldOutcome): CallOutcome | undefined {
+    this.#approvalId = outcome.approvalId ?? this.#adoptedFrom;
     this.#approver = outcome.approver;
     if (outcome.status !== 'approved') {
       return { kind: 'not_approved', status: outcome.status, reason: outcome.reason ?? outcome.status };
@@ -345,7 +456,7 @@ export class ToolCall {
   }
 
   /** Recheck: what may have changed while the call waited (the approval's arguments, the policy, a halt, the token). */
-  #recheck(admitted: Admitted): CallOutcome | undefined {
+  #recheck(admitted: Target): CallOutcome | undefined {
     const { agent, name, args } = this.#input;
     const { options, log } = this.#context;
     if (this.#approved) {
@@ -401,7 +512,7 @@ export class ToolCall {
    * text) reaches the agent only once its call.decided row is on stable
    * storage.
    */
-  async #forward({ server, tool }: Admitted): Promise<CallOutcome> {
+  async #forward({ server, tool }: Target): Promise<CallOutcome> {
     const { options, log } = this.#context;
     const { name, args } = this.#input;
     let upstream: { result: CallToolResult } | { error: unknown };
@@ -466,8 +577,9 @@ export class ToolCall {
     if (input.signal.aborted) this.#onAgentAbort();
     else input.signal.addEventListener('abort', this.#onAgentAbort, { once: true });
     this.#context.enter(this.#callId, input.agent, this.#controller);
-    // Admitted while close() was aborting the others: it must not start now.
-    const closing = this.#context.closing();
+    // Admitted while close() was aborting the others: it must not start now. (A call taken
+    // over is let go instead, still pending for the next Warden: untilDecided sees the closing.)
+    const closing = this.#adoptedFrom === undefined ? this.#context.closing() : undefined;
     if (closing) this.#controller.abort(closing);
   }
 
@@ -480,7 +592,7 @@ export class ToolCall {
     admitted: Admitted,
     decision: Extract<Decision, { kind: 'approve' }>,
     onRequested: NonNullable<ApprovalRequestInput['onRequested']>,
-  ): Promise<ApprovalOutcome | { status: 'error'; approvalId?: undefined; approver?: undefined; reason: string }> {
+  ): Promise<HoldOutcome> {
     const signal = this.#controller.signal;
     try {
       return await this.#context.options.approvals.request({
@@ -533,7 +645,9 @@ export class ToolCall {
     const detail: AuditDetail = {
       ...(ending.code ? { code: ending.code } : {}),
       ...ending.detail,
-      ...(this.#approvalId ? { approvalId: this.#approvalId } : {}),
+      ...(this.#approvalId || this.#adoptedFrom ? { approvalId: this.#approvalId ?? this.#adoptedFrom } : {}),
+      // Taken over from a stopped Warden: the call.decided row before it is that process's.
+      ...(this.#adoptedFrom ? { adopted: true } : {}),
     };
     const entry: AuditEntry = {
       ...this.#facts,

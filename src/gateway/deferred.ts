@@ -5,7 +5,7 @@ import {
   type CallToolResult,
   type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
-import type { HeldCall, HeldCallBook, HeldCallEnding } from '../approvals/types.ts';
+import type { HeldCall, HeldCallBook, HeldCallEnding, HeldTask } from '../approvals/types.ts';
 import { describeError } from '../errors.ts';
 import { isoTime, type Clock } from '../clock.ts';
 import { formatDuration } from '../policy/duration.ts';
@@ -49,6 +49,8 @@ export interface DeferredFacts {
   channel: string | undefined;
   expiresAt: number;
   answerWithinMs: number;
+  /** Set when the call was made as an MCP task: kept with it, so the task outlives a restart. */
+  task?: HeldTask | undefined;
 }
 
 export interface DeferredCall extends DeferredFacts {
@@ -159,7 +161,28 @@ export class DeferredCalls {
     const ending = this.#book.take(approvalId);
     if (!ending) return undefined;
     this.detach(approvalId);
-    if (kept?.endedAt !== undefined && this.#haltedSince?.(kept.agent, kept.endedAt))
+    return kept ? this.#asHandedOut(kept, ending) : ending;
+  }
+
+  /** The held call made as this task, if it is this agent's. */
+  byTask(taskId: string, agent: string): HeldCall | undefined {
+    const call = this.#book.getByTask(taskId);
+    return call?.agent === agent ? call : undefined;
+  }
+
+  /**
+   * Held calls made as tasks that ended and were not collected yet, each
+   * with its ending as its agent may have it (what a restart restores).
+   */
+  endedTasks(): { call: HeldCall; ending: HeldCallEnding }[] {
+    return this.#book
+      .tasks()
+      .flatMap((call) => (call.ending ? [{ call, ending: this.#asHandedOut(call, call.ending) }] : []));
+  }
+
+  /** A halt since the call ended withholds its result, even one no Warden saw. */
+  #asHandedOut(kept: HeldCall, ending: HeldCallEnding): HeldCallEnding {
+    if (kept.endedAt !== undefined && this.#haltedSince?.(kept.agent, kept.endedAt))
       return haltedEnding('agents were halted after this call ended, so its result is not handed out');
     return ending;
   }
@@ -235,4 +258,13 @@ function haltedEnding(reason: string): HeldCallEnding {
     kind: 'result',
     result: { content: [{ type: 'text', text: `Refused by Warden: ${reason}` }], isError: true },
   };
+}
+
+/** A stored ending as a task's: the tool result, or the JSON-RPC error it is relayed as. */
+export function taskEndingOf(ending: HeldCallEnding): { result: CallToolResult } | { error: McpError } {
+  try {
+    return { result: answerOf(ending) };
+  } catch (err) {
+    return { error: err instanceof McpError ? err : new McpError(ErrorCode.InternalError, describeError(err)) };
+  }
 }

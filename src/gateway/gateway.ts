@@ -145,7 +145,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   let listening: { url: string; port: number };
   try {
     // Before agents can connect: a held call a stopped Warden deferred is this one's to run, and to hand out.
-    await pipeline.resumeHeldCalls((tokenId) => tokens.isLive(tokenId));
+    await pipeline.resumeHeldCalls((tokenId) => tokens.isLive(tokenId), tasks);
     listening = await edge.listen();
   } catch (err) {
     offHaltTasks();

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { CallToolResult, Progress, Tool } from '@modelcontextprotocol/sdk/types.js';
 import { argsHash } from '../approvals/canonical.ts';
-import type { ApprovalGate } from '../approvals/types.ts';
+import type { ApprovalGate, HeldTask } from '../approvals/types.ts';
 import { CallRecords, type AuditDurability } from '../audit/call-records.ts';
 import type { AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
@@ -28,11 +28,12 @@ import {
   AWAIT_TOOL_NAME,
   DeferredCalls,
   pendingAnswer,
+  taskEndingOf,
   type DeferredCall,
   type DeferredFacts,
 } from './deferred.ts';
-import { runHeldCall, type HeldRunContext } from './held-run.ts';
 import type { ToolPins } from './pins.ts';
+import { endTaskWith, type TaskRegistry } from './tasks.ts';
 import type { Upstreams } from './upstream.ts';
 
 export { refusal } from './call-outcomes.ts';
@@ -84,11 +85,12 @@ export interface CallInput {
    */
   stillAuthorized?: (() => boolean) | undefined;
   /**
-   * The agent's request was answered already (an MCP task: the client polls
-   * for the ending), so a held call waits for its decision however long it
-   * takes and is never answered "not run yet" at answer_within.
+   * The agent's request was answered already with this MCP task (the client
+   * polls for the ending), so a held call waits for its decision however long
+   * it takes and is never answered "not run yet". It is kept with its task as
+   * soon as it is held, so the task outlives a Warden restart.
    */
-  holdOpen?: boolean | undefined;
+  task?: HeldTask | undefined;
   /** Called once the call is held for a human, with where and until when it waits. */
   onHeld?: ((held: HeldCall) => void) | undefined;
   /** The id of the agent token the call was made with: kept with a deferred call, so a restart still checks it. */
@@ -272,7 +274,8 @@ export class GatewayPipeline {
       const split = splitQualifiedName(input.name)!;
       // run is set: defer() is only called once the call has gone past its first await.
       this.#deferred.add(facts, { ...split, args: input.args, tokenId: input.tokenId }, run!);
-      answerEarly(pendingAnswer(facts, this.#clock));
+      // A task's request was answered with the task: its ending is the run's own.
+      if (!input.task) answerEarly(pendingAnswer(facts, this.#clock));
     };
     run = this.#track(new ToolCall(this.#context, input).run(defer));
     return Promise.race([run, early]);
@@ -339,7 +342,7 @@ export class GatewayPipeline {
     if (!call.ending) {
       input.onHeld?.({ approvalId: call.approvalId, expiresAt: call.expiresAt, channel: call.channel });
       // A task waits for the ending however long it takes (only its cancel stops the wait).
-      await this.#waitForEnding(call, input.signal, input.holdOpen === true);
+      await this.#waitForEnding(call, input.signal, input.task !== undefined);
     }
     const ending = this.#deferred.take(call.approvalId);
     if (!ending) {
@@ -413,38 +416,49 @@ export class GatewayPipeline {
     return decided;
   }
 
-  /** What a held call taken over from a stopped Warden needs from this pipeline (held-run.ts). */
-  #heldRunContext(tokenLive: (tokenId: string) => boolean): HeldRunContext {
-    return {
-      options: this.#options,
-      records: this.#context.records,
-      clock: this.#clock,
-      log: this.#log,
-      haltCheck: (agent) => this.#haltCheck(agent),
-      enter: (callId, agent, controller) => void this.#inFlight.set(callId, { agent, controller }),
-      leave: (callId) => void this.#inFlight.delete(callId),
-      untilDecided: (callId, approvalId, decision) => this.#decisionUnlessDetached(callId, approvalId, decision),
-      verifyLive: (server, tool, name, live) => this.#options.pins.verifyLive(server, tool, name, live),
-      tokenLive,
-    };
-  }
-
   /**
    * At start-up: takes over the deferred held calls a stopped Warden left
    * waiting for a decision, and runs each on approval, once, with its stored
    * arguments; its agent collects the ending as before. `tokenLive` says
    * whether the agent token a call was made with still stands. Returns how many.
    */
-  async resumeHeldCalls(tokenLive: (tokenId: string) => boolean): Promise<number> {
+  async resumeHeldCalls(tokenLive: (tokenId: string) => boolean, tasks: TaskRegistry): Promise<number> {
     const calls = await this.#options.approvals.adoptHeldCalls();
-    const context = this.#heldRunContext(tokenLive);
     for (const call of calls) {
-      const run = this.#track(runHeldCall(context, call));
+      // A held call made as a task: its task is known again, and its tasks/cancel still cancels the approval.
+      const signal = call.task
+        ? tasks.restore(call.agent, call.task, {
+            held: { approvalId: call.approvalId, expiresAt: call.expiresAt, channel: call.channel },
+          })
+        : undefined;
+      const run = this.#track(ToolCall.adopt(this.#context, call, { tokenLive, signal }));
       this.#deferred.adopt(call, run);
+      if (call.task) void endTaskWith(tasks, call.task.taskId, run, this.#log, { agent: call.agent, tool: call.name });
     }
-    if (calls.length > 0)
-      this.#log.info({ calls: calls.length }, 'took over held calls a stopped Warden left deferred');
+    // Tasks whose call ended (before the stop, or as adoptHeldCalls found it) and whose ending was not collected.
+    const restored = this.#deferred.endedTasks();
+    for (const { call, ending } of restored) {
+      if (call.task) tasks.restore(call.agent, call.task, { ending: taskEndingOf(ending) });
+    }
+    if (calls.length > 0 || restored.length > 0)
+      this.#log.info(
+        { calls: calls.length, endedTasks: restored.length },
+        'took over held calls a stopped Warden left deferred',
+      );
     return calls.length;
+  }
+
+  /**
+   * A task's tasks/result handed over its call's ending: a held call kept
+   * with the task is collected then (once; audited), as warden__await_approval
+   * collects a deferred one.
+   */
+  async taskCollected(taskId: string, agent: string): Promise<void> {
+    const call = this.#deferred.byTask(taskId, agent);
+    if (!call?.ending || !this.#deferred.take(call.approvalId)) return;
+    await this.#options.approvals
+      .collected(call.approvalId, { agent, callId: call.callId, how: 'task' })
+      .catch((err) => this.#log.warn({ err: describeError(err) }, 'could not audit approval.collected'));
   }
 
   /** The kill switch, failing closed: a check that cannot answer is not a "not halted". */

@@ -6,12 +6,13 @@ import {
   ErrorCode as McpErrorCode,
   ListToolsRequestSchema,
   McpError,
+  type CallToolResult,
   type RequestId,
 } from '@modelcontextprotocol/sdk/types.js';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { CallInput, GatewayPipeline } from './pipeline.ts';
-import type { TaskRegistry } from './tasks.ts';
+import type { GatewayPipeline } from './pipeline.ts';
+import { endTaskWith, heldTaskOf, type TaskRegistry } from './tasks.ts';
 
 export const GATEWAY_INFO = { name: 'warden', version: '0.1.0' };
 
@@ -72,15 +73,17 @@ export class SessionServer {
       if (request.params.task) {
         // Answered at once with the task; the call goes on without this request (nor its connection).
         const { task, signal } = tasks.create(agent, request.params.task.ttl);
-        void runTask(pipeline, tasks, task.taskId, logger, {
+        const run = pipeline.callTool({
           agent,
           name: request.params.name,
           args: request.params.arguments,
           signal,
           stillAuthorized,
-          holdOpen: true,
+          tokenId: typeof tokenId === 'string' ? tokenId : undefined,
+          task: heldTaskOf(task),
           onHeld: (held) => tasks.held(task.taskId, held),
         });
+        void endTaskWith(tasks, task.taskId, run, logger, { agent, tool: request.params.name });
         logger.info({ agent, tool: request.params.name, taskId: task.taskId }, 'tools/call started as a task');
         return {
           task,
@@ -130,8 +133,17 @@ export class SessionServer {
     server.setRequestHandler(GetTaskPayloadRequestSchema, async (request, extra) => {
       const wait = this.#track(extra);
       try {
-        const result = await tasks.result(request.params.taskId, agent, wait.signal);
-        return { ...result, _meta: { ...result._meta, [RELATED_TASK_META_KEY]: { taskId: request.params.taskId } } };
+        const { taskId } = request.params;
+        let result: CallToolResult;
+        try {
+          result = await tasks.result(taskId, agent, wait.signal);
+        } catch (err) {
+          // Not a wait cut short nor an unknown task: the call's own JSON-RPC error, its ending handed over like a result.
+          if (!wait.signal.aborted && tasks.get(taskId, agent)) await pipeline.taskCollected(taskId, agent);
+          throw err;
+        }
+        await pipeline.taskCollected(taskId, agent);
+        return { ...result, _meta: { ...result._meta, [RELATED_TASK_META_KEY]: { taskId } } };
       } finally {
         wait.done();
       }
@@ -197,34 +209,5 @@ export class SessionServer {
       }
     }
     return n;
-  }
-}
-
-/** Runs a task's call to its end and keeps the ending for tasks/result; never throws. */
-async function runTask(
-  pipeline: GatewayPipeline,
-  tasks: TaskRegistry,
-  taskId: string,
-  logger: Logger,
-  input: CallInput,
-): Promise<void> {
-  try {
-    tasks.end(taskId, { result: await pipeline.callTool(input) });
-  } catch (err) {
-    if (err instanceof McpError) {
-      tasks.end(taskId, { error: err });
-      return;
-    }
-    // Never leak internals to the agent; the log has the details.
-    logger.error(
-      { err: describeError(err), agent: input.agent, tool: input.name, taskId },
-      'unexpected failure in a task',
-    );
-    tasks.end(taskId, {
-      error: new McpError(
-        McpErrorCode.InternalError,
-        'Warden failed internally while handling this call; it was not completed',
-      ),
-    });
   }
 }

@@ -9,7 +9,9 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { isoTime, type Clock } from '../clock.ts';
 import type { HaltState } from '../control/types.ts';
-import { WardenError } from '../errors.ts';
+import { describeError, WardenError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { HeldTask } from '../approvals/types.ts';
 import type { HeldCall } from './pipeline.ts';
 
 /**
@@ -61,6 +63,11 @@ export interface TaskRegistryOptions {
   pollIntervalMs?: number | undefined;
 }
 
+/** The task a held call is kept with (in the database, with the call): its id, creation and ttl. */
+export function heldTaskOf(task: Task): HeldTask {
+  return { taskId: task.taskId, createdAt: Date.parse(task.createdAt), ttlMs: task.ttl ?? DEFAULT_TASK_TTL_MS };
+}
+
 /** The status message of a task whose call waits for a human. */
 export function heldStatusMessage(held: HeldCall): string {
   const where = held.channel ? `in the Slack channel ${held.channel}` : "in Warden's approval queue";
@@ -110,6 +117,11 @@ export class TaskRegistry {
       lastUpdatedAt: now,
       pollInterval: this.#pollIntervalMs,
     };
+    const entry = this.#newEntry(agent, task);
+    return { task: { ...task }, signal: entry.controller.signal };
+  }
+
+  #newEntry(agent: string, task: Task): TaskEntry {
     let markEnded: () => void = () => {};
     const ended = new Promise<void>((resolve) => {
       markEnded = resolve;
@@ -124,7 +136,30 @@ export class TaskRegistry {
       timer: undefined,
     };
     this.#entries.set(task.taskId, entry);
-    return { task: { ...task }, signal: entry.controller.signal };
+    return entry;
+  }
+
+  /**
+   * A task a stopped Warden created, known again from the held call it was
+   * made as (kept in the database with its id, agent and lifetime). Still
+   * held: working, and the signal returned is what its tasks/cancel aborts
+   * (the call taken over runs with it). Ended: its ending, for tasks/result.
+   */
+  restore(agent: string, held: HeldTask, state: { held: HeldCall } | { ending: TaskEnding }): AbortSignal {
+    const known = this.#entries.get(held.taskId);
+    if (known) return known.controller.signal;
+    const task: Task = {
+      taskId: held.taskId,
+      status: 'working',
+      ttl: held.ttlMs,
+      createdAt: isoTime(held.createdAt),
+      lastUpdatedAt: isoTime(this.#clock.now()),
+      pollInterval: this.#pollIntervalMs,
+      ...('held' in state ? { statusMessage: heldStatusMessage(state.held) } : {}),
+    };
+    const entry = this.#newEntry(agent, task);
+    if ('ending' in state) this.end(held.taskId, state.ending);
+    return entry.controller.signal;
   }
 
   /** The task with this id if it is this agent's; another agent's is not even acknowledged. */
@@ -328,5 +363,31 @@ class AgentTaskStore implements TaskStore {
 
   async listTasks(cursor?: string): Promise<{ tasks: Task[]; nextCursor?: string }> {
     return this.#tasks.list(this.#agent, cursor);
+  }
+}
+
+/** Ends a task with what its call answers (a refusal is a tool result too, a JSON-RPC error is kept as one); never throws. */
+export async function endTaskWith(
+  tasks: TaskRegistry,
+  taskId: string,
+  run: Promise<CallToolResult>,
+  log: Logger,
+  facts: { agent: string; tool: string },
+): Promise<void> {
+  try {
+    tasks.end(taskId, { result: await run });
+  } catch (err) {
+    if (err instanceof McpError) {
+      tasks.end(taskId, { error: err });
+      return;
+    }
+    // Never leak internals to the agent; the log has the details.
+    log.error({ err: describeError(err), ...facts, taskId }, 'unexpected failure in a task');
+    tasks.end(taskId, {
+      error: new McpError(
+        McpErrorCode.InternalError,
+        'Warden failed internally while handling this call; it was not completed',
+      ),
+    });
   }
 }
