@@ -4,17 +4,19 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog, verifyChain, type AuditRow } from '../src/audit/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { onSqlite, storeLocation } from './support/store-under-test.ts';
 
 import type { AuditEvent } from '../src/audit/types.ts';
 /** These tests exercise the chain itself: any label will do as an event name. */
 const label = (name: string) => name as AuditEvent;
 
 let dir: string;
+const itSqlite = it.skipIf(!onSqlite());
 let db: Db;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-append-only-'));
-  db = openDb(join(dir, 'warden.db'));
+  db = openDb(await storeLocation(dir));
 });
 
 afterEach(() => {
@@ -38,7 +40,8 @@ async function seed(n: number): Promise<AuditRow[]> {
 }
 
 describe('audit table through a Warden connection (openDb)', () => {
-  it('refuses INSERT OR REPLACE over an existing row (the delete that REPLACE implies is a DELETE)', async () => {
+  // REPLACE is SQLite's own; PostgreSQL has no such statement (its upsert is the next test).
+  itSqlite('refuses INSERT OR REPLACE over an existing row (the delete that REPLACE implies is a DELETE)', async () => {
     const [, second] = await seed(3);
     const forged = { ...second!, decision: 'allow', reason: 'nothing to see' };
     expect(() => db.prepare(`INSERT OR REPLACE INTO audit (${COLS}) VALUES (${values})`).run(forged)).toThrow(
@@ -81,5 +84,20 @@ describe('audit table through a Warden connection (openDb)', () => {
     ins.run(5);
     ins.run(5);
     expect(() => ins.run(4)).toThrow(/append-only/);
+  });
+});
+
+describe('audit table: what an operator with SQL could try', () => {
+  it('refuses UPDATE and DELETE of a row, and on PostgreSQL TRUNCATE too', async () => {
+    await seed(3);
+    expect(() => db.prepare("UPDATE audit SET decision = 'allow' WHERE seq = 2").run()).toThrow(/append-only/);
+    expect(() => db.prepare('DELETE FROM audit WHERE seq = 3').run()).toThrow(/append-only/);
+    if (!onSqlite()) expect(() => db.exec('TRUNCATE audit')).toThrow(/append-only: TRUNCATE refused/);
+    expect(rows().map((r) => [r.seq, r.decision])).toEqual([
+      [1, 'allow'],
+      [2, 'deny'],
+      [3, 'allow'],
+    ]);
+    expect(verifyChain(db)).toMatchObject({ ok: true, count: 3 });
   });
 });

@@ -3,10 +3,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog, verifyCheckpoint, type Checkpoint } from '../src/audit/index.ts';
 import { openDb } from '../src/store/db.ts';
+import { attackerConnection, removeGuard } from './support/attacker.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 let dir: string;
@@ -47,7 +48,7 @@ async function seed(path: string): Promise<void> {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-audit-cli-'));
-  dbPath = join(dir, 'warden.db');
+  dbPath = await storeLocation(dir);
   await seed(dbPath);
 });
 
@@ -79,10 +80,9 @@ describe('warden audit (CLI)', () => {
     expect(ok.stderr).toMatch(/checked against the keys they carry; pass --public-key/);
 
     // The attacker cuts the tail and the stored checkpoint too.
-    const raw = new Database(dbPath);
-    raw.exec(
-      'DROP TRIGGER audit_no_delete; DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit WHERE seq > 4; DELETE FROM audit_checkpoints;',
-    );
+    const raw = attackerConnection(dbPath);
+    removeGuard(raw, 'audit_checkpoints', 'audit_checkpoints_no_delete');
+    raw.exec('DELETE FROM audit WHERE seq > 4; DELETE FROM audit_checkpoints;');
     raw.close();
     const blind = await cli(['audit', 'verify', '--db', dbPath]);
     expect(blind.stdout).toMatch(/^OK: 4 rows/);
@@ -94,13 +94,13 @@ describe('warden audit (CLI)', () => {
   });
 
   it('verify exits 1 with "BROKEN at seq N (kind)" on an edited row; 2 on a missing database or bad --checkpoint', async () => {
-    const edited = join(dir, 'edited.db');
+    const edited = await storeLocation(dir, 'edited.db');
     const db = openDb(edited);
     const log = new AuditLog(db);
     for (let i = 0; i < 5; i++) await log.append({ event: 'call.decided', decision: 'deny' });
     db.close();
-    const raw = new Database(edited);
-    raw.exec("DROP TRIGGER audit_no_update; UPDATE audit SET decision = 'allow' WHERE seq = 3;");
+    const raw = attackerConnection(edited);
+    raw.exec("UPDATE audit SET decision = 'allow' WHERE seq = 3;");
     raw.close();
     const broken = await cli(['audit', 'verify', '--db', edited]);
     expect(broken.code).toBe(1);
@@ -116,7 +116,7 @@ describe('warden audit (CLI)', () => {
   });
 
   it('query prints csv/json/table, takes WARDEN_DB, and refuses a bad query with exit 2', async () => {
-    const dbPath = join(dir, 'query.db');
+    const dbPath = await storeLocation(dir, 'query.db');
     await seed(dbPath);
     const csv = await cli(['audit', 'query', 'decision:denied', 'format:csv', '--db', dbPath]);
     expect(csv.code).toBe(0);

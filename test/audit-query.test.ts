@@ -13,6 +13,7 @@ import {
 } from '../src/audit/index.ts';
 import { isWardenError } from '../src/errors.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 const NOW = Date.parse('2026-11-20T12:00:00Z');
 const DAY = 86_400_000;
@@ -128,7 +129,7 @@ describe('runQuery against a seeded database', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'warden-audit-query-'));
-    db = openDb(join(dir, 'warden.db'));
+    db = openDb(await storeLocation(dir));
     const log = new AuditLog(db);
     const entries: AuditEntry[] = [
       {

@@ -8,6 +8,7 @@ import { parseQuery } from '../src/audit/query.ts';
 import { AuditReader } from '../src/audit/reader.ts';
 import type { AuditEntry } from '../src/audit/types.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 const T0 = Date.parse('2026-03-02T10:00:00Z');
 const MIN = 60_000;
@@ -17,9 +18,9 @@ let db: Db;
 let audit: AuditLog;
 let reader: AuditReader;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-reader-'));
-  db = openDb(join(dir, 'warden.db'));
+  db = openDb(await storeLocation(dir));
   audit = new AuditLog(db);
   reader = new AuditReader(db);
 });

@@ -1,12 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CANONICAL_COLUMNS, canonicalRow } from '../src/audit/canonical.ts';
 import { AuditLog, rowHash, verifyChain, type AuditRow } from '../src/audit/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { attackerConnection } from './support/attacker.ts';
 import { ManualClock } from './support/manual-clock.ts';
+import { onSqlite, storeLocation } from './support/store-under-test.ts';
 
 /*
  * Tampering the verifier must catch, column by column. The columns come from
@@ -25,17 +26,14 @@ function wardenDb(): Db {
   return d;
 }
 
-/** A raw connection with the append-only triggers dropped: the attacker with the file. */
-function attacker(): Database.Database {
-  const d = new Database(dbPath);
+/** A connection with the append-only triggers gone: the attacker with the file, or a superuser. */
+function attacker(): Db {
+  const d = attackerConnection(dbPath);
   handles.push(d);
-  d.exec(
-    'DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete; DROP TRIGGER IF EXISTS audit_append_at_end;',
-  );
   return d;
 }
 
-const rowsOf = (d: Database.Database) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
+const rowsOf = (d: Db) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
 
 /** Five rows with every column filled, so each one has a value to change. */
 async function seedFull(): Promise<void> {
@@ -60,7 +58,7 @@ async function seedFull(): Promise<void> {
 }
 
 /** Rewrites the rows from `fromSeq` on as given, relinking and rehashing each one: a forger who knows the hash. */
-function rehashFrom(d: Database.Database, rows: AuditRow[], fromIndex: number): AuditRow[] {
+function rehashFrom(d: Db, rows: AuditRow[], fromIndex: number): AuditRow[] {
   const out = rows.slice(0, fromIndex);
   for (const r of rows.slice(fromIndex)) {
     const prev = out.at(-1);
@@ -76,9 +74,9 @@ function rehashFrom(d: Database.Database, rows: AuditRow[], fromIndex: number): 
   return out;
 }
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-audit-tamper-'));
-  dbPath = join(dir, 'warden.db');
+  dbPath = await storeLocation(dir);
 });
 
 afterEach(() => {
@@ -86,7 +84,19 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const tableColumns = (() => {
+/** On PostgreSQL, the columns of its own schema (db/postgres/), as migrated into a fresh one. */
+async function postgresAuditColumns(): Promise<string[]> {
+  const w = openDb(await storeLocation(''));
+  const cols = w
+    .prepare<[], { name: string }>(
+      "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'audit' ORDER BY ordinal_position",
+    )
+    .all()
+    .map((c) => c.name);
+  w.close();
+  return cols;
+}
+function sqliteAuditColumns(): string[] {
   // The schema as the migrations create it, read back from a throwaway database.
   const tmp = mkdtempSync(join(tmpdir(), 'warden-audit-cols-'));
   const w = openDb(join(tmp, 'cols.db'));
@@ -97,7 +107,8 @@ const tableColumns = (() => {
   w.close();
   rmSync(tmp, { recursive: true, force: true });
   return cols;
-})();
+}
+const tableColumns = onSqlite() ? sqliteAuditColumns() : await postgresAuditColumns();
 const hashedColumns = tableColumns.filter((c) => c !== 'hash');
 
 describe('the row hash covers every stored column', () => {

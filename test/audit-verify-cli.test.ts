@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog, createCheckpoint, generateCheckpointKeyPair, type Checkpoint } from '../src/audit/index.ts';
 import { ControlScheduler } from '../src/control/scheduler.ts';
@@ -12,6 +11,8 @@ import { parsePolicy } from '../src/policy/index.ts';
 import { SlackChannelPoster } from '../src/slack/alert-sink.ts';
 import { createSlackClient } from '../src/slack/client.ts';
 import { openDb } from '../src/store/db.ts';
+import { attackerConnection, removeGuard } from './support/attacker.ts';
+import { storeLocation } from './support/store-under-test.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { ROOT, UNSTARTED_SERVERS_YAML } from './support/policies.ts';
 import { startSlackApiServer, type SlackApiServer } from './support/slack-api-server.ts';
@@ -91,17 +92,16 @@ function checkpoint(clock?: ManualClock): Checkpoint {
 
 /** The attacker: triggers dropped, tail cut, stored checkpoints deleted (and optionally rows re-appended). */
 async function cutTail(keep: number, reappend = 0): Promise<void> {
-  const raw = new Database(dbPath);
-  raw.exec(
-    `DROP TRIGGER IF EXISTS audit_no_delete; DROP TRIGGER IF EXISTS audit_checkpoints_no_delete; DELETE FROM audit WHERE seq > ${keep}; DELETE FROM audit_checkpoints;`,
-  );
+  const raw = attackerConnection(dbPath);
+  removeGuard(raw, 'audit_checkpoints', 'audit_checkpoints_no_delete');
+  raw.exec(`DELETE FROM audit WHERE seq > ${keep}; DELETE FROM audit_checkpoints;`);
   raw.close();
   if (reappend > 0) await seed(reappend);
 }
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-verify-cli-'));
-  dbPath = join(dir, 'warden.db');
+  dbPath = await storeLocation(dir);
   policyPath = join(dir, 'policy.yml');
   writeFileSync(policyPath, POLICY('  checkpoint_schedule: "0 */6 * * *"'));
 });

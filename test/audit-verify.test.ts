@@ -1,7 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   AuditLog,
@@ -21,7 +20,9 @@ import {
 } from '../src/audit/index.ts';
 import { isWardenError } from '../src/errors.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { attackerConnection, removeGuard } from './support/attacker.ts';
 import { ManualClock } from './support/manual-clock.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 import type { AuditEvent } from '../src/audit/types.ts';
 /** These tests exercise the chain itself: any label will do as an event name. */
@@ -40,20 +41,17 @@ function wardenDb(): Db {
   return d;
 }
 
-/** The attacker: a separate raw connection with the triggers dropped. */
-function attacker(): Database.Database {
-  const d = new Database(dbPath);
+/** The attacker: a separate connection with the append-only triggers gone (test/support/attacker.ts). */
+function attacker(): Db {
+  const d = attackerConnection(dbPath);
   handles.push(d);
-  d.exec(
-    'DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete; DROP TRIGGER IF EXISTS audit_append_at_end;',
-  );
   return d;
 }
 
 const COLS =
   'seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason, approver, duration_ms, detail, prev_hash, hash';
 const rowsOf = (d: Db) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
-const insertRow = (d: Database.Database, r: AuditRow) =>
+const insertRow = (d: Db, r: AuditRow) =>
   d
     .prepare(
       `INSERT INTO audit (${COLS}) VALUES (${COLS.split(', ')
@@ -63,7 +61,7 @@ const insertRow = (d: Database.Database, r: AuditRow) =>
     .run(r);
 
 /** Rewrites the table as `rows` (the attacker editing the file wholesale). */
-function rewrite(d: Database.Database, rows: AuditRow[]): void {
+function rewrite(d: Db, rows: AuditRow[]): void {
   d.transaction(() => {
     d.exec('DELETE FROM audit');
     for (const r of rows) insertRow(d, r);
@@ -86,9 +84,9 @@ async function seed(n: number): Promise<void> {
   }
 }
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-audit-verify-'));
-  dbPath = join(dir, 'warden.db');
+  dbPath = await storeLocation(dir);
 });
 
 afterEach(() => {
@@ -309,7 +307,7 @@ describe('checkpoints', () => {
     const keys = generateCheckpointKeyPair();
     const cp = createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
     const a = attacker();
-    a.exec('DROP TRIGGER audit_checkpoints_no_update');
+    removeGuard(a, 'audit_checkpoints', 'audit_checkpoints_no_update');
     a.prepare('UPDATE audit_checkpoints SET seq = 3').run();
     expect(verifyChain(wardenDb()).firstProblem).toMatchObject({ seq: 3, kind: 'altered' });
     a.prepare('UPDATE audit_checkpoints SET seq = ?').run(cp.seq);
@@ -348,7 +346,8 @@ describe('signed checkpoints from outside the database', () => {
     const keys = generateCheckpointKeyPair();
     const cp = createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
     const a = attacker();
-    a.exec('DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit_checkpoints; DELETE FROM audit WHERE seq > 7');
+    removeGuard(a, 'audit_checkpoints', 'audit_checkpoints_no_delete');
+    a.exec('DELETE FROM audit_checkpoints; DELETE FROM audit WHERE seq > 7');
     expect(verifyChain(wardenDb()).ok).toBe(true);
     const external = [{ checkpoint: cp, source: 'the compliance channel C1 (message 1.000001)' }];
     const r = verifyChain(wardenDb(), { external, trustedPublicKey: keys.publicKeyBase64 });

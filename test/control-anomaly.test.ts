@@ -9,6 +9,7 @@ import { AnomalyDetector, type AnomalyEvent } from '../src/control/anomaly.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { onSqlite, storeLocation } from './support/store-under-test.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
 import { AuditReader } from '../src/audit/reader.ts';
@@ -36,9 +37,9 @@ let db: Db;
 let audit: AuditLog;
 const T0 = Date.UTC(2026, 0, 5, 9, 0, 0);
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-anomaly-'));
-  db = openDb(join(dir, 'warden.db'));
+  db = openDb(await storeLocation(dir));
   audit = new AuditLog(db);
 });
 afterEach(async () => {
@@ -252,6 +253,7 @@ describe('AnomalyDetector behind the real gateway', () => {
     mcp_scopes: { slow: [read] }
     limits: { max_call_duration: 300ms }
 `),
+      store: onSqlite() ? undefined : await storeLocation(''),
     });
     const alerts = new MemoryAlertSink();
     const detector = new AnomalyDetector({

@@ -10,12 +10,13 @@ import { AuditLog } from '../src/audit/log.ts';
 import { mcpCanaryConnector } from '../src/gateway/canary-client.ts';
 import { openDb } from '../src/store/db.ts';
 import { connectAgent, startWardenEnv, upstreamCounters, type WardenEnv } from './support/control-env.ts';
+import { onSqlite, storeLocation } from './support/store-under-test.ts';
 import { AuditReader } from '../src/audit/reader.ts';
 
 let env: WardenEnv;
 
 beforeAll(async () => {
-  env = await startWardenEnv();
+  env = await startWardenEnv({ store: onSqlite() ? undefined : await storeLocation('') });
 });
 afterAll(async () => {
   await env?.close();
@@ -323,6 +324,7 @@ control:
     schedule: "0 9 1 * *"
     canary_agent: warden-canary
 `,
+      store: onSqlite() ? undefined : await storeLocation(''),
     });
     try {
       const result = await new DrillRunner({

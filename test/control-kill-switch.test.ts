@@ -12,18 +12,22 @@ import { isWardenError } from '../src/errors.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 let dir: string;
 let dbs: Db[];
+/** Every connection of a test opens the one store (a SQLite file, or a PostgreSQL schema). */
+let location: string;
 
 function open(): Db {
-  const db = openDb(join(dir, 'warden.db'));
+  const db = openDb(location);
   dbs.push(db);
   return db;
 }
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-ks-'));
+  location = await storeLocation(dir);
   dbs = [];
 });
 afterEach(() => {

@@ -16,6 +16,7 @@ import {
 import { silentLogger } from '../src/logger.ts';
 import { parsePolicy } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { storeLocation } from './support/store-under-test.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { AuditReader } from '../src/audit/reader.ts';
 import { ApprovalStore } from '../src/approvals/store.ts';
@@ -30,9 +31,9 @@ let audit: AuditLog;
 /** What recovery reads, each from the module that owns the table. */
 const readers = () => ({ auditReader: new AuditReader(db), approvals: new ApprovalStore(db) });
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-recovery-'));
-  dbPath = join(dir, 'warden.db');
+  dbPath = await storeLocation(dir);
   db = openDb(dbPath);
   audit = new AuditLog(db);
 });

@@ -20,6 +20,7 @@ import { parsePolicy } from '../src/policy/index.ts';
 import { SlackAlertSink, SlackChannelPoster } from '../src/slack/alert-sink.ts';
 import { createSlackClient } from '../src/slack/client.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { storeLocation } from './support/store-under-test.ts';
 import { startSlackApiServer, type SlackApiServer } from './support/slack-api-server.ts';
 import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
 
@@ -55,7 +56,7 @@ let slack: SlackApiServer;
 
 beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-sched-'));
-  db = openDb(join(dir, 'warden.db'));
+  db = openDb(await storeLocation(dir));
   audit = new AuditLog(db);
   slack = await startSlackApiServer({ botToken: 'xoxb-test' });
 });
