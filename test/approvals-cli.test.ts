@@ -8,6 +8,7 @@ import type { ApprovalOutcome } from '../src/approvals/types.ts';
 import { AuditLog } from '../src/audit/index.ts';
 import { loadPolicyFile } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 // Warden without Slack: a held call waits in one process (the service, as
 // `warden serve` runs it) and is decided from a terminal (another process).
@@ -43,9 +44,9 @@ function hold(args: Record<string, unknown>): Promise<ApprovalOutcome> {
   });
 }
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-approvals-cli-'));
-  dbPath = join(dir, 'warden.db');
+  dbPath = await storeLocation(dir);
   db = openDb(dbPath);
   audit = new AuditLog(db);
   service = new ApprovalService({ db, audit, policy, pollMs: 50 });

@@ -8,6 +8,7 @@ import type { ApprovalOutcome } from '../src/approvals/types.ts';
 import { AuditLog } from '../src/audit/index.ts';
 import { loadPolicyFile } from '../src/policy/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 // Grants from a terminal: `approvals approve --for` in one process while the
 // held call waits in another (the service, as `warden serve` runs it).
@@ -44,9 +45,9 @@ function hold(grantable = true): Promise<ApprovalOutcome> {
   });
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-grants-cli-'));
-  dbPath = join(dir, 'warden.db');
+  dbPath = await storeLocation(dir);
   db = openDb(dbPath);
   audit = new AuditLog(db);
   service = new ApprovalService({ db, audit, policy, pollMs: 50 });
@@ -118,5 +119,6 @@ describe('warden approvals approve --for, warden grants', () => {
     await expect.poll(() => service.pending().length).toBe(1);
     await service.decide(service.pending()[0]!.id, 'U0123ABCD', 'reject', 'enough');
     await expect(again).resolves.toMatchObject({ status: 'rejected' });
-  });
+    // Eight CLI processes, each loading tsx: ~30 s on SQLite on a busy 2-core machine, more on PostgreSQL.
+  }, 120_000);
 });

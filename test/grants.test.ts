@@ -1,6 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { join } from 'node:path';
 import { AuditLog } from '../src/audit/index.ts';
 import { wireHaltEffects } from '../src/control/halt-effects.ts';
 import { KillSwitch } from '../src/control/kill-switch.ts';
@@ -148,7 +147,7 @@ describe('time-boxed grants', () => {
   it('a halt made where no halt effects ran (a terminal, then a resume) still ends the grant before it covers a call', async () => {
     const id = await grantFor30m();
     // Another process, as `warden agents halt` / `resume` from a terminal; this one does not act on remote halts.
-    const otherDb = openDb(join(h.dir, 'warden.db'));
+    const otherDb = openDb(h.dbPath);
     const otherAudit = new AuditLog(otherDb);
     const terminal = new KillSwitch({ db: otherDb, audit: otherAudit });
     await terminal.halt({ scope: 'org', reason: 'from a terminal', actor: 'cli:ops' });

@@ -9,6 +9,7 @@ import { PolicyStore } from '../src/policy/store.ts';
 import { SlackAlertSink } from '../src/slack/alert-sink.ts';
 import { createSlackClient } from '../src/slack/client.ts';
 import { openDb, type Db } from '../src/store/db.ts';
+import { storeLocation } from './support/store-under-test.ts';
 import { startSlackApiServer, type SlackApiServer } from './support/slack-api-server.ts';
 
 /**
@@ -28,7 +29,7 @@ let slack: SlackApiServer;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'warden-policy-changes-'));
-  db = openDb(join(dir, 'warden.db'));
+  db = openDb(await storeLocation(dir));
   audit = new AuditLog(db);
   slack = await startSlackApiServer({ botToken: BOT_TOKEN });
 });

@@ -1,16 +1,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ReplayGuard, SIGNATURE_WINDOW_MS } from '../src/slack/replay-guard.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { ManualClock } from './support/manual-clock.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 /*
  * The guard on its own, on a manual clock. Through the Bolt receiver a stale
  * timestamp is refused by Bolt before the guard sees it, so only these tests
  * hold the guard's own checks to account. Its memory is a table in a real
- * SQLite file.
+ * store (a SQLite file, or PostgreSQL in the twin).
  */
 
 const START = Date.parse('2026-06-01T12:00:00Z');
@@ -20,10 +21,16 @@ afterEach(() => {
   for (const undo of cleanup.splice(0).reverse()) undo();
 });
 
-function tempDbPath(): string {
+// One store per test, made ahead because a PostgreSQL schema is created asynchronously.
+let location: string;
+beforeEach(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'warden-replay-'));
   cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
-  return join(dir, 'warden.db');
+  location = await storeLocation(dir);
+});
+
+function tempDbPath(): string {
+  return location;
 }
 
 function open(path: string): Db {

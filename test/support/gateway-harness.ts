@@ -15,6 +15,7 @@ import { silentLogger, createLogger } from '../../src/logger.ts';
 import { parsePolicy } from '../../src/policy/load.ts';
 import type { Policy } from '../../src/policy/types.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
+import { storeLocation } from './store-under-test.ts';
 
 /**
  * Real parts on loopback: a SQLite file in a temp dir, the real AuditLog,
@@ -27,6 +28,8 @@ export { EVERYTHING, FIXTURES, ROOT, everythingServer, fixtureServer } from './p
 
 export interface Harness {
   dir: string;
+  /** The store's location (a SQLite file in `dir`, or a postgres:// URL): for a second handle, a CLI's WARDEN_DB. */
+  dbPath: string;
   db: Db;
   policy: Policy;
   audit: AuditLog;
@@ -58,7 +61,8 @@ export async function startHarness(
   wrapAudit?: (audit: AuditLog) => AuditSink,
 ): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-gw-'));
-  const db = openDb(join(dir, 'warden.db'));
+  const dbPath = await storeLocation(dir);
+  const db = openDb(dbPath);
   const logger = process.env.GATEWAY_TEST_LOG ? createLogger({ level: process.env.GATEWAY_TEST_LOG }) : silentLogger();
   let policy = parsePolicy(policyYaml, 'test-policy.yml', process.env);
   const audit = new AuditLog(db, { logger, ...auditOptions });
@@ -85,6 +89,7 @@ export async function startHarness(
 
   const h: Harness = {
     dir,
+    dbPath,
     db,
     get policy() {
       return policy;

@@ -32,6 +32,7 @@ import { createSlackClient } from '../../src/slack/client.ts';
 import { SlackNotifier } from '../../src/slack/notifier.ts';
 import type { SlackRetryOptions } from '../../src/slack/retry.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
+import { storeLocation } from './store-under-test.ts';
 import {
   startSlackApiServer,
   type RecordedCall,
@@ -112,7 +113,7 @@ export interface SlackHarness {
 
 export async function startSlackHarness(opts: SlackHarnessOptions = {}): Promise<SlackHarness> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-slack-'));
-  const dbPath = opts.dbPath ?? join(dir, 'warden.db');
+  const dbPath = opts.dbPath ?? (await storeLocation(dir));
   const db = openDb(dbPath);
   const logger = process.env.SLACK_TEST_LOG ? createLogger({ level: process.env.SLACK_TEST_LOG }) : silentLogger();
   const policy = parsePolicy(opts.policyYaml ?? TEST_POLICY, 'test-policy.yml', {});
