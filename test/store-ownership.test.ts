@@ -24,6 +24,7 @@ const OWNERS: Record<string, readonly string[]> = {
   agent_tokens: ['src/gateway/tokens.ts'],
   tool_pins: ['src/gateway/pins.ts'],
   slack_seen_signatures: ['src/slack/replay-guard.ts'],
+  replicas: ['src/control/replicas.ts'],
   schema_migrations: ['src/store/db.ts'],
 };
 

@@ -63,6 +63,14 @@ export interface ApprovalServiceOptions {
   pollMs?: number | undefined;
   /** How often `onWaiting` is called while a request waits. */
   waitingNotifyMs?: number | undefined;
+  /** This process's id in the rows it owns (the replica id when replicas are tracked). Default: host:pid:random. */
+  processId?: string | undefined;
+  /**
+   * Whether the process a row names may still be running, across hosts (the
+   * replicas' leases, control/replicas.ts); undefined: not known there, so
+   * the same-host pid check decides.
+   */
+  ownerAlive?: ((processId: string) => boolean | undefined) | undefined;
 }
 
 interface Waiter {
@@ -114,6 +122,7 @@ export class ApprovalService implements ApprovalGate {
    */
   readonly #auditing = new Map<string, Exclude<ApprovalStatus, 'pending'>>();
   #poller: NodeJS.Timeout | undefined;
+  readonly #ownerAlive: ((processId: string) => boolean | undefined) | undefined;
   /** Time-boxed grants (`grants:` in the policy), owned here with the approvals they come from. */
   readonly grants: GrantService;
 
@@ -126,7 +135,8 @@ export class ApprovalService implements ApprovalGate {
     this.#policy = opts.policy === undefined ? undefined : policyGetter(opts.policy);
     this.#pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
     this.#waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
-    this.processId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.processId = opts.processId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.#ownerAlive = opts.ownerAlive;
     this.heldCalls = new HeldCallStore(opts.db, this.#clock, this.processId);
     this.grants = new GrantService(opts.db, { audit: opts.audit, clock: this.#clock, logger: this.#logger });
   }
@@ -401,16 +411,15 @@ export class ApprovalService implements ApprovalGate {
    * expires it belongs to that process (which decides or expires it itself),
    * so only an expired one is taken for orphaned.
    */
-  async recover(): Promise<number> {
+  async recover(reason = 'Warden restarted'): Promise<number> {
     let n = 0;
     // A deferred call's agent is not waiting on the request: it checks back, so the approval goes on (adoptHeldCalls).
     const deferred = new Set(this.heldCalls.waiting().map((call) => call.approvalId));
     for (const record of this.#store.pending()) {
       if (deferred.has(record.id)) continue;
       if (this.#waiters.has(record.id) || record.processId === this.processId) continue;
-      if (record.expiresAt > this.#clock.now() && ownerMayBeWaiting(record.processId)) continue;
-      if (await this.#settle(record.id, { status: 'abandoned', at: this.#clock.now(), reason: 'Warden restarted' }))
-        n++;
+      if (record.expiresAt > this.#clock.now() && this.#ownerMayBeWaiting(record.processId)) continue;
+      if (await this.#settle(record.id, { status: 'abandoned', at: this.#clock.now(), reason })) n++;
     }
     return n;
   }
@@ -503,7 +512,7 @@ export class ApprovalService implements ApprovalGate {
       if (this.#waiters.has(call.approvalId)) continue;
       const record = this.#store.get(call.approvalId);
       // The process that asked for it is still here (this one, or another that is alive): it is its to run.
-      const ownerHere = record?.processId === this.processId || ownerMayBeWaiting(record?.processId);
+      const ownerHere = record?.processId === this.processId || this.#ownerMayBeWaiting(record?.processId);
       if (record?.status === 'pending') {
         if (record.processId === this.processId || (record.expiresAt > now && ownerHere)) continue;
         if (this.#store.claim(record.id, record.processId, this.processId)) adopted.push(call);
@@ -516,7 +525,7 @@ export class ApprovalService implements ApprovalGate {
         continue;
       }
       if (record?.status === 'approved') {
-        if (call.runner === this.processId || ownerMayBeWaiting(call.runner)) continue;
+        if (call.runner === this.processId || this.#ownerMayBeWaiting(call.runner)) continue;
         this.heldCalls.end(
           call.approvalId,
           heldRefusal(
@@ -573,6 +582,12 @@ export class ApprovalService implements ApprovalGate {
     // Decided between the read and the waiter (another process): resolve now rather than at the next poll.
     else this.#wake(approvalId);
     return outcome;
+  }
+
+  /** The replicas' answer when they know the process, else the same-host pid check. */
+  #ownerMayBeWaiting(processId: string | undefined): boolean {
+    if (!processId) return false;
+    return this.#ownerAlive?.(processId) ?? ownerMayBeWaiting(processId);
   }
 
   /** Stops polling and abandons this process's waiting requests (their callers get an answer). */

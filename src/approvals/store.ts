@@ -350,6 +350,9 @@ export class HeldCallStore implements HeldCallBook {
       toRun: db
         .prepare('SELECT 1 FROM held_calls WHERE call_id = ? AND ending IS NULL AND runner IS NULL AND expires_at > ?')
         .pluck(),
+      runner: db.prepare<[string], { runner: string }>(
+        'SELECT runner FROM held_calls WHERE call_id = ? AND ending IS NULL AND runner IS NOT NULL LIMIT 1',
+      ),
     };
   }
 
@@ -433,6 +436,11 @@ export class HeldCallStore implements HeldCallBook {
   /** Whether this call is a held call not yet taken to run nor ended: a Warden (this one or the next) may still run it. */
   stillToRun(callId: string): boolean {
     return this.#stmts.toRun.get(callId, this.#clock.now()) !== undefined;
+  }
+
+  /** The process that took this held call to run it, while it has not ended (undefined: nobody, or no such call). */
+  runnerOf(callId: string): string | undefined {
+    return this.#stmts.runner.get(callId)?.runner ?? undefined;
   }
 
   /** Calls not ended yet (waiting for a decision, or approved and running somewhere). */

@@ -130,6 +130,11 @@ export interface HeldCallBook {
 
 /** What the gateway needs: hold a call until a human (or a timeout) decides. */
 export interface ApprovalGate {
+  /**
+   * The process (replica) whose calls these are: stamped on each call.decided
+   * row, so survivors can tell which calls a dead replica left running.
+   */
+  readonly processId?: string | undefined;
   request(input: ApprovalRequestInput): Promise<ApprovalOutcome>;
   /** After an approved call ran: tell the humans how it ended (thread reply). */
   reportOutcome(approvalId: string, outcome: { ok: boolean; summary: string }): Promise<void>;

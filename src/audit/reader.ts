@@ -30,6 +30,8 @@ export interface OpenCall {
   server: string | null;
   tool: string | null;
   decision: string;
+  /** The row's detail (JSON): names the replica whose call it was (`replica`). */
+  detail: string | null;
 }
 
 /** Which `call.decided` row a drill waits for. */
@@ -72,7 +74,7 @@ export class AuditReader {
          FROM audit WHERE ts >= ? AND agent IS NOT NULL AND (CAST(? AS TEXT) IS NULL OR agent = ?) GROUP BY agent`,
     );
     this.#open = db.prepare(
-      `SELECT d.seq, d.ts, d.call_id, d.agent, d.owner, d.server, d.tool, d.decision
+      `SELECT d.seq, d.ts, d.call_id, d.agent, d.owner, d.server, d.tool, d.decision, d.detail
          FROM audit d
         WHERE d.event = 'call.decided' AND d.decision IN ('allow', 'approve') AND d.call_id IS NOT NULL
           AND d.ts >= ? AND d.ts < ?

@@ -6,7 +6,8 @@ import { FanOutAlertSink, LogAlertSink } from '../control/alerts.ts';
 import { reportPolicyChanges } from '../control/policy-changes.ts';
 import { drillReportPoster } from '../control/drill.ts';
 import { createControlPlane, type ControlPlane } from '../control/plane.ts';
-import { recoverAbandonedCalls, recoveryGraceMs } from '../control/recovery.ts';
+import { recoverAbandonedCalls, recoverDeadReplicaCalls, recoveryGraceMs } from '../control/recovery.ts';
+import { ReplicaRegistry, type ReplicaRecord } from '../control/replicas.ts';
 import { RunStore } from '../control/runs.ts';
 import type { AlertSink } from '../control/types.ts';
 import { describeError } from '../errors.ts';
@@ -68,12 +69,19 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
         )
       : new LogAlertSink(logger);
 
+    // Registered before anything this process owns is written: its rows name it, and peers judge it by its lease.
+    const replicas = new ReplicaRegistry(db, { clock, logger, ...config.replicas });
+    replicas.register();
+    // Pushed first, so it runs last: marked stopped only once everything it held was handed back.
+    closers.push(() => replicas.stop());
     const approvals = new ApprovalService({
       db,
       audit,
       policy,
       clock,
       logger,
+      processId: replicas.id,
+      ownerAlive: (processId) => replicas.alive(processId),
       notifier: slackClient ? new SlackNotifier({ client: slackClient, clock, logger }) : undefined,
     });
     closers.push(() => approvals.close());
@@ -183,6 +191,32 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
     });
     const gw = gateway;
     closers.push(() => gw.close());
+    // Survivors close what a dead replica left: its pending approvals, its deferred held calls (taken over
+    // here), and its calls in flight. One survivor claims each dead replica, so each is closed once.
+    const closeDeadReplicas = async (dead: ReplicaRecord[]) => {
+      const settled = await approvals.recover('the Warden holding it stopped (its replica lease expired)');
+      const adopted = await gw.resumeHeldCalls();
+      for (const replica of dead) {
+        const calls = await recoverDeadReplicaCalls({
+          auditReader,
+          approvals,
+          audit,
+          replica,
+          clock,
+          logger,
+          stillLive: (callId) => {
+            if (approvals.heldCalls.stillToRun(callId)) return true;
+            const runner = approvals.heldCalls.runnerOf(callId);
+            return runner !== undefined && runner !== replica.id && replicas.alive(runner) !== false;
+          },
+        });
+        logger.warn(
+          { replica: replica.id, calls: calls.length, approvals: settled, heldCalls: adopted },
+          'closed what a dead replica left',
+        );
+      }
+    };
+    replicas.start(closeDeadReplicas);
 
     let slack: SlackApp | undefined;
     let slackPort: number | undefined;

@@ -26,6 +26,9 @@ const envSchema = z.object({
   WARDEN_HEADERS_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
   WARDEN_BODY_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
   WARDEN_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
+  /** Replicas sharing the database: how often each heartbeats, and how long without one before it is dead for the others. */
+  WARDEN_HEARTBEAT_MS: z.coerce.number().int().min(100).default(2_000),
+  WARDEN_REPLICA_LEASE_MS: z.coerce.number().int().min(500).default(10_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   SLACK_BOT_TOKEN: z.string().optional(),
   SLACK_SIGNING_SECRET: z.string().optional(),
@@ -49,6 +52,8 @@ export interface Config {
   checkpointWitness?: string | undefined;
   auditDurability: Env['WARDEN_AUDIT_DURABILITY'];
   logLevel: Env['LOG_LEVEL'];
+  /** The replica lease (control/replicas.ts). */
+  replicas: { heartbeatMs: number; leaseMs: number };
   /** Only the limits set in the environment; the gateway fills in the rest. */
   gatewayLimits: GatewayLimits;
   slack?:
@@ -117,6 +122,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: { slac
     checkpointWitness: e.WARDEN_CHECKPOINT_WITNESS || undefined,
     auditDurability: e.WARDEN_AUDIT_DURABILITY,
     logLevel: e.LOG_LEVEL,
+    replicas: { heartbeatMs: e.WARDEN_HEARTBEAT_MS, leaseMs: e.WARDEN_REPLICA_LEASE_MS },
     gatewayLimits: Object.fromEntries(
       Object.entries({
         maxConnections: e.WARDEN_MAX_CONNECTIONS,

@@ -5,6 +5,7 @@ import type { AuditReader } from '../audit/reader.ts';
 import type { ApprovalStore } from '../approvals/store.ts';
 import type { AuditSink } from '../audit/types.ts';
 import { policyGetter, type PolicySource } from '../policy/source.ts';
+import type { ReplicaRecord } from './replicas.ts';
 
 /** The `reason` of a recovered completion: what a compliance reader sees in place of a result. */
 export const ABANDONED_CALL_REASON = 'Warden stopped before the call finished';
@@ -124,6 +125,90 @@ export async function recoverAbandonedCalls(opts: CallRecoveryOptions): Promise<
     } catch (err) {
       // One row that cannot be written must not stop start-up or the others; the next start retries it.
       logger.error({ err: describeError(err), callId: row.call_id }, 'recording an abandoned call failed');
+    }
+  }
+  return recovered;
+}
+
+export interface DeadReplicaRecoveryOptions {
+  auditReader: Pick<AuditReader, 'openCalls' | 'hasCompletion'>;
+  approvals: Pick<ApprovalStore, 'latestForCall'>;
+  audit: AuditSink;
+  /** The replica a survivor claimed (ReplicaRegistry.claimDead). */
+  replica: Pick<ReplicaRecord, 'id' | 'startedAt' | 'heartbeatAt' | 'leaseMs'>;
+  /**
+   * Whether another, live Warden still has the call: a deferred held call
+   * taken over (pending, or approved and not yet run), or one it runs.
+   */
+  stillLive?: ((callId: string) => boolean) | undefined;
+  clock?: Clock | undefined;
+  logger?: Logger | undefined;
+}
+
+/** The replica a call.decided row names in its detail, if any. */
+function replicaOf(detail: string | null): string | undefined {
+  if (!detail) return undefined;
+  try {
+    const parsed = JSON.parse(detail) as { replica?: unknown };
+    return typeof parsed.replica === 'string' ? parsed.replica : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Closes the calls a replica whose lease expired left running: its
+ * `call.decided` rows (stamped with its id) without a completion get a
+ * `call.completed` abandoned row (detail.code abandoned, why:
+ * replica_lease_expired). Unlike start-up recovery no grace window is needed:
+ * the rows say whose calls they are, and that process is dead for everyone.
+ * A held call another replica took over is not its any more (`stillLive`).
+ */
+export async function recoverDeadReplicaCalls(opts: DeadReplicaRecoveryOptions): Promise<RecoveredCall[]> {
+  const clock = opts.clock ?? systemClock;
+  const logger = opts.logger ?? silentLogger();
+  const { replica } = opts;
+  // Its calls were decided while it lived; the upper bound has room for clocks a little apart across hosts.
+  const rows = opts.auditReader
+    .openCalls(replica.startedAt - replica.leaseMs, clock.now() + 1)
+    .filter((row) => replicaOf(row.detail) === replica.id);
+  const recovered: RecoveredCall[] = [];
+  for (const row of rows) {
+    if (row.decision === 'approve' && opts.approvals.latestForCall(row.call_id)?.status === 'pending') continue;
+    if (opts.stillLive?.(row.call_id)) continue;
+    if (opts.auditReader.hasCompletion(row.call_id)) continue;
+    try {
+      await opts.audit.append({
+        event: 'call.completed',
+        callId: row.call_id,
+        agent: row.agent ?? undefined,
+        owner: row.owner ?? undefined,
+        server: row.server ?? undefined,
+        tool: row.tool ?? undefined,
+        decision: 'abandoned',
+        reason: ABANDONED_CALL_REASON,
+        detail: {
+          recovered: true,
+          code: 'abandoned',
+          why: 'replica_lease_expired',
+          replica: replica.id,
+          lastHeartbeat: replica.heartbeatAt,
+          leaseMs: replica.leaseMs,
+          decidedSeq: row.seq,
+          decidedAt: row.ts,
+        },
+        ts: clock.now(),
+      });
+      recovered.push({
+        callId: row.call_id,
+        agent: row.agent,
+        server: row.server,
+        tool: row.tool,
+        decidedSeq: row.seq,
+      });
+    } catch (err) {
+      // The replica stays claimed; start-up recovery (grace window) still closes the call later.
+      logger.error({ err: describeError(err), callId: row.call_id }, "recording a dead replica's call failed");
     }
   }
   return recovered;

@@ -333,6 +333,8 @@ export class ToolCall {
               ? { rule: decision.rule, scope: decision.tool.scope, consequence: decision.tool.consequence }
               : { scope: decision.tool.scope, consequence: decision.tool.consequence }),
             ...ruleDetail(decision),
+            // Whose call it is: if that replica dies mid-call, a survivor closes the call by this (control/recovery.ts).
+            ...replicaDetail(this.#context.options.approvals.processId),
           },
         },
         { changesNothing, alone: () => this.#context.alone() },
@@ -762,6 +764,10 @@ export function haltError(state: HaltState): WardenError {
 
 export function annotationsOf(tool: Tool | undefined): ToolAnnotations | undefined {
   return tool?.annotations as ToolAnnotations | undefined;
+}
+
+function replicaDetail(processId: string | undefined): { replica?: string } {
+  return processId === undefined ? {} : { replica: processId };
 }
 
 /** Which of the agent's `rules:` decided, for the call.decided row's detail; empty when none did. */

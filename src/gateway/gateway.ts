@@ -67,6 +67,11 @@ export interface GatewayHandle {
   /** The MCP endpoint, e.g. http://127.0.0.1:8787/mcp */
   url: string;
   port: number;
+  /**
+   * Takes over the deferred held calls of Wardens found gone since start
+   * (another replica whose lease expired), as start-up does. Returns how many.
+   */
+  resumeHeldCalls(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -159,6 +164,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   return {
     url: listening.url,
     port: listening.port,
+    resumeHeldCalls: () =>
+      closing ? Promise.resolve(0) : pipeline.resumeHeldCalls((tokenId) => tokens.isLive(tokenId)),
     close: () =>
       (closing ??= (async () => {
         offPolicy?.();
