@@ -15,6 +15,7 @@ import { silentLogger, createLogger } from '../../src/logger.ts';
 import { parsePolicy } from '../../src/policy/load.ts';
 import type { Policy } from '../../src/policy/types.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
+import { storeLocation } from './store-under-test.ts';
 
 /**
  * Real parts on loopback: a SQLite file in a temp dir, the real AuditLog,
@@ -58,7 +59,7 @@ export async function startHarness(
   wrapAudit?: (audit: AuditLog) => AuditSink,
 ): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-gw-'));
-  const db = openDb(join(dir, 'warden.db'));
+  const db = openDb(await storeLocation(dir));
   const logger = process.env.GATEWAY_TEST_LOG ? createLogger({ level: process.env.GATEWAY_TEST_LOG }) : silentLogger();
   let policy = parsePolicy(policyYaml, 'test-policy.yml', process.env);
   const audit = new AuditLog(db, { logger, ...auditOptions });
