@@ -12,7 +12,7 @@ import { spawnChildGateway } from '../test/support/control-child.ts';
 
 const ITERATIONS = Number(process.env.HALT_BENCH_ITERATIONS ?? 40);
 
-function pct(sorted: number[], p: number): number {
+export function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
@@ -43,30 +43,42 @@ async function measure(
   return { samples, probes };
 }
 
-export async function run(): Promise<void> {
-  const env = await startWardenEnv();
+export interface HaltFigures {
+  cross: { samples: number[]; probes: number };
+  same: { samples: number[]; probes: number };
+}
+
+/** Halt → refused, in another gateway process on the same store (a SQLite file by default, or a postgres:// URL) and in the same one. */
+export async function haltLatency(store?: string): Promise<HaltFigures> {
+  const env = await startWardenEnv({ store });
   const child = await spawnChildGateway(env);
   try {
     const remote = await connectAgent(env.db, child.url, 'worker');
     const local = await connectAgent(env.db, env.gateway.url, 'worker');
     const halt = () => env.ks.halt({ scope: 'agent', agent: 'worker', reason: 'bench', actor: 'bench' });
     const resume = () => env.ks.resume({ scope: 'agent', agent: 'worker', actor: 'bench' });
-
     const cross = await measure(remote, halt, resume);
     const same = await measure(local, halt, resume);
-    const line = (name: string, r: { samples: number[]; probes: number }) =>
-      `${name.padEnd(34)} n=${r.samples.length}  p50=${pct(r.samples, 50).toFixed(1)} ms  p99=${pct(r.samples, 99).toFixed(1)} ms  max=${r.samples[r.samples.length - 1]!.toFixed(1)} ms  (probe calls ${r.probes})\n`;
-    process.stdout.write(line('halt → refused, other process', cross));
-    process.stdout.write(line('halt → refused, same process', same));
-    // The promise tests do not time (a shared machine makes that noise): measured here, and held by the drill.
-    const over = cross.samples.filter((s) => s > DEFAULT_MAX_TIME_TO_HALT_MS).length;
-    process.stdout.write(
-      `cross-process samples over the ${DEFAULT_MAX_TIME_TO_HALT_MS} ms promise: ${over}/${cross.samples.length}\n`,
-    );
     await remote.close();
     await local.close();
+    return { cross, same };
   } finally {
     await child.stop();
     await env.close();
   }
+}
+
+export function haltLine(name: string, r: { samples: number[]; probes: number }): string {
+  return `${name.padEnd(34)} n=${r.samples.length}  p50=${pct(r.samples, 50).toFixed(1)} ms  p99=${pct(r.samples, 99).toFixed(1)} ms  max=${r.samples[r.samples.length - 1]!.toFixed(1)} ms  (probe calls ${r.probes})\n`;
+}
+
+export async function run(): Promise<void> {
+  const { cross, same } = await haltLatency();
+  process.stdout.write(haltLine('halt → refused, other process', cross));
+  process.stdout.write(haltLine('halt → refused, same process', same));
+  // The promise tests do not time (a shared machine makes that noise): measured here, and held by the drill.
+  const over = cross.samples.filter((s) => s > DEFAULT_MAX_TIME_TO_HALT_MS).length;
+  process.stdout.write(
+    `cross-process samples over the ${DEFAULT_MAX_TIME_TO_HALT_MS} ms promise: ${over}/${cross.samples.length}\n`,
+  );
 }

@@ -10,6 +10,8 @@ export const ErrorCodes = {
   STORE_MIGRATION: 'STORE_MIGRATION',
   /** The shared database (PostgreSQL) did not answer, or its connection is gone: the operation is refused. */
   STORE_UNAVAILABLE: 'STORE_UNAVAILABLE',
+  /** `warden store migrate` was pointed at a store that already holds data: copying would fork its audit chain. */
+  STORE_NOT_EMPTY: 'STORE_NOT_EMPTY',
   AUDIT_CHAIN_BROKEN: 'AUDIT_CHAIN_BROKEN',
   AUDIT_WRITE_FAILED: 'AUDIT_WRITE_FAILED',
   QUERY_INVALID: 'QUERY_INVALID',

@@ -28,6 +28,14 @@ const OWNERS: Record<string, readonly string[]> = {
   schema_migrations: ['src/store/db.ts'],
 };
 
+/**
+ * The store layer itself may prepare statements, but names no table: its
+ * generic copier (src/store/copy.ts, `warden store migrate`) takes table and
+ * column names from the source's catalog, so no owner's SQL is repeated there.
+ * A table name written in src/store/ is still caught by TABLE_REF.
+ */
+const STORE_LAYER = 'src/store/';
+
 /** A table named after a SQL keyword, in the upper case this codebase writes SQL in. */
 const TABLE_REF = /\b(?:FROM|INTO|UPDATE|JOIN|TABLE(?: IF NOT EXISTS)?)\s+([a-z_][a-z0-9_]*)\b/g;
 /** A statement handed to the database: `.prepare(` / `.prepare<…>(`, or `.exec(` with SQL text (not RegExp#exec). */
@@ -65,7 +73,7 @@ function violations(file: string, text: string): Violation[] {
         what: `SQL on table "${table}", which ${owners.join(' / ')} owns`,
       });
   }
-  if (!sqlFiles.some((owner) => owns(owner, file)))
+  if (!file.startsWith(STORE_LAYER) && !sqlFiles.some((owner) => owns(owner, file)))
     for (const match of text.matchAll(STATEMENT))
       found.push({ file, line: lineOf(text, match.index), what: 'a prepared statement outside every table owner' });
   return found;
@@ -143,5 +151,10 @@ describe('one owner per table', () => {
     expect(violations('src/approvals/store.ts', control)).toEqual([]);
     expect(violations('src/gateway/http.ts', 'const m = /^Bearer\\s+(\\S+)$/i.exec(header);')).toEqual([]);
     expect(violations('src/audit/log.ts', 'row = this.#prepare(entry);')).toEqual([]);
+    // The store layer prepares statements, but a table it names is still its owner's.
+    expect(violations('src/store/copy.ts', 'db.prepare(`SELECT * FROM ${table}`)')).toEqual([]);
+    expect(violations('src/store/copy.ts', 'db.prepare("SELECT * FROM audit")')).toEqual([
+      { file: 'src/store/copy.ts', line: 1, what: 'SQL on table "audit", which src/audit/ owns' },
+    ]);
   });
 });

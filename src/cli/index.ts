@@ -12,6 +12,7 @@ const BAD_INPUT_CODES: ReadonlySet<ErrorCode> = new Set([
   'QUERY_INVALID',
   'INVALID_INPUT',
   'NOT_FOUND',
+  'STORE_NOT_EMPTY',
 ]);
 
 /** The command ran and the answer is no: a check failed, or a decision was refused or lost to another. */

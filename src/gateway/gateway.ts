@@ -6,7 +6,8 @@ import type { AlertSink, HaltCheck } from '../control/types.ts';
 import type { Logger } from '../logger.ts';
 import { policyGetter } from '../policy/source.ts';
 import type { Policy } from '../policy/types.ts';
-import type { Db } from '../store/db.ts';
+import { pingDb, type Db } from '../store/db.ts';
+import { healthReport } from './health.ts';
 import { DEFAULT_ARGUMENT_LIMITS } from './arguments.ts';
 import { DEFAULT_EDGE_LIMITS, HttpEdge, parseEdgeLimits, type EdgeLimits } from './http.ts';
 import { PinStore, ToolPins } from './pins.ts';
@@ -146,6 +147,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     maxSessionsPerAgent: options.maxSessionsPerAgent ?? 32,
     maxBodyBytes: options.maxBodyBytes ?? 4 * 1024 * 1024,
     limits,
+    health: () => healthReport(pingDb(options.db), upstreams.readiness()),
   });
   let listening: { url: string; port: number };
   try {
@@ -165,7 +167,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     url: listening.url,
     port: listening.port,
     resumeHeldCalls: () =>
-      closing ? Promise.resolve(0) : pipeline.resumeHeldCalls((tokenId) => tokens.isLive(tokenId)),
+      closing ? Promise.resolve(0) : pipeline.resumeHeldCalls((tokenId) => tokens.isLive(tokenId), tasks),
     close: () =>
       (closing ??= (async () => {
         offPolicy?.();

@@ -6,6 +6,7 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { isInitializeRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditSink } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
+import type { HealthReport } from './health.ts';
 import type { AlertSink } from '../control/types.ts';
 import { z } from 'zod';
 import { BodyTooLargeError, WardenError, describeError } from '../errors.ts';
@@ -41,6 +42,8 @@ export interface HttpEdgeOptions {
   maxSessionsPerAgent: number;
   maxBodyBytes: number;
   limits: EdgeLimits;
+  /** What GET /healthz answers (src/gateway/health.ts). */
+  health: () => HealthReport;
 }
 
 /**
@@ -103,6 +106,8 @@ interface Session {
 }
 
 export const MCP_PATH = '/mcp';
+/** The load balancer's readiness probe: no auth, no secrets. */
+export const HEALTH_PATH = '/healthz';
 /** After the pipeline has answered running calls, how long close() lets those answers finish reaching the agents. */
 const ANSWER_DRAIN_MS = 2_000;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
@@ -503,8 +508,27 @@ export class HttpEdge {
     if (timer) this.#options.clock.clearTimeout(timer);
   }
 
+  #health(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ error: `${HEALTH_PATH} answers GET only` }));
+      return;
+    }
+    // A replica shutting down is out of the pool at once, before its database or upstreams close.
+    const report: HealthReport = this.#stopped
+      ? { httpStatus: 503, body: { ...this.#options.health().body, status: 'unavailable', reasons: ['shutting down'] } }
+      : this.#options.health();
+    if (report.httpStatus !== 200) this.#log.debug({ reasons: report.body.reasons }, 'health check: not ready');
+    res.writeHead(report.httpStatus, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+    res.end(req.method === 'HEAD' ? undefined : JSON.stringify(report.body));
+  }
+
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
+    // Before the Host check: a load balancer probes each replica by its
+    // address, not by the name agents use, and the answer holds nothing an
+    // attacker could use (states and upstream names, no URL or credential).
+    if (path === HEALTH_PATH) return this.#health(req, res);
     // DNS rebinding: a browser tricked into calling us carries a foreign Host or Origin.
     if (!isAllowedHost(req.headers.host, this.#options.allowedHosts)) {
       this.#log.warn({ host: req.headers.host }, 'refused request with a Host that is not allowed');

@@ -19,6 +19,7 @@ import type { Policy, ServerPolicy, Transport } from '../policy/types.ts';
 import { pinHash } from './pins.ts';
 import { isNotification } from './jsonrpc.ts';
 import { UpstreamHttpTransport } from './upstream-http.ts';
+import type { UpstreamReadiness } from './health.ts';
 
 /**
  * Warden's own connections to the upstream MCP servers named in the policy.
@@ -254,6 +255,20 @@ export class UpstreamManager implements Upstreams {
     }
     conn.failures = 0;
     return result;
+  }
+
+  /**
+   * Each upstream the policy says how to reach, as it stands now (no I/O, for
+   * /healthz): connected, connecting (or never asked yet), or down after a failure.
+   */
+  readiness(): Record<string, UpstreamReadiness> {
+    const out: Record<string, UpstreamReadiness> = {};
+    for (const [name, serverPolicy] of Object.entries(this.#opts.policy().servers)) {
+      if (!serverPolicy.transport) continue;
+      const conn = this.#conns.get(name);
+      out[name] = conn?.client ? 'ready' : conn?.connecting || !conn || conn.failures === 0 ? 'starting' : 'down';
+    }
+    return out;
   }
 
   async close(): Promise<void> {

@@ -69,6 +69,19 @@ export function isPostgresUrl(location: string): boolean {
   return /^postgres(ql)?:\/\//i.test(location);
 }
 
+/**
+ * Whether the database answers now (`SELECT 1`), for health checks: never
+ * throws. The reason is the driver's message, which names no password.
+ */
+export function pingDb(db: Db): { ok: true } | { ok: false; reason: string } {
+  try {
+    db.prepare('SELECT 1').get();
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message };
+  }
+}
+
 const DEFAULT_MIGRATIONS_DIR = fileURLToPath(new URL('../../db/', import.meta.url));
 const POSTGRES_MIGRATIONS_DIR = fileURLToPath(new URL('../../db/postgres/', import.meta.url));
 const MIGRATION_FILE = /^(\d+)_([\w-]+)\.sql$/;

@@ -30,6 +30,7 @@ const COMMANDS: Record<string, (() => Promise<Register>)[]> = {
   ],
   run: [() => import('./run.ts').then((m) => m.registerRun)],
   serve: [() => import('./serve.ts').then((m) => m.registerServe)],
+  store: [() => import('./store-migrate.ts').then((m) => m.registerStoreMigrate)],
   tools: [() => import('./tools.ts').then((m) => m.registerTools)],
 };
 
