@@ -343,7 +343,7 @@ ${extra}`,
   });
 
   it('halts without a reason, org-wide and for one agent', () => {
-    expect(decide(p, 'bot', 'kb', 'search_kb', {}, { halted: { scope: 'org' } })).toEqual({
+    expect(decide(p, 'bot', 'kb', 'search_kb', {}, { halted: { scope: 'org', reason: '' } })).toEqual({
       kind: 'deny',
       code: 'halted',
       reason: 'all agents are halted by the org-wide kill switch; no tool calls run until an operator resumes',
