@@ -229,6 +229,7 @@ function friendly(issue: z.core.$ZodIssue): string {
 
 function article(expected: string): string {
   if (expected === 'array') return 'a list';
+  if (expected === 'int') return 'a whole number';
   if (expected === 'object' || expected === 'record') return 'a mapping';
   return `a ${expected}`;
 }
@@ -342,7 +343,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
         // so every tool on it counts as write + irreversible until classified.
         servers[serverName] = {
           name: serverName,
-          tools: {},
+          tools: dict(),
           timeoutMs: POLICY_DEFAULTS.timeoutMs,
           maxResultBytes: POLICY_DEFAULTS.maxResultBytes,
         };
