@@ -158,7 +158,12 @@ export const agentFields = {
    * "not run yet, check back" (most MCP clients give up on a request at 60 s).
    * `never` holds the request open until the decision.
    */
-  answer_within: z.union([z.literal('never'), duration]).optional(),
+  answer_within: z
+    .union([z.literal('never'), duration], {
+      // zod's own message for a union is only "Invalid input".
+      error: 'expected never or a duration like 30s, 15m, 1h, 7d or a number of milliseconds',
+    })
+    .optional(),
   // What to do with a held call whose card hides values (redacted secrets): show it with a warning, or refuse it.
   on_redacted: z.enum(['hold_and_warn', 'refuse']).optional(),
   // Held calls waiting for a decision at once; further ones are refused (an approval storm must not bury the channel).
