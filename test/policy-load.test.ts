@@ -600,6 +600,16 @@ describe('every refusal names its field and says what is expected', () => {
     );
   });
 
+  it('an alias bomb is a policy error, not a crash', () => {
+    const bomb = `x: &a [1]\ny: [${Array(101).fill('*a').join(', ')}]\n`;
+    expect(refusal(bomb)).toEqual(['1:1: YAML error: Excessive alias count indicates a resource exhaustion attack']);
+    // A few aliases are fine as YAML (the keys are then refused as unknown).
+    expect(refusal(`x: &a [1]\ny: [${Array(10).fill('*a').join(', ')}]\n`)).toEqual([
+      '1:1: x: unknown key',
+      '2:1: y: unknown key',
+    ]);
+  });
+
   it('YAML errors keep their first line; a tab is one too', () => {
     expect(refusal('agent: a\n\tmcp_scopes: {}\n')).toEqual([
       '2:1: YAML syntax error: Tabs are not allowed as indentation',

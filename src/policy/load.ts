@@ -89,7 +89,13 @@ export function parsePolicy(text: string, source: string, env: NodeJS.ProcessEnv
   }
   if (doc.contents === null) fail([at(0, '', 'policy file is empty')]);
 
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    // An alias bomb: the yaml library refuses to expand it. A policy problem, not a crash.
+    fail([at(0, '', `YAML error: ${err instanceof Error ? err.message : String(err)}`)]);
+  }
   const parsed = policyFileSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
     const problems: PolicyProblem[] = [];
