@@ -190,7 +190,7 @@ describe('rules, limits and the rest of an agent', () => {
   it('a tool needs a scope; its consequence is one of three', () => {
     const tool = (fields: string) => `servers:\n  s: { command: node, tools: { t: ${fields} } }\n${AGENT}`;
     expect(refusal(tool('{ consequence: reversible }'))).toEqual([
-      'servers.s.tools.t.scope: expected one of read|write, got undefined',
+      'servers.s.tools.t.scope: required (expected one of read|write)',
     ]);
     expect(refusal(tool('{ scope: write, consequence: permanent }'))).toEqual([
       'servers.s.tools.t.consequence: expected one of reversible|irreversible|customer-facing, got "permanent"',
@@ -284,10 +284,14 @@ describe('typo hints reach every nested block', () => {
     expect(refusal(withAgent(yaml))).toContain(`${field}: unknown key (did you mean "${hint}"?)`);
   });
 
-  it('grants.max (the only field of grants)', () => {
-    expect(refusal(withAgent('    grants: { maxx: 1h }\n'))).toContain(
+  it('grants.max (the only field of grants, and a required one)', () => {
+    expect(refusal(withAgent('    grants: { maxx: 1h }\n'))).toEqual([
+      'agents[0].grants.max: required (expected a duration like 30s, 15m, 1h, 7d or a number of milliseconds)',
       'agents[0].grants.maxx: unknown key (did you mean "max"?)',
-    );
+    ]);
+    expect(refusal(withAgent('    rules: [{ tool: t }]\n'))).toEqual([
+      'agents[0].rules[0].then: required (expected one of allow|approve|deny)',
+    ]);
   });
 
   it('server and tool fields', () => {

@@ -206,10 +206,12 @@ function describeIssue(issue: z.core.$ZodIssue, path: readonly PathSegment[]): s
     case 'invalid_type':
       if (!hasInput || issue.input === undefined) return `required (expected ${article(issue.expected)})`;
       return `expected ${article(issue.expected)}${got}`;
-    case 'invalid_value':
+    case 'invalid_value': {
       // A schema-written message explains why (e.g. audit); zod's own starts with "Invalid".
       if (!issue.message.startsWith('Invalid')) return `${issue.message}${got}`;
-      return `expected ${issue.values.length === 1 ? String(issue.values[0]) : `one of ${issue.values.map(String).join('|')}`}${got}`;
+      const expected = `expected ${issue.values.length === 1 ? String(issue.values[0]) : `one of ${issue.values.map(String).join('|')}`}`;
+      return hasInput && issue.input === undefined ? `required (${expected})` : `${expected}${got}`;
+    }
     case 'invalid_format':
     case 'too_small':
     case 'too_big':

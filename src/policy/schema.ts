@@ -24,9 +24,14 @@ const slackChannel = z.string().regex(SLACK_CHANNEL_RE, 'expected a Slack channe
 const duration = z.unknown().transform((value, ctx) => {
   const ms = parseDuration(value);
   if (ms === undefined) {
+    const expected = 'a duration like 30s, 15m, 1h, 7d or a number of milliseconds';
     ctx.addIssue({
       code: 'custom',
-      message: `expected a duration like 30s, 15m, 1h, 7d or a number of milliseconds, got ${JSON.stringify(value) ?? String(value)}`,
+      // Only a required duration (grants.max) can be missing: the optional ones are skipped when absent.
+      message:
+        value === undefined
+          ? `required (expected ${expected})`
+          : `expected ${expected}, got ${JSON.stringify(value) ?? String(value)}`,
     });
     return z.NEVER;
   }
