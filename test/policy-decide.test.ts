@@ -291,7 +291,7 @@ describe('every decision, word for word', () => {
   const policy = (extra = '') =>
     parsePolicy(
       `servers:
-  kb: { command: node, tools: { search_kb: { scope: read }, audit_kb: { scope: read, consequence: irreversible } } }
+  kb: { command: node, tools: { search_kb: { scope: read }, audit_kb: { scope: read, consequence: irreversible }, notify_kb: { scope: read, consequence: customer-facing } } }
   tickets:
     command: node
     tools:
@@ -429,6 +429,11 @@ ${extra}`,
       scope: 'write',
       consequence: 'irreversible',
     });
+    // On a read tool declared customer-facing it keeps that more specific label.
+    expect(classifyTool(q, 'kb', 'notify_kb', { destructiveHint: true })).toEqual({
+      scope: 'write',
+      consequence: 'customer-facing',
+    });
     // A reversible write held once the upstream calls it destructive.
     expect(decide(q, 'bot', 'tickets', 'close_ticket', {}, { annotations: { destructiveHint: true } })).toEqual({
       kind: 'approve',
@@ -478,12 +483,16 @@ ${extra}`,
         then: approve
         grant: never
 `);
-    expect(decide(q, 'bot', 'tickets', 'close_ticket', {})).toEqual({
+    const denied = decide(q, 'bot', 'tickets', 'close_ticket', {});
+    expect(denied).toEqual({
       kind: 'deny',
       code: 'rule',
       reason: 'bot may not call close_ticket on tickets: rules[0]: then: deny',
       policyRule: { index: 0, tool: 'close_ticket', when: undefined, effect: 'deny', reason: undefined },
     });
+    // No evaluation error and no grant: the audit row's rule carries neither key.
+    expect(Object.keys(denied.kind === 'deny' ? (denied.policyRule ?? {}) : {})).not.toContain('error');
+    expect(Object.keys(denied.kind === 'deny' ? (denied.policyRule ?? {}) : {})).not.toContain('grantNever');
     expect(decide(q, 'bot', 'tickets', 'read_ticket', { id: 'T-9' })).toEqual({
       kind: 'approve',
       rule: 'approval_required',
