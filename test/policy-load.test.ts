@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isWardenError, type WardenError } from '../src/errors.ts';
-import { loadPolicyFile, parsePolicy, type PolicyProblem } from '../src/policy/index.ts';
+import { formatFieldPath, loadPolicyFile, parsePolicy, type PolicyProblem } from '../src/policy/index.ts';
 
 const SEED = `agent: support-triage
 sandbox: isolated, network egress = allowlist only
@@ -429,3 +429,358 @@ agents:
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('every refusal names its field and says what is expected', () => {
+  const AGENT = 'agents:\n  - agent: a\n    mcp_scopes: { s: [read] }\n';
+  const SERVER = 'servers:\n  s: { command: node }\n';
+  /** The problems of a policy that must be refused, one a line, as `line:col: field: message`. */
+  const refusal = (yaml: string, env: NodeJS.ProcessEnv = {}): string[] => {
+    try {
+      parsePolicy(yaml, 'p.yml', env);
+    } catch (err) {
+      if (isWardenError(err, 'POLICY_INVALID')) return err.message.split('\n').map((l) => l.replace(/^p\.yml:/, ''));
+      throw err;
+    }
+    throw new Error('expected the policy to be refused');
+  };
+  const agentWith = (lines: string) => refusal(`${SERVER}${AGENT}${lines}`);
+
+  it('an unknown key is named, with a hint only when a known key is close', () => {
+    expect(agentWith('    zzzzqqq: 1\n')).toEqual(['6:5: agents[0].zzzzqqq: unknown key']);
+    expect(agentWith('    ownr: U0123ABCD\n')).toEqual(['6:5: agents[0].ownr: unknown key (did you mean "owner"?)']);
+    expect(agentWith('    OWNER: U0123ABCD\n')).toEqual(['6:5: agents[0].OWNER: unknown key (did you mean "owner"?)']);
+    expect(agentWith('    chanel: C0123ABCD\n')).toEqual([
+      '6:5: agents[0].chanel: unknown key (did you mean "channel"?)',
+    ]);
+    // Two edits away in a five-letter key is too far to guess.
+    expect(agentWith('    onwre: U0123ABCD\n')).toEqual(['6:5: agents[0].onwre: unknown key']);
+    // One edit in a short key is close enough.
+    expect(agentWith('    limits: { auto_hal: true }\n')).toEqual([
+      '6:15: agents[0].limits.auto_hal: unknown key (did you mean "auto_halt"?)',
+    ]);
+  });
+
+  it('values under env, headers, url and args are never echoed', () => {
+    expect(refusal(`servers:\n  s: { command: node, env: { K: 123456 } }\n${AGENT}`)).toEqual([
+      '2:33: servers.s.env.K: expected a string',
+    ]);
+    expect(refusal(`servers:\n  s: { url: 123456 }\n${AGENT}`)).toEqual(['2:13: servers.s.url: expected a string']);
+    expect(refusal(`servers:\n  s: { url: "ftp://secret-host/x" }\n${AGENT}`)).toEqual([
+      '2:13: servers.s.url: expected an http(s) URL',
+    ]);
+    expect(refusal(`servers:\n  s: { command: node, args: [123456] }\n${AGENT}`)).toEqual([
+      '2:30: servers.s.args[0]: expected a string',
+    ]);
+    // Any other field says what it got.
+    expect(refusal(`servers:\n  s: { command: 123456 }\n${AGENT}`)).toEqual([
+      '2:17: servers.s.command: expected a string, got 123456',
+    ]);
+  });
+
+  it('what it got is shown by kind, and cut short when long', () => {
+    const got = (value: string) => refusal(`${SERVER}agents:\n  - agent: ${value}\n    mcp_scopes: {}\n`);
+    expect(got('5')).toEqual(['4:12: agents[0].agent: expected a string, got 5']);
+    expect(got('true')).toEqual(['4:12: agents[0].agent: expected a string, got true']);
+    expect(got('{ x: 1 }')).toEqual(['4:12: agents[0].agent: expected a string, got a mapping']);
+    expect(got('[1]')).toEqual(['4:12: agents[0].agent: expected a string, got a list']);
+    expect(refusal(`${SERVER}agents:\n  - agent:\n    mcp_scopes: {}\n`)).toEqual([
+      '4:11: agents[0].agent: expected a string, got null',
+    ]);
+    const long = 'a b'.repeat(30);
+    expect(got(JSON.stringify(long))).toEqual([
+      `4:12: agents[0].agent: expected an agent name of letters, digits, "_", "-" or ".", got ${JSON.stringify(long).slice(0, 57)}...`,
+    ]);
+    // Exactly 60 characters of quoted text are shown whole.
+    const fits = 'x'.repeat(58);
+    expect(agentWith(`    limits: { auto_halt: ${JSON.stringify(fits)} }\n`)).toEqual([
+      `6:26: agents[0].limits.auto_halt: expected a boolean, got "${fits}"`,
+    ]);
+  });
+
+  it('types, sizes and literals, in words', () => {
+    expect(refusal(`${SERVER}agents:\n  - agent: a\n    mcp_scopes: [read]\n`)).toEqual([
+      '5:17: agents[0].mcp_scopes: expected a mapping, got a list',
+    ]);
+    expect(refusal(`${SERVER}agents: { a: 1 }\n`)).toEqual(['3:9: agents: expected a list, got a mapping']);
+    expect(refusal('just a string\n')).toEqual(['1:1: expected a mapping, got "just a string"']);
+    expect(agentWith('    max_pending: 0\n')).toEqual(['6:18: agents[0].max_pending: expected a number >= 1, got 0']);
+    expect(agentWith('    max_pending: 10001\n')).toEqual([
+      '6:18: agents[0].max_pending: Too big: expected number to be <=10000, got 10001',
+    ]);
+    expect(agentWith('    max_pending: 1.5\n')).toEqual([
+      '6:18: agents[0].max_pending: expected a whole number, got 1.5',
+    ]);
+    expect(agentWith('    limits: { calls_per_minute: -1 }\n')).toEqual([
+      '6:33: agents[0].limits.calls_per_minute: expected a positive number, got -1',
+    ]);
+    expect(agentWith('    limits: { calls_per_minute: "5" }\n')).toEqual([
+      '6:33: agents[0].limits.calls_per_minute: expected a number, got "5"',
+    ]);
+    expect(agentWith('    approval_required: [""]\n')).toEqual([
+      '6:25: agents[0].approval_required[0]: expected a non-empty string, got ""',
+    ]);
+    expect(agentWith('    rules:\n      - tool: t\n        then: approve\n        grant: always\n')).toEqual([
+      '9:16: agents[0].rules[0].grant: expected never, got "always"',
+    ]);
+  });
+
+  it('the seed form and the full form: which one, and what each needs', () => {
+    expect(refusal('agent: a\n')).toEqual(['1:1: mcp_scopes: required (expected a mapping of server → [read|write])']);
+    expect(refusal('mcp_scopes: { s: [read] }\nowner: U0123ABCD\n')).toEqual([
+      '1:1: mcp_scopes: the seed form needs `agent:` naming the agent',
+    ]);
+    expect(refusal(SERVER)).toEqual([
+      '1:1: policy declares no agents: add `agent:` (seed form) or `agents:` (full form)',
+    ]);
+    expect(refusal(`${SERVER}owner: U0123ABCD\nagents: []\n`)).toEqual([
+      '3:1: owner: agent fields belong inside an `agents:` entry when `agents:` is used',
+    ]);
+  });
+
+  it('server names in scopes: reserved, malformed, undeclared, listed twice', () => {
+    expect(refusal(`${SERVER}agents:\n  - agent: a\n    mcp_scopes: { warden: [read] }\n`)).toEqual([
+      `5:19: agents[0].mcp_scopes.warden: "warden" is reserved for Warden's own tools, not an upstream server`,
+    ]);
+    expect(refusal('agents:\n  - agent: a\n    mcp_scopes: { "a__b": [read] }\n')).toEqual([
+      '3:19: agents[0].mcp_scopes.a__b: server names are letters and digits joined by single "-" or "_"',
+    ]);
+    expect(refusal(`servers: {}\n${AGENT}`)).toEqual([
+      '4:19: agents[0].mcp_scopes.s: unknown server "s"; servers declares none',
+    ]);
+    expect(refusal(`${SERVER}agents:\n  - agent: a\n    mcp_scopes: { s: [read, read] }\n`)).toEqual([
+      '5:22: agents[0].mcp_scopes.s: a scope is listed twice',
+    ]);
+    expect(refusal(`servers:\n  warden: { command: node }\n  s: { command: node }\n${AGENT}`)).toEqual([
+      `2:3: servers.warden: "warden" is reserved for Warden's own tools (warden__await_approval)`,
+    ]);
+  });
+
+  it('tool names in approval_required, rules and servers', () => {
+    expect(agentWith('    approval_required: ["bad name"]\n')).toEqual([
+      '6:25: agents[0].approval_required[0]: "bad name" is not a tool name',
+    ]);
+    expect(agentWith('    rules:\n      - tool: "bad name"\n        then: deny\n')).toEqual([
+      '7:15: agents[0].rules[0].tool: "bad name" is not a tool name',
+    ]);
+    expect(refusal(`servers:\n  s: { command: node, tools: { "bad name": { scope: read } } }\n${AGENT}`)).toEqual([
+      '2:32: servers.s.tools["bad name"]: tool names are letters, digits, "_", "-" or "."',
+    ]);
+  });
+
+  it('transport fields belong to their transport', () => {
+    expect(refusal(`servers:\n  s: { command: node, headers: { a: b } }\n${AGENT}`)).toEqual([
+      '2:23: servers.s.headers: `headers` is for HTTP servers (`url`); use `env` for a stdio server',
+    ]);
+    expect(refusal(`servers:\n  s: { url: "http://x/mcp", args: [a], env: { a: b }, cwd: /tmp }\n${AGENT}`)).toEqual([
+      '2:29: servers.s.args: `args` is for stdio servers (`command`)',
+      '2:40: servers.s.env: `env` is for stdio servers (`command`)',
+      '2:55: servers.s.cwd: `cwd` is for stdio servers (`command`)',
+    ]);
+    expect(refusal(`servers:\n  s: { tools: {} }\n${AGENT}`)).toEqual([
+      '2:6: servers.s: a server needs `command` (stdio child) or `url` (Streamable HTTP)',
+    ]);
+  });
+
+  it('an empty environment variable is named like a missing one', () => {
+    expect(refusal(`servers:\n  s: { command: node, env: { K: "\${E}" } }\n${AGENT}`, { E: '' })).toEqual([
+      '2:33: servers.s.env.K: environment variable E is empty',
+    ]);
+  });
+
+  it('a drill schedule needs its canary declared', () => {
+    expect(agentWith('control:\n  drill: { schedule: "0 9 1 * *" }\n')).toEqual([
+      '7:22: control.drill.schedule: drills need the canary agent "warden-canary" declared under agents (or set drill.canary_agent)',
+    ]);
+    expect(parsePolicy(`${SERVER}${AGENT}control:\n  drill: { canary_agent: a }\n`, 'p.yml', {}).control.drill).toEqual(
+      {
+        schedule: undefined,
+        canaryAgent: 'a',
+        overdueAfterDays: 35,
+      },
+    );
+  });
+
+  it('an alias bomb is a policy error, not a crash', () => {
+    const bomb = `x: &a [1]\ny: [${Array(101).fill('*a').join(', ')}]\n`;
+    expect(refusal(bomb)).toEqual(['1:1: YAML error: Excessive alias count indicates a resource exhaustion attack']);
+    // A few aliases are fine as YAML (the keys are then refused as unknown).
+    expect(refusal(`x: &a [1]\ny: [${Array(10).fill('*a').join(', ')}]\n`)).toEqual([
+      '1:1: x: unknown key',
+      '2:1: y: unknown key',
+    ]);
+  });
+
+  it('YAML errors keep their first line; a tab is one too', () => {
+    expect(refusal('agent: a\n\tmcp_scopes: {}\n')).toEqual([
+      '2:1: YAML syntax error: Tabs are not allowed as indentation',
+    ]);
+  });
+});
+
+describe('defaults and normalisation', () => {
+  const load = (yaml: string) => parsePolicy(yaml, 'p.yml', {});
+
+  it('an agent with nothing but scopes gets the documented defaults', () => {
+    const p = load('servers:\n  s: { command: node }\nagents:\n  - agent: a\n    mcp_scopes: { s: [write, read] }\n');
+    expect(p.agents.a).toEqual({
+      name: 'a',
+      owner: undefined,
+      channel: undefined,
+      approvers: [],
+      reviewBy: undefined,
+      scopes: { s: ['write', 'read'] },
+      approvalRequired: [],
+      rules: [],
+      grantMaxMs: undefined,
+      approvalTimeoutMs: 15 * 60_000,
+      answerWithinMs: 45_000,
+      onRedacted: 'hold_and_warn',
+      maxPending: 20,
+      limits: {
+        callsPerMinute: undefined,
+        maxDenials: undefined,
+        denialWindowMs: 600_000,
+        maxRejections: undefined,
+        maxCallDurationMs: undefined,
+        autoHalt: false,
+      },
+      audit: 'all_tool_calls',
+      sandbox: {
+        mode: 'isolated',
+        declared: 'default',
+        networkAllow: [],
+        readDeny: [],
+        write: [],
+        env: [],
+        stopGraceMs: 5_000,
+      },
+      killSwitch: undefined,
+    });
+    expect(p.servers.s).toEqual({
+      name: 's',
+      transport: { type: 'stdio', command: 'node', args: [], env: {} },
+      tools: {},
+      timeoutMs: 30_000,
+      maxResultBytes: 1_048_576,
+    });
+    expect(p.control).toEqual({
+      halters: [],
+      resumers: [],
+      auditors: [],
+      oncallChannel: undefined,
+      complianceChannel: undefined,
+      drill: { schedule: undefined, canaryAgent: 'warden-canary', overdueAfterDays: 35 },
+      checkpointSchedule: undefined,
+      checkpointEveryRows: undefined,
+      reviewReminderSchedule: undefined,
+    });
+  });
+
+  it('answer_within: never holds the request open; a duration is read as one', () => {
+    const p = load(`servers:
+  s: { command: node }
+agents:
+  - agent: a
+    mcp_scopes: { s: [read] }
+    answer_within: never
+  - agent: b
+    mcp_scopes: { s: [read] }
+    answer_within: 10s
+    grants: { max: 1h }
+`);
+    expect(p.agents.a!.answerWithinMs).toBeUndefined();
+    expect(p.agents.a!.grantMaxMs).toBeUndefined();
+    expect(p.agents.b!.answerWithinMs).toBe(10_000);
+    expect(p.agents.b!.grantMaxMs).toBe(3_600_000);
+  });
+
+  it('the seed form creates the servers its scopes name, unclassified and unreachable', () => {
+    const p = load('agent: a\nmcp_scopes: { tickets: [read], kb: [] }\n');
+    expect(p.servers.tickets).toEqual({ name: 'tickets', tools: {}, timeoutMs: 30_000, maxResultBytes: 1_048_576 });
+    expect(Object.keys(p.servers).sort()).toEqual(['kb', 'tickets']);
+    expect(p.agents.a!.scopes).toEqual({ tickets: ['read'], kb: [] });
+  });
+
+  it('a server keeps its cwd, timeout and result limit; a read tool is reversible unless it says otherwise', () => {
+    const p = load(`servers:
+  s:
+    command: node
+    args: [x.js]
+    cwd: /srv
+    timeout_ms: 5000
+    max_result_bytes: 10
+    tools:
+      r: { scope: read }
+      ri: { scope: read, consequence: irreversible }
+      w: { scope: write }
+      wr: { scope: write, consequence: reversible }
+agents:
+  - agent: a
+    mcp_scopes: { s: [read] }
+`);
+    expect(p.servers.s).toEqual({
+      name: 's',
+      transport: { type: 'stdio', command: 'node', args: ['x.js'], env: {}, cwd: '/srv' },
+      tools: {
+        r: { scope: 'read', consequence: 'reversible' },
+        ri: { scope: 'read', consequence: 'irreversible' },
+        w: { scope: 'write', consequence: 'irreversible' },
+        wr: { scope: 'write', consequence: 'reversible' },
+      },
+      timeoutMs: 5000,
+      maxResultBytes: 10,
+    });
+  });
+
+  it('sandbox strings are trimmed; a block is deduplicated; a server sandbox of none is no sandbox', () => {
+    const p = load(`servers:
+  s: { command: node, sandbox: none }
+  t: { command: node, sandbox: { filesystem: { write: [/tmp/x, /tmp/x] } } }
+agents:
+  - agent: a
+    mcp_scopes: { s: [read], t: [read] }
+    sandbox: "  none  "
+  - agent: b
+    mcp_scopes: { s: [read] }
+    sandbox: " isolated, network egress = allowlist only "
+  - agent: c
+    mcp_scopes: { s: [read] }
+    sandbox:
+      network: { allow: [api.anthropic.com, api.anthropic.com] }
+      filesystem: { read_deny: [~/x, ~/x], write: [/w, /w] }
+      env: [A, A]
+      stop_grace: 2s
+`);
+    expect(p.agents.a!.sandbox).toMatchObject({ mode: 'none', declared: 'none' });
+    expect(p.agents.b!.sandbox).toMatchObject({ mode: 'isolated', declared: 'seed' });
+    expect(p.agents.c!.sandbox).toEqual({
+      mode: 'isolated',
+      declared: 'block',
+      networkAllow: ['api.anthropic.com'],
+      readDeny: ['~/x'],
+      write: ['/w'],
+      env: ['A'],
+      stopGraceMs: 2_000,
+    });
+    expect(p.servers.s!.sandbox).toBeUndefined();
+    expect(p.servers.t!.sandbox).toMatchObject({ mode: 'isolated', declared: 'block', write: ['/tmp/x'] });
+  });
+
+  it('scope, agent and server maps have no prototype', () => {
+    const p = load('agent: a\nmcp_scopes: { tickets: [read] }\n');
+    expect(Object.getPrototypeOf(p.agents)).toBeNull();
+    expect(Object.getPrototypeOf(p.servers)).toBeNull();
+    expect(Object.getPrototypeOf(p.agents.a!.scopes)).toBeNull();
+    expect(Object.getPrototypeOf(p.servers.tickets!.tools)).toBeNull();
+  });
+});
+
+describe('formatFieldPath', () => {
+  it('dots plain keys, brackets indexes, and quotes anything else', () => {
+    expect(formatFieldPath([])).toBe('');
+    expect(formatFieldPath(['agents', 0, 'mcp_scopes', 'tickets', 1])).toBe('agents[0].mcp_scopes.tickets[1]');
+    expect(formatFieldPath([0, 'a'])).toBe('[0].a');
+    expect(formatFieldPath(['servers', 'my-server', 'tools', 'a b'])).toBe('servers.my-server.tools["a b"]');
+    expect(formatFieldPath(['1st', '_x', 'x.y'])).toBe('["1st"]._x["x.y"]');
+  });
+});

@@ -153,7 +153,7 @@ describe('warden policy diff', () => {
       'support-triage  crm__refund_request  approve → deny when args.amount > 5000; allow when args.amount <= 50; otherwise approve',
     );
     expect(lines).toContain(
-      "support-triage  tickets__send_customer_email  approve → allow when args.to.endsWith('@example.com'); otherwise approve",
+      "support-triage  tickets__send_customer_email  approve → approve when !args.to.endsWith('@example.com'); allow when args.to.endsWith('@example.com'); otherwise approve",
     );
     // crm write scope: tools nobody classified are now held instead of refused.
     expect(lines).toContain('support-triage  crm__*  deny → approve');

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { isWardenError } from '../src/errors.ts';
-import { decide, parsePolicy, policyWarnings, type Decision, type Policy } from '../src/policy/index.ts';
+import {
+  compileCondition,
+  decide,
+  parsePolicy,
+  policyWarnings,
+  toCel,
+  type Decision,
+  type Policy,
+} from '../src/policy/index.ts';
 import { helpdeskServersYaml } from './support/policies.ts';
 
 const SERVERS = helpdeskServersYaml(['tickets', 'kb', 'crm']);
@@ -329,5 +337,153 @@ agents:
         then: maybe
 `),
     ).toContain('agents[0].rules[0].then: expected one of allow|approve|deny');
+  });
+});
+
+describe('compileCondition and toCel (pure)', () => {
+  const input = { agent: 'support-triage', server: 'crm', tool: 'refund_request' };
+  const compiled = (source: string) => {
+    const c = compileCondition(source);
+    if (!c.ok) throw new Error(`expected ${source} to compile: ${c.error}`);
+    return c.condition;
+  };
+  const run = (source: string, args: unknown, now?: number) => compiled(source).evaluate({ ...input, args, now });
+  const compileError = (source: string) => {
+    const c = compileCondition(source);
+    if (c.ok) throw new Error(`expected ${source} to be refused`);
+    return c.error;
+  };
+
+  it('keeps its source, and reads the names it is given', () => {
+    expect(compiled('args.amount > 1').source).toBe('args.amount > 1');
+    expect(run("agent == 'support-triage' && server == 'crm' && tool == 'refund_request'", {})).toEqual({
+      ok: true,
+      value: true,
+    });
+    expect(run("agent == 'other'", {})).toEqual({ ok: true, value: false });
+  });
+
+  it('a call without arguments reads as an empty map, not an error', () => {
+    expect(run('has(args.amount)', undefined)).toEqual({ ok: true, value: false });
+    expect(run('args.size() == 0', undefined)).toEqual({ ok: true, value: true });
+    expect(run('has(args.amount)', { amount: 1 })).toEqual({ ok: true, value: true });
+  });
+
+  it('now is a timestamp only when a time is given', () => {
+    const after = "now > timestamp('2026-01-01T00:00:00Z')";
+    expect(run(after, {}, Date.UTC(2026, 5, 1))).toEqual({ ok: true, value: true });
+    expect(run(after, {}, Date.UTC(2025, 5, 1))).toEqual({ ok: true, value: false });
+    expect(run(after, {})).toMatchObject({ ok: false });
+  });
+
+  it('a result that is not true or false names what it was', () => {
+    const gave = (args: unknown, source = 'args.v') => run(source, args);
+    expect(gave({ v: 'x' })).toEqual({ ok: false, error: 'the condition gave a string, not true or false' });
+    expect(gave({ v: 1 })).toEqual({ ok: false, error: 'the condition gave a number, not true or false' });
+    expect(gave({ v: 1.5 })).toEqual({ ok: false, error: 'the condition gave a number, not true or false' });
+    expect(gave({ v: null })).toEqual({ ok: false, error: 'the condition gave null, not true or false' });
+    expect(gave({ v: [true] })).toEqual({ ok: false, error: 'the condition gave a list, not true or false' });
+    expect(gave({ v: { a: true } })).toEqual({ ok: false, error: 'the condition gave a map, not true or false' });
+    expect(run('now', {}, 0)).toEqual({
+      ok: false,
+      error: 'the condition gave a value of another type, not true or false',
+    });
+  });
+
+  it("an evaluation error is the library's message, not a throw", () => {
+    expect(run('args.a / 0 == 1', { a: 1 })).toEqual({ ok: false, error: 'int divide by zero' });
+    expect(run('args.a > 1', {})).toEqual({ ok: false, error: 'field not found: a' });
+  });
+
+  it('JSON values map to CEL values: whole numbers are ints, objects are maps', () => {
+    expect(toCel(null)).toBeNull();
+    expect(toCel(undefined)).toBeNull();
+    expect(toCel(10)).toBe(10n);
+    expect(toCel(-3)).toBe(-3n);
+    expect(toCel(10.5)).toBe(10.5);
+    // Past 2^53 a JSON number is no longer exact: it stays a double.
+    expect(toCel(2 ** 53)).toBe(2 ** 53);
+    expect(toCel('x')).toBe('x');
+    expect(toCel(false)).toBe(false);
+    expect(toCel(() => 1)).toBeNull();
+    expect(toCel([1, 'a', [2.5]])).toEqual([1n, 'a', [2.5]]);
+    const map = toCel(JSON.parse('{"__proto__":{"x":1},"n":2}'));
+    expect(map).toEqual(
+      new Map<string, unknown>([
+        ['__proto__', new Map([['x', 1n]])],
+        ['n', 2n],
+      ]),
+    );
+    // `__proto__` from parsed JSON is an ordinary key a condition can read.
+    expect(run("has(args.__proto__) && args['__proto__'] == 1", JSON.parse('{"__proto__":1}'))).toEqual({
+      ok: true,
+      value: true,
+    });
+  });
+
+  it('list and map elements are read as written', () => {
+    expect(run('[args.n, 1].size() == 2 && args.l[1].k == 2', { n: 1, l: [0, { k: 2 }] })).toEqual({
+      ok: true,
+      value: true,
+    });
+    expect(run("{'k': args.n}.k == 1 && {args.key: 1}.size() == 1", { n: 1, key: 'z' })).toEqual({
+      ok: true,
+      value: true,
+    });
+    expect(run("args.to.lowerAscii().endsWith('@example.com')", { to: 'A@EXAMPLE.COM' })).toEqual({
+      ok: true,
+      value: true,
+    });
+  });
+
+  it('macros bind their own variables, and only inside the macro', () => {
+    expect(run('args.l.exists(x, x > 1) && args.l.all(y, y > 0)', { l: [1, 2] })).toEqual({ ok: true, value: true });
+    expect(run('args.l.map(x, x * 2)[1] == 4', { l: [1, 2] })).toEqual({ ok: true, value: true });
+    expect(compileError('args.l.exists(x, x > 1) && x > 1')).toBe(
+      'unknown name "x"; a condition may read args, agent, server, tool, now',
+    );
+    expect(compileError('args.l.exists(x, y > 1)')).toBe(
+      'unknown name "y"; a condition may read args, agent, server, tool, now',
+    );
+  });
+
+  it('a syntax error keeps line and column of the expression and only its first line', () => {
+    expect(compileError('args.a +')).toBe('at 1:8 of the expression: found + but expecting end of input');
+    expect(compileError('args.a ==\n 1 +')).toBe('at 2:4 of the expression: found + but expecting end of input');
+  });
+
+  it('unknown names and functions anywhere are load errors', () => {
+    expect(compileError('args.a > 1 && lookup(args.x)')).toBe('unknown function "lookup"');
+    expect(compileError('args.x.nosuch()')).toBe('unknown function "nosuch"');
+    expect(compileError('[args.a, amount].size() > 0')).toBe(
+      'unknown name "amount"; a condition may read args, agent, server, tool, now',
+    );
+    expect(compileError("{'k': amount}.size() > 0")).toBe(
+      'unknown name "amount"; a condition may read args, agent, server, tool, now',
+    );
+    expect(compileError('{amount: 1}.size() > 0')).toBe(
+      'unknown name "amount"; a condition may read args, agent, server, tool, now',
+    );
+    expect(compileError('args.l.exists(x, lookup(x))')).toBe('unknown function "lookup"');
+    expect(compileError('lookup(args.x).y')).toBe('unknown function "lookup"');
+  });
+
+  it('constants: a boolean is fine, anything else or a failing part is a load error', () => {
+    expect(run('true', {})).toEqual({ ok: true, value: true });
+    expect(run('1 < 2', {})).toEqual({ ok: true, value: true });
+    expect(run('[1, 2].size() == 2', {})).toEqual({ ok: true, value: true });
+    expect(compileError("'x'")).toBe('the condition is always a string, not true or false');
+    expect(compileError('1.5')).toBe('the condition is always a number, not true or false');
+    expect(compileError('null')).toBe('the condition is always null, not true or false');
+    expect(compileError('[1]')).toBe('the condition is always a list, not true or false');
+    expect(compileError("{'a': 1}")).toBe('the condition is always a map, not true or false');
+    expect(compileError("1 + 'a' == 2")).toBe("found no matching overload for '_+_' applied to '(int, string)'");
+    // A failing constant next to a part that reads a variable: on the left, the right, inside a list or a call's target.
+    const overload = "found no matching overload for '_+_' applied to '(int, string)'";
+    expect(compileError("(1 + 'a') == args.n")).toBe(overload);
+    expect(compileError("args.n == 1 + 'a'")).toBe(overload);
+    expect(compileError("[args.n, 1 + 'a'].size() > 0")).toBe(overload);
+    expect(compileError("(1 + 'a').size() > args.n")).toBe(overload);
+    expect(compileError("args.n > 0 && (1 + 'a' == 2)")).toBe(overload);
   });
 });

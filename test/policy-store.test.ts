@@ -80,6 +80,50 @@ describe('PolicyStore', () => {
     expect(JSON.stringify(lines())).not.toContain('crm-secret-token-value');
   });
 
+  it('tells each listener the new and the replaced policy; a throwing listener is logged and the others still run', () => {
+    const path = join(dir, 'listeners.yml');
+    writeFileSync(path, policyText('[read]'));
+    const { logger, lines } = capturingLogger();
+    const store = new PolicyStore(path, { logger, env: { CRM_TOKEN: 't' } });
+    const first = store.current();
+    expect(lines()).toEqual([expect.objectContaining({ msg: 'policy loaded', policy: path, agents: 1, servers: 1 })]);
+    const calls: string[] = [];
+    store.onChange(() => {
+      throw new Error('listener broke');
+    });
+    const off = store.onChange((next, previous) => {
+      calls.push(`${previous.agents['billing-bot']!.scopes.crm} → ${next.agents['billing-bot']!.scopes.crm}`);
+    });
+    writeFileSync(path, policyText('[read, write]'));
+    expect(store.reload()).toEqual({ ok: true });
+    expect(calls).toEqual(['read → read,write']);
+    expect(store.current()).not.toBe(first);
+    expect(lines().map((l) => l.msg)).toEqual(['policy loaded', 'policy reloaded', 'policy change listener failed']);
+    expect(lines()[1]).toMatchObject({ level: 30, policy: path, agents: 1, servers: 1 });
+    expect(lines()[2]).toMatchObject({ level: 50, err: expect.stringContaining('listener broke') });
+
+    // Unsubscribed: no longer told.
+    off();
+    writeFileSync(path, policyText('[read]'));
+    expect(store.reload()).toEqual({ ok: true });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('a failed reload logs every problem line', () => {
+    const path = join(dir, 'problems.yml');
+    writeFileSync(path, policyText('[read]'));
+    const { logger, lines } = capturingLogger();
+    const store = new PolicyStore(path, { logger, env: { CRM_TOKEN: 't' } });
+    writeFileSync(path, `${policyText('[read, wirte]')}    owner: bob\n`);
+    const result = store.reload();
+    expect(result.ok).toBe(false);
+    const failed = lines().find((l) => l.msg === 'policy reload failed; keeping the last good policy');
+    expect(failed?.problems).toEqual([
+      `${path}:8:31: agents[0].mcp_scopes.crm[1]: expected one of read|write, got "wirte"`,
+      `${path}:9:12: agents[0].owner: expected a Slack user id like U0123ABCD, got "bob"`,
+    ]);
+  });
+
   it('a bad file at start-up throws', () => {
     const path = join(dir, 'bad-start.yml');
     writeFileSync(path, 'agent: a\nmcp_scopes: { kb: [admin] }\n');

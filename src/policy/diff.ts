@@ -80,15 +80,22 @@ function outcome(policy: Policy, agent: string, server: string, tool: string): s
   const probe = tool === '*' ? '\0unclassified' : tool;
   const bare: Policy = { ...policy, agents: { ...policy.agents, [agent]: { ...a, rules: [] } } };
   const base = decide(bare, agent, server, probe, undefined);
-  const parts: string[] = [];
+  // The conditional rules in order (first match wins), then what applies when none matches.
+  const parts: { effect: Decision['kind']; when: string }[] = [];
+  let otherwise: Decision['kind'] = base.kind;
   for (const rule of tool === '*' ? [] : rulesFor(a, server, tool)) {
     const effective = rule.effect === 'deny' || base.kind === 'deny' ? 'deny' : rule.effect;
     if (rule.when === undefined) {
-      return parts.length === 0 ? label(effective, base) : `${parts.join('; ')}; otherwise ${effective}`;
+      otherwise = effective;
+      break;
     }
-    if (effective !== base.kind) parts.push(`${effective} when ${rule.when}`);
+    parts.push({ effect: effective, when: rule.when });
   }
-  return parts.length === 0 ? label(base.kind, base) : `${parts.join('; ')}; otherwise ${base.kind}`;
+  // A condition that ends as `otherwise` would anyway may be left out only at the end: earlier,
+  // it still shadows the rules after it (allow when A; deny when B is not "deny when B").
+  while (parts.length > 0 && parts.at(-1)!.effect === otherwise) parts.pop();
+  if (parts.length === 0) return label(otherwise, base);
+  return `${parts.map((p) => `${p.effect} when ${p.when}`).join('; ')}; otherwise ${otherwise}`;
 }
 
 function label(kind: Decision['kind'], base: Decision): string {

@@ -89,7 +89,13 @@ export function parsePolicy(text: string, source: string, env: NodeJS.ProcessEnv
   }
   if (doc.contents === null) fail([at(0, '', 'policy file is empty')]);
 
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    // An alias bomb: the yaml library refuses to expand it. A policy problem, not a crash.
+    fail([at(0, '', `YAML error: ${err instanceof Error ? err.message : String(err)}`)]);
+  }
   const parsed = policyFileSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
     const problems: PolicyProblem[] = [];
@@ -200,10 +206,12 @@ function describeIssue(issue: z.core.$ZodIssue, path: readonly PathSegment[]): s
     case 'invalid_type':
       if (!hasInput || issue.input === undefined) return `required (expected ${article(issue.expected)})`;
       return `expected ${article(issue.expected)}${got}`;
-    case 'invalid_value':
+    case 'invalid_value': {
       // A schema-written message explains why (e.g. audit); zod's own starts with "Invalid".
       if (!issue.message.startsWith('Invalid')) return `${issue.message}${got}`;
-      return `expected ${issue.values.length === 1 ? String(issue.values[0]) : `one of ${issue.values.map(String).join('|')}`}${got}`;
+      const expected = `expected ${issue.values.length === 1 ? String(issue.values[0]) : `one of ${issue.values.map(String).join('|')}`}`;
+      return hasInput && issue.input === undefined ? `required (${expected})` : `${expected}${got}`;
+    }
     case 'invalid_format':
     case 'too_small':
     case 'too_big':
@@ -229,6 +237,7 @@ function friendly(issue: z.core.$ZodIssue): string {
 
 function article(expected: string): string {
   if (expected === 'array') return 'a list';
+  if (expected === 'int') return 'a whole number';
   if (expected === 'object' || expected === 'record') return 'a mapping';
   return `a ${expected}`;
 }
@@ -342,7 +351,7 @@ function normalise(file: PolicyFile, source: string, env: NodeJS.ProcessEnv, rep
         // so every tool on it counts as write + irreversible until classified.
         servers[serverName] = {
           name: serverName,
-          tools: {},
+          tools: dict(),
           timeoutMs: POLICY_DEFAULTS.timeoutMs,
           maxResultBytes: POLICY_DEFAULTS.maxResultBytes,
         };

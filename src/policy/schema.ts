@@ -24,9 +24,14 @@ const slackChannel = z.string().regex(SLACK_CHANNEL_RE, 'expected a Slack channe
 const duration = z.unknown().transform((value, ctx) => {
   const ms = parseDuration(value);
   if (ms === undefined) {
+    const expected = 'a duration like 30s, 15m, 1h, 7d or a number of milliseconds';
     ctx.addIssue({
       code: 'custom',
-      message: `expected a duration like 30s, 15m, 1h, 7d or a number of milliseconds, got ${JSON.stringify(value) ?? String(value)}`,
+      // Only a required duration (grants.max) can be missing: the optional ones are skipped when absent.
+      message:
+        value === undefined
+          ? `required (expected ${expected})`
+          : `expected ${expected}, got ${JSON.stringify(value) ?? String(value)}`,
     });
     return z.NEVER;
   }
@@ -158,7 +163,12 @@ export const agentFields = {
    * "not run yet, check back" (most MCP clients give up on a request at 60 s).
    * `never` holds the request open until the decision.
    */
-  answer_within: z.union([z.literal('never'), duration]).optional(),
+  answer_within: z
+    .union([z.literal('never'), duration], {
+      // zod's own message for a union is only "Invalid input".
+      error: 'expected never or a duration like 30s, 15m, 1h, 7d or a number of milliseconds',
+    })
+    .optional(),
   // What to do with a held call whose card hides values (redacted secrets): show it with a warning, or refuse it.
   on_redacted: z.enum(['hold_and_warn', 'refuse']).optional(),
   // Held calls waiting for a decision at once; further ones are refused (an approval storm must not bury the channel).
