@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, sha256Hex } from '../src/audit/canonical.ts';
+import { GENESIS_HASH, canonicalJson, sha256Hex } from '../src/audit/canonical.ts';
 
 /*
  * canonicalJson is what argument and tool-definition hashes are taken over:
@@ -47,6 +47,12 @@ describe('canonicalJson', () => {
   it('uses toJSON where a value has one (a Date is its ISO text)', () => {
     expect(canonicalJson({ when: new Date(0) })).toBe('{"when":"1970-01-01T00:00:00.000Z"}');
     expect(canonicalJson({ v: { toJSON: () => ({ z: 1, y: 2 }) } })).toBe('{"v":{"y":2,"z":1}}');
+  });
+});
+
+describe('GENESIS_HASH', () => {
+  it('is 64 zeros: the prev_hash of row 1, which other tools verifying the trail rely on', () => {
+    expect(GENESIS_HASH).toBe('0000000000000000000000000000000000000000000000000000000000000000');
   });
 });
 

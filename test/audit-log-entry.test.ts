@@ -175,6 +175,17 @@ describe('AuditLog: what is stored', () => {
     expect(rows()[2]!.args).toBe(`"${'w'.repeat(64 * 1024 - 2)}"`);
   });
 
+  it('append resolves with the seq and hash each row got, one batch or several', async () => {
+    const log = newLog();
+    const first = await log.append({ event: 'anomaly' });
+    const batch = await Promise.all([1, 2, 3].map(() => log.append({ event: 'anomaly' })));
+    const stored = rows();
+    expect(stored[0]!.prev_hash).toBe('0'.repeat(64));
+    expect([first, ...batch]).toEqual(stored.map((r) => ({ seq: r.seq, hash: r.hash })));
+    expect(stored.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+    expect(log.head()).toEqual({ seq: 4, hash: stored[3]!.hash });
+  });
+
   it('what the caller changes after append does not change the row', async () => {
     const log = newLog();
     const args = { n: 1 };
