@@ -231,18 +231,6 @@ describe('AuditLog options', () => {
     expect(db.prepare('SELECT count(*) FROM audit').pluck().get()).toBe(5);
   });
 
-  it('an in-memory database is written inline even when the worker is asked for', async () => {
-    const memory = openDb(':memory:');
-    try {
-      const log = new AuditLog(memory, { writer: 'worker' });
-      expect(log.writer).toBe('inline');
-      await expect(log.append({ event: 'anomaly' })).resolves.toMatchObject({ seq: 1 });
-      await log.close();
-    } finally {
-      memory.close();
-    }
-  });
-
   it('flush with nothing appended resolves at once; after close, append is refused naming why', async () => {
     const log = newLog();
     await expect(log.flush()).resolves.toBeUndefined();
