@@ -550,6 +550,18 @@ describe('what verifyChain says about each finding', () => {
     ).toMatch(/^the chain ends at seq 7 but the the head on the wiki recorded seq 10/);
   });
 
+  it('a tail cut past two checkpoints of the same seq names the first registered: the signed one before one given by hand', async () => {
+    await seed(10);
+    const head = rowsOf(wardenDb()).at(-1)!;
+    createCheckpoint(wardenDb(), generateCheckpointKeyPair().privateKeyPem, clock);
+    attacker().prepare('DELETE FROM audit WHERE seq > 7').run();
+    const r = verifyChain(wardenDb(), { checkpoints: [{ seq: 10, head_hash: head.hash, label: 'the wiki copy' }] });
+    expect(r.checkpointsChecked).toBe(2);
+    expect(r.firstProblem!.message).toMatch(
+      /^the chain ends at seq 7 but the signed checkpoint of 2026-09-21T14:13:20\.000Z recorded seq 10/,
+    );
+  });
+
   it('a chain rebuilt after a cut: the row whose hash differs from the checkpoint', async () => {
     await seed(10);
     const head = rowsOf(wardenDb()).at(-1)!;
