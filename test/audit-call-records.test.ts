@@ -82,4 +82,59 @@ describe('CallRecords: when a call’s rows reach stable storage is decided besi
     expect(durable).toBeUndefined();
     expect(options).toEqual([true]);
   });
+  it("passes on whether the call runs alone as the fsync's quiet option, asked after the row is committed", async () => {
+    const seen: string[] = [];
+    const sink: AuditSink = {
+      append: async (entry, appendOptions) => {
+        const at = await log.append(entry, appendOptions);
+        seen.push(`append sync=${appendOptions?.sync}`);
+        return at;
+      },
+      sync: (syncOptions) => {
+        seen.push(`sync quiet=${syncOptions?.quiet}`);
+        return log.sync(syncOptions);
+      },
+    };
+    const records = new CallRecords(sink);
+    for (const alone of [true, false]) {
+      const { durable } = await records.decided(decided, {
+        changesNothing: true,
+        alone: () => {
+          seen.push('asked');
+          return alone;
+        },
+      });
+      await durable;
+    }
+    await records.completed(completed);
+    expect(seen).toEqual([
+      'append sync=false',
+      'asked',
+      'sync quiet=true',
+      'append sync=false',
+      'asked',
+      'sync quiet=false',
+      'append sync=false',
+    ]);
+  });
+
+  it('a failed fsync alongside rejects `durable` where it is awaited, and is not an unhandled rejection before then', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const sink: AuditSink = {
+        append: (entry, appendOptions) => log.append(entry, appendOptions),
+        sync: () => Promise.reject(new Error('fsync failed')),
+      };
+      const { durable } = await new CallRecords(sink).decided(decided, { changesNothing: true, alone: () => true });
+      // Let Node look for unhandled rejections: a macrotask turn, twice over.
+      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(unhandled).toEqual([]);
+      await expect(durable).rejects.toThrow('fsync failed');
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
 });

@@ -123,6 +123,93 @@ describe('parseQuery', () => {
   });
 });
 
+describe('parseQuery: edges', () => {
+  const refused = (text: string) => queryError(text) as Error & { details?: Record<string, unknown> };
+
+  it('refuses a query that is not text, and one over 2000 characters (2000 is fine)', () => {
+    expect(() => parseQuery(42 as unknown as string, NOW)).toThrow(/^query must be text\. Example: /);
+    expect(parseQuery(`agent:${'a'.repeat(1994)}`, NOW).agent).toHaveLength(1994);
+    expect(refused(`agent:${'a'.repeat(1995)}`).message).toMatch(/^query is too long \(max 2000 characters\)/);
+  });
+
+  it('names the key in the error details, and none when there is no key', () => {
+    expect(refused('limit:0').details).toEqual({ key: 'limit' });
+    expect(refused('since:1d until:2d').details).toEqual({ key: 'since' });
+    expect(refused('refunds').details).toBeUndefined();
+    expect(refused(':x').message).toMatch(/^":x" is not a key:value term \(keys: agent, tool, server, decision/);
+  });
+
+  it('reads keys in any case', () => {
+    expect(parseQuery('AGENT:a Limit:2', NOW)).toEqual({ agent: 'a', limit: 2 });
+  });
+
+  it('splits a tool at its first __ only when both halves are there', () => {
+    expect(parseQuery('tool:__x', NOW)).toEqual({ tool: '__x', limit: 50 });
+    expect(parseQuery('tool:crm__', NOW)).toEqual({ tool: 'crm__', limit: 50 });
+    expect(parseQuery('tool:crm__x', NOW)).toMatchObject({ server: 'crm', tool: 'x' });
+    expect(parseQuery('tool:a__b__c', NOW)).toMatchObject({ server: 'a', tool: 'b__c' });
+    expect(refused('tool:a;b').message).toMatch(/^tool:"a;b" has characters a tool name cannot have/);
+    expect(refused('server:a server:b').message).toMatch(/given twice/);
+  });
+
+  it('reads an approver as an id, @id or a Slack mention, and refuses anything else', () => {
+    expect(parseQuery('approver:@U0AB', NOW).approver).toBe('U0AB');
+    expect(parseQuery('approver:<@U0AB>', NOW).approver).toBe('U0AB');
+    expect(refused('approver:<@U0AB|x').message).toMatch(/^approver:"<@U0AB\|x" is not a Slack user id/);
+    expect(refused('approver:U0;x').message).toMatch(/is not a Slack user id/);
+  });
+
+  it('an event prefix still has to be a name', () => {
+    expect(refused('event:call;*').message).toMatch(/^event:"call;\*" has characters a event name cannot have/);
+    expect(parseQuery('event:call.completed', NOW)).toMatchObject({ event: 'call.completed', eventPrefix: false });
+  });
+
+  it('takes only decision words it knows, never an inherited property name', () => {
+    for (const word of ['constructor', '__proto__'])
+      expect(refused(`decision:${word}`).message).toMatch(
+        new RegExp(`^decision:"${word}" is not a decision Warden records`),
+      );
+    expect(parseQuery('decision:approve,approved,canceled', NOW).decisions).toEqual([
+      'approved',
+      'approve',
+      'cancelled',
+    ]);
+  });
+
+  it('limit: 1 and 1000 are the bounds', () => {
+    expect(parseQuery('limit:1', NOW).limit).toBe(1);
+    expect(parseQuery('limit:1000', NOW).limit).toBe(1000);
+    expect(refused('limit:-1').message).toMatch(/not a whole number/);
+  });
+
+  it('format: table, json or csv in any case', () => {
+    expect(parseQuery('format:table', NOW).format).toBe('table');
+    expect(parseQuery('format:JSON', NOW).format).toBe('json');
+    expect(refused('format:xml').message).toMatch(/^format:"xml" is not one of table, json, csv/);
+  });
+
+  it('since must be strictly before until', () => {
+    expect(refused('since:2026-11-01 until:2026-11-01').message).toMatch(
+      /^since \(2026-11-01T00:00:00\.000Z\) must be before until \(2026-11-01T00:00:00\.000Z\)/,
+    );
+    expect(parseQuery('since:2026-11-01 until:2026-11-01T00:00:01Z', NOW)).toMatchObject({
+      since: Date.parse('2026-11-01T00:00:00Z'),
+      until: Date.parse('2026-11-01T00:00:01Z'),
+    });
+  });
+
+  it('reads the other ISO forms: a date alone, a space, seconds with a fraction, a zone without a colon', () => {
+    expect(parseQuery('since:2026-11-01', NOW).since).toBe(Date.parse('2026-11-01T00:00:00Z'));
+    expect(parseQuery('since:"2026-11-01 09:30"', NOW).since).toBe(Date.parse('2026-11-01T09:30:00Z'));
+    expect(parseQuery('since:2026-11-01T09:30:15.5', NOW).since).toBe(Date.parse('2026-11-01T09:30:15.500Z'));
+    expect(parseQuery('since:2026-11-01T09:30-0130', NOW).since).toBe(Date.parse('2026-11-01T11:00:00Z'));
+    expect(parseQuery('since:2024-02-29', NOW).since).toBe(Date.parse('2024-02-29T00:00:00Z'));
+    expect(refused('since:2026-02-29').message).toMatch(/^since:"2026-02-29" is not a real date/);
+    expect(refused('since:2026-11-01T25:00Z').message).toMatch(/is not a real date/);
+    expect(refused('since:2026-11-01T09:30Zjunk').message).toMatch(/is neither a duration/);
+  });
+});
+
 describe('runQuery against a seeded database', () => {
   let dir: string;
   let db: Db;
@@ -243,6 +330,53 @@ describe('runQuery against a seeded database', () => {
     expect(new Set(all).size).toBe(120);
     expect(all).toEqual([...all].sort((a, b) => b - a));
     expect(runQuery(db, parseQuery('agent:pager limit:1000', NOW)).rows).toHaveLength(120);
+  });
+
+  it('a page exactly the limit long has no next page', () => {
+    const page = runQuery(db, parseQuery('agent:pager limit:120', NOW));
+    expect(page.rows).toHaveLength(120);
+    expect(page.nextCursor).toBeUndefined();
+    const short = runQuery(db, parseQuery('agent:pager limit:119', NOW));
+    expect(short.nextCursor).toBe(short.rows[118]!.seq);
+  });
+
+  it('clamps a limit set in code: none is the default, and it stays within 1..1000, whole', () => {
+    const q = parseQuery('agent:pager', NOW);
+    expect(runQuery(db, { ...q, limit: 0 }).rows).toHaveLength(50);
+    expect(runQuery(db, { ...q, limit: 2.7 }).rows).toHaveLength(2);
+    expect(runQuery(db, { ...q, limit: -3 }).rows).toHaveLength(1);
+    expect(runQuery(db, { ...q, limit: 5000 }).rows).toHaveLength(120);
+  });
+
+  it('refuses a cursor that is not a positive whole row number', () => {
+    const q = parseQuery('agent:pager', NOW);
+    for (const before of [0, -1, 1.5, Number.NaN])
+      expect(() => runQuery(db, q, { before })).toThrow(`cursor must be a positive row number, got ${String(before)}`);
+    expect(runQuery(db, q, { before: 1 }).rows).toEqual([]);
+  });
+
+  it('an agent scope limits rows to those agents, and an empty scope matches nothing', () => {
+    const agentsOf = (agents: readonly string[] | undefined, text = '') =>
+      [...new Set(runQuery(db, { ...parseQuery(`${text} limit:1000`, NOW), agents }).rows.map((r) => r.agent))].sort();
+    expect(agentsOf(undefined)).toEqual(['billing-bot', 'pager', 'support-triage']);
+    expect(agentsOf([])).toEqual([]);
+    expect(agentsOf(['billing-bot', 'support-triage'])).toEqual(['billing-bot', 'support-triage']);
+    expect(agentsOf(['billing-bot'], 'agent:support-triage')).toEqual([]);
+    expect(agentsOf([], 'agent:support-triage')).toEqual([]);
+  });
+
+  it('a server alone, an empty decision list and the time bounds filter as they say', () => {
+    const q = parseQuery('', NOW);
+    expect(runQuery(db, { ...q, server: 'tickets' }).rows.map((r) => r.reason)).toEqual(['recent', 'old']);
+    expect(runQuery(db, { ...q, agent: 'support-triage', decisions: [] }).rows).toHaveLength(4);
+    // since is inclusive, until exclusive.
+    const at = NOW - 2 * DAY;
+    expect(runQuery(db, { ...q, since: at, until: at + 1 }).rows.map((r) => r.decision)).toEqual([
+      'rejected',
+      'approved',
+    ]);
+    expect(runQuery(db, { ...q, since: at + 1, until: NOW - DAY }).rows).toEqual([]);
+    expect(runQuery(db, { ...q, since: at - 1, until: at }).rows).toEqual([]);
   });
 
   it('treats LIKE wildcards in names literally', () => {

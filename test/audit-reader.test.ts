@@ -94,6 +94,30 @@ describe('AuditReader on a real SQLite file', () => {
     expect(reader.hasCompletion('open')).toBe(false);
   });
 
+  it("haltedSince: an org-wide halt or one of this agent at or after the time, not another agent's or an earlier one", async () => {
+    expect(reader.haltedSince('alpha', T0)).toBe(false);
+    await audit.append({ event: 'control.halt', agent: 'beta', ts: T0 + 5 });
+    await audit.append({ event: 'control.halt', ts: T0 - 1 });
+    expect(reader.haltedSince('alpha', T0)).toBe(false);
+    expect(reader.haltedSince('beta', T0)).toBe(true);
+    expect(reader.haltedSince('beta', T0 + 5)).toBe(true);
+    expect(reader.haltedSince('beta', T0 + 6)).toBe(false);
+    // The org-wide halt (no agent) counts for every agent.
+    expect(reader.haltedSince('alpha', T0 - 1)).toBe(true);
+    await audit.append({ event: 'control.halt', agent: 'alpha', ts: T0 + 7 });
+    expect(reader.haltedSince('alpha', T0 + 7)).toBe(true);
+  });
+
+  it('tail returns at most 5000 rows unless told otherwise', async () => {
+    await Promise.all(
+      Array.from({ length: 5001 }, (_, i) => audit.append({ event: 'call.decided', callId: `c${i}`, ts: T0 })),
+    );
+    const rows = reader.tail(0);
+    expect(rows).toHaveLength(5000);
+    expect(rows.at(-1)!.seq).toBe(5000);
+    expect(reader.tail(0, 6000)).toHaveLength(5001);
+  });
+
   it('query runs an /audit query, newest first', async () => {
     await decided('a1', 'alpha', 'allow', T0);
     await decided('b1', 'beta', 'deny', T0 + 1);
