@@ -557,6 +557,104 @@ describe('KillSwitch in detail', () => {
     b.stop();
   });
 
+  it('status lists the org first even when it was halted before the agents', async () => {
+    const db = open();
+    const ks = new KillSwitch({ db, audit: new AuditLog(db), clock: new ManualClock(START) });
+    await ks.halt({ scope: 'org', reason: 'o', actor: 'cli:a' });
+    await ks.halt({ scope: 'agent', agent: 'zeta', reason: 'z', actor: 'cli:a' });
+    await ks.halt({ scope: 'agent', agent: 'alpha', reason: 'a', actor: 'cli:a' });
+    expect(ks.status().map((s) => s.agent ?? s.scope)).toEqual(['org', 'alpha', 'zeta']);
+  });
+
+  it('a non-object request is refused as a whole', async () => {
+    const db = open();
+    const ks = new KillSwitch({ db, audit: new AuditLog(db) });
+    const err = await ks.halt(null as unknown as HaltRequest).catch((e: unknown) => e);
+    expect(isWardenError(err, 'INVALID_INPUT')).toBe(true);
+    expect((err as Error).message).toMatch(/^invalid halt\/resume request: request: /);
+  });
+
+  it('a halt row written without reason or actor (another writer) reads as empty strings, and start() does not re-announce it', async () => {
+    const db = open();
+    db.prepare("INSERT INTO control_state (scope, halted, reason, actor, at) VALUES ('org', 1, NULL, NULL, ?)").run(
+      START,
+    );
+    db.prepare(
+      "INSERT INTO control_state (scope, halted, reason, actor, at) VALUES ('agent:a1', 1, NULL, NULL, ?)",
+    ).run(START);
+    const clock = new ManualClock(START);
+    const ks = new KillSwitch({ db, audit: new AuditLog(db), clock });
+    const heard: string[] = [];
+    ks.onHalt((s) => heard.push(s.scope));
+    expect(ks.orgHalt()).toEqual({ scope: 'org', reason: '', actor: '', at: START });
+    expect(ks.status()[1]).toEqual({ scope: 'agent', agent: 'a1', reason: '', actor: '', at: START });
+    ks.start();
+    expect(heard).toEqual([]);
+    ks.stop();
+  });
+
+  it('a halt only this process holds (control_state refused it) is not undone by the next poll', async () => {
+    const db = open();
+    db.exec("CREATE TRIGGER no_halts BEFORE INSERT ON control_state BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+    const clock = new ManualClock(START);
+    const ks = new KillSwitch({ db, audit: new AuditLog(db), clock });
+    ks.start();
+    await ks.halt({ scope: 'org', reason: 'breach', actor: 'cli:a' }).catch(() => undefined);
+    await clock.tick(500);
+    expect(ks.orgHalt()).toMatchObject({ reason: 'breach' });
+    ks.stop();
+  });
+
+  it('another process halting a scope again is news even from the same actor, or at the same millisecond', async () => {
+    const dbA = open();
+    const clockA = new ManualClock(START);
+    const a = new KillSwitch({ db: dbA, audit: new AuditLog(dbA), clock: clockA });
+    const dbB = open();
+    const clock = new ManualClock(START);
+    const b = new KillSwitch({ db: dbB, audit: new AuditLog(dbB), clock });
+    const heard: string[] = [];
+    b.onHalt((s) => heard.push(`${s.actor}:${s.reason}`));
+    b.start();
+    await a.halt({ scope: 'org', reason: 'one', actor: 'cli:same' });
+    await clock.tick(50);
+    // Same actor, later.
+    await clockA.tick(1000);
+    await a.halt({ scope: 'org', reason: 'two', actor: 'cli:same' });
+    await clock.tick(50);
+    // Same millisecond, another actor.
+    await a.halt({ scope: 'org', reason: 'three', actor: 'cli:other' });
+    await clock.tick(50);
+    expect(heard).toEqual(['cli:same:one', 'cli:same:two', 'cli:other:three']);
+    expect(b.orgHalt()).toMatchObject({ reason: 'three', actor: 'cli:other', at: START + 1000 });
+    b.stop();
+  });
+
+  it('a remote resume of one agent names that agent’s resumer, not another row’s', async () => {
+    const dbA = open();
+    const clockA = new ManualClock(START);
+    const a = new KillSwitch({ db: dbA, audit: new AuditLog(dbA), clock: clockA });
+    await a.halt({ scope: 'org', reason: 'o', actor: 'cli:org-halter' });
+    await a.halt({ scope: 'agent', agent: 'a1', reason: 'r', actor: 'cli:agent-halter' });
+    const dbB = open();
+    const clock = new ManualClock(START);
+    const b = new KillSwitch({ db: dbB, audit: new AuditLog(dbB), clock });
+    const heard: unknown[] = [];
+    b.onResume((r) => heard.push(r));
+    b.start();
+    await clockA.tick(7000);
+    await a.resume({ scope: 'agent', agent: 'a1', actor: 'cli:resumer' });
+    await clock.tick(50);
+    expect(heard).toEqual([{ scope: 'agent', agent: 'a1', actor: 'cli:resumer', at: START + 7000 }]);
+    expect(b.orgHalt()).toMatchObject({ actor: 'cli:org-halter' });
+    b.stop();
+  });
+
+  it('stop() before start() is harmless', () => {
+    const db = open();
+    const ks = new KillSwitch({ db, audit: new AuditLog(db), clock: new ManualClock(START) });
+    expect(() => ks.stop()).not.toThrow();
+  });
+
   it('a failing poll is logged once per hundred failures in a row and polling goes on; a success starts the count again', async () => {
     const real = open();
     let failing = false;
