@@ -7,6 +7,6 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
-    globalSetup: ['test/support/global-build.ts'],
+    globalSetup: ['test/support/global-build.ts', 'test/support/global-postgres.ts'],
   },
 });

@@ -8,6 +8,8 @@ export const ErrorCodes = {
   POLICY_INVALID: 'POLICY_INVALID',
   POLICY_NOT_FOUND: 'POLICY_NOT_FOUND',
   STORE_MIGRATION: 'STORE_MIGRATION',
+  /** The shared database (PostgreSQL) did not answer, or its connection is gone: the operation is refused. */
+  STORE_UNAVAILABLE: 'STORE_UNAVAILABLE',
   AUDIT_CHAIN_BROKEN: 'AUDIT_CHAIN_BROKEN',
   AUDIT_WRITE_FAILED: 'AUDIT_WRITE_FAILED',
   QUERY_INVALID: 'QUERY_INVALID',

@@ -52,7 +52,7 @@ function attacker(): Database.Database {
 
 const COLS =
   'seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason, approver, duration_ms, detail, prev_hash, hash';
-const rowsOf = (d: Database.Database) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
+const rowsOf = (d: Db) => d.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq').all();
 const insertRow = (d: Database.Database, r: AuditRow) =>
   d
     .prepare(

@@ -190,6 +190,47 @@ describe('approval card clicks over the socket', () => {
   });
 });
 
+describe('an envelope Slack sends again (no ack seen in time, or another replica got it first)', () => {
+  it('is acked again but handled once: one ephemeral answer, one audit row', async () => {
+    const refusedBefore = (
+      db.prepare("SELECT count(*) AS n FROM audit WHERE event = 'approval.refused'").get() as {
+        n: number;
+      }
+    ).n;
+    const { id, ts } = await hold2();
+    const payload = blockActionPayload({
+      user: STRANGER,
+      actionId: 'approval_reject',
+      value: id,
+      channel: CHANNEL,
+      messageTs: ts,
+    });
+    const envelopeId = slack.socket.push({ type: 'interactive', payload });
+    await slack.socket.waitForAck(envelopeId);
+    const ephemerals = () => slack.callsOf('chat.postEphemeral').filter((c) => c.args.user === STRANGER).length;
+    await vi.waitFor(() => expect(ephemerals()).toBeGreaterThan(0));
+    const after = ephemerals();
+    // The same envelope again, as a redelivery: same envelope_id.
+    slack.socket.push({ type: 'interactive', payload, envelope_id: envelopeId });
+    await vi.waitFor(() => expect(slack.socket.acks.filter((a) => a.envelope_id === envelopeId)).toHaveLength(2));
+    await audit.flush();
+    expect(ephemerals()).toBe(after);
+    expect(
+      (db.prepare("SELECT count(*) AS n FROM audit WHERE event = 'approval.refused'").get() as { n: number }).n,
+    ).toBe(refusedBefore + 1);
+  });
+
+  async function hold2() {
+    const before = slack.callsOf('chat.postMessage').length;
+    void approvals.request(heldCall({ policy })).catch(() => {});
+    await slack.waitForCall('chat.postMessage', () => slack.callsOf('chat.postMessage').length > before);
+    const card = slack.callsOf('chat.postMessage')[before]!;
+    const id = approvalIdOf(card);
+    await vi.waitFor(() => expect(approvals.get(id)?.messageTs).toBeDefined());
+    return { id, ts: card.response!.ts as string };
+  }
+});
+
 describe('stop()', () => {
   it('closes the socket and the client does not reconnect', async () => {
     const tickets = slack.socket.ticketsIssued;

@@ -149,7 +149,7 @@ export class ApprovalStore {
         `SELECT * FROM approvals WHERE status = 'pending' AND agent = ? ORDER BY requested_at`,
       ),
       pendingCounts: db.prepare<[string | null, string | null], { agent: string; n: number }>(
-        `SELECT agent, count(*) AS n FROM approvals WHERE status = 'pending' AND (? IS NULL OR agent = ?) GROUP BY agent`,
+        `SELECT agent, count(*) AS n FROM approvals WHERE status = 'pending' AND (CAST(? AS TEXT) IS NULL OR agent = ?) GROUP BY agent`,
       ),
       latestForCall: db.prepare<[string], { status: ApprovalStatus; decided_at: number | null }>(
         'SELECT status, decided_at FROM approvals WHERE call_id = ? ORDER BY requested_at DESC LIMIT 1',

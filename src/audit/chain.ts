@@ -1,4 +1,5 @@
-import type Database from 'better-sqlite3';
+import type { Db } from '../store/db.ts';
+import { dialectOf } from '../store/dialect.ts';
 import { GENESIS_HASH, rowHash, type UnhashedRow } from './canonical.ts';
 
 /**
@@ -27,24 +28,26 @@ export interface ChainWriter {
   write(rows: readonly ChainRow[]): { firstSeq: number; hashes: string[] };
 }
 
-export function chainWriter(db: Database.Database): ChainWriter {
+const INSERT_HEAD = `INSERT INTO audit (seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason,
+   approver, duration_ms, detail, prev_hash, hash)`;
+const ROW_PLACEHOLDERS = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+/** PostgreSQL binds at most 65,535 parameters per statement; 17 per row. */
+const MAX_ROWS_PER_INSERT = 1000;
+
+export function chainWriter(db: Db): ChainWriter {
   const selectHead = db.prepare<[], ChainHead>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
   // Positional parameters: binding 17 named ones from an object costs more than the row's insert itself.
-  const insert = db.prepare<unknown[]>(
-    `INSERT INTO audit (seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason,
-       approver, duration_ms, detail, prev_hash, hash)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-  );
+  const insert = db.prepare<unknown[]>(`${INSERT_HEAD} VALUES ${ROW_PLACEHOLDERS}`);
   const head = (): ChainHead => selectHead.get() ?? { seq: 0, hash: GENESIS_HASH };
-  const write = db.transaction((rows: readonly ChainRow[]) => {
+  const chained = (rows: readonly ChainRow[]): { values: unknown[][]; firstSeq: number; hashes: string[] } => {
     let h = head();
     const firstSeq = h.seq + 1;
     const hashes: string[] = [];
+    const values: unknown[][] = [];
     for (const row of rows) {
-      const unhashed: UnhashedRow = { ...row, seq: h.seq + 1, prev_hash: h.hash };
-      const hash = rowHash(unhashed);
-      const u = unhashed;
-      insert.run(
+      const u: UnhashedRow = { ...row, seq: h.seq + 1, prev_hash: h.hash };
+      const hash = rowHash(u);
+      values.push([
         u.seq,
         u.ts,
         u.event,
@@ -62,9 +65,23 @@ export function chainWriter(db: Database.Database): ChainWriter {
         u.detail,
         u.prev_hash,
         hash,
-      );
-      h = { seq: unhashed.seq, hash };
+      ]);
+      h = { seq: u.seq, hash };
       hashes.push(hash);
+    }
+    return { values, firstSeq, hashes };
+  };
+  const postgres = dialectOf(db) === 'postgres';
+  const write = db.transaction((rows: readonly ChainRow[]) => {
+    const { values, firstSeq, hashes } = chained(rows);
+    if (postgres) {
+      // One statement per group: on PostgreSQL each statement is a round trip to the server.
+      for (let i = 0; i < values.length; i += MAX_ROWS_PER_INSERT) {
+        const part = values.slice(i, i + MAX_ROWS_PER_INSERT);
+        db.prepare(`${INSERT_HEAD} VALUES ${part.map(() => ROW_PLACEHOLDERS).join(', ')}`).run(...part.flat());
+      }
+    } else {
+      for (const v of values) insert.run(...v);
     }
     return { firstSeq, hashes };
   }).immediate;

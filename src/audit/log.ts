@@ -1,10 +1,9 @@
 import { closeSync, fsync, fsyncSync, openSync } from 'node:fs';
 import { clearImmediate, clearTimeout, setImmediate, setTimeout } from 'node:timers';
-import type { Statement } from 'better-sqlite3';
 import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { Db } from '../store/db.ts';
+import { dialectOf, type Db, type Statement } from '../store/db.ts';
 import { chainWriter, type ChainHead, type ChainRow, type ChainWriter } from './chain.ts';
 import { DEFAULT_MAX_RESULT_CHARS, redactString, serialiseRedacted, truncateText, wellFormed } from './redact.ts';
 import type { AppendOptions, AuditEntry, AuditSink, SyncOptions } from './types.ts';
@@ -508,7 +507,8 @@ export class AuditLog implements AuditSink {
 
 /** The file behind `db` if another connection can open it: not in-memory, temporary or read-only. */
 function sharableFile(db: Db): string | undefined {
-  if (db.memory || db.readonly) return undefined;
+  // PostgreSQL: no file, and every COMMIT is durable on the server (no WAL of ours to fsync).
+  if (dialectOf(db) === 'postgres' || db.memory || db.readonly) return undefined;
   const list = db.pragma('database_list') as { name: string; file: string }[];
   const main = list.find((d) => d.name === 'main');
   return main?.file ? main.file : undefined;

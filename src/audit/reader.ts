@@ -1,5 +1,4 @@
-import type Database from 'better-sqlite3';
-import type { Db } from '../store/db.ts';
+import type { Db, Statement } from '../store/db.ts';
 import { runQuery, type AuditQuery, type QueryPage } from './query.ts';
 
 /** The columns the anomaly detector's tail needs from each new row. */
@@ -49,13 +48,13 @@ export interface DecidedCallMatch {
  */
 export class AuditReader {
   readonly #db: Db;
-  readonly #head: Database.Statement<[], { seq: number }>;
-  readonly #tail: Database.Statement<[number, number], AuditTailRow>;
-  readonly #firstDecided: Database.Statement<[number, string, string, string, string], { seq: number }>;
-  readonly #activity: Database.Statement<[number, string | null, string | null], AgentActivity>;
-  readonly #open: Database.Statement<[number, number], OpenCall>;
-  readonly #completed: Database.Statement<[string], { one: number }>;
-  readonly #haltedSince: Database.Statement<[number, string], { one: number }>;
+  readonly #head: Statement<[], { seq: number }>;
+  readonly #tail: Statement<[number, number], AuditTailRow>;
+  readonly #firstDecided: Statement<[number, string, string, string, string], { seq: number }>;
+  readonly #activity: Statement<[number, string | null, string | null], AgentActivity>;
+  readonly #open: Statement<[number, number], OpenCall>;
+  readonly #completed: Statement<[string], { one: number }>;
+  readonly #haltedSince: Statement<[number, string], { one: number }>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -70,7 +69,7 @@ export class AuditReader {
       `SELECT agent,
               sum(CASE WHEN event = 'call.decided' THEN 1 ELSE 0 END) AS calls,
               sum(CASE WHEN event = 'call.decided' AND decision IN ('deny', 'denied', 'halted') THEN 1 ELSE 0 END) AS denials
-         FROM audit WHERE ts >= ? AND agent IS NOT NULL AND (? IS NULL OR agent = ?) GROUP BY agent`,
+         FROM audit WHERE ts >= ? AND agent IS NOT NULL AND (CAST(? AS TEXT) IS NULL OR agent = ?) GROUP BY agent`,
     );
     this.#open = db.prepare(
       `SELECT d.seq, d.ts, d.call_id, d.agent, d.owner, d.server, d.tool, d.decision

@@ -151,6 +151,7 @@ const REFUSAL_CODE_OF_ERROR: Readonly<Record<ErrorCode, RefusalCode>> = {
   POLICY_INVALID: 'internal',
   POLICY_NOT_FOUND: 'internal',
   STORE_MIGRATION: 'internal',
+  STORE_UNAVAILABLE: 'internal',
   AUDIT_CHAIN_BROKEN: 'audit_write_failed',
   AUDIT_WRITE_FAILED: 'audit_write_failed',
   QUERY_INVALID: 'internal',

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
-import type { Db } from '../store/db.ts';
+import { dialectOf, type Db } from '../store/db.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { HaltCheck, HaltState } from './types.ts';
 
@@ -11,7 +11,11 @@ export interface KillSwitchOptions {
   audit: AuditSink;
   clock?: Clock | undefined;
   logger?: Logger | undefined;
-  /** How often to look for other processes' writes. 50 ms keeps propagation well inside 250 ms. */
+  /**
+   * How often to look for other processes' writes. SQLite: 50 ms keeps
+   * propagation well inside 250 ms. PostgreSQL: 1 s, a fallback only; a halt
+   * on another replica arrives by NOTIFY.
+   */
   pollMs?: number | undefined;
 }
 
@@ -84,12 +88,16 @@ function parseRequest(input: unknown): z.output<typeof haltSchema> {
   return parsed.data;
 }
 
+/** On PostgreSQL the poll reads control_state itself (no data_version): a fallback for a lost LISTEN. */
+const PG_FALLBACK_POLL_MS = 1000;
+
 /**
  * The kill switch. Truth lives in `control_state`; each process keeps a copy
  * in memory so `check()` (on every tool call) never touches the disk. Other
  * processes' writes are noticed by polling `PRAGMA data_version`, which only
  * changes when *another* connection commits, so the poll is one cheap pragma
- * until something actually happened.
+ * until something actually happened. On PostgreSQL other replicas' writes
+ * arrive by LISTEN/NOTIFY, and a slower poll of control_state is the fallback.
  */
 export class KillSwitch implements HaltCheck {
   readonly #db: Db;
@@ -101,6 +109,8 @@ export class KillSwitch implements HaltCheck {
   readonly #haltListeners = new Set<HaltListener>();
   readonly #resumeListeners = new Set<ResumeListener>();
   #timer: NodeJS.Timeout | undefined;
+  readonly #postgres: boolean;
+  #unlisten: (() => void) | undefined;
   #dataVersion = -1;
   #pollFailures = 0;
 
@@ -109,7 +119,8 @@ export class KillSwitch implements HaltCheck {
     this.#audit = opts.audit;
     this.#clock = opts.clock ?? systemClock;
     this.#logger = opts.logger ?? silentLogger();
-    this.#pollMs = opts.pollMs ?? 50;
+    this.#postgres = dialectOf(opts.db) === 'postgres';
+    this.#pollMs = opts.pollMs ?? (this.#postgres ? PG_FALLBACK_POLL_MS : 50);
     // Loaded here too, so a check() made before start() already fails closed on a persisted halt.
     this.#reload(false);
   }
@@ -119,6 +130,12 @@ export class KillSwitch implements HaltCheck {
     // Listeners subscribed since construction hear of halts made in between.
     this.#reload(true);
     if (this.#timer) return;
+    // control_state's trigger NOTIFYs warden_control on every halt and resume (db/postgres/001).
+    this.#unlisten = this.#db.listen?.(
+      'warden_control',
+      () => this.#poll(),
+      (err) => this.#logger.warn({ err: describeError(err) }, 'kill switch LISTEN connection lost; polling meanwhile'),
+    );
     this.#timer = this.#clock.setInterval(() => this.#poll(), this.#pollMs);
     // A kill switch must not keep a finished CLI process alive.
     this.#timer.unref?.();
@@ -127,6 +144,8 @@ export class KillSwitch implements HaltCheck {
   stop(): void {
     if (this.#timer) this.#clock.clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#unlisten?.();
+    this.#unlisten = undefined;
   }
 
   /** Synchronous, from memory: the org halt wins over an agent halt. */
@@ -232,8 +251,8 @@ export class KillSwitch implements HaltCheck {
 
   #poll(): void {
     try {
-      const version = this.#db.pragma('data_version', { simple: true }) as number;
-      if (version !== this.#dataVersion) this.#reload(true);
+      if (this.#postgres) this.#reload(true);
+      else if (this.#db.pragma('data_version', { simple: true }) !== this.#dataVersion) this.#reload(true);
       this.#pollFailures = 0;
     } catch (err) {
       // Keep polling: a transient lock or I/O error must not blind the switch for good.
@@ -242,7 +261,7 @@ export class KillSwitch implements HaltCheck {
   }
 
   #reload(notify: boolean): void {
-    this.#dataVersion = this.#db.pragma('data_version', { simple: true }) as number;
+    if (!this.#postgres) this.#dataVersion = this.#db.pragma('data_version', { simple: true }) as number;
     const rows = this.#db.prepare('SELECT scope, halted, reason, actor, at FROM control_state').all() as Row[];
     const seen = new Set<string>();
     for (const row of rows) {

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { Statement } from 'better-sqlite3';
 import { systemClock, type Clock } from '../clock.ts';
-import type { Db } from '../store/db.ts';
+import type { Db, Statement } from '../store/db.ts';
 
 /** How a run ended: on its own, stopped by the kill switch, by Ctrl-C / a signal to `warden run`, or Warden failed. */
 export type RunCause = 'exited' | 'halted' | 'interrupted' | 'failed';
@@ -77,7 +76,7 @@ export class RunStore {
     );
     this.#get = db.prepare('SELECT * FROM runs WHERE id = ?');
     this.#open = db.prepare(
-      'SELECT * FROM runs WHERE ended_at IS NULL AND (? IS NULL OR agent = ?) ORDER BY started_at, id',
+      'SELECT * FROM runs WHERE ended_at IS NULL AND (CAST(? AS TEXT) IS NULL OR agent = ?) ORDER BY started_at, id',
     );
   }
 

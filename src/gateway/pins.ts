@@ -1,4 +1,3 @@
-import type { Statement } from 'better-sqlite3';
 import { canonicalJson, sha256Hex } from '../audit/canonical.ts';
 import type { AuditSink } from '../audit/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
@@ -6,7 +5,7 @@ import type { Alert, AlertSink } from '../control/types.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { qualifiedToolName } from '../policy/decide.ts';
-import type { Db } from '../store/db.ts';
+import type { Db, Statement } from '../store/db.ts';
 import type { Catalogue } from './upstream.ts';
 
 /**

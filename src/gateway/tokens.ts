@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import type { Statement } from 'better-sqlite3';
 import { WardenError } from '../errors.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Policy } from '../policy/types.ts';
-import type { Db } from '../store/db.ts';
+import type { Db, Statement } from '../store/db.ts';
 import { sha256Hex } from '../audit/canonical.ts';
 
 /**

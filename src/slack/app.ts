@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import {
+  defaultProcessEventErrorHandler,
   App,
   HTTPModuleFunctions,
   HTTPReceiver,
@@ -86,6 +87,12 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
         ...(clientOptions.slackApiUrl
           ? { installerOptions: { clientOptions: { slackApiUrl: clientOptions.slackApiUrl } } }
           : {}),
+        customPropertiesExtractor: (args: { envelope_id?: unknown }) => ({
+          slackEnvelopeId: typeof args.envelope_id === 'string' ? args.envelope_id : undefined,
+        }),
+        // A redelivered envelope is acked (so Slack stops sending it) and not handled again.
+        processEventErrorHandler: async (args) =>
+          isWardenError(args.error, 'SLACK_REPLAYED_REQUEST') || defaultProcessEventErrorHandler(args),
       })
     : new HTTPReceiver({
         signingSecret: config.signingSecret,
@@ -128,12 +135,11 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
     throw err;
   });
 
-  if (!socketMode) {
+  {
     const replayGuard: Middleware<AnyMiddlewareArgs> = async ({ context, next }) => {
-      const refusal = guard.check(
-        context.slackSignature as string | undefined,
-        context.slackRequestTimestamp as number,
-      );
+      const refusal = socketMode
+        ? guard.checkEnvelope(context.slackEnvelopeId as string | undefined)
+        : guard.check(context.slackSignature as string | undefined, context.slackRequestTimestamp as number);
       if (refusal !== null) {
         logger.warn({ reason: refusal }, 'Slack request refused');
         throw new ReplayedRequestError(refusal);

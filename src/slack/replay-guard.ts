@@ -1,6 +1,5 @@
-import type { Statement } from 'better-sqlite3';
 import type { Clock } from '../clock.ts';
-import type { Db } from '../store/db.ts';
+import type { Db, Statement } from '../store/db.ts';
 
 /** Slack's own freshness window for signed requests. */
 export const SIGNATURE_WINDOW_MS = 5 * 60_000;
@@ -44,6 +43,22 @@ export class ReplayGuard {
     if (tsMs < now - this.#windowMs) return 'x-slack-request-timestamp is stale';
     const inserted = this.#remember.run(signature, Math.max(now, tsMs) + this.#windowMs).changes;
     if (inserted === 0) return 'replayed request (signature already seen)';
+    return null;
+  }
+
+  /**
+   * Socket Mode: Slack sends each envelope on one of the app's connections,
+   * and again (same envelope_id) when it saw no ack in time, possibly on
+   * another replica's connection. The envelope is remembered in the same
+   * table (`socket:` keys cannot collide with `v0=` signatures), so it is
+   * handled by one process once. Null when it is new.
+   */
+  checkEnvelope(envelopeId: string | undefined): string | null {
+    const now = this.#clock.now();
+    this.#prune.run(now);
+    if (!envelopeId) return 'missing envelope_id';
+    const inserted = this.#remember.run(`socket:${envelopeId}`, now + this.#windowMs).changes;
+    if (inserted === 0) return 'envelope already handled (by this or another Warden process)';
     return null;
   }
 

@@ -79,10 +79,16 @@ export interface WardenEnv {
 }
 
 export async function startWardenEnv(
-  opts: { policyText?: string; clock?: Clock; startKillSwitch?: boolean } = {},
+  opts: {
+    policyText?: string;
+    clock?: Clock;
+    startKillSwitch?: boolean;
+    /** A postgres:// URL to run on PostgreSQL (test/support/postgres.ts); default a SQLite file in the temp dir. */
+    store?: string | undefined;
+  } = {},
 ): Promise<WardenEnv> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-control-'));
-  const dbPath = join(dir, 'warden.db');
+  const dbPath = opts.store ?? join(dir, 'warden.db');
   const policyPath = join(dir, 'policy.yml');
   const text = opts.policyText ?? controlPolicyText();
   writeFileSync(policyPath, text);

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { commandGroup } from './shared.ts';
 import { loadConfig } from '../../config/index.ts';
 import { WardenError } from '../../errors.ts';
-import { openDb, type Db } from '../../store/db.ts';
+import { isPostgresUrl, openDb, type Db } from '../../store/db.ts';
 
 /** The `warden audit` group; each audit-*.ts module adds its subcommand to it. */
 export function auditCommand(program: Command): Command {
@@ -20,7 +20,7 @@ export function resolveDbPath(opt: string | undefined): string {
  * can never change it; a missing file is bad input, not an empty trail.
  */
 export function openExistingDb(path: string, opts: { readonly: boolean }): Db {
-  if (!existsSync(path))
+  if (!isPostgresUrl(path) && !existsSync(path))
     throw new WardenError('NOT_FOUND', `no Warden database at ${path} (set WARDEN_DB or pass --db PATH)`);
   return openDb(path, { readonly: opts.readonly });
 }

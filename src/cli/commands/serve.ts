@@ -2,6 +2,7 @@ import { unwatchFile, watchFile, type Stats } from 'node:fs';
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/index.ts';
 import { createLogger } from '../../logger.ts';
+import { describeStore } from '../../store/db.ts';
 import { startWarden } from '../runtime.ts';
 
 /**
@@ -31,7 +32,7 @@ export function registerServe(program: Command): void {
       logger.info(
         {
           gateway: warden.gateway.url,
-          db: config.dbPath,
+          db: describeStore(config.dbPath),
           policy: config.policyPath,
           agents,
           slack: warden.slack ? warden.slack.mode : 'off',
