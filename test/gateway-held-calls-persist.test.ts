@@ -19,6 +19,7 @@ import { helpdeskServersYaml } from './support/policies.ts';
 import { startSlackApiServer, type RecordedCall, type SlackApiServer } from './support/slack-api-server.ts';
 import { SlackRequestSender } from './support/slack-sign.ts';
 import { approvalIdOf, BOT_TOKEN, SIGNING_SECRET } from './support/slack-harness.ts';
+import { storeLocation } from './support/store-under-test.ts';
 
 /**
  * Held calls that outlive Warden's process. The composition root `warden
@@ -58,6 +59,8 @@ agents:
 `;
 
 let dir: string;
+/** The store every Warden process and CLI of a test shares: a SQLite file in `dir`, or a fresh PostgreSQL schema. */
+let store: string;
 let slack: SlackApiServer;
 let token: string;
 const running: Warden[] = [];
@@ -81,7 +84,7 @@ afterAll(async () => {
 
 function env(): Record<string, string> {
   return {
-    WARDEN_DB: join(dir, 'warden.db'),
+    WARDEN_DB: store,
     WARDEN_POLICY: join(dir, 'policy.yml'),
     WARDEN_HOST: '127.0.0.1',
     WARDEN_PORT: '0',
@@ -144,7 +147,7 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
 
 /** Reads (and writes) the database file as another process would. */
 function withDb<T>(use: (db: Db) => T): T {
-  const db = openDb(join(dir, 'warden.db'));
+  const db = openDb(store);
   try {
     return use(db);
   } finally {
@@ -153,8 +156,9 @@ function withDb<T>(use: (db: Db) => T): T {
 }
 
 /** A fresh temp dir with the policy file; the agent's token is made on the first start. */
-function prepare(): void {
+async function prepare(): Promise<void> {
   dir = mkdtempSync(join(tmpdir(), 'warden-held-'));
+  store = await storeLocation(dir);
   token = '';
   writeFileSync(join(dir, 'policy.yml'), POLICY);
 }
@@ -262,7 +266,7 @@ function approvalStatus(approvalId: string): string | undefined {
 
 describe('a deferred held call survives a restart', () => {
   it('is approved by a Slack click in the new process, runs there once with the stored arguments, and is collected once', async () => {
-    prepare();
+    await prepare();
     const first = await start();
     const args = email();
     const id = await defer(await connect(first), args);
@@ -322,7 +326,7 @@ describe('a deferred held call survives a restart', () => {
   });
 
   it('an identical repeat after the restart attaches to the held call and collects it', async () => {
-    prepare();
+    await prepare();
     const first = await start();
     const args = email();
     const id = await defer(await connect(first), args);
@@ -349,7 +353,7 @@ describe('a deferred held call survives a restart', () => {
 
 describe('a deferred held call survives a crash', () => {
   it('warden serve is killed (SIGKILL); the next one takes the call over and a click runs it once', async () => {
-    prepare();
+    await prepare();
     token = withDb((db) => createAgentToken(db, AGENT));
     const first = await serve();
     const id = await defer(await connect(first.url), email());
@@ -371,7 +375,7 @@ describe('a deferred held call survives a crash', () => {
   });
 
   it('approved with the CLI while no Warden runs: the next Warden runs it once at start-up', async () => {
-    prepare();
+    await prepare();
     const first = await start();
     const id = await defer(await connect(first), email());
     await stop(first);
@@ -391,7 +395,7 @@ describe('a deferred held call survives a crash', () => {
   });
 
   it('its agent token revoked while Warden was down: approved in the new process, it is not run', async () => {
-    prepare();
+    await prepare();
     const first = await start();
     const id = await defer(await connect(first), email());
     const card = await cardFor(id);
@@ -414,7 +418,7 @@ describe('a deferred held call survives a crash', () => {
   });
 
   it('halted in the new process while it waits: ended by the same outcome table as any call, and never run', async () => {
-    prepare();
+    await prepare();
     const first = await start();
     const id = await defer(await connect(first), email());
     await cardFor(id);
@@ -438,7 +442,7 @@ describe('a deferred held call survives a crash', () => {
   });
 
   it('its expiry is kept by the new process: nobody decides, it is refused, and its row is erased', async () => {
-    prepare();
+    await prepare();
     const first = await start();
     const briefToken = createAgentToken(first.db, BRIEF, { policy: first.policy.current() });
     const id = await defer(await connect(first, briefToken), email());
@@ -456,7 +460,7 @@ describe('a deferred held call survives a crash', () => {
 
 describe('a deferred held call in one process', () => {
   it('a Slack click runs it at once, exactly once, with its agent gone; the agent collects it later', async () => {
-    prepare();
+    await prepare();
     const warden = await start();
     const first = await connect(warden);
     const id = await defer(first, email());
@@ -478,7 +482,7 @@ describe('a deferred held call in one process', () => {
   });
 
   it('run by one Warden process, collected through another sharing the database, once', async () => {
-    prepare();
+    await prepare();
     const warden = await start();
     const id = await defer(await connect(warden), email());
     // A second `warden serve` on the same file: it leaves the first one's live call alone.
@@ -494,7 +498,7 @@ describe('a deferred held call in one process', () => {
   });
 
   it('a halt discards a kept result and the arguments of the call still waiting', async () => {
-    prepare();
+    await prepare();
     const warden = await start();
     const client = await connect(warden);
     const waitingId = await defer(client, email());
