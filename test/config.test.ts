@@ -33,3 +33,19 @@ describe('loadConfig: gateway limits', () => {
     expect(() => loadConfig({ WARDEN_HEADERS_TIMEOUT_MS: 'soon' })).toThrow(/WARDEN_HEADERS_TIMEOUT_MS/);
   });
 });
+
+describe('loadConfig: replica lease', () => {
+  it('defaults to a 2 s heartbeat and a 10 s lease, and takes both from the environment', () => {
+    expect(loadConfig({}).replicas).toEqual({ heartbeatMs: 2_000, leaseMs: 10_000 });
+    expect(loadConfig({ WARDEN_HEARTBEAT_MS: '200', WARDEN_REPLICA_LEASE_MS: '500' }).replicas).toEqual({
+      heartbeatMs: 200,
+      leaseMs: 500,
+    });
+  });
+
+  it('refuses a lease shorter than two heartbeats, naming both variables', () => {
+    expect(() => loadConfig({ WARDEN_HEARTBEAT_MS: '5000', WARDEN_REPLICA_LEASE_MS: '9999' })).toThrow(
+      /WARDEN_REPLICA_LEASE_MS \(9999\) must be at least twice WARDEN_HEARTBEAT_MS \(5000\)/,
+    );
+  });
+});

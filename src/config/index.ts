@@ -92,6 +92,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: { slac
     throw new WardenError('CONFIG_INVALID', `invalid environment: ${problems}`);
   }
   const e = parsed.data;
+  // A lease shorter than two beats would make a live replica dead to its peers
+  // after one late heartbeat, and a survivor would then abandon its approvals.
+  if (e.WARDEN_REPLICA_LEASE_MS < 2 * e.WARDEN_HEARTBEAT_MS) {
+    throw new WardenError(
+      'CONFIG_INVALID',
+      `WARDEN_REPLICA_LEASE_MS (${e.WARDEN_REPLICA_LEASE_MS}) must be at least twice WARDEN_HEARTBEAT_MS (${e.WARDEN_HEARTBEAT_MS})`,
+    );
+  }
   let slack: Config['slack'];
   if (options.slack !== false && (e.SLACK_BOT_TOKEN || e.SLACK_SIGNING_SECRET || e.SLACK_APP_TOKEN)) {
     if (!e.SLACK_BOT_TOKEN)
