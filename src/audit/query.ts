@@ -235,7 +235,7 @@ export function runQuery(db: Db, q: AuditQuery, opts: { before?: number | undefi
   eq('agent', q.agent);
   if (q.agents !== undefined) {
     // Fail closed: an empty scope is "nothing", not "no filter".
-    if (q.agents.length === 0) where.push('0');
+    if (q.agents.length === 0) where.push('1 = 0');
     else {
       where.push(`agent IN (${q.agents.map(() => '?').join(', ')})`);
       params.push(...q.agents);
