@@ -15,7 +15,8 @@ import { openDb, type Db } from '../src/store/db.ts';
 import type { Logger } from '../src/logger.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
-import { storeLocation } from './support/store-under-test.ts';
+import { allowInserts, refuseInserts } from './support/refuse-writes.ts';
+import { onSqlite, storeLocation } from './support/store-under-test.ts';
 
 let dir: string;
 let dbs: Db[];
@@ -240,6 +241,25 @@ describe('halt effects', () => {
  */
 describe('KillSwitch in detail', () => {
   const START = Date.parse('2026-06-01T12:00:00Z');
+  /** The default poll: SQLite's data_version every 50 ms; on PostgreSQL a 1 s fallback to LISTEN/NOTIFY. */
+  const DEFAULT_POLL = onSqlite() ? 50 : 1000;
+
+  /**
+   * The connection of a process that hears others only by polling. On
+   * PostgreSQL a NOTIFY would also arrive, in real time, whatever the manual
+   * clock says; these tests are about the poll (the fallback there), so it is
+   * hidden. NOTIFY itself: test/control-halt-propagation.test.ts.
+   */
+  function pollOnly(db: Db): Db {
+    if (onSqlite()) return db;
+    return new Proxy(db, {
+      get(target, prop, receiver) {
+        if (prop === 'listen') return undefined;
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  }
 
   function logCapture(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
     const raw: string[] = [];
@@ -428,14 +448,14 @@ describe('KillSwitch in detail', () => {
 
   it('a halt control_state cannot store still halts this process, is audited as not persisted, and says so', async () => {
     const db = open();
-    db.exec("CREATE TRIGGER no_halts BEFORE INSERT ON control_state BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+    refuseInserts(db, 'control_state', 'disk full');
     const ks = new KillSwitch({ db, audit: new AuditLog(db), clock: new ManualClock(START) });
     const told: string[] = [];
     ks.onHalt((s) => told.push(s.reason));
     const err = await ks.halt({ scope: 'org', reason: 'breach', actor: 'cli:a' }).catch((e: unknown) => e);
     expect(isWardenError(err, 'CONTROL_WRITE_FAILED')).toBe(true);
     expect((err as Error).message).toBe('halt is in force in this process only: control_state could not be written');
-    expect(((err as Error).cause as Error).message).toBe('disk full');
+    expect(((err as Error).cause as Error).message).toMatch(/^(PostgreSQL: )?disk full$/);
     expect(ks.check('anyone')).toMatchObject({ scope: 'org', reason: 'breach' });
     expect(told).toEqual(['breach']);
     expect(auditRows(db, 'control.halt')[0]!.detail).toEqual({ scope: 'org', actor: 'cli:a', persisted: false });
@@ -499,11 +519,11 @@ describe('KillSwitch in detail', () => {
     b.stop();
   });
 
-  it('polls every pollMs (50 by default) and carries another process’s changed halt and its resume, with who and when', async () => {
+  it('polls every pollMs (by default 50 ms; 1 s on PostgreSQL) and carries another process’s changed halt and its resume, with who and when', async () => {
     const dbA = open();
     const clockA = new ManualClock(START);
     const a = new KillSwitch({ db: dbA, audit: new AuditLog(dbA), clock: clockA });
-    const dbB = open();
+    const dbB = pollOnly(open());
     const clock = new ManualClock(START);
     const b = new KillSwitch({ db: dbB, audit: new AuditLog(dbB), clock });
     const heard: unknown[] = [];
@@ -511,7 +531,7 @@ describe('KillSwitch in detail', () => {
     b.onResume((r, info) => heard.push({ resume: r, origin: info.origin }));
     b.start();
     await a.halt({ scope: 'org', reason: 'one', actor: 'cli:first' });
-    await clock.tick(49);
+    await clock.tick(DEFAULT_POLL - 1);
     expect(b.orgHalt()).toBeUndefined();
     await clock.tick(1);
     expect(b.orgHalt()).toEqual({ scope: 'org', reason: 'one', actor: 'cli:first', at: START });
@@ -519,12 +539,12 @@ describe('KillSwitch in detail', () => {
     // The same scope halted again by someone else, later: news, with the new details.
     await clockA.tick(2000);
     await a.halt({ scope: 'org', reason: 'two', actor: 'cli:second' });
-    await clock.tick(50);
+    await clock.tick(DEFAULT_POLL);
     expect(b.orgHalt()).toEqual({ scope: 'org', reason: 'two', actor: 'cli:second', at: START + 2000 });
 
     await clockA.tick(3000);
     await a.resume({ scope: 'org', actor: 'cli:third' });
-    await clock.tick(50);
+    await clock.tick(DEFAULT_POLL);
     expect(b.orgHalt()).toBeUndefined();
     expect(heard).toEqual([
       { halt: { scope: 'org', reason: 'one', actor: 'cli:first', at: START }, origin: 'remote' },
@@ -534,10 +554,10 @@ describe('KillSwitch in detail', () => {
     b.stop();
 
     // A custom pollMs is honoured.
-    const c = new KillSwitch({ db: open(), audit: new AuditLog(dbB), clock, pollMs: 1000 });
+    const c = new KillSwitch({ db: pollOnly(open()), audit: new AuditLog(dbB), clock, pollMs: 300 });
     c.start();
     await a.halt({ scope: 'agent', agent: 'slow', reason: 'r', actor: 'cli:a' });
-    await clock.tick(999);
+    await clock.tick(299);
     expect(c.check('slow')).toBeNull();
     await clock.tick(1);
     expect(c.check('slow')).toMatchObject({ scope: 'agent', agent: 'slow' });
@@ -548,16 +568,16 @@ describe('KillSwitch in detail', () => {
     const dbA = open();
     const a = new KillSwitch({ db: dbA, audit: new AuditLog(dbA) });
     await a.halt({ scope: 'agent', agent: 'gone', reason: 'r', actor: 'cli:a' });
-    const dbB = open();
+    const dbB = pollOnly(open());
     const clock = new ManualClock(START);
     const b = new KillSwitch({ db: dbB, audit: new AuditLog(dbB), clock });
     const heard: unknown[] = [];
     b.onResume((r, info) => heard.push({ ...r, origin: info.origin }));
     b.start();
     dbA.prepare('DELETE FROM control_state').run();
-    await clock.tick(50);
+    await clock.tick(DEFAULT_POLL);
     expect(b.check('gone')).toBeNull();
-    expect(heard).toEqual([{ scope: 'agent', agent: 'gone', actor: '', at: START + 50, origin: 'remote' }]);
+    expect(heard).toEqual([{ scope: 'agent', agent: 'gone', actor: '', at: START + DEFAULT_POLL, origin: 'remote' }]);
     b.stop();
   });
 
@@ -599,13 +619,44 @@ describe('KillSwitch in detail', () => {
 
   it('a halt only this process holds (control_state refused it) is not undone by the next poll', async () => {
     const db = open();
-    db.exec("CREATE TRIGGER no_halts BEFORE INSERT ON control_state BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+    refuseInserts(db, 'control_state', 'disk full');
     const clock = new ManualClock(START);
     const ks = new KillSwitch({ db, audit: new AuditLog(db), clock });
     ks.start();
     await ks.halt({ scope: 'org', reason: 'breach', actor: 'cli:a' }).catch(() => undefined);
-    await clock.tick(500);
+    await clock.tick(2 * DEFAULT_POLL);
     expect(ks.orgHalt()).toMatchObject({ reason: 'breach' });
+    ks.stop();
+  });
+
+  it('a halt only this process holds outlasts other processes’ writes, and ends at a newer resume of its scope', async () => {
+    const db = open();
+    refuseInserts(db, 'control_state', 'disk full');
+    const clock = new ManualClock(START);
+    const ks = new KillSwitch({ db: pollOnly(db), audit: new AuditLog(db), clock });
+    const resumed: string[] = [];
+    ks.onResume((r) => resumed.push(`${r.scope}:${r.actor}`));
+    ks.start();
+    await ks.halt({ scope: 'org', reason: 'breach', actor: 'cli:a' }).catch(() => undefined);
+    allowInserts(db, 'control_state');
+    // Another process writes control_state (on SQLite this changes data_version: a full reload).
+    const other = open();
+    const otherClock = new ManualClock(START - 1000);
+    const b = new KillSwitch({ db: other, audit: new AuditLog(other), clock: otherClock });
+    await b.halt({ scope: 'agent', agent: 'a1', reason: 'r', actor: 'cli:b' });
+    // An org resume stamped before our halt (a slow clock, or an old decision) does not undo it either.
+    await b.resume({ scope: 'org', actor: 'cli:old' });
+    await clock.tick(2 * DEFAULT_POLL);
+    expect(ks.orgHalt()).toMatchObject({ reason: 'breach', actor: 'cli:a' });
+    expect(ks.check('a1')).toMatchObject({ scope: 'org' });
+    expect(resumed).toEqual([]);
+    // A resume of the org made after it ends it, as any remote resume would.
+    await otherClock.tick(5000);
+    await b.resume({ scope: 'org', actor: 'cli:later' });
+    await clock.tick(DEFAULT_POLL);
+    expect(ks.orgHalt()).toBeUndefined();
+    expect(resumed).toEqual(['org:cli:later']);
+    expect(ks.check('a1')).toMatchObject({ scope: 'agent', agent: 'a1' });
     ks.stop();
   });
 
@@ -613,21 +664,21 @@ describe('KillSwitch in detail', () => {
     const dbA = open();
     const clockA = new ManualClock(START);
     const a = new KillSwitch({ db: dbA, audit: new AuditLog(dbA), clock: clockA });
-    const dbB = open();
+    const dbB = pollOnly(open());
     const clock = new ManualClock(START);
     const b = new KillSwitch({ db: dbB, audit: new AuditLog(dbB), clock });
     const heard: string[] = [];
     b.onHalt((s) => heard.push(`${s.actor}:${s.reason}`));
     b.start();
     await a.halt({ scope: 'org', reason: 'one', actor: 'cli:same' });
-    await clock.tick(50);
+    await clock.tick(DEFAULT_POLL);
     // Same actor, later.
     await clockA.tick(1000);
     await a.halt({ scope: 'org', reason: 'two', actor: 'cli:same' });
-    await clock.tick(50);
+    await clock.tick(DEFAULT_POLL);
     // Same millisecond, another actor.
     await a.halt({ scope: 'org', reason: 'three', actor: 'cli:other' });
-    await clock.tick(50);
+    await clock.tick(DEFAULT_POLL);
     expect(heard).toEqual(['cli:same:one', 'cli:same:two', 'cli:other:three']);
     expect(b.orgHalt()).toMatchObject({ reason: 'three', actor: 'cli:other', at: START + 1000 });
     b.stop();
@@ -639,7 +690,7 @@ describe('KillSwitch in detail', () => {
     const a = new KillSwitch({ db: dbA, audit: new AuditLog(dbA), clock: clockA });
     await a.halt({ scope: 'org', reason: 'o', actor: 'cli:org-halter' });
     await a.halt({ scope: 'agent', agent: 'a1', reason: 'r', actor: 'cli:agent-halter' });
-    const dbB = open();
+    const dbB = pollOnly(open());
     const clock = new ManualClock(START);
     const b = new KillSwitch({ db: dbB, audit: new AuditLog(dbB), clock });
     const heard: unknown[] = [];
@@ -647,7 +698,7 @@ describe('KillSwitch in detail', () => {
     b.start();
     await clockA.tick(7000);
     await a.resume({ scope: 'agent', agent: 'a1', actor: 'cli:resumer' });
-    await clock.tick(50);
+    await clock.tick(DEFAULT_POLL);
     expect(heard).toEqual([{ scope: 'agent', agent: 'a1', actor: 'cli:resumer', at: START + 7000 }]);
     expect(b.orgHalt()).toMatchObject({ actor: 'cli:org-halter' });
     b.stop();
@@ -662,13 +713,15 @@ describe('KillSwitch in detail', () => {
   it('a failing poll is logged once per hundred failures in a row and polling goes on; a success starts the count again', async () => {
     const real = open();
     let failing = false;
-    // The real connection, whose data_version read fails while `failing` is set (a transient I/O error).
-    const db = new Proxy(real, {
+    // The real connection, whose first read of a poll (SQLite's data_version; on PostgreSQL the
+    // control_state query) fails while `failing` is set (a transient I/O error).
+    const firstRead = onSqlite() ? 'pragma' : 'prepare';
+    const db = new Proxy(pollOnly(real), {
       get(target, prop, receiver) {
-        if (prop === 'pragma') {
-          return (...args: Parameters<Db['pragma']>) => {
+        if (prop === firstRead) {
+          return (...args: unknown[]) => {
             if (failing) throw new Error('disk I/O error');
-            return target.pragma(...args);
+            return (target[firstRead] as (...a: unknown[]) => unknown).apply(target, args);
           };
         }
         const value = Reflect.get(target, prop, receiver);

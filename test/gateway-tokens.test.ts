@@ -17,9 +17,9 @@ import {
 } from '../src/gateway/tokens.ts';
 import { parsePolicy } from '../src/policy/load.ts';
 import { openDb, type Db } from '../src/store/db.ts';
-import { dialectOf } from '../src/store/dialect.ts';
 import { ManualClock } from './support/manual-clock.ts';
 import { UNSTARTED_SERVERS_YAML } from './support/policies.ts';
+import { refuseInserts } from './support/refuse-writes.ts';
 import { storeLocation } from './support/store-under-test.ts';
 
 /* Agent tokens on a real store (a SQLite file, or PostgreSQL in the twin), without a gateway: issue, authenticate, revoke, rotate. */
@@ -48,16 +48,6 @@ afterEach(() => {
   db.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Every insert into agent_tokens fails with "no" (a trigger in each store's own dialect). */
-function failInserts(db: Db): void {
-  if (dialectOf(db) === 'sqlite') {
-    db.exec('CREATE TRIGGER fail_insert BEFORE INSERT ON agent_tokens BEGIN SELECT RAISE(ABORT, "no"); END');
-    return;
-  }
-  db.exec(`CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;
-    CREATE TRIGGER fail_insert BEFORE INSERT ON agent_tokens FOR EACH ROW EXECUTE FUNCTION fail_insert();`);
-}
 
 const isWarden = (fn: () => unknown) => isWardenError(thrown(fn), 'NOT_FOUND');
 
@@ -165,7 +155,7 @@ describe('agent tokens', () => {
     expect(store.authenticate(old)).toEqual({ ok: false, reason: 'revoked', agent: 'support-triage' });
     expect(store.authenticate(token)).toMatchObject({ ok: true, agent: 'support-triage' });
     // The revocation does not outlive a failed issue: when the insert fails, nothing is revoked.
-    failInserts(db);
+    refuseInserts(db, 'agent_tokens', 'no');
     expect(() => rotateAgentToken(db, 'support-triage', { clock })).toThrow(/no/);
     expect(store.authenticate(token)).toMatchObject({ ok: true });
   });

@@ -106,6 +106,12 @@ export class KillSwitch implements HaltCheck {
   readonly #logger: Logger;
   readonly #pollMs: number;
   readonly #halted = new Map<string, HaltState>();
+  /**
+   * Halts control_state refused: in force here only. A reload of the shared
+   * state must not undo them (that would fail open); only a local resume, or
+   * a newer row for the same scope written by someone else, ends one.
+   */
+  readonly #localOnly = new Map<string, HaltState>();
   readonly #haltListeners = new Set<HaltListener>();
   readonly #resumeListeners = new Set<ResumeListener>();
   #timer: NodeJS.Timeout | undefined;
@@ -200,6 +206,8 @@ export class KillSwitch implements HaltCheck {
       persistError = err;
     }
     this.#halted.set(key, state);
+    if (persistError === undefined) this.#localOnly.delete(key);
+    else this.#localOnly.set(key, state);
     this.#emitHalt(state, { origin: 'local' });
     this.#logger.warn({ scope: state.scope, agent: state.agent, actor: state.actor }, 'halted');
     await this.#audit.append({
@@ -233,6 +241,7 @@ export class KillSwitch implements HaltCheck {
       )
       .run(key, req.reason ?? null, req.actor, at);
     this.#halted.delete(key);
+    this.#localOnly.delete(key);
     if (previous) this.#emitResume({ scope: req.scope, agent: req.agent, actor: req.actor, at }, { origin: 'local' });
     this.#logger.warn(
       { scope: req.scope, agent: req.agent, actor: req.actor, wasHalted: previous !== undefined },
@@ -265,6 +274,15 @@ export class KillSwitch implements HaltCheck {
     const rows = this.#db.prepare('SELECT scope, halted, reason, actor, at FROM control_state').all() as Row[];
     const seen = new Set<string>();
     for (const row of rows) {
+      const local = this.#localOnly.get(row.scope);
+      if (local) {
+        // Someone changed this scope in the shared store after the halt only we hold: theirs is newer.
+        if (row.at > local.at) this.#localOnly.delete(row.scope);
+        else {
+          seen.add(row.scope);
+          continue;
+        }
+      }
       if (row.halted !== 1) continue;
       seen.add(row.scope);
       const known = this.#halted.get(row.scope);
@@ -274,7 +292,7 @@ export class KillSwitch implements HaltCheck {
       if (notify) this.#emitHalt(state, { origin: 'remote' });
     }
     for (const [key, state] of [...this.#halted]) {
-      if (seen.has(key)) continue;
+      if (seen.has(key) || this.#localOnly.has(key)) continue;
       this.#halted.delete(key);
       const row = rows.find((r) => r.scope === key);
       if (notify)
