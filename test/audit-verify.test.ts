@@ -595,7 +595,7 @@ describe('what verifyChain says about each finding', () => {
     const keys = generateCheckpointKeyPair();
     createCheckpoint(wardenDb(), keys.privateKeyPem, clock);
     const a = attacker();
-    a.exec('DROP TRIGGER audit_checkpoints_no_update');
+    removeGuard(a, 'audit_checkpoints', 'audit_checkpoints_no_update');
     a.prepare('UPDATE audit_checkpoints SET seq = 3').run();
     expect(verifyChain(wardenDb()).firstProblem!.message).toBe(
       'the signed checkpoint of 2026-09-21T14:13:20.000Z at seq 3 does not verify: audit_checkpoints was tampered with',
@@ -651,7 +651,7 @@ describe('what verifyChain says about each finding', () => {
     ];
     const laterStill = createCheckpoint(wardenDb(), keys.privateKeyPem, new ManualClock(T + 3_000));
     const a = attacker();
-    a.exec('DROP TRIGGER audit_checkpoints_no_delete');
+    removeGuard(a, 'audit_checkpoints', 'audit_checkpoints_no_delete');
     a.prepare('DELETE FROM audit_checkpoints WHERE ts = ?').run(laterStill.ts);
     expect(verifyChain(wardenDb(), { external: older }).newestSigned).toEqual({
       seq: 6,

@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { dialectOf, openDb, type Db } from '../src/store/db.ts';
 import { compileSql } from '../src/store/pg-db.ts';
@@ -29,11 +30,14 @@ describe('PostgreSQL store', () => {
     const url = await freshPgDatabase();
     db = openDb(url);
     expect(dialectOf(db)).toBe('postgres');
+    // Every numbered file in db/postgres, in order, each once.
+    const files = readdirSync(new URL('../db/postgres/', import.meta.url)).filter((f) => /^\d+_.*\.sql$/.test(f));
+    expect(files.length).toBeGreaterThanOrEqual(3);
     const version = db.prepare('SELECT max(version) AS v FROM schema_migrations').pluck().get();
-    expect(version).toBe(1);
+    expect(version).toBe(files.length);
     db.close();
     db = openDb(url); // a second start applies nothing
-    expect(db.prepare('SELECT count(*) AS n FROM schema_migrations').pluck().get()).toBe(1);
+    expect(db.prepare('SELECT count(*) AS n FROM schema_migrations').pluck().get()).toBe(files.length);
 
     const ins = db.prepare(
       'INSERT INTO control_state (scope, halted, reason, actor, at) VALUES (@scope, 1, @reason, @actor, @at)',
