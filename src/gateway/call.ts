@@ -499,7 +499,10 @@ export class ToolCall {
     if (haltedNow) throw haltError(haltedNow);
     // So may a revocation of the token the call came with: it ends the
     // agent's authority over calls already made, not only over new requests.
-    if (!this.#credentialStands()) {
+    // A call that did not wait for a human was authenticated by this very
+    // request a moment ago; asking the database again would only cost a round
+    // trip per call (on PostgreSQL a large share of a governed call's time).
+    if (this.#approved !== undefined && !this.#credentialStands()) {
       log.warn(
         { callId: this.#callId, agent, tool: name, approvalId: this.#approvalId },
         'token revoked before the call was forwarded: refusing it',
