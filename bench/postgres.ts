@@ -146,7 +146,7 @@ async function throughput(location: string, replicas: 1 | 2): Promise<number> {
   const audit = new AuditLog(db, { logger });
   const killSwitch = new KillSwitch({ db, audit, logger });
   killSwitch.start();
-  const approvals = new ApprovalService({ db, audit, logger, policy });
+  const approvals = new ApprovalService({ db, audit, logger, policy, cacheHeldCalls: true });
   const gateway = await startGateway({
     policy,
     db,

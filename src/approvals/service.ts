@@ -71,6 +71,12 @@ export interface ApprovalServiceOptions {
    * the same-host pid check decides.
    */
   ownerAlive?: ((processId: string) => boolean | undefined) | undefined;
+  /**
+   * On PostgreSQL, remember which agents have no held calls, so a gateway's
+   * every call does not ask (HeldCallStore). `warden serve` sets it; close()
+   * ends the LISTEN connection it takes.
+   */
+  cacheHeldCalls?: boolean | undefined;
 }
 
 interface Waiter {
@@ -137,7 +143,7 @@ export class ApprovalService implements ApprovalGate {
     this.#waitingNotifyMs = opts.waitingNotifyMs ?? DEFAULT_WAITING_NOTIFY_MS;
     this.processId = opts.processId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.#ownerAlive = opts.ownerAlive;
-    this.heldCalls = new HeldCallStore(opts.db, this.#clock, this.processId);
+    this.heldCalls = new HeldCallStore(opts.db, this.#clock, this.processId, { cache: opts.cacheHeldCalls });
     this.grants = new GrantService(opts.db, { audit: opts.audit, clock: this.#clock, logger: this.#logger });
   }
 
@@ -609,6 +615,7 @@ export class ApprovalService implements ApprovalGate {
       });
     }
     this.#stopPolling();
+    this.heldCalls.close();
   }
 
   // ---- internals ----

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Clock } from '../clock.ts';
+import { ChangeWatch, noteLocalWrite } from '../store/change-watch.ts';
 import type { Db } from '../store/db.ts';
 import type { Consequence } from '../policy/types.ts';
 import type {
@@ -313,15 +314,25 @@ function toHeldCall(row: HeldCallRow): HeldCall {
  * exact arguments until they end, and their endings until collected or expired.
  * A row past its expiry is treated as gone, whether or not it was deleted yet.
  */
+/** The channel held_calls' inserts and updates are heard on (db/postgres/004_change_notify.sql). */
+export const HELD_CALLS_CHANNEL = 'warden_held_calls';
+/** Agents remembered as having no held call, at most; past it the cache starts again. */
+const MAX_CACHED_AGENTS = 10_000;
+
 export class HeldCallStore implements HeldCallBook {
   readonly #clock: Clock;
   readonly #processId: string;
   readonly #stmts;
+  /** With `cache` on PostgreSQL: agents found to have no held call, and when (store/change-watch.ts). */
+  readonly #watch: ChangeWatch | undefined;
+  readonly #none = new Map<string, { epoch: number; at: number }>();
 
   /** `processId` names this process as a runner (ApprovalService.processId). */
-  constructor(db: Db, clock: Clock, processId: string) {
+  constructor(db: Db, clock: Clock, processId: string, options: { cache?: boolean | undefined } = {}) {
     this.#clock = clock;
     this.#processId = processId;
+    const watch = options.cache ? new ChangeWatch(db, HELD_CALLS_CHANNEL, { clock }) : undefined;
+    this.#watch = watch?.enabled ? watch : undefined;
     this.#stmts = {
       insert: db.prepare(`INSERT INTO held_calls
         (approval_id, call_id, agent, name, server, tool, args_hash, args, token_id, channel, answer_within_ms, expires_at,
@@ -357,6 +368,8 @@ export class HeldCallStore implements HeldCallBook {
   }
 
   keep(call: NewHeldCall): void {
+    // Before the insert as well as after: no answer read in between may be kept as "none".
+    noteLocalWrite(HELD_CALLS_CHANNEL);
     this.#stmts.insert.run({
       approvalId: call.approvalId,
       callId: call.callId,
@@ -374,6 +387,7 @@ export class HeldCallStore implements HeldCallBook {
       taskCreatedAt: call.task?.createdAt ?? null,
       taskTtlMs: call.task?.ttlMs ?? null,
     });
+    noteLocalWrite(HELD_CALLS_CHANNEL);
   }
 
   getByTask(taskId: string): HeldCall | undefined {
@@ -395,8 +409,28 @@ export class HeldCallStore implements HeldCallBook {
     return row ? toHeldCall(row) : undefined;
   }
 
+  /**
+   * On every governed call (an identical repeat attaches to a held call), so
+   * with the cache an agent found to have none is not asked about again
+   * until a held call is kept or changed anywhere (NOTIFY, or this process),
+   * or a second has passed.
+   */
   hasAny(agent: string): boolean {
-    return this.#stmts.any.get(agent, this.#clock.now()) !== undefined;
+    const none = this.#none.get(agent);
+    if (none && this.#watch?.fresh(none)) return false;
+    const stamp = this.#watch?.stamp();
+    const any = this.#stmts.any.get(agent, this.#clock.now()) !== undefined;
+    if (stamp && !any) {
+      if (this.#none.size >= MAX_CACHED_AGENTS) this.#none.clear();
+      this.#none.set(agent, stamp);
+    } else this.#none.delete(agent);
+    return any;
+  }
+
+  /** Ends the LISTEN connection of a caching store. */
+  close(): void {
+    this.#watch?.close();
+    this.#none.clear();
   }
 
   claimRun(approvalId: string): boolean {

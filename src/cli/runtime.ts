@@ -82,6 +82,7 @@ export async function startWarden(config: Config, options: StartWardenOptions): 
       logger,
       processId: replicas.id,
       ownerAlive: (processId) => replicas.alive(processId),
+      cacheHeldCalls: true,
       notifier: slackClient ? new SlackNotifier({ client: slackClient, clock, logger }) : undefined,
     });
     closers.push(() => approvals.close());

@@ -130,7 +130,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
   const tasks = new TaskRegistry({ clock, pollIntervalMs: options.taskPollMs });
   const offHaltTasks = options.halt.onHalt((state) => tasks.discardFor(state));
   // One reader of agent_tokens: the edge authenticates with it, held calls taken over after a restart re-check with it.
-  const tokens = new TokenStore(options.db);
+  const tokens = new TokenStore(options.db, { cache: true, clock: options.clock });
   const edge = new HttpEdge({
     pipeline,
     tasks,
@@ -156,6 +156,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     listening = await edge.listen();
   } catch (err) {
     offHaltTasks();
+    tokens.close();
     await pipeline.close();
     await upstreams.close();
     throw err;
@@ -179,6 +180,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
         await edge.close();
         offHaltTasks();
         tasks.close();
+        tokens.close();
         await upstreams.close();
       })()),
   };

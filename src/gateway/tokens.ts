@@ -3,6 +3,7 @@ import { WardenError } from '../errors.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Policy } from '../policy/types.ts';
 import type { Db, Statement } from '../store/db.ts';
+import { ChangeWatch, noteLocalWrite } from '../store/change-watch.ts';
 import { sha256Hex } from '../audit/canonical.ts';
 
 /**
@@ -74,19 +75,21 @@ export function issueAgentToken(db: Db, agent: string, options: TokenOptions = {
 
 /** Revokes one token by its id; returns whether it was live. */
 export function revokeAgentTokenById(db: Db, id: string, options: { clock?: Clock | undefined } = {}): boolean {
-  return (
-    db
-      .prepare('UPDATE agent_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
-      .run((options.clock ?? systemClock).now(), id).changes > 0
-  );
+  const changes = db
+    .prepare('UPDATE agent_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
+    .run((options.clock ?? systemClock).now(), id).changes;
+  noteLocalWrite(TOKENS_CHANNEL);
+  return changes > 0;
 }
 
 /** Revokes every live token of `agent`; returns how many were revoked. */
 export function revokeAgentTokens(db: Db, agent: string, options: { clock?: Clock | undefined } = {}): number {
   if (!agent) throw new WardenError('INVALID_INPUT', 'agent name is required');
-  return db
+  const changes = db
     .prepare('UPDATE agent_tokens SET revoked_at = ? WHERE agent = ? AND revoked_at IS NULL')
     .run((options.clock ?? systemClock).now(), agent).changes;
+  noteLocalWrite(TOKENS_CHANNEL);
+  return changes;
 }
 
 /** Revokes the agent's live tokens and creates a new one, atomically. */
@@ -116,17 +119,47 @@ export function listAgentTokens(db: Db, agent?: string): AgentTokenInfo[] {
   return rows.map((r) => ({ id: r.id, agent: r.agent, createdAt: r.created_at, revokedAt: r.revoked_at }));
 }
 
+/** The channel agent_tokens' revocations are heard on (db/postgres/004_change_notify.sql). */
+export const TOKENS_CHANNEL = 'warden_tokens';
+
+export interface TokenStoreOptions {
+  /**
+   * Keep the live tokens it has seen in memory, on PostgreSQL (see
+   * store/change-watch.ts): a revocation reaches it by NOTIFY, or from this
+   * process at once, and nothing is trusted longer than a second. The
+   * gateway's store does; close() ends its LISTEN connection.
+   */
+  cache?: boolean | undefined;
+  clock?: Clock | undefined;
+}
+
+interface LiveToken {
+  id: string;
+  agent: string;
+  stamp: { epoch: number; at: number };
+}
+
+/** At most this many live tokens are kept; past it the cache starts again (a store has a few per agent). */
+const MAX_CACHED_TOKENS = 10_000;
+
 /**
- * Resolves a presented token to its agent. Reads the database on every call,
- * so a revocation by the CLI (another process) takes effect on the next request.
+ * Resolves a presented token to its agent. Reads the database on every call
+ * (on PostgreSQL with `cache`, a token seen live less than a second ago and
+ * not revoked since is answered from memory), so a revocation by the CLI
+ * (another process) takes effect on the next request.
  */
 export class TokenStore {
   readonly #lookup: Statement<[string], { id: string; agent: string; revoked_at: number | null }>;
   readonly #byId: Statement<[string], { revoked_at: number | null }>;
+  readonly #watch: ChangeWatch | undefined;
+  readonly #byHash = new Map<string, LiveToken>();
+  readonly #liveIds = new Map<string, LiveToken>();
 
-  constructor(db: Db) {
+  constructor(db: Db, options: TokenStoreOptions = {}) {
     this.#lookup = db.prepare('SELECT id, agent, revoked_at FROM agent_tokens WHERE token_hash = ?');
     this.#byId = db.prepare('SELECT revoked_at FROM agent_tokens WHERE id = ?');
+    const watch = options.cache ? new ChangeWatch(db, TOKENS_CHANNEL, { clock: options.clock }) : undefined;
+    this.#watch = watch?.enabled ? watch : undefined;
   }
 
   /**
@@ -134,6 +167,8 @@ export class TokenStore {
    * stands: read from the database, so a revocation by another process counts.
    */
   isLive(tokenId: string): boolean {
+    const known = this.#liveIds.get(tokenId);
+    if (known && this.#watch?.fresh(known.stamp)) return true;
     const row = this.#byId.get(tokenId);
     return row !== undefined && row.revoked_at === null;
   }
@@ -141,18 +176,39 @@ export class TokenStore {
   authenticate(presented: string | undefined): AuthResult {
     if (presented === undefined || presented === '') return { ok: false, reason: 'missing' };
     if (!isWellFormedToken(presented)) return { ok: false, reason: 'malformed' };
-    const row = this.#lookup.get(hashToken(presented));
+    const hash = hashToken(presented);
+    const known = this.#byHash.get(hash);
+    if (known && this.#watch?.fresh(known.stamp)) return { ok: true, agent: known.agent, tokenId: known.id };
+    // Stamped before the read: a revocation heard while it runs makes the answer stale, not trusted.
+    const stamp = this.#watch?.stamp();
+    const row = this.#lookup.get(hash);
     if (!row) return { ok: false, reason: 'unknown' };
     if (row.revoked_at !== null) return { ok: false, reason: 'revoked', agent: row.agent };
+    if (stamp) {
+      if (this.#byHash.size >= MAX_CACHED_TOKENS) {
+        this.#byHash.clear();
+        this.#liveIds.clear();
+      }
+      const live = { id: row.id, agent: row.agent, stamp };
+      this.#byHash.set(hash, live);
+      this.#liveIds.set(row.id, live);
+    }
     return { ok: true, agent: row.agent, tokenId: row.id };
+  }
+
+  /** Ends the LISTEN connection of a caching store. */
+  close(): void {
+    this.#watch?.close();
+    this.#byHash.clear();
+    this.#liveIds.clear();
   }
 }
 
 /** Revokes one token by its secret (a drill's throwaway canary token); returns whether it was live. */
 export function revokeAgentToken(db: Db, token: string, options: { clock?: Clock | undefined } = {}): boolean {
-  return (
-    db
-      .prepare('UPDATE agent_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL')
-      .run((options.clock ?? systemClock).now(), hashToken(token)).changes > 0
-  );
+  const changes = db
+    .prepare('UPDATE agent_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL')
+    .run((options.clock ?? systemClock).now(), hashToken(token)).changes;
+  noteLocalWrite(TOKENS_CHANNEL);
+  return changes > 0;
 }
