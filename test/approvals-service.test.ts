@@ -400,6 +400,8 @@ describe('ApprovalService', () => {
       reason: expect.stringContaining('not recorded in the audit trail'),
     });
     expect(row(h, id)).toMatchObject({ status: 'failed', decision_seq: null });
+    // A poll may wake the caller as soon as the status reads failed, before that row commits.
+    await vi.waitFor(() => expect(h.auditRows('approval.decided')).toHaveLength(1));
     expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'failed', approver: OWNER }]);
     // The card may have been redrawn before (a poll saw the bare status flip); the last redraw says Failed.
     await h.slack.waitForCall('chat.update', (c) => cardText(c.args.blocks).includes('*Failed*'));

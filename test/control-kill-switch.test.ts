@@ -40,6 +40,24 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * The connection of a process that hears others only by polling. On
+ * PostgreSQL a NOTIFY would also arrive, in real time, whatever the manual
+ * clock says; these tests are about the poll (the fallback there), so it is
+ * hidden. NOTIFY itself: test/control-halt-propagation.test.ts.
+ */
+function pollOnly(db: Db): Db {
+  if (onSqlite()) return db;
+  return new Proxy(db, {
+    get(target, prop) {
+      if (prop === 'listen') return undefined;
+      // The target as receiver: PgDb's getters read private fields.
+      const value = Reflect.get(target, prop);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 const POLICY = `
 ${UNSTARTED_SERVERS_YAML}
 agents:
@@ -131,7 +149,7 @@ describe('KillSwitch across connections (as across processes)', () => {
   it('sees another connection’s halt and resume on the next data_version poll', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
     const dbA = open();
-    const dbB = open();
+    const dbB = pollOnly(open());
     const a = new KillSwitch({ db: dbA, audit: new AuditLog(dbA) });
     const b = new KillSwitch({ db: dbB, audit: new AuditLog(dbB), pollMs: 50 });
     b.start();
@@ -243,23 +261,6 @@ describe('KillSwitch in detail', () => {
   const START = Date.parse('2026-06-01T12:00:00Z');
   /** The default poll: SQLite's data_version every 50 ms; on PostgreSQL a 1 s fallback to LISTEN/NOTIFY. */
   const DEFAULT_POLL = onSqlite() ? 50 : 1000;
-
-  /**
-   * The connection of a process that hears others only by polling. On
-   * PostgreSQL a NOTIFY would also arrive, in real time, whatever the manual
-   * clock says; these tests are about the poll (the fallback there), so it is
-   * hidden. NOTIFY itself: test/control-halt-propagation.test.ts.
-   */
-  function pollOnly(db: Db): Db {
-    if (onSqlite()) return db;
-    return new Proxy(db, {
-      get(target, prop, receiver) {
-        if (prop === 'listen') return undefined;
-        const value = Reflect.get(target, prop, receiver);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
-  }
 
   function logCapture(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
     const raw: string[] = [];
