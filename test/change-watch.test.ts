@@ -39,6 +39,14 @@ async function until(check: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
 }
 
+/** A held call written by another writer, past the owning module (as another replica's would arrive). */
+function rawHeldCall(db: Db, approvalId: string, agent: string): void {
+  db.prepare(
+    `INSERT INTO held_calls (approval_id, call_id, agent, name, server, tool, args_hash, args, answer_within_ms, expires_at)
+     VALUES (?, ?, ?, 'crm__refund', 'crm', 'refund', 'h', '{}', 45000, ?)`,
+  ).run(approvalId, `call-${approvalId}`, agent, T0 + 60_000);
+}
+
 function heldCall(agent: string, approvalId: string) {
   return {
     approvalId,
@@ -99,12 +107,7 @@ describe('on PostgreSQL', () => {
     closers.push(() => book.close());
     expect(book.hasAny('support-triage')).toBe(false);
     // Kept by another process: heard by NOTIFY.
-    other
-      .prepare(
-        `INSERT INTO held_calls (approval_id, call_id, agent, name, server, tool, args_hash, args, answer_within_ms, expires_at)
-         VALUES ('ap1', 'c1', 'support-triage', 'crm__refund', 'crm', 'refund', 'h', '{}', 45000, ?)`,
-      )
-      .run(T0 + 60_000);
+    rawHeldCall(other, 'ap1', 'support-triage');
     await until(() => book.hasAny('support-triage'));
     expect(book.hasAny('support-triage')).toBe(true);
     // Kept in this process through another store: at once.
@@ -115,12 +118,7 @@ describe('on PostgreSQL', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(book.hasAny('pager')).toBe(false);
     other.exec('ALTER TABLE held_calls DISABLE TRIGGER held_calls_notify');
-    other
-      .prepare(
-        `INSERT INTO held_calls (approval_id, call_id, agent, name, server, tool, args_hash, args, answer_within_ms, expires_at)
-         VALUES ('ap3', 'c3', 'pager', 'crm__refund', 'crm', 'refund', 'h', '{}', 45000, ?)`,
-      )
-      .run(T0 + 60_000);
+    rawHeldCall(other, 'ap3', 'pager');
     await new Promise((r) => setTimeout(r, 100));
     expect(book.hasAny('pager')).toBe(false);
     await clock.tick(1_000);
@@ -153,12 +151,7 @@ describe('on SQLite', () => {
     expect(tokens.authenticate(token)).toMatchObject({ ok: true });
     expect(book.hasAny('support-triage')).toBe(false);
     other.prepare('UPDATE agent_tokens SET revoked_at = ? WHERE id = ?').run(T0, id);
-    other
-      .prepare(
-        `INSERT INTO held_calls (approval_id, call_id, agent, name, server, tool, args_hash, args, answer_within_ms, expires_at)
-         VALUES ('ap1', 'c1', 'support-triage', 'crm__refund', 'crm', 'refund', 'h', '{}', 45000, ?)`,
-      )
-      .run(T0 + 60_000);
+    rawHeldCall(other, 'ap1', 'support-triage');
     expect(tokens.authenticate(token)).toMatchObject({ ok: false, reason: 'revoked' });
     expect(book.hasAny('support-triage')).toBe(true);
   });
