@@ -11,6 +11,7 @@ import { openDb, type Db } from '../src/store/db.ts';
 import { textOf, waitFor } from './support/gateway-harness.ts';
 import { helpdeskServersYaml } from './support/policies.ts';
 import { startServeChild, type ServeChild } from './support/serve-child.ts';
+import { storeLocation } from './support/store-under-test.ts';
 import { startSlackApiServer, type RecordedCall, type SlackApiServer } from './support/slack-api-server.ts';
 import { SlackRequestSender } from './support/slack-sign.ts';
 import { BOT_TOKEN, SIGNING_SECRET } from './support/slack-harness.ts';
@@ -48,6 +49,8 @@ agents:
 `;
 
 let dir: string;
+/** The store every serve process of a test shares: a SQLite file in dir, or one PostgreSQL schema. */
+let store: string;
 let slack: SlackApiServer;
 const tokens: Record<string, string> = {};
 const children: ServeChild[] = [];
@@ -68,7 +71,7 @@ afterAll(async () => {
 });
 
 function withDb<T>(use: (db: Db) => T): T {
-  const db = openDb(join(dir, 'warden.db'));
+  const db = openDb(store);
   try {
     return use(db);
   } finally {
@@ -76,8 +79,9 @@ function withDb<T>(use: (db: Db) => T): T {
   }
 }
 
-function prepare(): void {
+async function prepare(): Promise<void> {
   dir = mkdtempSync(join(tmpdir(), 'warden-tasks-'));
+  store = await storeLocation(dir);
   writeFileSync(join(dir, 'policy.yml'), POLICY);
   withDb((db) => {
     tokens[AGENT] = createAgentToken(db, AGENT);
@@ -87,7 +91,7 @@ function prepare(): void {
 
 async function serve(): Promise<ServeChild> {
   const child = await startServeChild({
-    dbPath: join(dir, 'warden.db'),
+    dbPath: store,
     policyPath: join(dir, 'policy.yml'),
     env: {
       SLACK_BOT_TOKEN: BOT_TOKEN,
@@ -205,7 +209,7 @@ function approvalStatus(approvalId: string): string | undefined {
 
 describe('a held call made as an MCP task survives a Warden restart', () => {
   it('stopped (SIGTERM) while held: the next Warden answers tasks/get and tasks/list for it, a click there runs it once, tasks/result has the real result', async () => {
-    prepare();
+    await prepare();
     const first = await serve();
     const client = await connect(first);
     const taskId = await startTask(client);
@@ -248,7 +252,7 @@ describe('a held call made as an MCP task survives a Warden restart', () => {
   });
 
   it('killed (SIGKILL) while held: tasks/cancel in the next Warden cancels the approval, and the call never runs', async () => {
-    prepare();
+    await prepare();
     const first = await serve();
     const client = await connect(first);
     const taskId = await startTask(client);
@@ -273,7 +277,7 @@ describe('a held call made as an MCP task survives a Warden restart', () => {
   });
 
   it('ended before the restart and not yet collected: the next Warden hands its result to tasks/result, once', async () => {
-    prepare();
+    await prepare();
     const first = await serve();
     const client = await connect(first);
     const taskId = await startTask(client);
