@@ -23,6 +23,7 @@ import { buildDrillReport } from '../../src/slack/blocks/drill.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { controlPolicyText } from './control-env.ts';
 import { startSlackHarness, type SlackHarness } from './slack-harness.ts';
+import { storeLocation } from './store-under-test.ts';
 import type { RecordedCall } from './slack-api-server.ts';
 
 export const ONCALL_USER = 'U0ONCALL';
@@ -108,7 +109,8 @@ export interface ControlSlack {
 export async function startControlSlack(opts: { policyText?: string } = {}): Promise<ControlSlack> {
   const policyText = opts.policyText ?? SLACK_CONTROL_POLICY;
   const dir = mkdtempSync(join(tmpdir(), 'warden-ctl-slack-'));
-  const dbPath = join(dir, 'warden.db');
+  // A SQLite file in dir, or a PostgreSQL schema when the test file runs on PostgreSQL.
+  const dbPath = await storeLocation(dir);
   const db = openDb(dbPath);
   const audit = new AuditLog(db);
   const ks = new KillSwitch({ db, audit });
