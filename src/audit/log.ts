@@ -4,7 +4,6 @@ import { systemClock, type Clock } from '../clock.ts';
 import { WardenError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { dialectOf, type Db, type Statement } from '../store/db.ts';
-import type { PgDb } from '../store/pg-db.ts';
 import { chainWriter, type ChainHead, type ChainRow, type ChainWriter } from './chain.ts';
 import { DEFAULT_MAX_RESULT_CHARS, redactString, serialiseRedacted, truncateText, wellFormed } from './redact.ts';
 import type { AppendOptions, AuditEntry, AuditSink, SyncOptions } from './types.ts';
@@ -35,12 +34,6 @@ export interface AuditLogOptions {
    * it is opt-in: for a gateway with spare cores or a disk with slow fsync.
    * An in-memory or read-only database is always inline (another connection
    * cannot share it).
-   *
-   * On PostgreSQL the default is 'worker': inline, each group is five round
-   * trips to the server (BEGIN, the write lock, the head, the INSERT, the
-   * COMMIT and its fsync) during which the whole event loop waits; on the
-   * thread it is awaited there on a connection of its own
-   * (chain.ts writeChainPg), the same lock and the same chain.
    */
   writer?: AuditWriter | undefined;
   /**
@@ -149,8 +142,7 @@ export class AuditLog implements AuditSink {
     this.#maxResultChars = positiveInt(opts.maxResultChars, DEFAULT_MAX_RESULT_CHARS, 'maxResultChars');
     this.#maxArgsChars = positiveInt(opts.maxArgsChars, DEFAULT_MAX_ARGS_CHARS, 'maxArgsChars');
     this.#maxBatch = positiveInt(opts.maxBatch, DEFAULT_MAX_BATCH, 'maxBatch');
-    const postgres = dialectOf(db) === 'postgres';
-    const writer = opts.writer ?? (postgres ? 'worker' : 'inline');
+    const writer = opts.writer ?? 'inline';
     if (writer !== 'worker' && writer !== 'inline')
       throw new WardenError(
         'INVALID_INPUT',
@@ -168,13 +160,11 @@ export class AuditLog implements AuditSink {
       file !== undefined && String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal'
         ? `${file}-wal`
         : undefined;
-    const onTrouble = (message: string) => this.#logger?.warn({ err: message }, 'audit writer thread trouble');
     if (writer === 'worker' && file !== undefined) {
       this.#readBusyTimeout = db.prepare<[], number>('PRAGMA busy_timeout').pluck();
-      this.#link = new WriterLink(file, onTrouble);
-    } else if (writer === 'worker' && postgres && !db.readonly) {
-      // The thread connects with the store's own URL (PgDb.connectionUrl).
-      this.#link = new WriterLink((db as PgDb).connectionUrl, onTrouble);
+      this.#link = new WriterLink(file, (message) =>
+        this.#logger?.warn({ err: message }, 'audit writer thread trouble'),
+      );
     }
   }
 
@@ -369,9 +359,8 @@ export class AuditLog implements AuditSink {
         !batch.some((p) => p.sync);
       const kind: CommitKind = relaxed ? 'relaxed' : synchronous >= SYNC_FULL ? 'synced' : 'unsynced';
       if (this.#link?.usable()) {
-        // PostgreSQL has neither setting: its thread ignores them, and every COMMIT there is durable.
         const settings: WriterSettings = {
-          busyTimeout: this.#readBusyTimeout?.get() ?? 0,
+          busyTimeout: this.#readBusyTimeout!.get()!,
           synchronous: relaxed ? SYNC_NORMAL : synchronous,
         };
         this.#link.submit(

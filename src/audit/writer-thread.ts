@@ -177,7 +177,7 @@ export class WriterLink {
   #nextBatch = 1;
   #closed = false;
 
-  /** `path`: the absolute path of the database file, as SQLite reports it, or the PostgreSQL store's URL. */
+  /** `path`: the absolute path of the database file, as SQLite reports it. */
   constructor(path: string, onTrouble: (message: string) => void) {
     this.#path = path;
     this.#onTrouble = onTrouble;

@@ -1,8 +1,6 @@
 import { parentPort, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import pg from 'pg';
-import { isPostgresUrl } from '../store/dialect.ts';
-import { chainWriter, writeChainPg, type ChainWriter } from './chain.ts';
+import { chainWriter, type ChainWriter } from './chain.ts';
 import type { FromWriter, ToWriter, WriterRow, WriterSettings } from './writer-protocol.ts';
 
 /**
@@ -14,11 +12,6 @@ import type { FromWriter, ToWriter, WriterRow, WriterSettings } from './writer-p
  * transaction reads the head inside `BEGIN IMMEDIATE`, exactly like the
  * inline path, so other connections and processes appending to the same file
  * still build one chain.
- *
- * On PostgreSQL (the path is the store's URL) each log has a node-postgres
- * client here instead, and its transaction is awaited: the thread's own event
- * loop waits for the COMMIT, not the gateway's. One transaction per log at a
- * time; batches that arrive meanwhile are merged into the next one.
  *
  * From source it is loaded through tsx's CommonJS hook (see writer-thread.ts):
  * no import.meta and no top-level await here or in what it imports.
@@ -40,83 +33,6 @@ interface Group {
 
 const port: MessagePort = parentPort!;
 const conns = new Map<number, Conn>();
-
-/** A server-side cap on one statement, as PgDb has, so a stuck server cannot hold a batch for good. */
-const PG_STATEMENT_TIMEOUT_MS = 15_000;
-
-interface PgConn {
-  client: pg.Client;
-  connected: Promise<unknown>;
-  /** Set when the connection failed: the next batch makes a new one. */
-  broken: boolean;
-  /** Batches waiting while one is committing, merged when it is done. */
-  queue: Group[];
-  busy: boolean;
-  /** Runs once the batch in flight has settled: a detach waits for it. */
-  idle: (() => void)[];
-}
-
-const pgConns = new Map<number, PgConn>();
-
-function pgConnect(url: string): PgConn {
-  const client = new pg.Client({ connectionString: url, statement_timeout: PG_STATEMENT_TIMEOUT_MS });
-  const conn: PgConn = { client, connected: client.connect(), broken: false, queue: [], busy: false, idle: [] };
-  client.on('error', () => {
-    conn.broken = true;
-  });
-  // Reported with the batch that awaits it.
-  conn.connected.catch(() => {
-    conn.broken = true;
-  });
-  return conn;
-}
-
-function failed(g: Group, err: unknown): FromWriter {
-  const e = err as { message?: unknown; code?: unknown };
-  return {
-    t: 'failed',
-    log: g.log,
-    ids: g.ids,
-    rows: g.rows.length,
-    message: typeof e?.message === 'string' ? e.message : String(err),
-    code: typeof e?.code === 'string' ? e.code : undefined,
-  };
-}
-
-function enqueuePg(g: Group): void {
-  let conn = pgConns.get(g.log);
-  if (!conn || conn.broken) {
-    if (conn) void conn.client.end().catch(() => {});
-    const fresh = pgConnect(g.path);
-    if (conn) {
-      fresh.queue = conn.queue;
-      fresh.idle = conn.idle;
-    }
-    conn = fresh;
-    pgConns.set(g.log, conn);
-  }
-  conn.queue.push(g);
-  if (!conn.busy) void commitPg(g.log, conn);
-}
-
-async function commitPg(log: number, conn: PgConn): Promise<void> {
-  conn.busy = true;
-  while (conn.queue.length > 0) {
-    const groups = conn.queue.splice(0);
-    const g: Group = { ...groups[0]!, ids: groups.flatMap((x) => x.ids), rows: groups.flatMap((x) => x.rows) };
-    try {
-      await conn.connected;
-      const query = (sql: string, params?: unknown[]) => conn.client.query(sql, params);
-      const { firstSeq, hashes } = await writeChainPg(query, g.rows);
-      send({ t: 'committed', log, ids: g.ids, firstSeq, hashes });
-    } catch (err) {
-      conn.broken = true;
-      send(failed(g, err));
-    }
-  }
-  conn.busy = false;
-  for (const done of conn.idle.splice(0)) done();
-}
 
 function send(msg: FromWriter): void {
   port.postMessage(msg);
@@ -149,24 +65,19 @@ function commit(g: Group): void {
     const { firstSeq, hashes } = conn.write(g.rows);
     send({ t: 'committed', log: g.log, ids: g.ids, firstSeq, hashes });
   } catch (err) {
-    send(failed(g, err));
+    const e = err as { message?: unknown; code?: unknown };
+    send({
+      t: 'failed',
+      log: g.log,
+      ids: g.ids,
+      rows: g.rows.length,
+      message: typeof e?.message === 'string' ? e.message : String(err),
+      code: typeof e?.code === 'string' ? e.code : undefined,
+    });
   }
 }
 
 function detach(log: number): void {
-  const pgConn = pgConns.get(log);
-  if (pgConn) {
-    const end = () => {
-      pgConns.delete(log);
-      void pgConn.client
-        .end()
-        .catch(() => {})
-        .finally(() => send({ t: 'detached', log }));
-    };
-    if (pgConn.busy) pgConn.idle.push(end);
-    else end();
-    return;
-  }
   const conn = conns.get(log);
   conns.delete(log);
   try {
@@ -199,10 +110,7 @@ function drain(first: ToWriter): void {
       groups.set(m.log, { log: m.log, path: m.path, ids: [m.id], rows: m.rows, settings: m.settings });
     }
   }
-  for (const g of groups.values()) {
-    if (isPostgresUrl(g.path)) enqueuePg(g);
-    else commit(g);
-  }
+  for (const g of groups.values()) commit(g);
   for (const log of detaches) detach(log);
 }
 

@@ -4,9 +4,9 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { WardenError } from '../errors.ts';
 import { PgDb, redactUrl } from './pg-db.ts';
-import { dialectOf, isPostgresUrl } from './dialect.ts';
+import { dialectOf } from './dialect.ts';
 
-export { dialectOf, isPostgresUrl, type Dialect } from './dialect.ts';
+export { dialectOf, type Dialect } from './dialect.ts';
 
 /**
  * One prepared statement, as every owning module uses it: the subset of
@@ -63,6 +63,10 @@ export type SqliteDb = Database.Database;
 /** Where the store is, fit for a log line: a PostgreSQL URL loses its password. */
 export function describeStore(location: string): string {
   return isPostgresUrl(location) ? redactUrl(location) : location;
+}
+
+export function isPostgresUrl(location: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(location);
 }
 
 /**

@@ -10,17 +10,3 @@ export type Dialect = 'sqlite' | 'postgres';
 export function dialectOf(db: object): Dialect {
   return (db as { dialect?: unknown }).dialect === 'postgres' ? 'postgres' : 'sqlite';
 }
-
-/**
- * The advisory lock an IMMEDIATE transaction takes on PostgreSQL: SQLite's
- * BEGIN IMMEDIATE serialises every writer of the file, and the stores'
- * read-then-write transactions (the chain head, a claim) rely on it; this
- * gives them the same guarantee across replicas. Here, not in pg-db.ts, so
- * the audit writer thread can take the same lock.
- */
-export const PG_WRITE_LOCK_KEY = 0x5741_5244; // "WARD"
-
-/** A `postgres://` or `postgresql://` URL selects PostgreSQL; anything else is a SQLite file. */
-export function isPostgresUrl(location: string): boolean {
-  return /^postgres(ql)?:\/\//i.test(location);
-}

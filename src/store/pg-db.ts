@@ -4,7 +4,6 @@ import pg from 'pg';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { WardenError } from '../errors.ts';
 import type { AnyFn, ArgumentTypes, Transaction } from './db.ts';
-import { PG_WRITE_LOCK_KEY } from './dialect.ts';
 import type { PgReply, PgRequest, PgWorkerData } from './pg-protocol.ts';
 
 /**
@@ -154,8 +153,13 @@ export class PgStatement<P extends unknown[] = unknown[], R = unknown> {
   }
 }
 
-/** The advisory lock an IMMEDIATE transaction takes (store/dialect.ts says why). */
-export const WRITE_LOCK_KEY = PG_WRITE_LOCK_KEY;
+/**
+ * The advisory lock an IMMEDIATE transaction takes: SQLite's BEGIN IMMEDIATE
+ * serialises every writer of the file, and the stores' read-then-write
+ * transactions (the chain head, a claim) rely on it; this gives them the same
+ * guarantee across replicas.
+ */
+export const WRITE_LOCK_KEY = 0x5741_5244; // "WARD"
 
 export interface PgOpenOptions {
   statementTimeoutMs?: number | undefined;
@@ -204,15 +208,6 @@ export class PgDb {
     // Never keeps a finished process alive: every request is synchronous, so nothing is pending when idle.
     this.#worker.unref();
     this.#port.unref();
-  }
-
-  /**
-   * The URL this store connects with, password included: for another
-   * connection of this process to the same database (the audit writer
-   * thread). Never log it; `name` is the loggable form.
-   */
-  get connectionUrl(): string {
-    return this.#url;
   }
 
   get open(): boolean {
