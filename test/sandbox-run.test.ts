@@ -23,6 +23,7 @@ import { TokenStore } from '../src/gateway/tokens.ts';
 import { findExecutable } from '../src/sandbox/preflight.ts';
 import { startHarness, type Harness } from './support/gateway-harness.ts';
 import { FIXTURES, ROOT, helpdeskServersYaml } from './support/policies.ts';
+import { onSqlite } from './support/store-under-test.ts';
 
 // `warden run` as a person runs it: a CLI child process, real bubblewrap, the
 // gateway of the harness (real SQLite, a real stdio upstream) on loopback.
@@ -52,7 +53,7 @@ function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const port = new URL(harness.gateway.url).port;
   return {
     ...process.env,
-    WARDEN_DB: join(harness.dir, 'warden.db'),
+    WARDEN_DB: harness.dbPath,
     WARDEN_POLICY: policyPath,
     WARDEN_HOST: '127.0.0.1',
     WARDEN_PORT: port,
@@ -174,12 +175,13 @@ describe('warden run: the sandbox', () => {
       cat "$2" 2>/dev/null | grep -q SQLite && echo "database READ" || echo "database unreadable"
       cat "$3" 2>/dev/null | grep -q agents && echo "policy READ" || echo "policy unreadable"
       env | cut -d= -f1 | sort | tr '\\n' ' '`;
-    const r = await run('support-triage', sh(script, plantedFile, join(harness.dir, 'warden.db'), policyPath));
+    // On PostgreSQL there is no database file; its URL is kept out of the environment (the names below).
+    const r = await run('support-triage', sh(script, plantedFile, harness.dbPath, policyPath));
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('secret=unset');
     expect(r.stdout).toContain('home=/home/agent tmp=/tmp');
     expect(r.stdout).toContain('home file unreadable');
-    expect(r.stdout).toContain('database unreadable');
+    if (onSqlite()) expect(r.stdout).toContain('database unreadable');
     expect(r.stdout).toContain('policy unreadable');
     const names = r.stdout.trim().split('\n').at(-1)!.trim().split(' ');
     expect(names.filter((n) => !/^(HOME|TMPDIR|PATH|LANG|TERM|PWD|SHLVL|OLDPWD|_)$/.test(n)).sort()).toEqual([

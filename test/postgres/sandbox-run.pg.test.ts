@@ -1,0 +1,4 @@
+import { useStore } from '../support/store-under-test.ts';
+
+useStore('postgres');
+await import('../sandbox-run.test.ts');
