@@ -661,6 +661,56 @@ describe('KillSwitch in detail', () => {
     ks.stop();
   });
 
+  it('a halt only this process holds keeps its details over an older halt row and a resume of the same millisecond; halted again and stored, it is shared', async () => {
+    const other = open();
+    const otherClock = new ManualClock(START - 1000);
+    const b = new KillSwitch({ db: other, audit: new AuditLog(other), clock: otherClock });
+    await b.halt({ scope: 'org', reason: 'old', actor: 'cli:b' });
+    const db = open();
+    refuseInserts(db, 'control_state', 'disk full');
+    const clock = new ManualClock(START);
+    const ks = new KillSwitch({ db: pollOnly(db), audit: new AuditLog(db), clock });
+    const heard: string[] = [];
+    ks.onHalt((s, info) => heard.push(`${s.reason}:${info.origin}`));
+    ks.onResume((r) => heard.push(`resume:${r.actor}`));
+    ks.start();
+    await ks.halt({ scope: 'org', reason: 'breach', actor: 'cli:a' }).catch(() => undefined);
+    allowInserts(db, 'control_state');
+    // Another process writes (on SQLite a changed data_version: a full reload), under the older org halt row.
+    await b.halt({ scope: 'agent', agent: 'a1', reason: 'r', actor: 'cli:b' });
+    await clock.tick(2 * DEFAULT_POLL);
+    expect(ks.orgHalt()).toMatchObject({ reason: 'breach', actor: 'cli:a', at: START });
+    // A resume stamped the very millisecond of our halt is not newer than it: the halt stands (fail closed).
+    await otherClock.tick(1000);
+    await b.resume({ scope: 'org', actor: 'cli:tie' });
+    await clock.tick(2 * DEFAULT_POLL);
+    expect(ks.orgHalt()).toMatchObject({ reason: 'breach' });
+    // Halted again, now stored: a shared halt like any other, which a resume of that millisecond ends.
+    await ks.halt({ scope: 'org', reason: 'again', actor: 'cli:a' });
+    await b.resume({ scope: 'org', actor: 'cli:same-ms' });
+    await clock.tick(2 * DEFAULT_POLL);
+    expect(ks.orgHalt()).toBeUndefined();
+    expect(heard).toEqual(['breach:local', 'r:remote', 'again:local', 'resume:cli:same-ms']);
+    ks.stop();
+  });
+
+  it.skipIf(onSqlite())('on PostgreSQL another connection’s halt arrives by NOTIFY, with no poll at all', async () => {
+    const dbA = open();
+    const a = new KillSwitch({ db: dbA, audit: new AuditLog(dbA) });
+    const dbB = open();
+    // A manual clock that never moves: the fallback poll never runs.
+    const b = new KillSwitch({ db: dbB, audit: new AuditLog(dbB), clock: new ManualClock(START) });
+    const heard: string[] = [];
+    b.onHalt((s, info) => heard.push(`${s.agent}:${info.origin}`));
+    b.start();
+    await a.halt({ scope: 'agent', agent: 'notified', reason: 'r', actor: 'cli:a' });
+    await vi.waitFor(() => expect(b.check('notified')).toMatchObject({ scope: 'agent', agent: 'notified' }), {
+      timeout: 5_000,
+    });
+    expect(heard).toEqual(['notified:remote']);
+    b.stop();
+  });
+
   it('another process halting a scope again is news even from the same actor, or at the same millisecond', async () => {
     const dbA = open();
     const clockA = new ManualClock(START);
