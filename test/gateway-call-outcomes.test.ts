@@ -22,7 +22,7 @@ const SAMPLES: { [Kind in CallOutcomeKind]: Extract<CallOutcome, { kind: Kind }>
   not_approved: { kind: 'not_approved', status: 'rejected', reason: 'rejected by U2' },
   approval_mismatch: { kind: 'approval_mismatch' },
   policy_changed: { kind: 'policy_changed', code: 'out_of_scope', reason: 'no write scope' },
-  token_revoked: { kind: 'token_revoked', whileHeld: true },
+  token_revoked: { kind: 'token_revoked' },
   stopped: { kind: 'stopped', message: 'agent support-triage halted by U1' },
   abandoned: { kind: 'abandoned', message: "the agent's connection closed" },
   cancelled: { kind: 'cancelled' },

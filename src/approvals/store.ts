@@ -309,16 +309,16 @@ function toHeldCall(row: HeldCallRow): HeldCall {
   };
 }
 
-/**
- * Typed queries on the `held_calls` table (db/005): deferred held calls, their
- * exact arguments until they end, and their endings until collected or expired.
- * A row past its expiry is treated as gone, whether or not it was deleted yet.
- */
 /** The channel held_calls' inserts and updates are heard on (db/postgres/004_change_notify.sql). */
 export const HELD_CALLS_CHANNEL = 'warden_held_calls';
 /** Agents remembered as having no held call, at most; past it the cache starts again. */
 const MAX_CACHED_AGENTS = 10_000;
 
+/**
+ * Typed queries on the `held_calls` table (db/005): deferred held calls, their
+ * exact arguments until they end, and their endings until collected or expired.
+ * A row past its expiry is treated as gone, whether or not it was deleted yet.
+ */
 export class HeldCallStore implements HeldCallBook {
   readonly #clock: Clock;
   readonly #processId: string;
@@ -331,8 +331,7 @@ export class HeldCallStore implements HeldCallBook {
   constructor(db: Db, clock: Clock, processId: string, options: { cache?: boolean | undefined } = {}) {
     this.#clock = clock;
     this.#processId = processId;
-    const watch = options.cache ? new ChangeWatch(db, HELD_CALLS_CHANNEL, { clock }) : undefined;
-    this.#watch = watch?.enabled ? watch : undefined;
+    this.#watch = options.cache ? ChangeWatch.open(db, HELD_CALLS_CHANNEL, { clock }) : undefined;
     this.#stmts = {
       insert: db.prepare(`INSERT INTO held_calls
         (approval_id, call_id, agent, name, server, tool, args_hash, args, token_id, channel, answer_within_ms, expires_at,
@@ -368,8 +367,6 @@ export class HeldCallStore implements HeldCallBook {
   }
 
   keep(call: NewHeldCall): void {
-    // Before the insert as well as after: no answer read in between may be kept as "none".
-    noteLocalWrite(HELD_CALLS_CHANNEL);
     this.#stmts.insert.run({
       approvalId: call.approvalId,
       callId: call.callId,

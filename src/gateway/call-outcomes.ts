@@ -31,7 +31,8 @@ export type CallOutcome =
   | { kind: 'not_approved'; status: Exclude<ApprovalStatus, 'approved' | 'pending'> | 'error'; reason: string }
   | { kind: 'approval_mismatch' }
   | { kind: 'policy_changed'; code: DenyCode; reason: string }
-  | { kind: 'token_revoked'; whileHeld: boolean }
+  /** Only a call that waited for a human is re-checked (ToolCall's recheck). */
+  | { kind: 'token_revoked' }
   | { kind: 'stopped'; message: string }
   | { kind: 'abandoned'; message: string }
   | { kind: 'cancelled' }
@@ -132,11 +133,11 @@ const ENDINGS: { readonly [Kind in CallOutcomeKind]: EndingOf<Kind> } = {
       o.code,
       `${name} was approved but not run: the policy changed while it waited and now refuses it (${o.reason})`,
     ),
-  token_revoked: (o, name) =>
+  token_revoked: (_o, name) =>
     stoppedAfter(
       'deny',
       'token_revoked',
-      `${name} was not run: the agent token it was made with has been revoked${o.whileHeld ? ' while it waited for approval' : ''}`,
+      `${name} was not run: the agent token it was made with has been revoked while it waited for approval`,
     ),
   stopped: (o, name) => stoppedAfter('cancelled', 'halted', `${name} was stopped: ${o.message}`),
   // Ended by the agent itself: said plainly, not as Warden's refusal.

@@ -507,7 +507,7 @@ export class ToolCall {
         { callId: this.#callId, agent, tool: name, approvalId: this.#approvalId },
         'token revoked before the call was forwarded: refusing it',
       );
-      return { kind: 'token_revoked', whileHeld: this.#approved !== undefined };
+      return { kind: 'token_revoked' };
     }
     return undefined;
   }

@@ -143,10 +143,11 @@ interface LiveToken {
 const MAX_CACHED_TOKENS = 10_000;
 
 /**
- * Resolves a presented token to its agent. Reads the database on every call
- * (on PostgreSQL with `cache`, a token seen live less than a second ago and
- * not revoked since is answered from memory), so a revocation by the CLI
- * (another process) takes effect on the next request.
+ * Resolves a presented token to its agent. Reads the database on every call,
+ * so a revocation by the CLI (another process) takes effect on the next
+ * request. With `cache` on PostgreSQL, a token seen live less than a second
+ * ago and not revoked since is answered from memory: a revocation elsewhere
+ * then counts once its NOTIFY arrives (milliseconds), a second at worst.
  */
 export class TokenStore {
   readonly #lookup: Statement<[string], { id: string; agent: string; revoked_at: number | null }>;
@@ -158,8 +159,7 @@ export class TokenStore {
   constructor(db: Db, options: TokenStoreOptions = {}) {
     this.#lookup = db.prepare('SELECT id, agent, revoked_at FROM agent_tokens WHERE token_hash = ?');
     this.#byId = db.prepare('SELECT revoked_at FROM agent_tokens WHERE id = ?');
-    const watch = options.cache ? new ChangeWatch(db, TOKENS_CHANNEL, { clock: options.clock }) : undefined;
-    this.#watch = watch?.enabled ? watch : undefined;
+    this.#watch = options.cache ? ChangeWatch.open(db, TOKENS_CHANNEL, { clock: options.clock }) : undefined;
   }
 
   /**

@@ -8,6 +8,11 @@ import type { Db } from './db.ts';
  */
 export const CHANGE_WATCH_MAX_AGE_MS = 1_000;
 
+export interface ChangeWatchOptions {
+  clock?: Clock | undefined;
+  maxAgeMs?: number | undefined;
+}
+
 /** Writes this process made, by channel, through any connection: they invalidate every watch of the channel at once. */
 const localWrites = new Map<string, number>();
 
@@ -22,29 +27,36 @@ export function noteLocalWrite(channel: string): void {
  * calls" on every call) need not be a round trip to PostgreSQL each time.
  * A trigger NOTIFYs the channel on the writes that matter
  * (db/postgres/004_change_notify.sql); a write in this process counts at once
- * (noteLocalWrite); and nothing is trusted longer than maxAgeMs. On SQLite a
- * read costs microseconds and another process's write cannot be heard, so
- * nothing is cached (`enabled` is false).
+ * (noteLocalWrite); and nothing is trusted longer than maxAgeMs.
  */
 export class ChangeWatch {
-  readonly enabled: boolean;
   readonly #channel: string;
   readonly #clock: Clock;
   readonly #maxAgeMs: number;
   #remote = 0;
   #unlisten: (() => void) | undefined;
 
-  constructor(db: Db, channel: string, options: { clock?: Clock | undefined; maxAgeMs?: number | undefined } = {}) {
+  /**
+   * A watch of `channel`, or undefined where the store cannot be heard: on
+   * SQLite a read costs microseconds and another process's write sends no
+   * word, so nothing is cached there.
+   */
+  static open(db: Db, channel: string, options: ChangeWatchOptions = {}): ChangeWatch | undefined {
+    if (!db.listen) return undefined;
+    const watch = new ChangeWatch(channel, options);
+    watch.#unlisten = db.listen(
+      channel,
+      () => watch.#remote++,
+      // A lost connection calls onNotify too (everything is stale); entries age out meanwhile.
+      () => watch.#remote++,
+    );
+    return watch;
+  }
+
+  private constructor(channel: string, options: ChangeWatchOptions) {
     this.#channel = channel;
     this.#clock = options.clock ?? systemClock;
     this.#maxAgeMs = options.maxAgeMs ?? CHANGE_WATCH_MAX_AGE_MS;
-    this.#unlisten = db.listen?.(
-      channel,
-      () => this.#remote++,
-      // A lost connection calls onNotify too (everything is stale); entries age out meanwhile.
-      () => this.#remote++,
-    );
-    this.enabled = this.#unlisten !== undefined;
   }
 
   /** A stamp for an answer read now: it holds while `fresh(stamp)` says so. */
@@ -53,7 +65,7 @@ export class ChangeWatch {
   }
 
   fresh(stamp: { epoch: number; at: number }): boolean {
-    return this.enabled && stamp.epoch === this.#epoch() && this.#clock.now() - stamp.at < this.#maxAgeMs;
+    return stamp.epoch === this.#epoch() && this.#clock.now() - stamp.at < this.#maxAgeMs;
   }
 
   close(): void {
