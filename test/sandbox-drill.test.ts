@@ -7,6 +7,10 @@ import { AuditReader } from '../src/audit/reader.ts';
 import { mcpCanaryConnector } from '../src/gateway/canary-client.ts';
 import { silentLogger } from '../src/logger.ts';
 import { canaryRunStarter } from '../src/sandbox/index.ts';
+import { runAgent } from '../src/sandbox/supervisor.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startWardenEnv, type WardenEnv } from './support/control-env.ts';
 
 let env: WardenEnv;
@@ -55,4 +59,35 @@ describe('a drill with a canary run', () => {
       .all() as Array<{ decision: string }>;
     expect(stopped).toEqual([{ decision: 'halted' }]);
   }, 60_000);
+});
+
+describe('a stop that comes before the command is running', () => {
+  it('still gives the command SIGTERM and its grace, not an immediate SIGKILL', async () => {
+    // Aborted before the run starts: the stop lands right after bwrap is spawned,
+    // before bwrap has reported its pid or forked the command.
+    const abort = new AbortController();
+    abort.abort();
+    const workspace = mkdtempSync(join(tmpdir(), 'warden-early-stop-'));
+    try {
+      const outcome = await runAgent({
+        agent: 'warden-canary',
+        command: ['sleep', '3600'],
+        workspace,
+        policy: env.policy,
+        db: env.db,
+        audit: env.audit,
+        killSwitch: env.ks,
+        gateway: { host: '127.0.0.1', port: env.gateway.port },
+        wardenFiles: [env.policyPath],
+        env: process.env,
+        logger: silentLogger(),
+        signals: [],
+        abort: abort.signal,
+      });
+      // 143 = 128 + SIGTERM; 137 would be the SIGKILL a stop before the fork used to send.
+      expect(outcome).toMatchObject({ cause: 'interrupted', exitCode: 143 });
+    } finally {
+      rmSync(workspace, { recursive: true, force: true });
+    }
+  }, 30_000);
 });

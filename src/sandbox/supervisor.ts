@@ -71,6 +71,9 @@ function describeHalt(state: HaltState): string {
   return `${state.scope === 'org' ? 'the org is halted' : `agent ${state.agent} is halted`}${state.reason ? ` (${state.reason})` : ''}`;
 }
 
+/** How often a stop that came before the agent's command was forked looks for it. */
+const COMMAND_POLL_MS = 10;
+
 /** Host pids of the sandbox init's children: the agent's command (bwrap's own init is pid 1 inside and ignores SIGTERM). */
 function childrenOf(pid: number): number[] {
   try {
@@ -350,6 +353,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
 
     let stopping = false;
     let killTimer: NodeJS.Timeout | undefined;
+    let termTimer: NodeJS.Timeout | undefined;
     const kill = (): void => {
       if (sandboxInit !== undefined) {
         try {
@@ -369,18 +373,38 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
       stopping = true;
       cause = why;
       logger.info({ agent: agent.name, run: run.id, cause: why, signal }, 'stopping the run');
-      const targets = sandboxInit !== undefined ? childrenOf(sandboxInit) : [];
-      try {
-        if (targets.length > 0) for (const pid of targets) process.kill(pid, signal);
-        else if (sandboxed) kill();
-        else if (child.pid !== undefined) process.kill(-child.pid, signal);
-      } catch {
-        // It ended on its own meanwhile.
-      }
       killTimer = clock.setTimeout(kill, agent.sandbox.stopGraceMs);
+      if (!sandboxed) {
+        try {
+          if (child.pid !== undefined) process.kill(-child.pid, signal);
+        } catch {
+          // It ended on its own meanwhile.
+        }
+        return;
+      }
+      // bwrap reports its pid before the agent's command is forked inside: a stop
+      // in that window waits for the command and signals it, so the agent gets its
+      // grace whenever the stop came (the kill timer above still bounds the wait).
+      const signalCommand = (): void => {
+        const targets = sandboxInit !== undefined ? childrenOf(sandboxInit) : [];
+        if (targets.length === 0) {
+          termTimer = clock.setTimeout(signalCommand, COMMAND_POLL_MS);
+          return;
+        }
+        termTimer = undefined;
+        for (const pid of targets) {
+          try {
+            process.kill(pid, signal);
+          } catch {
+            // It ended on its own meanwhile.
+          }
+        }
+      };
+      signalCommand();
     };
     cleanups.push(() => {
       if (killTimer) clock.clearTimeout(killTimer);
+      if (termTimer) clock.clearTimeout(termTimer);
     });
 
     const unsubscribe = options.killSwitch.onHalt((state) => {
