@@ -1,13 +1,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AuditLog } from '../src/audit/log.ts';
 import { verifyChain } from '../src/audit/verify.ts';
+import pg from 'pg';
+import { chainWriter } from '../src/audit/chain.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { freshPgDatabase } from './support/postgres.ts';
 import { allowInserts, refuseInserts } from './support/refuse-writes.ts';
 
 /**
- * AuditLog on PostgreSQL: group commits on the calling thread's connection,
- * serialised across connections and replicas by the write lock. A real server.
+ * AuditLog on PostgreSQL: group commits awaited on a connection of the log's
+ * own (audit/pg-chain.ts), serialised across connections and replicas by the
+ * write lock. A real server.
  */
 let dbs: Db[] = [];
 let logs: AuditLog[] = [];
@@ -88,5 +91,73 @@ describe('AuditLog on PostgreSQL', () => {
     await expect(Promise.all(pending)).resolves.toHaveLength(50);
     expect(db.prepare('SELECT count(*) FROM audit').pluck().get()).toBe(50);
     await expect(audit.append({ event: 'call.decided' })).rejects.toThrow(/closed/);
+  });
+
+  it('the event loop keeps serving while a group is with PostgreSQL', async () => {
+    const url = await freshPgDatabase();
+    const { audit } = log(url);
+    await audit.append({ event: 'call.decided' });
+    const order: string[] = [];
+    const appended = audit.append({ event: 'call.decided' }).then(() => order.push('committed'));
+    // Queued after the log's own flush: a commit that blocked the loop would settle first.
+    setImmediate(() => order.push('loop turned'));
+    await appended;
+    expect(order).toEqual(['loop turned', 'committed']);
+  });
+
+  it('a row another writer appended meanwhile moves the head: the group is re-hashed onto it, one chain', async () => {
+    const url = await freshPgDatabase();
+    const { db, audit } = log(url);
+    expect((await audit.append({ event: 'call.decided', reason: 'first' })).seq).toBe(1);
+    // Another connection (another replica, or `warden store migrate`) appends through the synchronous path.
+    const other = openDb(url);
+    dbs.push(other);
+    chainWriter(other).write([
+      {
+        ts: 1,
+        event: 'call.decided',
+        call_id: null,
+        agent: null,
+        owner: null,
+        server: null,
+        tool: null,
+        args: null,
+        result: null,
+        decision: null,
+        reason: 'elsewhere',
+        approver: null,
+        duration_ms: null,
+        detail: null,
+      },
+    ]);
+    const next = await audit.append({ event: 'call.decided', reason: 'third' });
+    expect(next.seq).toBe(3);
+    expect(db.prepare('SELECT reason FROM audit ORDER BY seq').pluck().all()).toEqual(['first', 'elsewhere', 'third']);
+    expect(verifyChain(db)).toMatchObject({ ok: true, count: 3 });
+  });
+
+  it('a lost audit connection fails only the group it carried; the next group connects again', async () => {
+    const url = await freshPgDatabase();
+    const { db, audit } = log(url);
+    await audit.append({ event: 'call.decided', reason: 'before' });
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      // The log's own connection is the one that ran the append function.
+      const killed = await admin.query(
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE query LIKE '%warden_audit_append(%' AND pid <> pg_backend_pid()",
+      );
+      expect(killed.rows).toEqual([{ ok: true }]);
+    } finally {
+      await admin.end();
+    }
+    const after = await Promise.allSettled([audit.append({ event: 'call.decided', reason: 'lost?' })]);
+    const committed = await audit.append({ event: 'call.decided', reason: 'after' });
+    const reasons = db.prepare('SELECT reason FROM audit ORDER BY seq').pluck().all();
+    // The terminated connection either failed the group (nothing written) or had gone before it (reconnected).
+    if (after[0]!.status === 'rejected') expect(reasons).toEqual(['before', 'after']);
+    else expect(reasons).toEqual(['before', 'lost?', 'after']);
+    expect(committed.seq).toBe(reasons.length);
+    expect(verifyChain(db)).toMatchObject({ ok: true, count: reasons.length });
   });
 });

@@ -28,49 +28,76 @@ export interface ChainWriter {
   write(rows: readonly ChainRow[]): { firstSeq: number; hashes: string[] };
 }
 
-const INSERT_HEAD = `INSERT INTO audit (seq, ts, event, call_id, agent, owner, server, tool, args, result, decision, reason,
-   approver, duration_ms, detail, prev_hash, hash)`;
 const ROW_PLACEHOLDERS = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
 /** PostgreSQL binds at most 65,535 parameters per statement; 17 per row. */
 const MAX_ROWS_PER_INSERT = 1000;
+
+/** The columns of an audit row, in INSERT_HEAD's order. */
+export const AUDIT_COLUMNS = [
+  'seq',
+  'ts',
+  'event',
+  'call_id',
+  'agent',
+  'owner',
+  'server',
+  'tool',
+  'args',
+  'result',
+  'decision',
+  'reason',
+  'approver',
+  'duration_ms',
+  'detail',
+  'prev_hash',
+  'hash',
+] as const;
+
+const INSERT_HEAD = `INSERT INTO audit (${AUDIT_COLUMNS.join(', ')})`;
+
+/** `rows` hashed onto `head`, each as its column values in AUDIT_COLUMNS order; row i gets seq firstSeq + i. */
+export function chainRows(
+  head: ChainHead,
+  rows: readonly ChainRow[],
+): { values: unknown[][]; firstSeq: number; hashes: string[] } {
+  let h = head;
+  const firstSeq = h.seq + 1;
+  const hashes: string[] = [];
+  const values: unknown[][] = [];
+  for (const row of rows) {
+    const u: UnhashedRow = { ...row, seq: h.seq + 1, prev_hash: h.hash };
+    const hash = rowHash(u);
+    values.push([
+      u.seq,
+      u.ts,
+      u.event,
+      u.call_id,
+      u.agent,
+      u.owner,
+      u.server,
+      u.tool,
+      u.args,
+      u.result,
+      u.decision,
+      u.reason,
+      u.approver,
+      u.duration_ms,
+      u.detail,
+      u.prev_hash,
+      hash,
+    ]);
+    h = { seq: u.seq, hash };
+    hashes.push(hash);
+  }
+  return { values, firstSeq, hashes };
+}
 
 export function chainWriter(db: Db): ChainWriter {
   const selectHead = db.prepare<[], ChainHead>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
   // Positional parameters: binding 17 named ones from an object costs more than the row's insert itself.
   const insert = db.prepare<unknown[]>(`${INSERT_HEAD} VALUES ${ROW_PLACEHOLDERS}`);
   const head = (): ChainHead => selectHead.get() ?? { seq: 0, hash: GENESIS_HASH };
-  const chained = (rows: readonly ChainRow[]): { values: unknown[][]; firstSeq: number; hashes: string[] } => {
-    let h = head();
-    const firstSeq = h.seq + 1;
-    const hashes: string[] = [];
-    const values: unknown[][] = [];
-    for (const row of rows) {
-      const u: UnhashedRow = { ...row, seq: h.seq + 1, prev_hash: h.hash };
-      const hash = rowHash(u);
-      values.push([
-        u.seq,
-        u.ts,
-        u.event,
-        u.call_id,
-        u.agent,
-        u.owner,
-        u.server,
-        u.tool,
-        u.args,
-        u.result,
-        u.decision,
-        u.reason,
-        u.approver,
-        u.duration_ms,
-        u.detail,
-        u.prev_hash,
-        hash,
-      ]);
-      h = { seq: u.seq, hash };
-      hashes.push(hash);
-    }
-    return { values, firstSeq, hashes };
-  };
+  const chained = (rows: readonly ChainRow[]) => chainRows(head(), rows);
   const postgres = dialectOf(db) === 'postgres';
   const write = db.transaction((rows: readonly ChainRow[]) => {
     const { values, firstSeq, hashes } = chained(rows);

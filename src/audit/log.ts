@@ -9,6 +9,8 @@ import { DEFAULT_MAX_RESULT_CHARS, redactString, serialiseRedacted, truncateText
 import type { AppendOptions, AuditEntry, AuditSink, SyncOptions } from './types.ts';
 import type { WriterSettings } from './writer-protocol.ts';
 import { WriterLink, type BatchOutcome } from './writer-thread.ts';
+import { PgChainCommitter } from './pg-chain.ts';
+import type { PgDb } from '../store/pg-db.ts';
 
 /** Where commits run: on the calling thread (default) or on the audit writer thread. */
 export type AuditWriter = 'worker' | 'inline';
@@ -86,8 +88,13 @@ const MAX_REASON_CHARS = 4096;
  * committed, and a failed transaction rejects every promise in it and writes
  * none of its rows.
  *
+ * On PostgreSQL every group goes to the server as one statement on a
+ * connection of the log's own (pg-chain.ts), awaited without blocking the
+ * event loop; one group at a time, like the writer thread. `writer` and the
+ * fsync settings are SQLite's: a PostgreSQL COMMIT is durable on the server.
+ *
  * The Db stays the caller's: `close()` flushes and stops accepting rows but
- * does not close the connection.
+ * does not close the connection (it ends the log's own PostgreSQL one).
  */
 export class AuditLog implements AuditSink {
   readonly #clock: Clock;
@@ -97,6 +104,8 @@ export class AuditLog implements AuditSink {
   readonly #maxBatch: number;
   readonly #chain: ChainWriter;
   readonly #link: WriterLink | undefined;
+  /** PostgreSQL: group commits awaited on a connection of their own (pg-chain.ts), never blocking the loop. */
+  readonly #pgChain: PgChainCommitter | undefined;
   readonly #db: Db;
   readonly #readBusyTimeout: Statement<[], number> | undefined;
   readonly #readSynchronous: Statement<[], number> | undefined;
@@ -159,6 +168,12 @@ export class AuditLog implements AuditSink {
     this.#walFile =
       file !== undefined && String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal'
         ? `${file}-wal`
+        : undefined;
+    this.#pgChain =
+      dialectOf(db) === 'postgres' && !db.readonly
+        ? new PgChainCommitter(db as unknown as PgDb, (message) =>
+            this.#logger?.warn({ err: message }, 'audit connection trouble'),
+          )
         : undefined;
     if (writer === 'worker' && file !== undefined) {
       this.#readBusyTimeout = db.prepare<[], number>('PRAGMA busy_timeout').pluck();
@@ -327,6 +342,7 @@ export class AuditLog implements AuditSink {
       if (this.#walFd !== undefined) closeSync(this.#walFd);
       this.#walFd = undefined;
       await this.#link?.close();
+      await this.#pgChain?.close();
     }
   }
 
@@ -358,6 +374,23 @@ export class AuditLog implements AuditSink {
         synchronous >= SYNC_FULL &&
         !batch.some((p) => p.sync);
       const kind: CommitKind = relaxed ? 'relaxed' : synchronous >= SYNC_FULL ? 'synced' : 'unsynced';
+      if (this.#pgChain) {
+        if (!this.#db.open) throw new WardenError('STORE_UNAVAILABLE', 'the database connection is closed');
+        this.#inFlight = true;
+        this.#pgChain.write(batch.map((p) => p.row)).then(
+          (written) => {
+            this.#inFlight = false;
+            this.#resolveAll(batch, written);
+            this.#flushNow();
+          },
+          (err: unknown) => {
+            this.#inFlight = false;
+            this.#fail(batch, batch.length, describeError(err), err);
+            this.#flushNow();
+          },
+        );
+        return;
+      }
       if (this.#link?.usable()) {
         const settings: WriterSettings = {
           busyTimeout: this.#readBusyTimeout!.get()!,

@@ -16,8 +16,9 @@ import type { PgReply, PgRequest, PgWorkerData } from './pg-protocol.ts';
  * to completion on the calling thread. So every store runs unchanged on
  * either backend, and a transaction is simply its statements on the one
  * connection (nothing else on this thread can interleave). The hot path does
- * not pay a round trip per row: the audit chain commits a whole group in one
- * statement (chain.ts), and the kill switch is read from memory.
+ * not block on it: the audit log commits each group as one statement on a
+ * connection of its own, without blocking (audit/pg-chain.ts), and the kill
+ * switch, live tokens and "no held call" are read from memory.
  *
  * SQL is written once, in the portable subset both databases share; this
  * class rewrites the placeholders (`?` and `@name` to `$n`) and `IS ?`
@@ -291,6 +292,15 @@ export class PgDb {
     const tx = run(false) as Transaction<F>;
     tx.immediate = run(true);
     return tx;
+  }
+
+  /**
+   * A client of its own for work that must not block this thread (the audit
+   * group commit, audit/pg-chain.ts): same server, same statement timeout;
+   * not connected yet, and the caller's to end.
+   */
+  newClient(): pg.Client {
+    return new pg.Client({ connectionString: this.#url, statement_timeout: this.#timeoutMs });
   }
 
   /**
