@@ -24,7 +24,8 @@ const db = openDb(dbPath);
 const audit = new AuditLog(db, { logger });
 const ks = new KillSwitch({ db, audit, logger, pollMs: 50 });
 ks.start();
-const approvals = new ApprovalService({ db, audit, policy, logger });
+// As `warden serve` builds it (src/cli/runtime.ts): on PostgreSQL it remembers which agents have no held call.
+const approvals = new ApprovalService({ db, audit, policy, logger, cacheHeldCalls: true });
 const gateway = await startGateway({
   policy,
   db,
