@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import {
   defaultProcessEventErrorHandler,
   App,
@@ -39,7 +39,50 @@ export interface CreateSlackAppOptions extends Omit<SlackDeps, 'clock' | 'policy
   host?: string | undefined;
   /** Extra Web API client options (e.g. a shorter timeout in tests). */
   clientOptions?: Partial<WebClientOptions> | undefined;
+  /** What a peer may hold of the HTTP receiver (default SLACK_HTTP_LIMITS). Ignored in Socket Mode. */
+  httpLimits?: Partial<SlackHttpLimits> | undefined;
 }
+
+/**
+ * The HTTP receiver faces the internet (Slack calls it), and a peer needs no
+ * signature to open a socket: Bolt's server is Node's default one, which
+ * holds any number of connections and waits 60 s for headers and 5 min for
+ * a body. These bound what an unsigned peer can hold open. Slack sends one
+ * small request and reads the answer at once, so none of them touches it.
+ */
+export interface SlackHttpLimits {
+  /** Connections at once; past it Node drops new ones until some close. */
+  maxConnections: number;
+  /** All request headers within this. */
+  headersTimeoutMs: number;
+  /** The whole request, headers and body, within this. */
+  requestTimeoutMs: number;
+  /** A kept-alive connection with no request is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** How often Node checks the two request timeouts. */
+  timeoutCheckEveryMs: number;
+}
+
+export const SLACK_HTTP_LIMITS: SlackHttpLimits = {
+  maxConnections: 256,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  timeoutCheckEveryMs: 1_000,
+};
+
+const httpLimitsSchema = z
+  .object({
+    maxConnections: z.number().int().positive(),
+    headersTimeoutMs: z.number().int().positive(),
+    requestTimeoutMs: z.number().int().positive(),
+    keepAliveTimeoutMs: z.number().int().positive(),
+    timeoutCheckEveryMs: z.number().int().positive(),
+  })
+  .refine((l) => l.requestTimeoutMs >= l.headersTimeoutMs, {
+    message: 'requestTimeoutMs must be at least headersTimeoutMs (it counts from the same start)',
+    path: ['requestTimeoutMs'],
+  });
 
 export interface SlackApp {
   app: App;
@@ -64,6 +107,12 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
     throw new WardenError('CONFIG_INVALID', `invalid Slack configuration: ${problems}`);
   }
   const config = parsed.data;
+  const limitsParsed = httpLimitsSchema.safeParse({ ...SLACK_HTTP_LIMITS, ...opts.httpLimits });
+  if (!limitsParsed.success) {
+    const problems = limitsParsed.error.issues.map((i) => `httpLimits.${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new WardenError('CONFIG_INVALID', `invalid Slack HTTP limits: ${problems}`);
+  }
+  const limits = limitsParsed.data;
   const socketMode = config.appToken !== undefined;
   if (!socketMode && config.signingSecret.length === 0) {
     throw new WardenError(
@@ -181,9 +230,16 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
         started = true;
         return {};
       }
-      const server = (await app.start({ port: config.port, ...(opts.host ? { host: opts.host } : {}) })) as {
-        address(): AddressInfo | string | null;
-      };
+      const server = (await app.start(
+        { port: config.port, ...(opts.host ? { host: opts.host } : {}) },
+        {
+          headersTimeout: limits.headersTimeoutMs,
+          requestTimeout: limits.requestTimeoutMs,
+          keepAliveTimeout: limits.keepAliveTimeoutMs,
+          connectionsCheckingInterval: limits.timeoutCheckEveryMs,
+        },
+      )) as Server;
+      server.maxConnections = limits.maxConnections;
       started = true;
       const addr = server.address();
       return { port: typeof addr === 'object' && addr ? addr.port : config.port };
