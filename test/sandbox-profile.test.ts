@@ -86,6 +86,32 @@ describe('bwrapArgs', () => {
     expect(args.slice(-4)).toEqual(['3128', 'claude', '-p', 'hi']);
   });
 
+  it("keeps Warden's installation readable but hides a .env beside it", () => {
+    const host: Record<string, PathKind> = { ...HOST, '/opt/warden': 'dir', '/opt/warden/.env': 'file' };
+    const args = bwrapArgs(
+      {
+        sandbox: strict,
+        workspace: '/srv/app/work',
+        runDir: '/tmp/warden-run-x/share',
+        homeDir: '/tmp/warden-run-x/home',
+        tmpDir: '/tmp/warden-run-x/tmp',
+        hostHome: '/root',
+        wardenFiles: ['/srv/app/data/warden.db', '/srv/app/policy.yml'],
+        gatewayPort: 8787,
+        proxyPort: 3128,
+        inspect: (path) => ({ real: path, kind: host[path] ?? 'missing' }),
+        socat: '/usr/bin/socat',
+        readable: ['/opt/warden'],
+      },
+      ['claude'],
+    );
+    const readable = indexOf(args, '--ro-bind', '/opt/warden', '/opt/warden');
+    const hidden = indexOf(args, '--ro-bind', '/dev/null', '/opt/warden/.env');
+    expect(readable).toBeGreaterThanOrEqual(0);
+    // After the installation's bind, or the bind would show it again.
+    expect(hidden).toBeGreaterThan(readable);
+  });
+
   it('a workspace inside the database directory keeps the workspace and hides the files', () => {
     const args = argsFor('/srv/app');
     expect(indexOf(args, '--tmpfs', '/srv/app')).toBe(-1);

@@ -33,6 +33,9 @@ export interface ProfileInput {
   readable?: readonly string[] | undefined;
 }
 
+/** Files in Warden's installation that hold an operator's secrets (SLACK_BOT_TOKEN, a database URL with its password). */
+const SECRET_FILE_NAMES = ['.env'];
+
 /** Homes hidden whatever the policy says: every credential file (~/.ssh, ~/.aws, ~/.config, …) lives in one. */
 const ALWAYS_HIDDEN_DIRS = ['/root', '/home', '/run', '/var/run', '/media', '/mnt'];
 
@@ -106,6 +109,8 @@ function mountArgs(input: MountInput): string[] {
     else hidden.push(file);
   }
   hidden.push(...input.sandbox.readDeny.map((p) => expandHome(p, input.hostHome)));
+  // Warden's installation stays readable, but not the secrets an operator keeps beside it.
+  for (const dir of input.readable ?? []) for (const name of SECRET_FILE_NAMES) hidden.push(posix.join(dir, name));
   for (const path of new Set(hidden)) {
     const seen = input.inspect(path);
     if (seen.kind === 'dir') {
