@@ -217,6 +217,17 @@ describe('what the agent is told', () => {
     expect(await outcome).toMatchObject({ status: 'expired' });
   });
 
+  it('an expiry under a minute is said in seconds, not rounded up to a minute', async () => {
+    const svc = service();
+    const agent: AgentPolicy = { ...policy.agents['support-triage']!, approvalTimeoutMs: 30_000 };
+    const { outcome } = await hold(svc, { agent });
+    await clock.tick(30_000);
+    expect(await outcome).toMatchObject({
+      status: 'expired',
+      reason: 'left without a decision for 30 s and expired; the call was not made',
+    });
+  });
+
   it('an expiry in seconds is said in seconds; a rejection without a reason names who', async () => {
     const svc = service();
     const quick = await hold(svc, { agentName: 'quick-bot' });

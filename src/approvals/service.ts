@@ -929,9 +929,9 @@ export function haltAbortReason(detail?: string): WardenError {
 }
 
 function formatDuration(ms: number): string {
-  const minutes = Math.round(ms / 60_000);
-  if (minutes >= 1) return `${minutes} min`;
-  return `${Math.max(1, Math.round(ms / 1000))} s`;
+  // Seconds below a minute: rounding 30 s to minutes would say "1 min".
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  return seconds < 60 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
 }
 
 /** A sentence for the agent (and the model behind it) saying why the call did not run. */
