@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startHarness, waitFor, type Harness } from './support/gateway-harness.ts';
-import { helpdeskServersYaml } from './support/policies.ts';
+import { fixtureServer, helpdeskServersYaml } from './support/policies.ts';
 
 /**
  * GET /healthz, the load balancer's readiness probe: 200 only when the
@@ -83,6 +83,37 @@ describe('GET /healthz', () => {
     expect(got.body.db).toBe('down');
     expect(got.body.status).toBe('unavailable');
     expect(got.body.reasons?.[0]).toMatch(/^database: /);
+  });
+
+  it('an upstream that crashed is started again in the background: ready again without waiting for a call', async () => {
+    h = await startHarness(`
+servers:
+  crash:
+    ${fixtureServer('crash-server.ts')}
+    tools:
+      ping:  { scope: read }
+      crash: { scope: read }
+agents:
+  - agent: ops
+    mcp_scopes: { crash: [read] }
+`);
+    await waitFor(async () => (await health(h!)).status === 200, 'healthz 200');
+    const client = await h.connect('ops');
+    const pid = (await client.callTool({ name: 'crash__ping', arguments: {} })).content as { text: string }[];
+    await client.callTool({ name: 'crash__crash', arguments: {} }).catch(() => undefined);
+    await client.close();
+    await waitFor(async () => (await health(h!)).status === 503, 'healthz 503 after the crash');
+    // A load balancer sends no call to a replica it took out: readiness must come back on its own.
+    const ready = await waitFor(async () => {
+      const got = await health(h!);
+      return got.status === 200 ? got : undefined;
+    }, 'healthz 200 again after the crash');
+    expect(ready.body.upstreams).toEqual({ crash: 'ready' });
+    // A new process, started by nobody's call.
+    const again = await h.connect('ops');
+    const after = (await again.callTool({ name: 'crash__ping', arguments: {} })).content as { text: string }[];
+    expect(after[0]!.text).not.toBe(pid[0]!.text);
+    await again.close();
   });
 
   it('answers GET and HEAD only', async () => {

@@ -97,6 +97,8 @@ const CLIENT_INFO = { name: 'warden-gateway', version: '0.1.0' };
 // The SDK's per-request timer is replaced by ours; this only keeps its default (60 s) out of the way.
 const NO_SDK_TIMEOUT = 2_147_483_647;
 const MAX_BACKOFF_MS = 30_000;
+/** A background restart waits at least this, so a server that fails at once is not restarted in a tight loop. */
+const MIN_RESTART_MS = 100;
 const STDERR_LINE_MAX = 2_000;
 
 /** First restart after a crash is immediate (the server was healthy); repeated failures back off. */
@@ -152,6 +154,14 @@ export class UpstreamManager implements Upstreams {
   readonly #conns = new Map<string, Connection>();
   #closed = false;
   #progressSeq = 0;
+  /**
+   * Set by warm(): an upstream that fails or closes is then started again in
+   * the background (after its backoff), not only on the next call. A replica
+   * whose /healthz says an upstream is down gets no calls from its load
+   * balancer, so waiting for a call would keep it out for good.
+   */
+  #keepWarm = false;
+  readonly #restarts = new Map<string, NodeJS.Timeout>();
 
   constructor(options: UpstreamManagerOptions) {
     this.#opts = options;
@@ -179,6 +189,7 @@ export class UpstreamManager implements Upstreams {
 
   /** Starts every configured upstream in the background; a failure is logged, never thrown. */
   warm(): void {
+    this.#keepWarm = true;
     for (const name of Object.keys(this.#opts.policy().servers)) {
       if (!this.#opts.policy().servers[name]!.transport) continue;
       this.catalogue(name).catch((err) =>
@@ -273,6 +284,8 @@ export class UpstreamManager implements Upstreams {
 
   async close(): Promise<void> {
     this.#closed = true;
+    for (const timer of this.#restarts.values()) this.#clock.clearTimeout(timer);
+    this.#restarts.clear();
     const conns = [...this.#conns.values()];
     this.#conns.clear();
     await Promise.allSettled(conns.map((c) => this.#dispose(c)));
@@ -363,6 +376,7 @@ export class UpstreamManager implements Upstreams {
       // An upstream's error page may echo the credentials Warden sent it.
       const message = `could not start upstream "${conn.name}": ${scrubber(conn.transport)(describeError(err))}`;
       this.#opts.onFailure?.(conn.name, message);
+      this.#restartLater(conn);
       throw new WardenError('UPSTREAM_UNAVAILABLE', message, { cause: err });
     }
   }
@@ -477,6 +491,24 @@ export class UpstreamManager implements Upstreams {
     conn.catalogue = catalogue;
   }
 
+  /** After a failure, with warm(): one background start of `conn`'s server once its backoff has passed. */
+  #restartLater(conn: Connection): void {
+    if (!this.#keepWarm || this.#closed || conn.closed || this.#restarts.has(conn.name)) return;
+    const timer = this.#clock.setTimeout(
+      () => {
+        this.#restarts.delete(conn.name);
+        if (this.#closed || conn.closed || this.#conns.get(conn.name) !== conn || conn.client) return;
+        // A failure here schedules the next try itself (#connect's catch).
+        this.catalogue(conn.name).catch((err) =>
+          this.#log.debug({ server: conn.name, err: describeError(err) }, 'background upstream start failed'),
+        );
+      },
+      Math.max(conn.retryAt - this.#clock.now(), MIN_RESTART_MS),
+    );
+    timer.unref?.();
+    this.#restarts.set(conn.name, timer);
+  }
+
   #onClosed(conn: Connection, generation: number): void {
     if (conn.generation !== generation) return;
     const wasConnected = conn.client !== undefined;
@@ -487,6 +519,7 @@ export class UpstreamManager implements Upstreams {
     const message = `upstream "${conn.name}" closed the connection${conn.lastFault ? ` (${conn.lastFault.message})` : ''}; it will be restarted on the next call`;
     this.#log.warn({ server: conn.name, failures: conn.failures }, message);
     this.#opts.onFailure?.(conn.name, message);
+    this.#restartLater(conn);
   }
 
   #mapCallError(
@@ -531,6 +564,7 @@ export class UpstreamManager implements Upstreams {
         conn.failures++;
         conn.retryAt = this.#clock.now() + backoffMs(conn.failures);
         void client.close().catch(() => {});
+        this.#restartLater(conn);
       }
       // Only this connection's own fault: one from before a reconnect says nothing about this failure.
       const fault = conn.generation === generation ? conn.lastFault : undefined;
