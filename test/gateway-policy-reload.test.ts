@@ -123,11 +123,17 @@ describe('policy reload', () => {
   it('keeps the last good policy (and tells nobody) when the reloaded file is invalid', async () => {
     const { client, changes } = await watchingClient();
     const before = await names(client);
+    // A notification reaches the client only once its GET stream is open: hear one first, then let any
+    // extra ones from those reloads arrive, so a notification sent for the bad file would be counted.
+    await reloadUntilNotified(BEFORE, changes);
+    await new Promise((r) => setTimeout(r, 200));
+    const heard = changes();
     writeFileSync(file, 'agents: [ { agent: support-triage, mcp_scopes: nonsense } ]\n');
     const result = store.reload();
     expect(result.ok).toBe(false);
-    expect(changes()).toBe(0);
     expect(await names(client)).toEqual(before);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(changes()).toBe(heard);
     expect((await client.callTool({ name: 'tickets__read_ticket', arguments: { id: 'T-1002' } })).isError).toBeFalsy();
   });
 
