@@ -217,6 +217,28 @@ describe('what the agent is told', () => {
     expect(await outcome).toMatchObject({ status: 'expired' });
   });
 
+  it('on_redacted: refuse holds a call with nothing hidden, and counts what would be hidden', async () => {
+    const svc = service();
+    const agent: AgentPolicy = { ...policy.agents['support-triage']!, onRedacted: 'refuse' };
+    // Nothing in these arguments is a secret: the approver sees all of it, so the call is held as usual.
+    const clear = await hold(svc, { agent });
+    expect(svc.get(clear.id)).toMatchObject({ status: 'pending' });
+    await svc.decide(clear.id, OWNER, 'reject', 'seen');
+    await clear.outcome;
+    const two = await svc.request(
+      input({
+        agent,
+        args: { to: 'ada@example.com', password: 'hunter2-hunter2', api_key: 'sk-live-0123456789abcdef' },
+      }),
+    );
+    expect(two).toMatchObject({
+      status: 'failed',
+      reason: expect.stringContaining('2 values in the arguments would be hidden from the approver'),
+    });
+    const one = await svc.request(input({ agent, args: { to: 'ada@example.com', password: 'hunter2-hunter2' } }));
+    expect(one).toMatchObject({ reason: expect.stringContaining('1 value in the arguments would be hidden') });
+  });
+
   it('an expiry under a minute is said in seconds, not rounded up to a minute', async () => {
     const svc = service();
     const agent: AgentPolicy = { ...policy.agents['support-triage']!, approvalTimeoutMs: 30_000 };
@@ -403,6 +425,22 @@ describe('grants from a decision', () => {
     expect(rejected).toMatchObject({ ok: true });
     expect(rejected.ok && rejected.grant).toBeUndefined();
     expect(await never.outcome).toMatchObject({ status: 'rejected' });
+  });
+
+  it('only an approval with a duration starts a grant: not a plain approval, not a rejection with a duration', async () => {
+    const svc = service();
+    const plain = await hold(svc);
+    const approved = await svc.decide(plain.id, OWNER, 'approve');
+    expect(approved.ok && approved.grant).toBeUndefined();
+    const withFor = await hold(svc);
+    const rejected = await svc.decide(withFor.id, OWNER, 'reject', 'no', { forMs: 30 * MIN });
+    expect(rejected).toMatchObject({ ok: true, record: { status: 'rejected' } });
+    expect(rejected.ok && rejected.grant).toBeUndefined();
+    // Nothing covers the next identical request: it is held again.
+    const next = await hold(svc);
+    expect(svc.get(next.id)).toMatchObject({ status: 'pending' });
+    await svc.decide(next.id, OWNER, 'reject', 'done');
+    await Promise.all([plain.outcome, withFor.outcome, next.outcome]);
   });
 
   it('refuses a grant that cannot be given before deciding, naming the field; the call stays pending', async () => {

@@ -446,7 +446,10 @@ describe('ApprovalService', () => {
       });
       expect(row(h, id)).toMatchObject({ status: 'failed', decision_seq: null });
       // The trail never says approved; it says the approval failed.
-      expect(h.auditRows('approval.decided')).toMatchObject([{ decision: 'failed', approver: OWNER }]);
+      const [failed] = h.auditRows('approval.decided');
+      expect(failed).toMatchObject({ decision: 'failed', approver: OWNER });
+      // Marked as an approval that failed, so `/audit` tells it from an ordinary failure.
+      expect(JSON.parse(String(failed!.detail))).toMatchObject({ failedApproval: true });
     } finally {
       await svc.close();
     }
