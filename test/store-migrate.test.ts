@@ -62,6 +62,17 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('warden store migrate', () => {
   it('copies a SQLite store into PostgreSQL in batches, with progress, and the chain verifies there', async () => {
     const url = await freshPgDatabase();
+    // Counts the INSERT statements into audit on the target, so the batches themselves are seen.
+    const prepared = openDb(url);
+    try {
+      prepared.exec(`CREATE TABLE test_audit_inserts (n integer);
+        CREATE FUNCTION test_audit_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN INSERT INTO test_audit_inserts VALUES (1); RETURN NULL; END $$;
+        CREATE TRIGGER test_audit_inserted AFTER INSERT ON audit
+          FOR EACH STATEMENT EXECUTE FUNCTION test_audit_inserted();`);
+    } finally {
+      prepared.close();
+    }
     const run = await cli(['store', 'migrate', '--from', sqlitePath, '--to', url, '--batch', '100']);
     expect(run.stderr).toMatch(/^audit: \d+\/\d+ rows$/m);
     expect(run.code, run.stderr).toBe(0);
@@ -78,6 +89,8 @@ describe('warden store migrate', () => {
 
     const target = openDb(url);
     try {
+      // 1,235 rows at --batch 100: twelve full INSERTs and one of 35.
+      expect(target.prepare('SELECT count(*) FROM test_audit_inserts').pluck().get()).toBe(Math.ceil(auditTotal / 100));
       expect(new TokenStore(target).authenticate(token)).toMatchObject({ ok: true, agent: 'support-triage' });
       const audit = new AuditLog(target);
       const killSwitch = new KillSwitch({ db: target, audit });
