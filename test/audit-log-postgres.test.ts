@@ -1,6 +1,10 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AuditLog } from '../src/audit/log.ts';
 import { verifyChain } from '../src/audit/verify.ts';
+import { GENESIS_HASH, REDACTED, rowHash, type AuditRow } from '../src/audit/index.ts';
 import pg from 'pg';
 import { chainWriter } from '../src/audit/chain.ts';
 import { openDb, type Db } from '../src/store/db.ts';
@@ -12,6 +16,7 @@ import { allowInserts, refuseInserts } from './support/refuse-writes.ts';
  * own (audit/pg-chain.ts), serialised across connections and replicas by the
  * write lock. A real server.
  */
+const root = fileURLToPath(new URL('..', import.meta.url));
 let dbs: Db[] = [];
 let logs: AuditLog[] = [];
 
@@ -159,5 +164,103 @@ describe('AuditLog on PostgreSQL', () => {
     else expect(reasons).toEqual(['before', 'lost?', 'after']);
     expect(committed.seq).toBe(reasons.length);
     expect(verifyChain(db)).toMatchObject({ ok: true, count: reasons.length });
+  });
+
+  it('chains rows as on SQLite: genesis prev_hash, each hash the canonical row hash, every column as given', async () => {
+    const url = await freshPgDatabase();
+    const { db, audit } = log(url);
+    const first = await audit.append({
+      event: 'call.decided',
+      ts: 1_700_000_000_000,
+      callId: 'c1',
+      agent: 'support-triage',
+      owner: 'U1',
+      server: 'tickets',
+      tool: 'read_ticket',
+      args: { id: 'T-1' },
+      decision: 'allow',
+      reason: 'read scope',
+    });
+    const second = await audit.append({
+      event: 'call.completed',
+      callId: 'c1',
+      result: { ok: true },
+      decision: 'ok',
+      durationMs: 12.4,
+      detail: { bytes: 3, text: 'é, a NUL \u0000, "quoted" \\ back' },
+      approver: 'U2',
+    });
+    const rows = db.prepare('SELECT * FROM audit ORDER BY seq').all() as AuditRow[];
+    expect(rows.map((r) => r.seq)).toEqual([1, 2]);
+    expect(rows[0]!.prev_hash).toBe(GENESIS_HASH);
+    expect(rows[1]!.prev_hash).toBe(rows[0]!.hash);
+    expect([rows[0]!.hash, rows[1]!.hash]).toEqual([first.hash, second.hash]);
+    for (const r of rows) expect(rowHash(r)).toBe(r.hash);
+    expect(rows[0]).toMatchObject({
+      ts: 1_700_000_000_000,
+      call_id: 'c1',
+      agent: 'support-triage',
+      owner: 'U1',
+      server: 'tickets',
+      tool: 'read_ticket',
+      args: '{"id":"T-1"}',
+      decision: 'allow',
+      reason: 'read scope',
+      result: null,
+      approver: null,
+      duration_ms: null,
+    });
+    expect(rows[1]).toMatchObject({ result: '{"ok":true}', duration_ms: 12, approver: 'U2' });
+    expect(JSON.parse(rows[1]!.detail!)).toEqual({ bytes: 3, text: 'é, a NUL \u0000, "quoted" \\ back' });
+  });
+
+  it('redacts before writing, and an invalid entry is refused naming the field with nothing written', async () => {
+    const url = await freshPgDatabase();
+    const { db, audit } = log(url);
+    await expect(audit.append({ event: '' as never })).rejects.toThrow(/"event"/);
+    await audit.append({ event: 'call.completed', args: { api_key: 'k-123456' }, reason: 'Bearer sekrit123456' });
+    const row = db.prepare('SELECT args, reason FROM audit').get() as { args: string; reason: string };
+    expect(JSON.parse(row.args)).toEqual({ api_key: REDACTED });
+    expect(row.reason).toBe(`Bearer ${REDACTED}`);
+    expect(db.prepare('SELECT count(*) FROM audit').pluck().get()).toBe(1);
+  });
+
+  it('another process appending at the same time keeps one chain (each log re-hashes onto the other’s rows)', async () => {
+    const url = await freshPgDatabase();
+    const script = `
+      const { AuditLog } = await import(${JSON.stringify(`${root}src/audit/index.ts`)});
+      const { openDb } = await import(${JSON.stringify(`${root}src/store/db.ts`)});
+      const db = openDb(process.argv[1]);
+      const log = new AuditLog(db);
+      for (let round = 0; round < 20; round++) {
+        await Promise.all(Array.from({ length: 25 }, (_, i) => log.append({ event: 'call.decided', agent: 'child', callId: 'c' + round + '-' + i })));
+      }
+      await log.close();
+      db.close();
+    `;
+    const child = promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, url], {
+      cwd: root,
+    });
+    const { db, audit } = log(url);
+    let childDone = false;
+    void child.finally(() => (childDone = true));
+    let mine = 0;
+    const deadline = Date.now() + 20_000;
+    while (!childDone && Date.now() < deadline) {
+      await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          audit.append({ event: 'call.decided', agent: 'parent', callId: `p${mine}-${i}` }),
+        ),
+      );
+      mine += 10;
+    }
+    await child;
+    await audit.flush();
+    const counts = db.prepare('SELECT agent, count(*) AS n FROM audit GROUP BY agent ORDER BY agent').all();
+    expect(counts).toEqual([
+      { agent: 'child', n: 500 },
+      { agent: 'parent', n: mine },
+    ]);
+    expect(verifyChain(db)).toMatchObject({ ok: true, count: 500 + mine });
   });
 });
