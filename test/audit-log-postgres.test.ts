@@ -263,4 +263,19 @@ describe('AuditLog on PostgreSQL', () => {
     ]);
     expect(verifyChain(db)).toMatchObject({ ok: true, count: 500 + mine });
   });
+
+  it('a NUL in an agent-chosen name is stored as U+FFFD: it fails neither its row nor the others in its group', async () => {
+    const url = await freshPgDatabase();
+    const { db, audit } = log(url);
+    const [odd, innocent] = await Promise.all([
+      audit.append({ event: 'call.decided', agent: 'a', tool: 'read\u0000ticket', reason: 'no\u0000such tool' }),
+      audit.append({ event: 'call.decided', agent: 'b', reason: 'innocent' }),
+    ]);
+    expect([odd.seq, innocent.seq]).toEqual([1, 2]);
+    expect(db.prepare('SELECT tool, reason FROM audit WHERE seq = 1').get()).toEqual({
+      tool: 'read\uFFFDticket',
+      reason: 'no\uFFFDsuch tool',
+    });
+    expect(verifyChain(db)).toMatchObject({ ok: true, count: 2 });
+  });
 });

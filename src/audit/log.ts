@@ -563,8 +563,11 @@ function optName(v: unknown, field: string): string | null {
 function optText(v: unknown, field: string, max: number): string | null {
   if (v === undefined || v === null) return null;
   if (typeof v !== 'string') throw invalid(field, 'must be a string');
-  // Cut first, then repair: a cut may leave half a surrogate pair.
-  return wellFormed(truncateText(redactString(v), max));
+  // Cut first, then repair: a cut may leave half a surrogate pair. NUL becomes U+FFFD:
+  // PostgreSQL text cannot hold it, and one NUL in an agent-chosen tool name would
+  // otherwise fail the whole group commit, other agents' rows with it. The same on
+  // SQLite, so a trail reads (and hashes) alike on both stores.
+  return wellFormed(truncateText(redactString(v), max)).replaceAll('\u0000', '\uFFFD');
 }
 
 function positiveInt(v: number | undefined, dflt: number, field: string): number {
