@@ -338,9 +338,15 @@ describe('warden run: the kill switch', () => {
     const open = await until('the run to start', () => runs.open('stubborn').find((r) => r.pid !== null));
     expect((await cli(['agents', 'halt', 'stubborn'])).code).toBe(0);
     const r = await done;
-    expect(r.code).not.toBe(0);
-    expect(r.code).not.toBe(143);
-    expect(runs.get(open.id)).toMatchObject({ cause: 'halted' });
+    // 137 = 128 + SIGKILL: killed, since it ignored the SIGTERM.
+    expect(r.code).toBe(137);
+    const ended = runs.get(open.id)!;
+    expect(ended).toMatchObject({ cause: 'halted', exitCode: 137, signal: 'SIGKILL' });
+    // Not before its stop_grace (1s) had passed since the halt (less a little for timer rounding).
+    const haltedAt = Number(
+      harness.db.prepare("SELECT at FROM control_state WHERE scope = 'agent:stubborn'").pluck().get(),
+    );
+    expect(ended.endedAt! - haltedAt).toBeGreaterThanOrEqual(900);
     expect((await cli(['agents', 'resume', 'stubborn'])).code).toBe(0);
   }, 60_000);
 });
