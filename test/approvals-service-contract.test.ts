@@ -525,6 +525,38 @@ describe('deferred held calls and shutdown', () => {
     expect(svc.get(deferred.id)!.status).toBe('pending');
   });
 
+  it('recover() after a restart abandons an orphaned request but not a deferred one, whose agent checks back', async () => {
+    const before = service();
+    const orphan = await hold(before);
+    const deferred = await hold(before);
+    const record = before.get(deferred.id)!;
+    // What the gateway stores when it tells the agent "not run yet".
+    before.heldCalls.keep({
+      approvalId: deferred.id,
+      callId: record.callId,
+      agent: record.agent,
+      name: `${record.server}__${record.tool}`,
+      server: record.server,
+      tool: record.tool,
+      argsHash: record.argsHash,
+      args: { to: 'ada@example.com', body: 'hello' },
+      channel: record.channel,
+      answerWithinMs: 1_000,
+      expiresAt: record.expiresAt,
+    });
+    // The next Warden on this host (the same pid: the earlier life of this process is gone).
+    const after = service();
+    expect(await after.recover()).toBe(1);
+    expect(after.get(orphan.id)).toMatchObject({ status: 'abandoned', decisionReason: 'Warden restarted' });
+    expect(after.get(deferred.id)).toMatchObject({ status: 'pending' });
+    // Its own requests are its own: a second recover() takes nothing more.
+    const mine = await hold(after);
+    expect(await after.recover()).toBe(0);
+    expect(after.get(mine.id)).toMatchObject({ status: 'pending' });
+    await after.decide(mine.id, OWNER, 'reject', 'done');
+    await before.decide(deferred.id, OWNER, 'reject', 'done');
+  });
+
   it('awaitDecision: a missing approval fails, a decided one answers at once, an aborted wait cancels', async () => {
     const svc = service();
     expect(await svc.awaitDecision('apr_missing', new AbortController().signal)).toEqual({
