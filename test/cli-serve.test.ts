@@ -49,6 +49,16 @@ describe('warden serve', () => {
     );
     expect(JSON.stringify(failed.problems)).toMatch(/policy\.yml:\d+:\d+: .*mcp_scope/);
     expect(serve.proc.exitCode).toBeNull();
+    // The policy in force is still the last good one: the next change is summarised against it.
+    writeFileSync(policyPath, seed.replace('agent: support-triage', 'agent: support-triage-v3'));
+    const next = await serve.waitForLog(
+      (l) =>
+        (l.alert as { kind?: string } | undefined)?.kind === 'policy_changed' &&
+        String(l.msg).includes('support-triage-v3'),
+      'the policy_changed alert after the bad file',
+    );
+    expect(String(next.msg)).toContain('support-triage-v3  agent added');
+    expect(String(next.msg)).toContain('support-triage-v2  agent removed');
   });
 
   it('reloads on SIGHUP and shuts down cleanly on SIGTERM', async () => {
