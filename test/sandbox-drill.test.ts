@@ -22,6 +22,20 @@ afterAll(async () => {
   await env?.close();
 });
 
+/** What a run needs of the Warden around it. */
+function runDeps() {
+  return {
+    policy: env.policy,
+    db: env.db,
+    audit: env.audit,
+    killSwitch: env.ks,
+    gateway: { host: '127.0.0.1', port: env.gateway.port },
+    wardenFiles: [env.policyPath],
+    env: process.env,
+    logger: silentLogger(),
+  };
+}
+
 describe('a drill with a canary run', () => {
   it('starts the canary under warden run before the halt, and the halt stops it', async () => {
     const runner = new DrillRunner({
@@ -36,16 +50,7 @@ describe('a drill with a canary run', () => {
       alerts: new MemoryAlertSink(),
       // Timing is bench/ business (bench/run-halt.ts); here: what happens.
       maxTimeToHaltMs: Infinity,
-      canaryRun: canaryRunStarter({
-        policy: env.policy,
-        db: env.db,
-        audit: env.audit,
-        killSwitch: env.ks,
-        gateway: { host: '127.0.0.1', port: env.gateway.port },
-        wardenFiles: [env.policyPath],
-        env: process.env,
-        logger: silentLogger(),
-      }),
+      canaryRun: canaryRunStarter(runDeps()),
     });
     const result = await runner.run('canary', 'cli:test');
     expect(result.problems).toEqual([]);
@@ -70,17 +75,10 @@ describe('a stop that comes before the command is running', () => {
     const workspace = mkdtempSync(join(tmpdir(), 'warden-early-stop-'));
     try {
       const outcome = await runAgent({
+        ...runDeps(),
         agent: 'warden-canary',
         command: ['sleep', '3600'],
         workspace,
-        policy: env.policy,
-        db: env.db,
-        audit: env.audit,
-        killSwitch: env.ks,
-        gateway: { host: '127.0.0.1', port: env.gateway.port },
-        wardenFiles: [env.policyPath],
-        env: process.env,
-        logger: silentLogger(),
         signals: [],
         abort: abort.signal,
       });

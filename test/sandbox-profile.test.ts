@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import type { SandboxPolicy } from '../src/policy/types.ts';
 import { egressAllowed, forbiddenAddress } from '../src/sandbox/egress.ts';
-import { bwrapArgs, expandRunArgs, mcpClientConfig, sandboxEnv, type PathKind } from '../src/sandbox/profile.ts';
+import {
+  bwrapArgs,
+  expandRunArgs,
+  mcpClientConfig,
+  sandboxEnv,
+  type PathKind,
+  type ProfileInput,
+} from '../src/sandbox/profile.ts';
 
 const strict: SandboxPolicy = {
   mode: 'isolated',
@@ -32,7 +39,7 @@ const inspect = (path: string) => ({
   kind: HOST[path] ?? ('missing' as PathKind),
 });
 
-function argsFor(workspace: string) {
+function argsFor(workspace: string, over: Partial<ProfileInput> = {}) {
   return bwrapArgs(
     {
       sandbox: strict,
@@ -46,6 +53,7 @@ function argsFor(workspace: string) {
       proxyPort: 3128,
       inspect,
       socat: '/usr/bin/socat',
+      ...over,
     },
     ['claude', '-p', 'hi'],
   );
@@ -88,23 +96,10 @@ describe('bwrapArgs', () => {
 
   it("keeps Warden's installation readable but hides a .env beside it", () => {
     const host: Record<string, PathKind> = { ...HOST, '/opt/warden': 'dir', '/opt/warden/.env': 'file' };
-    const args = bwrapArgs(
-      {
-        sandbox: strict,
-        workspace: '/srv/app/work',
-        runDir: '/tmp/warden-run-x/share',
-        homeDir: '/tmp/warden-run-x/home',
-        tmpDir: '/tmp/warden-run-x/tmp',
-        hostHome: '/root',
-        wardenFiles: ['/srv/app/data/warden.db', '/srv/app/policy.yml'],
-        gatewayPort: 8787,
-        proxyPort: 3128,
-        inspect: (path) => ({ real: path, kind: host[path] ?? 'missing' }),
-        socat: '/usr/bin/socat',
-        readable: ['/opt/warden'],
-      },
-      ['claude'],
-    );
+    const args = argsFor('/srv/app/work', {
+      inspect: (path) => ({ real: path, kind: host[path] ?? 'missing' }),
+      readable: ['/opt/warden'],
+    });
     const readable = indexOf(args, '--ro-bind', '/opt/warden', '/opt/warden');
     const hidden = indexOf(args, '--ro-bind', '/dev/null', '/opt/warden/.env');
     expect(readable).toBeGreaterThanOrEqual(0);

@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createSlackApp } from '../src/slack/app.ts';
+import { createSlackApp, type SlackHttpLimits } from '../src/slack/app.ts';
 import { silentLogger } from '../src/logger.ts';
 import { openDb } from '../src/store/db.ts';
 import { startSlackHarness, type SlackHarness } from './support/slack-harness.ts';
@@ -81,33 +81,24 @@ describe('the Slack HTTP receiver bounds what an unsigned peer can hold', () => 
 
   it('refuses limits that make no sense, naming the field', () => {
     const db = openDb(':memory:');
+    // Limits are checked before anything else is touched: the services are never used.
+    const build = (httpLimits: Partial<SlackHttpLimits>) => () =>
+      createSlackApp({
+        config: { botToken: 'xoxb-test', signingSecret: 'secret', port: 0 },
+        approvals: undefined as never,
+        policy: () => undefined as never,
+        audit: undefined as never,
+        auditReader: undefined as never,
+        control: undefined as never,
+        logger: silentLogger(),
+        db,
+        httpLimits,
+      });
     try {
-      expect(() =>
-        createSlackApp({
-          config: { botToken: 'xoxb-test', signingSecret: 'secret', port: 0 },
-          approvals: undefined as never,
-          policy: () => undefined as never,
-          audit: undefined as never,
-          auditReader: undefined as never,
-          control: undefined as never,
-          logger: silentLogger(),
-          db,
-          httpLimits: { headersTimeoutMs: 1_000, requestTimeoutMs: 500 },
-        }),
-      ).toThrow(/httpLimits\.requestTimeoutMs: requestTimeoutMs must be at least headersTimeoutMs/);
-      expect(() =>
-        createSlackApp({
-          config: { botToken: 'xoxb-test', signingSecret: 'secret', port: 0 },
-          approvals: undefined as never,
-          policy: () => undefined as never,
-          audit: undefined as never,
-          auditReader: undefined as never,
-          control: undefined as never,
-          logger: silentLogger(),
-          db,
-          httpLimits: { maxConnections: 0 },
-        }),
-      ).toThrow(/httpLimits\.maxConnections/);
+      expect(build({ headersTimeoutMs: 1_000, requestTimeoutMs: 500 })).toThrow(
+        /httpLimits\.requestTimeoutMs: requestTimeoutMs must be at least headersTimeoutMs/,
+      );
+      expect(build({ maxConnections: 0 })).toThrow(/httpLimits\.maxConnections/);
     } finally {
       db.close();
     }
