@@ -50,6 +50,8 @@ describe('parseDuration', () => {
 
 describe('formatDuration', () => {
   it.each([
+    // Zero is a whole number of every unit; it still reads as milliseconds.
+    [0, '0ms'],
     [1, '1ms'],
     [999, '999ms'],
     [1_000, '1s'],

@@ -29,7 +29,9 @@ ${rules}
   );
 }
 
-const STORY = policyWith(`      - tool: crm__refund_request
+/** A function, so a mutant that breaks compiling fails tests, not the file's collection (stryker-js#6150). */
+const story = () =>
+  policyWith(`      - tool: crm__refund_request
         when: "args.amount > 5000"
         then: deny
         reason: refunds over 5,000 go through finance
@@ -48,7 +50,7 @@ const visibleTools = (p: Policy, agent: string, server: string, names: string[])
   names.filter((t) => decide(p, agent, server, t, undefined, { listing: true }).kind !== 'deny');
 
 const kind = (d: Decision) => (d.kind === 'deny' ? `deny:${d.code}` : d.kind);
-const call = (tool: string, args: unknown, p = STORY, now?: number) => {
+const call = (tool: string, args: unknown, p = story(), now?: number) => {
   const [server, name] = tool.split('__') as [string, string];
   return decide(p, 'support-triage', server, name, args, { now });
 };
@@ -430,6 +432,9 @@ describe('compileCondition and toCel (pure)', () => {
       ok: true,
       value: true,
     });
+    // A variable read only in a map key, or in one entry of several, still makes the map read a variable.
+    expect(run('{args.key: 1}.size() == 1', { key: 'z' })).toEqual({ ok: true, value: true });
+    expect(run("{'a': args.n, 'b': 1}.a == 1", { n: 1 })).toEqual({ ok: true, value: true });
     expect(run("args.to.lowerAscii().endsWith('@example.com')", { to: 'A@EXAMPLE.COM' })).toEqual({
       ok: true,
       value: true,
@@ -450,6 +455,10 @@ describe('compileCondition and toCel (pure)', () => {
   it('a syntax error keeps line and column of the expression and only its first line', () => {
     expect(compileError('args.a +')).toBe('at 1:8 of the expression: found + but expecting end of input');
     expect(compileError('args.a ==\n 1 +')).toBe('at 2:4 of the expression: found + but expecting end of input');
+    // Line numbers past 9 keep every digit.
+    expect(compileError(`args.a ==${'\n'.repeat(10)} 1 +`)).toBe(
+      'at 11:4 of the expression: found + but expecting end of input',
+    );
   });
 
   it('unknown names and functions anywhere are load errors', () => {
@@ -466,6 +475,11 @@ describe('compileCondition and toCel (pure)', () => {
     );
     expect(compileError('args.l.exists(x, lookup(x))')).toBe('unknown function "lookup"');
     expect(compileError('lookup(args.x).y')).toBe('unknown function "lookup"');
+    // The first problem is the one named, not the last.
+    expect(compileError('amount > 1 && other > 1')).toBe(
+      'unknown name "amount"; a condition may read args, agent, server, tool, now',
+    );
+    expect(compileError('lookup(args.a) && other(args.b)')).toBe('unknown function "lookup"');
   });
 
   it('constants: a boolean is fine, anything else or a failing part is a load error', () => {
@@ -485,5 +499,9 @@ describe('compileCondition and toCel (pure)', () => {
     expect(compileError("[args.n, 1 + 'a'].size() > 0")).toBe(overload);
     expect(compileError("(1 + 'a').size() > args.n")).toBe(overload);
     expect(compileError("args.n > 0 && (1 + 'a' == 2)")).toBe(overload);
+    // A map of constants is a constant too, so a failing part inside one fails the load.
+    expect(compileError("args.n == {'a': 1 + 'a'}.a")).toBe(overload);
+    // The first failing constant is the one named.
+    expect(compileError("args.n == 1 + 'a' || args.m == 2 - 'b'")).toBe(overload);
   });
 });
