@@ -1,8 +1,8 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AuditLog } from '../src/audit/log.ts';
+import { AuditLog, type AuditLogOptions } from '../src/audit/log.ts';
 import { verifyChain } from '../src/audit/verify.ts';
 import { GENESIS_HASH, REDACTED, rowHash, type AuditRow } from '../src/audit/index.ts';
 import pg from 'pg';
@@ -27,10 +27,10 @@ afterEach(async () => {
   dbs = [];
 });
 
-function log(url: string): { db: Db; audit: AuditLog } {
+function log(url: string, options: AuditLogOptions = {}): { db: Db; audit: AuditLog } {
   const db = openDb(url);
   dbs.push(db);
-  const audit = new AuditLog(db);
+  const audit = new AuditLog(db, options);
   logs.push(audit);
   return { db, audit };
 }
@@ -150,7 +150,9 @@ describe('AuditLog on PostgreSQL', () => {
     try {
       // The log's own connection is the one that ran the append function.
       const killed = await admin.query(
-        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE query LIKE '%warden_audit_append(%' AND pid <> pg_backend_pid()",
+        `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+         WHERE application_name = $1 AND query LIKE '%warden_audit_append(%' AND pid <> pg_backend_pid()`,
+        [new URL(url).searchParams.get('application_name')],
       );
       expect(killed.rows).toEqual([{ ok: true }]);
     } finally {
@@ -278,4 +280,121 @@ describe('AuditLog on PostgreSQL', () => {
     });
     expect(verifyChain(db)).toMatchObject({ ok: true, count: 2 });
   });
+
+  it('a backlog behind a slow commit goes as several groups of at most maxBatch rows, in order', async () => {
+    const url = await freshPgDatabase();
+    const { db, audit } = log(url, { maxBatch: 10 });
+    const heads = await Promise.all(
+      Array.from({ length: 35 }, (_, i) => audit.append({ event: 'call.decided', reason: `${i}` })),
+    );
+    expect(heads.map((h) => h.seq)).toEqual(Array.from({ length: 35 }, (_, i) => i + 1));
+    // Rows written by one transaction share its xmin: one group each.
+    const groups = db.prepare('SELECT count(*) AS n FROM audit GROUP BY xmin::text ORDER BY min(seq)').pluck().all();
+    expect(groups.reduce((a: number, b) => a + (b as number), 0)).toBe(35);
+    expect(Math.max(...(groups as number[]))).toBeLessThanOrEqual(10);
+    expect(groups.length).toBeGreaterThanOrEqual(4);
+    expect(verifyChain(db)).toMatchObject({ ok: true, count: 35 });
+  });
+
+  it('a group whose answer was lost after its COMMIT is found in the chain and reported committed', async () => {
+    const url = await freshPgDatabase();
+    const proxy = await lossyProxy(url);
+    try {
+      const { db, audit } = log(proxy.url);
+      await audit.append({ event: 'call.decided', reason: 'first' });
+      // The server commits the next group and answers; the answer never reaches the log.
+      await proxy.dropNextAnswer();
+      const lost = await audit.append({ event: 'call.decided', reason: 'answer lost' });
+      // The proxy did cut this answer off (it says so once the server had finished it).
+      await proxy.dropped();
+      expect(lost.seq).toBe(2);
+      expect(db.prepare('SELECT reason FROM audit ORDER BY seq').pluck().all()).toEqual(['first', 'answer lost']);
+      expect(await audit.append({ event: 'call.decided', reason: 'after' })).toMatchObject({ seq: 3 });
+      expect(verifyChain(db)).toMatchObject({ ok: true, count: 3 });
+    } finally {
+      await proxy.close();
+    }
+  });
 });
+
+/**
+ * A TCP proxy in front of the test server that, once armed, lets the server
+ * finish its next answer to an append (through ReadyForQuery, so after the
+ * COMMIT) and then cuts the client off without passing it on: a link lost at
+ * the worst moment. In a process of its own: the store's synchronous
+ * connection blocks this thread while it waits for an answer.
+ */
+const PROXY = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+let armed = false;
+let dropped = 0;
+const server = net.createServer((client) => {
+  const upstream = net.connect(Number(port), host);
+  let losing = false;
+  let held = Buffer.alloc(0);
+  for (const s of [client, upstream]) s.on('error', () => {});
+  client.on('data', (chunk) => {
+    if (armed && chunk.includes('warden_audit_append')) { armed = false; losing = true; }
+    upstream.write(chunk);
+  });
+  upstream.on('data', (chunk) => {
+    if (!losing) return void client.write(chunk);
+    held = Buffer.concat([held, chunk]);
+    if (held.subarray(-6).equals(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))) {
+      dropped++;
+      client.destroy();
+      upstream.destroy();
+      process.stdout.write('dropped ' + dropped + '\\n');
+    }
+  });
+  client.on('close', () => upstream.destroy());
+  upstream.on('close', () => client.destroy());
+});
+server.listen(0, '127.0.0.1', () => process.stdout.write('port ' + server.address().port + '\\n'));
+process.stdin.on('data', (d) => { if (String(d).includes('arm')) { armed = true; process.stdout.write('armed\\n'); } });
+process.stdin.on('end', () => process.exit(0));
+`;
+
+async function lossyProxy(target: string): Promise<{
+  url: string;
+  dropNextAnswer(): Promise<void>;
+  dropped(): Promise<void>;
+  close(): Promise<void>;
+}> {
+  const to = new URL(target);
+  const child = spawn(process.execPath, ['-e', PROXY, to.hostname, to.port], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  const waiters: Array<() => void> = [];
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (text: string) => {
+    lines.push(...text.split('\n').filter(Boolean));
+    for (const w of waiters.splice(0)) w();
+  });
+  const line = async (prefix: string): Promise<string> => {
+    for (;;) {
+      const found = lines.find((l) => l.startsWith(prefix));
+      if (found) return found;
+      await new Promise<void>((resolve) => waiters.push(resolve));
+    }
+  };
+  const port = (await line('port ')).slice('port '.length);
+  const url = new URL(target);
+  url.hostname = '127.0.0.1';
+  url.port = port;
+  return {
+    url: url.toString(),
+    dropNextAnswer: async () => {
+      child.stdin.write('arm\n');
+      await line('armed');
+    },
+    dropped: async () => {
+      await line('dropped ');
+    },
+    close: async () => {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.stdin.end();
+      await exited;
+    },
+  };
+}

@@ -360,9 +360,12 @@ export class AuditLog implements AuditSink {
     // message (~50 µs a round trip on a busy VM), and rows that wait for the
     // reply simply join the next, larger transaction.
     if (this.#inFlight) return;
-    const batch = this.#pending;
-    if (batch.length === 0) return;
-    this.#pending = [];
+    if (this.#pending.length === 0) return;
+    // On PostgreSQL a group is one statement: bounded, so a backlog that built up behind a
+    // slow commit goes as several groups rather than one too large to send.
+    const take = this.#pgChain ? groupSize(this.#pending, this.#maxBatch) : this.#pending.length;
+    const batch = take === this.#pending.length ? this.#pending : this.#pending.slice(0, take);
+    this.#pending = take === this.#pending.length ? [] : this.#pending.slice(take);
     let written: { firstSeq: number; hashes: string[] };
     try {
       // Settings are read before writing or handing off: a closed connection fails here, as a write would.
@@ -536,6 +539,29 @@ export class AuditLog implements AuditSink {
       detail: serialiseRedacted(e.detail, this.#maxArgsChars),
     };
   }
+}
+
+/** Text a PostgreSQL group may carry (its rows' JSON, about); a single larger row goes alone. */
+const MAX_GROUP_CHARS = 16 * 1024 * 1024;
+/** Column names, hashes and numbers of one row in the group's JSON, about. */
+const ROW_OVERHEAD_CHARS = 400;
+
+/** How many of the pending rows, from the first, make the next group: at most maxBatch, and about MAX_GROUP_CHARS. */
+function groupSize(pending: readonly Pending[], maxBatch: number): number {
+  let chars = 0;
+  let n = 0;
+  for (const { row } of pending) {
+    if (n >= maxBatch) break;
+    chars +=
+      ROW_OVERHEAD_CHARS +
+      (row.args?.length ?? 0) +
+      (row.result?.length ?? 0) +
+      (row.detail?.length ?? 0) +
+      (row.reason?.length ?? 0);
+    if (n > 0 && chars > MAX_GROUP_CHARS) break;
+    n++;
+  }
+  return n;
 }
 
 /** The file behind `db` if another connection can open it: not in-memory, temporary or read-only. */

@@ -23,6 +23,8 @@ import { AUDIT_COLUMNS, type ChainHead, type ChainRow, chainRows } from './chain
 
 /** A group re-hashed this many times in a row (replicas appending without pause) fails, rather than loop. */
 const MAX_ATTEMPTS = 100;
+/** close() ends the connection gracefully within this, else drops it. */
+const CLOSE_WITHIN_MS = 2_000;
 
 const APPEND = 'SELECT appended, head_seq::text AS head_seq, head_hash FROM warden_audit_append($1, $2, $3, $4)';
 
@@ -62,9 +64,16 @@ export class PgChainCommitter {
         const res = await client.query(APPEND, [WRITE_LOCK_KEY, head.seq, head.hash, batch]);
         answer = res.rows[0];
       } catch (err) {
-        // Whether it committed is unknown (the answer may be what was lost), and so is the
-        // connection's state: the next group starts on a fresh one and asks for the head.
+        // The connection's state is unknown: the next group starts on a fresh one and asks for the head.
         this.#drop(client);
+        // The server answered with an error: the function's transaction rolled back, nothing landed.
+        if (isServerError(err)) throw err;
+        // The link failed: the answer may be what was lost, after the COMMIT. The rows' hashes
+        // are ours, so ask on a fresh connection whether the last of them is in the chain.
+        if (await this.#landed(firstSeq + rows.length - 1, hashes[hashes.length - 1]!)) {
+          this.#head = { seq: firstSeq + rows.length - 1, hash: hashes[hashes.length - 1]! };
+          return { firstSeq, hashes };
+        }
         throw err;
       }
       if (answer.appended) {
@@ -80,15 +89,41 @@ export class PgChainCommitter {
     );
   }
 
+  /** Whether the chain holds `hash` at `seq` (asked on a fresh connection); false when that cannot be told. */
+  async #landed(seq: number, hash: string): Promise<boolean> {
+    if (seq < 1) return false;
+    try {
+      const client = await this.#connect();
+      setRef(client, true);
+      try {
+        const res = await client.query('SELECT hash FROM audit WHERE seq = $1', [seq]);
+        return res.rows[0]?.hash === hash;
+      } finally {
+        setRef(client, false);
+      }
+    } catch {
+      return false;
+    }
+  }
+
   /** Ends the connection (after the last write settled: the caller awaits its writes first). */
   async close(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
     this.#connecting = undefined;
     if (!client) return;
-    // Held open until the server has the goodbye: a closing process waits for it.
+    // Held open until the server has the goodbye: a closing process waits for it, but not
+    // on a link that went dead (a graceful end would wait for TCP to give up).
     setRef(client, true);
-    await client.end().catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const bounded = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        streamOf(client)?.destroy?.();
+        resolve();
+      }, CLOSE_WITHIN_MS);
+    });
+    await Promise.race([client.end().catch(() => undefined), bounded]);
+    clearTimeout(timer);
   }
 
   #drop(client: pg.Client): void {
@@ -120,10 +155,25 @@ export class PgChainCommitter {
   }
 }
 
+/** An error PostgreSQL itself sent (it carries a SQLSTATE), as opposed to a failed link or a client timeout. */
+function isServerError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
+}
+
+interface Stream {
+  ref?: () => void;
+  unref?: () => void;
+  destroy?: () => void;
+}
+
 /** node-postgres keeps its socket private (see pg-db.ts, unrefClient). */
+function streamOf(client: pg.Client): Stream | undefined {
+  return (client as unknown as { connection?: { stream?: Stream } }).connection?.stream;
+}
+
 function setRef(client: pg.Client, ref: boolean): void {
-  const stream = (client as unknown as { connection?: { stream?: { ref?: () => void; unref?: () => void } } })
-    .connection?.stream;
+  const stream = streamOf(client);
   if (ref) stream?.ref?.();
   else stream?.unref?.();
 }

@@ -300,7 +300,15 @@ export class PgDb {
    * not connected yet, and the caller's to end.
    */
   newClient(): pg.Client {
-    return new pg.Client({ connectionString: this.#url, statement_timeout: this.#timeoutMs });
+    return new pg.Client({
+      connectionString: this.#url,
+      statement_timeout: this.#timeoutMs,
+      // A connection the network dropped without a word (a NAT, a failover) must fail,
+      // not hang: the server's statement timeout cannot answer over a dead link.
+      query_timeout: this.#timeoutMs + 5_000,
+      connectionTimeoutMillis: 10_000,
+      keepAlive: true,
+    });
   }
 
   /**

@@ -25,5 +25,7 @@ export async function freshPgDatabase(prefix = 'warden'): Promise<string> {
   }
   const url = new URL(pgServerUrl());
   url.searchParams.set('options', `-c search_path=${name}`);
+  // Names its connections too, so a test can pick out its own in pg_stat_activity.
+  url.searchParams.set('application_name', name);
   return url.toString();
 }
