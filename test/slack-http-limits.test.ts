@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSlackApp, type SlackHttpLimits } from '../src/slack/app.ts';
 import { silentLogger } from '../src/logger.ts';
@@ -61,11 +62,16 @@ describe('the Slack HTTP receiver bounds what an unsigned peer can hold', () => 
   });
 
   it('drops connections past maxConnections, and takes new ones once those close', async () => {
-    h = await startSlackHarness({ appOptions: { httpLimits: { maxConnections: 2 } } });
+    const logged: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => logged.push(line) });
+    h = await startSlackHarness({ appOptions: { httpLimits: { maxConnections: 2 }, logger } });
     const held = [await open(h.port), await open(h.port)];
     const extra = await open(h.port);
     // Dropped by the server with nothing sent: the peer sees its socket close.
     expect(await closed(extra)).toBe('');
+    // Said once, however many are dropped.
+    await closed(await open(h.port));
+    expect(logged.filter((l) => l.includes('Slack HTTP receiver full'))).toHaveLength(1);
     for (const s of held) s.destroy();
     // Room again: a signed request is answered.
     let answered = false;

@@ -497,7 +497,10 @@ export class UpstreamManager implements Upstreams {
     const timer = this.#clock.setTimeout(
       () => {
         this.#restarts.delete(conn.name);
-        if (this.#closed || conn.closed || this.#conns.get(conn.name) !== conn || conn.client) return;
+        // Whatever connection holds the name now (a policy reload may have replaced this one):
+        // one that failed meanwhile found this timer pending and scheduled none of its own.
+        const current = this.#conns.get(conn.name);
+        if (this.#closed || !current || current.closed || current.client || current.connecting) return;
         // A failure here schedules the next try itself (#connect's catch).
         this.catalogue(conn.name).catch((err) =>
           this.#log.debug({ server: conn.name, err: describeError(err) }, 'background upstream start failed'),

@@ -34,7 +34,14 @@ export interface ProfileInput {
 }
 
 /** Files in Warden's installation that hold an operator's secrets (SLACK_BOT_TOKEN, a database URL with its password). */
-const SECRET_FILE_NAMES = ['.env'];
+const SECRET_FILE_NAMES = [
+  '.env',
+  '.env.local',
+  '.env.production',
+  '.env.production.local',
+  '.env.development',
+  '.env.development.local',
+];
 
 /** Homes hidden whatever the policy says: every credential file (~/.ssh, ~/.aws, ~/.config, …) lives in one. */
 const ALWAYS_HIDDEN_DIRS = ['/root', '/home', '/run', '/var/run', '/media', '/mnt'];

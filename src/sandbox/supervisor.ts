@@ -75,11 +75,12 @@ function describeHalt(state: HaltState): string {
 const COMMAND_POLL_MS = 10;
 
 /** Host pids of the sandbox init's children: the agent's command (bwrap's own init is pid 1 inside and ignores SIGTERM). */
-function childrenOf(pid: number): number[] {
+function childrenOf(pid: number): number[] | undefined {
   try {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   } catch {
-    return [];
+    // The init is gone, or this kernel has no /proc/…/children (CONFIG_PROC_CHILDREN).
+    return undefined;
   }
 }
 
@@ -387,6 +388,12 @@ export async function runAgent(options: RunAgentOptions): Promise<RunOutcome> {
       // grace whenever the stop came (the kill timer above still bounds the wait).
       const signalCommand = (): void => {
         const targets = sandboxInit !== undefined ? childrenOf(sandboxInit) : [];
+        if (targets === undefined) {
+          // No way to reach the command (or nothing left to reach): the sandbox goes at once.
+          termTimer = undefined;
+          kill();
+          return;
+        }
         if (targets.length === 0) {
           termTimer = clock.setTimeout(signalCommand, COMMAND_POLL_MS);
           return;

@@ -63,6 +63,8 @@ export interface SlackHttpLimits {
   timeoutCheckEveryMs: number;
 }
 
+const DROP_LOG_EVERY_MS = 60_000;
+
 export const SLACK_HTTP_LIMITS: SlackHttpLimits = {
   maxConnections: 256,
   headersTimeoutMs: 10_000,
@@ -240,6 +242,17 @@ export function createSlackApp(opts: CreateSlackAppOptions): SlackApp {
         },
       )) as Server;
       server.maxConnections = limits.maxConnections;
+      // Slack's own requests are dropped too while the receiver is full: say so, once a minute at most.
+      let lastDropLog = Number.NEGATIVE_INFINITY;
+      server.on('drop', (data?: { remoteAddress?: string }) => {
+        const now = clock.now();
+        if (now - lastDropLog < DROP_LOG_EVERY_MS) return;
+        lastDropLog = now;
+        logger.warn(
+          { limit: limits.maxConnections, remote: data?.remoteAddress },
+          'Slack HTTP receiver full: dropping new connections (Slack retries; a proxy with per-address limits in front helps)',
+        );
+      });
       started = true;
       const addr = server.address();
       return { port: typeof addr === 'object' && addr ? addr.port : config.port };
