@@ -6,7 +6,7 @@ import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './su
 
 /**
  * Held calls with clients at their default request timeout semantics: the
- * SDK's Client gives up on a request after its timeout (60 s by default; 3 s
+ * SDK's Client gives up on a request after its timeout (60 s by default; 5 s
  * here) and does not reset it on progress unless asked. The agent's
  * answer_within (1 s here) answers first with "not run yet"; the call goes on,
  * runs once on approval, and the agent collects the result.
@@ -15,8 +15,8 @@ import { fixtureServer, startHarness, textOf, waitFor, type Harness } from './su
 const AGENT = 'mailer';
 const OTHER = 'snoop';
 const OWNER = 'U0123ABCD';
-/** Shorter than any client timeout the tests use; without resetTimeoutOnProgress. */
-const CLIENT_TIMEOUT = { timeout: 3_000 };
+/** Well past answer_within (1 s), so a loaded machine still answers first; without resetTimeoutOnProgress. */
+const CLIENT_TIMEOUT = { timeout: 5_000 };
 let h: Harness;
 let client: Client;
 let other: Client;
