@@ -557,6 +557,31 @@ describe('deferred held calls and shutdown', () => {
     await before.decide(deferred.id, OWNER, 'reject', 'done');
   });
 
+  it('awaitDecision on a request its maker left: the decision when it comes, or the expiry at its deadline', async () => {
+    const maker = service();
+    const decided = await hold(maker);
+    const expiring = await hold(maker);
+    for (const { id } of [decided, expiring])
+      await maker.deferred(id, { agent: 'support-triage', callId: maker.get(id)!.callId });
+    // The maker stops; deferred requests stay pending for whoever runs them next.
+    await maker.close();
+    const next = service();
+    const onDecision = next.awaitDecision(decided.id, new AbortController().signal);
+    const onExpiry = next.awaitDecision(expiring.id, new AbortController().signal);
+    let settled = 0;
+    for (const p of [onDecision, onExpiry]) void p.then(() => settled++);
+    await clock.tick(MIN);
+    expect(settled).toBe(0);
+    await next.decide(decided.id, APPROVER, 'approve');
+    expect(await onDecision).toMatchObject({ status: 'approved', approver: APPROVER });
+    // Only this process's own timer can end the other one: its maker is gone.
+    await clock.tick(14 * MIN - 1);
+    expect(settled).toBe(1);
+    await clock.tick(1);
+    expect(await onExpiry).toMatchObject({ status: 'expired' });
+    expect(next.get(expiring.id)).toMatchObject({ status: 'expired' });
+  });
+
   it('awaitDecision: a missing approval fails, a decided one answers at once, an aborted wait cancels', async () => {
     const svc = service();
     expect(await svc.awaitDecision('apr_missing', new AbortController().signal)).toEqual({
