@@ -557,6 +557,21 @@ describe('deferred held calls and shutdown', () => {
     await before.decide(deferred.id, OWNER, 'reject', 'done');
   });
 
+  it('leaves no timer behind once nothing waits: neither the poll nor an expiry timer', async () => {
+    const svc = service();
+    const before = clock.pending;
+    const a = await hold(svc);
+    const b = await hold(svc);
+    // Two expiry timers and one poll for both.
+    expect(clock.pending).toBe(before + 3);
+    await svc.decide(a.id, OWNER, 'approve');
+    await a.outcome;
+    expect(clock.pending).toBe(before + 2);
+    await svc.decide(b.id, OWNER, 'reject', 'no');
+    await b.outcome;
+    expect(clock.pending).toBe(before);
+  });
+
   it('awaitDecision on a request its maker left: the decision when it comes, or the expiry at its deadline', async () => {
     const maker = service();
     const decided = await hold(maker);
