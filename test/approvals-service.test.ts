@@ -627,6 +627,27 @@ db.close();
     expect(await restarted.recover()).toBe(0);
   });
 
+  it('recover() takes a row naming no real pid on this host for orphaned: pid 0, not a number, none', async () => {
+    const h = await harness();
+    const insert = h.db.prepare(
+      `INSERT INTO approvals (id, call_id, agent, server, tool, args, args_hash, rule, consequence, status, requested_at, expires_at, process_id)
+       VALUES (?, ?, 'support-triage', 'tickets', 'send_customer_email', '{}', 'x', 'approval_required', 'customer-facing', 'pending', ?, ?, ?)`,
+    );
+    // pid 0 would signal this process group and look alive; a name that is no number has no process.
+    insert.run('apr_zero', 'c-zero', START, START + 60_000, `${hostname()}:0:abcd1234`);
+    insert.run('apr_nan', 'c-nan', START, START + 60_000, `${hostname()}:abc:abcd1234`);
+    insert.run('apr_none', 'c-none', START, START + 60_000, null);
+    const starting = new ApprovalService({
+      db: h.db,
+      audit: h.audit,
+      notifier: h.notifier,
+      clock,
+      policy: () => h.policy,
+    });
+    expect(await starting.recover()).toBe(3);
+    for (const id of ['apr_zero', 'apr_nan', 'apr_none']) expect(row(h, id).status).toBe('abandoned');
+  });
+
   it('recover() leaves a row of a process on another host alone until it expires, then abandons it', async () => {
     const h = await harness();
     // Another Warden on another machine, sharing the database: its pid means nothing here.
@@ -635,7 +656,8 @@ db.close();
         `INSERT INTO approvals (id, call_id, agent, server, tool, args, args_hash, rule, consequence, status, requested_at, expires_at, process_id)
          VALUES ('apr_remote', 'c-remote', 'support-triage', 'tickets', 'send_customer_email', '{}', 'x', 'approval_required', 'customer-facing', 'pending', ?, ?, ?)`,
       )
-      .run(START, START + 60_000, `not-${hostname()}.example:1:abcd1234`);
+      // A pid that runs nowhere here: checked locally, it would look gone.
+      .run(START, START + 60_000, `not-${hostname()}.example:999999999:abcd1234`);
 
     const starting = new ApprovalService({
       db: h.db,
