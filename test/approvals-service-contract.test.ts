@@ -215,6 +215,7 @@ describe('what the agent is told', () => {
     expect(svc.get(id)!.expiresAt).toBe(START + 15 * MIN);
     await clock.tick(15 * MIN);
     expect(await outcome).toMatchObject({ status: 'expired' });
+    expect(svc.get(id)).toMatchObject({ status: 'expired', decisionReason: 'no decision in time' });
   });
 
   it('on_redacted: refuse holds a call with nothing hidden, and counts what would be hidden', async () => {
@@ -390,7 +391,7 @@ describe('who may decide', () => {
       ok: false,
       code: 'not_pending',
       message: 'This request expired before anyone decided.',
-      record: { status: 'expired' },
+      record: { status: 'expired', decisionReason: 'no decision in time' },
     });
     await clock.tick(500);
     expect(await outcome).toMatchObject({ status: 'expired' });
