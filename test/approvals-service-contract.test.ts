@@ -515,6 +515,22 @@ describe('deferred held calls and shutdown', () => {
     ]);
   });
 
+  it('deferred() as an MCP task says so and names the task', async () => {
+    const svc = service();
+    const { id } = await hold(svc);
+    const callId = svc.get(id)!.callId;
+    await svc.deferred(id, { agent: 'support-triage', callId, taskId: 'task-7' });
+    expect(auditRows('approval.deferred')).toMatchObject([
+      {
+        call_id: callId,
+        decision: 'pending',
+        reason: 'the agent was answered with task task-7 and polls it; the approval goes on',
+        detail: { approvalId: id, expiresAt: START + 15 * MIN, taskId: 'task-7' },
+      },
+    ]);
+    await svc.decide(id, OWNER, 'reject', 'done');
+  });
+
   it('close() abandons the calls whose agents wait on it, and leaves deferred ones pending for the next Warden', async () => {
     const svc = service();
     const waited = await hold(svc);
