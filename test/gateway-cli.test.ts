@@ -79,7 +79,8 @@ describe('warden agents token', () => {
 
     const revoked = await warden(['agents', 'token', 'revoke', 'billing-bot']);
     expect(revoked.stdout).toMatch(/revoked 1 token/);
-    expect(listAgentTokens(h.db, 'billing-bot').every((t) => t.revokedAt !== null)).toBe(true);
+    // Both tokens (the rotated one and its successor) are still listed, each stamped revoked.
+    expect(listAgentTokens(h.db, 'billing-bot').map((t) => t.revokedAt !== null)).toEqual([true, true]);
     await h.flush();
     expect(
       h
