@@ -463,6 +463,13 @@ describe('compileCondition and toCel (pure)', () => {
 
   it('unknown names and functions anywhere are load errors', () => {
     expect(compileError('args.a > 1 && lookup(args.x)')).toBe('unknown function "lookup"');
+    // A message of an unknown type would fail on every call instead.
+    expect(compileError('Foo{a: args.x} == 1')).toBe(
+      'unknown type "Foo"; a condition may build lists and maps, not messages',
+    );
+    expect(compileError('args.a > 1 || google.protobuf.Duration{seconds: 1} == args.d')).toBe(
+      'unknown type "google.protobuf.Duration"; a condition may build lists and maps, not messages',
+    );
     expect(compileError('args.x.nosuch()')).toBe('unknown function "nosuch"');
     expect(compileError('[args.a, amount].size() > 0')).toBe(
       'unknown name "amount"; a condition may read args, agent, server, tool, now',

@@ -135,6 +135,12 @@ function staticProblem(root: Expr): string | undefined {
         return reads;
       }
       case 'structExpr': {
+        // `Foo{a: 1}` builds a message; no condition needs one, and an unknown type would only
+        // fail on every call (a rule that never matches, or always does): refuse it at load.
+        if (kind.value.messageName !== '') {
+          problem = `unknown type "${kind.value.messageName}"; a condition may build lists and maps, not messages`;
+          return false;
+        }
         let reads = false;
         for (const entry of kind.value.entries) {
           if (entry.keyKind.case === 'mapKey') reads = walk(entry.keyKind.value, bound) || reads;
