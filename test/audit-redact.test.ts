@@ -244,8 +244,20 @@ describe('redact: every secret key part and value pattern', () => {
       ['apikey=abc', `apikey=${REDACTED}`],
       ['access-token: abc', `access-token: ${REDACTED}`],
       ["secret='a b' c", `secret=${REDACTED} c`],
+      ['accesstoken=abc', `accesstoken=${REDACTED}`],
     ];
     for (const [input, expected] of cases) expect(redactString(input)).toBe(expected);
+  });
+
+  it('the marker is the literal text auditors search for', () => {
+    expect(REDACTED).toBe('[redacted]');
+    expect(redactString('token xoxb-1-2')).toBe('token [redacted]');
+  });
+
+  it('a Basic header with no space after the colon, a bearer after two spaces, a URL at the very start', () => {
+    expect(redactString('Authorization:Basic dXNlcjpwYXNzd29yZA==')).toBe(`Authorization:Basic ${REDACTED}`);
+    expect(redactString('Bearer  abcdefgh1234')).toBe(`Bearer ${REDACTED}`);
+    expect(redactString('postgres://admin:pw@db/x')).toBe(`postgres://admin:${REDACTED}@db/x`);
   });
 
   it('gives the same answer on every call (no state left between calls)', () => {
