@@ -78,6 +78,11 @@ function holdingAudit(inner: AuditSink, hold: (e: AuditEntry) => boolean): { sin
 const approvedDecision = (e: AuditEntry) => e.event === 'approval.decided' && e.decision === 'approved';
 const heldFor = (held: HeldAppend[], id: string) => held.find((x) => x.entry.detail?.approvalId === id)!;
 
+/** The next Warden on the same database (its recover() is what a restart runs). */
+function restartedService(h: Awaited<ReturnType<typeof harness>>): ApprovalService {
+  return new ApprovalService({ db: h.db, audit: h.audit, notifier: h.notifier, clock, policy: () => h.policy });
+}
+
 describe('canonical args hash', () => {
   it('ignores key order and binds to exact values', () => {
     expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: 'x' } })).toBe(
@@ -608,13 +613,7 @@ db.close();
       )
       .run(START, START + 60_000, `${hostname()}:${process.ppid}:live`);
 
-    const restarted = new ApprovalService({
-      db: h.db,
-      audit: h.audit,
-      notifier: h.notifier,
-      clock,
-      policy: () => h.policy,
-    });
+    const restarted = restartedService(h);
     expect(await restarted.recover()).toBe(1);
     expect(row(h, orphan)).toMatchObject({ status: 'abandoned', decision_reason: 'Warden restarted' });
     expect(row(h, 'apr_live').status).toBe('pending');
@@ -637,13 +636,7 @@ db.close();
     insert.run('apr_zero', 'c-zero', START, START + 60_000, `${hostname()}:0:abcd1234`);
     insert.run('apr_nan', 'c-nan', START, START + 60_000, `${hostname()}:abc:abcd1234`);
     insert.run('apr_none', 'c-none', START, START + 60_000, null);
-    const starting = new ApprovalService({
-      db: h.db,
-      audit: h.audit,
-      notifier: h.notifier,
-      clock,
-      policy: () => h.policy,
-    });
+    const starting = restartedService(h);
     expect(await starting.recover()).toBe(3);
     for (const id of ['apr_zero', 'apr_nan', 'apr_none']) expect(row(h, id).status).toBe('abandoned');
   });
@@ -659,13 +652,7 @@ db.close();
       // A pid that runs nowhere here: checked locally, it would look gone.
       .run(START, START + 60_000, `not-${hostname()}.example:999999999:abcd1234`);
 
-    const starting = new ApprovalService({
-      db: h.db,
-      audit: h.audit,
-      notifier: h.notifier,
-      clock,
-      policy: () => h.policy,
-    });
+    const starting = restartedService(h);
     expect(await starting.recover()).toBe(0);
     expect(row(h, 'apr_remote').status).toBe('pending');
     // Its own process can still decide it.
