@@ -364,8 +364,7 @@ export class AuditLog implements AuditSink {
     // On PostgreSQL a group is one statement: bounded, so a backlog that built up behind a
     // slow commit goes as several groups rather than one too large to send.
     const take = this.#pgChain ? groupSize(this.#pending, this.#maxBatch) : this.#pending.length;
-    const batch = take === this.#pending.length ? this.#pending : this.#pending.slice(0, take);
-    this.#pending = take === this.#pending.length ? [] : this.#pending.slice(take);
+    const batch = this.#pending.splice(0, take);
     let written: { firstSeq: number; hashes: string[] };
     try {
       // Settings are read before writing or handing off: a closed connection fails here, as a write would.
